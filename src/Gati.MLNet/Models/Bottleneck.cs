@@ -1,0 +1,40 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Models;
+
+/// <summary>1x1 reduce, 3x3, 1x1 expand (x4) with a residual shortcut (ResNet-50/101/152).</summary>
+internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
+{
+    public const int Expansion = 4;
+
+    private readonly Conv2d conv1;
+    private readonly BatchNorm2d bn1;
+    private readonly Conv2d conv2;
+    private readonly BatchNorm2d bn2;
+    private readonly Conv2d conv3;
+    private readonly BatchNorm2d bn3;
+    private readonly Sequential shortcut;
+
+    public Bottleneck(string name, long inPlanes, long planes, long stride) : base(name)
+    {
+        conv1 = nn.Conv2d(inPlanes, planes, kernel_size: 1, bias: false);
+        bn1 = nn.BatchNorm2d(planes);
+        conv2 = nn.Conv2d(planes, planes, kernel_size: 3, stride: stride, padding: 1, bias: false);
+        bn2 = nn.BatchNorm2d(planes);
+        conv3 = nn.Conv2d(planes, planes * Expansion, kernel_size: 1, bias: false);
+        bn3 = nn.BatchNorm2d(planes * Expansion);
+        shortcut = Shortcut.Create(inPlanes, planes * Expansion, stride);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        var x = nn.functional.relu(bn1.forward(conv1.forward(input)));
+        x = nn.functional.relu(bn2.forward(conv2.forward(x)));
+        x = bn3.forward(conv3.forward(x));
+        x = x.add_(shortcut.forward(input));
+        return x.relu_();
+    }
+}
