@@ -45,6 +45,45 @@ public static class DeviceOptions
         return Resolve(kind, index, gpuId, fallback, option, TorchRuntime.IsCudaAvailable, TorchRuntime.CudaDeviceCount);
     }
 
+    /// <summary>
+    /// The device for a model loaded with <c>mlContext.Model.Load</c>, by ML.NET's rule: the GPU named by
+    /// <see cref="MLContext.GpuDeviceId"/> when it is set (CPU instead if CUDA is absent and
+    /// <see cref="MLContext.FallbackToCpu"/> is true, else an error), otherwise the CPU.
+    /// Use <see cref="ConfigureContext"/> to express an auto/cpu/cuda option through those settings.
+    /// </summary>
+    public static torch.Device ResolveForLoadedModel(IHostEnvironment? environment)
+    {
+        if (environment is IHostEnvironmentInternal { GpuDeviceId: { } id } settings)
+            return Resolve(DeviceKind.Cuda, id, id, settings.FallbackToCpu, $"cuda:{id} (MLContext.GpuDeviceId)",
+                TorchRuntime.IsCudaAvailable, TorchRuntime.CudaDeviceCount);
+        return torch.CPU;
+    }
+
+    /// <summary>
+    /// Sets <see cref="MLContext.GpuDeviceId"/> and <see cref="MLContext.FallbackToCpu"/> from a device option, so
+    /// that models loaded through this context run where the option says: auto = GPU 0 when CUDA is available,
+    /// else CPU; cpu = CPU; cuda = GPU 0; cuda:N = GPU N (no fallback for cuda options).
+    /// </summary>
+    public static void ConfigureContext(MLContext context, string option)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var (kind, index) = Parse(option, nameof(option));
+        switch (kind)
+        {
+            case DeviceKind.Cpu:
+                context.GpuDeviceId = null;
+                break;
+            case DeviceKind.Auto:
+                context.GpuDeviceId = TorchRuntime.IsCudaAvailable ? 0 : null;
+                context.FallbackToCpu = true;
+                break;
+            default:
+                context.GpuDeviceId = index ?? 0;
+                context.FallbackToCpu = false;
+                break;
+        }
+    }
+
     /// <summary>Resolution rules, separated from the machine for testing.</summary>
     internal static torch.Device Resolve(DeviceKind kind, int? index, int? gpuDeviceId, bool fallbackToCpu, string option,
         bool cudaAvailable, int cudaDeviceCount)

@@ -1,0 +1,110 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Gati.MLNet.Torch;
+using Microsoft.ML;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary><c>gati evaluate</c>: accuracy, per-class accuracy and confusion matrix of a saved model.</summary>
+internal static class EvaluateCommand
+{
+    public static Command Create()
+    {
+        var dataset = new DatasetArguments();
+        var runtime = new RuntimeArguments();
+        var model = new Option<string>("--model", "-m") { Description = "The model zip written by gati train-base.", Required = true };
+        var split = new Option<string>("--split") { Description = "Which split to evaluate on: test or train.", DefaultValueFactory = _ => "test" };
+        split.AcceptOnlyFromAmong("test", "train");
+        var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." };
+        var report = new Option<string?>("--report-dir") { Description = "Also write evaluation.md and confusion-matrix.csv to this folder." };
+
+        var command = new Command("evaluate", "Evaluate a saved model on a dataset split: accuracy, per-class accuracy and the confusion matrix.");
+        command.Options.Add(model);
+        dataset.AddTo(command);
+        command.Options.Add(split);
+        command.Options.Add(rows);
+        command.Options.Add(report);
+        runtime.AddTo(command);
+        command.SetAction((result, _) =>
+        {
+            runtime.Apply(result);
+            var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),
+                result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows),
+                result.GetValue(report), result.GetValue(runtime.Device)!);
+            return Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () => new EvaluateRunner(AnsiConsole.Console).Run(settings)));
+        });
+        return command;
+    }
+}
+
+/// <summary>Settings of <c>gati evaluate</c>.</summary>
+internal sealed record EvaluateSettings(string Model, DatasetSpec Dataset, DatasetSplit Split, long? Rows, string? ReportDir, string Device);
+
+/// <summary>Runs <c>gati evaluate</c>.</summary>
+internal sealed class EvaluateRunner(IAnsiConsole console)
+{
+    public int Run(EvaluateSettings settings)
+    {
+        var context = new MLContext();
+        DeviceOptions.ConfigureContext(context, settings.Device);
+        var model = context.Gati().LoadModel(settings.Model, out _);
+        try
+        {
+            var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var evaluation = Evaluation.Run(context, model, data);
+            console.MarkupLineInterpolated(
+                $"[bold]{settings.Model}[/] on {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} ({evaluation.Rows} images, {clock.Elapsed.TotalSeconds:F1} s)");
+            console.MarkupLineInterpolated($"Accuracy: [bold]{evaluation.Accuracy:P2}[/]   macro accuracy: {evaluation.MacroAccuracy:P2}   log-loss: {evaluation.LogLoss:F4}");
+
+            var perClass = new Table().AddColumn("class").AddColumn(new TableColumn("accuracy").RightAligned());
+            for (var i = 0; i < evaluation.ClassNames.Count; i++)
+                perClass.AddRow(Markup.Escape(evaluation.ClassNames[i]), evaluation.PerClassAccuracy[i].ToString("P2", CultureInfo.InvariantCulture));
+            console.Write(perClass);
+
+            var confusion = new Table().Title("confusion matrix (rows: true class, columns: predicted)").AddColumn("");
+            for (var j = 0; j < evaluation.ClassNames.Count; j++) confusion.AddColumn(new TableColumn(j.ToString(CultureInfo.InvariantCulture)).RightAligned());
+            for (var i = 0; i < evaluation.ClassNames.Count; i++)
+                confusion.AddRow([$"{i} {Markup.Escape(evaluation.ClassNames[i])}", .. evaluation.Confusion[i].Select(c => c.ToString("F0", CultureInfo.InvariantCulture))]);
+            console.Write(confusion);
+
+            if (settings.ReportDir is { } dir) WriteReport(dir, settings, evaluation);
+            return 0;
+        }
+        finally
+        {
+            (model as IDisposable)?.Dispose();
+        }
+    }
+
+    private void WriteReport(string dir, EvaluateSettings settings, Evaluation evaluation)
+    {
+        Directory.CreateDirectory(dir);
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"# Evaluation of {Path.GetFileName(settings.Model)}");
+        md.AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Dataset: {settings.Dataset.Name}, split {settings.Split.ToString().ToLowerInvariant()}, {evaluation.Rows} images.");
+        md.AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"- accuracy: {evaluation.Accuracy:P2}");
+        md.AppendLine(CultureInfo.InvariantCulture, $"- macro accuracy: {evaluation.MacroAccuracy:P2}");
+        md.AppendLine(CultureInfo.InvariantCulture, $"- log-loss: {evaluation.LogLoss:F4}");
+        md.AppendLine();
+        md.AppendLine("| class | accuracy |");
+        md.AppendLine("|---|---|");
+        for (var i = 0; i < evaluation.ClassNames.Count; i++)
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {evaluation.ClassNames[i]} | {evaluation.PerClassAccuracy[i]:P2} |");
+        AtomicFile.WriteAllText(Path.Combine(dir, "evaluation.md"), md.ToString());
+
+        var csv = new StringBuilder();
+        csv.AppendLine("true\\predicted," + string.Join(",", evaluation.ClassNames.Select(Csv.Escape)));
+        for (var i = 0; i < evaluation.ClassNames.Count; i++)
+            csv.AppendLine(Csv.Escape(evaluation.ClassNames[i]) + "," + string.Join(",", evaluation.Confusion[i].Select(c => c.ToString("F0", CultureInfo.InvariantCulture))));
+        AtomicFile.WriteAllText(Path.Combine(dir, "confusion-matrix.csv"), csv.ToString());
+        console.MarkupLineInterpolated($"Wrote {Path.Combine(dir, "evaluation.md")} and confusion-matrix.csv.");
+    }
+}

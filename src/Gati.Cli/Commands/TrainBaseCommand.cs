@@ -1,0 +1,66 @@
+using System.CommandLine;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet.Models;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary><c>gati train-base</c>: train a CIFAR-style ResNet base model and save it as an ML.NET model zip.</summary>
+internal static class TrainBaseCommand
+{
+    public static Command Create()
+    {
+        var dataset = new DatasetArguments();
+        var runtime = new RuntimeArguments();
+        var arch = new Option<string>("--arch") { Description = "Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.", DefaultValueFactory = _ => "resnet18" };
+        var width = new Option<int>("--width") { Description = "Base width (channels of the first stage): 64 is the paper's; 8-16 make CPU training practical.", DefaultValueFactory = _ => 64 };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => 30 };
+        var lr = new Option<double>("--lr") { Description = "Initial learning rate (cosine-annealed to 0 over the run).", DefaultValueFactory = _ => 0.1 };
+        var batchSize = new Option<int>("--batch-size") { Description = "Images per SGD step.", DefaultValueFactory = _ => 128 };
+        var momentum = new Option<double>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9 };
+        var weightDecay = new Option<double>("--weight-decay") { Description = "L2 weight decay.", DefaultValueFactory = _ => 5e-4 };
+        var cropPadding = new Option<int>("--crop-padding") { Description = "Padding in pixels for random-crop augmentation (0 disables).", DefaultValueFactory = _ => 4 };
+        var noFlip = new Option<bool>("--no-flip") { Description = "Disable random horizontal flips." };
+        var seed = new Option<int>("--seed") { Description = "Random seed (initialisation, shuffling, augmentation).", DefaultValueFactory = _ => 0 };
+        var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N training rows only (quick runs)." };
+        var testRows = new Option<long?>("--test-rows") { Description = "Evaluate on the first N test rows only." };
+        var validate = new Option<bool>("--validate-each-epoch") { Description = "Report test-split accuracy after every epoch (costs one test pass per epoch)." };
+        var output = new Option<string>("--output", "-o") { Description = "Where to write the trained model (an ML.NET model zip; written atomically).", Required = true };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint file written after every epoch (default: <output>.ckpt)." };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint if it exists (e.g. after the process was killed)." };
+
+        var command = new Command("train-base", "Train a CIFAR-style ResNet base model on a dataset and save it as an ML.NET model zip; evaluates it on the test split at the end.");
+        dataset.AddTo(command);
+        foreach (var option in new Option[] { arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume })
+            command.Options.Add(option);
+        runtime.AddTo(command);
+
+        command.SetAction((result, cancellation) =>
+        {
+            runtime.Apply(result);
+            var settings = new TrainBaseSettings
+            {
+                Dataset = dataset.Read(result),
+                Architecture = ResNetSpec.Parse(result.GetValue(arch)!),
+                BaseWidth = result.GetValue(width),
+                Epochs = result.GetValue(epochs),
+                LearningRate = result.GetValue(lr),
+                BatchSize = result.GetValue(batchSize),
+                Momentum = result.GetValue(momentum),
+                WeightDecay = result.GetValue(weightDecay),
+                CropPadding = result.GetValue(cropPadding),
+                HorizontalFlip = !result.GetValue(noFlip),
+                Seed = result.GetValue(seed),
+                TrainRows = result.GetValue(trainRows),
+                TestRows = result.GetValue(testRows),
+                ValidateEachEpoch = result.GetValue(validate),
+                Output = result.GetValue(output)!,
+                Checkpoint = result.GetValue(checkpoint),
+                Resume = result.GetValue(resume),
+                Device = result.GetValue(runtime.Device)!,
+            };
+            return Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () => new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation)));
+        });
+        return command;
+    }
+}

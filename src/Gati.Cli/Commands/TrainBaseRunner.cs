@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using System.Globalization;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Gati.MLNet.Models;
+using Gati.MLNet.Training;
+using Microsoft.ML;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary>Settings of <c>gati train-base</c>.</summary>
+internal sealed record TrainBaseSettings
+{
+    public required DatasetSpec Dataset { get; init; }
+    public ResNetArchitecture Architecture { get; init; } = ResNetArchitecture.ResNet18;
+    public int BaseWidth { get; init; } = 64;
+    public int Epochs { get; init; } = 30;
+    public double LearningRate { get; init; } = 0.1;
+    public int BatchSize { get; init; } = 128;
+    public double Momentum { get; init; } = 0.9;
+    public double WeightDecay { get; init; } = 5e-4;
+    public int CropPadding { get; init; } = 4;
+    public bool HorizontalFlip { get; init; } = true;
+    public int Seed { get; init; }
+    public long? TrainRows { get; init; }
+    public long? TestRows { get; init; }
+    public bool ValidateEachEpoch { get; init; }
+    public required string Output { get; init; }
+    public string? Checkpoint { get; init; }
+    public bool Resume { get; init; }
+    public string Device { get; init; } = "auto";
+}
+
+/// <summary>Runs <c>gati train-base</c>: train, save atomically, evaluate on the test split.</summary>
+internal sealed class TrainBaseRunner(IAnsiConsole console)
+{
+    public int Run(TrainBaseSettings settings, CancellationToken cancellation)
+    {
+        var clock = Stopwatch.StartNew();
+        var context = new MLContext(settings.Seed);
+        var train = settings.Dataset.Load(context, DatasetSplit.Train, settings.TrainRows);
+        var test = settings.Dataset.Load(context, DatasetSplit.Test, settings.TestRows);
+        var checkpoint = settings.Checkpoint ?? settings.Output + ".ckpt";
+        var rowCount = train.GetRowCount()?.ToString(CultureInfo.InvariantCulture) ?? "?";
+        console.MarkupLineInterpolated(
+            $"Training [bold]{settings.Architecture}[/] (width {settings.BaseWidth}) on [bold]{settings.Dataset.Name}[/] ({rowCount} rows), {settings.Epochs} epochs, batch {settings.BatchSize}, lr {settings.LearningRate}, device {settings.Device}.");
+        console.MarkupLineInterpolated($"Checkpoint: {checkpoint}{(settings.Resume ? " (resuming if present)" : "")}");
+
+        var reporter = new TrainingReporter(console);
+        var trainer = context.Gati().ResNet(new ResNetTrainer.Options
+        {
+            Architecture = settings.Architecture,
+            BaseWidth = settings.BaseWidth,
+            Epochs = settings.Epochs,
+            BatchSize = settings.BatchSize,
+            LearningRate = settings.LearningRate,
+            Momentum = settings.Momentum,
+            WeightDecay = settings.WeightDecay,
+            RandomCropPadding = settings.CropPadding,
+            HorizontalFlip = settings.HorizontalFlip,
+            Seed = settings.Seed,
+            Device = settings.Device,
+            CheckpointPath = checkpoint,
+            Resume = settings.Resume,
+            ValidationSet = settings.ValidateEachEpoch ? test : null,
+            Progress = reporter,
+            CancellationToken = cancellation,
+        });
+        using var model = trainer.Fit(train);
+        var trainTime = clock.Elapsed;
+
+        context.Gati().SaveModel(model, train.Schema, settings.Output);
+        console.MarkupLineInterpolated($"Saved model to [bold]{settings.Output}[/] (device used: {model.Device}).");
+
+        var evaluation = Evaluation.Run(context, model, test);
+        console.MarkupLineInterpolated(
+            $"Test accuracy: [bold]{evaluation.Accuracy:P2}[/] on {evaluation.Rows} images. Training wall time {trainTime:hh\\:mm\\:ss}, total {clock.Elapsed:hh\\:mm\\:ss}.");
+        return 0;
+    }
+
+    /// <summary>Prints one line per epoch and a progress line every few batches (works in logs and terminals alike).</summary>
+    private sealed class TrainingReporter(IAnsiConsole console) : IProgress<ResNetTrainingProgress>
+    {
+        private DateTime _lastBatchLine = DateTime.MinValue;
+
+        public void Report(ResNetTrainingProgress p)
+        {
+            if (p.EpochCompleted)
+            {
+                var validation = p.ValidationAccuracy is { } v ? $", test acc {v:P2}" : "";
+                var restored = p.Restored ? " (restored from checkpoint)" : "";
+                console.MarkupLineInterpolated(
+                    $"epoch {p.Epoch}/{p.TotalEpochs}: loss {p.Loss:F4}, train acc {p.Accuracy:P2}{validation}, {p.ImagesPerSecond:F0} img/s, {p.Elapsed.TotalSeconds:F0} s{restored}");
+                return;
+            }
+            if (DateTime.UtcNow - _lastBatchLine < TimeSpan.FromSeconds(15)) return;
+            _lastBatchLine = DateTime.UtcNow;
+            var of = p.BatchesPerEpoch is { } total ? $"/{total}" : "";
+            console.MarkupLineInterpolated(
+                $"[grey]  epoch {p.Epoch} batch {p.Batch}{of}: loss {p.Loss:F4}, acc {p.Accuracy:P1}, {p.ImagesPerSecond:F0} img/s, lr {p.LearningRate:G3}[/]");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+using System.CommandLine;
+using Gati.Cli.Commands;
+
+namespace Gati.Cli;
+
+/// <summary>The root <c>gati</c> command.</summary>
+internal static class GatiCommand
+{
+    public static RootCommand Create()
+    {
+        var root = new RootCommand("Gati.MLNet: learned caches (early-exit networks) for ML.NET. Train a base ResNet, evaluate it, and serve it faster.");
+        root.Subcommands.Add(TrainBaseCommand.Create());
+        root.Subcommands.Add(EvaluateCommand.Create());
+        return root;
+    }
+}

@@ -1,0 +1,3 @@
+using Gati.Cli;
+
+return await GatiCommand.Create().Parse(args).InvokeAsync();

@@ -1,0 +1,51 @@
+using Gati.MLNet.Data;
+using Microsoft.ML;
+
+namespace Gati.MLNet;
+
+/// <summary>
+/// Dataset loaders on <c>mlContext.Data</c>. Every loader returns a streaming <see cref="IDataView"/> with
+/// <c>Image</c> (Vector&lt;Single, C, H, W&gt;, normalised per channel) and <c>Label</c> (Key&lt;UInt32, k&gt; with
+/// class names as KeyValues); records are read from disk as cursors move.
+/// </summary>
+public static class DataCatalogExtensions
+{
+    /// <summary>Fashion-MNIST from its IDX files (gzip or plain), by default where Debian's dataset-fashion-mnist puts them.</summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="split">Train (60k) or Test (10k).</param>
+    /// <param name="directory">Folder of the IDX files; null = /usr/share/datasets/fashion-mnist.</param>
+    /// <param name="normalization">Per-channel normalisation; null = Fashion-MNIST's mean and std.</param>
+    public static IDataView LoadFashionMnist(this DataOperationsCatalog catalog, DatasetSplit split = DatasetSplit.Train,
+        string? directory = null, ChannelNormalization? normalization = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new ImageDatasetView(FashionMnist.Open(directory, split), normalization ?? ChannelNormalization.FashionMnist);
+    }
+
+    /// <summary>CIFAR-10 from the binary version (data_batch_1..5.bin, test_batch.bin).</summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="directory">cifar-10-batches-bin, or the folder containing it.</param>
+    /// <param name="split">Train (50k) or Test (10k).</param>
+    /// <param name="normalization">Per-channel normalisation; null = the reference's CIFAR-10 statistics.</param>
+    public static IDataView LoadCifar10(this DataOperationsCatalog catalog, string directory, DatasetSplit split = DatasetSplit.Train,
+        ChannelNormalization? normalization = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        return new ImageDatasetView(Cifar.OpenCifar10(directory, split), normalization ?? ChannelNormalization.Cifar10);
+    }
+
+    /// <summary>CIFAR-100 from the binary version (train.bin, test.bin).</summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="directory">cifar-100-binary, or the folder containing it.</param>
+    /// <param name="split">Train (50k) or Test (10k).</param>
+    /// <param name="labels">Fine (100 classes) or Coarse (20 superclasses).</param>
+    /// <param name="normalization">Per-channel normalisation; null = the reference's CIFAR-100 statistics.</param>
+    public static IDataView LoadCifar100(this DataOperationsCatalog catalog, string directory, DatasetSplit split = DatasetSplit.Train,
+        Cifar100LabelKind labels = Cifar100LabelKind.Fine, ChannelNormalization? normalization = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        return new ImageDatasetView(Cifar.OpenCifar100(directory, split, labels), normalization ?? ChannelNormalization.Cifar100);
+    }
+}

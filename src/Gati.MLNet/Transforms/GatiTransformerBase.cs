@@ -1,0 +1,74 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+
+namespace Gati.MLNet.Transforms;
+
+/// <summary>
+/// Common plumbing of Gati.MLNet transformers: lazy batched <see cref="Transform"/>, a row-to-row mapper for
+/// ML.NET's PredictionEngine, and ML.NET model saving. Not meant to be derived from outside this library.
+/// </summary>
+public abstract class GatiTransformerBase : ITransformer, IDisposable
+{
+    private bool _disposed;
+
+    private protected GatiTransformerBase(IHostEnvironment environment, string registrationName)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        Host = environment.Register(registrationName);
+    }
+
+    private protected IHost Host { get; }
+
+    /// <summary>Always true: every Gati transformer maps rows one to one.</summary>
+    public bool IsRowToRowMapper => true;
+
+    /// <summary>The schema <see cref="Transform"/> would produce for <paramref name="inputSchema"/>.</summary>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return MakeMapper(inputSchema).OutputSchema;
+    }
+
+    /// <summary>Appends this transformer's columns to <paramref name="input"/>, lazily, computed in batches.</summary>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ThrowIfDisposed();
+        return new BatchMappedDataView(input, MakeMapper(input.Schema));
+    }
+
+    /// <summary>A row-at-a-time mapper (what ML.NET's PredictionEngine uses).</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ThrowIfDisposed();
+        return new BatchRowToRowMapper(MakeMapper(inputSchema));
+    }
+
+    void ICanSaveModel.Save(ModelSaveContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(ctx);
+        ThrowIfDisposed();
+        SaveModel(ctx);
+    }
+
+    /// <summary>Releases native (TorchSharp) memory held by this transformer.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        DisposeCore();
+        GC.SuppressFinalize(this);
+    }
+
+    private protected abstract BatchMapper MakeMapper(DataViewSchema inputSchema);
+
+    private protected abstract void SaveModel(ModelSaveContext ctx);
+
+    private protected virtual void DisposeCore()
+    {
+    }
+
+    private protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}

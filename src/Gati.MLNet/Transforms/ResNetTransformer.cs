@@ -1,0 +1,209 @@
+using Gati.MLNet.Data;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Models;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+[assembly: LoadableClass(typeof(ResNetTransformer), null, typeof(SignatureLoadModel), "Gati ResNet", ResNetTransformer.LoaderSignature)]
+
+namespace Gati.MLNet.Transforms;
+
+/// <summary>
+/// A trained CIFAR-style ResNet as an ML.NET transformer: reads an image vector column and adds
+/// <c>Score</c> (class probabilities, Vector&lt;Single, k&gt; with SlotNames) and <c>PredictedLabel</c>
+/// (Key&lt;UInt32, k&gt; with KeyValues), scoring rows in batches. Created by
+/// <see cref="Training.ResNetTrainer.Fit"/> or loaded with <c>mlContext.Model.Load</c>.
+/// </summary>
+/// <remarks>
+/// Model format (docs/model-format.md): ML.NET model stream "GATIRSNT" version 1.1 with the architecture,
+/// input shape, class names and column names, plus a binary stream "Weights" holding the network's weights in
+/// a checked envelope. A loaded model runs on the GPU named by the loading context's
+/// <see cref="MLContext.GpuDeviceId"/>, else on the CPU (ML.NET's rule; see <see cref="DeviceOptions.ConfigureContext"/>).
+/// </remarks>
+public sealed class ResNetTransformer : GatiTransformerBase
+{
+    internal const string LoaderSignature = "GatiResNetTransformer";
+    private const string RegistrationName = "GatiResNet";
+    private const string WeightsStream = "Weights";
+
+    private readonly ResNet _network;
+    private readonly object _gate = new();
+
+    internal ResNetTransformer(IHostEnvironment environment, ResNet network, Device device, IReadOnlyList<string> classNames,
+        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize)
+        : base(environment, RegistrationName)
+    {
+        if (classNames.Count != network.Config.ClassCount)
+            throw new ArgumentException($"{classNames.Count} class names for a {network.Config.ClassCount}-class network.", nameof(classNames));
+        _network = network;
+        DeviceInfo = device;
+        ClassNames = classNames.ToArray();
+        ImageColumnName = imageColumnName;
+        ScoreColumnName = scoreColumnName;
+        PredictedLabelColumnName = predictedLabelColumnName;
+        BatchSize = batchSize;
+        _network.eval();
+    }
+
+    /// <summary>Architecture, input shape, class count and base width.</summary>
+    public ResNetConfig Config => _network.Config;
+
+    /// <summary>Class names in label order (label key k is ClassNames[k - 1]).</summary>
+    public IReadOnlyList<string> ClassNames { get; }
+
+    /// <summary>The input column (normalised image vector).</summary>
+    public string ImageColumnName { get; }
+
+    /// <summary>The output column of class probabilities.</summary>
+    public string ScoreColumnName { get; }
+
+    /// <summary>The output key column of the most probable class.</summary>
+    public string PredictedLabelColumnName { get; }
+
+    /// <summary>Rows scored per forward pass.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>The device the network runs on (e.g. "cpu", "cuda:0").</summary>
+    public string Device => DeviceInfo.ToString();
+
+    internal Device DeviceInfo { get; }
+
+    /// <summary>The network, in eval mode on <see cref="DeviceInfo"/>. Callers serialise through <see cref="Gate"/>.</summary>
+    internal ResNet Network => _network;
+
+    internal object Gate => _gate;
+
+    private static VersionInfo GetVersionInfo() => new(
+        modelSignature: "GATIRSNT",
+        verWrittenCur: 0x00010001,
+        verReadableCur: 0x00010001,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: LoaderSignature,
+        loaderAssemblyName: typeof(ResNetTransformer).Assembly.FullName);
+
+    /// <summary>Class probabilities and predicted keys for <paramref name="count"/> rows of a batch buffer.</summary>
+    internal void Score(float[] images, int count, float[]? probabilities, uint[]? predicted)
+    {
+        ThrowIfDisposed();
+        var shape = Config.InputShape;
+        lock (_gate)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var rows = images.Length / shape.Size;
+            var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(DeviceInfo);
+            var logits = _network.forward(input);
+            if (probabilities is not null)
+                nn.functional.softmax(logits, 1).cpu().data<float>().CopyTo(probabilities.AsSpan(0, count * Config.ClassCount), 0, 0);
+            if (predicted is not null)
+            {
+                var best = logits.argmax(1).to(ScalarType.Int32).cpu().data<int>();
+                for (var i = 0; i < count; i++) predicted[i] = (uint)best[i] + 1;
+            }
+        }
+    }
+
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+
+    private protected override void SaveModel(ModelSaveContext ctx)
+    {
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+        // *** Binary format (docs/model-format.md) ***
+        // byte   architecture (ResNetArchitecture)
+        // int32  channels, height, width, class count, base width
+        // int32 + strings: class names
+        // string image column, score column, predicted-label column
+        // int32  batch size
+        // stream "Weights": ModuleWeights envelope
+        var writer = ctx.Writer;
+        writer.Write((byte)Config.Architecture);
+        writer.Write(Config.InputShape.Channels);
+        writer.Write(Config.InputShape.Height);
+        writer.Write(Config.InputShape.Width);
+        writer.Write(Config.ClassCount);
+        writer.Write(Config.BaseWidth);
+        ModelText.WriteStrings(writer, ClassNames);
+        writer.Write(ImageColumnName);
+        writer.Write(ScoreColumnName);
+        writer.Write(PredictedLabelColumnName);
+        writer.Write(BatchSize);
+        lock (_gate)
+            ctx.SaveBinaryStream(WeightsStream, w => ModuleWeights.Write(w, _network));
+    }
+
+    // Factory for SignatureLoadModel (ML.NET finds it through the LoadableClass attribute above).
+    private static ResNetTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        ctx.CheckAtModel(GetVersionInfo());
+        var config = ReadConfig(ctx.Reader);
+        var classNames = ModelText.ReadStrings(ctx.Reader, "class name", 100_000);
+        if (classNames.Length != config.ClassCount)
+            throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+        var imageColumn = ctx.Reader.ReadString();
+        var scoreColumn = ctx.Reader.ReadString();
+        var predictedColumn = ctx.Reader.ReadString();
+        var batchSize = ModelText.ReadInt(ctx.Reader, "batch size", 1, 1 << 20);
+
+        TorchRuntime.EnsureInitialized();
+        var network = new ResNet(config);
+        try
+        {
+            var found = ctx.TryLoadBinaryStream(WeightsStream, r => ModuleWeights.Read(r, network, $"{config.Architecture} base model"));
+            if (!found)
+                throw new InvalidDataException($"Corrupt model: the {config.Architecture} base model has no '{WeightsStream}' stream.");
+            var device = DeviceOptions.ResolveForLoadedModel(env);
+            network.to(device);
+            return new ResNetTransformer(env, network, device, classNames, imageColumn, scoreColumn, predictedColumn, batchSize);
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+
+    internal static ResNetConfig ReadConfig(BinaryReader reader)
+    {
+        var architecture = (ResNetArchitecture)reader.ReadByte();
+        if (!Enum.IsDefined(architecture)) throw new InvalidDataException($"Corrupt model: unknown architecture code {(int)architecture}.");
+        var channels = ModelText.ReadInt(reader, "channels", 1, 64);
+        var height = ModelText.ReadInt(reader, "height", 1, 1 << 16);
+        var width = ModelText.ReadInt(reader, "width", 1, 1 << 16);
+        var classes = ModelText.ReadInt(reader, "class count", 2, 100_000);
+        var baseWidth = ModelText.ReadInt(reader, "base width", 1, 1024);
+        var config = new ResNetConfig(architecture, new TensorShape(channels, height, width), classes, baseWidth);
+        config.Validate();
+        return config;
+    }
+
+    private protected override void DisposeCore() => _network.Dispose();
+
+    private sealed class Mapper : BatchMapper
+    {
+        private readonly ResNetTransformer _parent;
+
+        public Mapper(ResNetTransformer parent, DataViewSchema inputSchema)
+            : base(inputSchema, [parent.ImageColumnName], parent.BatchSize)
+        {
+            _parent = parent;
+            CheckInputSize(0, parent.Config.InputShape.Size, $"the {parent.Config.Architecture} ({parent.Config.InputShape} images)");
+            var k = parent.Config.ClassCount;
+            Outputs =
+            [
+                OutputColumn.Vector(parent.ScoreColumnName, k, Annotations.SlotNames(parent.ClassNames)),
+                OutputColumn.Key(parent.PredictedLabelColumnName, k, Annotations.KeyValues(parent.ClassNames)),
+            ];
+        }
+
+        public override IReadOnlyList<OutputColumn> Outputs { get; }
+
+        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
+            _parent.Score(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
+    }
+}
