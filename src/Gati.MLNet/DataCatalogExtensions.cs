@@ -48,4 +48,18 @@ public static class DataCatalogExtensions
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         return new ImageDatasetView(Cifar.OpenCifar100(directory, split, labels), normalization ?? ChannelNormalization.Cifar100);
     }
+
+    /// <summary>
+    /// A folder of images with one sub-folder per class, through ML.NET ImageAnalytics (LoadImages,
+    /// ResizeImages, ExtractPixels) and per-channel normalisation. Also has an <c>ImagePath</c> column.
+    /// </summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="directory">The root folder; its sub-folder names are the classes (ordinal order).</param>
+    /// <param name="options">Size, channels and normalisation; null = 32x32 RGB in [0, 1].</param>
+    public static IDataView LoadImageFolder(this DataOperationsCatalog catalog, string directory, ImageFolderOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        return ImageFolder.Load(new MLContext(), directory, options ?? new ImageFolderOptions());
+    }
 }

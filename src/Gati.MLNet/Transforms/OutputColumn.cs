@@ -45,8 +45,15 @@ internal sealed class OutputColumn
 
     public DataViewSchema.Annotations Annotations { get; }
 
-    public static OutputColumn Vector(string name, int size, DataViewSchema.Annotations? annotations = null) =>
-        new(name, OutputKind.Vector, new VectorDataViewType(NumberDataViewType.Single, size), size, annotations);
+    public static OutputColumn Vector(string name, int size, DataViewSchema.Annotations? annotations = null, int[]? dimensions = null)
+    {
+        if (dimensions is not null && dimensions.Aggregate(1, (a, b) => a * b) != size)
+            throw new ArgumentException($"Dimensions {string.Join("x", dimensions)} do not multiply to {size}.", nameof(dimensions));
+        var type = dimensions is null
+            ? new VectorDataViewType(NumberDataViewType.Single, size)
+            : new VectorDataViewType(NumberDataViewType.Single, dimensions);
+        return new(name, OutputKind.Vector, type, size, annotations);
+    }
 
     public static OutputColumn Key(string name, int count, DataViewSchema.Annotations? annotations = null) =>
         new(name, OutputKind.Key, new KeyDataViewType(typeof(uint), count), 1, annotations);

@@ -1,0 +1,117 @@
+using Gati.MLNet.Models;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Transforms.Image;
+
+namespace Gati.MLNet.Data;
+
+/// <summary>Settings for reading a folder of images (one sub-folder per class).</summary>
+public sealed class ImageFolderOptions
+{
+    /// <summary>Width images are resized to.</summary>
+    public int Width { get; set; } = 32;
+
+    /// <summary>Height images are resized to.</summary>
+    public int Height { get; set; } = 32;
+
+    /// <summary>Convert to one grayscale channel (else three RGB channels).</summary>
+    public bool Grayscale { get; set; }
+
+    /// <summary>Per-channel normalisation of pixels in [0, 1]; null leaves them in [0, 1].</summary>
+    public ChannelNormalization? Normalization { get; set; }
+
+    /// <summary>File extensions read as images (case-insensitive).</summary>
+    public IReadOnlyList<string> Extensions { get; set; } = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
+
+    /// <summary>The [C, H, W] the images become.</summary>
+    public TensorShape Shape => new(Grayscale ? 1 : 3, Height, Width);
+
+    internal void Validate()
+    {
+        if (Width < 1 || Height < 1) throw new ArgumentOutOfRangeException(nameof(Width), $"Image size must be positive (got {Width}x{Height}).");
+        Normalization?.CheckChannels(Shape.Channels, Grayscale ? "A grayscale image" : "An RGB image");
+    }
+}
+
+/// <summary>
+/// Images in class sub-folders (<c>root/cat/1.png</c>, <c>root/dog/2.jpg</c>) through ML.NET ImageAnalytics:
+/// LoadImages, ResizeImages, (ConvertToGrayscale,) ExtractPixels, then per-channel normalisation.
+/// Classes are the sub-folder names in ordinal order.
+/// </summary>
+public static class ImageFolder
+{
+    /// <summary>The column holding each image's path.</summary>
+    public const string ImagePathColumnName = "ImagePath";
+
+    /// <summary>
+    /// The preprocessing pipeline from an image path column to the normalised <c>Image</c> vector, for use in
+    /// serving pipelines (the same steps <see cref="DataCatalogExtensions.LoadImageFolder"/> applies).
+    /// </summary>
+    public static IEstimator<ITransformer> Preprocessing(MLContext context, ImageFolderOptions options,
+        string imagePathColumnName = ImagePathColumnName, string outputColumnName = DefaultColumnNames.Image)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return LoadStage(context, imagePathColumnName).Append(PixelStage(context, options, outputColumnName));
+    }
+
+    private const string BitmapColumn = "__GatiImageObject";
+    private const string PixelsColumn = "__GatiImagePixels";
+
+    private static IEstimator<ITransformer> LoadStage(MLContext context, string imagePathColumnName) =>
+        context.Transforms.LoadImages(BitmapColumn, imageFolder: null, imagePathColumnName);
+
+    private static IEstimator<ITransformer> PixelStage(MLContext context, ImageFolderOptions options, string outputColumnName)
+    {
+        IEstimator<ITransformer> pipeline = context.Transforms.ResizeImages(BitmapColumn, options.Width, options.Height, BitmapColumn,
+            ImageResizingEstimator.ResizingKind.Fill);
+        if (options.Grayscale) pipeline = pipeline.Append(context.Transforms.ConvertToGrayscale(BitmapColumn, BitmapColumn));
+        var colors = options.Grayscale ? ImagePixelExtractingEstimator.ColorBits.Red : ImagePixelExtractingEstimator.ColorBits.Rgb;
+        var normalization = options.Normalization ?? ChannelNormalization.Identity(options.Shape.Channels);
+        return pipeline
+            .Append(context.Transforms.ExtractPixels(PixelsColumn, BitmapColumn, colors, ImagePixelExtractingEstimator.ColorsOrder.ARGB,
+                interleavePixelColors: false, scaleImage: 1f / 255f))
+            .Append(context.Transforms.NormalizeChannels(outputColumnName, PixelsColumn, normalization))
+            .Append(context.Transforms.DropColumns(BitmapColumn, PixelsColumn));
+    }
+
+    internal static IDataView Load(MLContext context, string directory, ImageFolderOptions options)
+    {
+        options.Validate();
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Image folder '{directory}' does not exist.");
+        var extensions = new HashSet<string>(options.Extensions, StringComparer.OrdinalIgnoreCase);
+        var classes = Directory.GetDirectories(directory).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToArray();
+        var files = new List<ImageFile>();
+        foreach (var name in classes)
+        {
+            foreach (var file in Directory.EnumerateFiles(Path.Combine(directory, name), "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+                if (extensions.Contains(Path.GetExtension(file))) files.Add(new ImageFile { ImagePath = file, ClassName = name });
+        }
+        var used = files.Select(f => f.ClassName).Distinct().Count();
+        if (used < 2)
+            throw new ArgumentException($"Image folder '{directory}' needs at least two class sub-folders with images ({string.Join(", ", options.Extensions)}); found {used}.");
+
+        var list = context.Data.LoadFromEnumerable(files);
+        var keys = context.Data.LoadFromEnumerable(classes.Select(c => new ClassRow { ClassName = c }));
+        var loading = context.Transforms.Conversion.MapValueToKey(DefaultColumnNames.Label, nameof(ImageFile.ClassName), keyData: keys)
+            .Append(LoadStage(context, ImagePathColumnName));
+        // Errors are given their file name right where images are decoded: later stages read ahead on other threads.
+        var loaded = new ImageErrorContextView(loading.Fit(list).Transform(list), ImagePathColumnName);
+        var pixels = PixelStage(context, options, DefaultColumnNames.Image).Fit(loaded).Transform(loaded);
+        return new ImageErrorContextView(pixels, pathColumn: null);
+    }
+
+    private sealed class ImageFile
+    {
+        public string ImagePath { get; set; } = "";
+
+        public string ClassName { get; set; } = "";
+    }
+
+    private sealed class ClassRow
+    {
+        public string ClassName { get; set; } = "";
+    }
+}

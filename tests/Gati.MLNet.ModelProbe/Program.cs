@@ -1,0 +1,63 @@
+// Loads an ML.NET model zip with plain mlContext.Model.Load (no Gati registration call), scores the first
+// rows of a Fashion-MNIST-format folder, and writes every float and key output column to a binary file:
+// for each row, for each requested column in order, its values (floats as IEEE-754, keys as uint32).
+// Usage: Gati.MLNet.ModelProbe <model.zip> <idx-folder> <split: train|test> <rows> <output> <column>...
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+if (args.Length < 6)
+{
+    Console.Error.WriteLine("usage: Gati.MLNet.ModelProbe <model.zip> <idx-folder> <train|test> <rows> <output> <column>...");
+    return 2;
+}
+var context = new MLContext();
+var model = context.Model.Load(args[0], out _);
+var data = context.Data.TakeRows(context.Data.LoadFashionMnist(args[2] == "train" ? DatasetSplit.Train : DatasetSplit.Test, args[1]), long.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture));
+var scored = model.Transform(data);
+var columns = args.Skip(5).Select(name => scored.Schema[name]).ToArray();
+using var output = new BinaryWriter(File.Create(args[4]));
+using var cursor = scored.GetRowCursor(columns);
+var writers = columns.Select(column => MakeWriter(cursor, column, output)).ToArray();
+while (cursor.MoveNext())
+    foreach (var write in writers) write();
+Console.WriteLine($"rows {cursor.Position}");
+return 0;
+
+static Action MakeWriter(DataViewRowCursor cursor, DataViewSchema.Column column, BinaryWriter output)
+{
+    switch (column.Type)
+    {
+        case VectorDataViewType:
+        {
+            var getter = cursor.GetGetter<VBuffer<float>>(column);
+            VBuffer<float> value = default;
+            return () =>
+            {
+                getter(ref value);
+                foreach (var v in value.DenseValues()) output.Write(v);
+            };
+        }
+        case KeyDataViewType:
+        {
+            var getter = cursor.GetGetter<uint>(column);
+            uint value = 0;
+            return () =>
+            {
+                getter(ref value);
+                output.Write(value);
+            };
+        }
+        default:
+        {
+            var getter = cursor.GetGetter<float>(column);
+            float value = 0;
+            return () =>
+            {
+                getter(ref value);
+                output.Write(value);
+            };
+        }
+    }
+}
