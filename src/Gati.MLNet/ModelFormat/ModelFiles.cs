@@ -53,7 +53,8 @@ internal static class ModelFiles
         {
             return context.Model.Load(path, out inputSchema);
         }
-        catch (Exception ex) when (ex is InvalidOperationException or FormatException or InvalidDataException or EndOfStreamException or ArgumentException)
+        catch (Exception ex) when (ex is InvalidOperationException or FormatException or InvalidDataException or EndOfStreamException
+                                       or ArgumentException or System.Reflection.TargetInvocationException)
         {
             throw new InvalidDataException($"Could not load the model in {path}: {Innermost(ex).Message}", ex);
         }
