@@ -1,0 +1,38 @@
+using System.CommandLine;
+using Gati.Cli.Infrastructure;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary><c>gati bench</c>: reproducible speed measurements (results go to docs/benchmarks.md).</summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("bench", "Measure speed: base-model training and inference throughput, and the ML.NET transformer path against a plain TorchSharp loop.");
+        command.Subcommands.Add(CreateBase());
+        return command;
+    }
+
+    private static Command CreateBase()
+    {
+        var runtime = new RuntimeArguments();
+        var widths = new Option<int[]>("--widths") { Description = "Base widths of ResNet-18 to measure.", DefaultValueFactory = _ => [16, 64], AllowMultipleArgumentsPerToken = true };
+        var trainSteps = new Option<int>("--train-steps") { Description = "Timed SGD steps (batch 128) per width, after one warm-up step.", DefaultValueFactory = _ => 5 };
+        var repeats = new Option<int>("--repeats") { Description = "Timed repetitions of each inference measurement (median reported).", DefaultValueFactory = _ => 5 };
+        var rows = new Option<int>("--rows") { Description = "Fashion-MNIST test rows for the transformer-vs-loop comparison.", DefaultValueFactory = _ => 10000 };
+        var dataDir = new Option<string?>("--data-dir") { Description = "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)." };
+        var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
+        var command = new Command("base", "ResNet-18 (1x28x28 Fashion-MNIST input) training images/s, inference images/s at batch 1 and 64, and ML.NET transformer vs plain TorchSharp throughput at batch 64.");
+        foreach (var option in new Option[] { widths, trainSteps, repeats, rows, dataDir, output }) command.Options.Add(option);
+        runtime.AddTo(command);
+        command.SetAction((result, _) =>
+        {
+            runtime.Apply(result);
+            var settings = new BaseBenchmarkSettings(result.GetValue(widths)!, result.GetValue(trainSteps), result.GetValue(repeats),
+                result.GetValue(rows), result.GetValue(dataDir), result.GetValue(runtime.Device)!, result.GetValue(output));
+            return Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () => new BaseBenchmark(AnsiConsole.Console).Run(settings)));
+        });
+        return command;
+    }
+}

@@ -1,0 +1,104 @@
+using Gati.MLNet.Tests.Infrastructure;
+
+namespace Gati.Cli.Tests;
+
+public sealed class CommandLineTests
+{
+    [Fact]
+    public void Help_TrainBase_ExplainsEveryKebabCaseOption()
+    {
+        var (exit, output) = CliHost.Invoke("train-base", "--help");
+        Assert.Equal(0, exit);
+        foreach (var option in new[] { "--arch", "--dataset", "--data-dir", "--width", "--epochs", "--lr", "--batch-size", "--device", "--output", "--resume", "--checkpoint" })
+            Assert.Contains(option, output);
+        Assert.Contains("auto (CUDA when available, else CPU)", output);
+    }
+
+    [Fact]
+    public void Help_Root_ListsTheCommands()
+    {
+        var (_, output) = CliHost.Invoke("--help");
+        Assert.Contains("train-base", output);
+        Assert.Contains("evaluate", output);
+        Assert.Contains("bench", output);
+    }
+
+    [Fact]
+    public void TrainBase_UnknownDevice_IsAParseError()
+    {
+        var (exit, output) = CliHost.Invoke("train-base", "--output", "x.zip", "--device", "tpu");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("auto, cpu, cuda or cuda:N", output);
+    }
+
+    [Fact]
+    public void TrainBase_UnknownArchitecture_FailsWithTheValue()
+    {
+        using var temp = new TempDirectory();
+        var (exit, output) = CliHost.Invoke("train-base", "--output", temp.File("x.zip"), "--arch", "resnet19", "--device", "cpu");
+        Assert.Equal(1, exit);
+        Assert.Contains("resnet19", output);
+    }
+
+    [Fact]
+    public void Evaluate_MissingModel_SaysWhichFile()
+    {
+        using var temp = new TempDirectory();
+        var (exit, output) = CliHost.Invoke("evaluate", "--model", temp.File("missing.zip"), "--device", "cpu");
+        Assert.Equal(1, exit);
+        Assert.Contains("missing.zip", output);
+    }
+
+    [Fact]
+    public void TrainBaseThenEvaluate_SmallRealSubset_WritesModelAndReports()
+    {
+        using var temp = new TempDirectory();
+        var model = temp.File("model.zip");
+        var (exit, output) = CliHost.Invoke("train-base", "--data-dir", RealData.FashionMnistDirectory, "--width", "4", "--epochs", "1",
+            "--train-rows", "512", "--test-rows", "200", "--batch-size", "64", "--device", "cpu", "--output", model);
+        Assert.True(exit == 0, output);
+        Assert.True(File.Exists(model));
+        Assert.True(File.Exists(model + ".ckpt"));
+        Assert.Contains("Test accuracy", output);
+
+        var report = Path.Combine(temp.Path, "report");
+        (exit, output) = CliHost.Invoke("evaluate", "--model", model, "--data-dir", RealData.FashionMnistDirectory, "--rows", "200",
+            "--device", "cpu", "--report-dir", report);
+        Assert.True(exit == 0, output);
+        Assert.Contains("Accuracy:", output);
+        Assert.Contains("Ankle boot", output);
+        var confusion = File.ReadAllLines(Path.Combine(report, "confusion-matrix.csv"));
+        Assert.Equal(11, confusion.Length);
+        Assert.Equal(200, confusion.Skip(1).Sum(line => line.Split(',').Skip(1).Sum(int.Parse)));
+        Assert.Contains("| Trouser |", File.ReadAllText(Path.Combine(report, "evaluation.md")));
+    }
+
+    [Fact]
+    public void TrainBase_ProcessKilledAfterACheckpoint_ResumesAndFinishes()
+    {
+        using var temp = new TempDirectory();
+        var model = temp.File("model.zip");
+        var checkpoint = temp.File("run.ckpt");
+        string[] args = ["train-base", "--data-dir", RealData.FashionMnistDirectory, "--width", "4", "--epochs", "3", "--train-rows", "1024",
+            "--test-rows", "100", "--batch-size", "64", "--device", "cpu", "--threads", "1", "--output", model, "--checkpoint", checkpoint, "--resume"];
+
+        using (var first = CliHost.Start(args))
+        {
+            var deadline = DateTime.UtcNow.AddMinutes(3);
+            while (!File.Exists(checkpoint) && !first.HasExited && DateTime.UtcNow < deadline) Thread.Sleep(50);
+            Assert.True(File.Exists(checkpoint), "no checkpoint appeared: " + (first.HasExited ? first.StandardOutput.ReadToEnd() + first.StandardError.ReadToEnd() : "timeout"));
+            first.Kill(entireProcessTree: true);
+            first.WaitForExit();
+        }
+        Assert.False(File.Exists(model));
+
+        using var second = CliHost.Start(args);
+        var output = second.StandardOutput.ReadToEnd() + second.StandardError.ReadToEnd();
+        Assert.True(second.WaitForExit(TimeSpan.FromMinutes(5)));
+        Assert.True(second.ExitCode == 0, output);
+        Assert.Contains("epoch 1/3", output);
+        Assert.Contains("(restored from checkpoint)", output);
+        Assert.Contains("epoch 3/3", output);
+        Assert.True(File.Exists(model));
+    }
+}
