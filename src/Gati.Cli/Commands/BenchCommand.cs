@@ -26,13 +26,13 @@ internal static class BenchCommand
         var command = new Command("base", "ResNet-18 (1x28x28 Fashion-MNIST input) training images/s, inference images/s at batch 1 and 64, and ML.NET transformer vs plain TorchSharp throughput at batch 64.");
         foreach (var option in new Option[] { widths, trainSteps, repeats, rows, dataDir, output }) command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, _) =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new BaseBenchmarkSettings(result.GetValue(widths)!, result.GetValue(trainSteps), result.GetValue(repeats),
                 result.GetValue(rows), result.GetValue(dataDir), result.GetValue(runtime.Device)!, result.GetValue(output));
-            return Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () => new BaseBenchmark(AnsiConsole.Console).Run(settings)));
-        });
+            return new BaseBenchmark(AnsiConsole.Console).Run(settings);
+        })));
         return command;
     }
 }

@@ -30,14 +30,14 @@ internal static class EvaluateCommand
         command.Options.Add(rows);
         command.Options.Add(report);
         runtime.AddTo(command);
-        command.SetAction((result, _) =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),
                 result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows),
                 result.GetValue(report), result.GetValue(runtime.Device)!);
-            return Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () => new EvaluateRunner(AnsiConsole.Console).Run(settings)));
-        });
+            return new EvaluateRunner(AnsiConsole.Console).Run(settings);
+        })));
         return command;
     }
 }

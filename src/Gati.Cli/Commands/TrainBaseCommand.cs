@@ -35,7 +35,7 @@ internal static class TrainBaseCommand
             command.Options.Add(option);
         runtime.AddTo(command);
 
-        command.SetAction((result, cancellation) =>
+        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new TrainBaseSettings
@@ -59,8 +59,8 @@ internal static class TrainBaseCommand
                 Resume = result.GetValue(resume),
                 Device = result.GetValue(runtime.Device)!,
             };
-            return Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () => new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation)));
-        });
+            return new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation);
+        })));
         return command;
     }
 }
