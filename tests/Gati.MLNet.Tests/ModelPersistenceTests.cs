@@ -129,7 +129,7 @@ public sealed class ModelPersistenceTests(SmallModelFixture fixture) : IClassFix
         // Rewrite the zip with one flipped byte inside the weights payload (a valid zip, wrong content).
         using (var zip = ZipFile.Open(path, ZipArchiveMode.Update))
         {
-            var entry = zip.Entries.Single(e => e.FullName.EndsWith("Weights", StringComparison.Ordinal));
+            var entry = zip.Entries.Single(e => e.FullName.EndsWith(".weights", StringComparison.Ordinal));
             byte[] bytes;
             using (var stream = entry.Open())
             using (var copy = new MemoryStream())

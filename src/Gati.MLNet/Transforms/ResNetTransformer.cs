@@ -20,37 +20,40 @@ namespace Gati.MLNet.Transforms;
 /// </summary>
 /// <remarks>
 /// Model format (docs/model-format.md): ML.NET model stream "GATIRSNT" version 1.1 with the architecture,
-/// input shape, class names and column names, plus a binary stream "Weights" holding the network's weights in
-/// a checked envelope. A loaded model runs on the GPU named by the loading context's
+/// input shape, class names and column names, and the key of the network's weights, stored once per zip under
+/// GatiShared/ in a checked envelope (shared with the feature extractor and learned caches of the same chain). A loaded model runs on the GPU named by the loading context's
 /// <see cref="MLContext.GpuDeviceId"/>, else on the CPU (ML.NET's rule; see <see cref="DeviceOptions.ConfigureContext"/>).
 /// </remarks>
 public sealed class ResNetTransformer : GatiTransformerBase
 {
     internal const string LoaderSignature = "GatiResNetTransformer";
     private const string RegistrationName = "GatiResNet";
-    private const string WeightsStream = "Weights";
 
-    private readonly ResNet _network;
-    private readonly object _gate = new();
+    private readonly SharedModule<ResNet> _network;
 
     internal ResNetTransformer(IHostEnvironment environment, ResNet network, Device device, IReadOnlyList<string> classNames,
         string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize)
+        : this(environment, new SharedModule<ResNet>(network, device), classNames, imageColumnName, scoreColumnName, predictedLabelColumnName, batchSize)
+    {
+    }
+
+    private ResNetTransformer(IHostEnvironment environment, SharedModule<ResNet> network, IReadOnlyList<string> classNames,
+        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize)
         : base(environment, RegistrationName)
     {
-        if (classNames.Count != network.Config.ClassCount)
-            throw new ArgumentException($"{classNames.Count} class names for a {network.Config.ClassCount}-class network.", nameof(classNames));
+        if (classNames.Count != network.Module.Config.ClassCount)
+            throw new ArgumentException($"{classNames.Count} class names for a {network.Module.Config.ClassCount}-class network.", nameof(classNames));
         _network = network;
-        DeviceInfo = device;
         ClassNames = classNames.ToArray();
         ImageColumnName = imageColumnName;
         ScoreColumnName = scoreColumnName;
         PredictedLabelColumnName = predictedLabelColumnName;
         BatchSize = batchSize;
-        _network.eval();
+        _network.Module.eval();
     }
 
     /// <summary>Architecture, input shape, class count and base width.</summary>
-    public ResNetConfig Config => _network.Config;
+    public ResNetConfig Config => _network.Module.Config;
 
     /// <summary>Class names in label order (label key k is ClassNames[k - 1]).</summary>
     public IReadOnlyList<string> ClassNames { get; }
@@ -70,12 +73,19 @@ public sealed class ResNetTransformer : GatiTransformerBase
     /// <summary>The device the network runs on (e.g. "cpu", "cuda:0").</summary>
     public string Device => DeviceInfo.ToString();
 
-    internal Device DeviceInfo { get; }
+    internal Device DeviceInfo => _network.Device;
 
     /// <summary>The network, in eval mode on <see cref="DeviceInfo"/>. Callers serialise through <see cref="Gate"/>.</summary>
-    internal ResNet Network => _network;
+    internal ResNet Network => _network.Module;
 
-    internal object Gate => _gate;
+    internal object Gate => _network.Gate;
+
+    /// <summary>The shared network, for components built from this model (one more holder per call).</summary>
+    internal SharedModule<ResNet> AcquireNetwork()
+    {
+        ThrowIfDisposed();
+        return _network.Acquire();
+    }
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATIRSNT",
@@ -90,13 +100,13 @@ public sealed class ResNetTransformer : GatiTransformerBase
     {
         ThrowIfDisposed();
         var shape = Config.InputShape;
-        lock (_gate)
+        lock (_network.Gate)
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var rows = images.Length / shape.Size;
             var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(DeviceInfo);
-            var logits = _network.forward(input);
+            var logits = _network.Module.forward(input);
             if (probabilities is not null)
                 nn.functional.softmax(logits, 1).cpu().data<float>().CopyTo(probabilities.AsSpan(0, count * Config.ClassCount), 0, 0);
             if (predicted is not null)
@@ -119,7 +129,7 @@ public sealed class ResNetTransformer : GatiTransformerBase
         // int32 + strings: class names
         // string image column, score column, predicted-label column
         // int32  batch size
-        // stream "Weights": ModuleWeights envelope
+        // string key of the network's weights in GatiShared/ (SharedWeights)
         var writer = ctx.Writer;
         writer.Write((byte)Config.Architecture);
         writer.Write(Config.InputShape.Channels);
@@ -132,8 +142,8 @@ public sealed class ResNetTransformer : GatiTransformerBase
         writer.Write(ScoreColumnName);
         writer.Write(PredictedLabelColumnName);
         writer.Write(BatchSize);
-        lock (_gate)
-            ctx.SaveBinaryStream(WeightsStream, w => ModuleWeights.Write(w, _network));
+        lock (_network.Gate)
+            writer.Write(SharedWeights.Save(ctx, _network.Module));
     }
 
     // Factory for SignatureLoadModel (ML.NET finds it through the LoadableClass attribute above).
@@ -149,21 +159,17 @@ public sealed class ResNetTransformer : GatiTransformerBase
         var scoreColumn = ctx.Reader.ReadString();
         var predictedColumn = ctx.Reader.ReadString();
         var batchSize = ModelText.ReadInt(ctx.Reader, "batch size", 1, 1 << 20);
+        var weights = ctx.Reader.ReadString();
 
         TorchRuntime.EnsureInitialized();
-        var network = new ResNet(config);
+        var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model");
         try
         {
-            var found = ctx.TryLoadBinaryStream(WeightsStream, r => ModuleWeights.Read(r, network, $"{config.Architecture} base model"));
-            if (!found)
-                throw new InvalidDataException($"Corrupt model: the {config.Architecture} base model has no '{WeightsStream}' stream.");
-            var device = DeviceOptions.ResolveForLoadedModel(env);
-            network.to(device);
-            return new ResNetTransformer(env, network, device, classNames, imageColumn, scoreColumn, predictedColumn, batchSize);
+            return new ResNetTransformer(env, network, classNames, imageColumn, scoreColumn, predictedColumn, batchSize);
         }
         catch
         {
-            network.Dispose();
+            network.Release();
             throw;
         }
     }
@@ -182,7 +188,7 @@ public sealed class ResNetTransformer : GatiTransformerBase
         return config;
     }
 
-    private protected override void DisposeCore() => _network.Dispose();
+    private protected override void DisposeCore() => _network.Release();
 
     private sealed class Mapper : BatchMapper
     {
