@@ -62,4 +62,19 @@ public static class DataCatalogExtensions
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         return ImageFolder.Load(new MLContext(), directory, options ?? new ImageFolderOptions());
     }
+
+    /// <summary>
+    /// A feature dump written by <see cref="FeatureDump.Write"/>, as a streaming, shuffle-capable view with columns
+    /// Layer{n} (Vector&lt;Single, C, H, W&gt;), BaseLogits, BasePredictedLabel and Label. Chunk files are checked
+    /// against the manifest (headers and sizes) when the view is created.
+    /// </summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="directory">The dump folder (holding manifest.json).</param>
+    /// <param name="layers">Layers to expose; null = all in the dump.</param>
+    public static IDataView LoadFeatureDump(this DataOperationsCatalog catalog, string directory, IReadOnlyList<int>? layers = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        return new FeatureDumpView(directory, layers, "Layer", "BaseLogits", "BasePredictedLabel", DefaultColumnNames.Label);
+    }
 }

@@ -1,5 +1,6 @@
 using Gati.MLNet.Models;
 using Gati.MLNet.Training;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 
@@ -60,6 +61,60 @@ public sealed class GatiCatalog
     /// <summary>Trains a CIFAR-style ResNet base model with full control over the recipe.</summary>
     /// <param name="options">Trainer settings.</param>
     public ResNetTrainer ResNet(ResNetTrainer.Options options) => new(Environment, options);
+
+    /// <summary>
+    /// Hidden-layer features of a fitted base model: one column per layer plus the base model's logits and
+    /// predicted label (the teacher signals for predictors).
+    /// </summary>
+    /// <param name="baseModel">The fitted base model (its network is shared, not copied).</param>
+    /// <param name="layers">1-based layers (residual block outputs), e.g. 1..8 for ResNet-18.</param>
+    /// <remarks>
+    /// <list type="table">
+    /// <listheader><term>column</term><description>type</description></listheader>
+    /// <item><term>input: Image</term><description>Vector&lt;Single, C, H, W&gt;</description></item>
+    /// <item><term>output: Layer{n}</term><description>Vector&lt;Single, C_n, H_n, W_n&gt;</description></item>
+    /// <item><term>output: BaseLogits</term><description>Vector&lt;Single, k&gt;</description></item>
+    /// <item><term>output: BasePredictedLabel</term><description>Key&lt;UInt32, k&gt;</description></item>
+    /// </list>
+    /// </remarks>
+    public FeatureExtractingEstimator ExtractFeatures(ResNetTransformer baseModel, params int[] layers) =>
+        ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = layers });
+
+    /// <summary>Hidden-layer features of a fitted base model, with full control over column names and batch size.</summary>
+    /// <param name="baseModel">The fitted base model; null finds it upstream in the pipeline at Fit time.</param>
+    /// <param name="options">Layers and column names.</param>
+    public FeatureExtractingEstimator ExtractFeatures(ResNetTransformer? baseModel, FeatureExtractingEstimator.Options options) =>
+        new(Environment, baseModel, options);
+
+    /// <summary>
+    /// Hidden-layer features of the base model that precedes this estimator in a pipeline
+    /// (<c>resnetEstimator.Append(mlContext.Gati().ExtractFeatures(1, 2, 3))</c>).
+    /// </summary>
+    /// <param name="layers">1-based layers.</param>
+    public FeatureExtractingEstimator ExtractFeatures(params int[] layers) =>
+        ExtractFeatures(null, new FeatureExtractingEstimator.Options { Layers = layers });
+
+    /// <summary>Trains a predictor on one hidden layer by distillation from the base model.</summary>
+    /// <param name="layer">The 1-based layer whose features (column Layer{n}) it reads.</param>
+    /// <param name="architecture">FC(1024) by default; Pool(4096, 1024) and Conv(3, 1) are the reference's others.</param>
+    /// <param name="validationSet">Held-out features for agreement per epoch (keeps the best epoch, stops early).</param>
+    /// <remarks>Inputs: Layer{n}, BaseLogits, BasePredictedLabel (from ExtractFeatures). Outputs: L{n}.{arch}.Score
+    /// (log-probabilities) and L{n}.{arch}.PredictedLabel.</remarks>
+    public PredictorTrainer Predictor(int layer, Models.Predictors.PredictorArchitecture? architecture = null, IDataView? validationSet = null) =>
+        Predictor(new PredictorTrainer.Options
+        {
+            Layer = layer,
+            Architecture = architecture ?? Models.Predictors.PredictorArchitecture.FC(),
+            ValidationSet = validationSet,
+        });
+
+    /// <summary>Trains a predictor with full control over the recipe and columns.</summary>
+    /// <param name="options">Settings.</param>
+    public PredictorTrainer Predictor(PredictorTrainer.Options options) => new(Environment, options);
+
+    /// <summary>Trains several predictors (layers x architectures) together, one pass over the data per epoch.</summary>
+    /// <param name="options">The predictors and their shared recipe.</param>
+    public PredictorSetTrainer Predictors(PredictorSetTrainer.Options options) => new(Environment, options);
 
     /// <summary>
     /// Saves a model zip atomically (temporary file, flush, rename): a crash never leaves a torn model behind.

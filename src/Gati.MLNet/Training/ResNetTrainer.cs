@@ -179,7 +179,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
         config.Validate();
         var seed = options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 0;
         var device = DeviceOptions.Resolve(options.Device, _host);
-        var batches = new LabeledImageBatches(input, options.ImageColumnName, options.LabelColumnName, shape.Size, classCount, options.ShufflePoolSize);
+        var batches = new VectorBatchReader(input, [options.ImageColumnName], options.LabelColumnName, options.ShufflePoolSize);
         var rows = input.GetRowCount();
         int? batchesPerEpoch = rows is { } n ? (int)((n + options.BatchSize - 1) / options.BatchSize) : null;
 
@@ -196,9 +196,11 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             {
                 var header = TrainingCheckpoint.ReadHeader(resumePath);
                 TrainingCheckpoint.CheckCompatible(header, CheckpointKind, settings, resumePath);
+                var sections = TrainingCheckpoint.ReadSections(resumePath);
                 network.to(torch.CPU);
-                TrainingCheckpoint.Restore(resumePath, network, optimizer, $"{config.Architecture}");
+                TrainingCheckpoint.LoadModule(TrainingCheckpoint.Section(sections, "model", resumePath), network, $"{config.Architecture} in checkpoint {resumePath}");
                 network.to(device);
+                TrainingCheckpoint.LoadOptimizer(TrainingCheckpoint.Section(sections, "optimizer", resumePath), optimizer);
                 history.AddRange(header.History);
                 startEpoch = header.EpochsCompleted;
                 foreach (var done in header.History)
@@ -206,7 +208,8 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             }
 
             var augmentation = new ImageAugmentation(shape.Channels, shape.Height, shape.Width, options.RandomCropPadding, options.HorizontalFlip);
-            var images = new float[options.BatchSize * shape.Size];
+            var buffers = batches.AllocateBuffers(options.BatchSize);
+            var images = buffers[0];
             var augmented = new float[images.Length];
             var labels = new long[options.BatchSize];
             var totalSteps = (long)(batchesPerEpoch ?? 1) * options.Epochs;
@@ -222,7 +225,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
                 long seen = 0;
                 var batchIndex = 0;
                 double lr = options.LearningRate;
-                foreach (var count in batches.Read(options.BatchSize, images, labels, random))
+                foreach (var count in batches.Read(options.BatchSize, buffers, labels, random))
                 {
                     options.CancellationToken.ThrowIfCancellationRequested();
                     lr = LearningRates.At(options.Schedule, options.LearningRate, step, totalSteps, epoch);
@@ -276,7 +279,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
                     {
                         Kind = CheckpointKind, Settings = settings.ToDictionary(), EpochsCompleted = epoch + 1, History = history.ToList(),
                         ClassNames = classNames,
-                    }, network, optimizer);
+                    }, [("model", TrainingCheckpoint.ModuleBytes(network)), ("optimizer", TrainingCheckpoint.OptimizerBytes(optimizer))]);
                 }
                 options.Progress?.Report(EpochReport(summary, options.Epochs, batchesPerEpoch, restored: false) with { LearningRate = lr });
             }
@@ -323,12 +326,17 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
     /// <summary>Top-1 accuracy of <paramref name="network"/> (in eval mode) on labelled data.</summary>
     internal static double Accuracy(ResNet network, Device device, IDataView data, string imageColumn, string labelColumn, TensorShape shape, int classCount, int batchSize)
     {
-        var batches = new LabeledImageBatches(data, imageColumn, labelColumn, shape.Size, classCount, 1);
-        var images = new float[batchSize * shape.Size];
+        TrainingColumns.RequireImage(data.Schema, imageColumn, shape.Size);
+        TrainingColumns.RequireKeyLabel(data.Schema, labelColumn, out var labelCount);
+        if (labelCount != classCount)
+            throw new ArgumentException($"Validation label column '{labelColumn}' has {labelCount} classes but the model has {classCount}.");
+        var batches = new VectorBatchReader(data, [imageColumn], labelColumn, poolRows: 1);
+        var buffers = batches.AllocateBuffers(batchSize);
+        var images = buffers[0];
         var labels = new long[batchSize];
         long correct = 0, total = 0;
         using var noGrad = no_grad();
-        foreach (var count in batches.Read(batchSize, images, labels, shuffle: null))
+        foreach (var count in batches.Read(batchSize, buffers, labels, shuffle: null))
         {
             using var scope = NewDisposeScope();
             var x = tensor(images, shape.WithBatch(batchSize)).narrow(0, 0, count).to(device);

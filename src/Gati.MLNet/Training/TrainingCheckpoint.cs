@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Gati.MLNet.ModelFormat;
 using TorchSharp;
+using TorchSharp.Modules;
 
 namespace Gati.MLNet.Training;
 
@@ -10,31 +11,62 @@ namespace Gati.MLNet.Training;
 public sealed record EpochSummary(int Epoch, double Loss, double Accuracy, double? ValidationAccuracy, double ImagesPerSecond, double Seconds);
 
 /// <summary>
-/// A training checkpoint file (docs/model-format.md), written after every epoch through a temporary file and an
-/// atomic rename, so a killed process leaves either the previous or the new checkpoint, never a torn one:
+/// A training checkpoint file (docs/model-format.md), written after every epoch through a temporary file, a flush
+/// and an atomic rename, so a killed process leaves either the previous or the new checkpoint, never a torn one:
 /// <code>
 /// 8 bytes  magic "GATICKPT"
-/// int32    format version (1)
-/// string   header (JSON: run settings that must match to resume, epochs done, per-epoch history)
-/// weights  ModuleWeights envelope of the network
-/// int64    optimizer state length, 32 bytes SHA-256, optimizer state (TorchSharp optimizer state_dict)
+/// int32    format version (2; version 1, which held exactly one network and its optimizer, is still read)
+/// string   header (JSON: run kind, settings that must match to resume, progress, history)
+/// int32    section count
+/// sections name (string), length (int64), SHA-256 (32 bytes), bytes: network weights (ModuleWeights envelope)
+///          or optimizer state (TorchSharp state_dict)
 /// </code>
 /// </summary>
 internal static class TrainingCheckpoint
 {
     private static readonly byte[] Magic = Encoding.ASCII.GetBytes("GATICKPT");
-    private const int FormatVersion = 1;
+    private const int FormatVersion = 2;
+    private const long MaxSectionBytes = 16L << 30;
 
     internal sealed record Header
     {
         public required string Kind { get; init; }
         public required Dictionary<string, string> Settings { get; init; }
         public required int EpochsCompleted { get; init; }
-        public required List<EpochSummary> History { get; init; }
-        public required string[] ClassNames { get; init; }
+        public List<EpochSummary> History { get; init; } = [];
+        public string[] ClassNames { get; init; } = [];
+
+        /// <summary>Free-form progress of runs that train several networks (JSON).</summary>
+        public string? State { get; init; }
     }
 
-    public static void Write(string path, Header header, torch.nn.Module module, TorchSharp.Modules.OptimizerHelper optimizer)
+    public static byte[] ModuleBytes(torch.nn.Module module)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) ModuleWeights.Write(writer, module);
+        return buffer.ToArray();
+    }
+
+    public static void LoadModule(byte[] section, torch.nn.Module module, string what)
+    {
+        using var reader = new BinaryReader(new MemoryStream(section, writable: false));
+        ModuleWeights.Read(reader, module, what);
+    }
+
+    public static byte[] OptimizerBytes(OptimizerHelper optimizer)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) optimizer.save_state_dict(writer);
+        return buffer.ToArray();
+    }
+
+    public static void LoadOptimizer(byte[] section, OptimizerHelper optimizer)
+    {
+        using var reader = new BinaryReader(new MemoryStream(section, writable: false));
+        optimizer.load_state_dict(reader);
+    }
+
+    public static void Write(string path, Header header, IReadOnlyList<(string Name, byte[] Bytes)> sections)
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(directory);
@@ -48,17 +80,14 @@ internal static class TrainingCheckpoint
                     writer.Write(Magic);
                     writer.Write(FormatVersion);
                     writer.Write(JsonSerializer.Serialize(header));
-                    ModuleWeights.Write(writer, module);
-                    byte[] state;
-                    using (var buffer = new MemoryStream())
+                    writer.Write(sections.Count);
+                    foreach (var (name, bytes) in sections)
                     {
-                        using (var stateWriter = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true))
-                            optimizer.save_state_dict(stateWriter);
-                        state = buffer.ToArray();
+                        writer.Write(name);
+                        writer.Write((long)bytes.Length);
+                        writer.Write(SHA256.HashData(bytes));
+                        writer.Write(bytes);
                     }
-                    writer.Write((long)state.Length);
-                    writer.Write(SHA256.HashData(state));
-                    writer.Write(state);
                 }
                 file.Flush(flushToDisk: true);
             }
@@ -75,27 +104,53 @@ internal static class TrainingCheckpoint
     {
         using var file = File.OpenRead(path);
         using var reader = new BinaryReader(file, Encoding.UTF8);
-        return ReadHeader(reader, path);
+        ReadHeader(reader, path, out var header);
+        return header;
     }
 
-    /// <summary>Restores network and optimizer state from a checkpoint whose header was accepted.</summary>
-    public static void Restore(string path, torch.nn.Module module, TorchSharp.Modules.OptimizerHelper optimizer, string what)
+    /// <summary>Version 1: a weights envelope ("model") then a checked optimizer state ("optimizer").</summary>
+    private static Dictionary<string, byte[]> ReadVersion1Sections(FileStream file, BinaryReader reader, string path)
+    {
+        var start = file.Position;
+        ModuleWeights.ReadPayload(reader, $"network in checkpoint {path}");
+        var envelopeLength = file.Position - start;
+        file.Position = start;
+        var model = reader.ReadBytes((int)envelopeLength);
+        var length = reader.ReadInt64();
+        if (length < 0 || length > file.Length - file.Position - 32)
+            throw new InvalidDataException($"Checkpoint {path}: optimizer state is truncated or corrupt.");
+        var hash = reader.ReadBytes(32);
+        var state = reader.ReadBytes((int)length);
+        if (state.Length != length || !SHA256.HashData(state).AsSpan().SequenceEqual(hash))
+            throw new InvalidDataException($"Checkpoint {path}: optimizer state is corrupt (checksum mismatch).");
+        return new Dictionary<string, byte[]> { ["model"] = model, ["optimizer"] = state };
+    }
+
+    /// <summary>Reads every section, verifying lengths and checksums.</summary>
+    public static Dictionary<string, byte[]> ReadSections(string path)
     {
         using var file = File.OpenRead(path);
         using var reader = new BinaryReader(file, Encoding.UTF8);
-        ReadHeader(reader, path);
+        var version = ReadHeader(reader, path, out _);
         try
         {
-            ModuleWeights.Read(reader, module, $"{what} in checkpoint {path}");
-            var length = reader.ReadInt64();
-            if (length < 0 || length > file.Length - file.Position - 32)
-                throw new InvalidDataException($"Checkpoint {path}: optimizer state is truncated or corrupt.");
-            var hash = reader.ReadBytes(32);
-            var state = reader.ReadBytes((int)length);
-            if (state.Length != length || !SHA256.HashData(state).AsSpan().SequenceEqual(hash))
-                throw new InvalidDataException($"Checkpoint {path}: optimizer state is corrupt (checksum mismatch).");
-            using var stateReader = new BinaryReader(new MemoryStream(state, writable: false));
-            optimizer.load_state_dict(stateReader);
+            if (version == 1) return ReadVersion1Sections(file, reader, path);
+            var count = reader.ReadInt32();
+            if (count < 0 || count > 100_000) throw new InvalidDataException($"Checkpoint {path} is corrupt (section count {count}).");
+            var sections = new Dictionary<string, byte[]>(count);
+            for (var i = 0; i < count; i++)
+            {
+                var name = reader.ReadString();
+                var length = reader.ReadInt64();
+                if (length < 0 || length > MaxSectionBytes || length > file.Length - file.Position - 32)
+                    throw new InvalidDataException($"Checkpoint {path}: section '{name}' is truncated or corrupt.");
+                var hash = reader.ReadBytes(32);
+                var bytes = reader.ReadBytes((int)length);
+                if (bytes.Length != length || !SHA256.HashData(bytes).AsSpan().SequenceEqual(hash))
+                    throw new InvalidDataException($"Checkpoint {path}: section '{name}' is corrupt (checksum mismatch).");
+                sections[name] = bytes;
+            }
+            return sections;
         }
         catch (EndOfStreamException ex)
         {
@@ -103,7 +158,10 @@ internal static class TrainingCheckpoint
         }
     }
 
-    private static Header ReadHeader(BinaryReader reader, string path)
+    public static byte[] Section(Dictionary<string, byte[]> sections, string name, string path) =>
+        sections.TryGetValue(name, out var bytes) ? bytes : throw new InvalidDataException($"Checkpoint {path} has no section '{name}'.");
+
+    private static int ReadHeader(BinaryReader reader, string path, out Header header)
     {
         try
         {
@@ -111,10 +169,11 @@ internal static class TrainingCheckpoint
             if (!magic.AsSpan().SequenceEqual(Magic))
                 throw new InvalidDataException($"{path} is not a Gati training checkpoint (bad magic).");
             var version = reader.ReadInt32();
-            if (version != FormatVersion)
-                throw new InvalidDataException($"Checkpoint {path} has format version {version}; this build reads version {FormatVersion}.");
-            return JsonSerializer.Deserialize<Header>(reader.ReadString())
-                   ?? throw new InvalidDataException($"Checkpoint {path} has an empty header.");
+            if (version is < 1 or > FormatVersion)
+                throw new InvalidDataException($"Checkpoint {path} has format version {version}; this build reads versions 1..{FormatVersion}.");
+            header = JsonSerializer.Deserialize<Header>(reader.ReadString())
+                     ?? throw new InvalidDataException($"Checkpoint {path} has an empty header.");
+            return version;
         }
         catch (EndOfStreamException ex)
         {

@@ -14,11 +14,18 @@ internal sealed class BatchMappedDataView : IDataView
     private readonly IDataView _source;
     private readonly BatchMapper _mapper;
 
-    public BatchMappedDataView(IDataView source, BatchMapper mapper)
+    public BatchMappedDataView(IDataView source, BatchMapper mapper, GatiTransformerBase? owner = null)
     {
         _source = source;
         _mapper = mapper;
+        Owner = owner;
     }
+
+    /// <summary>The view this one reads from.</summary>
+    public IDataView Source => _source;
+
+    /// <summary>The transformer that produced this view, if any (lets later pipeline stages find the base model).</summary>
+    public GatiTransformerBase? Owner { get; }
 
     public bool CanShuffle => false;
 

@@ -35,7 +35,7 @@ public abstract class GatiTransformerBase : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(input);
         ThrowIfDisposed();
-        return new BatchMappedDataView(input, MakeMapper(input.Schema));
+        return new BatchMappedDataView(input, MakeMapper(input.Schema), this);
     }
 
     /// <summary>A row-at-a-time mapper (what ML.NET's PredictionEngine uses).</summary>

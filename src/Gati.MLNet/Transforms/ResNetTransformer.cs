@@ -24,7 +24,7 @@ namespace Gati.MLNet.Transforms;
 /// GatiShared/ in a checked envelope (shared with the feature extractor and learned caches of the same chain). A loaded model runs on the GPU named by the loading context's
 /// <see cref="MLContext.GpuDeviceId"/>, else on the CPU (ML.NET's rule; see <see cref="DeviceOptions.ConfigureContext"/>).
 /// </remarks>
-public sealed class ResNetTransformer : GatiTransformerBase
+public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
 {
     internal const string LoaderSignature = "GatiResNetTransformer";
     private const string RegistrationName = "GatiResNet";
@@ -79,6 +79,8 @@ public sealed class ResNetTransformer : GatiTransformerBase
     internal ResNet Network => _network.Module;
 
     internal object Gate => _network.Gate;
+
+    BaseNetwork IBaseModelHolder.Base => new(_network, ClassNames, ImageColumnName);
 
     /// <summary>The shared network, for components built from this model (one more holder per call).</summary>
     internal SharedModule<ResNet> AcquireNetwork()

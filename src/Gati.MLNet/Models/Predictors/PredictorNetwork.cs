@@ -1,0 +1,103 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Models.Predictors;
+
+/// <summary>
+/// A predictor network: reads one hidden layer's flattened output ([N, D]) and returns log-probabilities over the
+/// classes ([N, k]). Built from a <see cref="PredictorArchitecture"/> by <see cref="Create"/>; each family is
+/// defined once, here.
+/// </summary>
+public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
+{
+    private protected PredictorNetwork(string name, PredictorArchitecture architecture, int inputSize, int classes) : base(name)
+    {
+        if (inputSize < 1) throw new ArgumentOutOfRangeException(nameof(inputSize), inputSize, "Input size must be positive.");
+        if (classes < 2) throw new ArgumentOutOfRangeException(nameof(classes), classes, "At least 2 classes.");
+        Architecture = architecture;
+        InputSize = inputSize;
+        Classes = classes;
+    }
+
+    /// <summary>The architecture and its hyperparameters.</summary>
+    public PredictorArchitecture Architecture { get; }
+
+    /// <summary>D, the flattened hidden-layer size read.</summary>
+    public int InputSize { get; }
+
+    /// <summary>k, the number of classes predicted.</summary>
+    public int Classes { get; }
+
+    /// <summary>Builds an untrained predictor (weights from TorchSharp's current RNG).</summary>
+    public static PredictorNetwork Create(PredictorArchitecture architecture, int inputSize, int classes)
+    {
+        ArgumentNullException.ThrowIfNull(architecture);
+        return architecture.Kind switch
+        {
+            PredictorKind.FC => new FcPredictor(architecture, inputSize, classes),
+            PredictorKind.Pool => new PoolPredictor(architecture, inputSize, classes),
+            PredictorKind.Conv => new ConvPredictor(architecture, inputSize, classes),
+            _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture.Kind, null),
+        };
+    }
+
+    private sealed class FcPredictor : PredictorNetwork
+    {
+        private readonly Linear fc1;
+        private readonly Linear fc2;
+
+        public FcPredictor(PredictorArchitecture architecture, int inputSize, int classes)
+            : base(architecture.Id, architecture, inputSize, classes)
+        {
+            fc1 = nn.Linear(inputSize, architecture.Hidden);
+            fc2 = nn.Linear(architecture.Hidden, classes);
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor input) =>
+            nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(input))), 1);
+    }
+
+    private sealed class PoolPredictor : PredictorNetwork
+    {
+        private readonly AdaptiveAvgPool1d pool;
+        private readonly Linear fc1;
+        private readonly Linear fc2;
+
+        public PoolPredictor(PredictorArchitecture architecture, int inputSize, int classes)
+            : base(architecture.Id, architecture, inputSize, classes)
+        {
+            pool = nn.AdaptiveAvgPool1d(architecture.PoolSize);
+            fc1 = nn.Linear(architecture.PoolSize, architecture.Hidden);
+            fc2 = nn.Linear(architecture.Hidden, classes);
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor input)
+        {
+            var pooled = pool.forward(input.unsqueeze(1)).squeeze(1);
+            return nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(pooled))), 1);
+        }
+    }
+
+    private sealed class ConvPredictor : PredictorNetwork
+    {
+        private readonly Conv1d conv;
+        private readonly Linear fc;
+
+        public ConvPredictor(PredictorArchitecture architecture, int inputSize, int classes)
+            : base(architecture.Id, architecture, inputSize, classes)
+        {
+            conv = nn.Conv1d(1, 1, architecture.Kernel, stride: architecture.Stride);
+            fc = nn.Linear(architecture.ConvOutputLength(inputSize), classes);
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor input)
+        {
+            var convolved = nn.functional.relu(conv.forward(input.unsqueeze(1))).squeeze(1);
+            return nn.functional.log_softmax(fc.forward(convolved), 1);
+        }
+    }
+}

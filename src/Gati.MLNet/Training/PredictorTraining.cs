@@ -1,0 +1,333 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Gati.MLNet.Data;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Training;
+
+/// <summary>One predictor to train: its layer, architecture and columns.</summary>
+/// <param name="Layer">1-based layer whose features it reads.</param>
+/// <param name="Architecture">FC, Pool or Conv with hyperparameters.</param>
+/// <param name="FeatureColumnName">The feature column (default Layer{n}).</param>
+/// <param name="ScoreColumnName">Output log-probabilities (default L{n}.{arch}.Score).</param>
+/// <param name="PredictedLabelColumnName">Output predicted class (default L{n}.{arch}.PredictedLabel).</param>
+public sealed record PredictorSpec(int Layer, PredictorArchitecture Architecture, string? FeatureColumnName = null,
+    string? ScoreColumnName = null, string? PredictedLabelColumnName = null)
+{
+    internal string Feature => FeatureColumnName ?? "Layer" + Layer.ToString(CultureInfo.InvariantCulture);
+
+    internal string Score => ScoreColumnName ?? PredictorTransformer.DefaultColumnNames(Layer, Architecture).Score;
+
+    internal string Predicted => PredictedLabelColumnName ?? PredictorTransformer.DefaultColumnNames(Layer, Architecture).PredictedLabel;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"layer {Layer} {Architecture}";
+}
+
+/// <summary>
+/// Trains several predictors together: one pass over the training data per epoch feeds every predictor that is
+/// still training (features are read, or computed by the base model, once per epoch for all of them), each
+/// with its own SGD optimizer; one pass over the held-out data per epoch measures each one's agreement.
+/// </summary>
+internal static class PredictorTraining
+{
+    private const string CheckpointKind = "predictors";
+
+    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, int featureIndex) : IDisposable
+    {
+        public PredictorSpec Spec { get; } = spec;
+        public PredictorNetwork Network { get; } = network;
+        public SGD Optimizer { get; } = optimizer;
+        public int FeatureIndex { get; } = featureIndex;
+        public TraineeState State { get; set; } = new();
+        public byte[]? Best { get; set; }
+
+        public void Dispose()
+        {
+            Optimizer.Dispose();
+            Network.Dispose();
+        }
+    }
+
+    internal sealed class TraineeState
+    {
+        public int BestEpoch { get; set; }
+        public double BestAgreement { get; set; } = double.NegativeInfinity;
+        public bool Stopped { get; set; }
+        public int EpochsRun { get; set; }
+        public List<double[]> History { get; set; } = []; // epoch, loss, agreement
+    }
+
+    public static IReadOnlyList<PredictorTransformer> Run(IHost host, IDataView input, PredictorTrainingOptions options, IReadOnlyList<PredictorSpec> specs)
+    {
+        if (specs.Count == 0) throw new ArgumentException("Train at least one predictor.", nameof(specs));
+        if (specs.Select(s => s.Score).Distinct().Count() != specs.Count)
+            throw new ArgumentException("Two predictors would write the same output column; give them distinct architectures or column names.", nameof(specs));
+        TorchRuntime.EnsureInitialized();
+        var device = DeviceOptions.Resolve(options.Device, host);
+        var seed = options.Seed ?? (host as IHostEnvironmentInternal)?.Seed ?? 0;
+
+        var teacherLabel = TrainingColumns.RequireKeyLabel(input.Schema, options.TeacherLabelColumnName, out var classes);
+        var teacherLogits = TrainingColumns.RequireImage(input.Schema, options.TeacherLogitsColumnName, classes);
+        var classNames = Annotations.TryGetKeyNames(teacherLabel) ?? Enumerable.Range(0, classes).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray();
+        var features = specs.Select(s => s.Feature).Distinct().ToArray();
+        var sizes = features.Select(f => ((VectorDataViewType)TrainingColumns.RequireImage(input.Schema, f).Type).Size).ToArray();
+        var reader = new VectorBatchReader(input, [.. features, options.TeacherLogitsColumnName], options.TeacherLabelColumnName,
+            options.ShufflePoolSize, options.ShufflePoolBytes);
+        if (options.ValidationSet is { } validation)
+        {
+            foreach (var f in features) TrainingColumns.RequireImage(validation.Schema, f, sizes[Array.IndexOf(features, f)]);
+            TrainingColumns.RequireKeyLabel(validation.Schema, options.TeacherLabelColumnName, out var validationClasses);
+            if (validationClasses != classes)
+                throw new ArgumentException($"Held-out '{options.TeacherLabelColumnName}' has {validationClasses} classes, training data {classes}.");
+        }
+
+        torch.manual_seed(seed);
+        var trainees = new List<Trainee>();
+        try
+        {
+            foreach (var spec in specs)
+            {
+                var index = Array.IndexOf(features, spec.Feature);
+                var network = PredictorNetwork.Create(spec.Architecture, sizes[index], classes);
+                network.to(device);
+                var optimizer = torch.optim.SGD(network.parameters(), options.LearningRate, options.Momentum, weight_decay: options.WeightDecay);
+                trainees.Add(new Trainee(spec, network, optimizer, index));
+            }
+
+            var settings = Settings(options, specs, seed, input.GetRowCount(), classes);
+            var startEpoch = options.Resume && options.CheckpointPath is { } resumePath && File.Exists(resumePath)
+                ? Restore(resumePath, settings, trainees, device, options)
+                : 0;
+
+            Train(options, trainees, reader, startEpoch, seed, device, classes, settings);
+
+            var results = new List<PredictorTransformer>();
+            foreach (var trainee in trainees)
+            {
+                if (trainee.Best is { } best)
+                {
+                    trainee.Network.to(torch.CPU);
+                    TrainingCheckpoint.LoadModule(best, trainee.Network, $"{trainee.Spec} predictor");
+                    trainee.Network.to(device);
+                }
+                trainee.Network.eval();
+                var state = trainee.State;
+                var summary = new PredictorTrainingSummary(state.BestEpoch == 0 ? state.EpochsRun : state.BestEpoch, state.EpochsRun,
+                    double.IsFinite(state.BestAgreement) ? state.BestAgreement : double.NaN);
+                trainee.Optimizer.Dispose();
+                results.Add(new PredictorTransformer(host, new SharedModule<PredictorNetwork>(trainee.Network, device), trainee.Spec.Layer, classNames,
+                    trainee.Spec.Feature, trainee.Spec.Score, trainee.Spec.Predicted, options.InferenceBatchSize, summary));
+            }
+            trainees.Clear();
+            return results;
+        }
+        finally
+        {
+            foreach (var trainee in trainees) trainee.Dispose();
+        }
+    }
+
+    private static void Train(PredictorTrainingOptions options, List<Trainee> trainees, VectorBatchReader reader, int startEpoch, int seed,
+        Device device, int classes, Dictionary<string, string> settings)
+    {
+        var buffers = reader.AllocateBuffers(options.BatchSize);
+        var labels = new long[options.BatchSize];
+        var teacherIndex = buffers.Length - 1;
+        for (var epoch = startEpoch; epoch < options.Epochs; epoch++)
+        {
+            var active = trainees.Where(t => !t.State.Stopped).ToList();
+            if (active.Count == 0) break;
+            var lr = LearningRates.At(LearningRateSchedule.Step, options.LearningRate, 0, 1, epoch, options.LearningRateHalvingEpochs);
+            foreach (var trainee in active)
+            {
+                foreach (var group in trainee.Optimizer.ParamGroups) group.LearningRate = lr;
+                trainee.Network.train();
+            }
+            var random = new Random(HashCode.Combine(seed, epoch, 0x9ed));
+            var clock = Stopwatch.StartNew();
+            var lossSums = active.Select(_ => torch.zeros(1, dtype: ScalarType.Float64, device: device)).ToArray();
+            try
+            {
+                long rows = 0;
+                var batch = 0;
+                foreach (var count in reader.Read(options.BatchSize, buffers, labels, random))
+                {
+                    options.CancellationToken.ThrowIfCancellationRequested();
+                    using (var scope = NewDisposeScope())
+                    {
+                        var teacher = tensor(buffers[teacherIndex], [options.BatchSize, classes]).narrow(0, 0, count).to(device);
+                        var hard = tensor(labels, [options.BatchSize]).narrow(0, 0, count).to(device);
+                        var inputs = new Tensor?[buffers.Length - 1];
+                        for (var i = 0; i < active.Count; i++)
+                        {
+                            var trainee = active[i];
+                            var f = trainee.FeatureIndex;
+                            inputs[f] ??= tensor(buffers[f], [options.BatchSize, reader.Sizes[f]]).narrow(0, 0, count).to(device);
+                            var loss = DistillationLoss.Compute(trainee.Network.forward(inputs[f]!), teacher, hard, options.Alpha, options.Temperature);
+                            trainee.Optimizer.zero_grad();
+                            loss.backward();
+                            trainee.Optimizer.step();
+                            using var noGrad = no_grad();
+                            lossSums[i].add_(loss.detach().to(ScalarType.Float64) * count);
+                        }
+                    }
+                    rows += count;
+                    if (options.Progress is not null && ++batch % options.ProgressInterval == 0)
+                    {
+                        options.Progress.Report(new PredictorTrainingProgress
+                        {
+                            Epoch = epoch + 1, TotalEpochs = options.Epochs, Rows = rows, RowsPerSecond = rows / clock.Elapsed.TotalSeconds,
+                            Loss = lossSums.Sum(l => l.item<double>()) / rows / active.Count,
+                        });
+                    }
+                }
+                if (rows == 0) throw new InvalidOperationException("The training data has no rows.");
+                var seconds = clock.Elapsed.TotalSeconds;
+                var agreements = options.ValidationSet is { } validation
+                    ? Agreements(validation, active, reader.Sizes, options, device)
+                    : null;
+                for (var i = 0; i < active.Count; i++)
+                {
+                    var trainee = active[i];
+                    var state = trainee.State;
+                    var loss = lossSums[i].item<double>() / rows;
+                    state.EpochsRun = epoch + 1;
+                    var agreement = agreements?[i];
+                    state.History.Add([epoch + 1, loss, agreement ?? double.NaN]);
+                    if (agreement is { } a)
+                    {
+                        if (a > state.BestAgreement)
+                        {
+                            state.BestAgreement = a;
+                            state.BestEpoch = epoch + 1;
+                            trainee.Best = TrainingCheckpoint.ModuleBytes(trainee.Network);
+                        }
+                        else if (options.Patience is { } patience && epoch + 1 - state.BestEpoch >= patience)
+                        {
+                            state.Stopped = true;
+                        }
+                    }
+                    options.Progress?.Report(new PredictorTrainingProgress
+                    {
+                        Epoch = epoch + 1, TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
+                        Rows = rows, Loss = loss, RowsPerSecond = rows / seconds, ValidationAgreement = agreement,
+                        BestEpoch = state.BestEpoch == 0 ? null : state.BestEpoch, Stopped = state.Stopped, EpochCompleted = true,
+                    });
+                }
+                if (options.CheckpointPath is { } path) Checkpoint(path, settings, trainees, epoch + 1);
+            }
+            finally
+            {
+                foreach (var sum in lossSums) sum.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Agreement of each predictor's argmax with the teacher label on held-out data.</summary>
+    private static double[] Agreements(IDataView validation, List<Trainee> trainees, IReadOnlyList<int> sizes, PredictorTrainingOptions options, Device device)
+    {
+        var features = trainees.Select(t => t.Spec.Feature).Distinct().ToArray();
+        var reader = new VectorBatchReader(validation, features, options.TeacherLabelColumnName, poolRows: 1);
+        var batchSize = options.InferenceBatchSize;
+        var buffers = reader.AllocateBuffers(batchSize);
+        var labels = new long[batchSize];
+        var agree = new long[trainees.Count];
+        long total = 0;
+        foreach (var trainee in trainees) trainee.Network.eval();
+        using (var noGrad = no_grad())
+        {
+            foreach (var count in reader.Read(batchSize, buffers, labels, shuffle: null))
+            {
+                using var scope = NewDisposeScope();
+                var hard = tensor(labels, [batchSize]).narrow(0, 0, count).to(device);
+                var inputs = new Tensor?[features.Length];
+                for (var i = 0; i < trainees.Count; i++)
+                {
+                    var f = Array.IndexOf(features, trainees[i].Spec.Feature);
+                    inputs[f] ??= tensor(buffers[f], [batchSize, reader.Sizes[f]]).narrow(0, 0, count).to(device);
+                    agree[i] += trainees[i].Network.forward(inputs[f]!).argmax(1).eq(hard).sum().item<long>();
+                }
+                total += count;
+            }
+        }
+        if (total == 0) throw new InvalidOperationException("The held-out data has no rows.");
+        return agree.Select(a => (double)a / total).ToArray();
+    }
+
+    private static Dictionary<string, string> Settings(PredictorTrainingOptions options, IReadOnlyList<PredictorSpec> specs, int seed, long? rows, int classes) => new()
+    {
+        ["predictors"] = string.Join("; ", specs.Select(s => $"{s.Layer}:{s.Architecture.Id}:{s.Feature}")),
+        ["classes"] = classes.ToString(CultureInfo.InvariantCulture),
+        ["epochs"] = options.Epochs.ToString(CultureInfo.InvariantCulture),
+        ["patience"] = options.Patience?.ToString(CultureInfo.InvariantCulture) ?? "none",
+        ["batchSize"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
+        ["learningRate"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture),
+        ["halvingEpochs"] = options.LearningRateHalvingEpochs.ToString(CultureInfo.InvariantCulture),
+        ["momentum"] = options.Momentum.ToString("R", CultureInfo.InvariantCulture),
+        ["weightDecay"] = options.WeightDecay.ToString("R", CultureInfo.InvariantCulture),
+        ["alpha"] = options.Alpha.ToString("R", CultureInfo.InvariantCulture),
+        ["temperature"] = options.Temperature.ToString("R", CultureInfo.InvariantCulture),
+        ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
+        ["trainingRows"] = rows?.ToString(CultureInfo.InvariantCulture) ?? "unknown",
+        ["validation"] = options.ValidationSet is null ? "none" : options.ValidationSet.GetRowCount()?.ToString(CultureInfo.InvariantCulture) ?? "unknown",
+    };
+
+    private static void Checkpoint(string path, Dictionary<string, string> settings, List<Trainee> trainees, int epochsCompleted)
+    {
+        var sections = new List<(string, byte[])>();
+        for (var i = 0; i < trainees.Count; i++)
+        {
+            sections.Add(($"p{i}.current", TrainingCheckpoint.ModuleBytes(trainees[i].Network)));
+            sections.Add(($"p{i}.optimizer", TrainingCheckpoint.OptimizerBytes(trainees[i].Optimizer)));
+            if (trainees[i].Best is { } best) sections.Add(($"p{i}.best", best));
+        }
+        TrainingCheckpoint.Write(path, new TrainingCheckpoint.Header
+        {
+            Kind = CheckpointKind,
+            Settings = settings,
+            EpochsCompleted = epochsCompleted,
+            State = JsonSerializer.Serialize(trainees.Select(t => t.State).ToArray()),
+        }, sections);
+    }
+
+    private static int Restore(string path, Dictionary<string, string> settings, List<Trainee> trainees, Device device, PredictorTrainingOptions options)
+    {
+        var header = TrainingCheckpoint.ReadHeader(path);
+        TrainingCheckpoint.CheckCompatible(header, CheckpointKind, settings, path);
+        var states = JsonSerializer.Deserialize<TraineeState[]>(header.State ?? "[]") ?? [];
+        if (states.Length != trainees.Count) throw new InvalidDataException($"Checkpoint {path} holds {states.Length} predictors, expected {trainees.Count}.");
+        var sections = TrainingCheckpoint.ReadSections(path);
+        for (var i = 0; i < trainees.Count; i++)
+        {
+            var trainee = trainees[i];
+            trainee.Network.to(torch.CPU);
+            TrainingCheckpoint.LoadModule(TrainingCheckpoint.Section(sections, $"p{i}.current", path), trainee.Network, $"{trainee.Spec} predictor in {path}");
+            trainee.Network.to(device);
+            TrainingCheckpoint.LoadOptimizer(TrainingCheckpoint.Section(sections, $"p{i}.optimizer", path), trainee.Optimizer);
+            trainee.Best = sections.GetValueOrDefault($"p{i}.best");
+            trainee.State = states[i];
+            foreach (var h in states[i].History)
+            {
+                options.Progress?.Report(new PredictorTrainingProgress
+                {
+                    Epoch = (int)h[0], TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
+                    Rows = 0, Loss = h[1], RowsPerSecond = double.NaN, ValidationAgreement = double.IsNaN(h[2]) ? null : h[2],
+                    BestEpoch = states[i].BestEpoch == 0 ? null : states[i].BestEpoch, EpochCompleted = true, Restored = true,
+                    Stopped = states[i].Stopped && (int)h[0] == states[i].EpochsRun,
+                });
+            }
+        }
+        return header.EpochsCompleted;
+    }
+}

@@ -1,0 +1,52 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace Gati.MLNet.Transforms;
+
+/// <summary>
+/// Finds the base ResNet behind a data view, so that estimators appended after the base model in a pipeline
+/// (<c>resnetEstimator.Append(gati.ExtractFeatures(...))</c>) can use its network: walks from the view through the
+/// views it reads from (Gati views and ML.NET transforms) to the nearest base-model transformer.
+/// </summary>
+internal static class BaseModelLocator
+{
+    public static BaseNetwork? Find(IDataView view)
+    {
+        for (var depth = 0; depth < 64 && view is not null; depth++)
+        {
+            switch (view)
+            {
+                case BatchMappedDataView mapped:
+                    if (mapped.Owner is IBaseModelHolder holder) return holder.Base;
+                    view = mapped.Source;
+                    break;
+                case IDataTransform transform:
+                    view = transform.Source;
+                    break;
+                default:
+                    return null;
+            }
+        }
+        return null;
+    }
+
+    public static BaseNetwork Require(IDataView view, string component) =>
+        Find(view) ?? throw new InvalidOperationException(
+            $"{component} needs the base model: append it after a Gati ResNet in the pipeline " +
+            "(resnetEstimator.Append(...)), or pass the fitted base model (a ResNetTransformer) explicitly.");
+}
+
+/// <summary>A transformer that runs (or is) a base ResNet.</summary>
+internal interface IBaseModelHolder
+{
+    BaseNetwork Base { get; }
+}
+
+/// <summary>A base ResNet as components built on it see it: the shared network, class names and image column.</summary>
+/// <param name="Network">The shared network (call <see cref="Gati.MLNet.ModelFormat.SharedModule{TModule}.Acquire"/> to hold it).</param>
+/// <param name="ClassNames">Class names in label order.</param>
+/// <param name="ImageColumnName">The image column the base model reads.</param>
+internal sealed record BaseNetwork(Gati.MLNet.ModelFormat.SharedModule<Gati.MLNet.Models.ResNet> Network, IReadOnlyList<string> ClassNames, string ImageColumnName)
+{
+    public Gati.MLNet.Models.ResNetConfig Config => Network.Module.Config;
+}

@@ -1,0 +1,237 @@
+using Gati.MLNet.Data;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Models;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using static TorchSharp.torch;
+
+[assembly: LoadableClass(typeof(PredictorTransformer), null, typeof(SignatureLoadModel), "Gati Predictor", PredictorTransformer.LoaderSignature)]
+
+namespace Gati.MLNet.Transforms;
+
+/// <summary>Held-out figures of a trained predictor.</summary>
+/// <param name="BestEpoch">The epoch whose weights were kept.</param>
+/// <param name="EpochsRun">Epochs trained (early stopping may end before the maximum).</param>
+/// <param name="ValidationAgreement">Agreement with the base model on the held-out data at <paramref name="BestEpoch"/> (NaN without held-out data).</param>
+public sealed record PredictorTrainingSummary(int BestEpoch, int EpochsRun, double ValidationAgreement);
+
+/// <summary>
+/// A trained predictor of one hidden layer: reads the layer's features and adds its class log-probabilities
+/// (Vector&lt;Single, k&gt; with SlotNames) and predicted class (Key&lt;UInt32, k&gt; with KeyValues), scoring in batches.
+/// </summary>
+/// <remarks>
+/// <list type="table">
+/// <listheader><term>column</term><description>type</description></listheader>
+/// <item><term>input: Layer{n}</term><description>Vector&lt;Single, C, H, W&gt; (from the feature extractor or a dump)</description></item>
+/// <item><term>output: L{n}.{arch}.Score</term><description>Vector&lt;Single, k&gt; log-probabilities</description></item>
+/// <item><term>output: L{n}.{arch}.PredictedLabel</term><description>Key&lt;UInt32, k&gt;</description></item>
+/// </list>
+/// </remarks>
+public sealed class PredictorTransformer : GatiTransformerBase
+{
+    internal const string LoaderSignature = "GatiPredictor";
+
+    private readonly SharedModule<PredictorNetwork> _network;
+
+    internal PredictorTransformer(IHostEnvironment environment, SharedModule<PredictorNetwork> network, int layer, IReadOnlyList<string> classNames,
+        string featureColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, PredictorTrainingSummary summary)
+        : base(environment, nameof(PredictorTransformer))
+    {
+        _network = network;
+        if (classNames.Count != network.Module.Classes)
+        {
+            network.Release();
+            throw new ArgumentException($"{classNames.Count} class names for a {network.Module.Classes}-class predictor.", nameof(classNames));
+        }
+        Layer = layer;
+        ClassNames = classNames.ToArray();
+        FeatureColumnName = featureColumnName;
+        ScoreColumnName = scoreColumnName;
+        PredictedLabelColumnName = predictedLabelColumnName;
+        BatchSize = batchSize;
+        Summary = summary;
+        _network.Module.eval();
+    }
+
+    /// <summary>The 1-based layer whose features this predictor reads.</summary>
+    public int Layer { get; }
+
+    /// <summary>The predictor's architecture.</summary>
+    public PredictorArchitecture Architecture => _network.Module.Architecture;
+
+    /// <summary>D, the number of features read.</summary>
+    public int InputSize => _network.Module.InputSize;
+
+    /// <summary>Class names in label order.</summary>
+    public IReadOnlyList<string> ClassNames { get; }
+
+    /// <summary>The feature column read.</summary>
+    public string FeatureColumnName { get; }
+
+    /// <summary>The log-probability output column.</summary>
+    public string ScoreColumnName { get; }
+
+    /// <summary>The predicted-class output column.</summary>
+    public string PredictedLabelColumnName { get; }
+
+    /// <summary>Rows per forward pass.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>Held-out figures from training.</summary>
+    public PredictorTrainingSummary Summary { get; }
+
+    /// <summary>The device the predictor runs on.</summary>
+    public string Device => _network.Device.ToString();
+
+    /// <summary>Trainable parameters.</summary>
+    public long ParameterCount => Architecture.ParameterCount(InputSize, ClassNames.Count);
+
+    internal PredictorNetwork Network => _network.Module;
+
+    internal Device DeviceInfo => _network.Device;
+
+    internal object Gate => _network.Gate;
+
+    /// <summary>Default output column names: <c>L{layer}.{arch.Id}.Score</c> and <c>.PredictedLabel</c>.</summary>
+    public static (string Score, string PredictedLabel) DefaultColumnNames(int layer, PredictorArchitecture architecture)
+    {
+        ArgumentNullException.ThrowIfNull(architecture);
+        var prefix = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"L{layer}.{architecture.Id}");
+        return (prefix + ".Score", prefix + ".PredictedLabel");
+    }
+
+    private static VersionInfo GetVersionInfo() => new(
+        modelSignature: "GATIPRED",
+        verWrittenCur: 0x00010001,
+        verReadableCur: 0x00010001,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: LoaderSignature,
+        loaderAssemblyName: typeof(PredictorTransformer).Assembly.FullName);
+
+    /// <summary>Log-probabilities and predicted keys for <paramref name="count"/> rows of a feature buffer.</summary>
+    internal void Predict(float[] features, int count, float[]? logProbabilities, uint[]? predicted)
+    {
+        ThrowIfDisposed();
+        lock (_network.Gate)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var rows = features.Length / InputSize;
+            var x = tensor(features, [rows, InputSize]).narrow(0, 0, count).to(_network.Device);
+            var output = _network.Module.forward(x);
+            if (logProbabilities is not null)
+                output.cpu().data<float>().CopyTo(logProbabilities.AsSpan(0, count * ClassNames.Count), 0, 0);
+            if (predicted is not null)
+            {
+                var best = output.argmax(1).to(ScalarType.Int32).cpu().data<int>();
+                for (var i = 0; i < count; i++) predicted[i] = (uint)best[i] + 1;
+            }
+        }
+    }
+
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+
+    private protected override void SaveModel(ModelSaveContext ctx)
+    {
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(GetVersionInfo());
+        // *** Binary format (docs/model-format.md) ***
+        // int32 layer; byte kind; int32 hidden, pool size, kernel, stride; int32 input size; class names;
+        // string feature, score, predicted-label columns; int32 batch size; int32 best epoch, epochs run;
+        // double validation agreement; string weights key (GatiShared/)
+        var writer = ctx.Writer;
+        writer.Write(Layer);
+        WriteArchitecture(writer, Architecture);
+        writer.Write(InputSize);
+        ModelText.WriteStrings(writer, ClassNames);
+        writer.Write(FeatureColumnName);
+        writer.Write(ScoreColumnName);
+        writer.Write(PredictedLabelColumnName);
+        writer.Write(BatchSize);
+        writer.Write(Summary.BestEpoch);
+        writer.Write(Summary.EpochsRun);
+        writer.Write(Summary.ValidationAgreement);
+        lock (_network.Gate)
+            writer.Write(SharedWeights.Save(ctx, _network.Module));
+    }
+
+    internal static void WriteArchitecture(BinaryWriter writer, PredictorArchitecture architecture)
+    {
+        writer.Write((byte)architecture.Kind);
+        writer.Write(architecture.Hidden);
+        writer.Write(architecture.PoolSize);
+        writer.Write(architecture.Kernel);
+        writer.Write(architecture.Stride);
+    }
+
+    internal static PredictorArchitecture ReadArchitecture(BinaryReader reader)
+    {
+        var kind = (PredictorKind)reader.ReadByte();
+        var hidden = reader.ReadInt32();
+        var pool = reader.ReadInt32();
+        var kernel = reader.ReadInt32();
+        var stride = reader.ReadInt32();
+        try
+        {
+            return kind switch
+            {
+                PredictorKind.FC => PredictorArchitecture.FC(hidden),
+                PredictorKind.Pool => PredictorArchitecture.Pool(pool, hidden),
+                PredictorKind.Conv => PredictorArchitecture.Conv(kernel, stride),
+                _ => throw new InvalidDataException($"Corrupt model: unknown predictor kind {(int)kind}."),
+            };
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
+        }
+    }
+
+    private static PredictorTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+    {
+        ctx.CheckAtModel(GetVersionInfo());
+        var reader = ctx.Reader;
+        var layer = ModelText.ReadInt(reader, "layer", 1, 1000);
+        var architecture = ReadArchitecture(reader);
+        var inputSize = ModelText.ReadInt(reader, "input size", 1, int.MaxValue);
+        var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
+        var feature = reader.ReadString();
+        var score = reader.ReadString();
+        var predicted = reader.ReadString();
+        var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
+        var summary = new PredictorTrainingSummary(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
+        var weights = reader.ReadString();
+        TorchRuntime.EnsureInitialized();
+        var network = SharedWeights.Load(ctx, weights, () => PredictorNetwork.Create(architecture, inputSize, classNames.Length),
+            DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor");
+        return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
+    }
+
+    private protected override void DisposeCore() => _network.Release();
+
+    private sealed class Mapper : BatchMapper
+    {
+        private readonly PredictorTransformer _parent;
+
+        public Mapper(PredictorTransformer parent, DataViewSchema inputSchema)
+            : base(inputSchema, [parent.FeatureColumnName], parent.BatchSize)
+        {
+            _parent = parent;
+            CheckInputSize(0, parent.InputSize, $"the layer-{parent.Layer} {parent.Architecture} predictor");
+            var k = parent.ClassNames.Count;
+            Outputs =
+            [
+                OutputColumn.Vector(parent.ScoreColumnName, k, Annotations.SlotNames(parent.ClassNames)),
+                OutputColumn.Key(parent.PredictedLabelColumnName, k, Annotations.KeyValues(parent.ClassNames)),
+            ];
+        }
+
+        public override IReadOnlyList<OutputColumn> Outputs { get; }
+
+        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
+            _parent.Predict(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
+    }
+}

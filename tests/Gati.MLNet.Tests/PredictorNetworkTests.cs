@@ -1,0 +1,150 @@
+using Gati.MLNet.Models;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Tests;
+
+public sealed class PredictorNetworkTests
+{
+    public PredictorNetworkTests() => TorchRuntime.EnsureInitialized();
+
+    public static TheoryData<ResNetArchitecture, int> EveryLayer()
+    {
+        var data = new TheoryData<ResNetArchitecture, int>();
+        foreach (var architecture in new[] { ResNetArchitecture.ResNet18, ResNetArchitecture.ResNet50 })
+            for (var layer = 1; layer <= ResNetSpec.For(architecture).LayerCount; layer++)
+                data.Add(architecture, layer);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(EveryLayer))]
+    public void Forward_EveryArchitectureOnEveryLayer_GivesLogProbabilitiesPerClass(ResNetArchitecture architecture, int layer)
+    {
+        var input = new TensorShape(3, 32, 32);
+        var spec = ResNetSpec.For(architecture);
+        var features = spec.LayerOutputShape(layer, input, baseWidth: 4).Size;
+        foreach (var predictor in new[] { PredictorArchitecture.FC(16), PredictorArchitecture.Pool(64, 16), PredictorArchitecture.Conv(3, 1), PredictorArchitecture.Conv(5, 2) })
+        {
+            using var network = PredictorNetwork.Create(predictor, features, 10);
+            using var scope = NewDisposeScope();
+            var output = network.forward(randn(3, features));
+            Assert.Equal(new long[] { 3, 10 }, output.shape);
+            Assert.True(output.exp().sum(1).allclose(ones(3), atol: 1e-5));
+            Assert.Equal(predictor.ParameterCount(features, 10), network.parameters().Sum(p => p.numel()));
+        }
+    }
+
+    [Fact]
+    public void Forward_WorksOnRealResNetLayerOutputs()
+    {
+        using var net = new ResNet(new ResNetConfig(ResNetArchitecture.ResNet18, new TensorShape(1, 28, 28), 10, 4));
+        net.eval();
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var (_, outputs) = net.ForwardWithLayers(randn(2, 1, 28, 28), [3, 7]);
+        using var predictor = PredictorNetwork.Create(PredictorArchitecture.Conv(), net.LayerOutputShape(7).Size, 10);
+        Assert.Equal(new long[] { 2, 10 }, predictor.forward(outputs[1].flatten(1)).shape);
+    }
+
+    [Theory]
+    [InlineData("fc", "FC(1024)")]
+    [InlineData("FC:512", "FC(512)")]
+    [InlineData("pool", "Pool(4096, 1024)")]
+    [InlineData("pool:2048:256", "Pool(2048, 256)")]
+    [InlineData("Conv(3,1)", "Conv(3, 1)")]
+    [InlineData("conv:5:2", "Conv(5, 2)")]
+    public void Parse_ShortAndDisplayForms(string text, string expected) => Assert.Equal(expected, PredictorArchitecture.Parse(text).ToString());
+
+    [Theory]
+    [InlineData("mlp")]
+    [InlineData("fc:0")]
+    [InlineData("conv:x")]
+    [InlineData("fc:1:2")]
+    public void Parse_Invalid_Throws(string text) => Assert.ThrowsAny<ArgumentException>(() => PredictorArchitecture.Parse(text));
+
+    [Fact]
+    public void ConvOutputLength_FollowsTheReferenceFormula()
+    {
+        Assert.Equal(2046, PredictorArchitecture.Conv(3, 1).ConvOutputLength(2048));
+        Assert.Equal(1023, PredictorArchitecture.Conv(3, 2).ConvOutputLength(2048));
+        Assert.Equal(410, PredictorArchitecture.Conv(5, 5).ConvOutputLength(2050));
+    }
+
+    [Fact]
+    public void ParameterCount_SeedLayer7Costs()
+    {
+        // Layer 7 of the full-width CIFAR ResNet-18: 512 x 4 x 4 = 8192 features, 10 classes (the seed's memory table).
+        Assert.Equal(8192L * 1024 + 1024 + 1024 * 10 + 10, PredictorArchitecture.FC(1024).ParameterCount(8192, 10));
+        Assert.Equal(4096L * 1024 + 1024 + 1024 * 10 + 10, PredictorArchitecture.Pool(4096, 1024).ParameterCount(8192, 10));
+        Assert.Equal(3 + 1 + 8190L * 10 + 10, PredictorArchitecture.Conv(3, 1).ParameterCount(8192, 10));
+    }
+}
+
+public sealed class DistillationLossTests
+{
+    public DistillationLossTests() => TorchRuntime.EnsureInitialized();
+
+    private static double[] LogSoftmax(double[] z)
+    {
+        var max = z.Max();
+        var log = Math.Log(z.Sum(v => Math.Exp(v - max))) + max;
+        return z.Select(v => v - log).ToArray();
+    }
+
+    /// <summary>Independent double-precision implementation of the documented formula.</summary>
+    private static double HandComputed(double[][] student, double[][] teacher, int[] labels, double alpha, double t)
+    {
+        double kl = 0, ce = 0;
+        for (var n = 0; n < student.Length; n++)
+        {
+            var s = LogSoftmax(student[n].Select(v => v / t).ToArray());
+            var q = LogSoftmax(teacher[n].Select(v => v / t).ToArray());
+            for (var c = 0; c < s.Length; c++) kl += Math.Exp(q[c]) * (q[c] - s[c]);
+            ce -= LogSoftmax(student[n])[labels[n]];
+        }
+        // KL averaged over batch x classes (PyTorch KLDivLoss's default 'mean', as the reference uses it).
+        return kl / (student.Length * student[0].Length) * alpha * t * t + ce / student.Length * (1 - alpha);
+    }
+
+    [Theory]
+    [InlineData(0.5, 6.0)]
+    [InlineData(0.0, 1.0)]
+    [InlineData(1.0, 3.0)]
+    [InlineData(0.3, 2.5)]
+    public void Compute_MatchesHandComputedValues(double alpha, double temperature)
+    {
+        double[][] student = [[-0.2, -2.1, -3.0], [-1.5, -0.4, -2.2]];
+        double[][] teacher = [[2.0, 0.5, -1.0], [0.1, 3.0, 0.2]];
+        int[] labels = [0, 1];
+        using var scope = NewDisposeScope();
+        var loss = DistillationLoss.Compute(
+            tensor(student.SelectMany(r => r).Select(v => (float)v).ToArray(), [2, 3]),
+            tensor(teacher.SelectMany(r => r).Select(v => (float)v).ToArray(), [2, 3]),
+            tensor(labels.Select(l => (long)l).ToArray(), [2]), alpha, temperature);
+        Assert.Equal(HandComputed(student, teacher, labels, alpha, temperature), loss.item<float>(), 4);
+    }
+
+    [Fact]
+    public void Compute_StudentEqualsTeacher_OnlyTheHardTermRemains()
+    {
+        using var scope = NewDisposeScope();
+        var logits = tensor(new float[] { 1f, 2f, 0.5f }, [1, 3]);
+        var loss = DistillationLoss.Compute(logits, logits, tensor(new long[] { 1 }, [1]), 0.5, 6);
+        var ce = -LogSoftmax([1, 2, 0.5])[1];
+        Assert.Equal(0.5 * ce, loss.item<float>(), 5);
+    }
+
+    [Fact]
+    public void Compute_InvalidSettings_Throw()
+    {
+        using var scope = NewDisposeScope();
+        var x = zeros(1, 2);
+        var y = zeros(1, dtype: ScalarType.Int64);
+        Assert.Throws<ArgumentOutOfRangeException>(() => DistillationLoss.Compute(x, x, y, 1.5, 6));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DistillationLoss.Compute(x, x, y, 0.5, 0));
+    }
+}
