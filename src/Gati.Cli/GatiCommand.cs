@@ -11,6 +11,8 @@ internal static class GatiCommand
         var root = new RootCommand("Gati.MLNet: learned caches (early-exit networks) for ML.NET. Train a base ResNet, evaluate it, and serve it faster.");
         root.Subcommands.Add(TrainBaseCommand.Create());
         root.Subcommands.Add(EvaluateCommand.Create());
+        root.Subcommands.Add(TrainPredictorsCommand.Create());
+        root.Subcommands.Add(ReportCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         return root;
     }

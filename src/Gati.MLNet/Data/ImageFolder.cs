@@ -54,6 +54,7 @@ public static class ImageFolder
         ArgumentNullException.ThrowIfNull(context);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        CheckSkiaSharp();
         return LoadStage(context, imagePathColumnName).Append(PixelStage(context, options, outputColumnName));
     }
 
@@ -77,9 +78,23 @@ public static class ImageFolder
             .Append(context.Transforms.DropColumns(BitmapColumn, PixelsColumn));
     }
 
+    /// <summary>
+    /// ML.NET ImageAnalytics 5.0.1 is built against SkiaSharp 2.88 and fails with MissingMethodException on SkiaSharp 3
+    /// (which ScottPlot 5.1 brings). Say so up front instead of failing inside a cursor.
+    /// </summary>
+    internal static void CheckSkiaSharp()
+    {
+        var version = typeof(SkiaSharp.SKBitmap).Assembly.GetName().Version;
+        if (version is { Major: >= 3 })
+            throw new InvalidOperationException(
+                $"This process uses SkiaSharp {version}, but ML.NET ImageAnalytics 5.0.1 needs SkiaSharp 2.88.x (SkiaSharp 3 removed APIs it calls). " +
+                "Load images in a process that does not reference SkiaSharp 3 (e.g. through ScottPlot 5.1); the Gati.MLNet package itself pins 2.88.9.");
+    }
+
     internal static IDataView Load(MLContext context, string directory, ImageFolderOptions options)
     {
         options.Validate();
+        CheckSkiaSharp();
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Image folder '{directory}' does not exist.");
         var extensions = new HashSet<string>(options.Extensions, StringComparer.OrdinalIgnoreCase);
         var classes = Directory.GetDirectories(directory).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToArray();

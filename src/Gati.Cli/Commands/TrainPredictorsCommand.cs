@@ -1,0 +1,90 @@
+using System.CommandLine;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet.Models.Predictors;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary><c>gati train-predictors</c>: predictors for a set of layers x architectures of a trained base model.</summary>
+internal static class TrainPredictorsCommand
+{
+    public static Command Create()
+    {
+        var dataset = new DatasetArguments();
+        var runtime = new RuntimeArguments();
+        var baseModel = new Option<string>("--base-model", "-b") { Description = "The base model zip written by gati train-base.", Required = true };
+        var layers = new Option<string>("--layers") { Description = "Layers (residual block outputs) to attach predictors to, e.g. 1-8 or 2,4,6.", DefaultValueFactory = _ => "1-8" };
+        var architectures = new Option<string>("--architectures") { Description = "Predictor architectures, comma-separated: fc, pool, conv (or with parameters, e.g. fc:512,conv:5:2).", DefaultValueFactory = _ => "fc,pool,conv" };
+        var fcHidden = new Option<int>("--fc-hidden") { Description = "Hidden units of fc predictors (the seed's FC(1024)).", DefaultValueFactory = _ => 1024 };
+        var poolSize = new Option<int>("--pool-size") { Description = "Length after adaptive average pooling of pool predictors (the seed's Pool(4096)).", DefaultValueFactory = _ => 4096 };
+        var poolHidden = new Option<int>("--pool-hidden") { Description = "Hidden units of pool predictors.", DefaultValueFactory = _ => 1024 };
+        var convKernel = new Option<int>("--conv-kernel") { Description = "Kernel size of conv predictors (the seed's Conv(3, 1)).", DefaultValueFactory = _ => 3 };
+        var convStride = new Option<int>("--conv-stride") { Description = "Stride of conv predictors.", DefaultValueFactory = _ => 1 };
+        var features = new Option<string>("--features") { Description = "Where training features come from: dump (compute once, store on disk), stream (recompute with the base model every epoch) or auto (dump when it fits --max-dump-gb and the free disk space).", DefaultValueFactory = _ => "auto" };
+        features.AcceptOnlyFromAmong("auto", "dump", "stream");
+        var dumpDir = new Option<string?>("--dump-dir") { Description = "Folder for the feature dump (default: <output>.features); an interrupted dump resumes." };
+        var maxDump = new Option<double>("--max-dump-gb") { Description = "Largest dump that auto mode writes, in GB.", DefaultValueFactory = _ => 20 };
+        var float16 = new Option<bool>("--float16") { Description = "Store dumped features as float16 (half the disk)." };
+        var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N rows of the training split (default: all rows before the held-out ones)." };
+        var holdoutRows = new Option<long>("--holdout-rows") { Description = "The last N rows of the training split are held out: they pick each predictor's best epoch (and later train selectors).", DefaultValueFactory = _ => 5000 };
+        var epochs = new Option<int>("--epochs") { Description = "Maximum epochs.", DefaultValueFactory = _ => 100 };
+        var patience = new Option<int>("--patience") { Description = "Stop a predictor after this many epochs without held-out improvement.", DefaultValueFactory = _ => 10 };
+        var batchSize = new Option<int>("--batch-size") { Description = "Rows per SGD step.", DefaultValueFactory = _ => 64 };
+        var lr = new Option<double>("--lr") { Description = "Initial learning rate (halved every --lr-halving epochs).", DefaultValueFactory = _ => 0.05 };
+        var halving = new Option<int>("--lr-halving") { Description = "Epochs between learning-rate halvings.", DefaultValueFactory = _ => 5 };
+        var alpha = new Option<double>("--alpha") { Description = "Weight of the distillation (KL) term; 1 - alpha weighs cross-entropy with the base model's label.", DefaultValueFactory = _ => 0.5 };
+        var temperature = new Option<double>("--temperature") { Description = "Distillation temperature.", DefaultValueFactory = _ => 6 };
+        var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
+        var output = new Option<string>("--output", "-o") { Description = "Model zip to write: the base model, the feature extractor and every predictor, in one ML.NET chain.", Required = true };
+        var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint written after every epoch (default: <output>.ckpt)." };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint (and the dump) if present." };
+
+        var command = new Command("train-predictors", "Train predictors (FC, Pool, Conv) on hidden layers of a base model by distillation, and save base + predictors as one model zip.");
+        command.Options.Add(baseModel);
+        dataset.AddTo(command);
+        foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
+                     trainRows, holdoutRows, epochs, patience, batchSize, lr, halving, alpha, temperature, seed, output, checkpoint, resume })
+            command.Options.Add(option);
+        runtime.AddTo(command);
+
+        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        {
+            runtime.Apply(result);
+            var architectureList = result.GetValue(architectures)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(name => name.ToLowerInvariant() switch
+                {
+                    "fc" => PredictorArchitecture.FC(result.GetValue(fcHidden)),
+                    "pool" => PredictorArchitecture.Pool(result.GetValue(poolSize), result.GetValue(poolHidden)),
+                    "conv" => PredictorArchitecture.Conv(result.GetValue(convKernel), result.GetValue(convStride)),
+                    _ => PredictorArchitecture.Parse(name),
+                }).ToArray();
+            var settings = new TrainPredictorsSettings
+            {
+                BaseModel = result.GetValue(baseModel)!,
+                Dataset = dataset.Read(result),
+                Layers = LayerList.Parse(result.GetValue(layers)!),
+                Architectures = architectureList,
+                Features = result.GetValue(features)!,
+                DumpDir = result.GetValue(dumpDir),
+                MaxDumpBytes = (long)(result.GetValue(maxDump) * 1e9),
+                Float16 = result.GetValue(float16),
+                TrainRows = result.GetValue(trainRows),
+                HoldoutRows = result.GetValue(holdoutRows),
+                Epochs = result.GetValue(epochs),
+                Patience = result.GetValue(patience),
+                BatchSize = result.GetValue(batchSize),
+                LearningRate = result.GetValue(lr),
+                HalvingEpochs = result.GetValue(halving),
+                Alpha = result.GetValue(alpha),
+                Temperature = result.GetValue(temperature),
+                Seed = result.GetValue(seed),
+                Output = result.GetValue(output)!,
+                Checkpoint = result.GetValue(checkpoint),
+                Resume = result.GetValue(resume),
+                Device = result.GetValue(runtime.Device)!,
+            };
+            return new TrainPredictorsRunner(AnsiConsole.Console).Run(settings, cancellation);
+        })));
+        return command;
+    }
+}

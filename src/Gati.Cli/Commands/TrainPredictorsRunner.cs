@@ -1,0 +1,182 @@
+using System.Diagnostics;
+using System.Globalization;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Training;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary>Settings of <c>gati train-predictors</c>.</summary>
+internal sealed record TrainPredictorsSettings
+{
+    public required string BaseModel { get; init; }
+    public required DatasetSpec Dataset { get; init; }
+    public required int[] Layers { get; init; }
+    public required PredictorArchitecture[] Architectures { get; init; }
+    public string Features { get; init; } = "auto";
+    public string? DumpDir { get; init; }
+    public long MaxDumpBytes { get; init; } = 20_000_000_000;
+    public bool Float16 { get; init; }
+    public long? TrainRows { get; init; }
+    public long HoldoutRows { get; init; } = 5000;
+    public int Epochs { get; init; } = 100;
+    public int Patience { get; init; } = 10;
+    public int BatchSize { get; init; } = 64;
+    public double LearningRate { get; init; } = 0.05;
+    public int HalvingEpochs { get; init; } = 5;
+    public double Alpha { get; init; } = 0.5;
+    public double Temperature { get; init; } = 6;
+    public int Seed { get; init; }
+    public required string Output { get; init; }
+    public string? Checkpoint { get; init; }
+    public bool Resume { get; init; }
+    public string Device { get; init; } = "auto";
+}
+
+/// <summary>Runs <c>gati train-predictors</c>: split, extract (dump or stream), train every predictor together, save the chain.</summary>
+internal sealed class TrainPredictorsRunner(IAnsiConsole console)
+{
+    public int Run(TrainPredictorsSettings settings, CancellationToken cancellation)
+    {
+        var clock = Stopwatch.StartNew();
+        var context = new MLContext(settings.Seed);
+        DeviceOptions.ConfigureContext(context, settings.Device);
+        var loaded = context.Gati().LoadModel(settings.BaseModel, out _);
+        try
+        {
+            var baseModel = LoadedModel.BaseModel(loaded, settings.BaseModel);
+            foreach (var layer in settings.Layers) baseModel.Network.Spec.CheckLayer(layer, "--layers");
+
+            var split = settings.Dataset.Load(context, DatasetSplit.Train);
+            var total = split.GetRowCount() ?? throw new InvalidOperationException("The training split has no row count.");
+            if (settings.HoldoutRows < 1 || settings.HoldoutRows >= total)
+                throw new ArgumentException($"--holdout-rows must be between 1 and {total - 1} (the training split has {total} rows).");
+            var available = total - settings.HoldoutRows;
+            var trainRows = Math.Min(settings.TrainRows ?? available, available);
+            var trainImages = context.Data.TakeRows(split, trainRows);
+            var holdoutImages = context.Data.SkipRows(split, available);
+            using var extractor = context.Gati().ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = settings.Layers }).Fit(trainImages);
+
+            var sizes = settings.Layers.Select(l => extractor.LayerShape(l).Size).ToArray();
+            var classes = extractor.ClassNames.Count;
+            var estimate = FeatureDump.EstimateBytes(trainRows + settings.HoldoutRows, sizes, classes, settings.Float16);
+            var dumpDir = settings.DumpDir ?? settings.Output + ".features";
+            var (useDump, reason) = ChooseMode(settings, estimate, dumpDir);
+            console.MarkupLineInterpolated(
+                $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {settings.Dataset.Name}: {trainRows} training rows, {settings.HoldoutRows} held-out rows (the last of the training split).");
+            console.MarkupLineInterpolated($"Features: [bold]{(useDump ? "dump" : "stream")}[/] ({reason}).");
+
+            IDataView train, holdout;
+            if (useDump)
+            {
+                var dumpOptions = (string part, long rows) => new FeatureDumpOptions
+                {
+                    Float16 = settings.Float16,
+                    Source = $"{settings.Dataset.Name} train {part} ({rows} rows)",
+                    CancellationToken = cancellation,
+                    Progress = new Progress<(long Rows, long Total)>(p => console.MarkupLineInterpolated($"[grey]  dumped {p.Rows}/{p.Total} {part} rows[/]")),
+                };
+                var dumpClock = Stopwatch.StartNew();
+                FeatureDump.Write(extractor, trainImages, Path.Combine(dumpDir, "train"), dumpOptions("training", trainRows));
+                FeatureDump.Write(extractor, holdoutImages, Path.Combine(dumpDir, "holdout"), dumpOptions("held-out", settings.HoldoutRows));
+                console.MarkupLineInterpolated($"Feature dump ready in {dumpDir} ({dumpClock.Elapsed.TotalSeconds:F0} s).");
+                train = context.Data.LoadFeatureDump(Path.Combine(dumpDir, "train"));
+                holdout = context.Data.LoadFeatureDump(Path.Combine(dumpDir, "holdout"));
+            }
+            else
+            {
+                train = extractor.Transform(trainImages);
+                holdout = extractor.Transform(holdoutImages);
+            }
+
+            var specs = settings.Layers.SelectMany(layer => settings.Architectures.Select(a => new PredictorSpec(layer, a))).ToArray();
+            console.MarkupLineInterpolated($"Training {specs.Length} predictors: layers {string.Join(",", settings.Layers)} x {string.Join(", ", settings.Architectures.Select(a => a.ToString()))}.");
+            var trainer = context.Gati().Predictors(new PredictorSetTrainer.Options
+            {
+                Predictors = specs,
+                Epochs = settings.Epochs,
+                Patience = settings.Patience,
+                BatchSize = settings.BatchSize,
+                LearningRate = settings.LearningRate,
+                LearningRateHalvingEpochs = settings.HalvingEpochs,
+                Alpha = settings.Alpha,
+                Temperature = settings.Temperature,
+                Seed = settings.Seed,
+                Device = settings.Device,
+                ValidationSet = holdout,
+                CheckpointPath = settings.Checkpoint ?? settings.Output + ".ckpt",
+                Resume = settings.Resume,
+                CancellationToken = cancellation,
+                Progress = new Reporter(console),
+            });
+            var predictors = trainer.Fit(train).Cast<PredictorTransformer>().ToArray();
+
+            var chain = new TransformerChain<ITransformer>([baseModel, extractor, .. predictors]);
+            context.Gati().SaveModel(chain, split.Schema, settings.Output);
+            var table = new Table().AddColumn("layer");
+            foreach (var architecture in settings.Architectures) table.AddColumn(new TableColumn(architecture.ToString()).RightAligned());
+            foreach (var layer in settings.Layers)
+                table.AddRow([layer.ToString(CultureInfo.InvariantCulture), .. settings.Architectures.Select(a =>
+                {
+                    var p = predictors.Single(x => x.Layer == layer && x.Architecture == a);
+                    return $"{p.Summary.ValidationAgreement:P2} (epoch {p.Summary.BestEpoch}/{p.Summary.EpochsRun})";
+                })]);
+            table.Title("held-out agreement with the base model (best epoch / epochs run)");
+            console.Write(table);
+            console.MarkupLineInterpolated($"Saved base model, feature extractor and {predictors.Length} predictors to [bold]{settings.Output}[/] in {clock.Elapsed:hh\\:mm\\:ss}.");
+            foreach (var predictor in predictors) predictor.Dispose();
+            return 0;
+        }
+        finally
+        {
+            LoadedModel.Dispose(loaded);
+        }
+    }
+
+    private static (bool Dump, string Reason) ChooseMode(TrainPredictorsSettings settings, long estimate, string dumpDir)
+    {
+        var size = $"{estimate / 1e9:F2} GB";
+        switch (settings.Features)
+        {
+            case "dump":
+                return (true, $"requested; {size}");
+            case "stream":
+                return (false, $"requested; a dump would take {size}");
+        }
+        if (estimate > settings.MaxDumpBytes)
+            return (false, $"a dump would take {size}, more than --max-dump-gb {settings.MaxDumpBytes / 1e9:F1}");
+        var root = Path.GetPathRoot(Path.GetFullPath(dumpDir))!;
+        var free = new DriveInfo(root).AvailableFreeSpace;
+        if (free < estimate * 1.1)
+            return (false, $"a dump would take {size} but only {free / 1e9:F1} GB are free");
+        return (true, $"{size} fits --max-dump-gb {settings.MaxDumpBytes / 1e9:F1} and the free disk space");
+    }
+
+    private sealed class Reporter(IAnsiConsole console) : IProgress<PredictorTrainingProgress>
+    {
+        private DateTime _last = DateTime.MinValue;
+
+        public void Report(PredictorTrainingProgress p)
+        {
+            if (p.EpochCompleted)
+            {
+                var agreement = p.ValidationAgreement is { } a ? $", held-out agreement {a:P2}" : "";
+                var best = p.BestEpoch is { } b ? $" (best epoch {b})" : "";
+                var stopped = p.Stopped ? ", stopped early" : "";
+                var restored = p.Restored ? " (restored from checkpoint)" : "";
+                console.MarkupLineInterpolated($"epoch {p.Epoch}/{p.TotalEpochs} layer {p.Layer} {p.Architecture}: loss {p.Loss:F4}{agreement}{best}{stopped}{restored}");
+                return;
+            }
+            if (DateTime.UtcNow - _last < TimeSpan.FromSeconds(30)) return;
+            _last = DateTime.UtcNow;
+            console.MarkupLineInterpolated($"[grey]  epoch {p.Epoch}: {p.Rows} rows, mean loss {p.Loss:F4}, {p.RowsPerSecond:F0} rows/s[/]");
+        }
+    }
+}
