@@ -117,6 +117,89 @@ public sealed class GatiCatalog
     public PredictorSetTrainer Predictors(PredictorSetTrainer.Options options) => new(Environment, options);
 
     /// <summary>
+    /// Trains the selector of a predictor on data held out from the predictor's training and calibrates its exit
+    /// threshold for a target precision (99.5% by default).
+    /// </summary>
+    /// <param name="predictor">The fitted predictor whose columns the selector reads.</param>
+    /// <param name="options">Settings; their column names are filled in from <paramref name="predictor"/>.</param>
+    /// <remarks>Inputs: the predictor's Score and PredictedLabel columns, BasePredictedLabel. Outputs: L{n}.ExitProbability
+    /// (Single) and L{n}.Exit (Boolean).</remarks>
+    public SelectorTrainer Selector(PredictorTransformer predictor, SelectorTrainer.Options? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(predictor);
+        options ??= new SelectorTrainer.Options();
+        options.Layer = predictor.Layer;
+        options.ScoreColumnName = predictor.ScoreColumnName;
+        options.PredictedLabelColumnName = predictor.PredictedLabelColumnName;
+        return Selector(options);
+    }
+
+    /// <summary>Trains a selector with explicit columns and settings.</summary>
+    /// <param name="options">Settings.</param>
+    public SelectorTrainer Selector(SelectorTrainer.Options options) => new(Environment, options);
+
+    /// <summary>
+    /// Learned caches for the base model that precedes this estimator in a pipeline:
+    /// <c>resnetEstimator.Append(mlContext.Gati().LearnedCaches([3, 5, 7]))</c>. Fits a predictor and a selector per
+    /// layer and calibrates each exit threshold on held-out rows.
+    /// </summary>
+    /// <param name="layers">Layers that get a cache.</param>
+    /// <param name="architecture">Predictor architecture (Conv(3, 1) by default: the cheapest of the reference's three).</param>
+    /// <param name="options">Further settings; its Layers and Architectures are replaced by the arguments.</param>
+    /// <remarks>Input: Image. Outputs: EarlyExitScore (Vector&lt;Single, k&gt;), EarlyExitPredictedLabel (Key&lt;UInt32, k&gt;), ExitLayer (Int32, 0 = full model).</remarks>
+    public LearnedCachesEstimator LearnedCaches(IReadOnlyList<int> layers, Models.Predictors.PredictorArchitecture? architecture = null,
+        LearnedCachesEstimator.Options? options = null)
+    {
+        options ??= new LearnedCachesEstimator.Options();
+        options.Layers = layers;
+        options.Architectures = [architecture ?? Models.Predictors.PredictorArchitecture.Conv()];
+        return new LearnedCachesEstimator(Environment, null, options);
+    }
+
+    /// <summary>Learned caches for a fitted base model, with full control over the settings.</summary>
+    /// <param name="baseModel">The fitted base model; null finds it upstream in the pipeline at Fit time.</param>
+    /// <param name="options">Settings.</param>
+    public LearnedCachesEstimator LearnedCaches(ResNetTransformer? baseModel, LearnedCachesEstimator.Options options) =>
+        new(Environment, baseModel, options);
+
+    /// <summary>
+    /// An early-exit prediction engine over a model holding learned caches (a <see cref="LearnedCachesTransformer"/>,
+    /// or a chain or loaded zip containing one). A model with only a base ResNet gives an engine that always runs
+    /// the full model (the baseline).
+    /// </summary>
+    /// <typeparam name="TInput">Input class with a float[] image member (named like the model's image column).</typeparam>
+    /// <typeparam name="TOutput">Output class; <see cref="Inference.EarlyExitPrediction"/> has every supported member.</typeparam>
+    /// <param name="model">The model.</param>
+    public Inference.EarlyExitPredictionEngine<TInput, TOutput> CreateEarlyExitEngine<TInput, TOutput>(ITransformer model)
+        where TInput : class
+        where TOutput : class, new()
+    {
+        var (engine, imageColumn) = CreateEngineCore(model);
+        return new Inference.EarlyExitPredictionEngine<TInput, TOutput>(engine, imageColumn);
+    }
+
+    internal static (Inference.EarlyExitEngine Engine, string ImageColumn) CreateEngineCore(ITransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var components = Flatten(model).ToArray();
+        if (components.OfType<LearnedCachesTransformer>().LastOrDefault() is { } caches)
+        {
+            if (!caches.OneCachePerLayer)
+                throw new InvalidOperationException("The model holds several candidate caches on one layer: choose one per layer first (CacheOptimizer.Choose / gati optimize).");
+            return (new Inference.EarlyExitEngine(caches.BaseNetwork, caches.Caches, caches.ClassNames), caches.ImageColumnName);
+        }
+        if (components.OfType<ResNetTransformer>().FirstOrDefault() is { } resnet)
+        {
+            var holder = (IBaseModelHolder)resnet;
+            return (new Inference.EarlyExitEngine(holder.Base.Network, [], resnet.ClassNames), resnet.ImageColumnName);
+        }
+        throw new ArgumentException("The model holds neither learned caches nor a Gati base model.", nameof(model));
+    }
+
+    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
+        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [model];
+
+    /// <summary>
     /// Saves a model zip atomically (temporary file, flush, rename): a crash never leaves a torn model behind.
     /// The zip is a plain ML.NET model that <c>mlContext.Model.Load</c> reads.
     /// </summary>

@@ -1,6 +1,7 @@
 // Loads an ML.NET model zip with plain mlContext.Model.Load (no Gati registration call), scores the first
 // rows of a Fashion-MNIST-format folder, and writes every float and key output column to a binary file:
-// for each row, for each requested column in order, its values (floats as IEEE-754, keys as uint32).
+// for each row, for each requested column in order, its values (floats as IEEE-754, keys as uint32, Int32 as
+// int32, Boolean as one byte).
 // Usage: Gati.MLNet.ModelProbe <model.zip> <idx-folder> <split: train|test> <rows> <output> <column>...
 using Gati.MLNet;
 using Gati.MLNet.Data;
@@ -43,6 +44,26 @@ static Action MakeWriter(DataViewRowCursor cursor, DataViewSchema.Column column,
         {
             var getter = cursor.GetGetter<uint>(column);
             uint value = 0;
+            return () =>
+            {
+                getter(ref value);
+                output.Write(value);
+            };
+        }
+        case NumberDataViewType when column.Type.RawType == typeof(int):
+        {
+            var getter = cursor.GetGetter<int>(column);
+            int value = 0;
+            return () =>
+            {
+                getter(ref value);
+                output.Write(value);
+            };
+        }
+        case BooleanDataViewType:
+        {
+            var getter = cursor.GetGetter<bool>(column);
+            bool value = false;
             return () =>
             {
                 getter(ref value);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Gati.MLNet.Inference;
 using Gati.MLNet.Models;
 using Gati.MLNet.Tests.Infrastructure;
 using Gati.MLNet.Torch;
@@ -15,6 +16,7 @@ namespace Gati.MLNet.Tests;
 /// is a leak on a GPU, where the GC never feels the memory pressure), and resident memory, measured after a
 /// collection so that managed garbage does not count, stays within a small bound.
 /// </summary>
+[Collection(NativeMemoryCollection.Name)]
 public sealed class NativeMemoryTests(SmallModelFixture fixture) : IClassFixture<SmallModelFixture>
 {
     private static long ResidentBytesAfterCollection()
@@ -74,4 +76,38 @@ public sealed class NativeMemoryTests(SmallModelFixture fixture) : IClassFixture
         var growth = GrowthOverLoops(Step, warmup: 10, iterations: 150);
         Assert.True(growth < 32L << 20, $"resident memory grew by {growth >> 20} MB over 150 steps");
     }
+}
+
+/// <summary>Resident-memory checks must not run beside other tests (xunit runs test classes in parallel).</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class NativeMemoryCollection
+{
+    public const string Name = "Native memory (runs alone)";
+}
+
+[Collection(NativeMemoryCollection.Name)]
+public sealed class EngineMemoryTests(CachesFixture fixture) : IClassFixture<CachesFixture>
+{
+    [Fact]
+    public void EarlyExitEngine_ManyPredictions_KeepNativeMemoryFlat()
+    {
+        using var engine = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches);
+        var images = fixture.Images(50).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+        // Warm up past the allocator's and the fixture's own transients before taking the baseline.
+        for (var i = 0; i < 3000; i++) engine.Predict(images[i % images.Length]);
+        for (var i = 0; i < 20; i++) engine.Predict(images);
+        var live = TorchSharp.DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        using var process = System.Diagnostics.Process.GetCurrentProcess();
+        var before = process.WorkingSet64;
+        for (var i = 0; i < 5000; i++) engine.Predict(images[i % images.Length]);
+        for (var i = 0; i < 100; i++) engine.Predict(images);
+        Assert.Equal(live, TorchSharp.DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        process.Refresh();
+        Assert.True(process.WorkingSet64 - before < 48L << 20, $"resident memory grew by {(process.WorkingSet64 - before) >> 20} MB over 10,000 predictions");
+    }
+
 }

@@ -95,6 +95,8 @@ public sealed class PredictorTransformer : GatiTransformerBase
 
     internal object Gate => _network.Gate;
 
+    internal SharedModule<PredictorNetwork> AcquireNetwork() => _network.Acquire();
+
     /// <summary>Default output column names: <c>L{layer}.{arch.Id}.Score</c> and <c>.PredictedLabel</c>.</summary>
     public static (string Score, string PredictedLabel) DefaultColumnNames(int layer, PredictorArchitecture architecture)
     {

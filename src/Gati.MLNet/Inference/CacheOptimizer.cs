@@ -1,0 +1,229 @@
+using System.Globalization;
+using System.Text;
+using Gati.MLNet.Transforms;
+
+namespace Gati.MLNet.Inference;
+
+/// <summary>What a cache plan must satisfy.</summary>
+/// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99).</param>
+/// <param name="MemoryBudgetBytes">Most memory for all chosen caches' parameters (null: no limit).</param>
+/// <param name="BatchSize">Batch size the latency is minimised for (1, or the measurements' batch size).</param>
+public sealed record CacheConstraints(double MinimumAgreement = 0.99, long? MemoryBudgetBytes = null, int BatchSize = 1);
+
+/// <summary>The optimizer's choice and the figures it expects on held-out data.</summary>
+public sealed record CachePlan
+{
+    /// <summary>Chosen candidates (indices into <see cref="CacheMeasurements.Candidates"/>), by layer.</summary>
+    public required IReadOnlyList<CacheCandidate> Chosen { get; init; }
+
+    /// <summary>Expected mean time per input (batch 1) or per batch, ms.</summary>
+    public required double ExpectedMs { get; init; }
+
+    /// <summary>The full model's time on the same terms, ms.</summary>
+    public required double FullMs { get; init; }
+
+    /// <summary>Expected agreement with the base model.</summary>
+    public required double ExpectedAgreement { get; init; }
+
+    /// <summary>Share of rows expected to exit early.</summary>
+    public required double ExpectedHitRate { get; init; }
+
+    /// <summary>Memory of the chosen caches' parameters.</summary>
+    public required long MemoryBytes { get; init; }
+
+    /// <summary>Plans evaluated.</summary>
+    public required long PlansEvaluated { get; init; }
+
+    /// <summary>How the plan was searched (exhaustive or greedy).</summary>
+    public required string Search { get; init; }
+
+    /// <summary>Expected speedup over the full model.</summary>
+    public double ExpectedSpeedup => FullMs / ExpectedMs;
+
+    /// <summary>Human-readable reasons: candidates, constraints, the chosen set and each cache's contribution.</summary>
+    public string Explanation { get; init; } = "";
+}
+
+/// <summary>
+/// Chooses which layers carry a cache, and which architecture on each (the first form of the paper's optimizer):
+/// from held-out measurements (<see cref="CacheMeasurements"/>), the set that minimises expected latency on the
+/// measured device while keeping agreement with the base model at or above a target and the caches' memory
+/// within a budget. Expected figures are exact averages over the held-out rows (each row exits at the first chosen
+/// cache whose selector fires), so correlations between layers are accounted for. The search is exhaustive when
+/// the plans number at most 2^18, greedy (add the cache that lowers latency most, while constraints hold) beyond.
+/// </summary>
+public static class CacheOptimizer
+{
+    private const long ExhaustiveLimit = 1 << 18;
+
+    /// <summary>Chooses the caches.</summary>
+    public static CachePlan Choose(CacheMeasurements measurements, CacheConstraints constraints)
+    {
+        ArgumentNullException.ThrowIfNull(measurements);
+        ArgumentNullException.ThrowIfNull(constraints);
+        if (constraints.MinimumAgreement is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(constraints), constraints.MinimumAgreement, "Agreement target must be in [0, 1].");
+        if (constraints.BatchSize != 1 && constraints.BatchSize != measurements.BatchSize)
+            throw new ArgumentException($"Latency was measured at batch 1 and {measurements.BatchSize}; optimise for one of those.", nameof(constraints));
+        var byLayer = measurements.Candidates.GroupBy(c => c.Layer).OrderBy(g => g.Key).Select(g => g.ToArray()).ToArray();
+        var plans = byLayer.Aggregate(1L, (n, g) => n > ExhaustiveLimit ? n : n * (g.Length + 1));
+        var evaluator = new Evaluator(measurements, constraints.BatchSize);
+        var best = evaluator.Evaluate([]);
+        long evaluated = 1;
+        string search;
+        if (plans <= ExhaustiveLimit)
+        {
+            search = $"exhaustive over {plans} plans";
+            var choice = new int[byLayer.Length];
+            while (Increment(choice, byLayer))
+            {
+                var set = choice.Select((c, l) => c == 0 ? null : byLayer[l][c - 1]).OfType<CacheCandidate>().ToArray();
+                var result = evaluator.Evaluate(set);
+                evaluated++;
+                if (Better(result, best, constraints)) best = result;
+            }
+        }
+        else
+        {
+            search = "greedy (too many plans to enumerate)";
+            while (true)
+            {
+                var current = best;
+                foreach (var candidate in measurements.Candidates.Where(c => current.Set.All(s => s.Layer != c.Layer)))
+                {
+                    var result = evaluator.Evaluate([.. current.Set, candidate]);
+                    evaluated++;
+                    if (Better(result, best, constraints)) best = result;
+                }
+                if (ReferenceEquals(best, current)) break;
+            }
+        }
+        var plan = new CachePlan
+        {
+            Chosen = best.Set.OrderBy(c => c.Layer).ToArray(),
+            ExpectedMs = best.Ms,
+            FullMs = evaluator.Evaluate([]).Ms,
+            ExpectedAgreement = best.Agreement,
+            ExpectedHitRate = best.HitRate,
+            MemoryBytes = best.Bytes,
+            PlansEvaluated = evaluated,
+            Search = search,
+        };
+        return plan with { Explanation = Explain(plan, measurements, constraints, evaluator) };
+    }
+
+    /// <summary>A transformer with only the plan's caches (one per layer), ready for the early-exit engine.</summary>
+    public static LearnedCachesTransformer Apply(CachePlan plan, LearnedCachesTransformer candidates)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(candidates);
+        return candidates.WithCaches(plan.Chosen.Select(c => candidates.Caches[c.Index]));
+    }
+
+    private static bool Better(Evaluator.Result candidate, Evaluator.Result best, CacheConstraints constraints)
+    {
+        if (candidate.Agreement < constraints.MinimumAgreement) return false;
+        if (constraints.MemoryBudgetBytes is { } budget && candidate.Bytes > budget) return false;
+        if (candidate.Ms < best.Ms - 1e-9) return true;
+        return Math.Abs(candidate.Ms - best.Ms) <= 1e-9 && candidate.Set.Count < best.Set.Count;
+    }
+
+    private static bool Increment(int[] choice, CacheCandidate[][] byLayer)
+    {
+        for (var i = 0; i < choice.Length; i++)
+        {
+            if (++choice[i] <= byLayer[i].Length) return true;
+            choice[i] = 0;
+        }
+        return false;
+    }
+
+    private static string Explain(CachePlan plan, CacheMeasurements m, CacheConstraints constraints, Evaluator evaluator)
+    {
+        var unit = constraints.BatchSize == 1 ? "ms per input (batch 1)" : $"ms per batch of {constraints.BatchSize}";
+        var text = new StringBuilder();
+        var budget = constraints.MemoryBudgetBytes is { } b ? string.Create(CultureInfo.InvariantCulture, $", cache memory <= {b / 1048576.0:F1} MB") : "";
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"Measured on {m.Rows} held-out rows on {m.Device}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
+        text.AppendLine();
+        text.AppendLine("| layer | predictor | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
+        text.AppendLine("|---|---|---|---|---|---|---|");
+        foreach (var c in m.Candidates.OrderBy(c => c.Layer))
+            text.AppendLine(CultureInfo.InvariantCulture,
+                $"| {c.Layer} | {c.Architecture} | {c.HitRate:P1} | {(double.IsNaN(c.Precision) ? "-" : c.Precision.ToString("P2", CultureInfo.InvariantCulture))} | {c.CostMs:F3} | {c.ParameterBytes / 1048576.0:F2} MB | {(plan.Chosen.Contains(c) ? "yes" : "")} |");
+        text.AppendLine();
+        if (plan.Chosen.Count == 0)
+        {
+            text.AppendLine("No set of caches beats the full model within the constraints: the plan is the full model.");
+            return text.ToString();
+        }
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"Chosen: {string.Join(", ", plan.Chosen.Select(c => $"layer {c.Layer} {c.Architecture}"))}. Expected {plan.ExpectedMs:F3} {unit} " +
+            $"({plan.ExpectedSpeedup:F2}x faster), agreement {plan.ExpectedAgreement:P2}, {plan.ExpectedHitRate:P1} of inputs exit early, caches use {plan.MemoryBytes / 1048576.0:F2} MB.");
+        foreach (var c in plan.Chosen)
+        {
+            var without = evaluator.Evaluate(plan.Chosen.Where(x => x != c).ToArray());
+            text.AppendLine(CultureInfo.InvariantCulture,
+                $"- without layer {c.Layer}: {without.Ms:F3} ms, agreement {without.Agreement:P2} — this cache saves {without.Ms - plan.ExpectedMs:F3} ms at a cost of {c.CostMs:F3} ms per visit.");
+        }
+        return text.ToString();
+    }
+
+    /// <summary>Exact expected latency and agreement of a set of caches over the held-out rows.</summary>
+    private sealed class Evaluator(CacheMeasurements m, int batchSize)
+    {
+        private readonly int _layers = m.BlockMs.Count - 2;
+
+        public sealed record Result(IReadOnlyList<CacheCandidate> Set, double Ms, double Agreement, double HitRate, long Bytes);
+
+        /// <summary>Time of part p (0 stem, 1..L blocks, L+1 head) at b rows, interpolated between the batch-1 and batch-B timings.</summary>
+        private double Part(int p, int b) => Interpolate(m.BlockMs[p], m.BlockBatchMs[p], b);
+
+        private double Interpolate(double one, double many, int b) =>
+            m.BatchSize == 1 || b <= 1 ? one * Math.Max(b, 1) : one + (many - one) * (b - 1) / (m.BatchSize - 1);
+
+        public Result Evaluate(IReadOnlyList<CacheCandidate> set)
+        {
+            var ordered = set.OrderBy(c => c.Layer).ToArray();
+            var rows = m.Rows;
+            var exitAt = new int[rows];
+            var agree = 0;
+            var hits = 0;
+            for (var r = 0; r < rows; r++)
+            {
+                exitAt[r] = _layers + 1;
+                var right = true;
+                foreach (var c in ordered)
+                {
+                    if (!m.Exits[c.Index][r]) continue;
+                    exitAt[r] = c.Layer;
+                    right = m.Correct[c.Index][r];
+                    hits++;
+                    break;
+                }
+                if (right) agree++;
+            }
+            double total = 0;
+            var batches = 0;
+            for (var start = 0; start < rows; start += batchSize)
+            {
+                var end = Math.Min(rows, start + batchSize);
+                var alive = end - start;
+                var time = Part(0, alive);
+                for (var layer = 1; layer <= _layers && alive > 0; layer++)
+                {
+                    time += Part(layer, alive);
+                    foreach (var c in ordered)
+                    {
+                        if (c.Layer != layer) continue;
+                        time += Interpolate(c.CostMs, c.CostBatchMs, alive);
+                        for (var r = start; r < end; r++) if (exitAt[r] == layer) alive--;
+                    }
+                }
+                if (alive > 0) time += Part(_layers + 1, alive);
+                total += time;
+                batches++;
+            }
+            return new Result(ordered, total / batches, (double)agree / rows, (double)hits / rows, ordered.Sum(c => c.ParameterBytes));
+        }
+    }
+}

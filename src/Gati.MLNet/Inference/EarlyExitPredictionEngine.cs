@@ -1,0 +1,173 @@
+using System.Reflection;
+using Gati.MLNet.Models;
+using Microsoft.ML.Data;
+
+namespace Gati.MLNet.Inference;
+
+/// <summary>
+/// Serves predictions of a base model with learned caches, like ML.NET's PredictionEngine but batched and with
+/// real early exit: typed single and batch calls (<typeparamref name="TInput"/> → <typeparamref name="TOutput"/>)
+/// and an untyped call over a span of images. Safe for concurrent callers (calls are serialised on the model's
+/// networks); every call runs in its own DisposeScope, so native memory stays flat.
+/// </summary>
+/// <typeparam name="TInput">A class with a float[] member holding the normalised image (named after the model's
+/// image column, e.g. <c>Image</c>, or marked <c>[ColumnName("Image")]</c>).</typeparam>
+/// <typeparam name="TOutput">A class with any of these members (by name or <c>[ColumnName]</c>): <c>PredictedLabel</c>
+/// (uint key, or string class name), <c>PredictedClass</c> (string), <c>Score</c> (float[] probabilities),
+/// <c>ExitLayer</c> (int, 0 = full model), <c>LatencyMs</c> (double or float). <see cref="EarlyExitPrediction"/> has them all.</typeparam>
+public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
+    where TInput : class
+    where TOutput : class, new()
+{
+    private readonly EarlyExitEngine _engine;
+    private readonly Func<TInput, float[]?> _readImage;
+    private readonly string _imageMember;
+    private readonly Action<TOutput, EarlyExitBatch, int>[] _writers;
+
+    internal EarlyExitPredictionEngine(EarlyExitEngine engine, string imageColumnName)
+    {
+        _engine = engine;
+        (_readImage, _imageMember) = ImageReader(imageColumnName);
+        _writers = OutputWriters(engine.ClassNames).ToArray();
+    }
+
+    /// <summary>The base network's configuration.</summary>
+    public ResNetConfig Config => _engine.Config;
+
+    /// <summary>The caches in use, by layer (empty: the engine runs the full model).</summary>
+    public IReadOnlyList<LearnedCache> Caches => _engine.Caches;
+
+    /// <summary>Class names in label order.</summary>
+    public IReadOnlyList<string> ClassNames => _engine.ClassNames;
+
+    /// <summary>The device the networks run on.</summary>
+    public string Device => _engine.Device.ToString();
+
+    /// <summary>Predicts one input.</summary>
+    public TOutput Predict(TInput input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return Predict([input])[0];
+    }
+
+    /// <summary>Predicts a batch in one engine call: rows that hit a cache leave the batch early.</summary>
+    public TOutput[] Predict(IReadOnlyList<TInput> inputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        if (inputs.Count == 0) throw new ArgumentException("The batch is empty: pass at least one input.", nameof(inputs));
+        var size = Config.InputShape.Size;
+        var images = new float[inputs.Count * size];
+        for (var i = 0; i < inputs.Count; i++)
+        {
+            var image = _readImage(inputs[i] ?? throw new ArgumentException($"Input {i} is null.", nameof(inputs)))
+                ?? throw new ArgumentException($"Input {i}: '{_imageMember}' is null.", nameof(inputs));
+            if (image.Length != size)
+                throw new ArgumentException($"Input {i}: '{_imageMember}' has {image.Length} values, but the model reads {Config.InputShape} = {size}.", nameof(inputs));
+            image.CopyTo(images, i * size);
+        }
+        return Write(Run(images, inputs.Count));
+    }
+
+    /// <summary>Predicts <paramref name="count"/> images given as one span (row-major, C*H*W each).</summary>
+    public EarlyExitPrediction[] Predict(ReadOnlySpan<float> images, int count)
+    {
+        if (count < 1) throw new ArgumentException("The batch is empty: pass at least one image.", nameof(count));
+        var size = Config.InputShape.Size;
+        if (images.Length != count * size)
+            throw new ArgumentException($"{images.Length} values for {count} images of {Config.InputShape} (expected {count * size}).", nameof(images));
+        var batch = Run(images.ToArray(), count);
+        var result = new EarlyExitPrediction[count];
+        for (var i = 0; i < count; i++) result[i] = ToPrediction(batch, i, ClassNames);
+        return result;
+    }
+
+    private EarlyExitBatch Run(float[] images, int count)
+    {
+        var size = Config.InputShape.Size;
+        for (var i = 0; i < images.Length; i++)
+            if (!float.IsFinite(images[i]))
+                throw new ArgumentException($"Input {i / size}: the image holds {images[i]} at index {i % size}; images must be finite numbers.");
+        return _engine.Run(images, count);
+    }
+
+    internal static EarlyExitPrediction ToPrediction(EarlyExitBatch batch, int row, IReadOnlyList<string> classNames)
+    {
+        var k = classNames.Count;
+        return new EarlyExitPrediction
+        {
+            PredictedLabel = (uint)batch.PredictedClass[row] + 1,
+            PredictedClass = classNames[batch.PredictedClass[row]],
+            Score = batch.Probabilities.AsSpan(row * k, k).ToArray(),
+            ExitLayer = batch.ExitLayer[row],
+            LatencyMs = batch.ElapsedMs,
+        };
+    }
+
+    private TOutput[] Write(EarlyExitBatch batch)
+    {
+        var outputs = new TOutput[batch.ExitLayer.Length];
+        for (var i = 0; i < outputs.Length; i++)
+        {
+            var output = new TOutput();
+            foreach (var write in _writers) write(output, batch, i);
+            outputs[i] = output;
+        }
+        return outputs;
+    }
+
+    /// <summary>Releases this engine's share of the networks.</summary>
+    public void Dispose() => _engine.Dispose();
+
+    private static string ColumnName(MemberInfo member) => member.GetCustomAttribute<ColumnNameAttribute>()?.Name ?? member.Name;
+
+    private static IEnumerable<MemberInfo> Members(Type type) =>
+        type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Cast<MemberInfo>()
+            .Concat(type.GetFields(BindingFlags.Public | BindingFlags.Instance));
+
+    private static Type MemberType(MemberInfo member) => member is PropertyInfo p ? p.PropertyType : ((FieldInfo)member).FieldType;
+
+    private static (Func<TInput, float[]?> Read, string Name) ImageReader(string imageColumnName)
+    {
+        var member = Members(typeof(TInput)).FirstOrDefault(m => ColumnName(m) == imageColumnName && MemberType(m) == typeof(float[]))
+            ?? throw new ArgumentException(
+                $"{typeof(TInput).Name} needs a public float[] property or field named '{imageColumnName}' (or marked [ColumnName(\"{imageColumnName}\")]) holding the normalised image.");
+        return member switch
+        {
+            PropertyInfo p when p.CanRead => (input => (float[]?)p.GetValue(input), p.Name),
+            FieldInfo f => (input => (float[]?)f.GetValue(input), f.Name),
+            _ => throw new ArgumentException($"{typeof(TInput).Name}.{member.Name} is not readable."),
+        };
+    }
+
+    private static IEnumerable<Action<TOutput, EarlyExitBatch, int>> OutputWriters(IReadOnlyList<string> classNames)
+    {
+        var k = classNames.Count;
+        foreach (var member in Members(typeof(TOutput)))
+        {
+            if (member is PropertyInfo { CanWrite: false }) continue;
+            Action<object, object?> set = member is PropertyInfo p ? p.SetValue : ((FieldInfo)member).SetValue;
+            var type = MemberType(member);
+            switch (ColumnName(member))
+            {
+                case "PredictedLabel" when type == typeof(uint):
+                    yield return (o, b, i) => set(o, (uint)b.PredictedClass[i] + 1);
+                    break;
+                case "PredictedLabel" or "PredictedClass" when type == typeof(string):
+                    yield return (o, b, i) => set(o, classNames[b.PredictedClass[i]]);
+                    break;
+                case "Score" when type == typeof(float[]):
+                    yield return (o, b, i) => set(o, b.Probabilities.AsSpan(i * k, k).ToArray());
+                    break;
+                case "ExitLayer" when type == typeof(int):
+                    yield return (o, b, i) => set(o, b.ExitLayer[i]);
+                    break;
+                case "LatencyMs" when type == typeof(double):
+                    yield return (o, b, _) => set(o, b.ElapsedMs);
+                    break;
+                case "LatencyMs" when type == typeof(float):
+                    yield return (o, b, _) => set(o, (float)b.ElapsedMs);
+                    break;
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+using System.Globalization;
+using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+
+namespace Gati.MLNet.Training;
+
+/// <summary>
+/// Fits learned caches — a predictor and a selector per layer — for a base ResNet, and composes after the base
+/// model's estimator: <c>resnetEstimator.Append(mlContext.Gati().LearnedCaches(layers, architecture, options))</c>.
+/// The training data is split by rows: the last held-out rows never train a predictor; half of them train the
+/// selectors (and pick each predictor's best epoch), the other half calibrate each exit threshold to the target
+/// precision. Create it with <see cref="GatiCatalog.LearnedCaches(IReadOnlyList{int}, PredictorArchitecture?, LearnedCachesEstimator.Options?)"/>.
+/// </summary>
+/// <remarks>
+/// Input: the base model's image column (and the rows it was trained on, or any labelled-or-not images).
+/// Output: a <see cref="LearnedCachesTransformer"/>: EarlyExitScore, EarlyExitPredictedLabel, ExitLayer.
+/// </remarks>
+public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer>
+{
+    private readonly IHost _host;
+    private readonly ResNetTransformer? _baseModel;
+    private readonly Options _options;
+
+    internal LearnedCachesEstimator(IHostEnvironment environment, ResNetTransformer? baseModel, Options options)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _host = environment.Register(nameof(LearnedCachesEstimator));
+        _baseModel = baseModel;
+        _options = options;
+    }
+
+    /// <summary>Predictor recipe for learned caches (distillation; see <see cref="PredictorTrainingOptions"/>).</summary>
+    public sealed class PredictorOptions : PredictorTrainingOptions
+    {
+    }
+
+    /// <summary>Settings of learned caches.</summary>
+    public sealed class Options
+    {
+        /// <summary>Layers that get a cache.</summary>
+        public IReadOnlyList<int> Layers { get; set; } = [];
+
+        /// <summary>Predictor architectures; with several, every layer gets one candidate cache per architecture
+        /// (choose among them with <see cref="CacheOptimizer"/>).</summary>
+        public IReadOnlyList<PredictorArchitecture> Architectures { get; set; } = [PredictorArchitecture.Conv()];
+
+        /// <summary>Already trained predictors to use instead of training new ones (e.g. from gati train-predictors).</summary>
+        public IReadOnlyList<PredictorTransformer>? Predictors { get; set; }
+
+        /// <summary>Predictor recipe (ValidationSet and Device are set by the estimator).</summary>
+        public PredictorOptions Predictor { get; set; } = new() { Epochs = 20, Patience = 5 };
+
+        /// <summary>Selector network, target precision and recipe.</summary>
+        public SelectorTrainingSettings Selector { get; set; } = new();
+
+        /// <summary>Held-out rows (the last ones of the data); null = <see cref="HeldOutFraction"/> of the rows.</summary>
+        public long? HeldOutRows { get; set; }
+
+        /// <summary>Share of the rows held out when <see cref="HeldOutRows"/> is null.</summary>
+        public double HeldOutFraction { get; set; } = 0.1;
+
+        /// <summary>Separate held-out data; then every input row trains predictors.</summary>
+        public IDataView? HeldOutSet { get; set; }
+
+        /// <summary>Share of the held-out rows (the last ones) that calibrate thresholds; the rest train selectors.</summary>
+        public double CalibrationFraction { get; set; } = 0.5;
+
+        /// <summary>Dump training features here (resumable) instead of streaming them from the base model every epoch.</summary>
+        public string? FeatureDumpDirectory { get; set; }
+
+        /// <summary>auto, cpu, cuda or cuda:N.</summary>
+        public string Device { get; set; } = DeviceOptions.Auto;
+
+        /// <summary>Seed; null uses the MLContext's seed, else 0.</summary>
+        public int? Seed { get; set; }
+
+        /// <summary>Rows per engine call when the fitted transformer scores data.</summary>
+        public int InferenceBatchSize { get; set; } = 64;
+
+        /// <summary>Status messages (phases, per-cache results).</summary>
+        public IProgress<string>? Status { get; set; }
+
+        internal void Validate()
+        {
+            if (Predictors is null && (Layers is null || Layers.Count == 0)) throw new ArgumentException("Name at least one layer.", nameof(Layers));
+            if (Predictors is null && (Architectures is null || Architectures.Count == 0)) throw new ArgumentException("Name at least one predictor architecture.", nameof(Architectures));
+            if (Layers is not null && Layers.Distinct().Count() != Layers.Count) throw new ArgumentException("Layers must not repeat.", nameof(Layers));
+            ArgumentNullException.ThrowIfNull(Predictor);
+            Predictor.ValidateCommon();
+            ArgumentNullException.ThrowIfNull(Selector);
+            Selector.Validate();
+            if (HeldOutRows is < 2) throw new ArgumentOutOfRangeException(nameof(HeldOutRows), HeldOutRows, "At least 2 held-out rows.");
+            if (HeldOutFraction is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(HeldOutFraction), HeldOutFraction, "Must be in (0, 1).");
+            if (CalibrationFraction is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(CalibrationFraction), CalibrationFraction, "Must be in (0, 1).");
+            if (InferenceBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(InferenceBatchSize), InferenceBatchSize, "Must be positive.");
+            DeviceOptions.Validate(Device, nameof(Device));
+        }
+    }
+
+    /// <summary>Fits predictors (unless given) and selectors, and calibrates every exit threshold.</summary>
+    public LearnedCachesTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        TorchRuntime.EnsureInitialized();
+        var options = _options;
+        var baseNetwork = _baseModel is not null ? ((IBaseModelHolder)_baseModel).Base : BaseModelLocator.Require(input, "Learned caches");
+        var seed = options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 0;
+        var context = new MLContext(seed);
+
+        IDataView training, heldOut;
+        if (options.HeldOutSet is { } given)
+        {
+            training = input;
+            heldOut = given;
+        }
+        else
+        {
+            var rows = input.GetRowCount() ?? CountRows(input);
+            var held = options.HeldOutRows ?? (long)Math.Round(rows * options.HeldOutFraction);
+            if (held < 2 || held >= rows) throw new ArgumentException($"Cannot hold out {held} of {rows} rows.");
+            training = context.Data.TakeRows(input, rows - held);
+            heldOut = context.Data.SkipRows(input, rows - held);
+        }
+        var heldOutRows = heldOut.GetRowCount() ?? CountRows(heldOut);
+        var selectorRows = (long)Math.Round(heldOutRows * (1 - options.CalibrationFraction));
+        if (selectorRows < 1 || selectorRows >= heldOutRows) throw new ArgumentException($"{heldOutRows} held-out rows are too few to split between selectors and calibration.");
+        var selectorSet = context.Data.TakeRows(heldOut, selectorRows);
+        var calibrationSet = context.Data.SkipRows(heldOut, selectorRows);
+
+        var layers = options.Predictors?.Select(p => p.Layer).Distinct().Order().ToArray() ?? options.Layers.Order().ToArray();
+        using var extractor = new FeatureExtractingTransformer(_host, baseNetwork.Network.Acquire(), baseNetwork.ClassNames, baseNetwork.ImageColumnName,
+            layers, "Layer", "BaseLogits", "BasePredictedLabel", options.InferenceBatchSize);
+
+        var predictors = options.Predictors?.ToList() ?? TrainPredictors(training, selectorSet, extractor, layers, seed);
+        var ownPredictors = options.Predictors is null;
+        try
+        {
+            options.Status?.Report($"Training {predictors.Count} selectors on {selectorRows} held-out rows and calibrating on {heldOutRows - selectorRows} rows ({options.Selector.Describe()}).");
+            var chain = new TransformerChain<ITransformer>([extractor, .. predictors]);
+            var columns = predictors.Select(p => (p.ScoreColumnName, p.PredictedLabelColumnName)).ToArray();
+            var classes = baseNetwork.ClassNames.Count;
+            var trainOutputs = PredictorOutputs.ReadMany(chain.Transform(selectorSet), columns, "BasePredictedLabel", classes);
+            var calibrationOutputs = PredictorOutputs.ReadMany(chain.Transform(calibrationSet), columns, "BasePredictedLabel", classes);
+            var device = DeviceOptions.Resolve(options.Device, _host);
+            var caches = new List<LearnedCache>();
+            try
+            {
+                for (var i = 0; i < predictors.Count; i++)
+                {
+                    var selector = SelectorTraining.Train(trainOutputs[i].LogProbabilities, trainOutputs[i].Correct, classes, options.Selector, seed + i, device);
+                    var probabilities = SelectorTraining.HitProbabilities(selector, calibrationOutputs[i].LogProbabilities, classes, device);
+                    var calibration = ExitCalibration.Calibrate(probabilities, calibrationOutputs[i].Correct, options.Selector.TargetPrecision, options.Selector.MinimumHits);
+                    var cache = new LearnedCache(predictors[i].Layer, predictors[i].AcquireNetwork(), new SharedModule<SelectorNetwork>(selector, device), calibration, predictors[i].Summary);
+                    caches.Add(cache);
+                    options.Status?.Report(cache.ToString());
+                }
+                return new LearnedCachesTransformer(_host, baseNetwork.Network.Acquire(), baseNetwork.ClassNames, baseNetwork.ImageColumnName, caches,
+                    new LearnedCachesTransformer.Columns(), options.InferenceBatchSize);
+            }
+            catch
+            {
+                foreach (var cache in caches) cache.Dispose();
+                throw;
+            }
+        }
+        finally
+        {
+            if (ownPredictors)
+                foreach (var predictor in predictors) predictor.Dispose();
+        }
+    }
+
+    private List<PredictorTransformer> TrainPredictors(IDataView training, IDataView validation, FeatureExtractingTransformer extractor, int[] layers, int seed)
+    {
+        var options = _options;
+        IDataView features;
+        if (options.FeatureDumpDirectory is { } dump)
+        {
+            options.Status?.Report($"Dumping features of layers {string.Join(",", layers)} to {dump}.");
+            FeatureDump.Write(extractor, training, dump, new FeatureDumpOptions { Source = "learned-cache training rows" });
+            features = new MLContext(seed).Data.LoadFeatureDump(dump);
+        }
+        else
+        {
+            features = extractor.Transform(training);
+        }
+        var specs = layers.SelectMany(l => options.Architectures.Select(a => new PredictorSpec(l, a))).ToArray();
+        options.Status?.Report($"Training {specs.Length} predictors ({(options.FeatureDumpDirectory is null ? "streaming features from the base model" : "from the feature dump")}).");
+        var p = options.Predictor;
+        var trainer = new PredictorSetTrainer(_host, new PredictorSetTrainer.Options
+        {
+            Predictors = specs,
+            TeacherLogitsColumnName = p.TeacherLogitsColumnName,
+            TeacherLabelColumnName = p.TeacherLabelColumnName,
+            Alpha = p.Alpha,
+            Temperature = p.Temperature,
+            Epochs = p.Epochs,
+            Patience = p.Patience,
+            BatchSize = p.BatchSize,
+            LearningRate = p.LearningRate,
+            Momentum = p.Momentum,
+            WeightDecay = p.WeightDecay,
+            LearningRateHalvingEpochs = p.LearningRateHalvingEpochs,
+            Seed = seed,
+            Device = options.Device,
+            ValidationSet = extractor.Transform(validation),
+            Progress = p.Progress,
+            ProgressInterval = p.ProgressInterval,
+            ShufflePoolSize = p.ShufflePoolSize,
+            ShufflePoolBytes = p.ShufflePoolBytes,
+            CheckpointPath = p.CheckpointPath,
+            Resume = p.Resume,
+            CancellationToken = p.CancellationToken,
+        });
+        return trainer.Fit(features).Cast<PredictorTransformer>().ToList();
+    }
+
+    private static long CountRows(IDataView data)
+    {
+        long rows = 0;
+        using var cursor = data.GetRowCursor([]);
+        while (cursor.MoveNext()) rows++;
+        return rows;
+    }
+
+    /// <summary>Declares the early-exit output columns.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var names = new LearnedCachesTransformer.Columns();
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[names.Score] = SchemaShapes.ScoreColumn(names.Score);
+        columns[names.PredictedLabel] = SchemaShapes.KeyColumn(names.PredictedLabel);
+        columns[names.ExitLayer] = SchemaShapes.ScalarColumn(names.ExitLayer, NumberDataViewType.Int32);
+        return new SchemaShape(columns.Values);
+    }
+}

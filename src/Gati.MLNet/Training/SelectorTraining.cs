@@ -1,0 +1,134 @@
+using System.Globalization;
+using Gati.MLNet.Models.Selectors;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Training;
+
+/// <summary>Settings of selector training (the reference's recipe: SGD lr 0.05, momentum 0.9, weight decay 5e-4, halved every 5 epochs, batch 128).</summary>
+public sealed class SelectorTrainingSettings
+{
+    /// <summary>The selector network.</summary>
+    public SelectorArchitecture Architecture { get; set; } = SelectorArchitecture.Default;
+
+    /// <summary>Required precision of exits on the calibration rows.</summary>
+    public double TargetPrecision { get; set; } = 0.995;
+
+    /// <summary>Fewest calibration exits for a threshold to count.</summary>
+    public int MinimumHits { get; set; } = 20;
+
+    /// <summary>Epochs (the reference trains up to 50).</summary>
+    public int Epochs { get; set; } = 30;
+
+    /// <summary>Rows per SGD step.</summary>
+    public int BatchSize { get; set; } = 128;
+
+    /// <summary>Initial learning rate.</summary>
+    public double LearningRate { get; set; } = 0.05;
+
+    /// <summary>SGD momentum.</summary>
+    public double Momentum { get; set; } = 0.9;
+
+    /// <summary>L2 weight decay.</summary>
+    public double WeightDecay { get; set; } = 5e-4;
+
+    /// <summary>Epochs between learning-rate halvings.</summary>
+    public int LearningRateHalvingEpochs { get; set; } = 5;
+
+    /// <summary>Weigh hits and misses inversely to their frequency (predictors of late layers are right almost always).</summary>
+    public bool BalanceClasses { get; set; } = true;
+
+    internal void Validate()
+    {
+        ArgumentNullException.ThrowIfNull(Architecture);
+        Architecture.Validate();
+        if (TargetPrecision is <= 0 or > 1 || double.IsNaN(TargetPrecision)) throw new ArgumentOutOfRangeException(nameof(TargetPrecision), TargetPrecision, "Must be in (0, 1].");
+        if (MinimumHits < 1) throw new ArgumentOutOfRangeException(nameof(MinimumHits), MinimumHits, "Must be positive.");
+        if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "At least one epoch.");
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "Must be positive.");
+        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Must be positive.");
+        if (LearningRateHalvingEpochs < 1) throw new ArgumentOutOfRangeException(nameof(LearningRateHalvingEpochs), LearningRateHalvingEpochs, "Must be positive.");
+    }
+
+    internal string Describe() => string.Create(CultureInfo.InvariantCulture,
+        $"{Architecture}, target precision {TargetPrecision}, {Epochs} epochs, lr {LearningRate}");
+}
+
+/// <summary>
+/// Trains a selector on a predictor's held-out outputs (target: predictor label == base label) and calibrates its
+/// exit threshold. Held-out outputs are small (k values per row), so they are held in memory.
+/// </summary>
+internal static class SelectorTraining
+{
+    /// <param name="logProbabilities">Predictor outputs, rows x classes, row-major.</param>
+    /// <param name="correct">Target per row.</param>
+    /// <param name="classes">k.</param>
+    /// <param name="settings">Recipe.</param>
+    /// <param name="seed">Initialisation and shuffling seed.</param>
+    /// <param name="device">Where to train.</param>
+    public static SelectorNetwork Train(float[] logProbabilities, bool[] correct, int classes, SelectorTrainingSettings settings, int seed, Device device)
+    {
+        settings.Validate();
+        var rows = correct.Length;
+        if (rows == 0) throw new ArgumentException("No rows to train the selector on.");
+        if (logProbabilities.Length != rows * classes) throw new ArgumentException("Log-probabilities must be rows x classes.");
+        var hits = correct.Count(c => c);
+        // Weights inverse to frequency; a class that never occurs gets weight 1 (it contributes no loss anyway).
+        var weights = settings.BalanceClasses
+            ? new float[] { rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits) }
+            : [1f, 1f];
+
+        torch.manual_seed(seed);
+        var network = new SelectorNetwork(settings.Architecture, classes);
+        try
+        {
+            network.to(device);
+            network.train();
+            using var optimizer = torch.optim.SGD(network.parameters(), settings.LearningRate, settings.Momentum, weight_decay: settings.WeightDecay);
+            using var weightTensor = tensor(weights).to(device);
+            using var allInputs = tensor(logProbabilities, [rows, classes]).to(device);
+            using var allTargets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]).to(device);
+            var random = new Random(seed);
+            var order = Enumerable.Range(0, rows).ToArray();
+            for (var epoch = 0; epoch < settings.Epochs; epoch++)
+            {
+                var lr = LearningRates.At(LearningRateSchedule.Step, settings.LearningRate, 0, 1, epoch, settings.LearningRateHalvingEpochs);
+                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+                random.Shuffle(order);
+                for (var start = 0; start < rows; start += settings.BatchSize)
+                {
+                    using var scope = NewDisposeScope();
+                    var n = Math.Min(settings.BatchSize, rows - start);
+                    var index = tensor(order.AsSpan(start, n).ToArray().Select(i => (long)i).ToArray(), [n]).to(device);
+                    var loss = nn.functional.cross_entropy(network.forward(allInputs.index_select(0, index)), allTargets.index_select(0, index), weightTensor);
+                    optimizer.zero_grad();
+                    loss.backward();
+                    optimizer.step();
+                }
+            }
+            network.eval();
+            return network;
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>P(hit) for every row, in batches.</summary>
+    public static float[] HitProbabilities(SelectorNetwork network, float[] logProbabilities, int classes, Device device)
+    {
+        var rows = logProbabilities.Length / classes;
+        var result = new float[rows];
+        using var noGrad = no_grad();
+        for (var start = 0; start < rows; start += 4096)
+        {
+            using var scope = NewDisposeScope();
+            var n = Math.Min(4096, rows - start);
+            var x = tensor(logProbabilities.AsSpan(start * classes, n * classes).ToArray(), [n, classes]).to(device);
+            network.HitProbability(x).cpu().data<float>().CopyTo(result.AsSpan(start, n), 0, 0);
+        }
+        return result;
+    }
+}
