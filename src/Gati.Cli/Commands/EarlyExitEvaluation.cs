@@ -1,0 +1,216 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+internal sealed record EarlyExitEvaluationSettings(string Model, DatasetSpec Dataset, DatasetSplit Split, long? Rows, int[] BatchSizes, string? OutputDir,
+    string Device, string CommandLine);
+
+/// <summary>Figures of one batch size.</summary>
+internal sealed record EarlyExitResult(int BatchSize, long Images, double Agreement, double Accuracy, double FullAccuracy, double HitRate,
+    IReadOnlyDictionary<int, double> ExitShare, double MeanMs, double P50Ms, double P99Ms, double FullMeanMs, double FullP50Ms, double FullP99Ms)
+{
+    public double Speedup => FullMeanMs / MeanMs;
+}
+
+/// <summary>
+/// Early exit against the full base model on the same device and batch sizes: agreement with the base model,
+/// accuracy on ground truth, exits per layer, and per-call latency (mean, p50, p99). The full model runs through the
+/// same engine without caches, and the two are interleaved batch by batch so that both see the same machine state.
+/// </summary>
+internal sealed class EarlyExitEvaluation(IAnsiConsole console)
+{
+    private const int WarmupCalls = 20;
+
+    public (EarlyExitResult[] Results, LearnedCache[] Caches) Run(EarlyExitEvaluationSettings settings)
+    {
+        var context = new MLContext(0);
+        DeviceOptions.ConfigureContext(context, settings.Device);
+        var model = context.Gati().LoadModel(settings.Model, out _);
+        try
+        {
+            var baseModel = LoadedModel.BaseModel(model, settings.Model);
+            using var early = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(model);
+            using var full = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(baseModel);
+            var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
+            var (images, labels) = Load(data, baseModel.Config.InputShape.Size);
+            console.MarkupLineInterpolated(
+                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {baseModel.Config.Architecture} on {early.Device}, {labels.Length} {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} images.");
+            var results = settings.BatchSizes.Select(b => Measure(early, full, images, labels, b, baseModel.Config.InputShape.Size)).ToArray();
+            return (results, early.Caches.ToArray());
+        }
+        finally
+        {
+            LoadedModel.Dispose(model);
+        }
+    }
+
+    public int RunAndReport(EarlyExitEvaluationSettings settings)
+    {
+        var clock = Stopwatch.StartNew();
+        var (results, caches) = Run(settings);
+        var markdown = Markdown(settings, results, caches, clock.Elapsed.TotalSeconds);
+        console.WriteLine(markdown);
+        if (settings.OutputDir is { } dir)
+        {
+            Directory.CreateDirectory(dir);
+            AtomicFile.WriteAllText(Path.Combine(dir, "early-exit.md"), markdown);
+            AtomicFile.WriteAllText(Path.Combine(dir, "early-exit.csv"), Csv(results));
+            PlotExits(results[0], Path.Combine(dir, "exits.png"));
+            console.MarkupLineInterpolated($"Wrote early-exit.md, early-exit.csv and exits.png to [bold]{dir}[/].");
+        }
+        return 0;
+    }
+
+    private static (float[] Images, uint[] Labels) Load(IDataView data, int size)
+    {
+        var images = new List<float>();
+        var labels = new List<uint>();
+        using var cursor = data.GetRowCursor([data.Schema["Image"], data.Schema["Label"]]);
+        var getImage = cursor.GetGetter<VBuffer<float>>(data.Schema["Image"]);
+        var getLabel = cursor.GetGetter<uint>(data.Schema["Label"]);
+        VBuffer<float> image = default;
+        uint label = 0;
+        while (cursor.MoveNext())
+        {
+            getImage(ref image);
+            getLabel(ref label);
+            if (image.Length != size) throw new InvalidDataException($"Row {cursor.Position}: image has {image.Length} values, expected {size}.");
+            images.AddRange(image.DenseValues());
+            labels.Add(label);
+        }
+        return (images.ToArray(), labels.ToArray());
+    }
+
+    private EarlyExitResult Measure(EarlyExitPredictionEngine<ImageRow, EarlyExitPrediction> early, EarlyExitPredictionEngine<ImageRow, EarlyExitPrediction> full,
+        float[] images, uint[] labels, int batchSize, int size)
+    {
+        var rows = labels.Length;
+        var earlyTimes = new List<double>();
+        var fullTimes = new List<double>();
+        var earlyAnswers = new EarlyExitPrediction[rows];
+        var fullAnswers = new EarlyExitPrediction[rows];
+        var span = images.AsSpan();
+        for (var warm = 0; warm < WarmupCalls; warm++)
+        {
+            var n = Math.Min(batchSize, rows);
+            early.Predict(span[..(n * size)], n);
+            full.Predict(span[..(n * size)], n);
+        }
+        var call = 0;
+        for (var start = 0; start < rows; start += batchSize)
+        {
+            var n = Math.Min(batchSize, rows - start);
+            var batch = span.Slice(start * size, n * size).ToArray();
+            // Alternate which runs first, so neither always finds the caches warm.
+            EarlyExitPrediction[] e, f;
+            if (call++ % 2 == 0)
+            {
+                e = Timed(() => early.Predict(batch, n), earlyTimes);
+                f = Timed(() => full.Predict(batch, n), fullTimes);
+            }
+            else
+            {
+                f = Timed(() => full.Predict(batch, n), fullTimes);
+                e = Timed(() => early.Predict(batch, n), earlyTimes);
+            }
+            e.CopyTo(earlyAnswers, start);
+            f.CopyTo(fullAnswers, start);
+        }
+        var agreement = earlyAnswers.Zip(fullAnswers).Count(p => p.First.PredictedLabel == p.Second.PredictedLabel) / (double)rows;
+        var accuracy = earlyAnswers.Zip(labels).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
+        var fullAccuracy = fullAnswers.Zip(labels).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
+        var exitShare = earlyAnswers.GroupBy(a => a.ExitLayer).ToDictionary(g => g.Key, g => g.Count() / (double)rows);
+        var result = new EarlyExitResult(batchSize, rows, agreement, accuracy, fullAccuracy, 1 - exitShare.GetValueOrDefault(0),
+            exitShare, earlyTimes.Average(), Percentile(earlyTimes, 0.5), Percentile(earlyTimes, 0.99),
+            fullTimes.Average(), Percentile(fullTimes, 0.5), Percentile(fullTimes, 0.99));
+        console.MarkupLineInterpolated(
+            $"batch {batchSize}: agreement {result.Agreement:P2}, accuracy {result.Accuracy:P2} (full {result.FullAccuracy:P2}), {result.HitRate:P1} exit early, mean {result.MeanMs:F3} ms vs {result.FullMeanMs:F3} ms: [bold]{result.Speedup:F2}x[/]");
+        return result;
+    }
+
+    private static EarlyExitPrediction[] Timed(Func<EarlyExitPrediction[]> call, List<double> times)
+    {
+        var start = Stopwatch.GetTimestamp();
+        var result = call();
+        times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        return result;
+    }
+
+    private static double Percentile(List<double> values, double q)
+    {
+        var sorted = values.Order().ToArray();
+        var index = (int)Math.Ceiling(q * sorted.Length) - 1;
+        return sorted[Math.Clamp(index, 0, sorted.Length - 1)];
+    }
+
+    private static string Markdown(EarlyExitEvaluationSettings settings, EarlyExitResult[] results, LearnedCache[] caches, double seconds)
+    {
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"# Early exit: {Path.GetFileName(settings.Model)} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()}, {results[0].Images} images, device {settings.Device})");
+        md.AppendLine();
+        md.AppendLine("Caches:");
+        md.AppendLine();
+        foreach (var cache in caches) md.AppendLine(CultureInfo.InvariantCulture, $"- {cache}");
+        if (caches.Length == 0) md.AppendLine("- none (the full model)");
+        md.AppendLine();
+        md.AppendLine("| batch | agreement with base | accuracy (early exit) | accuracy (full) | exit early | mean ms | p50 ms | p99 ms | full mean ms | full p50 ms | full p99 ms | speedup (mean) |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        foreach (var r in results)
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.BatchSize} | {r.Agreement:P2} | {r.Accuracy:P2} | {r.FullAccuracy:P2} | {r.HitRate:P1} | {r.MeanMs:F3} | {r.P50Ms:F3} | {r.P99Ms:F3} | {r.FullMeanMs:F3} | {r.FullP50Ms:F3} | {r.FullP99Ms:F3} | {r.Speedup:F2}x |");
+        md.AppendLine();
+        md.AppendLine("Exits per layer (share of inputs; 0 = ran the full model):");
+        md.AppendLine();
+        md.AppendLine("| batch | " + string.Join(" | ", results[0].ExitShare.Keys.Order().Select(k => k == 0 ? "full" : $"layer {k}")) + " |");
+        md.AppendLine("|---|" + string.Concat(results[0].ExitShare.Keys.Select(_ => "---|")));
+        foreach (var r in results)
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {r.BatchSize} | {string.Join(" | ", results[0].ExitShare.Keys.Order().Select(k => r.ExitShare.GetValueOrDefault(k).ToString("P1", CultureInfo.InvariantCulture)))} |");
+        md.AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Latency is per engine call (one batch), measured after {WarmupCalls} warm-up calls, early exit and full model interleaved. Wall time {seconds:F0} s.");
+        md.AppendLine();
+        md.AppendLine("```");
+        md.AppendLine(settings.CommandLine);
+        md.AppendLine("```");
+        return md.ToString();
+    }
+
+    private static string Csv(EarlyExitResult[] results)
+    {
+        var csv = new StringBuilder("batch_size,images,agreement,accuracy,full_accuracy,hit_rate,mean_ms,p50_ms,p99_ms,full_mean_ms,full_p50_ms,full_p99_ms,speedup\n");
+        foreach (var r in results)
+            csv.AppendLine(CultureInfo.InvariantCulture,
+                $"{r.BatchSize},{r.Images},{r.Agreement:F6},{r.Accuracy:F6},{r.FullAccuracy:F6},{r.HitRate:F6},{r.MeanMs:F4},{r.P50Ms:F4},{r.P99Ms:F4},{r.FullMeanMs:F4},{r.FullP50Ms:F4},{r.FullP99Ms:F4},{r.Speedup:F4}");
+        return csv.ToString();
+    }
+
+    private static void PlotExits(EarlyExitResult result, string path)
+    {
+        var plot = new ScottPlot.Plot();
+        var keys = result.ExitShare.Keys.Order().ToArray();
+        var bars = plot.Add.Bars(keys.Select((_, i) => (double)i).ToArray(), keys.Select(k => result.ExitShare[k] * 100).ToArray());
+        bars.Color = ScottPlot.Colors.SteelBlue;
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(keys.Select((_, i) => (double)i).ToArray(),
+            keys.Select(k => k == 0 ? "full" : $"layer {k}").ToArray());
+        plot.Title(string.Create(CultureInfo.InvariantCulture, $"Where inputs exit (batch {result.BatchSize}: {result.Speedup:F2}x, agreement {result.Agreement:P2})"));
+        plot.YLabel("share of inputs (%)");
+        plot.Axes.Margins(bottom: 0);
+        AtomicFile.Write(path, stream => stream.Write(plot.GetImageBytes(800, 480, ScottPlot.ImageFormat.Png)));
+    }
+
+    /// <summary>The engine's input row.</summary>
+    internal sealed class ImageRow
+    {
+        public float[] Image { get; set; } = [];
+    }
+}

@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using System.Globalization;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Training;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+internal sealed record FitCachesSettings
+{
+    public string? BaseModel { get; init; }
+    public string? PredictorsModel { get; init; }
+    public required DatasetSpec Dataset { get; init; }
+    public int[]? Layers { get; init; }
+    public PredictorArchitecture[]? Architectures { get; init; }
+    public SelectorArchitecture Selector { get; init; } = SelectorArchitecture.Default;
+    public double TargetPrecision { get; init; } = 0.995;
+    public long? TrainRows { get; init; }
+    public long HoldoutRows { get; init; } = 5000;
+    public int Epochs { get; init; } = 20;
+    public int Patience { get; init; } = 5;
+    public int SelectorEpochs { get; init; } = 30;
+    public double LearningRate { get; init; } = 0.05;
+    public string? DumpDir { get; init; }
+    public int Seed { get; init; }
+    public required string Output { get; init; }
+    public string Device { get; init; } = "auto";
+}
+
+/// <summary>Runs <c>gati fit-caches</c>.</summary>
+internal sealed class FitCachesRunner(IAnsiConsole console)
+{
+    public int Run(FitCachesSettings settings, CancellationToken cancellation)
+    {
+        var clock = Stopwatch.StartNew();
+        var context = new MLContext(settings.Seed);
+        DeviceOptions.ConfigureContext(context, settings.Device);
+        var path = settings.BaseModel ?? settings.PredictorsModel!;
+        var loaded = context.Gati().LoadModel(path, out _);
+        try
+        {
+            var baseModel = LoadedModel.BaseModel(loaded, path);
+            var split = settings.Dataset.Load(context, DatasetSplit.Train);
+            var total = split.GetRowCount() ?? throw new InvalidOperationException("The training split has no row count.");
+            if (settings.HoldoutRows < 2 || settings.HoldoutRows >= total)
+                throw new ArgumentException($"--holdout-rows must be between 2 and {total - 1}.");
+            var available = total - settings.HoldoutRows;
+            var trainRows = Math.Min(settings.TrainRows ?? available, available);
+            var training = context.Data.TakeRows(split, trainRows);
+            var heldOut = context.Data.SkipRows(split, available);
+
+            IReadOnlyList<PredictorTransformer>? predictors = null;
+            if (settings.PredictorsModel is not null)
+            {
+                predictors = LoadedModel.Components(loaded).OfType<PredictorTransformer>()
+                    .Where(p => settings.Layers is null || settings.Layers.Contains(p.Layer))
+                    .Where(p => settings.Architectures is null || settings.Architectures.Contains(p.Architecture))
+                    .ToArray();
+                if (predictors.Count == 0) throw new ArgumentException($"{path} holds no predictors for the layers and architectures asked for.");
+                console.MarkupLineInterpolated($"Reusing {predictors.Count} trained predictors from {path}; training selectors only.");
+            }
+            var layers = settings.Layers ?? Enumerable.Range(1, baseModel.Network.LayerCount).ToArray();
+            var options = new LearnedCachesEstimator.Options
+            {
+                Layers = layers,
+                Architectures = settings.Architectures ?? [PredictorArchitecture.Conv()],
+                Predictors = predictors,
+                Predictor = new LearnedCachesEstimator.PredictorOptions
+                {
+                    Epochs = settings.Epochs,
+                    Patience = settings.Patience,
+                    LearningRate = settings.LearningRate,
+                    Seed = settings.Seed,
+                    CancellationToken = cancellation,
+                    Progress = new Progress<PredictorTrainingProgress>(p =>
+                    {
+                        if (p.EpochCompleted)
+                            console.MarkupLineInterpolated($"[grey]  epoch {p.Epoch} layer {p.Layer} {p.Architecture}: held-out agreement {p.ValidationAgreement:P2}{(p.Stopped ? ", stopped early" : "")}[/]");
+                    }),
+                },
+                Selector = new SelectorTrainingSettings { Architecture = settings.Selector, TargetPrecision = settings.TargetPrecision, Epochs = settings.SelectorEpochs },
+                HeldOutSet = heldOut,
+                FeatureDumpDirectory = settings.DumpDir,
+                Device = settings.Device,
+                Seed = settings.Seed,
+                Status = new Progress<string>(s => console.MarkupLineInterpolated($"{s}")),
+            };
+            console.MarkupLineInterpolated(
+                $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.TargetPrecision:P1}.");
+            using var caches = context.Gati().LearnedCaches(baseModel, options).Fit(training);
+            var chain = new TransformerChain<ITransformer>(baseModel, caches);
+            context.Gati().SaveModel(chain, split.Schema, settings.Output);
+
+            var table = new Table().Title("learned caches (calibrated on held-out rows)")
+                .AddColumn("layer").AddColumn("predictor").AddColumn(new TableColumn("predictor agreement").RightAligned())
+                .AddColumn(new TableColumn("threshold").RightAligned()).AddColumn(new TableColumn("exit precision").RightAligned())
+                .AddColumn(new TableColumn("hit recall").RightAligned()).AddColumn(new TableColumn("hit rate").RightAligned());
+            foreach (var cache in caches.Caches)
+            {
+                var c = cache.Calibration;
+                table.AddRow(cache.Layer.ToString(CultureInfo.InvariantCulture), cache.PredictorArchitecture.ToString(), c.PredictorAgreement.ToString("P2", CultureInfo.InvariantCulture),
+                    c.NeverExits ? "never" : c.Threshold.ToString("G4", CultureInfo.InvariantCulture),
+                    c.NeverExits ? "-" : c.Precision.ToString("P2", CultureInfo.InvariantCulture), c.Recall.ToString("P1", CultureInfo.InvariantCulture),
+                    c.HitRate.ToString("P1", CultureInfo.InvariantCulture));
+            }
+            console.Write(table);
+            console.MarkupLineInterpolated($"Saved base model and {caches.Caches.Count} candidate caches to [bold]{settings.Output}[/] in {clock.Elapsed:hh\\:mm\\:ss}. Next: gati optimize.");
+            return 0;
+        }
+        finally
+        {
+            LoadedModel.Dispose(loaded);
+        }
+    }
+}
