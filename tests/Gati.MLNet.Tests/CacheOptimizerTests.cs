@@ -1,0 +1,100 @@
+using Gati.MLNet.Inference;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Training;
+
+namespace Gati.MLNet.Tests;
+
+public sealed class CacheOptimizerTests
+{
+    /// <summary>
+    /// A three-block model (stem 0.1 ms, blocks 1 ms each, head 0.1 ms: 3.2 ms in full) and 100 held-out rows.
+    /// Candidate A on layer 1 (0.2 ms, 1 MB) exits rows 0-49 and is wrong on row 0; candidate B on layer 2 (0.2 ms, 1 MB)
+    /// exits rows 0-79 and is always right.
+    /// </summary>
+    private static CacheMeasurements Synthetic()
+    {
+        const int rows = 100;
+        var candidates = new[]
+        {
+            new CacheCandidate(0, 1, PredictorArchitecture.Conv(), 0.5, 0.98, 0.2, 0.2, 1 << 20),
+            new CacheCandidate(1, 2, PredictorArchitecture.FC(16), 0.8, 1.0, 0.2, 0.2, 1 << 20),
+        };
+        var exits = new[] { Enumerable.Range(0, rows).Select(r => r < 50).ToArray(), Enumerable.Range(0, rows).Select(r => r < 80).ToArray() };
+        var correct = new[] { Enumerable.Range(0, rows).Select(r => r != 0).ToArray(), Enumerable.Repeat(true, rows).ToArray() };
+        double[] parts = [0.1, 1, 1, 1, 0.1];
+        return new CacheMeasurements(candidates, exits, correct, parts, parts, 1, "cpu");
+    }
+
+    [Fact]
+    public void Choose_StrictAgreement_KeepsOnlyTheCacheThatNeverErrs()
+    {
+        var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.995));
+        Assert.Equal([2], plan.Chosen.Select(c => c.Layer));
+        // 80 rows pay stem + 2 blocks + the cache (2.3 ms); 20 rows also pay block 3 and the head (3.4 ms).
+        Assert.Equal(2.52, plan.ExpectedMs, 6);
+        Assert.Equal(3.2, plan.FullMs, 6);
+        Assert.Equal(1.0, plan.ExpectedAgreement, 6);
+        Assert.Equal(0.8, plan.ExpectedHitRate, 6);
+    }
+
+    [Fact]
+    public void Choose_LooserAgreement_TakesBothCaches()
+    {
+        var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.98));
+        Assert.Equal([1, 2], plan.Chosen.Select(c => c.Layer));
+        // 50 rows exit at layer 1 (1.3 ms), 30 at layer 2 (2.5 ms), 20 run to the end (3.6 ms).
+        Assert.Equal(2.12, plan.ExpectedMs, 6);
+        Assert.Equal(0.99, plan.ExpectedAgreement, 6);
+        Assert.Equal(3.2 / 2.12, plan.ExpectedSpeedup, 6);
+        Assert.Contains("layer 1 Conv(3, 1), layer 2 FC(16)", plan.Explanation);
+    }
+
+    [Fact]
+    public void Choose_MemoryBudget_ExcludesPlansOverIt()
+    {
+        var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.98, MemoryBudgetBytes: 1 << 20));
+        Assert.Single(plan.Chosen);
+        Assert.True(plan.MemoryBytes <= 1 << 20);
+    }
+
+    [Fact]
+    public void Choose_NothingHelps_ReturnsTheFullModel()
+    {
+        var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 1.0, MemoryBudgetBytes: 0));
+        Assert.Empty(plan.Chosen);
+        Assert.Equal(plan.FullMs, plan.ExpectedMs);
+        Assert.Contains("the plan is the full model", plan.Explanation);
+    }
+
+    [Fact]
+    public void Calibrate_FindsTheLowestThresholdMeetingThePrecisionTarget()
+    {
+        // Probabilities 0.99..0.00; the top 60 rows are right except rows 10 and 55.
+        var p = Enumerable.Range(0, 100).Select(i => 1f - i / 100f).ToArray();
+        var correct = Enumerable.Range(0, 100).Select(i => i < 60 && i != 10 && i != 55).ToArray();
+        var c = ExitCalibration.Calibrate(p, correct, targetPrecision: 0.965, minimumHits: 5);
+        // Prefix of 59 rows: 57 right (96.6%); 60 rows: 58 right (96.7%); 61 rows: 58 right (95.1%).
+        Assert.Equal(p[59], c.Threshold);
+        Assert.Equal(58 / 60.0, c.Precision, 6);
+        Assert.Equal(0.6, c.HitRate, 6);
+        Assert.Equal(1.0, c.Recall, 6);
+        Assert.Equal(0.58, c.PredictorAgreement, 6);
+    }
+
+    [Fact]
+    public void Calibrate_TargetOutOfReach_NeverExits()
+    {
+        var c = ExitCalibration.Calibrate([0.9f, 0.8f, 0.7f], [false, true, true], targetPrecision: 0.99, minimumHits: 1);
+        Assert.True(c.NeverExits);
+        Assert.Equal(0, c.HitRate);
+    }
+
+    [Fact]
+    public void Calibrate_TiedProbabilities_AreNeverSplit()
+    {
+        // Two rows tie at 0.9, one right and one wrong: taking the tie gives 50%, so the threshold must stay above it.
+        var c = ExitCalibration.Calibrate([0.95f, 0.9f, 0.9f], [true, true, false], targetPrecision: 0.9, minimumHits: 1);
+        Assert.Equal(0.95f, c.Threshold);
+        Assert.Equal(1.0 / 3, c.HitRate, 6);
+    }
+}
