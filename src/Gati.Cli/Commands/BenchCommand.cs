@@ -11,6 +11,31 @@ internal static class BenchCommand
     {
         var command = new Command("bench", "Measure speed: base-model training and inference throughput, and the ML.NET transformer path against a plain TorchSharp loop.");
         command.Subcommands.Add(CreateBase());
+        command.Subcommands.Add(CreateEngine());
+        return command;
+    }
+
+    private static Command CreateEngine()
+    {
+        var runtime = new RuntimeArguments();
+        var dataset = new DatasetArguments();
+        var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
+        var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes, comma-separated.", DefaultValueFactory = _ => "1,64" };
+        var rows = new Option<long?>("--rows") { Description = "Test rows to time (default: all)." };
+        var memoryPredictions = new Option<int>("--memory-predictions") { Description = "Batch-1 predictions of the native-memory check (0 skips it).", DefaultValueFactory = _ => 100_000 };
+        var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
+        var command = new Command("engine", "The early-exit engine against the full model at several batch sizes (latency mean/p50/p99, speedup), and resident memory over many predictions.");
+        command.Options.Add(model);
+        dataset.AddTo(command);
+        foreach (var option in new Option[] { batchSizes, rows, memoryPredictions, output }) command.Options.Add(option);
+        runtime.AddTo(command);
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        {
+            runtime.Apply(result);
+            return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
+                EvaluateEarlyExitCommand.ParseBatchSizes(result.GetValue(batchSizes)!), result.GetValue(rows), result.GetValue(memoryPredictions),
+                result.GetValue(runtime.Device)!, result.GetValue(output)));
+        })));
         return command;
     }
 

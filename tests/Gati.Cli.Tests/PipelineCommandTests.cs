@@ -1,0 +1,92 @@
+using Gati.MLNet.Tests.Infrastructure;
+
+namespace Gati.Cli.Tests;
+
+/// <summary>The multi-step commands on tiny real Fashion-MNIST subsets (narrow models, one epoch): they must run end to end and write their reports.</summary>
+public sealed class PipelineCommandTests
+{
+    private static string Data => RealData.FashionMnistDirectory;
+
+    private static void Ok((int ExitCode, string Output) result) => Assert.True(result.ExitCode == 0, result.Output);
+
+    [Fact]
+    public void Demo_TinySettings_RunsEveryStageAndWritesTheReport()
+    {
+        using var temp = new TempDirectory();
+        var (exit, output) = CliHost.Invoke("demo", "--output-dir", temp.Path, "--data-dir", Data, "--width", "4", "--base-train-rows", "600", "--base-epochs", "1",
+            "--cache-layers", "3,6", "--cache-architectures", "conv,fc:8", "--cache-train-rows", "600", "--cache-epochs", "1", "--holdout-rows", "400",
+            "--eval-rows", "120", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        foreach (var stage in new[] { "== 1. base model ==", "== 2. learned caches ==", "== 3. choose the caches ==", "== 4. early exit against the full model" })
+            Assert.Contains(stage, output);
+        Assert.True(File.Exists(Path.Combine(temp.Path, "early-exit.zip")));
+        Assert.True(File.Exists(Path.Combine(temp.Path, "early-exit.zip.plan.md")));
+        var report = File.ReadAllText(Path.Combine(temp.Path, "report", "early-exit.md"));
+        Assert.Contains("| batch | agreement with base |", report);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(temp.Path, "report", "early-exit.csv")).Length);
+        Assert.Equal([0x89, 0x50, 0x4E, 0x47], File.ReadAllBytes(Path.Combine(temp.Path, "report", "exits.png"))[..4]);
+
+        // A second run reuses the base model.
+        (exit, output) = CliHost.Invoke("demo", "--output-dir", temp.Path, "--data-dir", Data, "--width", "4", "--base-train-rows", "600", "--base-epochs", "1",
+            "--cache-layers", "6", "--cache-architectures", "conv", "--cache-train-rows", "300", "--cache-epochs", "1", "--holdout-rows", "400",
+            "--eval-rows", "50", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        Assert.Contains("Reusing", output);
+    }
+
+    [Fact]
+    public void TrainPredictorsThenReportThenFitCachesFromThem_Work()
+    {
+        using var temp = new TempDirectory();
+        var basePath = temp.File("base.zip");
+        Ok(CliHost.Invoke("train-base", "--data-dir", Data, "--width", "4", "--epochs", "1", "--train-rows", "600", "--test-rows", "100", "--device", "cpu", "--output", basePath));
+        var predictors = temp.File("predictors.zip");
+        var (exit, output) = CliHost.Invoke("train-predictors", "--base-model", basePath, "--data-dir", Data, "--layers", "7-8", "--architectures", "fc:16,pool:64:8,conv",
+            "--train-rows", "500", "--holdout-rows", "300", "--epochs", "1", "--features", "dump", "--float16", "--device", "cpu", "--output", predictors);
+        Assert.True(exit == 0, output);
+        Assert.Contains("Features: dump (requested", output);
+        Assert.True(File.Exists(Path.Combine(predictors + ".features", "train", "manifest.json")));
+
+        var reportDir = Path.Combine(temp.Path, "report");
+        (exit, output) = CliHost.Invoke("report", "predictors", "--model", predictors, "--data-dir", Data, "--rows", "200", "--output-dir", reportDir,
+            "--latency-runs", "5", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        var markdown = File.ReadAllText(Path.Combine(reportDir, "predictors.md"));
+        Assert.Contains("| layer | FC(16) | Pool(64, 8) | Conv(3, 1) |", markdown);
+        Assert.Contains("Cost at layer 7", markdown);
+        Assert.Equal(7, File.ReadAllLines(Path.Combine(reportDir, "agreement.csv")).Length);
+        Assert.Equal(4, File.ReadAllLines(Path.Combine(reportDir, "cost.csv")).Length);
+        Assert.True(new FileInfo(Path.Combine(reportDir, "agreement.png")).Length > 1000);
+
+        var caches = temp.File("caches.zip");
+        (exit, output) = CliHost.Invoke("fit-caches", "--predictors-model", predictors, "--data-dir", Data, "--architectures", "conv", "--holdout-rows", "300",
+            "--selector-epochs", "2", "--device", "cpu", "--output", caches);
+        Assert.True(exit == 0, output);
+        Assert.Contains("Reusing 2 trained predictors", output);
+
+        var chosen = temp.File("chosen.zip");
+        Ok(CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
+            "--device", "cpu", "--output", chosen));
+        (exit, output) = CliHost.Invoke("bench", "engine", "--model", chosen, "--data-dir", Data, "--rows", "64", "--batch-sizes", "1,16",
+            "--memory-predictions", "200", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        Assert.Contains("| 16 | 64 |", output);
+        Assert.Contains("live TorchSharp tensors", output);
+    }
+
+    [Fact]
+    public void FitCaches_BothOrNeitherModel_IsAnError()
+    {
+        var (exit, output) = CliHost.Invoke("fit-caches", "--output", "x.zip", "--device", "cpu");
+        Assert.Equal(1, exit);
+        Assert.Contains("exactly one of --base-model", output);
+    }
+
+    [Fact]
+    public void EvaluateEarlyExit_BadBatchSize_IsAnError()
+    {
+        var (exit, output) = CliHost.Invoke("evaluate-early-exit", "--model", "x.zip", "--batch-sizes", "1,zero", "--device", "cpu");
+        Assert.Equal(1, exit);
+        Assert.Contains("'zero' is not a positive integer", output);
+    }
+}
