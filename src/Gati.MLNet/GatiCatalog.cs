@@ -186,12 +186,12 @@ public sealed class GatiCatalog
         {
             if (!caches.OneCachePerLayer)
                 throw new InvalidOperationException("The model holds several candidate caches on one layer: choose one per layer first (CacheOptimizer.Choose / gati optimize).");
-            return (new Inference.EarlyExitEngine(caches.BaseNetwork, caches.Caches, caches.ClassNames), caches.ImageColumnName);
+            return (new Inference.EarlyExitEngine(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization), caches.ImageColumnName);
         }
         if (components.OfType<ResNetTransformer>().FirstOrDefault() is { } resnet)
         {
             var holder = (IBaseModelHolder)resnet;
-            return (new Inference.EarlyExitEngine(holder.Base.Network, [], resnet.ClassNames), resnet.ImageColumnName);
+            return (new Inference.EarlyExitEngine(holder.Base.Network, [], resnet.ClassNames, resnet.InputNormalization), resnet.ImageColumnName);
         }
         throw new ArgumentException("The model holds neither learned caches nor a Gati base model.", nameof(model));
     }

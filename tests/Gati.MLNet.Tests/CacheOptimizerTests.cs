@@ -97,4 +97,24 @@ public sealed class CacheOptimizerTests
         Assert.Equal(0.95f, c.Threshold);
         Assert.Equal(1.0 / 3, c.HitRate, 6);
     }
+
+    [Fact]
+    public void ForPrecision_FromTheCurve_MatchesCalibratingAgainForThatTarget()
+    {
+        var random = new Random(4);
+        var p = Enumerable.Range(0, 3000).Select(_ => (float)random.NextDouble()).ToArray();
+        var correct = p.Select(v => random.NextDouble() < 0.7 + 0.3 * v).ToArray();
+        var loose = ExitCalibration.Calibrate(p, correct, 0.9);
+        Assert.True(loose.Curve.Count <= 256);
+        foreach (var target in new[] { 0.92, 0.95, 0.97 })
+        {
+            var direct = ExitCalibration.Calibrate(p, correct, target);
+            var fromCurve = loose.ForPrecision(target);
+            Assert.True(fromCurve.Precision >= target);
+            // The curve is downsampled: its threshold can only be as permissive as the exact one, and close to it.
+            Assert.True(fromCurve.Threshold >= direct.Threshold);
+            Assert.InRange(fromCurve.HitRate, direct.HitRate - 0.02, direct.HitRate);
+        }
+        Assert.True(loose.ForPrecision(1.0).NeverExits || loose.ForPrecision(1.0).Precision == 1.0);
+    }
 }

@@ -90,6 +90,9 @@ public sealed class ModelPersistenceTests(SmallModelFixture fixture) : IClassFix
         Assert.Equal(fixture.Model.Config, resnet.Config);
         Assert.Equal(fixture.Model.ClassNames, resnet.ClassNames);
         Assert.Equal("cpu", resnet.Device);
+        // The dataset loader recorded Fashion-MNIST's normalisation on the Image column; the model keeps it.
+        Assert.Equal(Data.ChannelNormalization.FashionMnist.Mean, resnet.InputNormalization!.Mean);
+        Assert.Equal(Data.ChannelNormalization.FashionMnist.Std, resnet.InputNormalization.Std);
         Assert.NotNull(schema.GetColumnOrNull("Image"));
         resnet.Dispose();
     }

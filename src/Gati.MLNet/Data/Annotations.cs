@@ -24,6 +24,43 @@ internal static class Annotations
         return builder.ToAnnotations();
     }
 
+    /// <summary>Annotation kinds recording the per-channel normalisation an image column went through.</summary>
+    public const string ChannelMeanKind = "GatiChannelMean";
+
+    /// <inheritdoc cref="ChannelMeanKind"/>
+    public const string ChannelStdKind = "GatiChannelStd";
+
+    /// <summary>Annotations recording a normalisation on an image column (so trainers can store it in the model).</summary>
+    public static DataViewSchema.Annotations Normalization(ChannelNormalization normalization)
+    {
+        var builder = new DataViewSchema.Annotations.Builder();
+        var mean = normalization.Mean.ToArray();
+        var std = normalization.Std.ToArray();
+        ValueGetter<VBuffer<float>> meanGetter = (ref VBuffer<float> dst) => new VBuffer<float>(mean.Length, mean).CopyTo(ref dst);
+        ValueGetter<VBuffer<float>> stdGetter = (ref VBuffer<float> dst) => new VBuffer<float>(std.Length, std).CopyTo(ref dst);
+        builder.Add(ChannelMeanKind, new VectorDataViewType(NumberDataViewType.Single, mean.Length), meanGetter);
+        builder.Add(ChannelStdKind, new VectorDataViewType(NumberDataViewType.Single, std.Length), stdGetter);
+        return builder.ToAnnotations();
+    }
+
+    /// <summary>The normalisation recorded on an image column, or null.</summary>
+    public static ChannelNormalization? TryGetNormalization(DataViewSchema.Column column)
+    {
+        var schema = column.Annotations.Schema;
+        if (schema.GetColumnOrNull(ChannelMeanKind) is null || schema.GetColumnOrNull(ChannelStdKind) is null) return null;
+        VBuffer<float> mean = default, std = default;
+        column.Annotations.GetValue(ChannelMeanKind, ref mean);
+        column.Annotations.GetValue(ChannelStdKind, ref std);
+        try
+        {
+            return new ChannelNormalization(mean.DenseValues().ToArray(), std.DenseValues().ToArray());
+        }
+        catch (ArgumentException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Reads the KeyValues of a key column as strings, or null when it has none.</summary>
     public static string[]? TryGetKeyNames(DataViewSchema.Column column)
     {

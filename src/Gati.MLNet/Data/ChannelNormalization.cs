@@ -53,6 +53,23 @@ public sealed class ChannelNormalization
             throw new ArgumentException($"{what} has {channels} channel(s) but the normalisation gives {Channels} mean/std pair(s).");
     }
 
+    /// <summary>
+    /// Normalises planar pixels ([C, H, W], scaled to [0, 1]) into <paramref name="destination"/>: what the dataset
+    /// loaders do, for serving code that receives raw images.
+    /// </summary>
+    public void Normalize(ReadOnlySpan<float> pixels, Span<float> destination)
+    {
+        if (pixels.Length != destination.Length || pixels.Length % Channels != 0)
+            throw new ArgumentException($"{pixels.Length} pixels cannot be split into {Channels} planes (destination {destination.Length}).");
+        var plane = pixels.Length / Channels;
+        for (var c = 0; c < Channels; c++)
+        {
+            var mean = Mean[c];
+            var scale = 1f / Std[c];
+            for (var i = c * plane; i < (c + 1) * plane; i++) destination[i] = (pixels[i] - mean) * scale;
+        }
+    }
+
     /// <summary>A 256-entry table per channel mapping a byte pixel to its normalised value.</summary>
     internal float[][] ByteLookup()
     {

@@ -22,7 +22,7 @@ internal sealed class ImageDatasetView : IDataView
         normalization.CheckChannels(source.Shape.Channels, source.Name);
         Normalization = normalization;
         _lookup = normalization.ByteLookup();
-        Schema = BuildSchema(source);
+        Schema = BuildSchema(source, normalization);
     }
 
     public ChannelNormalization Normalization { get; }
@@ -43,11 +43,12 @@ internal sealed class ImageDatasetView : IDataView
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
         [GetRowCursor(columnsNeeded, rand)];
 
-    private static DataViewSchema BuildSchema(ImageRecordSource source)
+    private static DataViewSchema BuildSchema(ImageRecordSource source, ChannelNormalization normalization)
     {
         var builder = new DataViewSchema.Builder();
         var shape = source.Shape;
-        builder.AddColumn(ImageColumnName, new VectorDataViewType(NumberDataViewType.Single, shape.Channels, shape.Height, shape.Width));
+        builder.AddColumn(ImageColumnName, new VectorDataViewType(NumberDataViewType.Single, shape.Channels, shape.Height, shape.Width),
+            Annotations.Normalization(normalization));
         builder.AddColumn(LabelColumnName, new KeyDataViewType(typeof(uint), source.ClassNames.Count),
             Annotations.KeyValues(source.ClassNames));
         return builder.ToSchema();

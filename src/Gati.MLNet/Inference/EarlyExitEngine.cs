@@ -42,8 +42,10 @@ internal sealed class EarlyExitEngine : IDisposable
     private readonly LearnedCache?[] _cacheAtLayer;
     private int _disposed;
 
-    public EarlyExitEngine(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, IReadOnlyList<string> classNames)
+    public EarlyExitEngine(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, IReadOnlyList<string> classNames,
+        Data.ChannelNormalization? inputNormalization = null)
     {
+        InputNormalization = inputNormalization;
         _base = baseNetwork.Acquire();
         var network = _base.Module;
         _cacheAtLayer = new LearnedCache?[network.LayerCount + 1];
@@ -72,6 +74,8 @@ internal sealed class EarlyExitEngine : IDisposable
     }
 
     public ResNetConfig Config => _base.Module.Config;
+
+    public Data.ChannelNormalization? InputNormalization { get; }
 
     public IReadOnlyList<string> ClassNames { get; }
 

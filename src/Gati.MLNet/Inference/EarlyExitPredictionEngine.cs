@@ -34,6 +34,12 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     /// <summary>The base network's configuration.</summary>
     public ResNetConfig Config => _engine.Config;
 
+    /// <summary>
+    /// The per-channel normalisation of the training images, when the model recorded it: apply it (with
+    /// <see cref="Data.ChannelNormalization.Normalize"/>) to raw pixels scaled to [0, 1] before predicting.
+    /// </summary>
+    public Data.ChannelNormalization? InputNormalization => _engine.InputNormalization;
+
     /// <summary>The caches in use, by layer (empty: the engine runs the full model).</summary>
     public IReadOnlyList<LearnedCache> Caches => _engine.Caches;
 

@@ -24,4 +24,40 @@ internal static class ModelText
         if (value < min || value > max) throw new InvalidDataException($"Corrupt model: {what} is {value}, expected {min}..{max}.");
         return value;
     }
+
+    /// <summary>Writes an optional normalisation: byte 0 (none) or 1, then int32 channels and channels x (mean, std) floats.</summary>
+    public static void WriteNormalization(BinaryWriter writer, Data.ChannelNormalization? normalization)
+    {
+        writer.Write((byte)(normalization is null ? 0 : 1));
+        if (normalization is null) return;
+        writer.Write(normalization.Channels);
+        for (var c = 0; c < normalization.Channels; c++)
+        {
+            writer.Write(normalization.Mean[c]);
+            writer.Write(normalization.Std[c]);
+        }
+    }
+
+    public static Data.ChannelNormalization? ReadNormalization(BinaryReader reader)
+    {
+        var present = reader.ReadByte();
+        if (present == 0) return null;
+        if (present != 1) throw new InvalidDataException($"Corrupt model: normalisation flag {present}.");
+        var channels = ReadInt(reader, "normalisation channels", 1, 64);
+        var mean = new float[channels];
+        var std = new float[channels];
+        for (var c = 0; c < channels; c++)
+        {
+            mean[c] = reader.ReadSingle();
+            std[c] = reader.ReadSingle();
+        }
+        try
+        {
+            return new Data.ChannelNormalization(mean, std);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
+        }
+    }
 }

@@ -9,8 +9,49 @@ namespace Gati.MLNet.Training;
 /// <param name="PredictorAgreement">Share of held-out rows where the predictor agrees with the base model.</param>
 public sealed record ExitCalibration(float Threshold, double Precision, double Recall, double HitRate, long Rows, double PredictorAgreement)
 {
+    private const int MaxCurvePoints = 256;
+
     /// <summary>True when no threshold reached the target: the cache never exits.</summary>
     public bool NeverExits => float.IsPositiveInfinity(Threshold);
+
+    /// <summary>
+    /// Precision and hit rate at other thresholds on the same calibration rows (at most 256 points, thresholds
+    /// descending), so that a served model can be re-thresholded for another precision target without the data.
+    /// </summary>
+    public IReadOnlyList<CalibrationPoint> Curve { get; init; } = [];
+
+    /// <summary>The calibration rows on which the predictor agreed with the base model (for recall).</summary>
+    public long CorrectRows { get; init; }
+
+    /// <summary>
+    /// The lowest threshold of <see cref="Curve"/> whose exits reach <paramref name="targetPrecision"/> with at least
+    /// <paramref name="minimumHits"/> exits; never exit when none does.
+    /// </summary>
+    public ExitCalibration ForPrecision(double targetPrecision, int minimumHits = 20)
+    {
+        if (targetPrecision is <= 0 or > 1 || double.IsNaN(targetPrecision))
+            throw new ArgumentOutOfRangeException(nameof(targetPrecision), targetPrecision, "Target precision must be in (0, 1].");
+        if (Curve.Count == 0) throw new InvalidOperationException("This calibration has no curve to re-threshold from.");
+        var best = Curve.Where(p => p.Exits >= minimumHits && p.Precision >= targetPrecision).MaxBy(p => p.Exits);
+        if (best is null) return this with { Threshold = float.PositiveInfinity, Precision = double.NaN, Recall = 0, HitRate = 0 };
+        var right = Math.Round(best.Precision * best.Exits);
+        return this with
+        {
+            Threshold = best.Threshold,
+            Precision = best.Precision,
+            HitRate = best.HitRate,
+            Recall = CorrectRows == 0 ? 0 : right / CorrectRows,
+        };
+    }
+
+    /// <inheritdoc/>
+    public bool Equals(ExitCalibration? other) =>
+        other is not null && Threshold.Equals(other.Threshold) && Precision.Equals(other.Precision) && Recall.Equals(other.Recall) &&
+        HitRate.Equals(other.HitRate) && Rows == other.Rows && PredictorAgreement.Equals(other.PredictorAgreement) &&
+        CorrectRows == other.CorrectRows && Curve.SequenceEqual(other.Curve);
+
+    /// <inheritdoc/>
+    public override int GetHashCode() => HashCode.Combine(Threshold, Precision, HitRate, Rows, Curve.Count);
 
     /// <summary>
     /// The lowest threshold whose exits reach <paramref name="targetPrecision"/> on held-out data: rows are sorted by
@@ -36,6 +77,7 @@ public sealed record ExitCalibration(float Threshold, double Precision, double R
         var bestCorrect = 0;
         var taken = 0;
         var right = 0;
+        var curve = new List<CalibrationPoint>();
         while (taken < rows)
         {
             // Take all rows tied at this probability together: a threshold cannot split them.
@@ -45,6 +87,7 @@ public sealed record ExitCalibration(float Threshold, double Precision, double R
                 if (correct[order[taken]]) right++;
                 taken++;
             }
+            curve.Add(new CalibrationPoint(p, (double)right / taken, (double)taken / rows, taken));
             if (taken >= minimumHits && right >= targetPrecision * taken)
             {
                 bestCount = taken;
@@ -52,9 +95,30 @@ public sealed record ExitCalibration(float Threshold, double Precision, double R
             }
         }
         var agreement = (double)totalCorrect / rows;
-        if (bestCount == 0) return new ExitCalibration(float.PositiveInfinity, double.NaN, 0, 0, rows, agreement);
+        var points = Downsample(curve, bestCount);
+        if (bestCount == 0)
+            return new ExitCalibration(float.PositiveInfinity, double.NaN, 0, 0, rows, agreement) { Curve = points, CorrectRows = totalCorrect };
         var threshold = hitProbability[order[bestCount - 1]];
         return new ExitCalibration(threshold, (double)bestCorrect / bestCount, totalCorrect == 0 ? 0 : (double)bestCorrect / totalCorrect,
-            (double)bestCount / rows, rows, agreement);
+            (double)bestCount / rows, rows, agreement) { Curve = points, CorrectRows = totalCorrect };
+    }
+
+    /// <summary>At most 256 points, evenly spaced, always keeping the chosen one and the last.</summary>
+    private static CalibrationPoint[] Downsample(List<CalibrationPoint> curve, long chosenExits)
+    {
+        if (curve.Count <= MaxCurvePoints) return curve.ToArray();
+        var step = (double)curve.Count / (MaxCurvePoints - 2);
+        var keep = new SortedSet<int> { curve.Count - 1 };
+        for (var i = 0; i < MaxCurvePoints - 2; i++) keep.Add((int)(i * step));
+        var chosen = curve.FindIndex(p => p.Exits == chosenExits);
+        if (chosen >= 0) keep.Add(chosen);
+        return keep.Select(i => curve[i]).ToArray();
     }
 }
+
+/// <summary>One point of a calibration curve.</summary>
+/// <param name="Threshold">Exit when P(hit) ≥ this.</param>
+/// <param name="Precision">Agreement among the rows that would exit.</param>
+/// <param name="HitRate">Share of calibration rows that would exit.</param>
+/// <param name="Exits">Number of calibration rows that would exit.</param>
+public sealed record CalibrationPoint(float Threshold, double Precision, double HitRate, long Exits);

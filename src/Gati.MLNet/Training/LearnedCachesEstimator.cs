@@ -139,7 +139,7 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
 
         var layers = options.Predictors?.Select(p => p.Layer).Distinct().Order().ToArray() ?? options.Layers.Order().ToArray();
         using var extractor = new FeatureExtractingTransformer(_host, baseNetwork.Network.Acquire(), baseNetwork.ClassNames, baseNetwork.ImageColumnName,
-            layers, "Layer", "BaseLogits", "BasePredictedLabel", options.InferenceBatchSize);
+            layers, "Layer", "BaseLogits", "BasePredictedLabel", options.InferenceBatchSize, baseNetwork.InputNormalization);
 
         var predictors = options.Predictors?.ToList() ?? TrainPredictors(training, selectorSet, extractor, layers, seed);
         var ownPredictors = options.Predictors is null;
@@ -165,7 +165,7 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
                     options.Status?.Report(cache.ToString());
                 }
                 return new LearnedCachesTransformer(_host, baseNetwork.Network.Acquire(), baseNetwork.ClassNames, baseNetwork.ImageColumnName, caches,
-                    new LearnedCachesTransformer.Columns(), options.InferenceBatchSize);
+                    new LearnedCachesTransformer.Columns(), options.InferenceBatchSize, baseNetwork.InputNormalization);
             }
             catch
             {

@@ -287,7 +287,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             History = history;
             network.eval();
             return new ResNetTransformer(_host, network, device, classNames, options.ImageColumnName, options.ScoreColumnName,
-                options.PredictedLabelColumnName, options.InferenceBatchSize);
+                options.PredictedLabelColumnName, options.InferenceBatchSize, Annotations.TryGetNormalization(imageColumn));
         }
         catch
         {

@@ -46,7 +46,9 @@ internal interface IBaseModelHolder
 /// <param name="Network">The shared network (call <see cref="Gati.MLNet.ModelFormat.SharedModule{TModule}.Acquire"/> to hold it).</param>
 /// <param name="ClassNames">Class names in label order.</param>
 /// <param name="ImageColumnName">The image column the base model reads.</param>
-internal sealed record BaseNetwork(Gati.MLNet.ModelFormat.SharedModule<Gati.MLNet.Models.ResNet> Network, IReadOnlyList<string> ClassNames, string ImageColumnName)
+/// <param name="InputNormalization">The per-channel normalisation of the training images, when known.</param>
+internal sealed record BaseNetwork(Gati.MLNet.ModelFormat.SharedModule<Gati.MLNet.Models.ResNet> Network, IReadOnlyList<string> ClassNames, string ImageColumnName,
+    Gati.MLNet.Data.ChannelNormalization? InputNormalization)
 {
     public Gati.MLNet.Models.ResNetConfig Config => Network.Module.Config;
 }

@@ -97,7 +97,7 @@ public sealed class ChannelNormalizingTransformer : GatiTransformerBase
             var dims = type.Dimensions.Length > 1 ? type.Dimensions.ToArray() : null;
             if (dims is not null && dims[0] != channels)
                 throw new ArgumentException($"Column '{parent.InputColumnName}' has {dims[0]} channels ({type}) but the normalisation has {channels}.");
-            Outputs = [OutputColumn.Vector(parent.OutputColumnName, InputSizes[0], dimensions: dims)];
+            Outputs = [OutputColumn.Vector(parent.OutputColumnName, InputSizes[0], Annotations.Normalization(parent.Normalization), dims)];
         }
 
         public override IReadOnlyList<OutputColumn> Outputs { get; }

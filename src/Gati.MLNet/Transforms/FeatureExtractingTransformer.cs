@@ -38,10 +38,12 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
     private readonly string[] _layerColumns;
 
     internal FeatureExtractingTransformer(IHostEnvironment environment, SharedModule<ResNet> network, IReadOnlyList<string> classNames,
-        string imageColumnName, IReadOnlyList<int> layers, string layerColumnPrefix, string logitsColumnName, string predictedLabelColumnName, int batchSize)
+        string imageColumnName, IReadOnlyList<int> layers, string layerColumnPrefix, string logitsColumnName, string predictedLabelColumnName, int batchSize,
+        ChannelNormalization? inputNormalization)
         : base(environment, nameof(FeatureExtractingTransformer))
     {
         _network = network;
+        InputNormalization = inputNormalization;
         try
         {
             if (layers.Count == 0) throw new ArgumentException("Request at least one layer.", nameof(layers));
@@ -66,6 +68,9 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
 
     /// <summary>The base network's configuration.</summary>
     public ResNetConfig Config => _network.Module.Config;
+
+    /// <summary>The normalisation of the base model's training images, when known.</summary>
+    public ChannelNormalization? InputNormalization { get; }
 
     /// <summary>Class names in label order.</summary>
     public IReadOnlyList<string> ClassNames { get; }
@@ -97,12 +102,12 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
     /// <summary>The [C, H, W] of layer <paramref name="layer"/>'s features.</summary>
     public TensorShape LayerShape(int layer) => _network.Module.LayerOutputShape(layer);
 
-    BaseNetwork IBaseModelHolder.Base => new(_network, ClassNames, ImageColumnName);
+    BaseNetwork IBaseModelHolder.Base => new(_network, ClassNames, ImageColumnName, InputNormalization);
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATIFEAT",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: 0x00010002, // 1.2: input normalisation
+        verReadableCur: 0x00010002,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(FeatureExtractingTransformer).Assembly.FullName);
@@ -168,6 +173,7 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         writer.Write(BatchSize);
         lock (_network.Gate)
             writer.Write(SharedWeights.Save(ctx, _network.Module));
+        ModelText.WriteNormalization(writer, InputNormalization);
     }
 
     internal static void WriteConfig(BinaryWriter writer, ResNetConfig config)
@@ -194,10 +200,11 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         var predicted = ctx.Reader.ReadString();
         var batchSize = ModelText.ReadInt(ctx.Reader, "batch size", 1, 1 << 20);
         var weights = ctx.Reader.ReadString();
+        var normalization = ctx.Header.ModelVerWritten >= 0x00010002 ? ModelText.ReadNormalization(ctx.Reader) : null;
         TorchRuntime.EnsureInitialized();
         var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model");
         network.Module.eval();
-        return new FeatureExtractingTransformer(env, network, classNames, image, layers, prefix, logits, predicted, batchSize);
+        return new FeatureExtractingTransformer(env, network, classNames, image, layers, prefix, logits, predicted, batchSize, normalization);
     }
 
     private protected override void DisposeCore() => _network.Release();
@@ -276,7 +283,7 @@ public sealed class FeatureExtractingEstimator : IEstimator<FeatureExtractingTra
         ArgumentNullException.ThrowIfNull(input);
         var found = _baseModel is not null ? ((IBaseModelHolder)_baseModel).Base : BaseModelLocator.Require(input, "Feature extraction");
         return new FeatureExtractingTransformer(_environment, found.Network.Acquire(), found.ClassNames, found.ImageColumnName, _options.Layers,
-            _options.LayerColumnPrefix, _options.LogitsColumnName, _options.PredictedLabelColumnName, _options.BatchSize);
+            _options.LayerColumnPrefix, _options.LogitsColumnName, _options.PredictedLabelColumnName, _options.BatchSize, found.InputNormalization);
     }
 
     /// <summary>Declares the layer, logits and predicted-label columns.</summary>

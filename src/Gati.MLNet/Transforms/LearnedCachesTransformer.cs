@@ -38,10 +38,11 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     private readonly Lazy<EarlyExitEngine> _engine;
 
     internal LearnedCachesTransformer(IHostEnvironment environment, SharedModule<ResNet> baseNetwork, IReadOnlyList<string> classNames, string imageColumnName,
-        IReadOnlyList<LearnedCache> caches, Columns columns, int batchSize)
+        IReadOnlyList<LearnedCache> caches, Columns columns, int batchSize, ChannelNormalization? inputNormalization)
         : base(environment, nameof(LearnedCachesTransformer))
     {
         _base = baseNetwork;
+        InputNormalization = inputNormalization;
         _caches = caches.OrderBy(c => c.Layer).ToArray();
         ClassNames = classNames.ToArray();
         ImageColumnName = imageColumnName;
@@ -68,6 +69,9 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     /// <summary>The base network's configuration.</summary>
     public ResNetConfig Config => _base.Module.Config;
 
+    /// <summary>The normalisation of the base model's training images, when known (for preparing raw images).</summary>
+    public ChannelNormalization? InputNormalization { get; }
+
     /// <summary>Class names in label order.</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
@@ -86,7 +90,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     /// <summary>True when at most one cache sits on each layer (required by the engine; see <c>CacheOptimizer</c>).</summary>
     public bool OneCachePerLayer => _caches.Select(c => c.Layer).Distinct().Count() == _caches.Length;
 
-    BaseNetwork IBaseModelHolder.Base => new(_base, ClassNames, ImageColumnName);
+    BaseNetwork IBaseModelHolder.Base => new(_base, ClassNames, ImageColumnName, InputNormalization);
 
     internal SharedModule<ResNet> BaseNetwork => _base;
 
@@ -101,7 +105,15 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
 
     /// <summary>A transformer over the same base network with another set of caches (e.g. the optimizer's choice).</summary>
     internal LearnedCachesTransformer WithCaches(IEnumerable<LearnedCache> caches) =>
-        new(Host, _base.Acquire(), ClassNames, ImageColumnName, caches.Select(c => c.Share()).ToArray(), OutputColumns, BatchSize);
+        new(Host, _base.Acquire(), ClassNames, ImageColumnName, caches.Select(c => c.Share()).ToArray(), OutputColumns, BatchSize, InputNormalization);
+
+    /// <summary>
+    /// The same caches re-thresholded from their calibration curves for another exit precision target (no data needed).
+    /// </summary>
+    /// <param name="targetPrecision">Required precision of exits, e.g. 0.999.</param>
+    public LearnedCachesTransformer WithPrecisionTarget(double targetPrecision) =>
+        new(Host, _base.Acquire(), ClassNames, ImageColumnName, _caches.Select(c => c.WithCalibration(c.Calibration.ForPrecision(targetPrecision))).ToArray(),
+            OutputColumns, BatchSize, InputNormalization);
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATICACH",
@@ -118,9 +130,10 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         ctx.CheckAtModel();
         ctx.SetVersionInfo(GetVersionInfo());
         // base config; class names; image column; 3 output column names; int32 batch size; string base weights key;
+        // input normalisation (ModelText.WriteNormalization);
         // int32 cache count, per cache: int32 layer, predictor architecture, int32 predictor input size,
         // int32 best epoch, int32 epochs run, double agreement, string predictor weights key, selector architecture,
-        // calibration, string selector weights key
+        // calibration (with its curve), string selector weights key
         var writer = ctx.Writer;
         FeatureExtractingTransformer.WriteConfig(writer, Config);
         ModelText.WriteStrings(writer, ClassNames);
@@ -130,6 +143,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         writer.Write(OutputColumns.ExitLayer);
         writer.Write(BatchSize);
         lock (_base.Gate) writer.Write(SharedWeights.Save(ctx, _base.Module));
+        ModelText.WriteNormalization(writer, InputNormalization);
         writer.Write(_caches.Length);
         foreach (var cache in _caches)
         {
@@ -157,6 +171,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         var columns = new Columns(reader.ReadString(), reader.ReadString(), reader.ReadString());
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
         var baseKey = reader.ReadString();
+        var normalization = ModelText.ReadNormalization(reader);
         TorchRuntime.EnsureInitialized();
         var device = DeviceOptions.ResolveForLoadedModel(env);
         var baseNetwork = SharedWeights.Load(ctx, baseKey, () => new ResNet(config), device, $"{config.Architecture} base model");
@@ -188,7 +203,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
                 }
                 caches.Add(new LearnedCache(layer, predictor, selector, calibration, summary));
             }
-            return new LearnedCachesTransformer(env, baseNetwork, classNames, image, caches, columns, batchSize);
+            return new LearnedCachesTransformer(env, baseNetwork, classNames, image, caches, columns, batchSize, normalization);
         }
         catch
         {

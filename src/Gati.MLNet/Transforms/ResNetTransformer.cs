@@ -32,13 +32,14 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     private readonly SharedModule<ResNet> _network;
 
     internal ResNetTransformer(IHostEnvironment environment, ResNet network, Device device, IReadOnlyList<string> classNames,
-        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize)
-        : this(environment, new SharedModule<ResNet>(network, device), classNames, imageColumnName, scoreColumnName, predictedLabelColumnName, batchSize)
+        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization)
+        : this(environment, new SharedModule<ResNet>(network, device), classNames, imageColumnName, scoreColumnName, predictedLabelColumnName, batchSize,
+            inputNormalization)
     {
     }
 
     private ResNetTransformer(IHostEnvironment environment, SharedModule<ResNet> network, IReadOnlyList<string> classNames,
-        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize)
+        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization)
         : base(environment, RegistrationName)
     {
         if (classNames.Count != network.Module.Config.ClassCount)
@@ -49,8 +50,15 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         ScoreColumnName = scoreColumnName;
         PredictedLabelColumnName = predictedLabelColumnName;
         BatchSize = batchSize;
+        InputNormalization = inputNormalization;
         _network.Module.eval();
     }
+
+    /// <summary>
+    /// The per-channel normalisation the training images went through (recorded by the dataset loaders), so that
+    /// serving code can prepare raw images the same way; null when the training data did not record it.
+    /// </summary>
+    public ChannelNormalization? InputNormalization { get; }
 
     /// <summary>Architecture, input shape, class count and base width.</summary>
     public ResNetConfig Config => _network.Module.Config;
@@ -80,7 +88,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
 
     internal object Gate => _network.Gate;
 
-    BaseNetwork IBaseModelHolder.Base => new(_network, ClassNames, ImageColumnName);
+    BaseNetwork IBaseModelHolder.Base => new(_network, ClassNames, ImageColumnName, InputNormalization);
 
     /// <summary>The shared network, for components built from this model (one more holder per call).</summary>
     internal SharedModule<ResNet> AcquireNetwork()
@@ -91,8 +99,8 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATIRSNT",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: 0x00010002, // 1.2: input normalisation
+        verReadableCur: 0x00010002,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(ResNetTransformer).Assembly.FullName);
@@ -132,6 +140,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         // string image column, score column, predicted-label column
         // int32  batch size
         // string key of the network's weights in GatiShared/ (SharedWeights)
+        // (1.2) input normalisation (ModelText.WriteNormalization)
         var writer = ctx.Writer;
         writer.Write((byte)Config.Architecture);
         writer.Write(Config.InputShape.Channels);
@@ -146,6 +155,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         writer.Write(BatchSize);
         lock (_network.Gate)
             writer.Write(SharedWeights.Save(ctx, _network.Module));
+        ModelText.WriteNormalization(writer, InputNormalization);
     }
 
     // Factory for SignatureLoadModel (ML.NET finds it through the LoadableClass attribute above).
@@ -162,12 +172,13 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         var predictedColumn = ctx.Reader.ReadString();
         var batchSize = ModelText.ReadInt(ctx.Reader, "batch size", 1, 1 << 20);
         var weights = ctx.Reader.ReadString();
+        var normalization = ctx.Header.ModelVerWritten >= 0x00010002 ? ModelText.ReadNormalization(ctx.Reader) : null;
 
         TorchRuntime.EnsureInitialized();
         var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model");
         try
         {
-            return new ResNetTransformer(env, network, classNames, imageColumn, scoreColumn, predictedColumn, batchSize);
+            return new ResNetTransformer(env, network, classNames, imageColumn, scoreColumn, predictedColumn, batchSize, normalization);
         }
         catch
         {

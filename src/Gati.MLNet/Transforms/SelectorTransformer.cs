@@ -132,10 +132,26 @@ public sealed class SelectorTransformer : GatiTransformerBase
         writer.Write(calibration.HitRate);
         writer.Write(calibration.Rows);
         writer.Write(calibration.PredictorAgreement);
+        writer.Write(calibration.CorrectRows);
+        writer.Write(calibration.Curve.Count);
+        foreach (var point in calibration.Curve)
+        {
+            writer.Write(point.Threshold);
+            writer.Write(point.Precision);
+            writer.Write(point.HitRate);
+            writer.Write(point.Exits);
+        }
     }
 
-    internal static ExitCalibration ReadCalibration(BinaryReader reader) =>
-        new(reader.ReadSingle(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadInt64(), reader.ReadDouble());
+    internal static ExitCalibration ReadCalibration(BinaryReader reader)
+    {
+        var calibration = new ExitCalibration(reader.ReadSingle(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadInt64(), reader.ReadDouble());
+        var correct = reader.ReadInt64();
+        var count = ModelText.ReadInt(reader, "calibration curve length", 0, 1 << 20);
+        var curve = new CalibrationPoint[count];
+        for (var i = 0; i < count; i++) curve[i] = new CalibrationPoint(reader.ReadSingle(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadInt64());
+        return calibration with { CorrectRows = correct, Curve = curve };
+    }
 
     private static SelectorTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
