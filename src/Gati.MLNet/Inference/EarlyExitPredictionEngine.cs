@@ -57,7 +57,10 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     }
 
     /// <summary>Predicts a batch in one engine call: rows that hit a cache leave the batch early.</summary>
-    public TOutput[] Predict(IReadOnlyList<TInput> inputs)
+    public TOutput[] Predict(IReadOnlyList<TInput> inputs) => PredictWithExits(inputs).Outputs;
+
+    /// <summary>Like <see cref="Predict(IReadOnlyList{TInput})"/>, also returning each row's exit layer (for metrics).</summary>
+    internal (TOutput[] Outputs, int[] ExitLayers) PredictWithExits(IReadOnlyList<TInput> inputs)
     {
         ArgumentNullException.ThrowIfNull(inputs);
         if (inputs.Count == 0) throw new ArgumentException("The batch is empty: pass at least one input.", nameof(inputs));
@@ -71,7 +74,8 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
                 throw new ArgumentException($"Input {i}: '{_imageMember}' has {image.Length} values, but the model reads {Config.InputShape} = {size}.", nameof(inputs));
             image.CopyTo(images, i * size);
         }
-        return Write(Run(images, inputs.Count));
+        var batch = Run(images, inputs.Count);
+        return (Write(batch), batch.ExitLayer);
     }
 
     /// <summary>Predicts <paramref name="count"/> images given as one span (row-major, C*H*W each).</summary>

@@ -1,0 +1,44 @@
+using Gati.MLNet.Torch;
+
+namespace Gati.Extensions.ML;
+
+/// <summary>
+/// Settings of an <see cref="EarlyExitPredictionEnginePool{TInput, TOutput}"/>, usually bound from configuration
+/// (e.g. the "Gati:Pool" section: <c>{ "Device": "auto", "MaxBatchSize": 32, "ExitPrecisionTarget": 0.999 }</c>).
+/// </summary>
+public sealed class EarlyExitPoolOptions
+{
+    /// <summary>Where models run: auto, cpu, cuda or cuda:N.</summary>
+    public string Device { get; set; } = DeviceOptions.Auto;
+
+    /// <summary>
+    /// Gather concurrent <c>PredictAsync</c> calls into one engine batch. On the 2-core CPU this multiplies throughput
+    /// under load (see docs/serving.md); a lone request waits at most <see cref="MaxBatchDelayMs"/>.
+    /// </summary>
+    public bool Batching { get; set; } = true;
+
+    /// <summary>Largest micro-batch.</summary>
+    public int MaxBatchSize { get; set; } = 32;
+
+    /// <summary>How long the first request of a batch waits for company, in milliseconds (0: take only what is queued).</summary>
+    public double MaxBatchDelayMs { get; set; } = 1;
+
+    /// <summary>Re-threshold every cache for this exit precision (from the calibration curves saved in the model); null keeps the model's thresholds.</summary>
+    public double? ExitPrecisionTarget { get; set; }
+
+    /// <summary>Quiet period after the last change event of a watched model file before it is reloaded, in milliseconds.</summary>
+    public double ReloadDebounceMs { get; set; } = 300;
+
+    /// <summary>Attempts to load a changed model file (e.g. while it is still being copied) before keeping the old model.</summary>
+    public int ReloadAttempts { get; set; } = 5;
+
+    internal void Validate()
+    {
+        DeviceOptions.Validate(Device, nameof(Device));
+        if (MaxBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, "Must be positive.");
+        if (MaxBatchDelayMs < 0 || !double.IsFinite(MaxBatchDelayMs)) throw new ArgumentOutOfRangeException(nameof(MaxBatchDelayMs), MaxBatchDelayMs, "Must be 0 or more.");
+        if (ExitPrecisionTarget is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(ExitPrecisionTarget), ExitPrecisionTarget, "Must be in (0, 1].");
+        if (ReloadDebounceMs < 0) throw new ArgumentOutOfRangeException(nameof(ReloadDebounceMs), ReloadDebounceMs, "Must be 0 or more.");
+        if (ReloadAttempts < 1) throw new ArgumentOutOfRangeException(nameof(ReloadAttempts), ReloadAttempts, "Must be positive.");
+    }
+}

@@ -1,0 +1,151 @@
+using System.Diagnostics;
+using Gati.MLNet.Inference;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Gati.Extensions.ML;
+
+/// <summary>
+/// Serves early-exit models in web apps, like Microsoft.Extensions.ML's PredictionEnginePool: a default and named
+/// models loaded from files, <c>Predict(modelName, input)</c>, and hot reload when a watched file changes. Unlike the
+/// original: calls hold the model generation they started on, so an engine of an old model never serves after a
+/// reload and old models and engines are disposed (native memory released) once their last call finishes;
+/// duplicate file events are coalesced; named models are created once, race-free, when the pool is built;
+/// concurrent async calls can be micro-batched; and metrics are published (<see cref="ServingMetrics"/>).
+/// </summary>
+/// <typeparam name="TInput">Input class with a float[] image member (see <see cref="EarlyExitPredictionEngine{TInput, TOutput}"/>).</typeparam>
+/// <typeparam name="TOutput">Output class; <see cref="EarlyExitPrediction"/> has every supported member.</typeparam>
+public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDisposable, IDisposable
+    where TInput : class
+    where TOutput : class, new()
+{
+    /// <summary>The name of the default model.</summary>
+    public const string DefaultModelName = "";
+
+    private readonly Dictionary<string, ModelEntry<TInput, TOutput>> _entries;
+    private readonly Dictionary<string, MicroBatcher<TInput, TOutput>> _batchers = [];
+    private readonly EarlyExitPoolOptions _options;
+    private readonly ServingMetrics _metrics;
+    private int _disposed;
+
+    internal EarlyExitPredictionEnginePool(IOptionsMonitor<EarlyExitPoolOptions> options, PoolRegistrations<TInput, TOutput> registrations,
+        ServingMetrics metrics, ILoggerFactory? loggers = null)
+    {
+        _options = options.Get(PoolRegistrations<TInput, TOutput>.OptionsName);
+        _options.Validate();
+        _metrics = metrics;
+        var logger = (loggers ?? NullLoggerFactory.Instance).CreateLogger<EarlyExitPredictionEnginePool<TInput, TOutput>>();
+        if (registrations.Models.Count == 0)
+            throw new InvalidOperationException("No model registered: call FromFile(...) on the builder returned by AddEarlyExitPredictionEnginePool.");
+        _entries = [];
+        try
+        {
+            foreach (var model in registrations.Models)
+            {
+                if (_entries.ContainsKey(model.Name)) throw new InvalidOperationException($"Model '{model.Name}' is registered twice.");
+                var entry = new ModelEntry<TInput, TOutput>(model.Name, model.Path, model.WatchForChanges, _options, logger, metrics);
+                _entries[model.Name] = entry;
+                if (_options.Batching) _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(entry, _options, metrics, logger);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The registered model names ("" is the default model).</summary>
+    public IReadOnlyCollection<string> ModelNames => _entries.Keys;
+
+    /// <summary>Predicts with the default model on the calling thread.</summary>
+    public TOutput Predict(TInput input) => Predict(DefaultModelName, input);
+
+    /// <summary>Predicts with a named model on the calling thread.</summary>
+    public TOutput Predict(string modelName, TInput input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var entry = Entry(modelName);
+        var generation = entry.Acquire();
+        try
+        {
+            return PoolPrediction.Run(generation, entry.Name, [input], _metrics)[0];
+        }
+        finally
+        {
+            generation.Release();
+        }
+    }
+
+    /// <summary>Predicts a batch with a named model in one engine call.</summary>
+    public TOutput[] Predict(string modelName, IReadOnlyList<TInput> inputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        var entry = Entry(modelName);
+        var generation = entry.Acquire();
+        try
+        {
+            return PoolPrediction.Run(generation, entry.Name, inputs, _metrics);
+        }
+        finally
+        {
+            generation.Release();
+        }
+    }
+
+    /// <summary>Predicts with the default model; concurrent calls are micro-batched when batching is on.</summary>
+    public Task<TOutput> PredictAsync(TInput input, CancellationToken cancellation = default) => PredictAsync(DefaultModelName, input, cancellation);
+
+    /// <summary>Predicts with a named model; concurrent calls are micro-batched when batching is on.</summary>
+    public Task<TOutput> PredictAsync(string modelName, TInput input, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        Entry(modelName);
+        return _batchers.TryGetValue(modelName, out var batcher)
+            ? batcher.EnqueueAsync(input, cancellation)
+            : Task.FromResult(Predict(modelName, input));
+    }
+
+    /// <summary>The state of a model (generation, caches, reload failures).</summary>
+    public ModelStatus GetStatus(string modelName = DefaultModelName) => Entry(modelName).Status();
+
+    /// <summary>Reloads a model from its file now (also done automatically for watched files).</summary>
+    public void Reload(string modelName = DefaultModelName) => Entry(modelName).Reload();
+
+    /// <summary>Retired generations of a model that calls still hold (0 once reloads have drained).</summary>
+    internal int RetiredGenerationsAlive(string modelName = DefaultModelName) => Entry(modelName).RetiredAlive;
+
+    private ModelEntry<TInput, TOutput> Entry(string modelName)
+    {
+        ArgumentNullException.ThrowIfNull(modelName);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        return _entries.TryGetValue(modelName, out var entry)
+            ? entry
+            : throw new ArgumentException($"No model named '{modelName}' (registered: {string.Join(", ", _entries.Keys.Select(k => k.Length == 0 ? "(default)" : k))}).", nameof(modelName));
+    }
+
+    /// <summary>Stops batching and releases every model (native memory included).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        foreach (var batcher in _batchers.Values) await batcher.DisposeAsync().ConfigureAwait(false);
+        foreach (var entry in _entries.Values) entry.Dispose();
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+}
+
+/// <summary>Runs one engine call on a held generation and records it.</summary>
+internal static class PoolPrediction
+{
+    public static TOutput[] Run<TInput, TOutput>(ModelGeneration<TInput, TOutput> generation, string model, IReadOnlyList<TInput> inputs, ServingMetrics metrics)
+        where TInput : class where TOutput : class, new()
+    {
+        var start = Stopwatch.GetTimestamp();
+        var (outputs, exits) = generation.Engine.PredictWithExits(inputs);
+        metrics.RecordBatch(model, exits, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        return outputs;
+    }
+}
