@@ -18,8 +18,12 @@ namespace Gati.Extensions.ML;
 /// <param name="Device">Where it runs.</param>
 /// <param name="FailedReloads">Reloads that failed (the previous generation kept serving).</param>
 /// <param name="LastError">The last reload error, if any.</param>
+/// <param name="InputShape">[C, H, W] of the images the model reads.</param>
+/// <param name="InputNormalization">Normalisation of the training images (to prepare raw pixels), when the model recorded it.</param>
+/// <param name="ClassNames">Class names in label order.</param>
 public sealed record ModelStatus(string Name, string Path, int Generation, DateTimeOffset LoadedAt, IReadOnlyList<int> CacheLayers, string Device,
-    int FailedReloads, string? LastError);
+    int FailedReloads, string? LastError, Gati.MLNet.Models.TensorShape InputShape, Gati.MLNet.Data.ChannelNormalization? InputNormalization,
+    IReadOnlyList<string> ClassNames);
 
 /// <summary>
 /// One named model: loads the file, serves the current generation, and — when watched — reloads it after the file
@@ -91,8 +95,9 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         var generation = Acquire();
         try
         {
-            return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, generation.Engine.Caches.Select(c => c.Layer).ToArray(),
-                generation.Engine.Device, Volatile.Read(ref _failedReloads), _lastError);
+            var engine = generation.Engine;
+            return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
+                engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames);
         }
         finally
         {

@@ -1,0 +1,147 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using SkiaSharp;
+
+namespace Gati.Samples.LoadTest;
+
+/// <summary>Settings of one load test.</summary>
+/// <param name="Url">The server's base address, e.g. http://127.0.0.1:5080.</param>
+/// <param name="Requests">Requests in total.</param>
+/// <param name="Clients">Concurrent clients (each sends its share one request at a time).</param>
+/// <param name="Payload">png or json.</param>
+/// <param name="ServerPid">The server's process id, to read its resident memory before and after (optional).</param>
+/// <param name="FashionMnistDirectory">Where the test images come from.</param>
+public sealed record LoadTestSettings(Uri Url, int Requests, int Clients, string Payload = "png", int? ServerPid = null, string? FashionMnistDirectory = null);
+
+/// <summary>What a load test measured.</summary>
+public sealed record LoadTestResult(int Requests, int Clients, int Errors, double Seconds, double RequestsPerSecond, double MeanMs, double P50Ms,
+    double P99Ms, double MaxMs, long? ServerMemoryBeforeBytes, long? ServerMemoryAfterBytes, IReadOnlyDictionary<int, int> StatusCodes, double EarlyExitShare)
+{
+    /// <summary>A markdown table row and a summary line.</summary>
+    public string ToMarkdown(string label)
+    {
+        var memory = ServerMemoryBeforeBytes is { } before && ServerMemoryAfterBytes is { } after
+            ? string.Create(CultureInfo.InvariantCulture, $"{before / 1048576.0:F0} MB -> {after / 1048576.0:F0} MB")
+            : "n/a";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"| {label} | {Requests} | {Clients} | {RequestsPerSecond:F0} | {MeanMs:F2} | {P50Ms:F2} | {P99Ms:F2} | {Errors} | {EarlyExitShare:P1} | {memory} |");
+    }
+
+    /// <summary>The header of <see cref="ToMarkdown"/>'s table.</summary>
+    public const string MarkdownHeader = "| run | requests | clients | req/s | mean ms | p50 ms | p99 ms | errors | exit early | server memory (before -> after) |\n|---|---|---|---|---|---|---|---|---|---|";
+}
+
+/// <summary>Sends real Fashion-MNIST test images to POST /predict from concurrent clients.</summary>
+public static class LoadTest
+{
+    public static async Task<LoadTestResult> RunAsync(LoadTestSettings settings, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        if (settings.Requests < 1 || settings.Clients < 1) throw new ArgumentException("Requests and clients must be positive.");
+        var payloads = Payloads(settings.FashionMnistDirectory, settings.Payload, 256);
+        using var handler = new SocketsHttpHandler { MaxConnectionsPerServer = settings.Clients, PooledConnectionLifetime = TimeSpan.FromMinutes(5) };
+        using var http = new HttpClient(handler) { BaseAddress = settings.Url, Timeout = TimeSpan.FromSeconds(60) };
+
+        // Warm-up: the first requests load code paths and the allocator.
+        for (var i = 0; i < Math.Min(20, settings.Requests); i++) await SendAsync(http, payloads[i % payloads.Count], cancellation);
+        var memoryBefore = ResidentBytes(settings.ServerPid);
+
+        var latencies = new double[settings.Requests];
+        var codes = new int[settings.Requests];
+        var early = new bool[settings.Requests];
+        var next = -1;
+        var clock = Stopwatch.StartNew();
+        var clients = Enumerable.Range(0, settings.Clients).Select(_ => Task.Run(async () =>
+        {
+            while (true)
+            {
+                var i = Interlocked.Increment(ref next);
+                if (i >= settings.Requests) return;
+                var start = Stopwatch.GetTimestamp();
+                var (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
+                latencies[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                codes[i] = code;
+                early[i] = exitedEarly;
+            }
+        }, cancellation)).ToArray();
+        await Task.WhenAll(clients);
+        var seconds = clock.Elapsed.TotalSeconds;
+        var memoryAfter = ResidentBytes(settings.ServerPid);
+        var sorted = latencies.Order().ToArray();
+        double Percentile(double q) => sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
+        return new LoadTestResult(settings.Requests, settings.Clients, codes.Count(c => c != 200), seconds, settings.Requests / seconds, latencies.Average(),
+            Percentile(0.5), Percentile(0.99), sorted[^1], memoryBefore, memoryAfter,
+            codes.GroupBy(c => c).ToDictionary(g => g.Key, g => g.Count()), early.Count(e => e) / (double)settings.Requests);
+    }
+
+    private static async Task<(int Code, bool Early)> SendAsync(HttpClient http, (byte[] Body, string ContentType) payload, CancellationToken cancellation)
+    {
+        try
+        {
+            using var content = new ByteArrayContent(payload.Body);
+            content.Headers.ContentType = new MediaTypeHeaderValue(payload.ContentType);
+            using var response = await http.PostAsync(new Uri("predict", UriKind.Relative), content, cancellation);
+            var text = await response.Content.ReadAsStringAsync(cancellation);
+            return ((int)response.StatusCode, text.Contains("\"exitedEarly\":true", StringComparison.Ordinal));
+        }
+        catch (HttpRequestException)
+        {
+            return (0, false);
+        }
+        catch (TaskCanceledException) when (!cancellation.IsCancellationRequested)
+        {
+            return (-1, false);
+        }
+    }
+
+    /// <summary>PNG (or JSON pixel) bodies of the first Fashion-MNIST test images.</summary>
+    public static IReadOnlyList<(byte[] Body, string ContentType)> Payloads(string? directory, string kind, int count)
+    {
+        var context = new MLContext(0);
+        // Identity normalisation: the raw pixels in [0, 1].
+        var data = context.Data.TakeRows(context.Data.LoadFashionMnist(DatasetSplit.Test, directory, ChannelNormalization.Identity(1)), count);
+        var payloads = new List<(byte[], string)>();
+        using var cursor = data.GetRowCursor([data.Schema["Image"]]);
+        var getter = cursor.GetGetter<VBuffer<float>>(data.Schema["Image"]);
+        VBuffer<float> value = default;
+        while (cursor.MoveNext())
+        {
+            getter(ref value);
+            var pixels = value.DenseValues().Select(v => (byte)Math.Round(v * 255)).ToArray();
+            payloads.Add(kind == "json"
+                ? (Encoding.UTF8.GetBytes("{\"pixels\":[" + string.Join(",", pixels) + "]}"), "application/json")
+                : (Png(pixels, 28, 28), "image/png"));
+        }
+        return payloads;
+    }
+
+    /// <summary>An 8-bit grayscale PNG of raw pixels.</summary>
+    public static byte[] Png(byte[] gray, int width, int height)
+    {
+        using var bitmap = new SKBitmap(new SKImageInfo(width, height, SKColorType.Gray8, SKAlphaType.Opaque));
+        System.Runtime.InteropServices.Marshal.Copy(gray, 0, bitmap.GetPixels(), gray.Length);
+        using var image = SKImage.FromBitmap(bitmap);
+        using var encoded = image.Encode(SKEncodedImageFormat.Png, 100);
+        return encoded.ToArray();
+    }
+
+    private static long? ResidentBytes(int? pid)
+    {
+        if (pid is not { } id) return null;
+        try
+        {
+            using var process = Process.GetProcessById(id);
+            return process.WorkingSet64;
+        }
+        catch (ArgumentException)
+        {
+            return null;
+        }
+    }
+}

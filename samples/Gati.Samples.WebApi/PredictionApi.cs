@@ -1,0 +1,104 @@
+using System.Text.Json;
+using Gati.Extensions.ML;
+using Gati.MLNet.Inference;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+
+namespace Gati.Samples.WebApi;
+
+/// <summary>The sample's endpoints.</summary>
+public static class PredictionApi
+{
+    /// <summary>Maps POST /predict and GET /model.</summary>
+    public static IEndpointRouteBuilder MapPredictionApi(this IEndpointRouteBuilder app)
+    {
+        // Content types are checked by the handler (not with Accepts metadata, whose automatic 415 carries no explanation).
+        app.MapPost("/predict", PredictAsync)
+            .Produces<PredictionResponse>()
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType);
+        app.MapGet("/model", (EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool) =>
+        {
+            var status = pool.GetStatus();
+            return TypedResults.Ok(new
+            {
+                status.Path, status.Generation, status.LoadedAt, status.CacheLayers, status.Device, status.FailedReloads, status.LastError,
+                InputShape = status.InputShape.ToString(), status.ClassNames,
+            });
+        });
+        return app;
+    }
+
+    internal static async Task<Results<Ok<PredictionResponse>, ProblemHttpResult>> PredictAsync(HttpRequest request,
+        EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, IOptions<ServingOptions> options, CancellationToken cancellation)
+    {
+        var limit = options.Value.MaxRequestBytes;
+        if (request.ContentLength > limit) return TooLarge(limit);
+        var mediaType = request.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
+        if (mediaType is not ("image/png" or "image/jpeg" or "application/json"))
+            return TypedResults.Problem($"Send an image (Content-Type image/png or image/jpeg) or JSON ({{\"pixels\": [...]}}, application/json); got '{request.ContentType ?? "none"}'.",
+                statusCode: StatusCodes.Status415UnsupportedMediaType, title: "Unsupported media type");
+
+        byte[] body;
+        try
+        {
+            body = await ReadBodyAsync(request, limit, cancellation);
+        }
+        catch (BadHttpRequestException ex)
+        {
+            return TypedResults.Problem(ex.Message, statusCode: ex.StatusCode, title: "Bad request body");
+        }
+        if (body.Length > limit) return TooLarge(limit);
+        if (body.Length == 0) return BadRequest("The request body is empty.");
+
+        var status = pool.GetStatus();
+        float[] image;
+        try
+        {
+            image = mediaType == "application/json"
+                ? ImageDecoder.FromPixels(JsonSerializer.Deserialize<PixelRequest>(body, JsonOptions)?.Pixels, status.InputShape, status.InputNormalization)
+                : ImageDecoder.FromEncoded(body, status.InputShape, status.InputNormalization);
+        }
+        catch (Exception ex) when (ex is JsonException or ArgumentException or InvalidDataException)
+        {
+            return BadRequest(ex is JsonException ? $"The JSON body is not valid: {ex.Message}" : ex.Message);
+        }
+
+        EarlyExitPrediction prediction;
+        try
+        {
+            prediction = await pool.PredictAsync(new ImageInput { Image = image }, cancellation);
+        }
+        catch (ArgumentException ex)
+        {
+            return BadRequest(ex.Message);
+        }
+        var scores = new Dictionary<string, float>(status.ClassNames.Count);
+        for (var i = 0; i < status.ClassNames.Count; i++) scores[status.ClassNames[i]] = prediction.Score[i];
+        return TypedResults.Ok(new PredictionResponse(prediction.PredictedClass, prediction.PredictedLabel, scores, prediction.ExitLayer,
+            prediction.ExitedEarly, prediction.LatencyMs));
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
+
+    private static ProblemHttpResult BadRequest(string detail) =>
+        TypedResults.Problem(detail, statusCode: StatusCodes.Status400BadRequest, title: "Invalid input");
+
+    private static ProblemHttpResult TooLarge(long limit) =>
+        TypedResults.Problem($"The request body is larger than {limit} bytes.", statusCode: StatusCodes.Status413PayloadTooLarge, title: "Payload too large");
+
+    /// <summary>Reads at most limit + 1 bytes (one more than allowed tells that the body is too large).</summary>
+    private static async Task<byte[]> ReadBodyAsync(HttpRequest request, long limit, CancellationToken cancellation)
+    {
+        using var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, cancellation)) > 0)
+        {
+            buffer.Write(chunk, 0, read);
+            if (buffer.Length > limit) break;
+        }
+        return buffer.ToArray();
+    }
+}

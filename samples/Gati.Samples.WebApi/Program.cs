@@ -1,0 +1,15 @@
+using Gati.Samples.WebApi;
+
+var builder = WebApplication.CreateBuilder(args);
+builder.AddPredictionServices();
+
+var app = builder.Build();
+app.UseExceptionHandler();
+app.UseStatusCodePages();
+app.MapPredictionApi();
+app.MapHealthChecks("/health");
+app.MapPrometheusScrapingEndpoint("/metrics");
+app.Run();
+
+/// <summary>The sample's entry point (public for WebApplicationFactory).</summary>
+public partial class Program;

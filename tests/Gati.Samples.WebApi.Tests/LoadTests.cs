@@ -1,0 +1,137 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Gati.MLNet.Tests.Infrastructure;
+using Gati.Samples.LoadTest;
+using Xunit.Abstractions;
+
+namespace Gati.Samples.WebApi.Tests;
+
+/// <summary>
+/// The sample as a real server process on loopback under a bounded load: a fixed number of requests from concurrent
+/// clients. Checks zero errors and bounded server memory, and reports throughput and p99 (never asserted: timings
+/// belong in benchmarks).
+/// </summary>
+public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : IClassFixture<ServingModels>
+{
+    private sealed class Server : IDisposable
+    {
+        private readonly Process _process;
+
+        public Server(string modelPath, bool batching)
+        {
+            var port = FreePort();
+            Url = new Uri($"http://127.0.0.1:{port}/");
+            var dll = SampleAssembly();
+            var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+            {
+                WorkingDirectory = Path.GetDirectoryName(dll)!,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            start.ArgumentList.Add("exec");
+            start.ArgumentList.Add(dll);
+            start.ArgumentList.Add("--urls");
+            start.ArgumentList.Add(Url.ToString().TrimEnd('/'));
+            start.Environment["Gati__ModelPath"] = modelPath;
+            start.Environment["Gati__Pool__Device"] = "cpu";
+            start.Environment["Gati__Pool__Batching"] = batching ? "true" : "false";
+            start.Environment["Gati__Pool__ReloadDebounceMs"] = "100";
+            start.Environment["Logging__LogLevel__Default"] = "Warning";
+            _process = Process.Start(start)!;
+            _process.OutputDataReceived += (_, _) => { };
+            _process.ErrorDataReceived += (_, _) => { };
+            _process.BeginOutputReadLine();
+            _process.BeginErrorReadLine();
+            using var http = new HttpClient { BaseAddress = Url };
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (true)
+            {
+                if (_process.HasExited) throw new InvalidOperationException($"The sample server exited with code {_process.ExitCode}.");
+                try
+                {
+                    if (http.GetAsync(new Uri("health", UriKind.Relative)).GetAwaiter().GetResult().StatusCode == HttpStatusCode.OK) break;
+                }
+                catch (HttpRequestException)
+                {
+                }
+                if (DateTime.UtcNow > deadline) throw new TimeoutException("The sample server did not become healthy.");
+                Thread.Sleep(200);
+            }
+        }
+
+        public Uri Url { get; }
+
+        public int Pid => _process.Id;
+
+        public void Dispose()
+        {
+            if (!_process.HasExited) _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+            _process.Dispose();
+        }
+
+        private static int FreePort()
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            return ((IPEndPoint)listener.LocalEndpoint).Port;
+        }
+
+        private static string SampleAssembly()
+        {
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            var configuration = dir.Parent!.Name;
+            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Gati.MLNet.sln"))) dir = dir.Parent;
+            var path = Path.Combine(dir!.FullName, "samples", "Gati.Samples.WebApi", "bin", configuration, "net10.0", "Gati.Samples.WebApi.dll");
+            return File.Exists(path) ? path : throw new FileNotFoundException("The web sample is not built.", path);
+        }
+    }
+
+    [Fact]
+    public async Task BoundedLoad_OnLoopback_ServesEveryRequestWithStableMemory()
+    {
+        using var server = new Server(models.First, batching: true);
+        var settings = new LoadTestSettings(server.Url, Requests: 800, Clients: 8, ServerPid: server.Pid, FashionMnistDirectory: RealData.FashionMnistDirectory);
+        var warm = await LoadTest.LoadTest.RunAsync(settings);
+        var result = await LoadTest.LoadTest.RunAsync(settings);
+        output.WriteLine(LoadTestResult.MarkdownHeader);
+        output.WriteLine(warm.ToMarkdown("warm-up run"));
+        output.WriteLine(result.ToMarkdown("measured run"));
+        Assert.Equal(0, warm.Errors);
+        Assert.Equal(0, result.Errors);
+        Assert.Equal(800, result.StatusCodes[200]);
+        var growth = result.ServerMemoryAfterBytes!.Value - warm.ServerMemoryBeforeBytes!.Value;
+        Assert.True(growth < 150L << 20, $"server memory grew by {growth >> 20} MB over 1,600 requests");
+    }
+
+    [Fact]
+    public async Task HotReload_UnderLoad_NoRequestFails()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("model.zip");
+        File.Copy(models.First, path);
+        using var server = new Server(path, batching: true);
+        var load = LoadTest.LoadTest.RunAsync(new LoadTestSettings(server.Url, Requests: 1500, Clients: 6, Payload: "json",
+            FashionMnistDirectory: RealData.FashionMnistDirectory));
+        await Task.Delay(500);
+        var staging = temp.File("staging.zip");
+        File.Copy(models.Second, staging);
+        File.Move(staging, path, overwrite: true);
+        var result = await load;
+        output.WriteLine(result.ToMarkdown("load during a reload"));
+        Assert.Equal(0, result.Errors);
+        using var http = new HttpClient { BaseAddress = server.Url };
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        string model;
+        do
+        {
+            model = await http.GetStringAsync(new Uri("model", UriKind.Relative));
+            if (model.Contains("\"generation\":2", StringComparison.Ordinal)) break;
+            await Task.Delay(100);
+        }
+        while (DateTime.UtcNow < deadline);
+        Assert.Contains("\"generation\":2", model);
+    }
+}
