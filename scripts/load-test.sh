@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Load test of the web sample on loopback, with micro-batching on and off: starts the server with a model, sends a
+# fixed number of requests from concurrent clients, and appends the figures to docs/results/load-test.md.
+# Usage: scripts/load-test.sh [model.zip (default out/demo/early-exit.zip)] [requests (5000)] [clients (16)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+model=$(realpath "${1:-out/demo/early-exit.zip}")
+requests=${2:-5000}
+clients=${3:-16}
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+dotnet build samples/Gati.Samples.WebApi -c Release -v quiet -nologo
+dotnet build samples/Gati.Samples.LoadTest -c Release -v quiet -nologo
+report=docs/results/load-test.md
+mkdir -p docs/results
+{
+  echo "Load test of $(basename "$model"): $requests requests from $clients clients on loopback; $(nproc) CPUs; $(date -u +%Y-%m-%d)."
+  echo
+  echo "| run | requests | clients | req/s | mean ms | p50 ms | p99 ms | errors | exit early | server memory (before -> after) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+} > "$report"
+for batching in true false; do
+  port=$((5080 + RANDOM % 1000))
+  Gati__ModelPath="$model" Gati__Pool__Device=cpu Gati__Pool__Batching=$batching Logging__LogLevel__Default=Warning \
+    dotnet samples/Gati.Samples.WebApi/bin/Release/net10.0/Gati.Samples.WebApi.dll --urls "http://127.0.0.1:$port" &
+  server=$!
+  for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
+  for payload in png json; do
+    dotnet samples/Gati.Samples.LoadTest/bin/Release/net10.0/Gati.Samples.LoadTest.dll --url "http://127.0.0.1:$port" \
+      --requests "$requests" --clients "$clients" --payload "$payload" --server-pid "$server" \
+      --label "batching $batching, $payload" --output "$report" | tail -2
+  done
+  kill "$server"; wait "$server" 2>/dev/null || true
+done
+echo
+cat "$report"
