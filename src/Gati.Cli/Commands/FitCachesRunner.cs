@@ -48,14 +48,7 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
         try
         {
             var baseModel = LoadedModel.BaseModel(loaded, path);
-            var split = settings.Dataset.Load(context, DatasetSplit.Train);
-            var total = split.GetRowCount() ?? throw new InvalidOperationException("The training split has no row count.");
-            if (settings.HoldoutRows < 2 || settings.HoldoutRows >= total)
-                throw new ArgumentException($"--holdout-rows must be between 2 and {total - 1}.");
-            var available = total - settings.HoldoutRows;
-            var trainRows = Math.Min(settings.TrainRows ?? available, available);
-            var training = context.Data.TakeRows(split, trainRows);
-            var heldOut = context.Data.SkipRows(split, available);
+            var (split, training, heldOut, trainRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
 
             IReadOnlyList<PredictorTransformer>? predictors = null;
             if (settings.PredictorsModel is not null)

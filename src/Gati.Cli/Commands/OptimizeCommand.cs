@@ -59,10 +59,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
             var candidates = LoadedModel.Components(loaded).OfType<LearnedCachesTransformer>().LastOrDefault()
                 ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: fit them with gati fit-caches.");
             var baseModel = LoadedModel.BaseModel(loaded, settings.Model);
-            var split = settings.Dataset.Load(context, DatasetSplit.Train);
-            var total = split.GetRowCount() ?? throw new InvalidOperationException("The training split has no row count.");
-            if (settings.HoldoutRows < 1 || settings.HoldoutRows >= total) throw new ArgumentException($"--holdout-rows must be between 1 and {total - 1}.");
-            var heldOut = context.Data.SkipRows(split, total - settings.HoldoutRows);
+            var heldOut = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows).HeldOut;
             console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {settings.HoldoutRows} held-out rows on {candidates.Device} (batch 1 and {settings.BatchSize})...");
             var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns);
             var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(settings.AgreementTarget, settings.MemoryBudgetBytes, settings.BatchSize));

@@ -54,14 +54,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var baseModel = LoadedModel.BaseModel(loaded, settings.BaseModel);
             foreach (var layer in settings.Layers) baseModel.Network.Spec.CheckLayer(layer, "--layers");
 
-            var split = settings.Dataset.Load(context, DatasetSplit.Train);
-            var total = split.GetRowCount() ?? throw new InvalidOperationException("The training split has no row count.");
-            if (settings.HoldoutRows < 1 || settings.HoldoutRows >= total)
-                throw new ArgumentException($"--holdout-rows must be between 1 and {total - 1} (the training split has {total} rows).");
-            var available = total - settings.HoldoutRows;
-            var trainRows = Math.Min(settings.TrainRows ?? available, available);
-            var trainImages = context.Data.TakeRows(split, trainRows);
-            var holdoutImages = context.Data.SkipRows(split, available);
+            var (split, trainImages, holdoutImages, trainRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
             using var extractor = context.Gati().ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = settings.Layers }).Fit(trainImages);
 
             var sizes = settings.Layers.Select(l => extractor.LayerShape(l).Size).ToArray();

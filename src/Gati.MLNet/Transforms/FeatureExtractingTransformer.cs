@@ -137,18 +137,13 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
                 {
                     if (Layers[i] != layer || layerOutputs[i] is not { } target) continue;
                     var size = LayerShape(layer).Size;
-                    h.reshape(count, size).cpu().data<float>().CopyTo(target.AsSpan(0, count * size), 0, 0);
+                    TensorOutputs.CopyRows(h.reshape(count, size), target, count, size);
                 }
             }
             if (!needHead) return;
             var output = network.Head(h);
-            if (logits is not null)
-                output.cpu().data<float>().CopyTo(logits.AsSpan(0, count * Config.ClassCount), 0, 0);
-            if (predicted is not null)
-            {
-                var best = output.argmax(1).to(ScalarType.Int32).cpu().data<int>();
-                for (var i = 0; i < count; i++) predicted[i] = (uint)best[i] + 1;
-            }
+            if (logits is not null) TensorOutputs.CopyRows(output, logits, count, Config.ClassCount);
+            if (predicted is not null) TensorOutputs.ArgmaxKeys(output, predicted, count);
         }
     }
 
@@ -162,7 +157,7 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         // base config as in GATIRSNT; class names; image column; int32 + int32[] layers; string prefix, logits
         // column, predicted-label column; int32 batch size; string weights key (GatiShared/)
         var writer = ctx.Writer;
-        WriteConfig(writer, Config);
+        ResNetConfigFormat.Write(writer, Config);
         ModelText.WriteStrings(writer, ClassNames);
         writer.Write(ImageColumnName);
         writer.Write(Layers.Count);
@@ -176,20 +171,10 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         ModelText.WriteNormalization(writer, InputNormalization);
     }
 
-    internal static void WriteConfig(BinaryWriter writer, ResNetConfig config)
-    {
-        writer.Write((byte)config.Architecture);
-        writer.Write(config.InputShape.Channels);
-        writer.Write(config.InputShape.Height);
-        writer.Write(config.InputShape.Width);
-        writer.Write(config.ClassCount);
-        writer.Write(config.BaseWidth);
-    }
-
     private static FeatureExtractingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
         ctx.CheckAtModel(GetVersionInfo());
-        var config = ResNetTransformer.ReadConfig(ctx.Reader);
+        var config = ResNetConfigFormat.Read(ctx.Reader);
         var classNames = ModelText.ReadStrings(ctx.Reader, "class name", 100_000);
         var image = ctx.Reader.ReadString();
         var count = ModelText.ReadInt(ctx.Reader, "layer count", 1, 1000);

@@ -135,7 +135,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         // int32 best epoch, int32 epochs run, double agreement, string predictor weights key, selector architecture,
         // calibration (with its curve), string selector weights key
         var writer = ctx.Writer;
-        FeatureExtractingTransformer.WriteConfig(writer, Config);
+        ResNetConfigFormat.Write(writer, Config);
         ModelText.WriteStrings(writer, ClassNames);
         writer.Write(ImageColumnName);
         writer.Write(OutputColumns.Score);
@@ -164,7 +164,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     {
         ctx.CheckAtModel(GetVersionInfo());
         var reader = ctx.Reader;
-        var config = ResNetTransformer.ReadConfig(reader);
+        var config = ResNetConfigFormat.Read(reader);
         var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
         if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
         var image = reader.ReadString();

@@ -124,13 +124,8 @@ public sealed class PredictorTransformer : GatiTransformerBase
             var rows = features.Length / InputSize;
             var x = tensor(features, [rows, InputSize]).narrow(0, 0, count).to(_network.Device);
             var output = _network.Module.forward(x);
-            if (logProbabilities is not null)
-                output.cpu().data<float>().CopyTo(logProbabilities.AsSpan(0, count * ClassNames.Count), 0, 0);
-            if (predicted is not null)
-            {
-                var best = output.argmax(1).to(ScalarType.Int32).cpu().data<int>();
-                for (var i = 0; i < count; i++) predicted[i] = (uint)best[i] + 1;
-            }
+            if (logProbabilities is not null) TensorOutputs.CopyRows(output, logProbabilities, count, ClassNames.Count);
+            if (predicted is not null) TensorOutputs.ArgmaxKeys(output, predicted, count);
         }
     }
 

@@ -117,13 +117,8 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
             var rows = images.Length / shape.Size;
             var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(DeviceInfo);
             var logits = _network.Module.forward(input);
-            if (probabilities is not null)
-                nn.functional.softmax(logits, 1).cpu().data<float>().CopyTo(probabilities.AsSpan(0, count * Config.ClassCount), 0, 0);
-            if (predicted is not null)
-            {
-                var best = logits.argmax(1).to(ScalarType.Int32).cpu().data<int>();
-                for (var i = 0; i < count; i++) predicted[i] = (uint)best[i] + 1;
-            }
+            if (probabilities is not null) TensorOutputs.CopyRows(nn.functional.softmax(logits, 1), probabilities, count, Config.ClassCount);
+            if (predicted is not null) TensorOutputs.ArgmaxKeys(logits, predicted, count);
         }
     }
 
@@ -142,12 +137,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         // string key of the network's weights in GatiShared/ (SharedWeights)
         // (1.2) input normalisation (ModelText.WriteNormalization)
         var writer = ctx.Writer;
-        writer.Write((byte)Config.Architecture);
-        writer.Write(Config.InputShape.Channels);
-        writer.Write(Config.InputShape.Height);
-        writer.Write(Config.InputShape.Width);
-        writer.Write(Config.ClassCount);
-        writer.Write(Config.BaseWidth);
+        ResNetConfigFormat.Write(writer, Config);
         ModelText.WriteStrings(writer, ClassNames);
         writer.Write(ImageColumnName);
         writer.Write(ScoreColumnName);
@@ -163,7 +153,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ArgumentNullException.ThrowIfNull(env);
         ctx.CheckAtModel(GetVersionInfo());
-        var config = ReadConfig(ctx.Reader);
+        var config = ResNetConfigFormat.Read(ctx.Reader);
         var classNames = ModelText.ReadStrings(ctx.Reader, "class name", 100_000);
         if (classNames.Length != config.ClassCount)
             throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
@@ -185,20 +175,6 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
             network.Release();
             throw;
         }
-    }
-
-    internal static ResNetConfig ReadConfig(BinaryReader reader)
-    {
-        var architecture = (ResNetArchitecture)reader.ReadByte();
-        if (!Enum.IsDefined(architecture)) throw new InvalidDataException($"Corrupt model: unknown architecture code {(int)architecture}.");
-        var channels = ModelText.ReadInt(reader, "channels", 1, 64);
-        var height = ModelText.ReadInt(reader, "height", 1, 1 << 16);
-        var width = ModelText.ReadInt(reader, "width", 1, 1 << 16);
-        var classes = ModelText.ReadInt(reader, "class count", 2, 100_000);
-        var baseWidth = ModelText.ReadInt(reader, "base width", 1, 1024);
-        var config = new ResNetConfig(architecture, new TensorShape(channels, height, width), classes, baseWidth);
-        config.Validate();
-        return config;
     }
 
     private protected override void DisposeCore() => _network.Release();
