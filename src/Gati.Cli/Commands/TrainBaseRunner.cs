@@ -48,8 +48,7 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
             $"Training [bold]{settings.Architecture}[/] (width {settings.BaseWidth}) on [bold]{settings.Dataset.Name}[/] ({rowCount} rows), {settings.Epochs} epochs, batch {settings.BatchSize}, lr {settings.LearningRate}, device {settings.Device}.");
         console.MarkupLineInterpolated($"Checkpoint: {checkpoint}{(settings.Resume ? " (resuming if present)" : "")}");
 
-        var reporter = new TrainingReporter(console);
-        var trainer = context.Gati().ResNet(new ResNetTrainer.Options
+        var trainer = (IProgress<ResNetTrainingProgress> reporter) => context.Gati().ResNet(new ResNetTrainer.Options
         {
             Architecture = settings.Architecture,
             BaseWidth = settings.BaseWidth,
@@ -68,7 +67,7 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
             Progress = reporter,
             CancellationToken = cancellation,
         });
-        using var model = trainer.Fit(train);
+        using var model = LiveProgress.Run(console, "training", settings.Epochs, bar => trainer(new TrainingReporter(console, bar)).Fit(train));
         var trainTime = clock.Elapsed;
 
         context.Gati().SaveModel(model, train.Schema, settings.Output);
@@ -80,13 +79,18 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
         return 0;
     }
 
-    /// <summary>Prints one line per epoch and a progress line every few batches (works in logs and terminals alike).</summary>
-    private sealed class TrainingReporter(IAnsiConsole console) : IProgress<ResNetTrainingProgress>
+    /// <summary>One line per epoch; within an epoch a progress bar in a terminal, or a line every 15 s in logs.</summary>
+    private sealed class TrainingReporter(IAnsiConsole console, Action<double, string>? bar) : IProgress<ResNetTrainingProgress>
     {
         private DateTime _lastBatchLine = DateTime.MinValue;
 
         public void Report(ResNetTrainingProgress p)
         {
+            if (bar is not null)
+            {
+                var fraction = p.EpochCompleted ? 1.0 : p.BatchesPerEpoch is { } n && n > 0 ? (double)p.Batch / n : 0;
+                bar(p.Epoch - 1 + fraction, $"epoch {p.Epoch}/{p.TotalEpochs}  loss {p.Loss:F4}  acc {p.Accuracy:P1}  {p.ImagesPerSecond:F0} img/s");
+            }
             if (p.EpochCompleted)
             {
                 var validation = p.ValidationAccuracy is { } v ? $", test acc {v:P2}" : "";
@@ -95,7 +99,7 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
                     $"epoch {p.Epoch}/{p.TotalEpochs}: loss {p.Loss:F4}, train acc {p.Accuracy:P2}{validation}, {p.ImagesPerSecond:F0} img/s, {p.Elapsed.TotalSeconds:F0} s{restored}");
                 return;
             }
-            if (DateTime.UtcNow - _lastBatchLine < TimeSpan.FromSeconds(15)) return;
+            if (bar is not null || DateTime.UtcNow - _lastBatchLine < TimeSpan.FromSeconds(15)) return;
             _lastBatchLine = DateTime.UtcNow;
             var of = p.BatchesPerEpoch is { } total ? $"/{total}" : "";
             console.MarkupLineInterpolated(

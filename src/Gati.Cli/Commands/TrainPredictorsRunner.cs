@@ -91,7 +91,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
 
             var specs = settings.Layers.SelectMany(layer => settings.Architectures.Select(a => new PredictorSpec(layer, a))).ToArray();
             console.MarkupLineInterpolated($"Training {specs.Length} predictors: layers {string.Join(",", settings.Layers)} x {string.Join(", ", settings.Architectures.Select(a => a.ToString()))}.");
-            var trainer = context.Gati().Predictors(new PredictorSetTrainer.Options
+            var trainer = (IProgress<PredictorTrainingProgress> reporter) => context.Gati().Predictors(new PredictorSetTrainer.Options
             {
                 Predictors = specs,
                 Epochs = settings.Epochs,
@@ -107,9 +107,10 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 CheckpointPath = settings.Checkpoint ?? settings.Output + ".ckpt",
                 Resume = settings.Resume,
                 CancellationToken = cancellation,
-                Progress = new Reporter(console),
+                Progress = reporter,
             });
-            var predictors = trainer.Fit(train).Cast<PredictorTransformer>().ToArray();
+            var predictors = LiveProgress.Run(console, "training predictors", settings.Epochs,
+                bar => trainer(new Reporter(console, bar, trainRows)).Fit(train).Cast<PredictorTransformer>().ToArray());
 
             var chain = new TransformerChain<ITransformer>([baseModel, extractor, .. predictors]);
             context.Gati().SaveModel(chain, split.Schema, settings.Output);
@@ -152,12 +153,14 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
         return (true, $"{size} fits --max-dump-gb {settings.MaxDumpBytes / 1e9:F1} and the free disk space");
     }
 
-    private sealed class Reporter(IAnsiConsole console) : IProgress<PredictorTrainingProgress>
+    private sealed class Reporter(IAnsiConsole console, Action<double, string>? bar, long rowsPerEpoch) : IProgress<PredictorTrainingProgress>
     {
         private DateTime _last = DateTime.MinValue;
 
         public void Report(PredictorTrainingProgress p)
         {
+            if (bar is not null && !p.EpochCompleted)
+                bar(p.Epoch - 1 + Math.Min(1.0, (double)p.Rows / rowsPerEpoch), $"epoch {p.Epoch}/{p.TotalEpochs}  mean loss {p.Loss:F4}  {p.RowsPerSecond:F0} rows/s");
             if (p.EpochCompleted)
             {
                 var agreement = p.ValidationAgreement is { } a ? $", held-out agreement {a:P2}" : "";
@@ -167,7 +170,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 console.MarkupLineInterpolated($"epoch {p.Epoch}/{p.TotalEpochs} layer {p.Layer} {p.Architecture}: loss {p.Loss:F4}{agreement}{best}{stopped}{restored}");
                 return;
             }
-            if (DateTime.UtcNow - _last < TimeSpan.FromSeconds(30)) return;
+            if (bar is not null || DateTime.UtcNow - _last < TimeSpan.FromSeconds(30)) return;
             _last = DateTime.UtcNow;
             console.MarkupLineInterpolated($"[grey]  epoch {p.Epoch}: {p.Rows} rows, mean loss {p.Loss:F4}, {p.RowsPerSecond:F0} rows/s[/]");
         }
