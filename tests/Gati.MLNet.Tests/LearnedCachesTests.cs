@@ -81,11 +81,11 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
         {
             var c = cache.Calibration;
             Assert.Equal(400, c.Rows);
-            if (c.NeverExits) continue;
+            // Every cache must be usable: a dead Conv predictor or a collapsed selector (constant P(hit)) never exits.
+            Assert.False(c.NeverExits, $"layer {cache.Layer} never exits: {cache}");
             Assert.True(c.Precision >= 0.95, $"layer {cache.Layer}: precision {c.Precision:P2}");
-            Assert.InRange(c.HitRate, 0, 1);
+            Assert.InRange(c.HitRate, 0.2, 1);
         }
-        Assert.Contains(fixture.Caches.Caches, c => !c.Calibration.NeverExits);
     }
 
     [Fact]

@@ -50,6 +50,35 @@ public sealed class PredictorNetworkTests
         Assert.Equal(new long[] { 2, 10 }, predictor.forward(outputs[1].flatten(1)).shape);
     }
 
+    [Fact]
+    public void ConvPredictor_StartsAsAPassThroughConvolution_SoNoPositionStartsDead()
+    {
+        using var network = PredictorNetwork.Create(PredictorArchitecture.Conv(3, 1), 50, 10);
+        var parameters = network.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        Assert.Equal([0f, 1f, 0f], parameters["conv.weight"].data<float>().ToArray());
+        Assert.Equal([0f], parameters["conv.bias"].data<float>().ToArray());
+    }
+
+    [Fact]
+    public void ClipGradients_ConvPredictorIsBoundedToNormOne_FcIsLeftAsTheReference()
+    {
+        foreach (var (architecture, clipped) in new[] { (PredictorArchitecture.Conv(), true), (PredictorArchitecture.FC(16), false) })
+        {
+            using var network = PredictorNetwork.Create(architecture, 200, 10);
+            using var scope = NewDisposeScope();
+            (network.forward(rand(8, 200)).sum() * 1000).backward();
+            var before = GradientNorm(network);
+            Assert.True(before > 10, $"{architecture}: the test needs a large gradient, got {before}");
+            network.ClipGradients();
+            var after = GradientNorm(network);
+            if (clipped) Assert.InRange(after, 0, 1.0001);
+            else Assert.Equal(before, after, 6);
+        }
+    }
+
+    private static double GradientNorm(PredictorNetwork network) =>
+        Math.Sqrt(network.parameters().Where(p => p.grad is not null).Sum(p => p.grad!.pow(2).sum().item<float>()));
+
     [Theory]
     [InlineData("fc", "FC(1024)")]
     [InlineData("FC:512", "FC(512)")]

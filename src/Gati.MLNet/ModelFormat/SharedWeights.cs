@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
+using Gati.MLNet.Torch;
 using Microsoft.ML;
 using TorchSharp;
 
@@ -69,7 +70,7 @@ internal static class SharedWeights
             }
             if (!Convert.ToHexString(SHA256.HashData(envelope)).Equals(key, StringComparison.OrdinalIgnoreCase))
                 throw new InvalidDataException($"The weights of the {what} are corrupt: SHA-256 checksum mismatch ({Directory}/{key}.weights).");
-            var module = create();
+            var module = SeededInit.Unseeded(create); // its throwaway initial weights must not disturb a seeded construction elsewhere
             try
             {
                 using var reader = new BinaryReader(new MemoryStream(envelope, writable: false));

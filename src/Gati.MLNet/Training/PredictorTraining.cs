@@ -92,17 +92,38 @@ internal static class PredictorTraining
                 throw new ArgumentException($"Held-out '{options.TeacherLabelColumnName}' has {validationClasses} classes, training data {classes}.");
         }
 
-        torch.manual_seed(seed);
         var trainees = new List<Trainee>();
         try
         {
-            foreach (var spec in specs)
+            // All networks from one seeded draw, in spec order, so a set trains the same in any process.
+            var networks = SeededInit.Create(seed, () =>
             {
-                var index = Array.IndexOf(features, spec.Feature);
-                var network = PredictorNetwork.Create(spec.Architecture, sizes[index], classes);
-                network.to(device);
-                var optimizer = torch.optim.SGD(network.parameters(), options.LearningRate, options.Momentum, weight_decay: options.WeightDecay);
-                trainees.Add(new Trainee(spec, network, optimizer, index));
+                var created = new List<PredictorNetwork>();
+                try
+                {
+                    foreach (var spec in specs) created.Add(PredictorNetwork.Create(spec.Architecture, sizes[Array.IndexOf(features, spec.Feature)], classes));
+                }
+                catch
+                {
+                    foreach (var n in created) n.Dispose();
+                    throw;
+                }
+                return created;
+            });
+            try
+            {
+                for (var i = 0; i < specs.Count; i++)
+                {
+                    var network = networks[i];
+                    network.to(device);
+                    var optimizer = torch.optim.SGD(network.parameters(), options.LearningRate, options.Momentum, weight_decay: options.WeightDecay);
+                    trainees.Add(new Trainee(specs[i], network, optimizer, Array.IndexOf(features, specs[i].Feature)));
+                }
+            }
+            catch
+            {
+                foreach (var orphan in networks.Skip(trainees.Count)) orphan.Dispose();
+                throw;
             }
 
             var settings = Settings(options, specs, seed, input.GetRowCount(), classes);
@@ -154,7 +175,7 @@ internal static class PredictorTraining
                 foreach (var group in trainee.Optimizer.ParamGroups) group.LearningRate = lr;
                 trainee.Network.train();
             }
-            var random = new Random(HashCode.Combine(seed, epoch, 0x9ed));
+            var random = new Random(Seeds.Derive(seed, epoch, 0x9ed));
             var clock = Stopwatch.StartNew();
             var lossSums = active.Select(_ => torch.zeros(1, dtype: ScalarType.Float64, device: device)).ToArray();
             try
@@ -177,6 +198,7 @@ internal static class PredictorTraining
                             var loss = DistillationLoss.Compute(trainee.Network.forward(inputs[f]!), teacher, hard, options.Alpha, options.Temperature);
                             trainee.Optimizer.zero_grad();
                             loss.backward();
+                            trainee.Network.ClipGradients();
                             trainee.Optimizer.step();
                             using var noGrad = no_grad();
                             lossSums[i].add_(loss.detach().to(ScalarType.Float64) * count);

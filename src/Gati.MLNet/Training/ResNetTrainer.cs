@@ -183,8 +183,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
         var rows = input.GetRowCount();
         int? batchesPerEpoch = rows is { } n ? (int)((n + options.BatchSize - 1) / options.BatchSize) : null;
 
-        torch.manual_seed(seed);
-        var network = new ResNet(config);
+        var network = SeededInit.Create(seed, () => new ResNet(config));
         try
         {
             network.to(device);
@@ -218,7 +217,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             for (var epoch = startEpoch; epoch < options.Epochs; epoch++)
             {
                 network.train();
-                var random = new Random(HashCode.Combine(seed, epoch, 0x5eed));
+                var random = new Random(Seeds.Derive(seed, epoch, 0x5eed));
                 var clock = Stopwatch.StartNew();
                 using var lossSum = torch.zeros(1, dtype: ScalarType.Float64, device: device);
                 using var correctSum = torch.zeros(1, dtype: ScalarType.Int64, device: device);

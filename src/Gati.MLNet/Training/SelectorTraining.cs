@@ -1,5 +1,6 @@
 using System.Globalization;
 using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,6 +33,12 @@ public sealed class SelectorTrainingSettings
     /// <summary>L2 weight decay.</summary>
     public double WeightDecay { get; set; } = 5e-4;
 
+    /// <summary>
+    /// Clip each step's gradient to this norm (null: no clipping). The selector's inputs are log-probabilities
+    /// reaching -50 and beyond; unclipped steps at the reference's learning rate often killed every hidden unit.
+    /// </summary>
+    public double? GradientClipNorm { get; set; } = 1.0;
+
     /// <summary>Epochs between learning-rate halvings.</summary>
     public int LearningRateHalvingEpochs { get; set; } = 5;
 
@@ -48,6 +55,7 @@ public sealed class SelectorTrainingSettings
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "Must be positive.");
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Must be positive.");
         if (LearningRateHalvingEpochs < 1) throw new ArgumentOutOfRangeException(nameof(LearningRateHalvingEpochs), LearningRateHalvingEpochs, "Must be positive.");
+        if (GradientClipNorm is { } clip && !(clip > 0)) throw new ArgumentOutOfRangeException(nameof(GradientClipNorm), clip, "Must be positive (or null for no clipping).");
     }
 
     internal string Describe() => string.Create(CultureInfo.InvariantCulture,
@@ -78,8 +86,7 @@ internal static class SelectorTraining
             ? new float[] { rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits) }
             : [1f, 1f];
 
-        torch.manual_seed(seed);
-        var network = new SelectorNetwork(settings.Architecture, classes);
+        var network = SeededInit.Create(seed, () => new SelectorNetwork(settings.Architecture, classes));
         try
         {
             network.to(device);
@@ -88,6 +95,7 @@ internal static class SelectorTraining
             using var weightTensor = tensor(weights).to(device);
             using var allInputs = tensor(logProbabilities, [rows, classes]).to(device);
             using var allTargets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]).to(device);
+            network.StandardizeHiddenLayer(allInputs);
             var random = new Random(seed);
             var order = Enumerable.Range(0, rows).ToArray();
             for (var epoch = 0; epoch < settings.Epochs; epoch++)
@@ -103,6 +111,7 @@ internal static class SelectorTraining
                     var loss = nn.functional.cross_entropy(network.forward(allInputs.index_select(0, index)), allTargets.index_select(0, index), weightTensor);
                     optimizer.zero_grad();
                     loss.backward();
+                    if (settings.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(network.parameters(), clip);
                     optimizer.step();
                 }
             }

@@ -42,8 +42,30 @@ public sealed class SelectorNetwork : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        var x = Architecture.Input == SelectorInput.Sorted ? input.sort(1, descending: true).Values : input;
+        var x = Inputs(input);
         return fc2 is null ? fc1.forward(x) : fc2.forward(nn.functional.relu(fc1.forward(x)));
+    }
+
+    private Tensor Inputs(Tensor logProbabilities) =>
+        Architecture.Input == SelectorInput.Sorted ? logProbabilities.sort(1, descending: true).Values : logProbabilities;
+
+    /// <summary>
+    /// Data-dependent initialisation of the hidden layer (no-op without one): rescales each hidden unit so that its
+    /// pre-activation has mean 0 and standard deviation 1 over <paramref name="predictorLogProbabilities"/>. The
+    /// inputs are log-probabilities reaching -50 and beyond, so with the default initialisation most units start
+    /// far into or out of their ReLU and the first SGD steps often killed all of them (constant P(hit), a cache
+    /// that never exits). Standardised, about half of each unit's rows are active at the start.
+    /// </summary>
+    internal void StandardizeHiddenLayer(Tensor predictorLogProbabilities)
+    {
+        if (fc2 is null) return;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var pre = fc1.forward(Inputs(predictorLogProbabilities));
+        var mean = pre.mean([0]);
+        var std = pre.std(0).clamp_min(1e-6);
+        fc1.weight!.div_(std.unsqueeze(1));
+        fc1.bias!.sub_(mean).div_(std);
     }
 
     /// <summary>P(hit) for each row: softmax of the logits, column 1.</summary>
