@@ -66,7 +66,7 @@ internal sealed class BaseBenchmark(IAnsiConsole console)
     {
         const int batch = 128;
         net.train();
-        using var optimizer = torch.optim.SGD(net.parameters(), 0.01, 0.9, weight_decay: 5e-4);
+        using var optimizer = new SafeSgd(net.parameters(), 0.01, 0.9, weightDecay: 5e-4);
         using var x = torch.randn(shape.WithBatch(batch), device: device);
         using var y = torch.randint(0, 10, [batch], device: device);
         void Step()

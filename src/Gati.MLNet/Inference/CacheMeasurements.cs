@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using System.Diagnostics;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Training;
@@ -108,7 +109,7 @@ public sealed class CacheMeasurements
                     var cache = caches[i];
                     var features = outputs[Array.IndexOf(layers, cache.Layer)].flatten(1);
                     var logp = cache.Predictor.Module.forward(features);
-                    var hit = cache.Selector.Module.HitProbability(logp).ge(cache.Calibration.Threshold).cpu().data<bool>().ToArray();
+                    var hit = cache.Selector.Module.HitProbability(logp).AtLeast(cache.Calibration.Threshold).cpu().data<bool>().ToArray();
                     var agree = logp.argmax(1).eq(baseLabel).cpu().data<bool>().ToArray();
                     exits[i].AddRange(hit);
                     correct[i].AddRange(agree);
@@ -165,7 +166,7 @@ public sealed class CacheMeasurements
         {
             var logp = cache.Predictor.Module.forward(x);
             // The decision needs the flags on the host: include that sync, as the engine does.
-            return cache.Selector.Module.HitProbability(logp).ge(cache.Calibration.Threshold).cpu();
+            return cache.Selector.Module.HitProbability(logp).AtLeast(cache.Calibration.Threshold).cpu();
         });
     }
 

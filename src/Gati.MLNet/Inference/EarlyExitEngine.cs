@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using System.Diagnostics;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
@@ -105,7 +106,7 @@ internal sealed class EarlyExitEngine : IDisposable
                 h = Step(() => network.Block(layer, h), h);
                 if (_cacheAtLayer[layer] is not { } cache) continue;
                 var logp = cache.Predictor.Module.forward(h.flatten(1));
-                var hit = cache.Selector.Module.HitProbability(logp).ge(cache.Calibration.Threshold);
+                var hit = cache.Selector.Module.HitProbability(logp).AtLeast(cache.Calibration.Threshold);
                 if (alive.Length == 1)
                 {
                     // Batch of one: one host sync, no index arithmetic.

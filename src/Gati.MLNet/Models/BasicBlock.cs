@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -27,7 +28,7 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
     {
         var x = nn.functional.relu(bn1.forward(conv1.forward(input)));
         x = bn2.forward(conv2.forward(x));
-        x = x.add_(shortcut.forward(input));
+        x = x.PlusInPlace(shortcut.forward(input));
         return x.relu_();
     }
 }

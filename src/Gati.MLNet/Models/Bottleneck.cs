@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
         var x = nn.functional.relu(bn1.forward(conv1.forward(input)));
         x = nn.functional.relu(bn2.forward(conv2.forward(x)));
         x = bn3.forward(conv3.forward(x));
-        x = x.add_(shortcut.forward(input));
+        x = x.PlusInPlace(shortcut.forward(input));
         return x.relu_();
     }
 }

@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Training;
@@ -26,10 +27,11 @@ public static class DistillationLoss
         ArgumentNullException.ThrowIfNull(hardLabels);
         if (alpha is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(alpha), alpha, "Alpha must be in [0, 1].");
         if (!(temperature > 0)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "Temperature must be positive.");
-        var studentLog = nn.functional.log_softmax(student / temperature, 1);
-        var teacherLog = nn.functional.log_softmax(teacherLogits / temperature, 1);
-        var kl = (teacherLog.exp() * (teacherLog - studentLog)).mean();
+        // Explicit Scalars only: an implicitly converted one can be freed mid-call (see Scalars).
+        var studentLog = nn.functional.log_softmax(student.DividedBy(temperature), 1);
+        var teacherLog = nn.functional.log_softmax(teacherLogits.DividedBy(temperature), 1);
+        var kl = teacherLog.exp().mul(teacherLog - studentLog).mean();
         var ce = nn.functional.cross_entropy(student, hardLabels);
-        return kl * (alpha * temperature * temperature) + ce * (1 - alpha);
+        return kl.Times(alpha * temperature * temperature).PlusScaled(ce, 1 - alpha);
     }
 }

@@ -116,7 +116,7 @@ internal static class PredictorTraining
                 {
                     var network = networks[i];
                     network.to(device);
-                    var optimizer = torch.optim.SGD(network.parameters(), options.LearningRate, options.Momentum, weight_decay: options.WeightDecay);
+                    var optimizer = new SafeSgd(network.parameters(), options.LearningRate, options.Momentum, weightDecay: options.WeightDecay);
                     trainees.Add(new Trainee(specs[i], network, optimizer, Array.IndexOf(features, specs[i].Feature)));
                 }
             }
@@ -201,7 +201,7 @@ internal static class PredictorTraining
                             trainee.Network.ClipGradients();
                             trainee.Optimizer.step();
                             using var noGrad = no_grad();
-                            lossSums[i].add_(loss.detach().to(ScalarType.Float64) * count);
+                            lossSums[i].PlusScaledInPlace(loss.detach().to(ScalarType.Float64), count);
                         }
                     }
                     rows += count;

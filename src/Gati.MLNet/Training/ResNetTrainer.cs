@@ -187,7 +187,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
         try
         {
             network.to(device);
-            using var optimizer = torch.optim.SGD(network.parameters(), options.LearningRate, options.Momentum, weight_decay: options.WeightDecay);
+            using var optimizer = new SafeSgd(network.parameters(), options.LearningRate, options.Momentum, weightDecay: options.WeightDecay);
             var settings = Settings(options, config, seed, rows);
             var history = new List<EpochSummary>();
             var startEpoch = 0;
@@ -245,8 +245,8 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
                         loss.backward();
                         optimizer.step();
                         using var noGrad = no_grad();
-                        lossSum.add_(loss.detach().to(ScalarType.Float64) * count);
-                        correctSum.add_(logits.argmax(1).eq(y).sum());
+                        lossSum.PlusScaledInPlace(loss.detach().to(ScalarType.Float64), count);
+                        correctSum.PlusInPlace(logits.argmax(1).eq(y).sum());
                     }
                     seen += count;
                     step++;

@@ -91,7 +91,7 @@ internal static class SelectorTraining
         {
             network.to(device);
             network.train();
-            using var optimizer = torch.optim.SGD(network.parameters(), settings.LearningRate, settings.Momentum, weight_decay: settings.WeightDecay);
+            using var optimizer = new SafeSgd(network.parameters(), settings.LearningRate, settings.Momentum, weightDecay: settings.WeightDecay);
             using var weightTensor = tensor(weights).to(device);
             using var allInputs = tensor(logProbabilities, [rows, classes]).to(device);
             using var allTargets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]).to(device);

@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -62,8 +63,27 @@ internal static class TrainingCheckpoint
 
     public static void LoadOptimizer(byte[] section, OptimizerHelper optimizer)
     {
-        using var reader = new BinaryReader(new MemoryStream(section, writable: false));
+        using var reader = new BinaryReader(new MemoryStream(OptimizerSection(section, optimizer), writable: false));
         optimizer.load_state_dict(reader);
+    }
+
+    // Checkpoints from before SafeSgd hold TorchSharp's SGD state, which TorchSharp tags with the type name "SGD".
+    // SafeSgd is an SGD with the same state layout, so such a section loads once its tag is rewritten.
+    private static byte[] OptimizerSection(byte[] section, OptimizerHelper optimizer)
+    {
+        if (optimizer is not SafeSgd) return section;
+        using var reader = new BinaryReader(new MemoryStream(section, writable: false), Encoding.UTF8);
+        string tag;
+        try { tag = reader.ReadString(); }
+        catch (Exception e) when (e is EndOfStreamException or FormatException) { return section; }
+        if (tag != nameof(TorchSharp.Modules.SGD)) return section;
+        using var rewritten = new MemoryStream();
+        using (var writer = new BinaryWriter(rewritten, Encoding.UTF8, leaveOpen: true))
+        {
+            writer.Write(nameof(SafeSgd));
+            writer.Write(section, (int)reader.BaseStream.Position, section.Length - (int)reader.BaseStream.Position);
+        }
+        return rewritten.ToArray();
     }
 
     public static void Write(string path, Header header, IReadOnlyList<(string Name, byte[] Bytes)> sections)

@@ -108,8 +108,10 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
             fc = nn.Linear(architecture.ConvOutputLength(inputSize), classes);
             RegisterComponents();
             using var noGrad = no_grad();
-            conv.weight!.zero_();
-            using (var centre = conv.weight[0, 0, architecture.Kernel / 2]) centre.fill_(1.0);
+            var taps = new float[architecture.Kernel];
+            taps[architecture.Kernel / 2] = 1;
+            using var passThrough = tensor(taps, [1, 1, architecture.Kernel]);
+            conv.weight!.copy_(passThrough);
             conv.bias!.zero_();
         }
 

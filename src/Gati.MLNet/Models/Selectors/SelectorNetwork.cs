@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -63,7 +64,8 @@ public sealed class SelectorNetwork : nn.Module<Tensor, Tensor>
         using var noGrad = no_grad();
         var pre = fc1.forward(Inputs(predictorLogProbabilities));
         var mean = pre.mean([0]);
-        var std = pre.std(0).clamp_min(1e-6);
+        using var floor = 1e-6.ToScalar();
+        var std = pre.std(0).clamp_min(floor);
         fc1.weight!.div_(std.unsqueeze(1));
         fc1.bias!.sub_(mean).div_(std);
     }

@@ -1,0 +1,131 @@
+using Gati.MLNet.Models;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Tests;
+
+/// <summary>
+/// TorchSharp 0.107 frees a Scalar in its finalizer, and an implicitly converted Scalar can be collected while
+/// libtorch still reads it (see <see cref="Scalars"/>). These tests run the repeated paths — distillation loss, SGD,
+/// residual blocks, selector thresholds, loss sums — while another thread forces collections and finalizers
+/// without pause. With an implicit conversion on one of these paths the test process dies within a second or two
+/// (reproduced: <c>a + b</c> in such a loop aborts with "Expected false to be true ... toFloat").
+/// </summary>
+[Collection(NativeMemoryCollection.Name)]
+public sealed class ScalarLifetimeTests
+{
+    public ScalarLifetimeTests() => TorchRuntime.EnsureInitialized();
+
+    [Fact]
+    public void TrainingAndInferencePaths_SurviveConcurrentFinalization()
+    {
+        using var stop = new CancellationTokenSource();
+        var collector = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+        }) { IsBackground = true };
+
+        using var predictor = SeededInit.Create(1, () => PredictorNetwork.Create(PredictorArchitecture.Conv(), 64, 10));
+        using var selector = SeededInit.Create(2, () => new SelectorNetwork(new SelectorArchitecture(SelectorInput.Sorted, 8), 10));
+        using var net = SeededInit.Create(3, () => new ResNet(new ResNetConfig(ResNetArchitecture.ResNet18, new TensorShape(1, 8, 8), 10, 2)));
+        using var optimizer = new SafeSgd(predictor.parameters(), 0.05, 0.9, weightDecay: 5e-4);
+        using var features = rand(16, 64);
+        using var teacher = randn(16, 10);
+        using var hard = teacher.argmax(1);
+        using var images = rand(2, 1, 8, 8);
+        using var lossSum = zeros(1, dtype: ScalarType.Float64);
+        using var hits = zeros(1, dtype: ScalarType.Int64);
+        net.eval();
+
+        collector.Start();
+        try
+        {
+            for (var step = 0; step < 1500; step++)
+            {
+                using var scope = NewDisposeScope();
+                var loss = DistillationLoss.Compute(predictor.forward(features), teacher, hard, 0.5, 6);
+                optimizer.zero_grad();
+                loss.backward();
+                optimizer.step();
+                lossSum.PlusScaledInPlace(loss.detach().to(ScalarType.Float64), 16);
+                using (no_grad())
+                {
+                    var logits = net.forward(images);
+                    var hit = selector.HitProbability(nn.functional.log_softmax(logits, 1)).AtLeast(0.5);
+                    hits.PlusInPlace(hit.sum());
+                }
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            collector.Join();
+        }
+        Assert.True(double.IsFinite(lossSum.item<double>()));
+        Assert.InRange(hits.item<long>(), 0, 3000);
+    }
+
+    [Fact]
+    public void SafeSgd_MatchesTorchSharpSgd_AndResumesFromItsStateDict()
+    {
+        using var a = SeededInit.Create(5, () => nn.Linear(6, 3));
+        using var b = SeededInit.Create(5, () => nn.Linear(6, 3));
+        using var x = SeededInit.Create(6, () => randn(8, 6));
+        using var reference = torch.optim.SGD(a.parameters(), 0.05, 0.9, weight_decay: 5e-4);
+        using var safe = new SafeSgd(b.parameters(), 0.05, 0.9, weightDecay: 5e-4);
+        for (var step = 0; step < 5; step++)
+        {
+            Step(a, reference, x);
+            Step(b, safe, x);
+        }
+        AssertSameParameters(a, b);
+
+        // The state dict (momentum buffers included) round-trips: a resumed optimizer continues identically.
+        using var c = SeededInit.Create(7, () => nn.Linear(6, 3));
+        c.load_state_dict(b.state_dict());
+        using var resumed = new SafeSgd(c.parameters(), 0.05, 0.9, weightDecay: 5e-4);
+        using (var buffer = new MemoryStream())
+        {
+            using (var writer = new BinaryWriter(buffer, System.Text.Encoding.UTF8, leaveOpen: true)) safe.save_state_dict(writer);
+            buffer.Position = 0;
+            using var reader = new BinaryReader(buffer);
+            resumed.load_state_dict(reader);
+        }
+        Step(a, reference, x);
+        Step(b, safe, x);
+        Step(c, resumed, x);
+        AssertSameParameters(a, b);
+        AssertSameParameters(b, c);
+
+        // A checkpoint section written by TorchSharp's SGD (Gati builds before SafeSgd) resumes into SafeSgd.
+        using var d = SeededInit.Create(8, () => nn.Linear(6, 3));
+        d.load_state_dict(a.state_dict());
+        using var fromOld = new SafeSgd(d.parameters(), 0.05, 0.9, weightDecay: 5e-4);
+        TrainingCheckpoint.LoadOptimizer(TrainingCheckpoint.OptimizerBytes(reference), fromOld);
+        Step(a, reference, x);
+        Step(d, fromOld, x);
+        AssertSameParameters(a, d);
+    }
+
+    private static void Step(nn.Module<Tensor, Tensor> model, torch.optim.Optimizer optimizer, Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        optimizer.zero_grad();
+        model.forward(x).pow(2).sum().backward();
+        optimizer.step();
+    }
+
+    private static void AssertSameParameters(nn.Module a, nn.Module b)
+    {
+        foreach (var ((name, pa), (_, pb)) in a.named_parameters().Zip(b.named_parameters()))
+            Assert.True(pa.allclose(pb, rtol: 1e-6, atol: 1e-7), $"parameter {name} differs");
+    }
+}
