@@ -59,6 +59,50 @@ public sealed class PredictorNetworkTests
         Assert.Equal([0f], parameters["conv.bias"].data<float>().ToArray());
     }
 
+    [Theory]
+    [InlineData(3, 1, 50)]
+    [InlineData(5, 2, 51)]
+    [InlineData(4, 3, 64)]
+    public void ConvPredictor_ShiftedSum_EqualsConv1dOfItsParameters_ValuesAndGradients(int kernel, int stride, int inputSize)
+    {
+        TorchRuntime.EnsureInitialized();
+        using var net = SeededInit.Create(3, () => PredictorNetwork.Create(PredictorArchitecture.Conv(kernel, stride), inputSize, 4));
+        var parameters = net.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using (no_grad())
+        {
+            // Random taps and bias: the pass-through start would hide a wrong tap order.
+            parameters["conv.weight"].copy_(SeededInit.Create(4, () => randn(1, 1, kernel)));
+            parameters["conv.bias"].copy_(SeededInit.Create(5, () => randn(1)));
+        }
+        using var x = SeededInit.Create(6, () => randn(7, inputSize));
+
+        using var output = net.forward(x);
+        output.sum().backward();
+        using var weightGrad = parameters["conv.weight"].grad!.clone();
+        using var biasGrad = parameters["conv.bias"].grad!.clone();
+        net.zero_grad();
+
+        var reference = nn.functional.conv1d(x.unsqueeze(1), parameters["conv.weight"], parameters["conv.bias"], stride: stride).squeeze(1);
+        var fc = (nn.Module<Tensor, Tensor>)net.named_children().Single(c => c.name == "fc").module;
+        using var expected = nn.functional.log_softmax(fc.forward(nn.functional.relu(reference)), 1);
+        expected.sum().backward();
+
+        Assert.True(output.allclose(expected, rtol: 1e-5, atol: 1e-6));
+        Assert.True(weightGrad.allclose(parameters["conv.weight"].grad!, rtol: 1e-4, atol: 1e-6));
+        Assert.True(biasGrad.allclose(parameters["conv.bias"].grad!, rtol: 1e-4, atol: 1e-6));
+    }
+
+    [Fact]
+    public void ConvPredictor_WrongInputWidth_IsRefusedWithBothSizes()
+    {
+        TorchRuntime.EnsureInitialized();
+        using var net = PredictorNetwork.Create(PredictorArchitecture.Conv(), 50, 4);
+        using var x = zeros(2, 60);
+        var error = Assert.Throws<ArgumentException>(() => net.forward(x));
+        Assert.Contains("[N, 50]", error.Message);
+        Assert.Contains("[2, 60]", error.Message);
+    }
+
     [Fact]
     public void ClipGradients_ConvPredictorIsBoundedToNormOne_FcIsLeftAsTheReference()
     {

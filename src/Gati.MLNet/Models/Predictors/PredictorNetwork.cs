@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -117,9 +118,27 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
 
         internal override void ClipGradients() => nn.utils.clip_grad_norm_(parameters(), GradientNorm);
 
+        /// <remarks>
+        /// The convolution is computed as the weighted sum of its kernel's shifted, strided views of the input — the
+        /// same function of the same parameters (to float rounding) as <c>conv.forward</c>, but libtorch's conv1d takes
+        /// a slow path for one channel of thousands of values: 26 ms against 2 ms for 64 rows of layer 1 (12,544
+        /// values) on 2 CPU cores, which made early exit at batch 64 slower than the full model.
+        /// </remarks>
         public override Tensor forward(Tensor input)
         {
-            var convolved = nn.functional.relu(conv.forward(input.unsqueeze(1))).squeeze(1);
+            if (input.dim() != 2 || input.shape[1] != InputSize)
+                throw new ArgumentException($"The {Architecture} predictor expects [N, {InputSize}] inputs, got [{string.Join(", ", input.shape)}].", nameof(input));
+            var kernel = Architecture.Kernel;
+            var stride = Architecture.Stride;
+            var length = Architecture.ConvOutputLength(InputSize);
+            var taps = conv.weight!.view(kernel);
+            Tensor? sum = null;
+            for (var k = 0; k < kernel; k++)
+            {
+                var term = input.slice(1, k, k + stride * (length - 1) + 1, stride).mul(taps[k]);
+                sum = sum is null ? term : sum.PlusInPlace(term);
+            }
+            var convolved = nn.functional.relu(sum!.PlusInPlace(conv.bias!));
             return nn.functional.log_softmax(fc.forward(convolved), 1);
         }
     }
