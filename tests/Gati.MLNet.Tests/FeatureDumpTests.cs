@@ -157,6 +157,40 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public void Write_CompleteDumpOfMoreLayers_IsReusedForASubset()
+    {
+        using var extractor = Extractor();
+        var dir = _temp.Sub("dump");
+        FeatureDump.Write(extractor, Rows(30), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" });
+        var stamp = File.GetLastWriteTimeUtc(FeatureDump.ChunkPath(dir, "layer8", 0));
+
+        using var layer8Only = fixture.Context.Gati().ExtractFeatures(fixture.Model, 8).Fit(Rows(1));
+        var manifest = FeatureDump.Write(layer8Only, Rows(30), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" });
+        Assert.Equal([3, 8], manifest.Layers.Select(l => l.Layer));
+        Assert.Equal(stamp, File.GetLastWriteTimeUtc(FeatureDump.ChunkPath(dir, "layer8", 0)));
+        var dump = fixture.Context.Data.LoadFeatureDump(dir, [8]);
+        Assert.Equal(FeatureExtractionTests.Column(layer8Only.Transform(Rows(30)), "Layer8"), FeatureExtractionTests.Column(dump, "Layer8"));
+    }
+
+    [Fact]
+    public void Write_IncompleteDumpOfMoreLayers_IsRefusedWithWhatToDo()
+    {
+        using var extractor = Extractor();
+        var dir = _temp.Sub("dump");
+        FeatureDump.Write(extractor, Rows(40), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" });
+        var manifestPath = Path.Combine(dir, FeatureDumpManifest.FileName);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        var completeKey = json.Select(p => p.Key).Single(k => k.Equals("complete", StringComparison.OrdinalIgnoreCase));
+        json[completeKey] = false;
+        File.WriteAllText(manifestPath, json.ToJsonString());
+
+        using var layer8Only = fixture.Context.Gati().ExtractFeatures(fixture.Model, 8).Fit(Rows(1));
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            FeatureDump.Write(layer8Only, Rows(40), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" }));
+        Assert.Contains("layers (3,8, not yet complete, vs 8", error.Message);
+    }
+
+    [Fact]
     public void EstimateBytes_MatchesTheFilesWritten()
     {
         using var extractor = Extractor();

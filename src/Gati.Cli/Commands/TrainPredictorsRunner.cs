@@ -80,8 +80,9 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 FeatureDump.Write(extractor, trainImages, Path.Combine(dumpDir, "train"), dumpOptions("training", trainRows));
                 FeatureDump.Write(extractor, holdoutImages, Path.Combine(dumpDir, "holdout"), dumpOptions("held-out", settings.HoldoutRows));
                 console.MarkupLineInterpolated($"Feature dump ready in {dumpDir} ({dumpClock.Elapsed.TotalSeconds:F0} s).");
-                train = context.Data.LoadFeatureDump(Path.Combine(dumpDir, "train"));
-                holdout = context.Data.LoadFeatureDump(Path.Combine(dumpDir, "holdout"));
+                // Only the requested layers: a dump of more layers (an earlier run's) serves any subset of them.
+                train = context.Data.LoadFeatureDump(Path.Combine(dumpDir, "train"), settings.Layers);
+                holdout = context.Data.LoadFeatureDump(Path.Combine(dumpDir, "holdout"), settings.Layers);
             }
             else
             {

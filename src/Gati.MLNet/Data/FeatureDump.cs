@@ -206,12 +206,22 @@ public static class FeatureDump
         if (existing.Rows != expected.Rows) differences.Add($"rows ({existing.Rows} vs {expected.Rows})");
         if (existing.ChunkRows != expected.ChunkRows) differences.Add($"chunk rows ({existing.ChunkRows} vs {expected.ChunkRows})");
         if (existing.DataType != expected.DataType) differences.Add($"data type ({existing.DataType} vs {expected.DataType})");
-        if (!existing.Layers.Select(l => l.Layer).SequenceEqual(expected.Layers.Select(l => l.Layer))) differences.Add("layers");
+        var existingLayers = existing.Layers.Select(l => l.Layer).ToArray();
+        var expectedLayers = expected.Layers.Select(l => l.Layer).ToArray();
+        var sameLayers = existingLayers.SequenceEqual(expectedLayers);
+        // A complete dump of more layers serves any subset of them (LoadFeatureDump(directory, layers) reads only those).
+        var supersetDump = !sameLayers && existing.Complete && expectedLayers.All(existingLayers.Contains);
+        if (!sameLayers && !supersetDump)
+            differences.Add(expectedLayers.All(existingLayers.Contains)
+                ? $"layers ({Layers(existingLayers)}, not yet complete, vs {Layers(expectedLayers)}: finish it with the same layers first)"
+                : $"layers ({Layers(existingLayers)} vs {Layers(expectedLayers)})");
         if (differences.Count > 0)
             throw new InvalidOperationException(
                 $"'{directory}' holds a different feature dump ({string.Join(", ", differences)} differ); delete it or choose another folder.");
         return existing;
     }
+
+    private static string Layers(IEnumerable<int> layers) => string.Join(",", layers);
 
     private static bool ChunkFilesIntact(string directory, FeatureDumpManifest manifest, FeatureDumpManifest.ChunkEntry chunk)
     {
