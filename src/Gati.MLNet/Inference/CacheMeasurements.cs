@@ -1,4 +1,3 @@
-using Gati.MLNet.Torch;
 using System.Diagnostics;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Training;
@@ -108,8 +107,8 @@ public sealed class CacheMeasurements
                 {
                     var cache = caches[i];
                     var features = outputs[Array.IndexOf(layers, cache.Layer)].flatten(1);
-                    var logp = cache.Predictor.Module.forward(features);
-                    var hit = cache.Selector.Module.HitProbability(logp).AtLeast(cache.Calibration.Threshold).cpu().data<bool>().ToArray();
+                    var (logp, hits) = cache.Lookup(features);
+                    var hit = hits.cpu().data<bool>().ToArray();
                     var agree = logp.argmax(1).eq(baseLabel).cpu().data<bool>().ToArray();
                     exits[i].AddRange(hit);
                     correct[i].AddRange(agree);
@@ -164,9 +163,8 @@ public sealed class CacheMeasurements
         var x = torch.randn(batch, size, device: device);
         return Median(runs, device, () =>
         {
-            var logp = cache.Predictor.Module.forward(x);
             // The decision needs the flags on the host: include that sync, as the engine does.
-            return cache.Selector.Module.HitProbability(logp).AtLeast(cache.Calibration.Threshold).cpu();
+            return cache.Lookup(x).Hits.cpu();
         });
     }
 

@@ -1,4 +1,3 @@
-using Gati.MLNet.Torch;
 using System.Diagnostics;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
@@ -105,8 +104,7 @@ internal sealed class EarlyExitEngine : IDisposable
             {
                 h = Step(() => network.Block(layer, h), h);
                 if (_cacheAtLayer[layer] is not { } cache) continue;
-                var logp = cache.Predictor.Module.forward(h.flatten(1));
-                var hit = cache.Selector.Module.HitProbability(logp).AtLeast(cache.Calibration.Threshold);
+                var (logp, hit) = cache.Lookup(h.flatten(1));
                 if (alive.Length == 1)
                 {
                     // Batch of one: one host sync, no index arithmetic.

@@ -1,8 +1,10 @@
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Torch;
 using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
+using static TorchSharp.torch;
 
 namespace Gati.MLNet.Inference;
 
@@ -49,6 +51,17 @@ public sealed class LearnedCache : IDisposable
     internal SharedModule<PredictorNetwork> Predictor { get; }
 
     internal SharedModule<SelectorNetwork> Selector { get; }
+
+    /// <summary>
+    /// The cache lookup on a batch of layer features [N, D]: the predictor's log-probabilities and whether the
+    /// selector's P(hit) reaches the threshold ([N] bools). The engine runs exactly this, and
+    /// <see cref="CacheMeasurements"/> counts and times exactly this.
+    /// </summary>
+    internal (Tensor LogProbabilities, Tensor Hits) Lookup(Tensor features)
+    {
+        var logProbabilities = Predictor.Module.forward(features);
+        return (logProbabilities, Selector.Module.HitProbability(logProbabilities).AtLeast(Calibration.Threshold));
+    }
 
     /// <summary>Another holder of the same networks.</summary>
     internal LearnedCache Share() => new(Layer, Predictor.Acquire(), Selector.Acquire(), Calibration, PredictorSummary);
