@@ -22,9 +22,6 @@ public static class Scalars
     /// <summary>The integer 1 (valid as the alpha of integer and floating-point tensors alike).</summary>
     public static readonly Scalar One = 1.ToScalar();
 
-    /// <summary><c>x + y</c> (out of place) with a Scalar alpha that cannot be collected mid-call.</summary>
-    public static Tensor Plus(this Tensor x, Tensor y) => x.add(y, One);
-
     /// <summary><c>x += y</c> (in place) with a Scalar alpha that cannot be collected mid-call.</summary>
     public static Tensor PlusInPlace(this Tensor x, Tensor y) => x.add_(y, One);
 
