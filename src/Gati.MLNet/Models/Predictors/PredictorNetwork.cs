@@ -101,12 +101,14 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
 
         private readonly Conv1d conv;
         private readonly Linear fc;
+        private readonly int _outputLength;
 
         public ConvPredictor(PredictorArchitecture architecture, int inputSize, int classes)
             : base(architecture.Id, architecture, inputSize, classes)
         {
+            _outputLength = architecture.ConvOutputLength(inputSize);
             conv = nn.Conv1d(1, 1, architecture.Kernel, stride: architecture.Stride);
-            fc = nn.Linear(architecture.ConvOutputLength(inputSize), classes);
+            fc = nn.Linear(_outputLength, classes);
             RegisterComponents();
             using var noGrad = no_grad();
             var taps = new float[architecture.Kernel];
@@ -130,12 +132,11 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
                 throw new ArgumentException($"The {Architecture} predictor expects [N, {InputSize}] inputs, got [{string.Join(", ", input.shape)}].", nameof(input));
             var kernel = Architecture.Kernel;
             var stride = Architecture.Stride;
-            var length = Architecture.ConvOutputLength(InputSize);
             var taps = conv.weight!.view(kernel);
             Tensor? sum = null;
             for (var k = 0; k < kernel; k++)
             {
-                var term = input.slice(1, k, k + stride * (length - 1) + 1, stride).mul(taps[k]);
+                var term = input.slice(1, k, k + stride * (_outputLength - 1) + 1, stride).mul(taps[k]);
                 sum = sum is null ? term : sum.PlusInPlace(term);
             }
             var convolved = nn.functional.relu(sum!.PlusInPlace(conv.bias!));
