@@ -209,10 +209,10 @@ public static class FeatureDump
         var existingLayers = existing.Layers.Select(l => l.Layer).ToArray();
         var expectedLayers = expected.Layers.Select(l => l.Layer).ToArray();
         var sameLayers = existingLayers.SequenceEqual(expectedLayers);
+        var holdsEveryLayer = expectedLayers.All(existingLayers.Contains);
         // A complete dump of more layers serves any subset of them (LoadFeatureDump(directory, layers) reads only those).
-        var supersetDump = !sameLayers && existing.Complete && expectedLayers.All(existingLayers.Contains);
-        if (!sameLayers && !supersetDump)
-            differences.Add(expectedLayers.All(existingLayers.Contains)
+        if (!sameLayers && !(holdsEveryLayer && existing.Complete))
+            differences.Add(holdsEveryLayer
                 ? $"layers ({Layers(existingLayers)}, not yet complete, vs {Layers(expectedLayers)}: finish it with the same layers first)"
                 : $"layers ({Layers(existingLayers)} vs {Layers(expectedLayers)})");
         if (differences.Count > 0)

@@ -188,7 +188,7 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         {
             options.Status?.Report($"Dumping features of layers {string.Join(",", layers)} to {dump}.");
             FeatureDump.Write(extractor, training, dump, new FeatureDumpOptions { Source = "learned-cache training rows" });
-            features = new MLContext(seed).Data.LoadFeatureDump(dump);
+            features = new MLContext(seed).Data.LoadFeatureDump(dump, layers);
         }
         else
         {
