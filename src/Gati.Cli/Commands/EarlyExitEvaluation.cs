@@ -96,6 +96,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         float[] images, uint[] labels, int batchSize, int size)
     {
         var rows = labels.Length;
+        if (rows == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to evaluate (check --rows and the dataset files).");
         var earlyTimes = new List<double>();
         var fullTimes = new List<double>();
         var earlyAnswers = new EarlyExitPrediction[rows];

@@ -95,6 +95,7 @@ internal sealed class PredictorReport(IAnsiConsole console)
             }
             rows++;
         }
+        if (rows == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure agreement on.");
         return predictors.Select((pr, i) => new PredictorAgreement(pr.Layer, pr.Architecture, (double)agree[i] / rows, (double)correct[i] / rows, rows)).ToArray();
     }
 

@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using Spectre.Console;
 
 namespace Gati.Cli.Infrastructure;
@@ -8,5 +9,11 @@ internal static class ConsoleSetup
     public static void Configure()
     {
         if (Console.IsOutputRedirected) AnsiConsole.Console.Profile.Width = 4096;
+        // A runtime fix for wrong native numerics changes speed: say so once, where the user sees it.
+        NativeNumerics.Checked += (_, report) =>
+        {
+            if (report.Changed || report.Action == NativeNumericsAction.CheckDisabled)
+                AnsiConsole.MarkupLineInterpolated($"[yellow]note:[/] {report.Summary}");
+        };
     }
 }

@@ -26,6 +26,8 @@ internal static class ModuleWeights
 
     public static void Write(BinaryWriter writer, torch.nn.Module module)
     {
+        if (NonFiniteTensors(module) is { Count: > 0 } bad)
+            throw new InvalidOperationException($"Refusing to save weights that hold NaN or infinite values ({Describe(bad)}): the network diverged in training.");
         byte[] payload;
         using (var buffer = new MemoryStream())
         {
@@ -56,7 +58,23 @@ internal static class ModuleWeights
         {
             throw new InvalidDataException($"The weights of the {what} do not match its architecture: {ex.Message}", ex);
         }
+        if (NonFiniteTensors(module) is { Count: > 0 } bad)
+            throw new InvalidDataException($"The weights of the {what} hold NaN or infinite values ({Describe(bad)}): it was saved from a diverged training run and cannot predict anything.");
     }
+
+    /// <summary>Names of the floating-point parameters and buffers that hold a NaN or an infinity.</summary>
+    internal static List<string> NonFiniteTensors(torch.nn.Module module)
+    {
+        var bad = new List<string>();
+        using var scope = torch.NewDisposeScope();
+        foreach (var (name, tensor) in module.state_dict())
+        {
+            if (tensor.is_floating_point() && !tensor.isfinite().all().item<bool>()) bad.Add(name);
+        }
+        return bad;
+    }
+
+    private static string Describe(List<string> names) => string.Join(", ", names.Take(3)) + (names.Count > 3 ? $" and {names.Count - 3} more" : "");
 
     /// <summary>Reads and verifies an envelope, returning its payload.</summary>
     public static byte[] ReadPayload(BinaryReader reader, string what)

@@ -126,6 +126,7 @@ internal static class PredictorTraining
                 throw;
             }
 
+            NativeNumerics.EnsureSoundForTraining(host, NativeNumerics.ForLinear(options.BatchSize, sizes, classes), device);
             var settings = Settings(options, specs, seed, input.GetRowCount(), classes);
             var startEpoch = options.Resume && options.CheckpointPath is { } resumePath && File.Exists(resumePath)
                 ? Restore(resumePath, settings, trainees, device, options)
@@ -198,6 +199,7 @@ internal static class PredictorTraining
                             var loss = DistillationLoss.Compute(trainee.Network.forward(inputs[f]!), teacher, hard, options.Alpha, options.Temperature);
                             trainee.Optimizer.zero_grad();
                             loss.backward();
+                            NonFiniteGuard.Check(loss, trainee.Network, $"{trainee.Spec} predictor", epoch + 1, batch + 1, lr);
                             trainee.Network.ClipGradients();
                             trainee.Optimizer.step();
                             using var noGrad = no_grad();
@@ -319,7 +321,7 @@ internal static class PredictorTraining
             Kind = CheckpointKind,
             Settings = settings,
             EpochsCompleted = epochsCompleted,
-            State = JsonSerializer.Serialize(trainees.Select(t => t.State).ToArray()),
+            State = JsonSerializer.Serialize(trainees.Select(t => t.State).ToArray(), TrainingCheckpoint.Json),
         }, sections);
     }
 
@@ -327,7 +329,7 @@ internal static class PredictorTraining
     {
         var header = TrainingCheckpoint.ReadHeader(path);
         TrainingCheckpoint.CheckCompatible(header, CheckpointKind, settings, path);
-        var states = JsonSerializer.Deserialize<TraineeState[]>(header.State ?? "[]") ?? [];
+        var states = JsonSerializer.Deserialize<TraineeState[]>(header.State ?? "[]", TrainingCheckpoint.Json) ?? [];
         if (states.Length != trainees.Count) throw new InvalidDataException($"Checkpoint {path} holds {states.Length} predictors, expected {trainees.Count}.");
         var sections = TrainingCheckpoint.ReadSections(path);
         for (var i = 0; i < trainees.Count; i++)

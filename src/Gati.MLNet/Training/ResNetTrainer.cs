@@ -183,6 +183,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
         var rows = input.GetRowCount();
         int? batchesPerEpoch = rows is { } n ? (int)((n + options.BatchSize - 1) / options.BatchSize) : null;
 
+        NativeNumerics.EnsureSoundForTraining(_host, NativeNumerics.ForResNet(config, options.BatchSize), device);
         var network = SeededInit.Create(seed, () => new ResNet(config));
         try
         {
@@ -243,6 +244,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
                         var loss = nn.functional.cross_entropy(logits, y);
                         optimizer.zero_grad();
                         loss.backward();
+                        NonFiniteGuard.Check(loss, network, $"{config.Architecture} base model", epoch + 1, batchIndex + 1, lr);
                         optimizer.step();
                         using var noGrad = no_grad();
                         lossSum.PlusScaledInPlace(loss.detach().to(ScalarType.Float64), count);
@@ -343,6 +345,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             correct += network.forward(x).argmax(1).eq(y).sum().item<long>();
             total += count;
         }
-        return total == 0 ? double.NaN : (double)correct / total;
+        if (total == 0) throw new InvalidOperationException("The validation data has no rows: there is nothing to measure accuracy on.");
+        return (double)correct / total;
     }
 }

@@ -86,6 +86,7 @@ internal static class SelectorTraining
             ? new float[] { rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits) }
             : [1f, 1f];
 
+        NativeNumerics.EnsureSound(NativeNumerics.ForLinear(settings.BatchSize, [classes], classes), device);
         var network = SeededInit.Create(seed, () => new SelectorNetwork(settings.Architecture, classes));
         try
         {
@@ -111,6 +112,7 @@ internal static class SelectorTraining
                     var loss = nn.functional.cross_entropy(network.forward(allInputs.index_select(0, index)), allTargets.index_select(0, index), weightTensor);
                     optimizer.zero_grad();
                     loss.backward();
+                    NonFiniteGuard.Check(loss, network, "selector", epoch + 1, start / settings.BatchSize + 1, lr);
                     if (settings.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(network.parameters(), clip);
                     optimizer.step();
                 }

@@ -2,6 +2,7 @@ using Gati.MLNet.Torch;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Gati.MLNet.ModelFormat;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -26,6 +27,9 @@ public sealed record EpochSummary(int Epoch, double Loss, double Accuracy, doubl
 internal static class TrainingCheckpoint
 {
     private static readonly byte[] Magic = Encoding.ASCII.GetBytes("GATICKPT");
+
+    /// <summary>Checkpoint JSON: NaN and infinities (an epoch without validation, say) are written as named literals, never refused.</summary>
+    internal static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
     private const int FormatVersion = 2;
     private const long MaxSectionBytes = 16L << 30;
 
@@ -99,7 +103,7 @@ internal static class TrainingCheckpoint
                 {
                     writer.Write(Magic);
                     writer.Write(FormatVersion);
-                    writer.Write(JsonSerializer.Serialize(header));
+                    writer.Write(JsonSerializer.Serialize(header, Json));
                     writer.Write(sections.Count);
                     foreach (var (name, bytes) in sections)
                     {
@@ -191,7 +195,7 @@ internal static class TrainingCheckpoint
             var version = reader.ReadInt32();
             if (version is < 1 or > FormatVersion)
                 throw new InvalidDataException($"Checkpoint {path} has format version {version}; this build reads versions 1..{FormatVersion}.");
-            header = JsonSerializer.Deserialize<Header>(reader.ReadString())
+            header = JsonSerializer.Deserialize<Header>(reader.ReadString(), Json)
                      ?? throw new InvalidDataException($"Checkpoint {path} has an empty header.");
             return version;
         }
