@@ -102,4 +102,36 @@ public sealed class CommandLineTests
         Assert.Contains("epoch 3/3", output);
         Assert.True(File.Exists(model));
     }
+
+    [Fact]
+    public void TrainBase_DivergingLearningRate_ExitsNonZeroNamingTheLossAndLeavesNoModel()
+    {
+        using var temp = new TempDirectory();
+        var model = temp.File("diverged.zip");
+        var (exit, output) = CliHost.Invoke("train-base", "--data-dir", RealData.FashionMnistDirectory, "--width", "4", "--epochs", "1",
+            "--train-rows", "320", "--batch-size", "32", "--lr", "1e6", "--device", "cpu", "--output", model);
+        Assert.True(exit != 0, output);
+        Assert.Contains("diverged at epoch 1, batch", output);
+        Assert.Contains("learning rate", output);
+        Assert.False(File.Exists(model));
+        Assert.False(File.Exists(model + ".ckpt"));
+    }
+
+    [Fact]
+    public void Evaluation_ZeroRows_IsAnErrorNotZeroPercent()
+    {
+        // The readers refuse empty files and --rows must be positive, so an empty evaluation can only come from a
+        // filter upstream or from NaN scores (which ML.NET's evaluator silently skips): it must never print 0.00 %.
+        using var temp = new TempDirectory();
+        var model = temp.File("model.zip");
+        var (exit, output) = CliHost.Invoke("train-base", "--data-dir", RealData.FashionMnistDirectory, "--width", "4", "--epochs", "1",
+            "--train-rows", "256", "--test-rows", "50", "--batch-size", "64", "--device", "cpu", "--output", model);
+        Assert.True(exit == 0, output);
+        var context = new Microsoft.ML.MLContext(0);
+        var loaded = Gati.MLNet.GatiCatalogExtensions.Gati(context).LoadModel(model, out _);
+        var data = context.Data.SkipRows(context.Data.TakeRows(Gati.MLNet.DataCatalogExtensions.LoadFashionMnist(context.Data, Gati.MLNet.Data.DatasetSplit.Test, RealData.FashionMnistDirectory), 5), 10);
+        var error = Assert.Throws<InvalidOperationException>(() => Commands.Evaluation.Run(context, loaded, data));
+        Assert.Contains("no rows", error.Message);
+        (loaded as IDisposable)?.Dispose();
+    }
 }
