@@ -172,13 +172,32 @@ public sealed class GatiCatalog
     /// <param name="model">The model.</param>
     public Inference.EarlyExitPredictionEngine<TInput, TOutput> CreateEarlyExitEngine<TInput, TOutput>(ITransformer model)
         where TInput : class
+        where TOutput : class, new() => CreateEarlyExitEngine<TInput, TOutput>(model, new Inference.EarlyExitEngineOptions());
+
+    /// <summary>
+    /// Creates an early-exit prediction engine on the runtime and device of <paramref name="options"/> (ONNX Runtime by
+    /// default; see <see cref="Inference.ExecutionBackend"/>).
+    /// </summary>
+    /// <param name="model">A model holding learned caches with one cache per layer (or only a base model: the full model).</param>
+    /// <param name="options">Backend, device and threads.</param>
+    public Inference.EarlyExitPredictionEngine<TInput, TOutput> CreateEarlyExitEngine<TInput, TOutput>(ITransformer model, Inference.EarlyExitEngineOptions options)
+        where TInput : class
         where TOutput : class, new()
     {
-        var (engine, imageColumn) = CreateEngineCore(model);
-        return new Inference.EarlyExitPredictionEngine<TInput, TOutput>(engine, imageColumn);
+        ArgumentNullException.ThrowIfNull(options);
+        var (engine, imageColumn) = CreateEngineCore(model, options.Validated());
+        try
+        {
+            return new Inference.EarlyExitPredictionEngine<TInput, TOutput>(engine, imageColumn);
+        }
+        catch
+        {
+            engine.Dispose();
+            throw;
+        }
     }
 
-    internal static (Inference.EarlyExitEngine Engine, string ImageColumn) CreateEngineCore(ITransformer model)
+    internal static (Inference.EarlyExitEngine Engine, string ImageColumn) CreateEngineCore(ITransformer model, Inference.EarlyExitEngineOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
         var components = Flatten(model).ToArray();
@@ -186,12 +205,12 @@ public sealed class GatiCatalog
         {
             if (!caches.OneCachePerLayer)
                 throw new InvalidOperationException("The model holds several candidate caches on one layer: choose one per layer first (CacheOptimizer.Choose / gati optimize).");
-            return (new Inference.EarlyExitEngine(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization), caches.ImageColumnName);
+            return (Inference.EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options), caches.ImageColumnName);
         }
         if (components.OfType<ResNetTransformer>().FirstOrDefault() is { } resnet)
         {
             var holder = (IBaseModelHolder)resnet;
-            return (new Inference.EarlyExitEngine(holder.Base.Network, [], resnet.ClassNames, resnet.InputNormalization), resnet.ImageColumnName);
+            return (Inference.EarlyExitEngine.Create(holder.Base.Network, [], resnet.ClassNames, resnet.InputNormalization, options), resnet.ImageColumnName);
         }
         throw new ArgumentException("The model holds neither learned caches nor a Gati base model.", nameof(model));
     }

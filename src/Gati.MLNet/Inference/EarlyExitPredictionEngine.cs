@@ -46,8 +46,14 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     /// <summary>Class names in label order.</summary>
     public IReadOnlyList<string> ClassNames => _engine.ClassNames;
 
-    /// <summary>The device the networks run on.</summary>
-    public string Device => _engine.Device.ToString();
+    /// <summary>The device the networks run on ("cpu", "cuda:0").</summary>
+    public string Device => _engine.Device;
+
+    /// <summary>The runtime that executes the networks.</summary>
+    public ExecutionBackend Backend => _engine.Backend;
+
+    /// <summary>The runtime in words, for logs and reports (version, device, threads).</summary>
+    public string BackendDescription => _engine.BackendDescription;
 
     /// <summary>Predicts one input.</summary>
     public TOutput Predict(TInput input)

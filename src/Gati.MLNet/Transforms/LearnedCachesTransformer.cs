@@ -54,7 +54,9 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             cache.Predictor.Module.eval();
             cache.Selector.Module.eval();
         }
-        _engine = new Lazy<EarlyExitEngine>(() => new EarlyExitEngine(_base, _caches, ClassNames), LazyThreadSafetyMode.ExecutionAndPublication);
+        // Transform scores with the trained networks themselves; serving engines choose their backend.
+        _engine = new Lazy<EarlyExitEngine>(() => EarlyExitEngine.Create(_base, _caches, ClassNames, InputNormalization,
+            new EarlyExitEngineOptions { Backend = ExecutionBackend.TorchSharp }), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     /// <summary>Names of the output columns.</summary>

@@ -1,0 +1,45 @@
+namespace Gati.MLNet.Inference.Backends;
+
+/// <summary>
+/// The execution seam of the early-exit engine: the base network cut into segments, one per cache (the blocks up to
+/// its layer, with its lookup) plus a final one (the remaining blocks and the head). The engine decides which rows
+/// continue; a backend only runs segments on the rows it is given.
+/// </summary>
+internal interface IEarlyExitBackend : IDisposable
+{
+    /// <summary>For reports, e.g. "ONNX Runtime 1.31.1 (CPU)".</summary>
+    string Description { get; }
+
+    /// <summary>Where it runs, e.g. "cpu" or "cuda:0".</summary>
+    string Device { get; }
+
+    /// <summary>The cache layer that ends each segment but the last, ascending.</summary>
+    IReadOnlyList<int> CacheLayers { get; }
+
+    /// <summary>Starts a call on <paramref name="count"/> images (row-major C*H*W each, validated by the engine).</summary>
+    IEarlyExitCall Begin(float[] images, int count);
+}
+
+/// <summary>One engine call's state; not shared between threads.</summary>
+internal interface IEarlyExitCall : IDisposable
+{
+    /// <summary>
+    /// Runs segment <paramref name="segment"/> on the rows still in the batch (all rows for segment 0; after
+    /// <see cref="Keep"/>, those kept). Gives each row's class probabilities (rows x k) and, for a cache segment, whether
+    /// its cache hit; both stay valid until the next call on this object.
+    /// </summary>
+    SegmentResult Run(int segment);
+
+    /// <summary>Keeps only <paramref name="rows"/> (ascending positions among the rows of the last <see cref="Run"/>) for the next segment.</summary>
+    void Keep(ReadOnlySpan<int> rows);
+}
+
+/// <summary>The outputs of one segment for the rows it ran on.</summary>
+/// <param name="probabilities">rows x k probabilities: the cache's predictor on a cache segment, the base model on the final one.</param>
+/// <param name="hits">Per row, whether the cache's selector reached its threshold (empty on the final segment).</param>
+internal readonly ref struct SegmentResult(ReadOnlySpan<float> probabilities, ReadOnlySpan<bool> hits)
+{
+    public ReadOnlySpan<float> Probabilities { get; } = probabilities;
+
+    public ReadOnlySpan<bool> Hits { get; } = hits;
+}

@@ -1,0 +1,95 @@
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Models.Selectors;
+
+namespace Gati.MLNet.Onnx;
+
+/// <summary>
+/// Writes a learned cache's networks as ONNX nodes: the predictor (FC, Pool or Conv, ending in LogSoftmax, the same
+/// function as <see cref="PredictorNetwork"/>) and the selector with its exit threshold (a boolean hit per row, as
+/// <see cref="Inference.LearnedCache"/>'s lookup decides it).
+/// </summary>
+internal static class CacheOnnx
+{
+    /// <summary>Log-probabilities [N, k] from flattened layer features [N, D].</summary>
+    public static string Predictor(OnnxGraphBuilder graph, PredictorNetwork predictor, string features, string prefix)
+    {
+        var weights = new TorchWeights(predictor, $"{predictor.Architecture} predictor");
+        var architecture = predictor.Architecture;
+        string logits;
+        switch (architecture.Kind)
+        {
+            case PredictorKind.FC:
+                logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", features, prefix)]), prefix);
+                break;
+            case PredictorKind.Pool:
+                var pooled = AdaptiveAveragePool(graph, features, predictor.InputSize, architecture.PoolSize, prefix);
+                logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", pooled, prefix)]), prefix);
+                break;
+            case PredictorKind.Conv:
+                var w = weights.Get("conv.weight", out var shape); // [1, 1, k]
+                var b = weights.Get("conv.bias");
+                var signal = graph.Node("Unsqueeze", [features, graph.Int64Constant(prefix + ".axis1", [1], 1)]);
+                var convolved = graph.Node("Conv", [signal, graph.Constant(prefix + ".conv.weight", w, shape), graph.Constant(prefix + ".conv.bias", b, 1)],
+                    ("kernel_shape", new long[] { architecture.Kernel }), ("strides", new long[] { architecture.Stride }));
+                var flat = graph.Node("Flatten", [graph.Node("Relu", [convolved])], ("axis", 1));
+                logits = Gemm(graph, weights, "fc", flat, prefix);
+                break;
+            default:
+                throw new NotSupportedException($"No ONNX export for predictor kind {architecture.Kind}.");
+        }
+        return graph.Node("LogSoftmax", [logits], ("axis", 1));
+    }
+
+    /// <summary>Hit flags [N] (bool): the selector's P(hit) at least <paramref name="threshold"/>.</summary>
+    public static string Hits(OnnxGraphBuilder graph, SelectorNetwork selector, float threshold, string logProbabilities, string prefix)
+    {
+        var weights = new TorchWeights(selector, "selector");
+        var x = logProbabilities;
+        if (selector.Architecture.Input == SelectorInput.Sorted)
+            x = graph.Node("TopK", [x, graph.Int64Constant(prefix + ".k", [selector.Classes], 1)], 2, ("axis", 1), ("largest", 1), ("sorted", 1))[0];
+        x = Gemm(graph, weights, "fc1", x, prefix);
+        if (weights.Contains("fc2.weight")) x = Gemm(graph, weights, "fc2", graph.Node("Relu", [x]), prefix);
+        var hitProbability = graph.Node("Gather", [graph.Node("Softmax", [x], ("axis", 1)), graph.Int64Constant(prefix + ".hit", [1])], ("axis", 1));
+        return graph.Node("GreaterOrEqual", [hitProbability, graph.Constant(prefix + ".threshold", [threshold])]);
+    }
+
+    private static string Gemm(OnnxGraphBuilder graph, TorchWeights weights, string name, string input, string prefix)
+    {
+        var w = weights.Get(name + ".weight", out var shape);
+        var b = weights.Get(name + ".bias");
+        return graph.Node("Gemm", [input, graph.Constant($"{prefix}.{name}.weight", w, shape), graph.Constant($"{prefix}.{name}.bias", b, shape[0])], ("transB", 1));
+    }
+
+    /// <summary>
+    /// PyTorch's AdaptiveAvgPool1d(p) over the D features: output i averages [floor(i·D/p), ceil((i+1)·D/p)). When p
+    /// divides D that is a reshape and a mean; otherwise the windows differ in length, so each is gathered from the
+    /// features padded with one zero (short windows point their spare slots at it) and summed, then scaled.
+    /// </summary>
+    private static string AdaptiveAveragePool(OnnxGraphBuilder graph, string features, int inputSize, int outputSize, string prefix)
+    {
+        if (inputSize % outputSize == 0)
+        {
+            var grouped = graph.Node("Reshape", [features, graph.Int64Constant(prefix + ".pool.shape", [0, outputSize, inputSize / outputSize], 3)]);
+            return graph.Node("ReduceMean", [grouped], ("axes", new long[] { 2 }), ("keepdims", 0));
+        }
+        var starts = new long[outputSize];
+        var ends = new long[outputSize];
+        for (var i = 0; i < outputSize; i++)
+        {
+            starts[i] = (long)i * inputSize / outputSize;
+            ends[i] = ((long)(i + 1) * inputSize + outputSize - 1) / outputSize;
+        }
+        var width = (int)Enumerable.Range(0, outputSize).Max(i => ends[i] - starts[i]);
+        var indices = new long[outputSize * width];
+        var scale = new float[outputSize];
+        for (var i = 0; i < outputSize; i++)
+        {
+            for (var j = 0; j < width; j++) indices[i * width + j] = starts[i] + j < ends[i] ? starts[i] + j : inputSize;
+            scale[i] = 1f / (ends[i] - starts[i]);
+        }
+        var padded = graph.Node("Pad", [features, graph.Int64Constant(prefix + ".pool.pads", [0, 0, 0, 1], 4)]);
+        var windows = graph.Node("Gather", [padded, graph.Int64Constant(prefix + ".pool.indices", indices, outputSize, width)], ("axis", 1));
+        var sums = graph.Node("ReduceSum", [windows, graph.Int64Constant(prefix + ".pool.axes", [2], 1)], ("keepdims", 0));
+        return graph.Node("Mul", [sums, graph.Constant(prefix + ".pool.scale", scale, outputSize)]);
+    }
+}

@@ -1,0 +1,160 @@
+using System.Globalization;
+using Google.Protobuf;
+using Onnx;
+
+namespace Gati.MLNet.Onnx;
+
+/// <summary>
+/// Builds one ONNX graph (opset <see cref="Opset"/>): weights as raw little-endian initializers, nodes with unique
+/// value names, inputs and outputs with a symbolic batch dimension. The exporters of the ResNet, the predictors and
+/// the selectors write into it; <see cref="ToBytes"/> gives a standard .onnx model.
+/// </summary>
+internal sealed class OnnxGraphBuilder
+{
+    /// <summary>The default-domain opset written (ONNX 1.12+; ONNX Runtime 1.12+).</summary>
+    public const int Opset = 17;
+
+    /// <summary>The symbolic batch dimension of every input and output.</summary>
+    public const string BatchDimension = "N";
+
+    private readonly GraphProto _graph;
+    private readonly HashSet<string> _names = new(StringComparer.Ordinal);
+    private int _counter;
+
+    public OnnxGraphBuilder(string name)
+    {
+        _graph = new GraphProto { Name = name };
+    }
+
+    /// <summary>A float32 initializer named after <paramref name="name"/> (made unique).</summary>
+    public string Constant(string name, ReadOnlySpan<float> values, params long[] dims)
+    {
+        if (values.Length != dims.Aggregate(1L, (a, b) => a * b))
+            throw new ArgumentException($"Initializer '{name}': {values.Length} values for shape [{string.Join(", ", dims)}].");
+        var unique = Unique(name);
+        var bytes = new byte[values.Length * sizeof(float)];
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(bytes);
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("ONNX raw data is little-endian.");
+        var tensor = new TensorProto { Name = unique, DataType = (int)TensorProto.Types.DataType.Float, RawData = ByteString.CopyFrom(bytes) };
+        tensor.Dims.AddRange(dims);
+        _graph.Initializer.Add(tensor);
+        return unique;
+    }
+
+    /// <summary>An int64 initializer (shapes, axes, indices).</summary>
+    public string Int64Constant(string name, ReadOnlySpan<long> values, params long[] dims)
+    {
+        var unique = Unique(name);
+        var tensor = new TensorProto { Name = unique, DataType = (int)TensorProto.Types.DataType.Int64 };
+        tensor.Dims.AddRange(dims);
+        foreach (var v in values) tensor.Int64Data.Add(v);
+        _graph.Initializer.Add(tensor);
+        return unique;
+    }
+
+    /// <summary>Adds a node with one output and returns the output's name.</summary>
+    public string Node(string opType, IReadOnlyList<string> inputs, params (string Name, object Value)[] attributes) =>
+        Node(opType, inputs, 1, attributes)[0];
+
+    /// <summary>Adds a node with <paramref name="outputs"/> outputs and returns their names.</summary>
+    public string[] Node(string opType, IReadOnlyList<string> inputs, int outputs, params (string Name, object Value)[] attributes)
+    {
+        var node = new NodeProto { OpType = opType, Name = Unique(opType.ToLowerInvariant()) };
+        node.Input.AddRange(inputs);
+        var names = Enumerable.Range(0, outputs).Select(i => Unique($"{node.Name}_out{i}")).ToArray();
+        node.Output.AddRange(names);
+        foreach (var (name, value) in attributes) node.Attribute.Add(Attribute(name, value));
+        _graph.Node.Add(node);
+        return names;
+    }
+
+    /// <summary>Renames the value <paramref name="value"/> to <paramref name="name"/> by an Identity node (graph outputs keep stable names).</summary>
+    public string Rename(string value, string name)
+    {
+        if (!_names.Add(name)) throw new InvalidOperationException($"The ONNX value name '{name}' is taken.");
+        var node = new NodeProto { OpType = "Identity", Name = Unique("identity") };
+        node.Input.Add(value);
+        node.Output.Add(name);
+        _graph.Node.Add(node);
+        return name;
+    }
+
+    /// <summary>Declares a graph input; dimensions given as null are the batch dimension.</summary>
+    public string Input(string name, TensorProto.Types.DataType type, params long?[] dims)
+    {
+        if (!_names.Add(name)) throw new InvalidOperationException($"The ONNX value name '{name}' is taken.");
+        _graph.Input.Add(ValueInfo(name, type, dims));
+        return name;
+    }
+
+    /// <summary>Declares a graph output (the value must already exist under this name).</summary>
+    public void Output(string name, TensorProto.Types.DataType type, params long?[] dims) => _graph.Output.Add(ValueInfo(name, type, dims));
+
+    /// <summary>The model, with producer information and metadata.</summary>
+    public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var model = new ModelProto
+        {
+            IrVersion = 8,
+            ProducerName = "Gati.MLNet",
+            ProducerVersion = typeof(OnnxGraphBuilder).Assembly.GetName().Version?.ToString() ?? "",
+            Graph = _graph,
+        };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
+        foreach (var (key, value) in metadata ?? new Dictionary<string, string>())
+            model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        return model;
+    }
+
+    public byte[] ToBytes(IReadOnlyDictionary<string, string>? metadata = null) => ToModel(metadata).ToByteArray();
+
+    private string Unique(string stem)
+    {
+        var name = stem;
+        while (!_names.Add(name)) name = string.Create(CultureInfo.InvariantCulture, $"{stem}_{++_counter}");
+        return name;
+    }
+
+    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long?[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims)
+            shape.Dim.Add(d is { } value ? new TensorShapeProto.Types.Dimension { DimValue = value } : new TensorShapeProto.Types.Dimension { DimParam = BatchDimension });
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
+        };
+    }
+
+    private static AttributeProto Attribute(string name, object value)
+    {
+        var attribute = new AttributeProto { Name = name };
+        switch (value)
+        {
+            case int i:
+                attribute.Type = AttributeProto.Types.AttributeType.Int;
+                attribute.I = i;
+                break;
+            case long l:
+                attribute.Type = AttributeProto.Types.AttributeType.Int;
+                attribute.I = l;
+                break;
+            case float f:
+                attribute.Type = AttributeProto.Types.AttributeType.Float;
+                attribute.F = f;
+                break;
+            case long[] ints:
+                attribute.Type = AttributeProto.Types.AttributeType.Ints;
+                attribute.Ints.AddRange(ints);
+                break;
+            case string s:
+                attribute.Type = AttributeProto.Types.AttributeType.String;
+                attribute.S = ByteString.CopyFromUtf8(s);
+                break;
+            default:
+                throw new ArgumentException($"Unsupported ONNX attribute value {value.GetType().Name} for '{name}'.");
+        }
+        return attribute;
+    }
+}
