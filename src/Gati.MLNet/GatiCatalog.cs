@@ -205,7 +205,8 @@ public sealed class GatiCatalog
         {
             if (!caches.OneCachePerLayer)
                 throw new InvalidOperationException("The model holds several candidate caches on one layer: choose one per layer first (CacheOptimizer.Choose / gati optimize).");
-            return (Inference.EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options), caches.ImageColumnName);
+            return (Inference.EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options,
+                options.Backend == Inference.ExecutionBackend.OnnxRuntime ? caches.OnnxSegments() : null), caches.ImageColumnName);
         }
         if (components.OfType<ResNetTransformer>().FirstOrDefault() is { } resnet)
         {
@@ -217,6 +218,27 @@ public sealed class GatiCatalog
 
     private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
         model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [model];
+
+    /// <summary>
+    /// Writes the base model of <paramref name="model"/> as one standard ONNX graph (opset 17), atomically: input
+    /// <c>Image</c> [N, C, H, W] of normalised pixels (as the base model's image column holds them), outputs
+    /// <c>Logits</c> and <c>Score</c> (softmax probabilities) [N, k]; batch norms folded into the convolutions. The
+    /// class names and the input normalisation are recorded as metadata (docs/model-format.md#onnx-export). ML.NET's
+    /// <c>mlContext.Transforms.ApplyOnnxModel</c>, ONNX Runtime and other ONNX tools read it.
+    /// </summary>
+    /// <param name="model">A Gati base model, or a chain holding one (its caches are not part of this graph).</param>
+    /// <param name="path">The .onnx file to write.</param>
+    public void ExportOnnx(ITransformer model, string path)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        var holder = Flatten(model).OfType<IBaseModelHolder>().FirstOrDefault()
+            ?? throw new ArgumentException("The model holds no Gati base model to export.", nameof(model));
+        var network = holder.Base.Network;
+        byte[] bytes;
+        lock (network.Gate) bytes = Onnx.ResNetOnnx.FullModel(network.Module, Onnx.OnnxMetadata.For(network.Module.Config, holder.Base.ClassNames, holder.Base.InputNormalization));
+        ModelFormat.AtomicFile.WriteAllBytes(path, bytes);
+    }
 
     /// <summary>
     /// Saves a model zip atomically (temporary file, flush, rename): a crash never leaves a torn model behind.

@@ -1,3 +1,4 @@
+using Gati.MLNet.ModelFormat;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;

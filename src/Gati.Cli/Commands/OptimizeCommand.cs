@@ -1,3 +1,4 @@
+using Gati.MLNet.ModelFormat;
 using System.CommandLine;
 using System.Diagnostics;
 using Gati.Cli.Infrastructure;

@@ -31,8 +31,14 @@ internal sealed class EarlyExitEngine : IDisposable
     }
 
     /// <summary>Checks the caches against the base network and builds the engine on the chosen backend.</summary>
+    /// <param name="baseNetwork">The base model.</param>
+    /// <param name="caches">At most one cache per layer.</param>
+    /// <param name="classNames">Class names in label order.</param>
+    /// <param name="inputNormalization">The training images' normalisation, when known.</param>
+    /// <param name="options">Backend and device.</param>
+    /// <param name="onnxSegments">For ONNX Runtime: the segment graphs of exactly these caches (as stored in a model zip); exported when null.</param>
     public static EarlyExitEngine Create(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, IReadOnlyList<string> classNames,
-        Data.ChannelNormalization? inputNormalization, EarlyExitEngineOptions options)
+        Data.ChannelNormalization? inputNormalization, EarlyExitEngineOptions options, IReadOnlyList<Onnx.OnnxSegment>? onnxSegments = null)
     {
         var network = baseNetwork.Module;
         var seen = new HashSet<int>();
@@ -51,7 +57,7 @@ internal sealed class EarlyExitEngine : IDisposable
         IEarlyExitBackend backend = options.Backend switch
         {
             ExecutionBackend.TorchSharp => new TorchSharpBackend(baseNetwork, ordered),
-            _ => OnnxRuntimeBackend.Create(baseNetwork, ordered, options),
+            _ => OnnxRuntimeBackend.Create(baseNetwork, ordered, options, onnxSegments),
         };
         var shares = ordered.Select(c => c.Share()).ToArray();
         return new EarlyExitEngine(network.Config, backend, shares, classNames, inputNormalization, options.Backend);

@@ -60,7 +60,7 @@ internal static class EarlyExitOnnx
         {
             var probabilities = graph.Rename(graph.Node("Softmax", [ResNetOnnx.Head(graph, weights, x)], ("axis", 1)), OnnxSegment.Probabilities);
             graph.Output(probabilities, TensorProto.Types.DataType.Float, null, k);
-            return new OnnxSegment(segmentFirst, last, true, graph.ToBytes(Metadata(config)));
+            return new OnnxSegment(segmentFirst, last, true, graph.ToBytes(OnnxMetadata.For(config)));
         }
 
         var shape = network.LayerOutputShape(last);
@@ -73,14 +73,6 @@ internal static class EarlyExitOnnx
         graph.Output(activation, TensorProto.Types.DataType.Float, null, shape.Channels, shape.Height, shape.Width);
         graph.Output(probabilitiesOut, TensorProto.Types.DataType.Float, null, k);
         graph.Output(hit, TensorProto.Types.DataType.Bool, (long?)null);
-        return new OnnxSegment(segmentFirst, last, false, graph.ToBytes(Metadata(config)));
+        return new OnnxSegment(segmentFirst, last, false, graph.ToBytes(OnnxMetadata.For(config)));
     }
-
-    private static Dictionary<string, string> Metadata(ResNetConfig config) => new()
-    {
-        ["gati.architecture"] = config.Architecture.ToString(),
-        ["gati.baseWidth"] = config.BaseWidth.ToString(CultureInfo.InvariantCulture),
-        ["gati.inputShape"] = config.InputShape.ToString(),
-        ["gati.classes"] = config.ClassCount.ToString(CultureInfo.InvariantCulture),
-    };
 }

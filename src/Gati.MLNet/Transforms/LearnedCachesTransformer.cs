@@ -36,6 +36,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     private readonly SharedModule<ResNet> _base;
     private readonly LearnedCache[] _caches;
     private readonly Lazy<EarlyExitEngine> _engine;
+    private IReadOnlyList<Onnx.OnnxSegment>? _storedSegments;
 
     internal LearnedCachesTransformer(IHostEnvironment environment, SharedModule<ResNet> baseNetwork, IReadOnlyList<string> classNames, string imageColumnName,
         IReadOnlyList<LearnedCache> caches, Columns columns, int batchSize, ChannelNormalization? inputNormalization)
@@ -119,8 +120,8 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATICACH",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: 0x00010002,   // 1.2: ONNX segment graphs for the ONNX Runtime backend
+        verReadableCur: 0x00010002,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(LearnedCachesTransformer).Assembly.FullName);
@@ -160,6 +161,32 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             SelectorTransformer.WriteCalibration(writer, cache.Calibration);
             lock (cache.Selector.Gate) writer.Write(SharedWeights.Save(ctx, cache.Selector.Module));
         }
+
+        // 1.2: the early-exit model as ONNX segment graphs (docs/model-format.md#onnx-segments), when it is servable
+        // (one cache per layer): int32 segment count (0 otherwise), per segment int32 first layer, int32 last layer,
+        // bool final, and the graph as binary stream OnnxSegment{i}.
+        var segments = OneCachePerLayer ? OnnxSegments() : [];
+        writer.Write(segments.Count);
+        for (var i = 0; i < segments.Count; i++)
+        {
+            var segment = segments[i];
+            writer.Write(segment.FirstLayer);
+            writer.Write(segment.LastLayer);
+            writer.Write(segment.IsFinal);
+            ctx.SaveBinaryStream(SegmentStream(i), w => w.Write(segment.Model));
+        }
+    }
+
+    private static string SegmentStream(int index) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"OnnxSegment{index}");
+
+    /// <summary>
+    /// The ONNX segment graphs of this model: as loaded from its zip when it has them, else exported from the
+    /// networks now.
+    /// </summary>
+    internal IReadOnlyList<Onnx.OnnxSegment> OnnxSegments()
+    {
+        if (_storedSegments is { } stored) return stored;
+        lock (_base.Gate) return Onnx.EarlyExitOnnx.Segments(_base.Module, _caches);
     }
 
     private static LearnedCachesTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -205,7 +232,10 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
                 }
                 caches.Add(new LearnedCache(layer, predictor, selector, calibration, summary));
             }
-            return new LearnedCachesTransformer(env, baseNetwork, classNames, image, caches, columns, batchSize, normalization);
+            var transformer = new LearnedCachesTransformer(env, baseNetwork, classNames, image, caches, columns, batchSize, normalization);
+            if (ctx.Header.ModelVerWritten >= 0x00010002)
+                transformer._storedSegments = ReadSegments(ctx, reader, transformer);
+            return transformer;
         }
         catch
         {
@@ -213,6 +243,31 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             baseNetwork.Release();
             throw;
         }
+    }
+
+    private static List<Onnx.OnnxSegment>? ReadSegments(ModelLoadContext ctx, BinaryReader reader, LearnedCachesTransformer transformer)
+    {
+        var count = ModelText.ReadInt(reader, "ONNX segment count", 0, 10_001);
+        if (count == 0) return null;
+        if (count != transformer._caches.Length + 1)
+            throw new InvalidDataException($"Corrupt model: {count} ONNX segments for {transformer._caches.Length} caches (expected {transformer._caches.Length + 1}).");
+        var segments = new List<Onnx.OnnxSegment>(count);
+        var expectedFirst = 0;
+        for (var i = 0; i < count; i++)
+        {
+            var first = reader.ReadInt32();
+            var last = reader.ReadInt32();
+            var final = reader.ReadBoolean();
+            var expectedLast = i < transformer._caches.Length ? transformer._caches[i].Layer : ResNetSpec.For(transformer.Config.Architecture).LayerCount;
+            if (first != expectedFirst || last != expectedLast || final != (i == count - 1))
+                throw new InvalidDataException($"Corrupt model: ONNX segment {i} covers layers {first}..{last}, expected {expectedFirst}..{expectedLast}.");
+            byte[]? bytes = null;
+            if (!ctx.TryLoadBinaryStream(SegmentStream(i), r => bytes = r.ReadBytes(checked((int)(r.BaseStream.Length - r.BaseStream.Position)))) || bytes is not { Length: > 0 })
+                throw new InvalidDataException($"Corrupt model: ONNX segment {i} ({SegmentStream(i)}) is missing from the zip.");
+            segments.Add(new Onnx.OnnxSegment(first, last, final, bytes));
+            expectedFirst = last + 1;
+        }
+        return segments;
     }
 
     private protected override void DisposeCore()

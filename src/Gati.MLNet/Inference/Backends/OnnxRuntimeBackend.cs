@@ -67,11 +67,18 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             (OnnxRuntimeEnvironment.PoolThreads is { } threads ? $", shared pool of {threads} threads{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")})" : ", 1 thread per session)");
     }
 
-    /// <summary>Exports the base network and caches to segment graphs and opens a session for each.</summary>
-    public static OnnxRuntimeBackend Create(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options)
+    /// <summary>Opens a session for each segment graph, exporting them from the networks when none are given.</summary>
+    public static OnnxRuntimeBackend Create(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options,
+        IReadOnlyList<OnnxSegment>? segments = null)
     {
-        IReadOnlyList<OnnxSegment> segments;
-        lock (baseNetwork.Gate) segments = EarlyExitOnnx.Segments(baseNetwork.Module, caches);
+        if (segments is null)
+        {
+            lock (baseNetwork.Gate) segments = EarlyExitOnnx.Segments(baseNetwork.Module, caches);
+        }
+        else if (segments.Count != caches.Count + 1 || segments.Take(caches.Count).Select(s => s.LastLayer).SequenceEqual(caches.Select(c => c.Layer)) is false)
+        {
+            throw new ArgumentException($"{segments.Count} ONNX segments do not fit caches on layers {string.Join(", ", caches.Select(c => c.Layer))}.", nameof(segments));
+        }
         return new OnnxRuntimeBackend(segments, baseNetwork.Module, caches.Select(c => c.Layer).ToArray(), ResolveDevice(options.Device), options);
     }
 

@@ -1,6 +1,6 @@
-namespace Gati.Cli.Infrastructure;
+namespace Gati.MLNet.ModelFormat;
 
-/// <summary>Writes files through a temporary file and a rename, so readers never see half a report.</summary>
+/// <summary>Writes files through a temporary file and a rename, so readers never see half a file.</summary>
 internal static class AtomicFile
 {
     public static void WriteAllText(string path, string text) => Write(path, stream =>
@@ -8,6 +8,8 @@ internal static class AtomicFile
         using var writer = new StreamWriter(stream, leaveOpen: true);
         writer.Write(text);
     });
+
+    public static void WriteAllBytes(string path, byte[] bytes) => Write(path, stream => stream.Write(bytes));
 
     public static void Write(string path, Action<Stream> write)
     {
@@ -28,11 +30,4 @@ internal static class AtomicFile
             if (File.Exists(temp)) File.Delete(temp);
         }
     }
-}
-
-/// <summary>RFC 4180 field quoting.</summary>
-internal static class Csv
-{
-    public static string Escape(string field) =>
-        field.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + field.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : field;
 }

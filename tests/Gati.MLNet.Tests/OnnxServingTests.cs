@@ -1,0 +1,99 @@
+using Gati.MLNet.Inference;
+using Gati.MLNet.Tests.Infrastructure;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace Gati.MLNet.Tests;
+
+/// <summary>The ONNX Runtime backend and the ONNX export on a trained model with caches, against TorchSharp.</summary>
+public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<CachesFixture>
+{
+    private static readonly EarlyExitEngineOptions OnnxRuntime = new() { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
+    private static readonly EarlyExitEngineOptions TorchSharp = new() { Backend = ExecutionBackend.TorchSharp };
+
+    private static uint[] Labels(IDataView data, string column) => data.GetColumn<uint>(column).ToArray();
+
+    [Fact]
+    public void ExportOnnx_ApplyOnnxModel_GivesResNetTransformersLabels()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("base.onnx");
+        var context = fixture.Context;
+        context.Gati().ExportOnnx(fixture.Base.Model, path);
+        var test = fixture.Base.Test;
+        var expected = Labels(fixture.Base.Model.Transform(test), "PredictedLabel");
+
+        var onnx = context.Transforms.ApplyOnnxModel(outputColumnNames: ["Score"], inputColumnNames: ["Image"], modelFile: path).Fit(test);
+        var scores = onnx.Transform(test).GetColumn<float[]>("Score").ToArray();
+        var actual = scores.Select(s => (uint)Array.IndexOf(s, s.Max()) + 1).ToArray();
+        Assert.Equal(SmallModelFixture.TestRows, actual.Length);
+        Assert.Equal(expected, actual);
+        (onnx as IDisposable)?.Dispose();
+    }
+
+    [Fact]
+    public void Engines_OnnxRuntimeAndTorchSharp_AgreeOnAnswersAndExits()
+    {
+        var images = fixture.Images(400).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+        using var ort = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, OnnxRuntime);
+        using var torch = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, TorchSharp);
+        Assert.Equal(ExecutionBackend.OnnxRuntime, ort.Backend);
+        Assert.Contains("ONNX Runtime", ort.BackendDescription);
+        foreach (var batch in new[] { 1, 7, 64 })
+        {
+            var fromOrt = images.Chunk(batch).SelectMany(ort.Predict).ToArray();
+            var fromTorch = images.Chunk(batch).SelectMany(torch.Predict).ToArray();
+            var sameExit = fromOrt.Zip(fromTorch).Count(p => p.First.ExitLayer == p.Second.ExitLayer);
+            var sameLabel = fromOrt.Zip(fromTorch).Count(p => p.First.PredictedLabel == p.Second.PredictedLabel);
+            // Exits may differ only where a selector sits within float rounding of its threshold: at most a row or two.
+            Assert.True(sameExit >= images.Length - 2, $"batch {batch}: {images.Length - sameExit} rows exit elsewhere");
+            Assert.True(sameLabel >= images.Length - 2, $"batch {batch}: {images.Length - sameLabel} labels differ");
+            foreach (var (o, t) in fromOrt.Zip(fromTorch).Where(p => p.First.ExitLayer == p.Second.ExitLayer))
+                Assert.True(o.Score.Zip(t.Score).All(s => Math.Abs(s.First - s.Second) < 1e-4), "probabilities of the same exit differ");
+        }
+    }
+
+    [Fact]
+    public void SavedModel_CarriesOnnxSegments_AndServesTheSameAfterAFreshLoad()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("caches.zip");
+        var chain = new TransformerChain<ITransformer>(fixture.Base.Model, fixture.Caches);
+        fixture.Context.Gati().SaveModel(chain, fixture.Base.Train.Schema, path);
+        using (var zip = System.IO.Compression.ZipFile.OpenRead(path))
+            Assert.Equal(fixture.Caches.Caches.Count + 1, zip.Entries.Count(e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal)));
+
+        var images = fixture.Images(100).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+        using var before = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, OnnxRuntime);
+        var expected = before.Predict(images);
+        var context = new MLContext(0);
+        var loaded = context.Gati().LoadModel(path, out _);
+        try
+        {
+            using var after = context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(loaded, OnnxRuntime);
+            var actual = after.Predict(images);
+            Assert.Equal(expected.Select(e => (e.ExitLayer, e.PredictedLabel)), actual.Select(a => (a.ExitLayer, a.PredictedLabel)));
+        }
+        finally
+        {
+            (loaded as IDisposable)?.Dispose();
+        }
+    }
+
+    [Fact]
+    public void OnnxRuntimeEngine_ConcurrentCallers_GetTheSameAnswersAsOneCaller()
+    {
+        var images = fixture.Images(64).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+        using var engine = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, OnnxRuntime);
+        var expected = images.Select(i => engine.Predict(i).PredictedLabel).ToArray();
+        var results = new uint[8][];
+        Parallel.For(0, 8, t =>
+        {
+            var mine = new uint[images.Length];
+            for (var round = 0; round < 5; round++)
+                for (var i = 0; i < images.Length; i++) mine[i] = engine.Predict(images[(i + t) % images.Length]).PredictedLabel;
+            results[t] = Enumerable.Range(0, images.Length).Select(i => mine[(i - t + images.Length) % images.Length]).ToArray();
+        });
+        Assert.All(results, r => Assert.Equal(expected, r));
+    }
+}
