@@ -96,4 +96,33 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         });
         Assert.All(results, r => Assert.Equal(expected, r));
     }
+
+    [Fact]
+    public void ModelSavedBeforeOnnxSegments_LoadsAndServesOnBothBackends()
+    {
+        var path = Path.Combine(AppContext.BaseDirectory, "Assets", "learned-caches-format-1.1.zip");
+        var context = new MLContext(0);
+        var loaded = context.Gati().LoadModel(path, out var schema);
+        try
+        {
+            var caches = ((IEnumerable<ITransformer>)loaded).OfType<Transforms.LearnedCachesTransformer>().Single();
+            Assert.Equal([4, 7], caches.Caches.Select(c => c.Layer));
+            var images = fixture.Images(50).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+            using var ort = context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(loaded, OnnxRuntime);
+            using var torch = context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(loaded, TorchSharp);
+            var fromOrt = ort.Predict(images);
+            var fromTorch = torch.Predict(images);
+            Assert.True(fromOrt.Zip(fromTorch).Count(p => p.First.PredictedLabel == p.Second.PredictedLabel && p.First.ExitLayer == p.Second.ExitLayer) >= 49);
+
+            // Saved again, it is a 1.2 model with its segments.
+            using var temp = new TempDirectory();
+            context.Gati().SaveModel(loaded, schema, temp.File("resaved.zip"));
+            using var zip = System.IO.Compression.ZipFile.OpenRead(temp.File("resaved.zip"));
+            Assert.Equal(3, zip.Entries.Count(e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal)));
+        }
+        finally
+        {
+            (loaded as IDisposable)?.Dispose();
+        }
+    }
 }
