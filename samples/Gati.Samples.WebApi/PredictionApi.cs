@@ -23,7 +23,7 @@ public static class PredictionApi
             var status = pool.GetStatus();
             return TypedResults.Ok(new
             {
-                status.Path, status.Generation, status.LoadedAt, status.CacheLayers, status.Device, status.FailedReloads, status.LastError,
+                status.Path, status.Generation, status.LoadedAt, status.CacheLayers, status.Device, status.Backend, status.FailedReloads, status.LastError,
                 InputShape = status.InputShape.ToString(), status.ClassNames,
             });
         });

@@ -38,7 +38,7 @@ internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput,
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var status = pool.GetStatus();
-        var data = new Dictionary<string, object> { ["generation"] = status.Generation, ["caches"] = string.Join(",", status.CacheLayers), ["device"] = status.Device };
+        var data = new Dictionary<string, object> { ["generation"] = status.Generation, ["caches"] = string.Join(",", status.CacheLayers), ["device"] = status.Device, ["backend"] = status.Backend };
         return Task.FromResult(status.LastError is null
             ? HealthCheckResult.Healthy($"model generation {status.Generation} loaded", data)
             : HealthCheckResult.Degraded($"the last reload failed: {status.LastError}", data: data));

@@ -1,15 +1,33 @@
+using Gati.MLNet.Inference;
 using Gati.MLNet.Torch;
 
 namespace Gati.Extensions.ML;
 
 /// <summary>
 /// Settings of an <see cref="EarlyExitPredictionEnginePool{TInput, TOutput}"/>, usually bound from configuration
-/// (e.g. the "Gati:Pool" section: <c>{ "Device": "auto", "MaxBatchSize": 32, "ExitPrecisionTarget": 0.999 }</c>).
+/// (e.g. the "Gati:Pool" section: <c>{ "Backend": "OnnxRuntime", "Device": "auto", "MaxBatchSize": 32, "ExitPrecisionTarget": 0.999 }</c>).
 /// </summary>
 public sealed class EarlyExitPoolOptions
 {
+    /// <summary>The runtime that serves: ONNX Runtime (the default) or TorchSharp (docs/serving.md#backends).</summary>
+    public ExecutionBackend Backend { get; set; } = ExecutionBackend.OnnxRuntime;
+
     /// <summary>Where models run: auto, cpu, cuda or cuda:N.</summary>
     public string Device { get; set; } = DeviceOptions.Auto;
+
+    /// <summary>ONNX Runtime: threads of its shared CPU pool (null: the number of logical CPUs).</summary>
+    public int? IntraOpThreads { get; set; }
+
+    /// <summary>ONNX Runtime: let pool threads spin between calls (see <see cref="EarlyExitEngineOptions.AllowSpinning"/>).</summary>
+    public bool AllowSpinning { get; set; }
+
+    internal EarlyExitEngineOptions EngineOptions() => new()
+    {
+        Backend = Backend,
+        Device = Device,
+        IntraOpThreads = IntraOpThreads,
+        AllowSpinning = AllowSpinning,
+    };
 
     /// <summary>
     /// Gather concurrent <c>PredictAsync</c> calls into one engine batch. On the 2-core CPU this multiplies throughput
@@ -35,6 +53,7 @@ public sealed class EarlyExitPoolOptions
     internal void Validate()
     {
         DeviceOptions.Validate(Device, nameof(Device));
+        EngineOptions().Validated();
         if (MaxBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, "Must be positive.");
         if (MaxBatchDelayMs < 0 || !double.IsFinite(MaxBatchDelayMs)) throw new ArgumentOutOfRangeException(nameof(MaxBatchDelayMs), MaxBatchDelayMs, "Must be 0 or more.");
         if (ExitPrecisionTarget is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(ExitPrecisionTarget), ExitPrecisionTarget, "Must be in (0, 1].");

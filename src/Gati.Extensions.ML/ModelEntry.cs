@@ -21,9 +21,10 @@ namespace Gati.Extensions.ML;
 /// <param name="InputShape">[C, H, W] of the images the model reads.</param>
 /// <param name="InputNormalization">Normalisation of the training images (to prepare raw pixels), when the model recorded it.</param>
 /// <param name="ClassNames">Class names in label order.</param>
+/// <param name="Backend">The runtime in words (e.g. "ONNX Runtime 1.31.1 (cpu, shared pool of 2 threads)").</param>
 public sealed record ModelStatus(string Name, string Path, int Generation, DateTimeOffset LoadedAt, IReadOnlyList<int> CacheLayers, string Device,
     int FailedReloads, string? LastError, Gati.MLNet.Models.TensorShape InputShape, Gati.MLNet.Data.ChannelNormalization? InputNormalization,
-    IReadOnlyList<string> ClassNames);
+    IReadOnlyList<string> ClassNames, string Backend = "");
 
 /// <summary>
 /// One named model: loads the file, serves the current generation, and — when watched — reloads it after the file
@@ -97,7 +98,8 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         {
             var engine = generation.Engine;
             return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
-                engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames);
+                engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames,
+                engine.BackendDescription);
         }
         finally
         {
@@ -179,15 +181,16 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     {
         var clock = Stopwatch.StartNew();
         var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, _options.Device);
+        // ONNX Runtime serves on its own device; TorchSharp then only holds the weights, so they stay on the CPU.
+        DeviceOptions.ConfigureContext(context, _options.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : _options.Device);
         var model = context.Gati().LoadModel(Path, out _);
         try
         {
             if (_options.ExitPrecisionTarget is { } target) model = Rethreshold(model, target);
-            var engine = context.Gati().CreateEarlyExitEngine<TInput, TOutput>(model);
+            var engine = context.Gati().CreateEarlyExitEngine<TInput, TOutput>(model, _options.EngineOptions());
             var number = Interlocked.Increment(ref _generations);
-            _logger.LogInformation("Loaded model '{Model}' generation {Generation} from {Path} in {Milliseconds:F0} ms: caches on layers [{Layers}], device {Device}.",
-                Name, number, Path, clock.Elapsed.TotalMilliseconds, string.Join(", ", engine.Caches.Select(c => c.Layer)), engine.Device);
+            _logger.LogInformation("Loaded model '{Model}' generation {Generation} from {Path} in {Milliseconds:F0} ms: caches on layers [{Layers}], {Backend}.",
+                Name, number, Path, clock.Elapsed.TotalMilliseconds, string.Join(", ", engine.Caches.Select(c => c.Layer)), engine.BackendDescription);
             return new ModelGeneration<TInput, TOutput>(number, Path, model, engine);
         }
         catch

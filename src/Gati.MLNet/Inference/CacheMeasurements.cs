@@ -28,8 +28,9 @@ public sealed record CacheCandidate(int Index, int Layer, PredictorArchitecture 
 public sealed class CacheMeasurements
 {
     internal CacheMeasurements(IReadOnlyList<CacheCandidate> candidates, bool[][] exits, bool[][] correct, double[] blockMs, double[] blockBatchMs,
-        int batchSize, string device)
+        int batchSize, string device, ExecutionBackend backend = ExecutionBackend.TorchSharp)
     {
+        Backend = backend;
         Candidates = candidates;
         Exits = exits;
         Correct = correct;
@@ -63,6 +64,9 @@ public sealed class CacheMeasurements
     /// <summary>The device timed.</summary>
     public string Device { get; }
 
+    /// <summary>The runtime timed: the latency model holds for engines on this backend.</summary>
+    public ExecutionBackend Backend { get; }
+
     /// <summary>Full-model time at batch 1, ms.</summary>
     public double FullMs => BlockMs.Sum();
 
@@ -74,7 +78,9 @@ public sealed class CacheMeasurements
     /// <param name="heldOut">Held-out images, never used to train predictors.</param>
     /// <param name="batchSize">Batch size of the second timing set (1 = batch-1 only).</param>
     /// <param name="timingRuns">Timed repetitions per part (median kept).</param>
-    public static CacheMeasurements Measure(LearnedCachesTransformer candidates, IDataView heldOut, int batchSize = 64, int timingRuns = 50)
+    /// <param name="backend">The runtime to time (the one the chosen caches will be served on); ONNX Runtime by default, on the CPU.</param>
+    public static CacheMeasurements Measure(LearnedCachesTransformer candidates, IDataView heldOut, int batchSize = 64, int timingRuns = 50,
+        ExecutionBackend backend = ExecutionBackend.OnnxRuntime)
     {
         ArgumentNullException.ThrowIfNull(candidates);
         ArgumentNullException.ThrowIfNull(heldOut);
@@ -116,22 +122,29 @@ public sealed class CacheMeasurements
             }
             if (exits[0].Count == 0) throw new ArgumentException("The held-out data has no rows.", nameof(heldOut));
 
-            var blockMs = TimeParts(network, device, shape, 1, timingRuns);
-            var blockBatchMs = batchSize == 1 ? blockMs : TimeParts(network, device, shape, batchSize, Math.Max(5, timingRuns / 5));
+            var batchRuns = Math.Max(5, timingRuns / 5);
+            var onnx = new EarlyExitEngineOptions { Backend = backend, Device = "cpu" };
+            double[] Parts(int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
+                ? Backends.OnnxRuntimeTiming.Parts(network, batch, runs, onnx)
+                : TimeParts(network, device, shape, batch, runs);
+            double Cache(LearnedCache cache, int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
+                ? Backends.OnnxRuntimeTiming.Cache(cache, network.Config.ClassCount, batch, runs, onnx)
+                : TimeCache(cache, device, cache.Predictor.Module.InputSize, batch, runs);
+            var blockMs = Parts(1, timingRuns);
+            var blockBatchMs = batchSize == 1 ? blockMs : Parts(batchSize, batchRuns);
             var list = new List<CacheCandidate>();
             for (var i = 0; i < caches.Count; i++)
             {
                 var cache = caches[i];
-                var size = cache.Predictor.Module.InputSize;
-                var one = TimeCache(cache, device, size, 1, timingRuns);
-                var batch = batchSize == 1 ? one : TimeCache(cache, device, size, batchSize, Math.Max(5, timingRuns / 5));
+                var one = Cache(cache, 1, timingRuns);
+                var batch = batchSize == 1 ? one : Cache(cache, batchSize, batchRuns);
                 var hits = exits[i].Count(e => e);
                 var good = exits[i].Zip(correct[i]).Count(p => p.First && p.Second);
                 list.Add(new CacheCandidate(i, cache.Layer, cache.PredictorArchitecture, (double)hits / exits[i].Count,
                     hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes));
             }
             return new CacheMeasurements(list, exits.Select(e => e.ToArray()).ToArray(), correct.Select(c => c.ToArray()).ToArray(),
-                blockMs, blockBatchMs, batchSize, device.ToString());
+                blockMs, blockBatchMs, batchSize, backend == ExecutionBackend.OnnxRuntime ? "cpu" : device.ToString(), backend);
         }
     }
 

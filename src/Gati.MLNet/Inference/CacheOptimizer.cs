@@ -143,7 +143,7 @@ public static class CacheOptimizer
         var text = new StringBuilder();
         var budget = constraints.MemoryBudgetBytes is { } b ? string.Create(CultureInfo.InvariantCulture, $", cache memory <= {b / 1048576.0:F1} MB") : "";
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"Measured on {m.Rows} held-out rows on {m.Device}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
+            $"Measured on {m.Rows} held-out rows on {m.Device} with {(m.Backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp")}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
         text.AppendLine();
         text.AppendLine("| layer | predictor | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
         text.AppendLine("|---|---|---|---|---|---|---|");

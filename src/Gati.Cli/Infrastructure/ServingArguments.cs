@@ -1,0 +1,61 @@
+using System.CommandLine;
+using Gati.MLNet.Inference;
+
+namespace Gati.Cli.Infrastructure;
+
+/// <summary>--backend, --ort-threads and --ort-spinning, shared by every command that serves a model through the early-exit engine.</summary>
+internal sealed class ServingArguments
+{
+    public ServingArguments(string defaultBackend = "onnxruntime", bool allowBoth = false)
+    {
+        Backend = new Option<string>("--backend")
+        {
+            Description = "Runtime of the early-exit engine: onnxruntime (ONNX Runtime, the default) or torchsharp" + (allowBoth ? ", or both (measured side by side)." : "."),
+            DefaultValueFactory = _ => defaultBackend,
+        };
+        Backend.AcceptOnlyFromAmong(allowBoth ? ["onnxruntime", "torchsharp", "both"] : ["onnxruntime", "torchsharp"]);
+    }
+
+    public Option<string> Backend { get; }
+
+    public Option<int?> OrtThreads { get; } = new("--ort-threads")
+    {
+        Description = "Threads of ONNX Runtime's shared CPU pool (default: the number of logical CPUs).",
+    };
+
+    public Option<bool> OrtSpinning { get; } = new("--ort-spinning")
+    {
+        Description = "Let ONNX Runtime's pool threads spin between calls (lower latency for back-to-back calls, busy cores in between).",
+    };
+
+    public void AddTo(Command command)
+    {
+        OrtThreads.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is < 1 or > 1024) result.AddError("--ort-threads must be between 1 and 1024.");
+        });
+        command.Options.Add(Backend);
+        command.Options.Add(OrtThreads);
+        command.Options.Add(OrtSpinning);
+    }
+
+    /// <summary>The engine options of each backend asked for (two for "both": TorchSharp first).</summary>
+    public IReadOnlyList<EarlyExitEngineOptions> Read(ParseResult result, string device)
+    {
+        var backends = result.GetValue(Backend) switch
+        {
+            "torchsharp" => new[] { ExecutionBackend.TorchSharp },
+            "both" => [ExecutionBackend.TorchSharp, ExecutionBackend.OnnxRuntime],
+            _ => [ExecutionBackend.OnnxRuntime],
+        };
+        return backends.Select(b => new EarlyExitEngineOptions
+        {
+            Backend = b,
+            Device = device,
+            IntraOpThreads = result.GetValue(OrtThreads),
+            AllowSpinning = result.GetValue(OrtSpinning),
+        }).ToArray();
+    }
+
+    public static string Name(ExecutionBackend backend) => backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp";
+}

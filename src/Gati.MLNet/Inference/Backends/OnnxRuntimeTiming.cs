@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using Gati.MLNet.Models;
+using Gati.MLNet.Onnx;
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+
+namespace Gati.MLNet.Inference.Backends;
+
+/// <summary>
+/// Times the parts of a base network and its candidate caches on ONNX Runtime, for the cache optimizer's latency
+/// model: each part is its own session with the engine's session settings. A session call costs a fixed overhead
+/// (measured on an identity graph) that the engine pays once per segment, not once per block: block and stem
+/// timings are net of it, the head keeps it (the final segment's call), and each cache keeps it (each cache adds a
+/// segment).
+/// </summary>
+internal static class OnnxRuntimeTiming
+{
+    /// <summary>[0] stem, [1..L] blocks, [L + 1] head with softmax, at <paramref name="batch"/> rows; ms.</summary>
+    public static double[] Parts(ResNet network, int batch, int runs, EarlyExitEngineOptions options)
+    {
+        var weights = new TorchWeights(network, "base model");
+        var parts = new double[network.LayerCount + 2];
+        var overhead = CallOverhead(batch, runs, options);
+        for (var part = 0; part <= network.LayerCount + 1; part++)
+        {
+            var graph = new OnnxGraphBuilder($"part{part}");
+            var shape = part == 0 ? network.Config.InputShape : network.LayerOutputShape(part - 1);
+            var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, shape.Channels, shape.Height, shape.Width);
+            string output;
+            long[] outputShape;
+            if (part == 0)
+            {
+                output = ResNetOnnx.Stem(graph, weights, x);
+                var s = network.LayerOutputShape(0);
+                outputShape = [batch, s.Channels, s.Height, s.Width];
+            }
+            else if (part <= network.LayerCount)
+            {
+                output = ResNetOnnx.Block(graph, network, weights, part, x);
+                var s = network.LayerOutputShape(part);
+                outputShape = [batch, s.Channels, s.Height, s.Width];
+            }
+            else
+            {
+                output = graph.Node("Softmax", [ResNetOnnx.Head(graph, weights, x)], ("axis", 1));
+                outputShape = [batch, network.Config.ClassCount];
+            }
+            graph.Output(graph.Rename(output, "Output"), TensorProto.Types.DataType.Float, outputShape.Skip(1).Select(d => (long?)d).Prepend(null).ToArray());
+            var ms = Time(graph.ToBytes(), [batch, shape.Channels, shape.Height, shape.Width], [("Output", outputShape, false)], runs, options);
+            parts[part] = part == network.LayerCount + 1 ? ms : Math.Max(0, ms - overhead);
+        }
+        return parts;
+    }
+
+    /// <summary>A cache's lookup (predictor, selector, decision) on <paramref name="batch"/> rows of its layer's features, ms.</summary>
+    public static double Cache(LearnedCache cache, int classes, int batch, int runs, EarlyExitEngineOptions options)
+    {
+        var size = cache.Predictor.Module.InputSize;
+        var graph = new OnnxGraphBuilder("cache");
+        var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, size);
+        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, x, "p");
+        var hit = graph.Rename(CacheOnnx.Hits(graph, cache.Selector.Module, (float)cache.Calibration.Threshold, logProbabilities, "p"), "Hit");
+        var probabilities = graph.Rename(graph.Node("Exp", [logProbabilities]), "Probabilities");
+        graph.Output(probabilities, TensorProto.Types.DataType.Float, null, classes);
+        graph.Output(hit, TensorProto.Types.DataType.Bool, (long?)null);
+        return Time(graph.ToBytes(), [batch, size], [("Probabilities", [batch, classes], false), ("Hit", [batch], true)], runs, options);
+    }
+
+    private static double CallOverhead(int batch, int runs, EarlyExitEngineOptions options)
+    {
+        var graph = new OnnxGraphBuilder("identity");
+        var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, 1);
+        graph.Output(graph.Rename(x, "Output"), TensorProto.Types.DataType.Float, null, 1);
+        return Time(graph.ToBytes(), [batch, 1], [("Output", [batch, 1], false)], runs, options);
+    }
+
+    private static double Time(byte[] model, long[] inputShape, (string Name, long[] Shape, bool Bool)[] outputs, int runs, EarlyExitEngineOptions options)
+    {
+        using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        OnnxRuntimeEnvironment.Configure(sessionOptions, options);
+        using var session = new InferenceSession(model, sessionOptions);
+        var random = new Random(7);
+        var input = new float[inputShape.Aggregate(1L, (a, b) => a * b)];
+        for (var i = 0; i < input.Length; i++) input[i] = (float)random.NextDouble();
+        using var inputValue = OrtValue.CreateTensorValueFromMemory(input, inputShape);
+        var outputValues = outputs.Select(o => o.Bool
+            ? OrtValue.CreateTensorValueFromMemory(new bool[o.Shape.Aggregate(1L, (a, b) => a * b)], o.Shape)
+            : OrtValue.CreateTensorValueFromMemory(new float[o.Shape.Aggregate(1L, (a, b) => a * b)], o.Shape)).ToArray();
+        try
+        {
+            using var runOptions = new RunOptions();
+            string[] inputNames = ["Input"];
+            var outputNames = outputs.Select(o => o.Name).ToArray();
+            OrtValue[] inputValues = [inputValue];
+            for (var i = 0; i < 5; i++) session.Run(runOptions, inputNames, inputValues, outputNames, outputValues);
+            var times = new double[runs];
+            for (var i = 0; i < runs; i++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                session.Run(runOptions, inputNames, inputValues, outputNames, outputValues);
+                times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+            Array.Sort(times);
+            return times[runs / 2];
+        }
+        finally
+        {
+            foreach (var value in outputValues) value.Dispose();
+        }
+    }
+}
