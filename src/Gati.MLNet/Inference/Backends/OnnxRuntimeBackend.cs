@@ -12,7 +12,8 @@ namespace Gati.MLNet.Inference.Backends;
 /// selector, so one session call gives the activation, the probabilities and the hit flags. Concurrent calls run in
 /// parallel (sessions are thread-safe); each call rents a context whose buffers and tensor views are reused, so the
 /// hot path allocates nothing but the result. On the CPU, compaction moves the surviving rows within the activation
-/// buffer, which is the next segment's input.
+/// buffer, which is the next segment's input. On CUDA, activations stay on the GPU between segments (IO binding),
+/// compaction is a Gather on the GPU, and only the probabilities and hit flags are copied to the host.
 /// </summary>
 internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
 {
@@ -22,7 +23,9 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     private readonly int[] _inputSizes;
     private readonly int _classes;
     private readonly string[][] _outputNames;
-    private readonly ConcurrentBag<Call> _idle = new();
+    private readonly ConcurrentBag<IPooledCall> _idle = new();
+    private readonly InferenceSession?[] _gathers;  // CUDA only: per cache segment, the compaction of its activation
+    private readonly OrtMemoryInfo? _cudaMemory;
     private int _disposed;
 
     private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, ResNet network, IReadOnlyList<int> cacheLayers, string device,
@@ -36,6 +39,10 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         _inputSizes = new int[segments.Count];
         _outputNames = new string[segments.Count][];
         _sessions = new InferenceSession[segments.Count];
+        _gathers = new InferenceSession?[segments.Count];
+        var cuda = device.StartsWith("cuda", StringComparison.Ordinal);
+        if (cuda)
+            _cudaMemory = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, CudaIndex(device), OrtMemType.Default);
         try
         {
             for (var s = 0; s < segments.Count; s++)
@@ -56,6 +63,11 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
                 }
                 using var sessionOptions = SessionOptionsFor(options, device);
                 _sessions[s] = new InferenceSession(segment.Model, sessionOptions);
+                if (cuda && !segment.IsFinal)
+                {
+                    using var gatherOptions = SessionOptionsFor(options, device);
+                    _gathers[s] = new InferenceSession(GatherRows(_activationDims[s]), gatherOptions);
+                }
             }
         }
         catch
@@ -91,16 +103,31 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     public IEarlyExitCall Begin(float[] images, int count)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var call = _idle.TryTake(out var idle) ? idle : new Call(this);
+        var call = _idle.TryTake(out var idle) ? idle : _cudaMemory is null ? new Call(this) : new CudaCall(this);
         call.Load(images, count);
         return call;
     }
+
+    /// <summary>A graph that keeps the rows named by <c>Indices</c> of <c>Data</c> (the CUDA compaction).</summary>
+    private static byte[] GatherRows(long[] dims)
+    {
+        var graph = new OnnxGraphBuilder("gati-compaction");
+        var data = graph.Input("Data", global::Onnx.TensorProto.Types.DataType.Float, [null, .. dims.Select(d => (long?)d)]);
+        var indices = graph.Input("Indices", global::Onnx.TensorProto.Types.DataType.Int64, (long?)null);
+        graph.Output(graph.Rename(graph.Node("Gather", [data, indices], ("axis", 0)), "Output"), global::Onnx.TensorProto.Types.DataType.Float,
+            [null, .. dims.Select(d => (long?)d)]);
+        return graph.ToBytes();
+    }
+
+    private static int CudaIndex(string device) => int.Parse(device.AsSpan(5), System.Globalization.CultureInfo.InvariantCulture);
 
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         while (_idle.TryTake(out var call)) call.Release();
         foreach (var session in _sessions) session?.Dispose();
+        foreach (var session in _gathers) session?.Dispose();
+        _cudaMemory?.Dispose();
     }
 
     /// <summary>"cpu" or "cuda:N": ONNX Runtime's CUDA provider is used when asked for, or for auto when it is present.</summary>
@@ -130,7 +157,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         {
             OnnxRuntimeEnvironment.Configure(session, options);
             if (device.StartsWith("cuda", StringComparison.Ordinal))
-                session.AppendExecutionProvider_CUDA(int.Parse(device.AsSpan(5), System.Globalization.CultureInfo.InvariantCulture));
+                session.AppendExecutionProvider_CUDA(CudaIndex(device));
             return session;
         }
         catch
@@ -140,8 +167,16 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         }
     }
 
+    /// <summary>A call context that goes back to the backend's pool when the call ends.</summary>
+    private interface IPooledCall : IEarlyExitCall
+    {
+        void Load(float[] images, int count);
+
+        void Release();
+    }
+
     /// <summary>One call's buffers and their tensor views: rented per call, returned on Dispose.</summary>
-    private sealed class Call(OnnxRuntimeBackend owner) : IEarlyExitCall
+    private sealed class Call(OnnxRuntimeBackend owner) : IPooledCall
     {
         private readonly RunOptions _runOptions = new();
         private readonly Dictionary<(int Segment, int Rows), (OrtValue[] Inputs, OrtValue[] Outputs)> _views = [];
@@ -239,6 +274,106 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         public void Release()
         {
             ReleaseViews();
+            _runOptions.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A call on the CUDA execution provider: the activation of each segment stays in GPU memory (bound as an output
+    /// on the device, then as the next segment's input); probabilities and hit flags are bound to host buffers, so
+    /// they are the only per-segment copies to the host. Not yet run on a GPU (docs/serving.md#cuda).
+    /// </summary>
+    private sealed class CudaCall(OnnxRuntimeBackend owner) : IPooledCall
+    {
+        private readonly RunOptions _runOptions = new();
+        private float[] _images = [];
+        private float[] _probabilities = [];
+        private bool[] _hits = [];
+        private IDisposableReadOnlyCollection<OrtValue>? _outputs;
+        private OrtValue? _activation;
+        private int _rows;
+        private int _segment;
+
+        public void Load(float[] images, int count)
+        {
+            var size = count * owner._inputSizes[0];
+            if (_images.Length < size)
+            {
+                _images = GC.AllocateArray<float>(size, pinned: true);
+                _probabilities = GC.AllocateArray<float>(count * owner._classes, pinned: true);
+                _hits = GC.AllocateArray<bool>(count, pinned: true);
+            }
+            images.AsSpan(0, size).CopyTo(_images);
+            _rows = count;
+            DropActivation();
+        }
+
+        public SegmentResult Run(int segment)
+        {
+            _segment = segment;
+            var session = owner._sessions[segment];
+            using var binding = session.CreateIoBinding();
+            using var images = segment == 0
+                ? OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _images.AsMemory(0, _rows * owner._inputSizes[0]), [_rows, .. owner._inputDims[0]])
+                : null;
+            binding.BindInput(OnnxSegment.Input, images ?? _activation!);
+            using var probabilities = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _probabilities.AsMemory(0, _rows * owner._classes), [_rows, owner._classes]);
+            binding.BindOutput(OnnxSegment.Probabilities, probabilities);
+            var cacheSegment = owner._activationDims[segment] is not null;
+            using var hits = cacheSegment ? OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _hits.AsMemory(0, _rows), [_rows]) : null;
+            if (cacheSegment)
+            {
+                binding.BindOutputToDevice(OnnxSegment.Activation, owner._cudaMemory!);
+                binding.BindOutput(OnnxSegment.Hit, hits!);
+            }
+            session.RunWithBinding(_runOptions, binding);
+            binding.SynchronizeBoundOutputs();
+            if (cacheSegment)
+            {
+                var outputs = binding.GetOutputValues();
+                DropActivation();
+                _outputs = outputs;
+                _activation = outputs[Array.IndexOf(binding.GetOutputNames(), OnnxSegment.Activation)];
+                return new SegmentResult(_probabilities.AsSpan(0, _rows * owner._classes), _hits.AsSpan(0, _rows));
+            }
+            return new SegmentResult(_probabilities.AsSpan(0, _rows * owner._classes), []);
+        }
+
+        public void Keep(ReadOnlySpan<int> rows)
+        {
+            var gather = owner._gathers[_segment]!;
+            var indices = new long[rows.Length];
+            for (var i = 0; i < rows.Length; i++) indices[i] = rows[i];
+            using var indexValue = OrtValue.CreateTensorValueFromMemory(indices, [indices.Length]);
+            using var binding = gather.CreateIoBinding();
+            binding.BindInput("Data", _activation!);
+            binding.BindInput("Indices", indexValue);
+            binding.BindOutputToDevice("Output", owner._cudaMemory!);
+            gather.RunWithBinding(_runOptions, binding);
+            var outputs = binding.GetOutputValues();
+            DropActivation();
+            _outputs = outputs;
+            _activation = outputs[0];
+            _rows = rows.Length;
+        }
+
+        private void DropActivation()
+        {
+            _outputs?.Dispose();
+            _outputs = null;
+            _activation = null;
+        }
+
+        public void Dispose()
+        {
+            DropActivation();
+            if (owner._disposed != 0) Release();
+            else owner._idle.Add(this);
+        }
+
+        public void Release()
+        {
+            DropActivation();
             _runOptions.Dispose();
         }
     }
