@@ -18,6 +18,7 @@ internal static class GatiCommand
         root.Subcommands.Add(OptimizeCommand.Create());
         root.Subcommands.Add(EvaluateEarlyExitCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(ExportCommand.Create());
         return root;
     }
 }

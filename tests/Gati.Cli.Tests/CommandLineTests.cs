@@ -134,4 +134,40 @@ public sealed class CommandLineTests
         Assert.Contains("no rows", error.Message);
         (loaded as IDisposable)?.Dispose();
     }
+
+    [Fact]
+    public void ExportOnnx_ModelWithCaches_WritesTheGraphTheSegmentsAndUpdatesTheZip()
+    {
+        using var temp = new TempDirectory();
+        var model = temp.File("caches.zip");
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "Assets", "learned-caches-format-1.1.zip"), model);
+        var onnx = temp.File("base.onnx");
+        var segments = Path.Combine(temp.Path, "segments");
+        var (exit, output) = CliHost.Invoke("export", "onnx", "--model", model, "--output", onnx, "--segments-dir", segments, "--update-model");
+        Assert.True(exit == 0, output);
+        using (var session = new Microsoft.ML.OnnxRuntime.InferenceSession(onnx))
+        {
+            Assert.Equal(["Image"], session.InputNames);
+            Assert.Equal(["Logits", "Score"], session.OutputNames);
+            Assert.Equal("[\"T-shirt/top\",\"Trouser\",\"Pullover\",\"Dress\",\"Coat\",\"Sandal\",\"Shirt\",\"Sneaker\",\"Bag\",\"Ankle boot\"]",
+                session.ModelMetadata.CustomMetadataMap["gati.classNames"]);
+        }
+        Assert.Equal(3, Directory.GetFiles(segments, "segment-*.onnx").Length);
+        using var zip = System.IO.Compression.ZipFile.OpenRead(model);
+        Assert.Equal(3, zip.Entries.Count(e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void ExportOnnx_SegmentsOfAModelWithoutCaches_IsAnError()
+    {
+        using var temp = new TempDirectory();
+        var model = temp.File("base.zip");
+        var (exit, output) = CliHost.Invoke("train-base", "--data-dir", RealData.FashionMnistDirectory, "--width", "4", "--epochs", "1",
+            "--train-rows", "256", "--test-rows", "50", "--batch-size", "64", "--device", "cpu", "--output", model);
+        Assert.True(exit == 0, output);
+        (exit, output) = CliHost.Invoke("export", "onnx", "--model", model, "--output", temp.File("base.onnx"), "--segments-dir", temp.File("segments"));
+        Assert.Equal(1, exit);
+        Assert.Contains("no servable learned caches", output);
+        Assert.True(File.Exists(temp.File("base.onnx")));
+    }
 }

@@ -1,0 +1,94 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+/// <summary><c>gati export onnx</c>: the base model as one standard ONNX graph, and the early-exit segments.</summary>
+internal static class ExportCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("export", "Export a model to another format.");
+        command.Subcommands.Add(CreateOnnx());
+        return command;
+    }
+
+    private static Command CreateOnnx()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "A Gati model zip (base model, with or without learned caches).", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The .onnx file to write: the base model as one graph (Image -> Logits, Score).", Required = true };
+        var segmentsDir = new Option<string?>("--segments-dir")
+        {
+            Description = "Also write the early-exit segment graphs (one per cache, plus the rest of the network) as .onnx files to this folder, for inspection.",
+        };
+        var updateModel = new Option<bool>("--update-model")
+        {
+            Description = "Re-save a model zip of an older format with its ONNX segment graphs inside (format 1.2), so that serving does not export them at load.",
+        };
+        var command = new Command("onnx", "Export the base model as one standard ONNX graph (opset 17) that ML.NET's ApplyOnnxModel, ONNX Runtime and other tools read; optionally the early-exit segment graphs.");
+        foreach (var option in new Option[] { model, output, segmentsDir, updateModel }) command.Options.Add(option);
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+            new ExportOnnxRunner(AnsiConsole.Console).Run(result.GetValue(model)!, result.GetValue(output)!, result.GetValue(segmentsDir), result.GetValue(updateModel)))));
+        return command;
+    }
+}
+
+/// <summary>Runs <c>gati export onnx</c>.</summary>
+internal sealed class ExportOnnxRunner(IAnsiConsole console)
+{
+    public int Run(string modelPath, string output, string? segmentsDir, bool updateModel)
+    {
+        // The networks are only read: keep them on the CPU whatever the machine has.
+        var context = new MLContext(0);
+        Gati.MLNet.Torch.DeviceOptions.ConfigureContext(context, "cpu");
+        var model = context.Gati().LoadModel(modelPath, out var schema);
+        try
+        {
+            var baseModel = LoadedModel.BaseModel(model, modelPath);
+            context.Gati().ExportOnnx(model, output);
+            console.MarkupLineInterpolated(
+                $"Wrote [bold]{output}[/] ({new FileInfo(output).Length / 1024.0:F0} KB): {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, input Image [[N, {baseModel.Config.InputShape.Channels}, {baseModel.Config.InputShape.Height}, {baseModel.Config.InputShape.Width}]], outputs Logits and Score [[N, {baseModel.Config.ClassCount}]].");
+
+            var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault();
+            if (caches is null || !caches.OneCachePerLayer)
+            {
+                if (segmentsDir is not null || updateModel)
+                    throw new InvalidOperationException($"{modelPath} holds no servable learned caches (one per layer; see gati optimize): there are no early-exit segments to export.");
+                return 0;
+            }
+            var segments = caches.OnnxSegments();
+            if (segmentsDir is not null)
+            {
+                Directory.CreateDirectory(segmentsDir);
+                var index = new StringBuilder("| file | layers | outputs |\n|---|---|---|\n");
+                for (var i = 0; i < segments.Count; i++)
+                {
+                    var s = segments[i];
+                    var name = string.Create(CultureInfo.InvariantCulture, $"segment-{i}.onnx");
+                    AtomicFile.WriteAllBytes(Path.Combine(segmentsDir, name), s.Model);
+                    var layers = s.FirstLayer == 0 ? $"stem, 1..{s.LastLayer}" : s.FirstLayer > s.LastLayer ? "none" : $"{s.FirstLayer}..{s.LastLayer}";
+                    index.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {layers}{(s.IsFinal ? " + head" : $" + cache of layer {s.LastLayer}")} | {(s.IsFinal ? "Probabilities" : "Activation, Probabilities, Hit")} |");
+                }
+                AtomicFile.WriteAllText(Path.Combine(segmentsDir, "segments.md"), index.ToString());
+                console.MarkupLineInterpolated($"Wrote {segments.Count} segment graphs and segments.md to [bold]{segmentsDir}[/].");
+            }
+            if (updateModel)
+            {
+                context.Gati().SaveModel(model, schema, modelPath);
+                console.MarkupLineInterpolated($"Re-saved [bold]{modelPath}[/] with its {segments.Count} ONNX segment graphs (format 1.2).");
+            }
+            return 0;
+        }
+        finally
+        {
+            LoadedModel.Dispose(model);
+        }
+    }
+}
