@@ -19,7 +19,7 @@ internal sealed class EarlyExitEngine : IDisposable
     private int _inFlight;
     private bool _disposed;
 
-    private EarlyExitEngine(ResNetConfig config, IEarlyExitBackend backend, LearnedCache[] caches, IReadOnlyList<string> classNames,
+    internal EarlyExitEngine(ResNetConfig config, IEarlyExitBackend backend, LearnedCache[] caches, IReadOnlyList<string> classNames,
         Data.ChannelNormalization? inputNormalization, ExecutionBackend kind)
     {
         Config = config;

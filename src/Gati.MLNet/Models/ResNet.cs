@@ -81,7 +81,7 @@ public sealed class ResNet : nn.Module<Tensor, Tensor>
     public Tensor Block(int layer, Tensor input)
     {
         Spec.CheckLayer(layer);
-        return _blocks[layer - 1].forward(input);
+        return _blocks[layer - 1].call(input); // call, not forward: hooks (e.g. tests counting rows per block) see it
     }
 
     /// <summary>Global average pool and the linear head: the logits from the last layer's output.</summary>

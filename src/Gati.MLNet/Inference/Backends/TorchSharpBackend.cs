@@ -81,7 +81,15 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
             var cache = _owner._caches[segment];
             for (var layer = first; layer <= cache.Layer; layer++)
                 _activation = Step(x => network.Block(layer, x), _activation);
-            var (logProbabilities, hit) = cache.Lookup(_activation.flatten(1));
+            Tensor logProbabilities, hit;
+            using (var lookup = NewDisposeScope())
+            {
+                // The flattened view would keep this layer's activation alive until the call ends: only the small
+                // results leave the scope, so memory stays at about one activation however many caches run.
+                var (l, h) = cache.Lookup(_activation.flatten(1));
+                logProbabilities = l.MoveToOuterDisposeScope();
+                hit = h.MoveToOuterDisposeScope();
+            }
             var rows = (int)hit.shape[0];
             if (_hits.Length < rows) _hits = new bool[rows];
             // One host copy of the hit flags; probabilities only when some row leaves here.
