@@ -24,17 +24,22 @@ internal static class BenchCommand
         var rows = new Option<long?>("--rows") { Description = "Test rows to time (default: all)." };
         var memoryPredictions = new Option<int>("--memory-predictions") { Description = "Batch-1 predictions of the native-memory check (0 skips it).", DefaultValueFactory = _ => 100_000 };
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
-        var command = new Command("engine", "The early-exit engine against the full model at several batch sizes (latency mean/p50/p99, speedup), and resident memory over many predictions.");
+        var rounds = new Option<int>("--rounds") { Description = "Rounds per batch size; each round times every engine on the same slice of images.", DefaultValueFactory = _ => 5 };
+        var imagesPerRound = new Option<int>("--images-per-round") { Description = "Images each engine runs per round (rounded to whole batches).", DefaultValueFactory = _ => 1000 };
+        var serving = new ServingArguments(defaultBackend: "both", allowBoth: true);
+        var command = new Command("engine", "The full model and early exit on each backend (TorchSharp, ONNX Runtime) side by side: answers on the test split, latency per call (mean/p50/p99) at several batch sizes, and resident memory over many predictions.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { batchSizes, rows, memoryPredictions, output }) command.Options.Add(option);
+        foreach (var option in new Option[] { batchSizes, rows, memoryPredictions, output, rounds, imagesPerRound }) command.Options.Add(option);
         runtime.AddTo(command);
+        serving.AddTo(command);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
                 EvaluateEarlyExitCommand.ParseBatchSizes(result.GetValue(batchSizes)!), result.GetValue(rows), result.GetValue(memoryPredictions),
-                result.GetValue(runtime.Device)!, result.GetValue(output)));
+                result.GetValue(runtime.Device)!, result.GetValue(output), serving.Read(result, result.GetValue(runtime.Device)!),
+                Math.Max(1, result.GetValue(rounds)), Math.Max(1, result.GetValue(imagesPerRound))));
         })));
         return command;
     }

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Gati.Cli.Infrastructure;
 using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
 using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
@@ -35,6 +36,8 @@ internal static class DemoCommand
         foreach (var option in new Option[] { output, dataDir, width, baseRows, baseEpochs, cacheLayers, cacheArchitectures, cacheRows, cacheEpochs, holdout, precision, agreement, evalRows })
             command.Options.Add(option);
         runtime.AddTo(command);
+        var serving = new ServingArguments();
+        serving.AddTo(command);
         command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
@@ -42,7 +45,7 @@ internal static class DemoCommand
                 LayerList.Parse(result.GetValue(cacheLayers)!),
                 result.GetValue(cacheArchitectures)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(PredictorArchitecture.Parse).ToArray(),
                 result.GetValue(cacheRows), result.GetValue(cacheEpochs), result.GetValue(holdout), result.GetValue(precision), result.GetValue(agreement),
-                result.GetValue(evalRows), result.GetValue(runtime.Device)!);
+                result.GetValue(evalRows), result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0]);
             return new DemoRunner(AnsiConsole.Console).Run(settings, cancellation);
         })));
         return command;
@@ -51,7 +54,7 @@ internal static class DemoCommand
 
 internal sealed record DemoSettings(string OutputDir, string? DataDir, int Width, long BaseTrainRows, int BaseEpochs, int[] CacheLayers,
     PredictorArchitecture[] CacheArchitectures, long CacheTrainRows, int CacheEpochs, long HoldoutRows, double TargetPrecision, double AgreementTarget,
-    long? EvalRows, string Device);
+    long? EvalRows, string Device, EarlyExitEngineOptions Serving);
 
 /// <summary>Runs the demo: the same runners as the individual commands, in order.</summary>
 internal sealed class DemoRunner(IAnsiConsole console)
@@ -106,11 +109,12 @@ internal sealed class DemoRunner(IAnsiConsole console)
 
         console.MarkupLine("[bold]== 3. choose the caches ==[/]");
         var chosen = Path.Combine(settings.OutputDir, "early-exit.zip");
-        new OptimizeRunner(console).Run(new OptimizeSettings(candidates, dataset, settings.AgreementTarget, null, 1, settings.HoldoutRows, 100, chosen, settings.Device));
+        new OptimizeRunner(console).Run(new OptimizeSettings(candidates, dataset, settings.AgreementTarget, null, 1, settings.HoldoutRows, 100, chosen, settings.Device,
+            settings.Serving));
 
         console.MarkupLine("[bold]== 4. early exit against the full model (test set) ==[/]");
         new EarlyExitEvaluation(console).RunAndReport(new EarlyExitEvaluationSettings(chosen, dataset, DatasetSplit.Test, settings.EvalRows, [1, 64],
-            Path.Combine(settings.OutputDir, "report"), settings.Device, Environment.CommandLine));
+            Path.Combine(settings.OutputDir, "report"), settings.Device, Environment.CommandLine, settings.Serving));
         console.MarkupLineInterpolated($"Demo finished in {clock.Elapsed:mm\\:ss}. Models and report in [bold]{settings.OutputDir}[/].");
         return 0;
     }

@@ -15,7 +15,7 @@ using Spectre.Console;
 namespace Gati.Cli.Commands;
 
 internal sealed record EarlyExitEvaluationSettings(string Model, DatasetSpec Dataset, DatasetSplit Split, long? Rows, int[] BatchSizes, string? OutputDir,
-    string Device, string CommandLine);
+    string Device, string CommandLine, EarlyExitEngineOptions Serving);
 
 /// <summary>Figures of one batch size.</summary>
 internal sealed record EarlyExitResult(int BatchSize, long Images, double Agreement, double Accuracy, double FullAccuracy, double HitRate,
@@ -36,17 +36,18 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
     public (EarlyExitResult[] Results, LearnedCache[] Caches) Run(EarlyExitEvaluationSettings settings)
     {
         var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        // Under ONNX Runtime the TorchSharp networks only provide the weights: they stay on the CPU.
+        DeviceOptions.ConfigureContext(context, settings.Serving.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : settings.Device);
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
             var baseModel = LoadedModel.BaseModel(model, settings.Model);
-            using var early = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(model);
-            using var full = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(baseModel);
+            using var early = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(model, settings.Serving);
+            using var full = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(baseModel, settings.Serving);
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var (images, labels) = Load(data, baseModel.Config.InputShape.Size);
             console.MarkupLineInterpolated(
-                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {baseModel.Config.Architecture} on {early.Device}, {labels.Length} {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} images.");
+                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {baseModel.Config.Architecture} on {early.BackendDescription}, {labels.Length} {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} images.");
             var results = settings.BatchSizes.Select(b => Measure(early, full, images, labels, b, baseModel.Config.InputShape.Size)).ToArray();
             return (results, early.Caches.ToArray());
         }
@@ -73,7 +74,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         return 0;
     }
 
-    private static (float[] Images, uint[] Labels) Load(IDataView data, int size)
+    internal static (float[] Images, uint[] Labels) Load(IDataView data, int size)
     {
         var images = new List<float>();
         var labels = new List<uint>();
@@ -149,7 +150,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         return result;
     }
 
-    private static double Percentile(List<double> values, double q)
+    internal static double Percentile(IReadOnlyCollection<double> values, double q)
     {
         var sorted = values.Order().ToArray();
         var index = (int)Math.Ceiling(q * sorted.Length) - 1;
@@ -159,7 +160,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
     private static string Markdown(EarlyExitEvaluationSettings settings, EarlyExitResult[] results, LearnedCache[] caches, double seconds)
     {
         var md = new StringBuilder();
-        md.AppendLine(CultureInfo.InvariantCulture, $"# Early exit: {Path.GetFileName(settings.Model)} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()}, {results[0].Images} images, device {settings.Device})");
+        md.AppendLine(CultureInfo.InvariantCulture, $"# Early exit: {Path.GetFileName(settings.Model)} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()}, {results[0].Images} images, {ServingArguments.Name(settings.Serving.Backend)}, device {settings.Device})");
         md.AppendLine();
         md.AppendLine("Caches:");
         md.AppendLine();

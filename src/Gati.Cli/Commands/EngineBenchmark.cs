@@ -1,4 +1,3 @@
-using Gati.MLNet.ModelFormat;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -6,81 +5,265 @@ using Gati.Cli.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
-using Microsoft.ML.Data;
+using Microsoft.ML.OnnxRuntime;
 using Spectre.Console;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Gati.Cli.Commands;
 
-internal sealed record EngineBenchmarkSettings(string Model, DatasetSpec Dataset, int[] BatchSizes, long? Rows, int MemoryPredictions, string Device, string? Output);
+internal sealed record EngineBenchmarkSettings(string Model, DatasetSpec Dataset, int[] BatchSizes, long? Rows, int MemoryPredictions, string Device,
+    string? Output, IReadOnlyList<EarlyExitEngineOptions> Backends, int Rounds, int ImagesPerRound);
 
-/// <summary><c>gati bench engine</c>: latency of early exit against the full model, and memory over a long run.</summary>
+/// <summary>
+/// <c>gati bench engine</c>: the full model and early exit on each backend, side by side in one process: answers on
+/// the whole split (agreement with the base model, accuracy, where the backends' exit decisions differ and whether
+/// those rows sit at a threshold), then latency per call at each batch size, the engines measured in alternating
+/// rounds (each round runs one engine over a slice of the images, the next engine over the same slice) so that all
+/// see the same machine state; mean, p50 and p99 over all rounds. ONNX Runtime's full model is also measured as the
+/// exported one-graph model in a session of its own (its own thread pool, spinning allowed: ONNX Runtime's
+/// defaults), so that early exit is compared with ONNX Runtime at its fastest, not with a handicapped baseline.
+/// </summary>
 internal sealed class EngineBenchmark(IAnsiConsole console)
 {
+    /// <summary>One engine under measurement.</summary>
+    private sealed record Contender(string Name, Func<float[], int, (int[] Labels, int[] Exits)> Predict, IDisposable? Owner);
+
     public int Run(EngineBenchmarkSettings settings)
     {
-        var evaluation = new EarlyExitEvaluation(console);
-        var (results, caches) = evaluation.Run(new EarlyExitEvaluationSettings(settings.Model, settings.Dataset, DatasetSplit.Test, settings.Rows,
-            settings.BatchSizes, null, settings.Device, Environment.CommandLine));
-        var report = new StringBuilder();
-        report.AppendLine(CultureInfo.InvariantCulture,
-            $"Machine: {Environment.ProcessorCount} logical CPUs, libtorch threads {torch.get_num_threads()}, device {settings.Device}, .NET {Environment.Version}, {TorchRuntime.Source}");
-        report.AppendLine(CultureInfo.InvariantCulture, $"Model: {Path.GetFileName(settings.Model)}, caches on layers {string.Join(", ", caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}");
-        report.AppendLine();
-        report.AppendLine("| batch | images | full mean ms | full p50 | full p99 | early-exit mean ms | p50 | p99 | speedup | agreement | exit early |");
-        report.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
-        foreach (var r in results)
-            report.AppendLine(CultureInfo.InvariantCulture,
-                $"| {r.BatchSize} | {r.Images} | {r.FullMeanMs:F3} | {r.FullP50Ms:F3} | {r.FullP99Ms:F3} | {r.MeanMs:F3} | {r.P50Ms:F3} | {r.P99Ms:F3} | {r.Speedup:F2}x | {r.Agreement:P2} | {r.HitRate:P1} |");
-        if (settings.MemoryPredictions > 0) report.AppendLine().AppendLine(Memory(settings));
-        if (settings.Output is { } output) AtomicFile.WriteAllText(output, report.ToString());
-        console.WriteLine(report.ToString());
-        return 0;
-    }
-
-    /// <summary>Resident memory and live tensors before and after many batch-1 predictions.</summary>
-    private string Memory(EngineBenchmarkSettings settings)
-    {
+        var clock = Stopwatch.StartNew();
         var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        var torchOnly = settings.Backends.All(b => b.Backend == ExecutionBackend.TorchSharp);
+        DeviceOptions.ConfigureContext(context, torchOnly ? settings.Device : "cpu");
         var model = context.Gati().LoadModel(settings.Model, out _);
+        var contenders = new List<Contender>();
         try
         {
-            using var engine = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model);
-            var data = settings.Dataset.Load(context, DatasetSplit.Test, 256);
-            var images = new List<float[]>();
-            using (var cursor = data.GetRowCursor([data.Schema["Image"]]))
+            var baseModel = LoadedModel.BaseModel(model, settings.Model);
+            var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault()
+                ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
+            var size = baseModel.Config.InputShape.Size;
+            var data = settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows);
+            var (images, labels) = EarlyExitEvaluation.Load(data, size);
+            if (labels.Length == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure.");
+
+            foreach (var options in settings.Backends)
             {
-                var getter = cursor.GetGetter<VBuffer<float>>(data.Schema["Image"]);
-                VBuffer<float> value = default;
-                while (cursor.MoveNext())
-                {
-                    getter(ref value);
-                    images.Add(value.DenseValues().ToArray());
-                }
+                var name = ServingArguments.Name(options.Backend);
+                var full = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(baseModel, options);
+                contenders.Add(Wrap($"{name} full", full));
+                if (options.Backend == ExecutionBackend.OnnxRuntime)
+                    contenders.Add(OneGraph(context, model, baseModel, size));
+                var early = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model, options);
+                contenders.Add(Wrap($"{name} early exit", early));
+                console.MarkupLineInterpolated($"{name}: {early.BackendDescription}");
             }
-            var inputs = images.Select(i => new EarlyExitEvaluation.ImageRow { Image = i }).ToArray();
-            for (var i = 0; i < 2000; i++) engine.Predict(inputs[i % inputs.Length]);
-            using var process = Process.GetCurrentProcess();
-            process.Refresh();
-            var before = process.WorkingSet64;
-            var liveBefore = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
-            var clock = Stopwatch.StartNew();
-            for (var i = 0; i < settings.MemoryPredictions; i++) engine.Predict(inputs[i % inputs.Length]);
-            var seconds = clock.Elapsed.TotalSeconds;
-            process.Refresh();
-            var after = process.WorkingSet64;
-            var liveAfter = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
-            var line = string.Create(CultureInfo.InvariantCulture,
-                $"Native memory over {settings.MemoryPredictions:N0} batch-1 predictions ({seconds:F0} s): resident {before / 1048576.0:F0} MB before, {after / 1048576.0:F0} MB after ({(after - before) / 1048576.0:+0;-0} MB); live TorchSharp tensors {liveBefore} before, {liveAfter} after.");
-            console.WriteLine(line);
-            return line;
+
+            var report = new StringBuilder();
+            report.AppendLine(CultureInfo.InvariantCulture,
+                $"Model: {Path.GetFileName(settings.Model)}, {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
+            report.AppendLine(CultureInfo.InvariantCulture,
+                $"Machine: {Environment.ProcessorCount} logical CPUs ({CpuModel()}), .NET {Environment.Version}, TorchSharp with {torch.get_num_threads()} threads ({TorchRuntime.Source}), ONNX Runtime {OrtEnv.Instance().GetVersionString()}.");
+            report.AppendLine();
+            report.Append(Answers(contenders, images, labels, size, caches));
+            foreach (var batch in settings.BatchSizes)
+                report.Append(Latency(contenders, images, labels.Length, size, batch, settings.Rounds, settings.ImagesPerRound));
+            if (settings.MemoryPredictions > 0)
+                report.AppendLine().AppendLine(Memory(contenders.Last(c => c.Name.EndsWith("early exit", StringComparison.Ordinal)), images, size, settings.MemoryPredictions));
+            report.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"Wall time {clock.Elapsed.TotalSeconds:F0} s.");
+            if (settings.Output is { } output) AtomicFile.WriteAllText(output, report.ToString());
+            console.WriteLine(report.ToString());
+            return 0;
         }
         finally
         {
+            foreach (var contender in contenders) contender.Owner?.Dispose();
             LoadedModel.Dispose(model);
         }
+    }
+
+    private static Contender Wrap(string name, EarlyExitPredictionEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction> engine) => new(name,
+        (images, count) =>
+        {
+            var answers = engine.Predict(images, count);
+            return (answers.Select(p => (int)p.PredictedLabel - 1).ToArray(), answers.Select(p => p.ExitLayer).ToArray());
+        },
+        engine);
+
+    /// <summary>The exported one-graph model in a session with ONNX Runtime's own defaults for threads (all cores, spinning).</summary>
+    private static Contender OneGraph(MLContext context, ITransformer model, ResNetTransformer baseModel, int size)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"gati-bench-{Environment.ProcessId}.onnx");
+        context.Gati().ExportOnnx(model, path);
+        var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = Environment.ProcessorCount };
+        var session = new InferenceSession(path, options);
+        File.Delete(path);
+        var shape = baseModel.Config.InputShape;
+        var classes = baseModel.Config.ClassCount;
+        var inputNames = new[] { "Image" };
+        var outputNames = new[] { "Score" };
+        var scores = new float[1];
+        var runOptions = new RunOptions();
+        (int[], int[]) Predict(float[] images, int count)
+        {
+            if (scores.Length < count * classes) scores = new float[count * classes];
+            using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, images.AsMemory(0, count * size), [count, shape.Channels, shape.Height, shape.Width]);
+            using var output = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, scores.AsMemory(0, count * classes), [count, classes]);
+            session.Run(runOptions, inputNames, [input], outputNames, [output]);
+            var labels = new int[count];
+            for (var i = 0; i < count; i++)
+            {
+                var row = scores.AsSpan(i * classes, classes);
+                for (var c = 1; c < classes; c++) if (row[c] > row[labels[i]]) labels[i] = c;
+            }
+            return (labels, new int[count]);
+        }
+        return new Contender("ONNX Runtime full (one graph, own pool)", Predict, new Disposables(session, options, runOptions));
+    }
+
+    private sealed class Disposables(params IDisposable[] items) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var item in items) item.Dispose();
+        }
+    }
+
+    /// <summary>Answers on every row at batch 64: agreement with TorchSharp's full model (the base model), accuracy, exit differences.</summary>
+    private string Answers(List<Contender> contenders, float[] images, uint[] labels, int size, LearnedCachesTransformer caches)
+    {
+        var rows = labels.Length;
+        var runs = contenders.ToDictionary(c => c.Name, c => Chunks(rows, 64).Select(r => c.Predict(images.AsSpan(r.Start * size, r.Count * size).ToArray(), r.Count)).ToArray());
+        var answers = runs.ToDictionary(p => p.Key, p => p.Value.SelectMany(r => r.Labels).ToArray());
+        var exits = runs.Where(p => p.Key.EndsWith("early exit", StringComparison.Ordinal)).ToDictionary(p => p.Key, p => p.Value.SelectMany(r => r.Exits).ToArray());
+        var reference = answers.First(a => a.Key.EndsWith(" full", StringComparison.Ordinal)).Value;
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Answers on all {rows} test images (batch 64); agreement with the base model = the same label as {answers.First(a => a.Key.EndsWith(" full", StringComparison.Ordinal)).Key}:");
+        md.AppendLine();
+        md.AppendLine("| engine | agreement with base | accuracy | exit early |");
+        md.AppendLine("|---|---|---|---|");
+        foreach (var (name, labelsOf) in answers)
+        {
+            var agree = labelsOf.Zip(reference).Count(p => p.First == p.Second) / (double)rows;
+            var accuracy = labelsOf.Zip(labels).Count(p => p.First + 1 == p.Second) / (double)rows;
+            var early = exits.TryGetValue(name, out var e) ? (e.Count(x => x > 0) / (double)rows).ToString("P1", CultureInfo.InvariantCulture) : "-";
+            md.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {agree:P2} | {accuracy:P2} | {early} |");
+            console.MarkupLineInterpolated($"{name}: agreement {agree:P2}, accuracy {accuracy:P2}, exit early {early}");
+        }
+        if (exits.Count == 2)
+        {
+            var (a, b) = (exits.Values.First(), exits.Values.Last());
+            var differing = Enumerable.Range(0, rows).Where(i => a[i] != b[i]).ToArray();
+            var atThreshold = differing.Count(i => NearThreshold(caches, images.AsSpan(i * size, size).ToArray(), Math.Min(Layer(a[i]), Layer(b[i]))));
+            var line = string.Create(CultureInfo.InvariantCulture,
+                $"Exit decisions of the two backends: identical on {rows - differing.Length} of {rows} rows; {differing.Length} differ, {atThreshold} of them with the selector within 1e-4 of its threshold (float rounding).");
+            md.AppendLine().AppendLine(line);
+            console.WriteLine(line);
+        }
+        md.AppendLine();
+        return md.ToString();
+
+        static int Layer(int exit) => exit == 0 ? int.MaxValue : exit;
+    }
+
+    /// <summary>Whether the selector of the cache at <paramref name="layer"/> sits within 1e-4 of its threshold for this image (TorchSharp, float32).</summary>
+    private static bool NearThreshold(LearnedCachesTransformer caches, float[] image, int layer)
+    {
+        var cache = caches.Caches.FirstOrDefault(c => c.Layer == layer);
+        if (cache is null) return false;
+        var network = caches.BaseNetwork;
+        lock (network.Gate)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var shape = network.Module.Config.InputShape;
+            var (_, outputs) = network.Module.ForwardWithLayers(tensor(image, [1, shape.Channels, shape.Height, shape.Width]).to(network.Device), [layer]);
+            var probability = cache.Selector.Module.HitProbability(cache.Predictor.Module.forward(outputs[0].flatten(1))).cpu().item<float>();
+            return Math.Abs(probability - cache.Calibration.Threshold) < 1e-4;
+        }
+    }
+
+    private static IEnumerable<(int Start, int Count)> Chunks(int rows, int batch)
+    {
+        for (var start = 0; start < rows; start += batch) yield return (start, Math.Min(batch, rows - start));
+    }
+
+    private string Latency(List<Contender> contenders, float[] images, int rows, int size, int batch, int rounds, int imagesPerRound)
+    {
+        var times = contenders.ToDictionary(c => c.Name, _ => new List<double>());
+        var callsPerRound = Math.Max(1, Math.Min(rows / batch, Math.Max(1, imagesPerRound / batch)));
+        var batches = Chunks(rows, batch).Where(r => r.Count == batch).Select(r => images.AsSpan(r.Start * size, r.Count * size).ToArray()).ToArray();
+        foreach (var contender in contenders)
+            for (var warm = 0; warm < 20; warm++) contender.Predict(batches[warm % batches.Length], batch);
+        var next = 0;
+        for (var round = 0; round < rounds; round++)
+        {
+            var slice = Enumerable.Range(0, callsPerRound).Select(i => batches[(next + i) % batches.Length]).ToArray();
+            next += callsPerRound;
+            // Rotate the order so that no engine always runs right after the same other one.
+            for (var k = 0; k < contenders.Count; k++)
+            {
+                var contender = contenders[(k + round) % contenders.Count];
+                var list = times[contender.Name];
+                foreach (var input in slice)
+                {
+                    var start = Stopwatch.GetTimestamp();
+                    contender.Predict(input, batch);
+                    list.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                }
+            }
+        }
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Batch {batch}: {rounds} rounds x {callsPerRound} calls per engine (latency per call, ms):");
+        md.AppendLine();
+        md.AppendLine("| engine | mean | p50 | p99 | speedup vs TorchSharp full (mean) | speedup vs fastest ONNX Runtime full (mean) |");
+        md.AppendLine("|---|---|---|---|---|---|");
+        var torchFull = times.TryGetValue("TorchSharp full", out var t) ? t.Average() : double.NaN;
+        var ortFull = times.Where(p => p.Key.StartsWith("ONNX Runtime full", StringComparison.Ordinal)).Select(p => p.Value.Average()).DefaultIfEmpty(double.NaN).Min();
+        foreach (var (name, list) in times)
+        {
+            var mean = list.Average();
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {name} | {mean:F3} | {EarlyExitEvaluation.Percentile(list, 0.5):F3} | {EarlyExitEvaluation.Percentile(list, 0.99):F3} | {Ratio(torchFull, mean)} | {Ratio(ortFull, mean)} |");
+            console.MarkupLineInterpolated($"batch {batch} {name}: mean {mean:F3} ms, p50 {EarlyExitEvaluation.Percentile(list, 0.5):F3}, p99 {EarlyExitEvaluation.Percentile(list, 0.99):F3}");
+        }
+        md.AppendLine();
+        return md.ToString();
+
+        static string Ratio(double reference, double value) => double.IsNaN(reference) ? "-" : string.Create(CultureInfo.InvariantCulture, $"{reference / value:F2}x");
+    }
+
+    /// <summary>Resident memory before and after many batch-1 predictions of one engine.</summary>
+    private string Memory(Contender engine, float[] images, int size, int predictions)
+    {
+        var rows = images.Length / size;
+        var inputs = Enumerable.Range(0, Math.Min(rows, 256)).Select(i => images.AsSpan(i * size, size).ToArray()).ToArray();
+        for (var i = 0; i < 2000; i++) engine.Predict(inputs[i % inputs.Length], 1);
+        using var process = Process.GetCurrentProcess();
+        process.Refresh();
+        var before = process.WorkingSet64;
+        var liveBefore = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+        var clock = Stopwatch.StartNew();
+        for (var i = 0; i < predictions; i++) engine.Predict(inputs[i % inputs.Length], 1);
+        var seconds = clock.Elapsed.TotalSeconds;
+        process.Refresh();
+        var after = process.WorkingSet64;
+        var liveAfter = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+        var line = string.Create(CultureInfo.InvariantCulture,
+            $"Native memory over {predictions:N0} batch-1 predictions of {engine.Name} ({seconds:F0} s): resident {before / 1048576.0:F0} MB before, {after / 1048576.0:F0} MB after ({(after - before) / 1048576.0:+0;-0} MB); live TorchSharp tensors {liveBefore} before, {liveAfter} after.");
+        console.WriteLine(line);
+        return line;
+    }
+
+    private static string CpuModel()
+    {
+        if (!File.Exists("/proc/cpuinfo")) return "unknown CPU";
+        var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+        return line is null ? "unknown CPU" : line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Trim();
     }
 }

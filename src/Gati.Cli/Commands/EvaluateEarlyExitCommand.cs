@@ -25,13 +25,15 @@ internal static class EvaluateEarlyExitCommand
         dataset.AddTo(command);
         foreach (var option in new Option[] { split, rows, batchSizes, outputDir }) command.Options.Add(option);
         runtime.AddTo(command);
+        var serving = new ServingArguments();
+        serving.AddTo(command);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var sizes = ParseBatchSizes(result.GetValue(batchSizes)!);
             return new EarlyExitEvaluation(AnsiConsole.Console).RunAndReport(new EarlyExitEvaluationSettings(result.GetValue(model)!, dataset.Read(result),
                 result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows), sizes, result.GetValue(outputDir),
-                result.GetValue(runtime.Device)!, Environment.CommandLine));
+                result.GetValue(runtime.Device)!, Environment.CommandLine, serving.Read(result, result.GetValue(runtime.Device)!)[0]));
         })));
         return command;
     }

@@ -1,6 +1,7 @@
 using Gati.MLNet.ModelFormat;
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using Gati.Cli.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Data;
@@ -32,19 +33,21 @@ internal static class OptimizeCommand
         dataset.AddTo(command);
         foreach (var option in new Option[] { agreement, memory, batchSize, holdoutRows, timingRuns, output }) command.Options.Add(option);
         runtime.AddTo(command);
+        var serving = new ServingArguments();
+        serving.AddTo(command);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
-                result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!));
+                result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0]));
         })));
         return command;
     }
 }
 
 internal sealed record OptimizeSettings(string Model, DatasetSpec Dataset, double AgreementTarget, long? MemoryBudgetBytes, int BatchSize, long HoldoutRows,
-    int TimingRuns, string Output, string Device);
+    int TimingRuns, string Output, string Device, EarlyExitEngineOptions Serving);
 
 /// <summary>Runs <c>gati optimize</c>.</summary>
 internal sealed class OptimizeRunner(IAnsiConsole console)
@@ -53,7 +56,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
     {
         var clock = Stopwatch.StartNew();
         var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        DeviceOptions.ConfigureContext(context, settings.Serving.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : settings.Device);
         var loaded = context.Gati().LoadModel(settings.Model, out var schema);
         try
         {
@@ -61,13 +64,18 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
                 ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: fit them with gati fit-caches.");
             var baseModel = LoadedModel.BaseModel(loaded, settings.Model);
             var heldOut = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows).HeldOut;
-            console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {settings.HoldoutRows} held-out rows on {candidates.Device} (batch 1 and {settings.BatchSize})...");
-            var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns);
+            var backend = ServingArguments.Name(settings.Serving.Backend);
+            console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {settings.HoldoutRows} held-out rows with {backend} (batch 1 and {settings.BatchSize})...");
+            var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns, settings.Serving.Backend);
             var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(settings.AgreementTarget, settings.MemoryBudgetBytes, settings.BatchSize));
             console.WriteLine(plan.Explanation);
             using var chosen = CacheOptimizer.Apply(plan, candidates);
+            var measured = MeasuredSpeedup(context, baseModel, chosen, heldOut, settings);
+            var check = string.Create(CultureInfo.InvariantCulture,
+                $"Check on {backend}: expected speedup {plan.ExpectedSpeedup:F2}x, measured {measured.Speedup:F2}x ({measured.EarlyMs:F3} ms vs {measured.FullMs:F3} ms per batch of {settings.BatchSize}, {measured.Calls} calls each, interleaved, on the held-out rows).");
+            console.WriteLine(check);
             context.Gati().SaveModel(new TransformerChain<ITransformer>(baseModel, chosen), schema, settings.Output);
-            AtomicFile.WriteAllText(settings.Output + ".plan.md", $"# Cache plan for {Path.GetFileName(settings.Model)}\n\n{plan.Explanation}\nCommand:\n\n```\n{Environment.CommandLine}\n```\n");
+            AtomicFile.WriteAllText(settings.Output + ".plan.md", $"# Cache plan for {Path.GetFileName(settings.Model)}\n\n{plan.Explanation}\n{check}\n\nCommand:\n\n```\n{Environment.CommandLine}\n```\n");
             console.MarkupLineInterpolated($"Saved the base model with {plan.Chosen.Count} chosen caches to [bold]{settings.Output}[/] (plan: {settings.Output}.plan.md) in {clock.Elapsed.TotalSeconds:F0} s.");
             return 0;
         }
@@ -75,5 +83,47 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
         {
             LoadedModel.Dispose(loaded);
         }
+    }
+
+    /// <summary>The chosen caches against the full model on the serving backend, calls alternating, on up to 2,000 held-out images.</summary>
+    private static (double Speedup, double EarlyMs, double FullMs, int Calls) MeasuredSpeedup(MLContext context, ResNetTransformer baseModel,
+        LearnedCachesTransformer chosen, IDataView heldOut, OptimizeSettings settings)
+    {
+        using var early = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(new TransformerChain<ITransformer>(baseModel, chosen), settings.Serving);
+        using var full = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(baseModel, settings.Serving);
+        var size = baseModel.Config.InputShape.Size;
+        var images = new List<float>();
+        using (var cursor = heldOut.GetRowCursor([heldOut.Schema[chosen.ImageColumnName]]))
+        {
+            var getter = cursor.GetGetter<VBuffer<float>>(heldOut.Schema[chosen.ImageColumnName]);
+            VBuffer<float> value = default;
+            while (images.Count < 2000 * size && cursor.MoveNext())
+            {
+                getter(ref value);
+                images.AddRange(value.DenseValues());
+            }
+        }
+        var batch = settings.BatchSize;
+        var batches = images.Chunk(batch * size).Where(b => b.Length == batch * size).ToArray();
+        if (batches.Length == 0) throw new InvalidOperationException($"Fewer than {batch} held-out rows to time a batch on.");
+        for (var i = 0; i < 10; i++)
+        {
+            early.Predict(batches[i % batches.Length], batch);
+            full.Predict(batches[i % batches.Length], batch);
+        }
+        double earlyMs = 0, fullMs = 0;
+        for (var i = 0; i < batches.Length; i++)
+        {
+            var first = i % 2 == 0;
+            var start = Stopwatch.GetTimestamp();
+            if (first) early.Predict(batches[i], batch); else full.Predict(batches[i], batch);
+            var a = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            start = Stopwatch.GetTimestamp();
+            if (first) full.Predict(batches[i], batch); else early.Predict(batches[i], batch);
+            var b = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            earlyMs += first ? a : b;
+            fullMs += first ? b : a;
+        }
+        return (fullMs / earlyMs, earlyMs / batches.Length, fullMs / batches.Length, batches.Length);
     }
 }
