@@ -70,7 +70,10 @@ public sealed class PipelineCommandTests
         (exit, output) = CliHost.Invoke("bench", "engine", "--model", chosen, "--data-dir", Data, "--rows", "64", "--batch-sizes", "1,16",
             "--memory-predictions", "200", "--device", "cpu");
         Assert.True(exit == 0, output);
-        Assert.Contains("| 16 | 64 |", output);
+        Assert.Contains("Batch 16: 5 rounds x 4 calls per engine", output);
+        foreach (var engine in new[] { "TorchSharp full", "TorchSharp early exit", "ONNX Runtime full", "ONNX Runtime full (one graph, own pool)", "ONNX Runtime early exit" })
+            Assert.Contains($"| {engine} |", output);
+        Assert.Contains("Exit decisions of the two backends: identical on", output);
         Assert.Contains("live TorchSharp tensors", output);
     }
 
