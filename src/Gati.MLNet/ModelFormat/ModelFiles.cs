@@ -29,15 +29,20 @@ internal static class ModelFiles
         }
     }
 
+    /// <summary>
+    /// Loads a Gati.MLNet model zip. Every failure that is the file's fault is an <see cref="InvalidDataException"/>
+    /// whose message starts with the path (docs/model-format.md); a missing file is a <see cref="FileNotFoundException"/>.
+    /// </summary>
     public static ITransformer Load(MLContext context, string path, out DataViewSchema inputSchema)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"Model file not found: {path}", path);
         // Check the container first: ML.NET's own messages for a non-zip or truncated file do not name the file.
+        int entries;
         try
         {
             using var zip = ZipFile.OpenRead(path);
-            if (zip.Entries.Count == 0) throw new InvalidDataException($"{path} is an empty zip, not an ML.NET model.");
+            entries = zip.Entries.Count;
             foreach (var entry in zip.Entries)
             {
                 // Reading every entry verifies its CRC: a torn or bit-flipped file fails here with a clear message.
@@ -47,18 +52,35 @@ internal static class ModelFiles
         }
         catch (InvalidDataException ex)
         {
-            throw new InvalidDataException($"{path} is not a readable ML.NET model zip (truncated or corrupt): {ex.Message}", ex);
+            throw Problem(path, $"not a readable ML.NET model zip (truncated or corrupt): {ex.Message}", ex);
         }
+        if (entries == 0) throw Problem(path, "an empty zip, not an ML.NET model");
+        ITransformer model;
         try
         {
-            return context.Model.Load(path, out inputSchema);
+            model = context.Model.Load(path, out inputSchema);
         }
         catch (Exception ex) when (ex is InvalidOperationException or FormatException or InvalidDataException or EndOfStreamException
                                        or ArgumentException or System.Reflection.TargetInvocationException)
         {
-            throw new InvalidDataException($"Could not load the model in {path}: {Innermost(ex).Message}", ex);
+            throw Problem(path, $"could not load the model: {Innermost(ex).Message}", ex);
         }
+        // Any ML.NET model zip loads above; one without our components would only fail later, far from its cause
+        // (e.g. "Could not find input column"), so say what it is here.
+        var components = Components(model).ToArray();
+        if (!components.Any(c => c is Transforms.GatiTransformerBase))
+        {
+            foreach (var component in components) (component as IDisposable)?.Dispose();
+            var found = components.Length == 0 ? "no transformer" : string.Join(", ", components.Select(c => c.GetType().Name).Distinct());
+            throw Problem(path, $"not a Gati.MLNet model: it holds {found} and no Gati.MLNet component (mlContext.Model.Load reads other ML.NET models)");
+        }
+        return model;
     }
+
+    private static IEnumerable<ITransformer> Components(ITransformer model) =>
+        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Components) : [model];
+
+    private static InvalidDataException Problem(string path, string problem, Exception? inner = null) => new($"{path}: {problem}", inner);
 
     private static Exception Innermost(Exception ex)
     {
