@@ -38,7 +38,7 @@ public sealed class CommandLineTests
         using var temp = new TempDirectory();
         var (exit, output) = CliHost.Invoke("train-base", "--output", temp.File("x.zip"), "--arch", "resnet19", "--device", "cpu");
         Assert.Equal(1, exit);
-        Assert.Contains("error: Unknown architecture 'resnet19'", output);
+        Assert.Contains("--arch: Unknown architecture 'resnet19'", output);
         Assert.DoesNotContain("   at ", output);
     }
 

@@ -20,7 +20,7 @@ internal static class EvaluateCommand
         var model = new Option<string>("--model", "-m") { Description = "The model zip written by gati train-base.", Required = true };
         var split = new Option<string>("--split") { Description = "Which split to evaluate on: test or train.", DefaultValueFactory = _ => "test" };
         split.AcceptOnlyFromAmong("test", "train");
-        var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." };
+        var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." }.AtLeast(1L);
         var report = new Option<string?>("--report-dir") { Description = "Also write evaluation.md and confusion-matrix.csv to this folder." };
 
         var command = new Command("evaluate", "Evaluate a saved model on a dataset split: accuracy, per-class accuracy and the confusion matrix.");
@@ -30,7 +30,7 @@ internal static class EvaluateCommand
         command.Options.Add(rows);
         command.Options.Add(report);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
         {
             runtime.Apply(result);
             var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),
@@ -55,6 +55,7 @@ internal sealed class EvaluateRunner(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
+            LoadedModel.BaseModel(model, settings.Model); // a zip of other Gati components says so, not "column not found"
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var evaluation = Evaluation.Run(context, model, data);
