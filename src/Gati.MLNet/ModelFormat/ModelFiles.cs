@@ -39,6 +39,7 @@ internal static class ModelFiles
         if (!File.Exists(path)) throw new FileNotFoundException($"Model file not found: {path}", path);
         // Check the container first: ML.NET's own messages for a non-zip or truncated file do not name the file.
         int entries;
+        byte[]? schema = null;
         try
         {
             using var zip = ZipFile.OpenRead(path);
@@ -47,22 +48,33 @@ internal static class ModelFiles
             {
                 // Reading every entry verifies its CRC: a torn or bit-flipped file fails here with a clear message.
                 using var entryStream = entry.Open();
-                entryStream.CopyTo(Stream.Null);
+                if (entry.FullName == SchemaEntryName && schema is null)
+                {
+                    using var copy = new MemoryStream();
+                    CopyAtMost(entryStream, copy, MaxSchemaBytes, path);
+                    schema = copy.ToArray();
+                }
+                else
+                {
+                    entryStream.CopyTo(Stream.Null);
+                }
             }
         }
-        catch (InvalidDataException ex)
+        catch (InvalidDataException ex) when (!ex.Message.StartsWith(path + ": ", StringComparison.Ordinal))
         {
             throw Problem(path, $"not a readable ML.NET model zip (truncated or corrupt): {ex.Message}", ex);
         }
         if (entries == 0) throw Problem(path, "an empty zip, not an ML.NET model");
+        if (schema is not null) CheckInputSchema(context, path, schema);
         ITransformer model;
         try
         {
             model = context.Model.Load(path, out inputSchema);
         }
-        catch (Exception ex) when (ex is InvalidOperationException or FormatException or InvalidDataException or EndOfStreamException
-                                       or ArgumentException or System.Reflection.TargetInvocationException)
+        catch (Exception ex) when (ex is InvalidOperationException or FormatException or InvalidDataException or IOException or ArgumentException
+                                       or BadImageFormatException or TypeLoadException or System.Reflection.TargetInvocationException)
         {
+            // The file exists (checked above), so a FileNotFoundException here is an assembly named inside the model.
             throw Problem(path, $"could not load the model: {Innermost(ex).Message}", ex);
         }
         // Any ML.NET model zip loads above; one without our components would only fail later, far from its cause
@@ -77,10 +89,86 @@ internal static class ModelFiles
         return model;
     }
 
+    /// <summary>ML.NET's name for the zip entry holding the model's input schema (its binary data format, no rows).</summary>
+    private const string SchemaEntryName = "Schema";
+
+    /// <summary>A schema of a few columns with class names is a few KB; a larger entry is not a model's schema.</summary>
+    private const int MaxSchemaBytes = 16 << 20;
+
+    /// <summary>
+    /// Reads the saved input schema with ML.NET's own reader, from a stream that throws at its end: on a count that runs
+    /// past the entry, ML.NET's read loop waits for more bytes forever on the stream it opens itself (found by
+    /// fuzzing). What parses here parses identically in <c>Model.Load</c>, which reads the same bytes.
+    /// </summary>
+    private static void CheckInputSchema(MLContext context, string path, byte[] schema)
+    {
+        try
+        {
+            var view = context.Data.LoadFromBinary(new EndCheckedSource(schema));
+            _ = view.Schema;
+            (view as IDisposable)?.Dispose();
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or FormatException or InvalidDataException or IOException or ArgumentException
+                                       or OverflowException or IndexOutOfRangeException)
+        {
+            throw Problem(path, $"its saved input schema is corrupt: {Innermost(ex).Message}", ex);
+        }
+    }
+
+    private static void CopyAtMost(Stream source, Stream destination, int limit, string path)
+    {
+        var buffer = new byte[81920];
+        int read;
+        while ((read = source.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            if (destination.Length + read > limit) throw Problem(path, $"its input schema entry is larger than {limit} bytes: not an ML.NET model's schema");
+            destination.Write(buffer, 0, read);
+        }
+    }
+
     private static IEnumerable<ITransformer> Components(ITransformer model) =>
         model is IEnumerable<ITransformer> chain ? chain.SelectMany(Components) : [model];
 
     private static InvalidDataException Problem(string path, string problem, Exception? inner = null) => new($"{path}: {problem}", inner);
+
+    /// <summary>One in-memory stream, for ML.NET's binary reader.</summary>
+    private sealed class EndCheckedSource(byte[] bytes) : Microsoft.ML.Data.IMultiStreamSource
+    {
+        public int Count => 1;
+
+        public string GetPathOrNull(int index) => SchemaEntryName;
+
+        public Stream Open(int index) => new EndCheckedStream(bytes);
+
+        public TextReader OpenTextReader(int index) => new StreamReader(Open(index));
+    }
+
+    /// <summary>A read-only stream over bytes that throws when asked to read at its end instead of returning 0.</summary>
+    private sealed class EndCheckedStream(byte[] bytes) : MemoryStream(bytes, writable: false)
+    {
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            ThrowAtEnd(count);
+            return base.Read(buffer, offset, count);
+        }
+
+        public override int Read(Span<byte> buffer)
+        {
+            ThrowAtEnd(buffer.Length);
+            return base.Read(buffer);
+        }
+
+        public override int ReadByte()
+        {
+            ThrowAtEnd(1);
+            return base.ReadByte();
+        }
+
+        private void ThrowAtEnd(int wanted)
+        {
+            if (wanted > 0 && Position >= Length) throw new EndOfStreamException("The input schema ends where more of it was expected.");
+        }
+    }
 
     private static Exception Innermost(Exception ex)
     {
