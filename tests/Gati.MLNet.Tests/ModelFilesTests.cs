@@ -107,6 +107,32 @@ public sealed class ModelFilesTests(UntrainedModelZip untrained) : IClassFixture
     }
 
     [Fact]
+    public async Task LoadModel_SecondInputSchemaEntryCorrupt_FailsInsteadOfHanging()
+    {
+        // A zip may hold a name twice; whichever "Schema" entry ML.NET reads must have been checked.
+        var path = _temp.File("two-schemas.zip");
+        File.WriteAllBytes(path, untrained.Bytes);
+        using (var zip = ZipFile.Open(path, ZipArchiveMode.Update))
+        {
+            byte[] bytes;
+            using (var stream = zip.GetEntry("Schema")!.Open())
+            using (var copy = new MemoryStream())
+            {
+                stream.CopyTo(copy);
+                bytes = copy.ToArray();
+            }
+            bytes[IndexOf(bytes, Encoding.ASCII.GetBytes("Single\0")) + 9] = 1;
+            using var duplicate = zip.CreateEntry("Schema").Open();
+            duplicate.Write(bytes);
+        }
+
+        var load = Task.Run(() => _ml.Gati().LoadModel(path, out _));
+        var error = await Assert.ThrowsAsync<InvalidDataException>(() => load.WaitAsync(TimeSpan.FromMinutes(2)));
+
+        Assert.StartsWith(path + ": its saved input schema is corrupt", error.Message);
+    }
+
+    [Fact]
     public void LoadModel_LoaderAssemblyNameCorrupt_FailsWithThePathInsteadOfFileNotFound()
     {
         // The chain's loader is found through the assembly its header names (found by ModelFuzzTests).

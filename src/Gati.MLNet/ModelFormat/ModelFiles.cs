@@ -39,7 +39,7 @@ internal static class ModelFiles
         if (!File.Exists(path)) throw new FileNotFoundException($"Model file not found: {path}", path);
         // Check the container first: ML.NET's own messages for a non-zip or truncated file do not name the file.
         int entries;
-        byte[]? schema = null;
+        var schemas = new List<byte[]?>(1);
         try
         {
             using var zip = ZipFile.OpenRead(path);
@@ -48,24 +48,21 @@ internal static class ModelFiles
             {
                 // Reading every entry verifies its CRC: a torn or bit-flipped file fails here with a clear message.
                 using var entryStream = entry.Open();
-                if (entry.FullName == SchemaEntryName && schema is null)
-                {
-                    using var copy = new MemoryStream();
-                    CopyAtMost(entryStream, copy, MaxSchemaBytes, path);
-                    schema = copy.ToArray();
-                }
-                else
-                {
-                    entryStream.CopyTo(Stream.Null);
-                }
+                // Every entry ML.NET could take for the schema (a zip may hold a name twice) is kept for the check below.
+                if (entry.FullName.Replace('\\', '/') == SchemaEntryName) schemas.Add(ReadAtMost(entryStream, MaxSchemaBytes));
+                else entryStream.CopyTo(Stream.Null);
             }
         }
-        catch (InvalidDataException ex) when (!ex.Message.StartsWith(path + ": ", StringComparison.Ordinal))
+        catch (InvalidDataException ex)
         {
             throw Problem(path, $"not a readable ML.NET model zip (truncated or corrupt): {ex.Message}", ex);
         }
         if (entries == 0) throw Problem(path, "an empty zip, not an ML.NET model");
-        if (schema is not null) CheckInputSchema(context, path, schema);
+        foreach (var schema in schemas)
+        {
+            if (schema is null) throw Problem(path, $"its input schema entry is larger than {MaxSchemaBytes} bytes: not an ML.NET model's schema");
+            CheckInputSchema(context, path, schema);
+        }
         ITransformer model;
         try
         {
@@ -115,15 +112,18 @@ internal static class ModelFiles
         }
     }
 
-    private static void CopyAtMost(Stream source, Stream destination, int limit, string path)
+    /// <summary>The stream's bytes, or null when there are more than <paramref name="limit"/> (read no further).</summary>
+    private static byte[]? ReadAtMost(Stream source, int limit)
     {
+        using var copy = new MemoryStream();
         var buffer = new byte[81920];
         int read;
         while ((read = source.Read(buffer, 0, buffer.Length)) > 0)
         {
-            if (destination.Length + read > limit) throw Problem(path, $"its input schema entry is larger than {limit} bytes: not an ML.NET model's schema");
-            destination.Write(buffer, 0, read);
+            if (copy.Length + read > limit) return null;
+            copy.Write(buffer, 0, read);
         }
+        return copy.ToArray();
     }
 
     private static IEnumerable<ITransformer> Components(ITransformer model) =>
