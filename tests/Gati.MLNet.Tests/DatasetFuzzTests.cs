@@ -14,12 +14,8 @@ namespace Gati.MLNet.Tests;
 /// either read or fail with a <see cref="DatasetFormatException"/> naming one of their files, with allocations bounded
 /// by the files' real size. Fixed seeds; GATI_FUZZ_ITERATIONS runs more cases (docs/hardening.md).
 /// </summary>
-public sealed class DatasetFuzzTests(ITestOutputHelper output) : IDisposable
+public sealed class DatasetFuzzTests(ITestOutputHelper output)
 {
-    private readonly TempDirectory _temp = new();
-
-    public void Dispose() => _temp.Dispose();
-
     /// <summary>Allowed allocation for reading a hostile dataset: a fixed allowance plus a multiple of the bytes on disk.</summary>
     private static long AllocationBound(long fileBytes) => (24L << 20) + 64 * fileBytes;
 
@@ -70,8 +66,8 @@ public sealed class DatasetFuzzTests(ITestOutputHelper output) : IDisposable
     {
         Fuzz.Run("idx", IdxCases, c =>
         {
-            var dir = Path.Combine(_temp.Path, Guid.NewGuid().ToString("N"));
-            Directory.CreateDirectory(dir);
+            using var scratch = new TempDirectory(); // per case: the long run writes hundreds of thousands of files
+            var dir = scratch.Path;
             var images = Path.Combine(dir, "t10k-images-idx3-ubyte" + (c.GzipImages ? ".gz" : ""));
             var labels = Path.Combine(dir, "t10k-labels-idx1-ubyte" + (c.GzipLabels ? ".gz" : ""));
             File.WriteAllBytes(images, Encode(DatasetFiles.Idx(c.TargetImages && c.Header is { } h ? h : [c.Count, 28, 28], c.Pixels), c.GzipImages, c.Members,
@@ -154,8 +150,8 @@ public sealed class DatasetFuzzTests(ITestOutputHelper output) : IDisposable
     {
         Fuzz.Run("cifar", CifarCases, c =>
         {
-            var dir = Path.Combine(_temp.Path, Guid.NewGuid().ToString("N"));
-            Directory.CreateDirectory(dir);
+            using var scratch = new TempDirectory(); // per case: the long run writes hundreds of thousands of files
+            var dir = scratch.Path;
             var data = Path.Combine(dir, c.Cifar100 ? "test.bin" : "test_batch.bin");
             var meta = Path.Combine(dir, c.Cifar100 ? "coarse_label_names.txt" : "batches.meta.txt");
             var recordLength = c.Labels[0].Length + 3072;

@@ -12,12 +12,8 @@ namespace Gati.MLNet.Tests;
 /// with its class; corrupt, truncated, empty or size-lying images fail with a <see cref="DatasetFormatException"/>
 /// naming the file. Fixed seeds; GATI_FUZZ_ITERATIONS runs more cases (docs/hardening.md).
 /// </summary>
-public sealed class ImageFolderFuzzTests(ITestOutputHelper output) : IDisposable
+public sealed class ImageFolderFuzzTests(ITestOutputHelper output)
 {
-    private readonly TempDirectory _temp = new();
-
-    public void Dispose() => _temp.Dispose();
-
     /// <summary>One image: size, pixels and format.</summary>
     public sealed record Image(int Width, int Height, byte[] Rgba, bool Png);
 
@@ -63,7 +59,8 @@ public sealed class ImageFolderFuzzTests(ITestOutputHelper output) : IDisposable
     {
         Fuzz.Run("image-folder", FolderCases, c =>
         {
-            var root = Path.Combine(_temp.Path, Guid.NewGuid().ToString("N"));
+            using var scratch = new TempDirectory();
+            var root = scratch.Path;
             var files = new List<(string Path, int Class)>();
             for (var k = 0; k < c.Classes.Length; k++)
             {

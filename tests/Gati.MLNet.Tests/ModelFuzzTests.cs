@@ -12,12 +12,8 @@ namespace Gati.MLNet.Tests;
 /// readers see it. Every load succeeds or fails with an <see cref="InvalidDataException"/> starting with the path,
 /// within an allocation bound. Fixed seeds; GATI_FUZZ_ITERATIONS runs more cases (docs/hardening.md).
 /// </summary>
-public sealed class ModelFuzzTests(UntrainedModelZip model, ITestOutputHelper output) : IClassFixture<UntrainedModelZip>, IDisposable
+public sealed class ModelFuzzTests(UntrainedModelZip model, ITestOutputHelper output) : IClassFixture<UntrainedModelZip>
 {
-    private readonly TempDirectory _temp = new();
-
-    public void Dispose() => _temp.Dispose();
-
     /// <summary>Where the damage goes.</summary>
     public enum Target
     {
@@ -47,7 +43,8 @@ public sealed class ModelFuzzTests(UntrainedModelZip model, ITestOutputHelper ou
     {
         Fuzz.Run("model-zip", Cases, c =>
         {
-            var path = Path.Combine(_temp.Path, Guid.NewGuid().ToString("N") + ".zip");
+            using var scratch = new TempDirectory();
+            var path = scratch.File("model.zip");
             File.WriteAllBytes(path, Damage(model.Bytes, c));
             var size = new FileInfo(path).Length;
             string outcome = "loaded";
