@@ -108,7 +108,7 @@ public sealed class DatasetFuzzTests(ITestOutputHelper output)
             Assert.Equal(expected.OrderBy(r => r.Label).ThenBy(r => r.Pixel), actual.OrderBy(r => r.Label).ThenBy(r => r.Pixel));
             if (!c.Shuffle) Assert.Equal(expected, actual);
             return "read exactly";
-        }, ciIterations: 1000, output);
+        }, ciIterations: 500, output);
     }
 
     private static float Normalized(byte pixel) => (pixel / 255f - 0.2860f) / 0.3530f;
@@ -205,6 +205,6 @@ public sealed class DatasetFuzzTests(ITestOutputHelper output)
                 for (var r = 0; r < rows.Count; r++)
                     Assert.Equal(c.Labels[r][labelIndex] + 1u, rows[r].Label);
             return "read exactly";
-        }, ciIterations: 1000, output);
+        }, ciIterations: 500, output);
     }
 }

@@ -17,7 +17,11 @@ public static class Mutations
         DeleteBytes,
         RandomContent,
         Empty,
+        BoundaryInt32,
     }
+
+    // Counts and lengths that readers must not trust: written over a random int32, in either byte order.
+    private static readonly int[] BoundaryValues = [0, 1, -1, 2, 255, 256, 65535, 65536, 1 << 20, 1 << 24, 1 << 30, int.MaxValue, int.MinValue];
 
     /// <summary>A mutation: its kind and the random numbers that place it.</summary>
     public sealed record Mutation(Kind Kind, uint[] Numbers, byte[] Bytes)
@@ -48,6 +52,13 @@ public static class Mutations
                     return Bytes;
                 case Kind.Empty:
                     return [];
+                case Kind.BoundaryInt32:
+                    if (n < 4) return data;
+                    var at = (int)(Numbers[0] % (uint)(n - 3));
+                    var value = BoundaryValues[Numbers[^1] % (uint)BoundaryValues.Length];
+                    if ((Numbers[^1] & 0x100) == 0) System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(data.AsSpan(at), value);
+                    else System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(data.AsSpan(at), value);
+                    return data;
                 default:
                     return data;
             }
