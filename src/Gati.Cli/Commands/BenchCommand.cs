@@ -30,7 +30,7 @@ internal static class BenchCommand
         dataset.AddTo(command);
         foreach (var option in new Option[] { batchSizes, rows, memoryPredictions, output }) command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
@@ -53,7 +53,7 @@ internal static class BenchCommand
         var command = new Command("base", "ResNet-18 (1x28x28 Fashion-MNIST input) training images/s, inference images/s at batch 1 and 64, and ML.NET transformer vs plain TorchSharp throughput at batch 64.");
         foreach (var option in new Option[] { widths, trainSteps, repeats, rows, dataDir, output }) command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new BaseBenchmarkSettings(result.GetValue(widths)!, result.GetValue(trainSteps), result.GetValue(repeats),

@@ -34,7 +34,7 @@ internal static class DemoCommand
         foreach (var option in new Option[] { output, dataDir, width, baseRows, baseEpochs, cacheLayers, cacheArchitectures, cacheRows, cacheEpochs, holdout, precision, agreement, evalRows })
             command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new DemoSettings(result.GetValue(output)!, result.GetValue(dataDir), result.GetValue(width), result.GetValue(baseRows), result.GetValue(baseEpochs),

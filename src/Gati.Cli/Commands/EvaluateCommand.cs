@@ -30,7 +30,7 @@ internal static class EvaluateCommand
         command.Options.Add(rows);
         command.Options.Add(report);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),

@@ -25,7 +25,7 @@ internal static class EvaluateEarlyExitCommand
         dataset.AddTo(command);
         foreach (var option in new Option[] { split, rows, batchSizes, outputDir }) command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var sizes = ParseBatchSizes(result.GetValue(batchSizes)!);

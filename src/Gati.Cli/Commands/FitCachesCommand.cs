@@ -40,7 +40,7 @@ internal static class FitCachesCommand
             if ((r.GetValue(baseModel) is null) == (r.GetValue(predictorsModel) is null))
                 r.AddError("Give exactly one of --base-model (train predictors) and --predictors-model (reuse trained predictors).");
         });
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new FitCachesSettings

@@ -31,7 +31,7 @@ internal static class OptimizeCommand
         dataset.AddTo(command);
         foreach (var option in new Option[] { agreement, memory, batchSize, holdoutRows, timingRuns, output }) command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),

@@ -32,7 +32,7 @@ internal static class ReportCommand
         dataset.AddTo(command);
         foreach (var option in new Option[] { split, rows, outputDir, costLayer, latencyRuns }) command.Options.Add(option);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new PredictorReportSettings(result.GetValue(model)!, dataset.Read(result),

@@ -35,7 +35,7 @@ internal static class TrainBaseCommand
             command.Options.Add(option);
         runtime.AddTo(command);
 
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new TrainBaseSettings

@@ -47,7 +47,7 @@ internal static class TrainPredictorsCommand
             command.Options.Add(option);
         runtime.AddTo(command);
 
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, result, () =>
+        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var architectureList = ArchitectureList.Names(result.GetValue(architectures)!)

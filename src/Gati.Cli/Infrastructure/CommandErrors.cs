@@ -10,8 +10,7 @@ internal static class CommandErrors
     public const int Failure = 1;
     public const int Cancelled = 130;
 
-    /// <summary>Runs a command's action; <paramref name="result"/> names the options that argument errors are about.</summary>
-    public static int Run(IAnsiConsole console, ParseResult result, Func<int> action)
+    public static int Run(IAnsiConsole console, Func<int> action)
     {
         try
         {
@@ -24,7 +23,7 @@ internal static class CommandErrors
         }
         catch (ArgumentException ex)
         {
-            console.MarkupLineInterpolated($"[red]error:[/] {Describe(ex, result.CommandResult.Command)}");
+            console.MarkupLineInterpolated($"[red]error:[/] {Describe(ex)}");
             return Failure;
         }
         catch (Exception ex) when (ex is InvalidOperationException or IOException or FormatException or InvalidDataException or UnauthorizedAccessException)
@@ -35,16 +34,29 @@ internal static class CommandErrors
     }
 
     /// <summary>
-    /// The message of an argument error in the command's terms: a library parameter that matches one of the command's
-    /// options (Epochs → --epochs) is named as that option, and other parameter names (e.g. 'count') are left out.
+    /// The message of an argument error in the CLI's terms: a library parameter that matches a gati option
+    /// (Epochs → --epochs) is named as that option, and other parameter names (e.g. 'count') are left out.
     /// </summary>
-    public static string Describe(ArgumentException ex, Command command)
+    public static string Describe(ArgumentException ex)
     {
         var message = WithoutParameter(ex);
         if (ex.ParamName is not { } name) return message;
-        var option = command.Options.FirstOrDefault(o => o.Name == "--" + Kebab(name) || o.Name == name);
-        return option is null || message.Contains(option.Name, StringComparison.Ordinal) ? message : $"{option.Name}: {message}";
+        var option = OptionNames.Value.Contains("--" + Kebab(name)) ? "--" + Kebab(name) : OptionNames.Value.Contains(name) ? name : null;
+        return option is null || message.Contains(option, StringComparison.Ordinal) ? message : $"{option}: {message}";
     }
+
+    // Option names are consistent across commands (--epochs, --batch-size, ...), so all of them are looked in.
+    private static readonly Lazy<HashSet<string>> OptionNames = new(() =>
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        void Add(Command command)
+        {
+            foreach (var option in command.Options) names.Add(option.Name);
+            foreach (var sub in command.Subcommands) Add(sub);
+        }
+        Add(GatiCommand.Create());
+        return names;
+    });
 
     /// <summary>The message without .NET's " (Parameter 'x')" suffix; an out-of-range value is shown as "(got v)".</summary>
     public static string WithoutParameter(ArgumentException ex)
