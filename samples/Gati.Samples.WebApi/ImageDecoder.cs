@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Gati.MLNet.Data;
 using Gati.MLNet.Models;
 using SkiaSharp;
@@ -11,6 +12,32 @@ namespace Gati.Samples.WebApi;
 /// </summary>
 public static class ImageDecoder
 {
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
+
+    /// <summary>
+    /// The model input for a request body of <paramref name="mediaType"/> (image/png, image/jpeg or application/json).
+    /// Throws <see cref="InvalidDataException"/> for a body that cannot be decoded and <see cref="ArgumentException"/> for
+    /// one that decodes to the wrong input; nothing else.
+    /// </summary>
+    public static float[] FromBody(string mediaType, ReadOnlySpan<byte> body, TensorShape shape, ChannelNormalization? normalization) => mediaType switch
+    {
+        "application/json" => FromPixels(ParseJson(body), shape, normalization),
+        "image/png" or "image/jpeg" => FromEncoded(body, shape, normalization),
+        _ => throw new ArgumentException($"Unsupported media type '{mediaType}'.", nameof(mediaType)),
+    };
+
+    private static float[]? ParseJson(ReadOnlySpan<byte> body)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<PixelRequest>(body, JsonOptions)?.Pixels;
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidDataException($"The JSON body is not valid: {ex.Message}", ex);
+        }
+    }
+
     /// <summary>Decodes an encoded image; throws <see cref="InvalidDataException"/> when it is not a readable PNG or JPEG.</summary>
     public static float[] FromEncoded(ReadOnlySpan<byte> encoded, TensorShape shape, ChannelNormalization? normalization)
     {

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Gati.Extensions.ML;
 using Gati.MLNet.Inference;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -56,13 +55,11 @@ public static class PredictionApi
         float[] image;
         try
         {
-            image = mediaType == "application/json"
-                ? ImageDecoder.FromPixels(JsonSerializer.Deserialize<PixelRequest>(body, JsonOptions)?.Pixels, status.InputShape, status.InputNormalization)
-                : ImageDecoder.FromEncoded(body, status.InputShape, status.InputNormalization);
+            image = ImageDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization);
         }
-        catch (Exception ex) when (ex is JsonException or ArgumentException or InvalidDataException)
+        catch (Exception ex) when (ex is ArgumentException or InvalidDataException)
         {
-            return BadRequest(ex is JsonException ? $"The JSON body is not valid: {ex.Message}" : ex.Message);
+            return BadRequest(ex.Message);
         }
 
         EarlyExitPrediction prediction;
@@ -79,8 +76,6 @@ public static class PredictionApi
         return TypedResults.Ok(new PredictionResponse(prediction.PredictedClass, prediction.PredictedLabel, scores, prediction.ExitLayer,
             prediction.ExitedEarly, prediction.LatencyMs));
     }
-
-    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
 
     private static ProblemHttpResult BadRequest(string detail) =>
         TypedResults.Problem(detail, statusCode: StatusCodes.Status400BadRequest, title: "Invalid input");

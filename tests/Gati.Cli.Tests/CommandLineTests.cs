@@ -1,3 +1,4 @@
+using Microsoft.ML;
 using Gati.MLNet.Tests.Infrastructure;
 
 namespace Gati.Cli.Tests;
@@ -37,7 +38,7 @@ public sealed class CommandLineTests
         using var temp = new TempDirectory();
         var (exit, output) = CliHost.Invoke("train-base", "--output", temp.File("x.zip"), "--arch", "resnet19", "--device", "cpu");
         Assert.Equal(1, exit);
-        Assert.Contains("error: Unknown architecture 'resnet19'", output);
+        Assert.Contains("--arch: Unknown architecture 'resnet19'", output);
         Assert.DoesNotContain("   at ", output);
     }
 
@@ -48,6 +49,29 @@ public sealed class CommandLineTests
         var (exit, output) = CliHost.Invoke("evaluate", "--model", temp.File("missing.zip"), "--device", "cpu");
         Assert.Equal(1, exit);
         Assert.Contains("missing.zip", output);
+    }
+
+    private sealed class PlainRow
+    {
+        public float A { get; set; }
+
+        public float B { get; set; }
+    }
+
+    [Fact]
+    public void Evaluate_PlainMLNetModel_SaysItIsNotAGatiModel()
+    {
+        using var temp = new TempDirectory();
+        var ml = new MLContext(0);
+        var data = ml.Data.LoadFromEnumerable([new PlainRow { A = 1, B = 2 }]);
+        var path = temp.File("plain.zip");
+        ml.Model.Save(ml.Transforms.Concatenate("Features", "A", "B").Fit(data), data.Schema, path);
+
+        var (exit, output) = CliHost.Invoke("evaluate", "--model", path, "--data-dir", RealData.FashionMnistDirectory, "--rows", "10", "--device", "cpu");
+
+        Assert.Equal(1, exit);
+        Assert.Contains($"error: {path}: not a Gati.MLNet model", output);
+        Assert.DoesNotContain("Could not find input column", output);
     }
 
     [Fact]

@@ -122,6 +122,94 @@ public sealed class DatasetReaderTests : IDisposable
         Assert.EndsWith("t10k-labels-idx1-ubyte.gz", error.FilePath);
     }
 
+    [Theory]
+    [InlineData("t10k-labels-idx1-ubyte.gz", "trailer-crc")]
+    [InlineData("t10k-images-idx3-ubyte.gz", "trailer-crc")]
+    [InlineData("t10k-images-idx3-ubyte.gz", "deflate-data")]
+    public void LoadFashionMnist_CorruptGzipStream_ThrowsDatasetFormatExceptionNamingTheFile(string file, string corruption)
+    {
+        DatasetFiles.WriteFashionMnistSplit(_temp.Path, "t10k", 50, gzip: true);
+        var path = Path.Combine(_temp.Path, file);
+        var bytes = File.ReadAllBytes(path);
+        if (corruption == "trailer-crc") bytes[^8] ^= 0x5A;
+        else for (var i = bytes.Length / 2; i < bytes.Length / 2 + 16; i++) bytes[i] ^= 0xA5;
+        File.WriteAllBytes(path, bytes);
+
+        var error = Record.Exception(() => ReadAll(_ml.Data.LoadFashionMnist(DatasetSplit.Test, _temp.Path)));
+
+        var format = Assert.IsType<DatasetFormatException>(error);
+        Assert.Equal(path, format.FilePath);
+        Assert.Contains("gzip", format.Problem);
+    }
+
+    [Fact]
+    public void LoadFashionMnist_HeaderDimensionsOverflow_ThrowsDatasetFormatException()
+    {
+        DatasetFiles.WriteFashionMnistSplit(_temp.Path, "t10k", 2, gzip: false);
+        var images = Path.Combine(_temp.Path, "t10k-images-idx3-ubyte");
+        File.WriteAllBytes(images, DatasetFiles.Idx([2, 65536, 65536], new byte[64]));
+
+        var error = Record.Exception(() => _ml.Data.LoadFashionMnist(DatasetSplit.Test, _temp.Path));
+
+        var format = Assert.IsType<DatasetFormatException>(error);
+        Assert.Equal(images, format.FilePath);
+        Assert.Contains("2x65536x65536", format.Problem);
+    }
+
+    [Theory]
+    [InlineData(14, 14)]
+    [InlineData(28, 32)]
+    public void LoadFashionMnist_ImagesNot28x28_AreRejected(int height, int width)
+    {
+        DatasetFiles.WriteFashionMnistSplit(_temp.Path, "t10k", 3, gzip: false);
+        var images = Path.Combine(_temp.Path, "t10k-images-idx3-ubyte");
+        DatasetFiles.WriteIdxImages(images, [new byte[height * width], new byte[height * width], new byte[height * width]], height, width, gzip: false);
+
+        var error = Assert.Throws<DatasetFormatException>(() => _ml.Data.LoadFashionMnist(DatasetSplit.Test, _temp.Path));
+
+        Assert.Equal(images, error.FilePath);
+        Assert.Contains($"{height}x{width}", error.Problem);
+        Assert.Contains("28x28", error.Problem);
+    }
+
+    [Fact]
+    public void LoadFashionMnist_GzipHeaderFarLargerThanItsContent_FailsAtOpenWithBoundedMemory()
+    {
+        // 3 x 28 x 28 of real data behind a header claiming 50 million images, with the gzip trailer's length
+        // (mod 2^32) forged to agree with the header: only the real stream length can tell.
+        DatasetFiles.WriteFashionMnistSplit(_temp.Path, "t10k", 3, gzip: true);
+        var images = Path.Combine(_temp.Path, "t10k-images-idx3-ubyte.gz");
+        const int claimed = 50_000_000;
+        var bytes = DatasetFiles.Gzip(DatasetFiles.Idx([claimed, 28, 28], new byte[3 * 784]));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(bytes.Length - 4), unchecked((uint)(16 + (long)claimed * 784)));
+        File.WriteAllBytes(images, bytes);
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var error = Record.Exception(() => _ml.Data.LoadFashionMnist(DatasetSplit.Test, _temp.Path));
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        var format = Assert.IsType<DatasetFormatException>(error);
+        Assert.Equal(images, format.FilePath);
+        Assert.Contains("truncated", format.Problem);
+        Assert.True(allocated < 16 << 20, $"allocated {allocated} bytes to reject a {bytes.Length}-byte file");
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(5)]
+    public void LoadFashionMnist_MultiMemberGzip_ReadsEveryMember(int members)
+    {
+        var (images, labels) = DatasetFiles.WriteFashionMnistSplit(_temp.Path, "t10k", 20, gzip: true);
+        File.WriteAllBytes(Path.Combine(_temp.Path, "t10k-images-idx3-ubyte.gz"),
+            DatasetFiles.Gzip(DatasetFiles.Idx([20, 28, 28], images.SelectMany(i => i).ToArray()), members));
+        File.WriteAllBytes(Path.Combine(_temp.Path, "t10k-labels-idx1-ubyte.gz"), DatasetFiles.Gzip(DatasetFiles.Idx([20], labels), members));
+
+        var rows = ReadAll(_ml.Data.LoadFashionMnist(DatasetSplit.Test, _temp.Path));
+
+        Assert.Equal(labels.Select(l => l + 1u), rows.Select(r => r.Label));
+        Assert.Equal((images[19][783] / 255f - 0.2860f) / 0.3530f, rows[19].Image[783], 5);
+    }
+
     [Fact]
     public void LoadFashionMnist_MissingFolder_SaysHowToInstall()
     {

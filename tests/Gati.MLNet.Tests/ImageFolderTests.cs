@@ -82,6 +82,36 @@ public sealed class ImageFolderTests : IDisposable
         Assert.Contains("at least two class sub-folders", error.Message);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void LoadImageFolder_HeaderClaimsFarMoreThanTheFileHolds_FailsNamingTheFileBeforeDecoding(bool png)
+    {
+        WriteFolder();
+        // A 4x4 image whose header (PNG: with a valid CRC) claims 30000x30000: decoding it would take 3.6 GB.
+        var hostile = Path.Combine(_temp.Path, "red", png ? "huge.png" : "huge.jpg");
+        File.WriteAllBytes(hostile, ImageFiles.WithClaimedSize(ImageFiles.Encode(4, 4, new byte[64], png), 30000, 30000));
+        var data = _ml.Data.LoadImageFolder(_temp.Path, new ImageFolderOptions { Width = 8, Height = 8 });
+
+        var error = Assert.Throws<DatasetFormatException>(() => _ml.Data.CreateEnumerable<Row>(data, reuseRowObject: false).ToArray());
+
+        Assert.Equal(hostile, error.FilePath);
+        Assert.Contains("30000x30000", error.Problem);
+    }
+
+    [Fact]
+    public void LoadImageFolder_MaxImagePixels_RefusesLargerImagesAndKeepsSmallerOnes()
+    {
+        WriteFolder(); // 40x20, 10x10 and 16x16 images
+        var options = new ImageFolderOptions { Width = 8, Height = 8, MaxImagePixels = 256 };
+        var error = Assert.Throws<DatasetFormatException>(() => _ml.Data.CreateEnumerable<Row>(_ml.Data.LoadImageFolder(_temp.Path, options), false).ToArray());
+        Assert.EndsWith("a.png", error.FilePath);
+        Assert.Contains("40x20", error.Problem);
+
+        File.Delete(Path.Combine(_temp.Path, "red", "a.png"));
+        Assert.Equal(2, _ml.Data.CreateEnumerable<Row>(_ml.Data.LoadImageFolder(_temp.Path, options), false).Count());
+    }
+
     private sealed class Row
     {
         public string ImagePath { get; set; } = "";

@@ -20,9 +20,10 @@ internal static class BenchCommand
         var runtime = new RuntimeArguments();
         var dataset = new DatasetArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
-        var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes, comma-separated.", DefaultValueFactory = _ => "1,64" };
-        var rows = new Option<long?>("--rows") { Description = "Test rows to time (default: all)." };
-        var memoryPredictions = new Option<int>("--memory-predictions") { Description = "Batch-1 predictions of the native-memory check (0 skips it).", DefaultValueFactory = _ => 100_000 };
+        var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes, comma-separated.", DefaultValueFactory = _ => "1,64" }
+            .ParsedBy(v => EvaluateEarlyExitCommand.ParseBatchSizes(v));
+        var rows = new Option<long?>("--rows") { Description = "Test rows to time (default: all)." }.AtLeast(1L);
+        var memoryPredictions = new Option<int>("--memory-predictions") { Description = "Batch-1 predictions of the native-memory check (0 skips it).", DefaultValueFactory = _ => 100_000 }.AtLeast(0);
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var rounds = new Option<int>("--rounds") { Description = "Rounds per batch size; each round times every engine on the same slice of images.", DefaultValueFactory = _ => 5 };
         var imagesPerRound = new Option<int>("--images-per-round") { Description = "Images each engine runs per round (rounded to whole batches).", DefaultValueFactory = _ => 1000 };
@@ -47,10 +48,11 @@ internal static class BenchCommand
     private static Command CreateBase()
     {
         var runtime = new RuntimeArguments();
-        var widths = new Option<int[]>("--widths") { Description = "Base widths of ResNet-18 to measure.", DefaultValueFactory = _ => [16, 64], AllowMultipleArgumentsPerToken = true };
-        var trainSteps = new Option<int>("--train-steps") { Description = "Timed SGD steps (batch 128) per width, after one warm-up step.", DefaultValueFactory = _ => 5 };
-        var repeats = new Option<int>("--repeats") { Description = "Timed repetitions of each inference measurement (median reported).", DefaultValueFactory = _ => 5 };
-        var rows = new Option<int>("--rows") { Description = "Fashion-MNIST test rows for the transformer-vs-loop comparison.", DefaultValueFactory = _ => 10000 };
+        var widths = new Option<int[]>("--widths") { Description = "Base widths of ResNet-18 to measure.", DefaultValueFactory = _ => [16, 64], AllowMultipleArgumentsPerToken = true }
+            .Require(v => v.Length > 0 && v.All(w => w is >= 1 and <= 1024), "must be one or more widths between 1 and 1024");
+        var trainSteps = new Option<int>("--train-steps") { Description = "Timed SGD steps (batch 128) per width, after one warm-up step.", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var repeats = new Option<int>("--repeats") { Description = "Timed repetitions of each inference measurement (median reported).", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var rows = new Option<int>("--rows") { Description = "Fashion-MNIST test rows for the transformer-vs-loop comparison.", DefaultValueFactory = _ => 10000 }.AtLeast(1);
         var dataDir = new Option<string?>("--data-dir") { Description = "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)." };
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var command = new Command("base", "ResNet-18 (1x28x28 Fashion-MNIST input) training images/s, inference images/s at batch 1 and 64, and ML.NET transformer vs plain TorchSharp throughput at batch 64.");

@@ -20,17 +20,17 @@ internal static class DemoCommand
         var runtime = new RuntimeArguments();
         var output = new Option<string>("--output-dir", "-o") { Description = "Folder for the models and the report (the base model is reused from here when its settings match).", DefaultValueFactory = _ => "out/demo" };
         var dataDir = new Option<string?>("--data-dir") { Description = "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)." };
-        var width = new Option<int>("--width") { Description = "Base width of the ResNet-18.", DefaultValueFactory = _ => 16 };
-        var baseRows = new Option<long>("--base-train-rows") { Description = "Training rows for the base model.", DefaultValueFactory = _ => 20000 };
-        var baseEpochs = new Option<int>("--base-epochs") { Description = "Base model epochs.", DefaultValueFactory = _ => 4 };
-        var cacheLayers = new Option<string>("--cache-layers") { Description = "Candidate cache layers.", DefaultValueFactory = _ => "2-7" };
-        var cacheArchitectures = new Option<string>("--cache-architectures") { Description = "Candidate predictor architectures per layer.", DefaultValueFactory = _ => "conv,fc:64" };
-        var cacheRows = new Option<long>("--cache-train-rows") { Description = "Predictor training rows.", DefaultValueFactory = _ => 15000 };
-        var cacheEpochs = new Option<int>("--cache-epochs") { Description = "Predictor epochs.", DefaultValueFactory = _ => 4 };
-        var holdout = new Option<long>("--holdout-rows") { Description = "Held-out rows (last of the training split): selectors, calibration, optimizer.", DefaultValueFactory = _ => 5000 };
-        var precision = new Option<double>("--target-precision") { Description = "Exit precision each threshold is calibrated to.", DefaultValueFactory = _ => 0.995 };
-        var agreement = new Option<double>("--agreement-target") { Description = "Least agreement with the base model the optimizer accepts.", DefaultValueFactory = _ => 0.99 };
-        var evalRows = new Option<long?>("--eval-rows") { Description = "Test rows to evaluate on (default: all 10,000)." };
+        var width = new Option<int>("--width") { Description = "Base width of the ResNet-18.", DefaultValueFactory = _ => 16 }.Between(1, 1024);
+        var baseRows = new Option<long>("--base-train-rows") { Description = "Training rows for the base model.", DefaultValueFactory = _ => 20000 }.AtLeast(1L);
+        var baseEpochs = new Option<int>("--base-epochs") { Description = "Base model epochs.", DefaultValueFactory = _ => 4 }.AtLeast(1);
+        var cacheLayers = new Option<string>("--cache-layers") { Description = "Candidate cache layers.", DefaultValueFactory = _ => "2-7" }.ParsedBy(v => LayerList.Parse(v));
+        var cacheArchitectures = new Option<string>("--cache-architectures") { Description = "Candidate predictor architectures per layer.", DefaultValueFactory = _ => "conv,fc:64" }.ParsedBy(v => ArchitectureList.Parse(v));
+        var cacheRows = new Option<long>("--cache-train-rows") { Description = "Predictor training rows.", DefaultValueFactory = _ => 15000 }.AtLeast(1L);
+        var cacheEpochs = new Option<int>("--cache-epochs") { Description = "Predictor epochs.", DefaultValueFactory = _ => 4 }.AtLeast(1);
+        var holdout = new Option<long>("--holdout-rows") { Description = "Held-out rows (last of the training split): selectors, calibration, optimizer.", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
+        var precision = new Option<double>("--target-precision") { Description = "Exit precision each threshold is calibrated to.", DefaultValueFactory = _ => 0.995 }.Share();
+        var agreement = new Option<double>("--agreement-target") { Description = "Least agreement with the base model the optimizer accepts.", DefaultValueFactory = _ => 0.99 }.Share();
+        var evalRows = new Option<long?>("--eval-rows") { Description = "Test rows to evaluate on (default: all 10,000)." }.AtLeast(1L);
         var command = new Command("demo",
             "End to end on Fashion-MNIST: train (or reuse) a narrow ResNet-18, fit learned caches, choose layers, and evaluate early exit against the full model at batch 1 and 64.");
         foreach (var option in new Option[] { output, dataDir, width, baseRows, baseEpochs, cacheLayers, cacheArchitectures, cacheRows, cacheEpochs, holdout, precision, agreement, evalRows })
@@ -43,7 +43,7 @@ internal static class DemoCommand
             runtime.Apply(result);
             var settings = new DemoSettings(result.GetValue(output)!, result.GetValue(dataDir), result.GetValue(width), result.GetValue(baseRows), result.GetValue(baseEpochs),
                 LayerList.Parse(result.GetValue(cacheLayers)!),
-                result.GetValue(cacheArchitectures)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(PredictorArchitecture.Parse).ToArray(),
+                ArchitectureList.Parse(result.GetValue(cacheArchitectures)!),
                 result.GetValue(cacheRows), result.GetValue(cacheEpochs), result.GetValue(holdout), result.GetValue(precision), result.GetValue(agreement),
                 result.GetValue(evalRows), result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0]);
             return new DemoRunner(AnsiConsole.Console).Run(settings, cancellation);

@@ -21,7 +21,7 @@ internal static class EvaluateCommand
         var model = new Option<string>("--model", "-m") { Description = "The model zip written by gati train-base.", Required = true };
         var split = new Option<string>("--split") { Description = "Which split to evaluate on: test or train.", DefaultValueFactory = _ => "test" };
         split.AcceptOnlyFromAmong("test", "train");
-        var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." };
+        var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." }.AtLeast(1L);
         var report = new Option<string?>("--report-dir") { Description = "Also write evaluation.md and confusion-matrix.csv to this folder." };
 
         var command = new Command("evaluate", "Evaluate a saved model on a dataset split: accuracy, per-class accuracy and the confusion matrix.");
@@ -56,6 +56,7 @@ internal sealed class EvaluateRunner(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
+            LoadedModel.BaseModel(model, settings.Model); // a zip of other Gati components says so, not "column not found"
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var evaluation = Evaluation.Run(context, model, data);

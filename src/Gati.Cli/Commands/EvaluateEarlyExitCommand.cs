@@ -16,8 +16,8 @@ internal static class EvaluateEarlyExitCommand
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize) or any model with learned caches.", Required = true };
         var split = new Option<string>("--split") { Description = "test or train.", DefaultValueFactory = _ => "test" };
         split.AcceptOnlyFromAmong("test", "train");
-        var rows = new Option<long?>("--rows") { Description = "Use only the first N rows." };
-        var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes to measure, comma-separated.", DefaultValueFactory = _ => "1,64" };
+        var rows = new Option<long?>("--rows") { Description = "Use only the first N rows." }.AtLeast(1L);
+        var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes to measure, comma-separated.", DefaultValueFactory = _ => "1,64" }.ParsedBy(v => ParseBatchSizes(v));
         var outputDir = new Option<string?>("--output-dir", "-o") { Description = "Write early-exit.md, early-exit.csv and exits.png here." };
         var command = new Command("evaluate-early-exit",
             "Early exit against the full base model on the same device and batch sizes: agreement, accuracy, exits per layer, latency mean/p50/p99 and speedup.");

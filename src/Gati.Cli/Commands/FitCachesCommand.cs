@@ -15,16 +15,16 @@ internal static class FitCachesCommand
         var runtime = new RuntimeArguments();
         var baseModel = new Option<string?>("--base-model", "-b") { Description = "Base model zip (gati train-base): predictors are trained here." };
         var predictorsModel = new Option<string?>("--predictors-model") { Description = "Model zip from gati train-predictors: reuse its base model and predictors, train only selectors." };
-        var layers = new Option<string?>("--layers") { Description = "Layers that get caches, e.g. 2-7 (default: all layers of --predictors-model, else 1-8)." };
-        var architectures = new Option<string?>("--architectures") { Description = "Predictor architectures (candidates per layer), e.g. conv or conv,fc:64 (default: conv; with --predictors-model: all of its)." };
-        var selector = new Option<string>("--selector") { Description = "Selector network: sorted[:hidden] (MLP over sorted log-probabilities), raw[:hidden], or reference (Linear(k, 2) as in the paper's code).", DefaultValueFactory = _ => "sorted:16" };
-        var precision = new Option<double>("--target-precision") { Description = "Precision of exits (agreement with the base model among rows that exit) each threshold is calibrated to.", DefaultValueFactory = _ => 0.995 };
-        var trainRows = new Option<long?>("--train-rows") { Description = "Predictor training rows from the start of the training split (default: all before the held-out rows)." };
-        var holdoutRows = new Option<long>("--holdout-rows") { Description = "The last N rows of the training split are held out: half train selectors, half calibrate thresholds.", DefaultValueFactory = _ => 5000 };
-        var epochs = new Option<int>("--epochs") { Description = "Maximum predictor epochs.", DefaultValueFactory = _ => 20 };
-        var patience = new Option<int>("--patience") { Description = "Early stop after N epochs without held-out improvement.", DefaultValueFactory = _ => 5 };
-        var selectorEpochs = new Option<int>("--selector-epochs") { Description = "Selector epochs.", DefaultValueFactory = _ => 30 };
-        var lr = new Option<double>("--lr") { Description = "Predictor learning rate (halved every 5 epochs).", DefaultValueFactory = _ => 0.05 };
+        var layers = new Option<string?>("--layers") { Description = "Layers that get caches, e.g. 2-7 (default: all layers of --predictors-model, else 1-8)." }.ParsedBy(v => LayerList.Parse(v!));
+        var architectures = new Option<string?>("--architectures") { Description = "Predictor architectures (candidates per layer), e.g. conv or conv,fc:64 (default: conv; with --predictors-model: all of its)." }.ParsedBy(v => ArchitectureList.Parse(v!));
+        var selector = new Option<string>("--selector") { Description = "Selector network: sorted[:hidden] (MLP over sorted log-probabilities), raw[:hidden], or reference (Linear(k, 2) as in the paper's code).", DefaultValueFactory = _ => "sorted:16" }.ParsedBy(v => SelectorArchitecture.Parse(v));
+        var precision = new Option<double>("--target-precision") { Description = "Precision of exits (agreement with the base model among rows that exit) each threshold is calibrated to.", DefaultValueFactory = _ => 0.995 }.Share();
+        var trainRows = new Option<long?>("--train-rows") { Description = "Predictor training rows from the start of the training split (default: all before the held-out rows)." }.AtLeast(1L);
+        var holdoutRows = new Option<long>("--holdout-rows") { Description = "The last N rows of the training split are held out: half train selectors, half calibrate thresholds.", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
+        var epochs = new Option<int>("--epochs") { Description = "Maximum predictor epochs.", DefaultValueFactory = _ => 20 }.AtLeast(1);
+        var patience = new Option<int>("--patience") { Description = "Early stop after N epochs without held-out improvement.", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var selectorEpochs = new Option<int>("--selector-epochs") { Description = "Selector epochs.", DefaultValueFactory = _ => 30 }.AtLeast(1);
+        var lr = new Option<double>("--lr") { Description = "Predictor learning rate (halved every 5 epochs).", DefaultValueFactory = _ => 0.05 }.Positive();
         var dumpDir = new Option<string?>("--dump-dir") { Description = "Dump predictor training features here instead of streaming them from the base model each epoch." };
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write: base model + learned caches (every candidate).", Required = true };
@@ -35,20 +35,21 @@ internal static class FitCachesCommand
         foreach (var option in new Option[] { layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, dumpDir, seed, output })
             command.Options.Add(option);
         runtime.AddTo(command);
+        command.Validators.Add(r =>
+        {
+            if ((r.GetValue(baseModel) is null) == (r.GetValue(predictorsModel) is null))
+                r.AddError("Give exactly one of --base-model (train predictors) and --predictors-model (reuse trained predictors).");
+        });
         command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
-            if ((result.GetValue(baseModel) is null) == (result.GetValue(predictorsModel) is null))
-                throw new ArgumentException("Give exactly one of --base-model (train predictors) and --predictors-model (reuse trained predictors).");
             var settings = new FitCachesSettings
             {
                 BaseModel = result.GetValue(baseModel),
                 PredictorsModel = result.GetValue(predictorsModel),
                 Dataset = dataset.Read(result),
                 Layers = result.GetValue(layers) is { } l ? LayerList.Parse(l) : null,
-                Architectures = result.GetValue(architectures) is { } a
-                    ? a.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(PredictorArchitecture.Parse).ToArray()
-                    : null,
+                Architectures = result.GetValue(architectures) is { } a ? ArchitectureList.Parse(a) : null,
                 Selector = SelectorArchitecture.Parse(result.GetValue(selector)!),
                 TargetPrecision = result.GetValue(precision),
                 TrainRows = result.GetValue(trainRows),

@@ -58,7 +58,6 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
                     .Where(p => settings.Architectures is null || settings.Architectures.Contains(p.Architecture))
                     .ToArray();
                 if (predictors.Count == 0) throw new ArgumentException($"{path} holds no predictors for the layers and architectures asked for.");
-                console.MarkupLineInterpolated($"Reusing {predictors.Count} trained predictors from {path}; training selectors only.");
             }
             var layers = settings.Layers ?? Enumerable.Range(1, baseModel.Network.LayerCount).ToArray();
             var options = new LearnedCachesEstimator.Options
@@ -86,9 +85,11 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
                 Seed = settings.Seed,
                 Status = new Progress<string>(s => console.MarkupLineInterpolated($"{s}")),
             };
+            var estimator = context.Gati().LearnedCaches(baseModel, options); // validates the settings before the run is announced
+            if (predictors is not null) console.MarkupLineInterpolated($"Reusing {predictors.Count} trained predictors from {path}; training selectors only.");
             console.MarkupLineInterpolated(
                 $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.TargetPrecision:P1}.");
-            using var caches = context.Gati().LearnedCaches(baseModel, options).Fit(training);
+            using var caches = estimator.Fit(training);
             var chain = new TransformerChain<ITransformer>(baseModel, caches);
             context.Gati().SaveModel(chain, split.Schema, settings.Output);
 

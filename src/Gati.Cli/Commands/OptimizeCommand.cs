@@ -22,11 +22,11 @@ internal static class OptimizeCommand
         var dataset = new DatasetArguments();
         var runtime = new RuntimeArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with candidate caches (gati fit-caches).", Required = true };
-        var agreement = new Option<double>("--agreement-target") { Description = "Least agreement with the base model on held-out rows.", DefaultValueFactory = _ => 0.99 };
-        var memory = new Option<double?>("--memory-budget-mb") { Description = "Most memory for the chosen caches' parameters, in MB (default: no limit)." };
-        var batchSize = new Option<int>("--batch-size") { Description = "Batch size to minimise latency for (timings are taken at 1 and at this size).", DefaultValueFactory = _ => 1 };
-        var holdoutRows = new Option<long>("--holdout-rows") { Description = "Measure on the last N rows of the training split (held out from predictor training; use fit-caches' value).", DefaultValueFactory = _ => 5000 };
-        var timingRuns = new Option<int>("--timing-runs") { Description = "Timed repetitions per model part.", DefaultValueFactory = _ => 200 };
+        var agreement = new Option<double>("--agreement-target") { Description = "Least agreement with the base model on held-out rows.", DefaultValueFactory = _ => 0.99 }.Share();
+        var memory = new Option<double?>("--memory-budget-mb") { Description = "Most memory for the chosen caches' parameters, in MB (default: no limit)." }.Positive();
+        var batchSize = new Option<int>("--batch-size") { Description = "Batch size to minimise latency for (timings are taken at 1 and at this size).", DefaultValueFactory = _ => 1 }.AtLeast(1);
+        var holdoutRows = new Option<long>("--holdout-rows") { Description = "Measure on the last N rows of the training split (held out from predictor training; use fit-caches' value).", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
+        var timingRuns = new Option<int>("--timing-runs") { Description = "Timed repetitions per model part.", DefaultValueFactory = _ => 200 }.AtLeast(1);
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write with the chosen caches only (plus the plan as <output>.plan.md).", Required = true };
         var command = new Command("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.");
         command.Options.Add(model);

@@ -40,16 +40,17 @@ internal sealed class PredictorReport(IAnsiConsole console)
             if (predictors.Length == 0) throw new InvalidOperationException($"{settings.Model} holds no predictors: train them with gati train-predictors.");
             var extractor = LoadedModel.Components(model).OfType<FeatureExtractingTransformer>().FirstOrDefault()
                 ?? throw new InvalidOperationException($"{settings.Model} holds no feature extractor.");
+            var layers = predictors.Select(p => p.Layer).Distinct().Order().ToArray();
+            var costLayer = settings.CostLayer ?? (layers.Length > 1 ? layers[^2] : layers[0]);
+            if (!layers.Contains(costLayer))
+                throw new ArgumentException($"--cost-layer {costLayer}: {settings.Model} holds no predictors on that layer (trained layers: {string.Join(", ", layers)}).");
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var agreements = Agreements(model, data, predictors, extractor);
             var evaluationSeconds = clock.Elapsed.TotalSeconds;
 
-            var layers = agreements.Select(a => a.Layer).Distinct().Order().ToArray();
             var architectures = agreements.Select(a => a.Architecture).Distinct().ToArray();
-            var costLayer = settings.CostLayer ?? (layers.Length > 1 ? layers[^2] : layers[0]);
             var costs = predictors.Where(p => p.Layer == costLayer)
                 .Select(p => Cost(p, settings.LatencyRuns)).ToArray();
-            if (costs.Length == 0) throw new ArgumentException($"No predictors on layer {costLayer} (trained layers: {string.Join(", ", layers)}).");
 
             Directory.CreateDirectory(settings.OutputDir);
             var baseModel = LoadedModel.BaseModel(model, settings.Model);

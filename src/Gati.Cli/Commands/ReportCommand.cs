@@ -23,9 +23,9 @@ internal static class ReportCommand
         var outputDir = new Option<string>("--output-dir", "-o") { Description = "Folder for predictors.md, agreement.csv, cost.csv and agreement.png.", Required = true };
         var split = new Option<string>("--split") { Description = "Split on which agreement is measured.", DefaultValueFactory = _ => "test" };
         split.AcceptOnlyFromAmong("test", "train");
-        var rows = new Option<long?>("--rows") { Description = "Use only the first N rows of the split." };
-        var costLayer = new Option<int?>("--cost-layer") { Description = "Layer of the cost table (batch-1 latency and memory per architecture); default: the second-to-last trained layer (the seed's layer 7 of ResNet-18)." };
-        var latencyRuns = new Option<int>("--latency-runs") { Description = "Timed batch-1 forward passes per architecture (median reported).", DefaultValueFactory = _ => 500 };
+        var rows = new Option<long?>("--rows") { Description = "Use only the first N rows of the split." }.AtLeast(1L);
+        var costLayer = new Option<int?>("--cost-layer") { Description = "Layer of the cost table (batch-1 latency and memory per architecture); default: the second-to-last trained layer (the seed's layer 7 of ResNet-18)." }.AtLeast(1);
+        var latencyRuns = new Option<int>("--latency-runs") { Description = "Timed batch-1 forward passes per architecture (median reported).", DefaultValueFactory = _ => 500 }.AtLeast(1);
         var command = new Command("predictors",
             "The seed's tables for a trained model: agreement with the base model per layer and architecture (markdown, CSV, PNG plot), and the cost of each architecture at one layer (batch-1 latency, parameter and activation memory).");
         command.Options.Add(model);

@@ -12,18 +12,18 @@ internal static class TrainBaseCommand
     {
         var dataset = new DatasetArguments();
         var runtime = new RuntimeArguments();
-        var arch = new Option<string>("--arch") { Description = "Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.", DefaultValueFactory = _ => "resnet18" };
-        var width = new Option<int>("--width") { Description = "Base width (channels of the first stage): 64 is the paper's; 8-16 make CPU training practical.", DefaultValueFactory = _ => 64 };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => 30 };
-        var lr = new Option<double>("--lr") { Description = "Initial learning rate (cosine-annealed to 0 over the run).", DefaultValueFactory = _ => 0.1 };
-        var batchSize = new Option<int>("--batch-size") { Description = "Images per SGD step.", DefaultValueFactory = _ => 128 };
-        var momentum = new Option<double>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9 };
-        var weightDecay = new Option<double>("--weight-decay") { Description = "L2 weight decay.", DefaultValueFactory = _ => 5e-4 };
-        var cropPadding = new Option<int>("--crop-padding") { Description = "Padding in pixels for random-crop augmentation (0 disables).", DefaultValueFactory = _ => 4 };
+        var arch = new Option<string>("--arch") { Description = "Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.", DefaultValueFactory = _ => "resnet18" }.ParsedBy(v => ResNetSpec.Parse(v));
+        var width = new Option<int>("--width") { Description = "Base width (channels of the first stage): 64 is the paper's; 8-16 make CPU training practical.", DefaultValueFactory = _ => 64 }.Between(1, 1024);
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => 30 }.AtLeast(1);
+        var lr = new Option<double>("--lr") { Description = "Initial learning rate (cosine-annealed to 0 over the run).", DefaultValueFactory = _ => 0.1 }.Positive();
+        var batchSize = new Option<int>("--batch-size") { Description = "Images per SGD step.", DefaultValueFactory = _ => 128 }.AtLeast(1);
+        var momentum = new Option<double>("--momentum") { Description = "SGD momentum.", DefaultValueFactory = _ => 0.9 }.Require(v => v is >= 0 and < 1, "must be at least 0 and below 1");
+        var weightDecay = new Option<double>("--weight-decay") { Description = "L2 weight decay.", DefaultValueFactory = _ => 5e-4 }.AtLeast(0.0);
+        var cropPadding = new Option<int>("--crop-padding") { Description = "Padding in pixels for random-crop augmentation (0 disables).", DefaultValueFactory = _ => 4 }.AtLeast(0);
         var noFlip = new Option<bool>("--no-flip") { Description = "Disable random horizontal flips." };
         var seed = new Option<int>("--seed") { Description = "Random seed (initialisation, shuffling, augmentation).", DefaultValueFactory = _ => 0 };
-        var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N training rows only (quick runs)." };
-        var testRows = new Option<long?>("--test-rows") { Description = "Evaluate on the first N test rows only." };
+        var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N training rows only (quick runs)." }.AtLeast(1L);
+        var testRows = new Option<long?>("--test-rows") { Description = "Evaluate on the first N test rows only." }.AtLeast(1L);
         var validate = new Option<bool>("--validate-each-epoch") { Description = "Report test-split accuracy after every epoch (costs one test pass per epoch)." };
         var output = new Option<string>("--output", "-o") { Description = "Where to write the trained model (an ML.NET model zip; written atomically).", Required = true };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint file written after every epoch (default: <output>.ckpt)." };

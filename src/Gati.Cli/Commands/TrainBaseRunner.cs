@@ -43,12 +43,7 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
         var train = settings.Dataset.Load(context, DatasetSplit.Train, settings.TrainRows);
         var test = settings.Dataset.Load(context, DatasetSplit.Test, settings.TestRows);
         var checkpoint = settings.Checkpoint ?? settings.Output + ".ckpt";
-        var rowCount = train.GetRowCount()?.ToString(CultureInfo.InvariantCulture) ?? "?";
-        console.MarkupLineInterpolated(
-            $"Training [bold]{settings.Architecture}[/] (width {settings.BaseWidth}) on [bold]{settings.Dataset.Name}[/] ({rowCount} rows), {settings.Epochs} epochs, batch {settings.BatchSize}, lr {settings.LearningRate}, device {settings.Device}.");
-        console.MarkupLineInterpolated($"Checkpoint: {checkpoint}{(settings.Resume ? " (resuming if present)" : "")}");
-
-        var trainer = (IProgress<ResNetTrainingProgress> reporter) => context.Gati().ResNet(new ResNetTrainer.Options
+        var trainer = (IProgress<ResNetTrainingProgress>? reporter) => context.Gati().ResNet(new ResNetTrainer.Options
         {
             Architecture = settings.Architecture,
             BaseWidth = settings.BaseWidth,
@@ -67,6 +62,12 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
             Progress = reporter,
             CancellationToken = cancellation,
         });
+        trainer(null); // the trainer validates its settings: reject a bad one before announcing the run
+
+        var rowCount = train.GetRowCount()?.ToString(CultureInfo.InvariantCulture) ?? "?";
+        console.MarkupLineInterpolated(
+            $"Training [bold]{settings.Architecture}[/] (width {settings.BaseWidth}) on [bold]{settings.Dataset.Name}[/] ({rowCount} rows), {settings.Epochs} epochs, batch {settings.BatchSize}, lr {settings.LearningRate}, device {settings.Device}.");
+        console.MarkupLineInterpolated($"Checkpoint: {checkpoint}{(settings.Resume ? " (resuming if present)" : "")}");
         using var model = LiveProgress.Run(console, "training", settings.Epochs, bar => trainer(new TrainingReporter(console, bar)).Fit(train));
         var trainTime = clock.Elapsed;
 

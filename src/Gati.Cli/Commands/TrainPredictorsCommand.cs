@@ -13,27 +13,27 @@ internal static class TrainPredictorsCommand
         var dataset = new DatasetArguments();
         var runtime = new RuntimeArguments();
         var baseModel = new Option<string>("--base-model", "-b") { Description = "The base model zip written by gati train-base.", Required = true };
-        var layers = new Option<string>("--layers") { Description = "Layers (residual block outputs) to attach predictors to, e.g. 1-8 or 2,4,6.", DefaultValueFactory = _ => "1-8" };
-        var architectures = new Option<string>("--architectures") { Description = "Predictor architectures, comma-separated: fc, pool, conv (or with parameters, e.g. fc:512,conv:5:2).", DefaultValueFactory = _ => "fc,pool,conv" };
-        var fcHidden = new Option<int>("--fc-hidden") { Description = "Hidden units of fc predictors (the seed's FC(1024)).", DefaultValueFactory = _ => 1024 };
-        var poolSize = new Option<int>("--pool-size") { Description = "Length after adaptive average pooling of pool predictors (the seed's Pool(4096)).", DefaultValueFactory = _ => 4096 };
-        var poolHidden = new Option<int>("--pool-hidden") { Description = "Hidden units of pool predictors.", DefaultValueFactory = _ => 1024 };
-        var convKernel = new Option<int>("--conv-kernel") { Description = "Kernel size of conv predictors (the seed's Conv(3, 1)).", DefaultValueFactory = _ => 3 };
-        var convStride = new Option<int>("--conv-stride") { Description = "Stride of conv predictors.", DefaultValueFactory = _ => 1 };
+        var layers = new Option<string>("--layers") { Description = "Layers (residual block outputs) to attach predictors to, e.g. 1-8 or 2,4,6.", DefaultValueFactory = _ => "1-8" }.ParsedBy(v => LayerList.Parse(v));
+        var architectures = new Option<string>("--architectures") { Description = "Predictor architectures, comma-separated: fc, pool, conv (or with parameters, e.g. fc:512,conv:5:2).", DefaultValueFactory = _ => "fc,pool,conv" }.ParsedBy(ParseArchitectureNames);
+        var fcHidden = new Option<int>("--fc-hidden") { Description = "Hidden units of fc predictors (the seed's FC(1024)).", DefaultValueFactory = _ => 1024 }.AtLeast(1);
+        var poolSize = new Option<int>("--pool-size") { Description = "Length after adaptive average pooling of pool predictors (the seed's Pool(4096)).", DefaultValueFactory = _ => 4096 }.AtLeast(1);
+        var poolHidden = new Option<int>("--pool-hidden") { Description = "Hidden units of pool predictors.", DefaultValueFactory = _ => 1024 }.AtLeast(1);
+        var convKernel = new Option<int>("--conv-kernel") { Description = "Kernel size of conv predictors (the seed's Conv(3, 1)).", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var convStride = new Option<int>("--conv-stride") { Description = "Stride of conv predictors.", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var features = new Option<string>("--features") { Description = "Where training features come from: dump (compute once, store on disk), stream (recompute with the base model every epoch) or auto (dump when it fits --max-dump-gb and the free disk space).", DefaultValueFactory = _ => "auto" };
         features.AcceptOnlyFromAmong("auto", "dump", "stream");
         var dumpDir = new Option<string?>("--dump-dir") { Description = "Folder for the feature dump (default: <output>.features); an interrupted dump resumes." };
-        var maxDump = new Option<double>("--max-dump-gb") { Description = "Largest dump that auto mode writes, in GB.", DefaultValueFactory = _ => 20 };
+        var maxDump = new Option<double>("--max-dump-gb") { Description = "Largest dump that auto mode writes, in GB.", DefaultValueFactory = _ => 20 }.AtLeast(0.0);
         var float16 = new Option<bool>("--float16") { Description = "Store dumped features as float16 (half the disk)." };
-        var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N rows of the training split (default: all rows before the held-out ones)." };
-        var holdoutRows = new Option<long>("--holdout-rows") { Description = "The last N rows of the training split are held out: they pick each predictor's best epoch (and later train selectors).", DefaultValueFactory = _ => 5000 };
-        var epochs = new Option<int>("--epochs") { Description = "Maximum epochs.", DefaultValueFactory = _ => 100 };
-        var patience = new Option<int>("--patience") { Description = "Stop a predictor after this many epochs without held-out improvement.", DefaultValueFactory = _ => 10 };
-        var batchSize = new Option<int>("--batch-size") { Description = "Rows per SGD step.", DefaultValueFactory = _ => 64 };
-        var lr = new Option<double>("--lr") { Description = "Initial learning rate (halved every --lr-halving epochs).", DefaultValueFactory = _ => 0.05 };
-        var halving = new Option<int>("--lr-halving") { Description = "Epochs between learning-rate halvings.", DefaultValueFactory = _ => 5 };
-        var alpha = new Option<double>("--alpha") { Description = "Weight of the distillation (KL) term; 1 - alpha weighs cross-entropy with the base model's label.", DefaultValueFactory = _ => 0.5 };
-        var temperature = new Option<double>("--temperature") { Description = "Distillation temperature.", DefaultValueFactory = _ => 6 };
+        var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N rows of the training split (default: all rows before the held-out ones)." }.AtLeast(1L);
+        var holdoutRows = new Option<long>("--holdout-rows") { Description = "The last N rows of the training split are held out: they pick each predictor's best epoch (and later train selectors).", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
+        var epochs = new Option<int>("--epochs") { Description = "Maximum epochs.", DefaultValueFactory = _ => 100 }.AtLeast(1);
+        var patience = new Option<int>("--patience") { Description = "Stop a predictor after this many epochs without held-out improvement.", DefaultValueFactory = _ => 10 }.AtLeast(1);
+        var batchSize = new Option<int>("--batch-size") { Description = "Rows per SGD step.", DefaultValueFactory = _ => 64 }.AtLeast(1);
+        var lr = new Option<double>("--lr") { Description = "Initial learning rate (halved every --lr-halving epochs).", DefaultValueFactory = _ => 0.05 }.Positive();
+        var halving = new Option<int>("--lr-halving") { Description = "Epochs between learning-rate halvings.", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var alpha = new Option<double>("--alpha") { Description = "Weight of the distillation (KL) term; 1 - alpha weighs cross-entropy with the base model's label.", DefaultValueFactory = _ => 0.5 }.Between(0.0, 1.0);
+        var temperature = new Option<double>("--temperature") { Description = "Distillation temperature.", DefaultValueFactory = _ => 6 }.Positive();
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write: the base model, the feature extractor and every predictor, in one ML.NET chain.", Required = true };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint written after every epoch (default: <output>.ckpt)." };
@@ -50,7 +50,7 @@ internal static class TrainPredictorsCommand
         command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
-            var architectureList = result.GetValue(architectures)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            var architectureList = ArchitectureList.Names(result.GetValue(architectures)!)
                 .Select(name => name.ToLowerInvariant() switch
                 {
                     "fc" => PredictorArchitecture.FC(result.GetValue(fcHidden)),
@@ -86,5 +86,14 @@ internal static class TrainPredictorsCommand
             return new TrainPredictorsRunner(AnsiConsole.Console).Run(settings, cancellation);
         })));
         return command;
+    }
+
+    /// <summary>Plain names take their parameters from --fc-hidden and the like (validated there); others must parse.</summary>
+    private static void ParseArchitectureNames(string text)
+    {
+        var names = ArchitectureList.Names(text);
+        if (names.Length == 0) throw new ArgumentException("Name at least one predictor architecture.");
+        foreach (var name in names)
+            if (name.ToLowerInvariant() is not ("fc" or "pool" or "conv")) PredictorArchitecture.Parse(name);
     }
 }

@@ -13,10 +13,10 @@ internal sealed class RuntimeArguments
         DefaultValueFactory = _ => DeviceOptions.Auto,
     };
 
-    public Option<int?> Threads { get; } = new("--threads")
+    public Option<int?> Threads { get; } = new Option<int?>("--threads")
     {
         Description = "CPU threads for libtorch (default: libtorch's own choice, usually the core count).",
-    };
+    }.AtLeast(1);
 
     public Option<string?> LibTorchDir { get; } = new("--libtorch-dir")
     {
@@ -47,10 +47,6 @@ internal sealed class RuntimeArguments
     {
         if (result.GetValue(LibTorchDir) is { } dir) TorchRuntime.LibTorchDirectory = dir;
         TorchRuntime.EnsureInitialized();
-        if (result.GetValue(Threads) is { } threads)
-        {
-            if (threads < 1) throw new ArgumentException("--threads must be at least 1.");
-            torch.set_num_threads(threads);
-        }
+        if (result.GetValue(Threads) is { } threads) torch.set_num_threads(threads);
     }
 }

@@ -6,6 +6,9 @@ public static class FashionMnist
     /// <summary>Where Debian's <c>dataset-fashion-mnist</c> package installs the files.</summary>
     public const string DefaultDirectory = "/usr/share/datasets/fashion-mnist";
 
+    /// <summary>Height and width of every image: files holding other sizes are not Fashion-MNIST and are refused.</summary>
+    public const int ImageSize = 28;
+
     /// <summary>The ten class names, in label order.</summary>
     public static IReadOnlyList<string> ClassNames { get; } =
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
@@ -25,7 +28,7 @@ public static class FashionMnist
                 $"Fashion-MNIST folder '{directory}' does not exist. On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist " +
                 $"(installs to {DefaultDirectory}), or pass the folder holding the IDX files.");
         var (images, labels) = Files(directory, split);
-        return new IdxImageSource($"Fashion-MNIST {split.ToString().ToLowerInvariant()}", images, labels, ClassNames);
+        return new IdxImageSource($"Fashion-MNIST {split.ToString().ToLowerInvariant()}", images, labels, ClassNames, (ImageSize, ImageSize));
     }
 
     private static string Find(string directory, string stem)

@@ -8,11 +8,17 @@ internal sealed class IdxImageSource : ImageRecordSource
     private readonly IdxFile _images;
     private readonly IdxFile _labels;
 
-    public IdxImageSource(string name, string imagesPath, string labelsPath, IReadOnlyList<string> classNames)
+    /// <param name="name">Dataset and split, for messages.</param>
+    /// <param name="imagesPath">The N x H x W images file.</param>
+    /// <param name="labelsPath">The N labels file.</param>
+    /// <param name="classNames">Class names; labels index them.</param>
+    /// <param name="imageSize">When given, the (height, width) every image must have.</param>
+    public IdxImageSource(string name, string imagesPath, string labelsPath, IReadOnlyList<string> classNames, (int Height, int Width)? imageSize = null)
     {
         Name = name;
         ClassNames = classNames;
-        _images = IdxFile.Open(imagesPath, expectedDimensionCount: 3);
+        _images = IdxFile.Open(imagesPath, expectedDimensionCount: 3,
+            imageSize is { } size ? [size.Height, size.Width] : null, name);
         _labels = IdxFile.Open(labelsPath, expectedDimensionCount: 1);
         if (_images.ItemCount != _labels.ItemCount)
             throw new DatasetFormatException(labelsPath,

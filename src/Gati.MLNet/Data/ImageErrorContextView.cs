@@ -13,11 +13,17 @@ internal sealed class ImageErrorContextView : IDataView
 {
     private readonly IDataView _inner;
     private readonly DataViewSchema.Column? _path;
+    private readonly (int Column, Action<string> Check)? _check;
 
-    public ImageErrorContextView(IDataView inner, string? pathColumn)
+    /// <param name="inner">The view to pass through.</param>
+    /// <param name="pathColumn">The column naming each row's file, or null.</param>
+    /// <param name="check">With a path column: a check of the row's file that runs before <c>Column</c> is read
+    /// (e.g. an image's header before it is decoded); it throws a <see cref="DatasetFormatException"/>.</param>
+    public ImageErrorContextView(IDataView inner, string? pathColumn, (string Column, Action<string> Check)? check = null)
     {
         _inner = inner;
         _path = pathColumn is null ? null : inner.Schema[pathColumn];
+        if (check is { } c) _check = (inner.Schema[c.Column].Index, c.Check);
     }
 
     public bool CanShuffle => _inner.CanShuffle;
@@ -27,11 +33,11 @@ internal sealed class ImageErrorContextView : IDataView
     public long? GetRowCount() => _inner.GetRowCount();
 
     public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) =>
-        new Cursor(_inner.GetRowCursor(WithPath(columnsNeeded), rand), _path, columnsNeeded);
+        new Cursor(_inner.GetRowCursor(WithPath(columnsNeeded), rand), _path, columnsNeeded, _check);
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) =>
         _inner.GetRowCursorSet(WithPath(columnsNeeded), n, rand)
-            .Select(c => (DataViewRowCursor)new Cursor(c, _path, columnsNeeded)).ToArray();
+            .Select(c => (DataViewRowCursor)new Cursor(c, _path, columnsNeeded, _check)).ToArray();
 
     private IEnumerable<DataViewSchema.Column> WithPath(IEnumerable<DataViewSchema.Column> columns) =>
         _path is { } path ? columns.Append(path).DistinctBy(c => c.Index) : columns;
@@ -41,12 +47,14 @@ internal sealed class ImageErrorContextView : IDataView
         private readonly DataViewRowCursor _inner;
         private readonly ValueGetter<ReadOnlyMemory<char>>? _pathGetter;
         private readonly HashSet<int> _requested;
+        private readonly (int Column, Action<string> Check)? _check;
 
-        public Cursor(DataViewRowCursor inner, DataViewSchema.Column? path, IEnumerable<DataViewSchema.Column> requested)
+        public Cursor(DataViewRowCursor inner, DataViewSchema.Column? path, IEnumerable<DataViewSchema.Column> requested, (int Column, Action<string> Check)? check)
         {
             _inner = inner;
             _pathGetter = path is { } column ? inner.GetGetter<ReadOnlyMemory<char>>(column) : null;
             _requested = requested.Select(c => c.Index).ToHashSet();
+            _check = _pathGetter is null ? null : check;
         }
 
         public override DataViewSchema Schema => _inner.Schema;
@@ -62,10 +70,12 @@ internal sealed class ImageErrorContextView : IDataView
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
             var getter = _inner.GetGetter<TValue>(column);
+            var check = _check is { } c && c.Column == column.Index ? c.Check : null;
             return (ref TValue value) =>
             {
                 try
                 {
+                    if (check is not null) check(CurrentPath());
                     getter(ref value);
                 }
                 catch (Exception ex) when (ex is not DatasetFormatException and not OperationCanceledException)
@@ -105,9 +115,7 @@ internal sealed class ImageErrorContextView : IDataView
             string path;
             try
             {
-                ReadOnlyMemory<char> value = default;
-                _pathGetter(ref value);
-                path = value.ToString();
+                path = CurrentPath();
             }
             catch (InvalidOperationException)
             {
@@ -115,6 +123,13 @@ internal sealed class ImageErrorContextView : IDataView
             }
             var problem = root is FileNotFoundException ? "image file not found" : $"cannot read image ({root.Message})";
             return new DatasetFormatException(path, problem, ex);
+        }
+
+        private string CurrentPath()
+        {
+            ReadOnlyMemory<char> value = default;
+            _pathGetter!(ref value);
+            return value.ToString();
         }
 
         protected override void Dispose(bool disposing)

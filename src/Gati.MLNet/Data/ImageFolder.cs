@@ -3,6 +3,7 @@ using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
+using SkiaSharp;
 
 namespace Gati.MLNet.Data;
 
@@ -24,12 +25,19 @@ public sealed class ImageFolderOptions
     /// <summary>File extensions read as images (case-insensitive).</summary>
     public IReadOnlyList<string> Extensions { get; set; } = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"];
 
+    /// <summary>
+    /// Largest image read, in pixels (width x height from the file's header, checked before decoding). Decoding
+    /// takes 4 bytes per pixel, so a small file whose header claims a huge size is refused instead of allocated.
+    /// </summary>
+    public long MaxImagePixels { get; set; } = 40_000_000;
+
     /// <summary>The [C, H, W] the images become.</summary>
     public TensorShape Shape => new(Grayscale ? 1 : 3, Height, Width);
 
     internal void Validate()
     {
         if (Width < 1 || Height < 1) throw new ArgumentOutOfRangeException(nameof(Width), $"Image size must be positive (got {Width}x{Height}).");
+        if (MaxImagePixels < 1) throw new ArgumentOutOfRangeException(nameof(MaxImagePixels), MaxImagePixels, "Must be positive.");
         Normalization?.CheckChannels(Shape.Channels, Grayscale ? "A grayscale image" : "An RGB image");
     }
 }
@@ -113,9 +121,30 @@ public static class ImageFolder
         var loading = context.Transforms.Conversion.MapValueToKey(DefaultColumnNames.Label, nameof(ImageFile.ClassName), keyData: keys)
             .Append(LoadStage(context, ImagePathColumnName));
         // Errors are given their file name right where images are decoded: later stages read ahead on other threads.
-        var loaded = new ImageErrorContextView(loading.Fit(list).Transform(list), ImagePathColumnName);
+        // The same place checks each image's header size before ML.NET decodes (and allocates) it.
+        var loaded = new ImageErrorContextView(loading.Fit(list).Transform(list), ImagePathColumnName,
+            (BitmapColumn, path => CheckImageSize(path, options.MaxImagePixels)));
         var pixels = PixelStage(context, options, DefaultColumnNames.Image).Fit(loaded).Transform(loaded);
         return new ImageErrorContextView(pixels, pathColumn: null);
+    }
+
+    /// <summary>
+    /// Refuses an image whose header claims more than <paramref name="maxPixels"/> pixels, or (PNG) more than its
+    /// bytes can encode: deflate expands at most 1032-fold, and a 1-bit PNG holds 8 pixels per byte. Files SkiaSharp
+    /// cannot read are left to ML.NET's loader, whose error the caller names.
+    /// </summary>
+    internal static void CheckImageSize(string path, long maxPixels)
+    {
+        using var stream = File.OpenRead(path);
+        var fileBytes = stream.Length;
+        using var codec = SKCodec.Create(stream);
+        if (codec is null) return;
+        var (width, height) = (codec.Info.Width, codec.Info.Height);
+        var pixels = (long)width * height;
+        if (pixels > maxPixels)
+            throw new DatasetFormatException(path, $"image header claims {width}x{height} = {pixels} pixels, more than the {maxPixels} allowed (ImageFolderOptions.MaxImagePixels)");
+        if (codec.EncodedFormat == SKEncodedImageFormat.Png && pixels > 8 * 1032 * fileBytes)
+            throw new DatasetFormatException(path, $"image header claims {width}x{height} pixels, more than {fileBytes} bytes of PNG can hold: the header is corrupt or the file truncated");
     }
 
     private sealed class ImageFile

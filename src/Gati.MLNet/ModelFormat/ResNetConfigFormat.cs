@@ -18,6 +18,36 @@ internal static class ResNetConfigFormat
         writer.Write(config.BaseWidth);
     }
 
+    /// <summary>
+    /// The number of parameters (BatchNorm buffers aside) of the network <paramref name="config"/> describes, counted
+    /// without building it: a loader compares it with the stored weights first, so that a corrupt width or depth cannot
+    /// make it build a network of billions of parameters. Mirrors <see cref="ResNet"/>, BasicBlock, Bottleneck and Shortcut.
+    /// </summary>
+    public static long ParameterCount(ResNetConfig config)
+    {
+        var spec = ResNetSpec.For(config.Architecture);
+        long width = config.BaseWidth;
+        static long Conv(long inChannels, long outChannels, long kernel) => inChannels * outChannels * kernel * kernel;
+        static long BatchNorm(long channels) => 2 * channels;
+        var total = Conv(config.InputShape.Channels, width, 3) + BatchNorm(width);
+        var inPlanes = width;
+        for (var stage = 0; stage < spec.BlocksPerStage.Count; stage++)
+        {
+            var planes = width << stage;
+            var outPlanes = planes * spec.Expansion;
+            for (var block = 0; block < spec.BlocksPerStage[stage]; block++)
+            {
+                var stride = block == 0 && stage > 0 ? 2 : 1;
+                total += spec.Bottleneck
+                    ? Conv(inPlanes, planes, 1) + BatchNorm(planes) + Conv(planes, planes, 3) + BatchNorm(planes) + Conv(planes, outPlanes, 1) + BatchNorm(outPlanes)
+                    : Conv(inPlanes, planes, 3) + BatchNorm(planes) + Conv(planes, planes, 3) + BatchNorm(planes);
+                if (stride != 1 || inPlanes != outPlanes) total += Conv(inPlanes, outPlanes, 1) + BatchNorm(outPlanes);
+                inPlanes = outPlanes;
+            }
+        }
+        return total + inPlanes * config.ClassCount + config.ClassCount;
+    }
+
     public static ResNetConfig Read(BinaryReader reader)
     {
         var architecture = (ResNetArchitecture)reader.ReadByte();

@@ -48,7 +48,15 @@ internal static class SharedWeights
     /// The module stored under <paramref name="key"/>, built by <paramref name="create"/> (on the CPU), loaded and
     /// moved to <paramref name="device"/> — or the instance already loaded from this zip, with one more holder.
     /// </summary>
-    public static SharedModule<TModule> Load<TModule>(ModelLoadContext ctx, string key, Func<TModule> create, torch.Device device, string what)
+    /// <param name="ctx">The loading model's context (its zip).</param>
+    /// <param name="key">The weights' SHA-256 key.</param>
+    /// <param name="create">Builds the untrained module.</param>
+    /// <param name="device">Where the module runs.</param>
+    /// <param name="what">What the weights belong to, for messages.</param>
+    /// <param name="parameterCount">The parameters the module will have (from its configuration): weights too small
+    /// for them are refused before the module is built, so a corrupt size field cannot make it allocate gigabytes.</param>
+    public static SharedModule<TModule> Load<TModule>(ModelLoadContext ctx, string key, Func<TModule> create, torch.Device device, string what,
+        long parameterCount)
         where TModule : torch.nn.Module
     {
         if (!ctx.InRepository) throw new NotSupportedException("Gati models are loaded from model zips.");
@@ -70,6 +78,9 @@ internal static class SharedWeights
             }
             if (!Convert.ToHexString(SHA256.HashData(envelope)).Equals(key, StringComparison.OrdinalIgnoreCase))
                 throw new InvalidDataException($"The weights of the {what} are corrupt: SHA-256 checksum mismatch ({Directory}/{key}.weights).");
+            if (parameterCount > envelope.Length / sizeof(float))
+                throw new InvalidDataException(
+                    $"Corrupt model: the {what} needs {parameterCount} parameters ({parameterCount * sizeof(float)} bytes), but its weights hold {envelope.Length} bytes ({Directory}/{key}.weights).");
             var module = SeededInit.Unseeded(create); // its throwaway initial weights must not disturb a seeded construction elsewhere
             try
             {

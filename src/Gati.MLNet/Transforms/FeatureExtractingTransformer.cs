@@ -187,7 +187,8 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         var weights = ctx.Reader.ReadString();
         var normalization = ctx.Header.ModelVerWritten >= 0x00010002 ? ModelText.ReadNormalization(ctx.Reader) : null;
         TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model");
+        var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model",
+            ResNetConfigFormat.ParameterCount(config));
         network.Module.eval();
         return new FeatureExtractingTransformer(env, network, classNames, image, layers, prefix, logits, predicted, batchSize, normalization);
     }

@@ -203,7 +203,8 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         var normalization = ModelText.ReadNormalization(reader);
         TorchRuntime.EnsureInitialized();
         var device = DeviceOptions.ResolveForLoadedModel(env);
-        var baseNetwork = SharedWeights.Load(ctx, baseKey, () => new ResNet(config), device, $"{config.Architecture} base model");
+        var baseNetwork = SharedWeights.Load(ctx, baseKey, () => new ResNet(config), device, $"{config.Architecture} base model",
+            ResNetConfigFormat.ParameterCount(config));
         var caches = new List<LearnedCache>();
         try
         {
@@ -219,11 +220,12 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
                 var calibration = SelectorTransformer.ReadCalibration(reader);
                 var selectorKey = reader.ReadString();
                 var predictor = SharedWeights.Load(ctx, predictorKey, () => PredictorNetwork.Create(predictorArchitecture, inputSize, config.ClassCount), device,
-                    $"layer-{layer} {predictorArchitecture} predictor");
+                    $"layer-{layer} {predictorArchitecture} predictor", predictorArchitecture.ParameterCount(inputSize, config.ClassCount));
                 SharedModule<SelectorNetwork> selector;
                 try
                 {
-                    selector = SharedWeights.Load(ctx, selectorKey, () => new SelectorNetwork(selectorArchitecture, config.ClassCount), device, $"layer-{layer} selector");
+                    selector = SharedWeights.Load(ctx, selectorKey, () => new SelectorNetwork(selectorArchitecture, config.ClassCount), device, $"layer-{layer} selector",
+                        selectorArchitecture.ParameterCount(config.ClassCount));
                 }
                 catch
                 {

@@ -203,7 +203,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
         var weights = reader.ReadString();
         TorchRuntime.EnsureInitialized();
         var network = SharedWeights.Load(ctx, weights, () => PredictorNetwork.Create(architecture, inputSize, classNames.Length),
-            DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor");
+            DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor", architecture.ParameterCount(inputSize, classNames.Length));
         return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
     }
 

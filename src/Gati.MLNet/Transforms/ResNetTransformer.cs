@@ -165,7 +165,8 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         var normalization = ctx.Header.ModelVerWritten >= 0x00010002 ? ModelText.ReadNormalization(ctx.Reader) : null;
 
         TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model");
+        var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model",
+            ResNetConfigFormat.ParameterCount(config));
         try
         {
             return new ResNetTransformer(env, network, classNames, imageColumn, scoreColumn, predictedColumn, batchSize, normalization);

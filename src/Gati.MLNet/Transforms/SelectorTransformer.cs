@@ -168,7 +168,7 @@ public sealed class SelectorTransformer : GatiTransformerBase
         var weights = reader.ReadString();
         TorchRuntime.EnsureInitialized();
         var network = SharedWeights.Load(ctx, weights, () => new SelectorNetwork(architecture, classes), DeviceOptions.ResolveForLoadedModel(env),
-            $"layer-{layer} selector");
+            $"layer-{layer} selector", architecture.ParameterCount(classes));
         return new SelectorTransformer(env, network, layer, score, probability, exit, calibration, batchSize);
     }
 

@@ -50,6 +50,33 @@ public static class DatasetFiles
     /// <summary>Deterministic CIFAR pixels for record <paramref name="seed"/>: R plane, then G, then B.</summary>
     public static byte[] CifarPixels(int seed) => Enumerable.Range(0, 3072).Select(p => (byte)((seed * 17 + p * 3 + p / 1024 * 50) % 256)).ToArray();
 
+    /// <summary>The bytes of an unsigned-byte IDX file with any header dimensions and any data (valid or not).</summary>
+    public static byte[] Idx(int[] dimensions, ReadOnlySpan<byte> data)
+    {
+        using var buffer = new MemoryStream();
+        WriteHeader(buffer, (byte)dimensions.Length, dimensions);
+        buffer.Write(data);
+        return buffer.ToArray();
+    }
+
+    /// <summary>
+    /// <paramref name="content"/> gzip-compressed as <paramref name="members"/> concatenated gzip members (RFC 1952
+    /// allows several; `cat a.gz b.gz` makes such a file), split at even byte offsets.
+    /// </summary>
+    public static byte[] Gzip(ReadOnlySpan<byte> content, int members = 1)
+    {
+        using var output = new MemoryStream();
+        var start = 0;
+        for (var m = 0; m < members; m++)
+        {
+            var end = m == members - 1 ? content.Length : content.Length * (m + 1) / members;
+            using (var gzip = new GZipStream(output, CompressionLevel.Fastest, leaveOpen: true))
+                gzip.Write(content[start..end]);
+            start = end;
+        }
+        return output.ToArray();
+    }
+
     private static void WriteHeader(Stream stream, byte dimensions, params int[] sizes)
     {
         stream.Write([0, 0, 0x08, dimensions]);
