@@ -58,6 +58,10 @@ public sealed class OptionValidationTests
         Add("--memory-budget-mb", "optimize -m {model} -o {out} --memory-budget-mb 0");
         Add("--timing-runs", "optimize -m {model} -o {out} --timing-runs 0");
         Add("--batch-sizes", "evaluate-early-exit -m {model} --batch-sizes 1,0", "bench engine -m {model} --batch-sizes x");
+        Add("--rounds", "bench engine -m {model} --rounds 0");
+        Add("--images-per-round", "bench engine -m {model} --images-per-round 0");
+        Add("--ort-threads", "bench engine -m {model} --ort-threads 0", "evaluate-early-exit -m {model} --ort-threads -1", "optimize -m {model} -o {out} --ort-threads 0");
+        Add("--backend", "evaluate-early-exit -m {model} --backend tensorflow", "demo -o {dir} --backend both");
         Add("--memory-predictions", "bench engine -m {model} --memory-predictions -1");
         Add("--widths", "bench base --widths 16 0");
         Add("--train-steps", "bench base --train-steps 0");

@@ -25,8 +25,8 @@ internal static class BenchCommand
         var rows = new Option<long?>("--rows") { Description = "Test rows to time (default: all)." }.AtLeast(1L);
         var memoryPredictions = new Option<int>("--memory-predictions") { Description = "Batch-1 predictions of the native-memory check (0 skips it).", DefaultValueFactory = _ => 100_000 }.AtLeast(0);
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
-        var rounds = new Option<int>("--rounds") { Description = "Rounds per batch size; each round times every engine on the same slice of images.", DefaultValueFactory = _ => 5 };
-        var imagesPerRound = new Option<int>("--images-per-round") { Description = "Images each engine runs per round (rounded to whole batches).", DefaultValueFactory = _ => 1000 };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds per batch size; each round times every engine on the same slice of images.", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var imagesPerRound = new Option<int>("--images-per-round") { Description = "Images each engine runs per round (rounded to whole batches).", DefaultValueFactory = _ => 1000 }.AtLeast(1);
         var serving = new ServingArguments(defaultBackend: "both", allowBoth: true);
         var command = new Command("engine", "The full model and early exit on each backend (TorchSharp, ONNX Runtime) side by side: answers on the test split, latency per call (mean/p50/p99) at several batch sizes, and resident memory over many predictions.");
         command.Options.Add(model);
@@ -40,7 +40,7 @@ internal static class BenchCommand
             return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
                 EvaluateEarlyExitCommand.ParseBatchSizes(result.GetValue(batchSizes)!), result.GetValue(rows), result.GetValue(memoryPredictions),
                 result.GetValue(runtime.Device)!, result.GetValue(output), serving.Read(result, result.GetValue(runtime.Device)!),
-                Math.Max(1, result.GetValue(rounds)), Math.Max(1, result.GetValue(imagesPerRound))));
+                result.GetValue(rounds), result.GetValue(imagesPerRound)));
         })));
         return command;
     }

@@ -13,15 +13,16 @@ internal sealed class ServingArguments
             Description = "Runtime of the early-exit engine: onnxruntime (ONNX Runtime, the default) or torchsharp" + (allowBoth ? ", or both (measured side by side)." : "."),
             DefaultValueFactory = _ => defaultBackend,
         };
-        Backend.AcceptOnlyFromAmong(allowBoth ? ["onnxruntime", "torchsharp", "both"] : ["onnxruntime", "torchsharp"]);
+        string[] allowed = allowBoth ? ["onnxruntime", "torchsharp", "both"] : ["onnxruntime", "torchsharp"];
+        Backend.Require(allowed.Contains, "must be " + string.Join(" or ", allowed));
     }
 
     public Option<string> Backend { get; }
 
-    public Option<int?> OrtThreads { get; } = new("--ort-threads")
+    public Option<int?> OrtThreads { get; } = new Option<int?>("--ort-threads")
     {
         Description = "Threads of ONNX Runtime's shared CPU pool (default: the number of logical CPUs).",
-    };
+    }.AtLeast(1);
 
     public Option<bool> OrtSpinning { get; } = new("--ort-spinning")
     {
@@ -30,10 +31,6 @@ internal sealed class ServingArguments
 
     public void AddTo(Command command)
     {
-        OrtThreads.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<int?>() is < 1 or > 1024) result.AddError("--ort-threads must be between 1 and 1024.");
-        });
         command.Options.Add(Backend);
         command.Options.Add(OrtThreads);
         command.Options.Add(OrtSpinning);
