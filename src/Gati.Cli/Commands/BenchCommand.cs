@@ -12,6 +12,7 @@ internal static class BenchCommand
         var command = new Command("bench", "Measure speed: base-model training and inference throughput, and the ML.NET transformer path against a plain TorchSharp loop.");
         command.Subcommands.Add(CreateBase());
         command.Subcommands.Add(CreateEngine());
+        command.Subcommands.Add(CreateWorkload());
         return command;
     }
 
@@ -41,6 +42,49 @@ internal static class BenchCommand
                 EvaluateEarlyExitCommand.ParseBatchSizes(result.GetValue(batchSizes)!), result.GetValue(rows), result.GetValue(memoryPredictions),
                 result.GetValue(runtime.Device)!, result.GetValue(output), serving.Read(result, result.GetValue(runtime.Device)!),
                 result.GetValue(rounds), result.GetValue(imagesPerRound)));
+        })));
+        return command;
+    }
+
+    private static Command CreateWorkload()
+    {
+        var dataset = new DatasetArguments();
+        var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
+        var streams = new Option<string>("--stream") { Description = "phased (temporal locality), uniform, or both.", DefaultValueFactory = _ => "both" };
+        streams.Require(s => s is "phased" or "uniform" or "both", "must be phased, uniform or both");
+        var requests = new Option<int>("--requests") { Description = "Requests per stream.", DefaultValueFactory = _ => 40000 }.AtLeast(100);
+        var phaseLength = new Option<int>("--phase-length") { Description = "Requests per phase of the phased stream.", DefaultValueFactory = _ => 10000 }.AtLeast(10);
+        var popular = new Option<int>("--popular") { Description = "Popular classes per phase.", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var popularShare = new Option<double>("--popular-share") { Description = "Their share of a phase's requests.", DefaultValueFactory = _ => 0.9 }.Share();
+        var seed = new Option<int>("--seed") { Description = "Seed of the streams, the sampling and fine-tuning.", DefaultValueFactory = _ => 0 };
+        var sample = new Option<double>("--sample-fraction") { Description = "Share of requests sampled as shadow rows.", DefaultValueFactory = _ => 0.2 }.Share();
+        var window = new Option<double>("--window-mb") { Description = "Memory of the shadow window, MB.", DefaultValueFactory = _ => 128 }.Positive();
+        var target = new Option<double>("--agreement-target") { Description = "Agreement with the base model to keep.", DefaultValueFactory = _ => 0.99 }.Share();
+        var confidence = new Option<double>("--confidence") { Description = "One-sided confidence of live bounds and calibrated thresholds.", DefaultValueFactory = _ => 0.95 }
+            .Require(v => v is > 0.5 and < 1, "must be between 0.5 and 1");
+        var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
+        var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
+        var budget = new Option<double>("--cpu-budget") { Description = "Share of one core the updater may use.", DefaultValueFactory = _ => 0.5 }.Share();
+        var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
+        var rate = new Option<double>("--rate") { Description = "Requests per second (arrivals at a fixed rate; the updater works in between).", DefaultValueFactory = _ => 500 }.Positive();
+        var command = new Command("workload",
+            "Replay request streams with and without temporal locality through static and through continuously updated caches: latency, exits, agreement on every request, updates.");
+        command.Options.Add(model);
+        dataset.AddTo(command);
+        foreach (var option in new Option[] { streams, requests, phaseLength, popular, popularShare, seed, sample, window, target, confidence, every, validation, budget, rate, output })
+            command.Options.Add(option);
+        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        {
+            var online = new Gati.MLNet.Online.OnlineCacheOptions
+            {
+                SampleFraction = result.GetValue(sample), WindowMegabytes = result.GetValue(window), AgreementTarget = result.GetValue(target),
+                Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
+                CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed),
+            };
+            var stream = result.GetValue(streams)!;
+            return new WorkloadBenchmark(AnsiConsole.Console).Run(new WorkloadBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
+                stream == "both" ? ["phased", "uniform"] : [stream], result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(popular),
+                result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output), result.GetValue(rate)));
         })));
         return command;
     }

@@ -15,6 +15,8 @@ internal sealed class EarlyExitEngine : IDisposable
 {
     private readonly IEarlyExitBackend _backend;
     private readonly LearnedCache[] _caches;
+    private readonly float[] _thresholds;
+    private long _sequence;
     private readonly object _gate = new();
     private int _inFlight;
     private bool _disposed;
@@ -25,6 +27,7 @@ internal sealed class EarlyExitEngine : IDisposable
         Config = config;
         _backend = backend;
         _caches = caches;
+        _thresholds = caches.Select(c => (float)c.Calibration.Threshold).ToArray();
         ClassNames = classNames.ToArray();
         InputNormalization = inputNormalization;
         Backend = kind;
@@ -77,6 +80,47 @@ internal sealed class EarlyExitEngine : IDisposable
 
     public string Device => _backend.Device;
 
+    /// <summary>
+    /// The online component that shadows served requests (null: none). Needs a backend that exposes activations
+    /// (ONNX Runtime on the CPU).
+    /// </summary>
+    internal Online.IShadowTap? Shadow
+    {
+        get => Volatile.Read(ref _shadow);
+        set
+        {
+            if (value is not null && !ExposesActivations)
+                throw new NotSupportedException($"Shadowing served requests needs activations from the backend; {_backend.Description} keeps them to itself. Use the ONNX Runtime backend on the CPU.");
+            Volatile.Write(ref _shadow, value);
+        }
+    }
+
+    private Online.IShadowTap? _shadow;
+
+    /// <summary>Whether this backend can hand out the activations it computed (for shadow rows).</summary>
+    internal bool ExposesActivations => Backend == ExecutionBackend.OnnxRuntime && Device == "cpu";
+
+    /// <summary>The exit threshold in force for each cache (in layer order).</summary>
+    public IReadOnlyList<float> Thresholds => _thresholds;
+
+    /// <summary>
+    /// Moves the exit threshold of the cache on <paramref name="layer"/> for the calls that start from now on (no new
+    /// sessions: the segment graphs read thresholds as inputs). +∞ turns the cache off.
+    /// </summary>
+    public void SetThreshold(int layer, float threshold)
+    {
+        if (float.IsNaN(threshold)) throw new ArgumentOutOfRangeException(nameof(threshold), threshold, "A threshold must be a number (+Infinity turns the cache off).");
+        var index = Array.FindIndex(_caches, c => c.Layer == layer);
+        if (index < 0) throw new ArgumentException($"No cache on layer {layer} (caches on {string.Join(", ", _caches.Select(c => c.Layer))}).", nameof(layer));
+        Volatile.Write(ref _thresholds[index], threshold);
+        Interlocked.Increment(ref _thresholdVersion);
+    }
+
+    private int _thresholdVersion;
+
+    /// <summary>Changes with every <see cref="SetThreshold"/>: shadow rows served under older thresholds say nothing about the new ones.</summary>
+    internal int ThresholdVersion => Volatile.Read(ref _thresholdVersion);
+
     /// <summary>Runs <paramref name="count"/> images (row-major, C*H*W each, already validated).</summary>
     public EarlyExitBatch Run(float[] images, int count)
     {
@@ -86,7 +130,11 @@ internal sealed class EarlyExitEngine : IDisposable
             var classes = Config.ClassCount;
             var result = new EarlyExitBatch(count, classes);
             var clock = Stopwatch.StartNew();
-            using (var call = _backend.Begin(images, count))
+            var tap = Shadow;
+            var shadow = tap is null ? null : new ShadowCall(this, tap, count);
+            Span<float> thresholds = stackalloc float[_caches.Length];
+            for (var i = 0; i < thresholds.Length; i++) thresholds[i] = Volatile.Read(ref _thresholds[i]);
+            using (var call = _backend.Begin(0, images, count, thresholds))
             {
                 // Positions (in this call) of the rows still in the batch.
                 var alive = new int[count];
@@ -99,8 +147,10 @@ internal sealed class EarlyExitEngine : IDisposable
                     if (segment == _caches.Length)
                     {
                         for (var i = 0; i < aliveCount; i++) Record(result, output.Probabilities.Slice(i * classes, classes), alive[i], 0);
+                        shadow?.AtEnd(call, output, alive.AsSpan(0, aliveCount));
                         break;
                     }
+                    shadow?.AfterCache(call, segment, output, alive.AsSpan(0, aliveCount));
                     var layer = _caches[segment].Layer;
                     var kept = 0;
                     for (var i = 0; i < aliveCount; i++)
@@ -108,18 +158,144 @@ internal sealed class EarlyExitEngine : IDisposable
                         if (output.Hits[i]) Record(result, output.Probabilities.Slice(i * classes, classes), alive[i], layer);
                         else keep[kept++] = i;
                     }
-                    if (kept == aliveCount) continue;
-                    for (var j = 0; j < kept; j++) alive[j] = alive[keep[j]];
-                    aliveCount = kept;
-                    if (kept > 0) call.Keep(keep.AsSpan(0, kept));
+                    if (kept != aliveCount)
+                    {
+                        for (var j = 0; j < kept; j++) alive[j] = alive[keep[j]];
+                        aliveCount = kept;
+                        if (kept > 0) call.Keep(keep.AsSpan(0, kept));
+                    }
+                    shadow?.AfterCompaction(segment, alive.AsSpan(0, aliveCount));
                 }
             }
             result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
+            shadow?.Deliver(result);
             return result;
         }
         finally
         {
             Exit();
+        }
+    }
+
+    /// <summary>
+    /// Runs rows that exited at cache <paramref name="exitSegment"/> through the rest of the network (no exits), from
+    /// that layer's activations: their features at the later cache layers and the base model's probabilities. Used
+    /// off the request path, for shadow rows.
+    /// </summary>
+    internal (float[][] Features, float[] HitProbabilities, int[] PredictedClasses, float[] BaseProbabilities) ContinueToEnd(int exitSegment, float[] activations, int count)
+    {
+        Enter();
+        try
+        {
+            var classes = Config.ClassCount;
+            var later = _caches.Length - exitSegment - 1;
+            var features = new float[later][];
+            var hitProbabilities = new float[later * count];
+            var predicted = new int[later * count];
+            Span<float> never = stackalloc float[_caches.Length];
+            never.Fill(float.PositiveInfinity);
+            using var call = _backend.Begin(exitSegment + 1, activations, count, never);
+            for (var segment = exitSegment + 1; ; segment++)
+            {
+                var output = call.Run(segment);
+                if (segment == _caches.Length) return (features, hitProbabilities, predicted, output.Probabilities[..(count * classes)].ToArray());
+                var k = segment - exitSegment - 1;
+                var size = _caches[segment].Predictor.Module.InputSize;
+                features[k] = call.Activation(segment)[..(count * size)].ToArray();
+                output.HitProbabilities.CopyTo(hitProbabilities.AsSpan(k * count, count));
+                for (var i = 0; i < count; i++) predicted[k * count + i] = Online.ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
+            }
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <summary>Collects, during one call, what the shadow tap asked for: a copy per captured row, nothing else.</summary>
+    private sealed class ShadowCall(EarlyExitEngine engine, Online.IShadowTap tap, int count)
+    {
+        private readonly bool[]? _sampled = tap.Choose(count);
+        private readonly int _version = engine.ThresholdVersion;
+        private readonly float[][] _hitProbability = engine._caches.Select(_ => new float[count]).ToArray();
+        private readonly int[][] _predicted = engine._caches.Select(_ => Enumerable.Repeat(-1, count).ToArray()).ToArray();
+        private readonly float[]?[][] _features = engine._caches.Select(_ => new float[]?[count]).ToArray();
+        private readonly int[][] _aliveAfter = new int[engine._caches.Length][];
+        private float[]?[]? _base;
+
+        private bool Sampled(int row) => _sampled is { } s && s[row];
+
+        public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
+        {
+            output.HitProbabilities.CopyTo(_hitProbability[segment]);
+            var size = engine._caches[segment].Predictor.Module.InputSize;
+            var activation = call.Activation(segment);
+            // Sampled rows: copy now, before compaction may overwrite the rows that exit here.
+            for (var i = 0; i < alive.Length; i++)
+                if (Sampled(alive[i])) _features[segment][alive[i]] = activation.Slice(i * size, size).ToArray();
+            // P(hit) and the predictor's class by row, not by position.
+            var byPosition = _hitProbability[segment];
+            var byRow = new float[count];
+            Array.Fill(byRow, float.NaN);
+            var classes = engine.Config.ClassCount;
+            for (var i = 0; i < alive.Length; i++)
+            {
+                byRow[alive[i]] = byPosition[i];
+                // The backend hands out probabilities for every row here (TorchSharp only when some row exits).
+                if (output.Probabilities.Length >= (i + 1) * classes)
+                    _predicted[segment][alive[i]] = Online.ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
+            }
+            _hitProbability[segment] = byRow;
+        }
+
+        public void AfterCompaction(int segment, ReadOnlySpan<int> alive)
+        {
+            if (tap.CaptureFullRuns) _aliveAfter[segment] = alive.ToArray();
+        }
+
+        public void AtEnd(IEarlyExitCall call, SegmentResult output, ReadOnlySpan<int> alive)
+        {
+            var classes = engine.Config.ClassCount;
+            _base = new float[]?[count];
+            for (var i = 0; i < alive.Length; i++)
+            {
+                var row = alive[i];
+                if (!tap.CaptureFullRuns && !Sampled(row)) continue;
+                _base[row] = output.Probabilities.Slice(i * classes, classes).ToArray();
+                if (Sampled(row)) continue; // its features were copied on the way
+                // A row that ran everything is still in every cache's activation buffer, at its place after compaction.
+                for (var s = 0; s < engine._caches.Length; s++)
+                {
+                    var size = engine._caches[s].Predictor.Module.InputSize;
+                    var position = Array.BinarySearch(_aliveAfter[s], row);
+                    _features[s][row] = call.Activation(s).Slice(position * size, size).ToArray();
+                }
+            }
+        }
+
+        public void Deliver(EarlyExitBatch result)
+        {
+            var rows = new List<Online.ShadowRow>();
+            for (var row = 0; row < count; row++)
+            {
+                var sampled = Sampled(row);
+                var fullRun = result.ExitLayer[row] == 0;
+                if (!sampled && !(fullRun && tap.CaptureFullRuns)) continue;
+                var shadowRow = new Online.ShadowRow(Interlocked.Increment(ref engine._sequence), result.ExitLayer[row], result.PredictedClass[row], sampled, engine._caches.Length)
+                {
+                    Engine = engine,
+                    ThresholdVersion = _version,
+                };
+                for (var s = 0; s < engine._caches.Length; s++)
+                {
+                    shadowRow.Features[s] = _features[s][row];
+                    shadowRow.HitProbabilities[s] = _hitProbability[s][row];
+                    shadowRow.PredictedClasses[s] = _predicted[s][row];
+                }
+                shadowRow.BaseProbabilities = _base?[row];
+                rows.Add(shadowRow);
+            }
+            if (rows.Count > 0) tap.Captured(rows);
         }
     }
 

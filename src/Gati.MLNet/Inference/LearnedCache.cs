@@ -59,8 +59,17 @@ public sealed class LearnedCache : IDisposable
     /// </summary>
     internal (Tensor LogProbabilities, Tensor Hits) Lookup(Tensor features)
     {
+        var (logProbabilities, _, hits) = Lookup(features, Calibration.Threshold);
+        return (logProbabilities, hits);
+    }
+
+    /// <summary>The lookup against another threshold (a serving engine's live one), with the selector's P(hit) per row.</summary>
+    internal (Tensor LogProbabilities, Tensor HitProbability, Tensor Hits) Lookup(Tensor features, double threshold)
+    {
         var logProbabilities = Predictor.Module.forward(features);
-        return (logProbabilities, Selector.Module.HitProbability(logProbabilities).AtLeast(Calibration.Threshold));
+        var hitProbability = Selector.Module.HitProbability(logProbabilities);
+        // float32 comparison, as the ONNX graphs make it (their threshold input is float32)
+        return (logProbabilities, hitProbability, hitProbability.AtLeast((float)threshold));
     }
 
     /// <summary>Another holder of the same networks.</summary>

@@ -40,8 +40,12 @@ internal static class CacheOnnx
         return graph.Node("LogSoftmax", [logits], ("axis", 1));
     }
 
-    /// <summary>Hit flags [N] (bool): the selector's P(hit) at least <paramref name="threshold"/>.</summary>
-    public static string Hits(OnnxGraphBuilder graph, SelectorNetwork selector, float threshold, string logProbabilities, string prefix)
+    /// <summary>Hit flags [N] (bool): the selector's P(hit) at least <paramref name="threshold"/> (a constant).</summary>
+    public static string Hits(OnnxGraphBuilder graph, SelectorNetwork selector, float threshold, string logProbabilities, string prefix) =>
+        graph.Node("GreaterOrEqual", [HitProbability(graph, selector, logProbabilities, prefix), graph.Constant(prefix + ".threshold", [threshold])]);
+
+    /// <summary>The selector's P(hit) [N] from the predictor's log-probabilities [N, k].</summary>
+    public static string HitProbability(OnnxGraphBuilder graph, SelectorNetwork selector, string logProbabilities, string prefix)
     {
         var weights = new TorchWeights(selector, "selector");
         var x = logProbabilities;
@@ -49,8 +53,7 @@ internal static class CacheOnnx
             x = graph.Node("TopK", [x, graph.Int64Constant(prefix + ".k", [selector.Classes], 1)], 2, ("axis", 1), ("largest", 1), ("sorted", 1))[0];
         x = Gemm(graph, weights, "fc1", x, prefix);
         if (weights.Contains("fc2.weight")) x = Gemm(graph, weights, "fc2", graph.Node("Relu", [x]), prefix);
-        var hitProbability = graph.Node("Gather", [graph.Node("Softmax", [x], ("axis", 1)), graph.Int64Constant(prefix + ".hit", [1])], ("axis", 1));
-        return graph.Node("GreaterOrEqual", [hitProbability, graph.Constant(prefix + ".threshold", [threshold])]);
+        return graph.Node("Gather", [graph.Node("Softmax", [x], ("axis", 1)), graph.Int64Constant(prefix + ".hit", [1])], ("axis", 1));
     }
 
     private static string Gemm(OnnxGraphBuilder graph, TorchWeights weights, string name, string input, string prefix)

@@ -10,14 +10,18 @@ namespace Gati.MLNet.Onnx;
 /// <param name="LastLayer">Last block computed; for a cache segment, the cache's layer.</param>
 /// <param name="IsFinal">True for the segment that ends with the head (no cache).</param>
 /// <param name="Model">The .onnx bytes. Inputs: <c>Input</c> [N, C, H, W] (images for the first segment, the previous
-/// layer's output after). Outputs: <c>Probabilities</c> [N, k]; a cache segment also <c>Hit</c> [N] (bool) and
-/// <c>Activation</c> (its layer's output, the next segment's input).</param>
+/// layer's output after); a cache segment also <c>Threshold</c> [1], its exit threshold (an input, so that a serving
+/// engine can move it without new sessions). Outputs: <c>Probabilities</c> [N, k]; a cache segment also <c>Hit</c> [N]
+/// (bool: P(hit) at least the threshold), <c>HitProbability</c> [N] (the selector's P(hit)) and <c>Activation</c> (its
+/// layer's output, the next segment's input).</param>
 internal sealed record OnnxSegment(int FirstLayer, int LastLayer, bool IsFinal, byte[] Model)
 {
     public const string Input = "Input";
+    public const string Threshold = "Threshold";
     public const string Activation = "Activation";
     public const string Probabilities = "Probabilities";
     public const string Hit = "Hit";
+    public const string HitProbability = "HitProbability";
 }
 
 /// <summary>Cuts a base model with its caches into ONNX segments (docs/model-format.md#onnx-segments).</summary>
@@ -68,11 +72,14 @@ internal static class EarlyExitOnnx
         var features = graph.Node("Flatten", [activation], ("axis", 1));
         var prefix = string.Create(CultureInfo.InvariantCulture, $"cache{last}");
         var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, features, prefix);
-        var hit = graph.Rename(CacheOnnx.Hits(graph, cache.Selector.Module, (float)cache.Calibration.Threshold, logProbabilities, prefix), OnnxSegment.Hit);
+        var threshold = graph.Input(OnnxSegment.Threshold, TensorProto.Types.DataType.Float, 1);
+        var hitProbability = graph.Rename(CacheOnnx.HitProbability(graph, cache.Selector.Module, logProbabilities, prefix), OnnxSegment.HitProbability);
+        var hit = graph.Rename(graph.Node("GreaterOrEqual", [hitProbability, threshold]), OnnxSegment.Hit);
         var probabilitiesOut = graph.Rename(graph.Node("Exp", [logProbabilities]), OnnxSegment.Probabilities);
         graph.Output(activation, TensorProto.Types.DataType.Float, null, shape.Channels, shape.Height, shape.Width);
         graph.Output(probabilitiesOut, TensorProto.Types.DataType.Float, null, k);
         graph.Output(hit, TensorProto.Types.DataType.Bool, (long?)null);
+        graph.Output(hitProbability, TensorProto.Types.DataType.Float, (long?)null);
         return new OnnxSegment(segmentFirst, last, false, graph.ToBytes(OnnxMetadata.For(config)));
     }
 }

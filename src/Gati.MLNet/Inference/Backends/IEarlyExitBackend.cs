@@ -16,8 +16,12 @@ internal interface IEarlyExitBackend : IDisposable
     /// <summary>The cache layer that ends each segment but the last, ascending.</summary>
     IReadOnlyList<int> CacheLayers { get; }
 
-    /// <summary>Starts a call on <paramref name="count"/> images (row-major C*H*W each, validated by the engine).</summary>
-    IEarlyExitCall Begin(float[] images, int count);
+    /// <summary>
+    /// Starts a call on <paramref name="count"/> rows entering segment <paramref name="segment"/>: images (row-major
+    /// C*H*W each, validated by the engine) for segment 0, else the activations of the previous cache's layer (a shadow
+    /// run continuing rows that exited there). <paramref name="thresholds"/> holds every cache segment's exit threshold.
+    /// </summary>
+    IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds);
 }
 
 /// <summary>One engine call's state; not shared between threads.</summary>
@@ -30,6 +34,13 @@ internal interface IEarlyExitCall : IDisposable
     /// </summary>
     SegmentResult Run(int segment);
 
+    /// <summary>
+    /// The activation buffer (rows x values of its layer) that cache segment <paramref name="segment"/> wrote: its rows
+    /// in the order they ran, moved to the front by <see cref="Keep"/> since. Empty where the backend cannot expose
+    /// activations (TorchSharp frees each as soon as the next exists; on CUDA they stay on the GPU).
+    /// </summary>
+    ReadOnlySpan<float> Activation(int segment);
+
     /// <summary>Keeps only <paramref name="rows"/> (ascending positions among the rows of the last <see cref="Run"/>) for the next segment.</summary>
     void Keep(ReadOnlySpan<int> rows);
 }
@@ -37,9 +48,12 @@ internal interface IEarlyExitCall : IDisposable
 /// <summary>The outputs of one segment for the rows it ran on.</summary>
 /// <param name="probabilities">rows x k probabilities: the cache's predictor on a cache segment, the base model on the final one.</param>
 /// <param name="hits">Per row, whether the cache's selector reached its threshold (empty on the final segment).</param>
-internal readonly ref struct SegmentResult(ReadOnlySpan<float> probabilities, ReadOnlySpan<bool> hits)
+/// <param name="hitProbabilities">Per row, the selector's P(hit) (empty on the final segment).</param>
+internal readonly ref struct SegmentResult(ReadOnlySpan<float> probabilities, ReadOnlySpan<bool> hits, ReadOnlySpan<float> hitProbabilities = default)
 {
     public ReadOnlySpan<float> Probabilities { get; } = probabilities;
 
     public ReadOnlySpan<bool> Hits { get; } = hits;
+
+    public ReadOnlySpan<float> HitProbabilities { get; } = hitProbabilities;
 }

@@ -55,7 +55,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
                 {
                     var output = network.LayerOutputShape(segment.LastLayer);
                     _activationDims[s] = [output.Channels, output.Height, output.Width];
-                    _outputNames[s] = [OnnxSegment.Activation, OnnxSegment.Probabilities, OnnxSegment.Hit];
+                    _outputNames[s] = [OnnxSegment.Activation, OnnxSegment.Probabilities, OnnxSegment.Hit, OnnxSegment.HitProbability];
                 }
                 else
                 {
@@ -100,11 +100,11 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
 
     public IReadOnlyList<int> CacheLayers { get; }
 
-    public IEarlyExitCall Begin(float[] images, int count)
+    public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         var call = _idle.TryTake(out var idle) ? idle : _cudaMemory is null ? new Call(this) : new CudaCall(this);
-        call.Load(images, count);
+        call.Load(segment, inputs, count, thresholds);
         return call;
     }
 
@@ -170,7 +170,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     /// <summary>A call context that goes back to the backend's pool when the call ends.</summary>
     private interface IPooledCall : IEarlyExitCall
     {
-        void Load(float[] images, int count);
+        void Load(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds);
 
         void Release();
     }
@@ -178,69 +178,76 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     /// <summary>One call's buffers and their tensor views: rented per call, returned on Dispose.</summary>
     private sealed class Call(OnnxRuntimeBackend owner) : IPooledCall
     {
+        private static readonly string[] InputNames = [OnnxSegment.Input];
+        private static readonly string[] CacheInputNames = [OnnxSegment.Input, OnnxSegment.Threshold];
         private readonly RunOptions _runOptions = new();
         private readonly Dictionary<(int Segment, int Rows), (OrtValue[] Inputs, OrtValue[] Outputs)> _views = [];
-        private readonly string[] _inputNames = [OnnxSegment.Input];
+        private readonly float[][] _thresholds = owner._sessions.Select(_ => GC.AllocateArray<float>(1, pinned: true)).ToArray();
+        private OrtValue[] _thresholdValues = [];
         private float[][] _inputs = [];        // per segment: segment 0 the images, segment s > 0 the activation of segment s - 1
         private float[] _probabilities = [];
+        private float[] _hitProbabilities = [];
         private bool[] _hits = [];
         private int _capacity;
         private int _rows;
+        private int _segment;
 
-        public void Load(float[] images, int count)
+        public void Load(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
         {
             if (count > _capacity) Grow(count);
-            images.AsSpan(0, count * owner._inputSizes[0]).CopyTo(_inputs[0]);
+            if (_thresholdValues.Length == 0)
+                _thresholdValues = _thresholds.Select(t => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, t.AsMemory(), [1])).ToArray();
+            for (var s = 0; s < thresholds.Length; s++) _thresholds[s][0] = thresholds[s];
+            inputs.AsSpan(0, count * owner._inputSizes[segment]).CopyTo(_inputs[segment]);
             _rows = count;
         }
 
         public SegmentResult Run(int segment)
         {
+            _segment = segment;
             var (inputs, outputs) = Views(segment, _rows);
-            owner._sessions[segment].Run(_runOptions, _inputNames, inputs, owner._outputNames[segment], outputs);
+            var cacheSegment = owner._activationDims[segment] is not null;
+            owner._sessions[segment].Run(_runOptions, cacheSegment ? CacheInputNames : InputNames, inputs, owner._outputNames[segment], outputs);
             var probabilities = _probabilities.AsSpan(0, _rows * owner._classes);
-            return owner._activationDims[segment] is null
-                ? new SegmentResult(probabilities, [])
-                : new SegmentResult(probabilities, _hits.AsSpan(0, _rows));
+            return cacheSegment
+                ? new SegmentResult(probabilities, _hits.AsSpan(0, _rows), _hitProbabilities.AsSpan(0, _rows))
+                : new SegmentResult(probabilities, []);
         }
+
+        public ReadOnlySpan<float> Activation(int segment) => _inputs[segment + 1];
 
         public void Keep(ReadOnlySpan<int> rows)
         {
             // The activation just computed is the next segment's input: move the kept rows to the front, in order
             // (positions ascend, so no row is overwritten before it is moved).
-            var segment = CurrentSegment;
-            var buffer = _inputs[segment + 1];
-            var size = owner._inputSizes[segment + 1];
+            var buffer = _inputs[_segment + 1];
+            var size = owner._inputSizes[_segment + 1];
             for (var j = 0; j < rows.Length; j++)
                 if (rows[j] != j) buffer.AsSpan(rows[j] * size, size).CopyTo(buffer.AsSpan(j * size, size));
             _rows = rows.Length;
         }
 
-        private int CurrentSegment { get; set; }
-
         private (OrtValue[] Inputs, OrtValue[] Outputs) Views(int segment, int rows)
         {
-            CurrentSegment = segment;
             if (_views.TryGetValue((segment, rows), out var views)) return views;
             long[] Shape(long[] dims) => [rows, .. dims];
             var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _inputs[segment].AsMemory(0, rows * owner._inputSizes[segment]), Shape(owner._inputDims[segment]));
             var probabilities = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _probabilities.AsMemory(0, rows * owner._classes), [rows, owner._classes]);
-            OrtValue[] outputs;
             if (owner._activationDims[segment] is { } activation)
             {
                 var next = _inputs[segment + 1].AsMemory(0, rows * owner._inputSizes[segment + 1]);
-                outputs =
+                views = ([input, _thresholdValues[segment]],
                 [
                     OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, next, Shape(activation)),
                     probabilities,
                     OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _hits.AsMemory(0, rows), [rows]),
-                ];
+                    OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _hitProbabilities.AsMemory(0, rows), [rows]),
+                ]);
             }
             else
             {
-                outputs = [probabilities];
+                views = ([input], [probabilities]);
             }
-            views = ([input], outputs);
             _views[(segment, rows)] = views;
             return views;
         }
@@ -252,15 +259,14 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             // On the pinned heap: the tensor views hold on to these arrays for the life of the call context.
             _inputs = owner._inputSizes.Select(size => GC.AllocateArray<float>(_capacity * size, pinned: true)).ToArray();
             _probabilities = GC.AllocateArray<float>(_capacity * owner._classes, pinned: true);
+            _hitProbabilities = GC.AllocateArray<float>(_capacity, pinned: true);
             _hits = GC.AllocateArray<bool>(_capacity, pinned: true);
         }
 
         private void ReleaseViews()
         {
-            foreach (var (inputs, outputs) in _views.Values)
-            {
-                foreach (var value in inputs.Concat(outputs).Distinct()) value.Dispose();
-            }
+            // The threshold views are shared by every entry and live as long as the context.
+            foreach (var value in _views.Values.SelectMany(v => v.Inputs.Concat(v.Outputs)).Distinct().Except(_thresholdValues)) value.Dispose();
             _views.Clear();
         }
 
@@ -274,36 +280,43 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         public void Release()
         {
             ReleaseViews();
+            foreach (var value in _thresholdValues) value.Dispose();
             _runOptions.Dispose();
         }
     }
 
     /// <summary>
     /// A call on the CUDA execution provider: the activation of each segment stays in GPU memory (bound as an output
-    /// on the device, then as the next segment's input); probabilities and hit flags are bound to host buffers, so
-    /// they are the only per-segment copies to the host. Not yet run on a GPU (docs/serving.md#cuda).
+    /// on the device, then as the next segment's input); probabilities, P(hit) and hit flags are bound to host buffers,
+    /// so they are the only per-segment copies to the host. Not yet run on a GPU (docs/onnx.md#cuda).
     /// </summary>
     private sealed class CudaCall(OnnxRuntimeBackend owner) : IPooledCall
     {
         private readonly RunOptions _runOptions = new();
-        private float[] _images = [];
+        private readonly float[] _thresholds = new float[owner._sessions.Length];
+        private float[] _inputs = [];
         private float[] _probabilities = [];
+        private float[] _hitProbabilities = [];
         private bool[] _hits = [];
         private IDisposableReadOnlyCollection<OrtValue>? _outputs;
         private OrtValue? _activation;
+        private int _first;
         private int _rows;
         private int _segment;
 
-        public void Load(float[] images, int count)
+        public void Load(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
         {
-            var size = count * owner._inputSizes[0];
-            if (_images.Length < size)
+            var size = count * owner._inputSizes[segment];
+            if (_inputs.Length < size) _inputs = GC.AllocateArray<float>(size, pinned: true);
+            if (_hits.Length < count)
             {
-                _images = GC.AllocateArray<float>(size, pinned: true);
                 _probabilities = GC.AllocateArray<float>(count * owner._classes, pinned: true);
+                _hitProbabilities = GC.AllocateArray<float>(count, pinned: true);
                 _hits = GC.AllocateArray<bool>(count, pinned: true);
             }
-            images.AsSpan(0, size).CopyTo(_images);
+            thresholds.CopyTo(_thresholds);
+            inputs.AsSpan(0, size).CopyTo(_inputs);
+            _first = segment;
             _rows = count;
             DropActivation();
         }
@@ -313,31 +326,34 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             _segment = segment;
             var session = owner._sessions[segment];
             using var binding = session.CreateIoBinding();
-            using var images = segment == 0
-                ? OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _images.AsMemory(0, _rows * owner._inputSizes[0]), [_rows, .. owner._inputDims[0]])
+            using var host = segment == _first
+                ? OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _inputs.AsMemory(0, _rows * owner._inputSizes[segment]), [_rows, .. owner._inputDims[segment]])
                 : null;
-            binding.BindInput(OnnxSegment.Input, images ?? _activation!);
+            binding.BindInput(OnnxSegment.Input, host ?? _activation!);
             using var probabilities = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _probabilities.AsMemory(0, _rows * owner._classes), [_rows, owner._classes]);
             binding.BindOutput(OnnxSegment.Probabilities, probabilities);
             var cacheSegment = owner._activationDims[segment] is not null;
+            using var threshold = cacheSegment ? OrtValue.CreateTensorValueFromMemory(new[] { _thresholds[segment] }, [1]) : null;
             using var hits = cacheSegment ? OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _hits.AsMemory(0, _rows), [_rows]) : null;
+            using var hitProbabilities = cacheSegment ? OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _hitProbabilities.AsMemory(0, _rows), [_rows]) : null;
             if (cacheSegment)
             {
+                binding.BindInput(OnnxSegment.Threshold, threshold!);
                 binding.BindOutputToDevice(OnnxSegment.Activation, owner._cudaMemory!);
                 binding.BindOutput(OnnxSegment.Hit, hits!);
+                binding.BindOutput(OnnxSegment.HitProbability, hitProbabilities!);
             }
             session.RunWithBinding(_runOptions, binding);
             binding.SynchronizeBoundOutputs();
-            if (cacheSegment)
-            {
-                var outputs = binding.GetOutputValues();
-                DropActivation();
-                _outputs = outputs;
-                _activation = outputs[Array.IndexOf(binding.GetOutputNames(), OnnxSegment.Activation)];
-                return new SegmentResult(_probabilities.AsSpan(0, _rows * owner._classes), _hits.AsSpan(0, _rows));
-            }
-            return new SegmentResult(_probabilities.AsSpan(0, _rows * owner._classes), []);
+            if (!cacheSegment) return new SegmentResult(_probabilities.AsSpan(0, _rows * owner._classes), []);
+            var outputs = binding.GetOutputValues();
+            DropActivation();
+            _outputs = outputs;
+            _activation = outputs[Array.IndexOf(binding.GetOutputNames(), OnnxSegment.Activation)];
+            return new SegmentResult(_probabilities.AsSpan(0, _rows * owner._classes), _hits.AsSpan(0, _rows), _hitProbabilities.AsSpan(0, _rows));
         }
+
+        public ReadOnlySpan<float> Activation(int segment) => [];
 
         public void Keep(ReadOnlySpan<int> rows)
         {

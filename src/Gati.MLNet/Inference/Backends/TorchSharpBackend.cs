@@ -29,7 +29,7 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
 
     public IReadOnlyList<int> CacheLayers { get; }
 
-    public IEarlyExitCall Begin(float[] images, int count) => new Call(this, images, count);
+    public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds) => new Call(this, segment, inputs, count, thresholds);
 
     public void Dispose()
     {
@@ -45,20 +45,23 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
         private readonly IDisposable _noGrad;
         private readonly int _classes;
         private Tensor _activation;
+        private readonly float[] _thresholds;
         private float[] _probabilities = [];
+        private float[] _hitProbabilities = [];
         private bool[] _hits = [];
         private bool _lockTaken;
 
-        public Call(TorchSharpBackend owner, float[] images, int count)
+        public Call(TorchSharpBackend owner, int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
         {
             _owner = owner;
+            _thresholds = thresholds.ToArray();
             Monitor.Enter(owner._base.Gate, ref _lockTaken);
             _scope = NewDisposeScope();
             _noGrad = no_grad();
             var network = owner._base.Module;
             _classes = network.Config.ClassCount;
-            var shape = network.Config.InputShape;
-            _activation = tensor(images, shape.WithBatch(images.Length / shape.Size)).narrow(0, 0, count).to(owner._base.Device);
+            var shape = segment == 0 ? network.Config.InputShape : network.LayerOutputShape(owner._caches[segment - 1].Layer);
+            _activation = tensor(inputs, shape.WithBatch(inputs.Length / shape.Size)).narrow(0, 0, count).to(owner._base.Device);
         }
 
         public SegmentResult Run(int segment)
@@ -81,22 +84,30 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
             var cache = _owner._caches[segment];
             for (var layer = first; layer <= cache.Layer; layer++)
                 _activation = Step(x => network.Block(layer, x), _activation);
-            Tensor logProbabilities, hit;
+            Tensor logProbabilities, hitProbability, hit;
             using (var lookup = NewDisposeScope())
             {
                 // The flattened view would keep this layer's activation alive until the call ends: only the small
                 // results leave the scope, so memory stays at about one activation however many caches run.
-                var (l, h) = cache.Lookup(_activation.flatten(1));
+                var (l, p, h) = cache.Lookup(_activation.flatten(1), _thresholds[segment]);
                 logProbabilities = l.MoveToOuterDisposeScope();
+                hitProbability = p.MoveToOuterDisposeScope();
                 hit = h.MoveToOuterDisposeScope();
             }
             var rows = (int)hit.shape[0];
-            if (_hits.Length < rows) _hits = new bool[rows];
-            // One host copy of the hit flags; probabilities only when some row leaves here.
+            if (_hits.Length < rows)
+            {
+                _hits = new bool[rows];
+                _hitProbabilities = new float[rows];
+            }
+            // One host copy of the hit flags (and P(hit)); probabilities only when some row leaves here.
             hit.cpu().data<bool>().CopyTo(_hits, 0, 0);
+            hitProbability.cpu().data<float>().CopyTo(_hitProbabilities, 0, 0);
             var anyHit = _hits.AsSpan(0, rows).Contains(true);
-            return new SegmentResult(anyHit ? ToHost(logProbabilities.exp()) : [], _hits.AsSpan(0, rows));
+            return new SegmentResult(anyHit ? ToHost(logProbabilities.exp()) : [], _hits.AsSpan(0, rows), _hitProbabilities.AsSpan(0, rows));
         }
+
+        public ReadOnlySpan<float> Activation(int segment) => [];
 
         public void Keep(ReadOnlySpan<int> rows)
         {

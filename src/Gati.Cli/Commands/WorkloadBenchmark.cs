@@ -1,0 +1,201 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Gati.Cli.Infrastructure;
+using Gati.MLNet;
+using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Online;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Spectre.Console;
+
+namespace Gati.Cli.Commands;
+
+internal sealed record WorkloadBenchmarkSettings(string Model, DatasetSpec Dataset, string[] Streams, int Requests, int PhaseLength, int Popular,
+    double PopularShare, int Seed, OnlineCacheOptions Online, string? Output, double Rate);
+
+/// <summary>
+/// <c>gati bench workload</c>: replays request streams (phased temporal locality, and uniform) one request at a time
+/// through the same caches served statically and served with online updates (shadow sampling, live reactions and
+/// the background updater, whose CPU time competes with serving on the same cores), and reports per phase the mean
+/// and p99 latency, the exit mix, agreement with the base model on every request (computed offline, not from the
+/// sample), and the updates made.
+/// </summary>
+internal sealed class WorkloadBenchmark(IAnsiConsole console)
+{
+    private sealed record Served(double Ms, int ExitLayer, int Class);
+
+    public int Run(WorkloadBenchmarkSettings settings)
+    {
+        var clock = Stopwatch.StartNew();
+        var context = new MLContext(0);
+        Gati.MLNet.Torch.DeviceOptions.ConfigureContext(context, "cpu");
+        var model = context.Gati().LoadModel(settings.Model, out _);
+        try
+        {
+            var baseModel = LoadedModel.BaseModel(model, settings.Model);
+            var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault()
+                ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
+            var size = baseModel.Config.InputShape.Size;
+            var (images, labels) = EarlyExitEvaluation.Load(settings.Dataset.Load(context, DatasetSplit.Test, null), size);
+            var options = new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
+            var baseClass = BaseAnswers(context, baseModel, options, images, labels.Length, size);
+
+            var report = new StringBuilder();
+            report.AppendLine(CultureInfo.InvariantCulture,
+                $"Model: {Path.GetFileName(settings.Model)}, caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
+            report.AppendLine(CultureInfo.InvariantCulture,
+                $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence, update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core.");
+            report.AppendLine();
+            foreach (var stream in settings.Streams)
+            {
+                var workload = stream == "uniform"
+                    ? Workloads.Uniform(labels, settings.Requests, settings.Seed)
+                    : Workloads.Phased(labels, settings.Requests, settings.PhaseLength, settings.Popular, settings.PopularShare, seed: settings.Seed);
+                console.MarkupLineInterpolated($"[bold]{stream}[/] stream: {workload.Count} requests in {workload.PopularClasses.Count} phase(s); static caches...");
+                var (staticServed, _) = Replay(caches, options, null, workload, images, size, settings.Rate);
+                console.MarkupLineInterpolated($"... online caches...");
+                var (onlineServed, online) = Replay(caches, options, settings.Online, workload, images, size, settings.Rate);
+                report.Append(Table(stream, workload, staticServed, onlineServed, online!, baseClass));
+            }
+            report.AppendLine(CultureInfo.InvariantCulture, $"Wall time {clock.Elapsed.TotalSeconds:F0} s.");
+            if (settings.Output is { } output) AtomicFile.WriteAllText(output, report.ToString());
+            console.WriteLine(report.ToString());
+            return 0;
+        }
+        finally
+        {
+            LoadedModel.Dispose(model);
+        }
+    }
+
+    private static int[] BaseAnswers(MLContext context, ResNetTransformer baseModel, EarlyExitEngineOptions options, float[] images, int rows, int size)
+    {
+        using var full = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(baseModel, options);
+        var answers = new int[rows];
+        for (var start = 0; start < rows; start += 64)
+        {
+            var n = Math.Min(64, rows - start);
+            var batch = full.Predict(images.AsSpan(start * size, n * size), n);
+            for (var i = 0; i < n; i++) answers[start + i] = (int)batch[i].PredictedLabel - 1;
+        }
+        return answers;
+    }
+
+    /// <summary>Serves the stream one request at a time; with online options, through continuously updated caches.</summary>
+    private (Served[] Served, OnlineSummary? Online) Replay(LearnedCachesTransformer caches, EarlyExitEngineOptions options,
+        OnlineCacheOptions? online, Workload workload, float[] images, int size, double rate)
+    {
+        var engine = EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options, caches.OnnxSegments());
+        var served = caches.WithCaches(caches.Caches);
+        var retired = new List<IDisposable>();
+        OnlineCaches? updater = null;
+        var updatesAtRequest = new List<(int Request, UpdateOutcome Outcome)>();
+        var request = 0;
+        try
+        {
+            if (online is not null)
+            {
+                updater = new OnlineCaches(served, engine, options, online, (next, nextModel) =>
+                {
+                    // One client calls one request at a time: the old engine has no call in flight once the swap is seen.
+                    var old = Interlocked.Exchange(ref engine, next);
+                    var oldModel = Interlocked.Exchange(ref served, nextModel);
+                    lock (retired)
+                    {
+                        retired.Add(old);
+                        retired.Add(oldModel);
+                    }
+                });
+                updater.Updated += (_, outcome) =>
+                {
+                    lock (updatesAtRequest) updatesAtRequest.Add((Volatile.Read(ref request), outcome));
+                    console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref request)}: {(outcome.Accepted ? "[green]accepted[/]" : "rejected")} ({outcome.CpuSeconds:F1} s of CPU)");
+                };
+            }
+            var answers = new Served[workload.Count];
+            var input = new float[size];
+            for (var i = 0; i < 200; i++)
+            {
+                images.AsSpan(workload.Rows[i % workload.Count] * size, size).CopyTo(input);
+                Volatile.Read(ref engine).Run(input, 1);
+            }
+            // Requests arrive at a fixed rate, as at a server that is not saturated: the updater works in the gaps, on
+            // the same cores, and whatever it takes from serving shows in the latencies.
+            var interval = Stopwatch.Frequency / rate;
+            var due = Stopwatch.GetTimestamp();
+            for (var i = 0; i < workload.Count; i++)
+            {
+                due += (long)interval;
+                while (Stopwatch.GetTimestamp() < due)
+                {
+                    if (due - Stopwatch.GetTimestamp() > Stopwatch.Frequency / 500) Thread.Sleep(1);
+                    else Thread.SpinWait(20);
+                }
+                Volatile.Write(ref request, i);
+                images.AsSpan(workload.Rows[i] * size, size).CopyTo(input);
+                var start = Stopwatch.GetTimestamp();
+                var result = Volatile.Read(ref engine).Run(input, 1);
+                answers[i] = new Served(Stopwatch.GetElapsedTime(start).TotalMilliseconds, result.ExitLayer[0], result.PredictedClass[0]);
+                if (retired.Count > 0)
+                {
+                    lock (retired)
+                    {
+                        foreach (var old in retired) old.Dispose();
+                        retired.Clear();
+                    }
+                }
+            }
+            OnlineSummary? summary = null;
+            if (updater is not null)
+            {
+                lock (updatesAtRequest) summary = new OnlineSummary(updatesAtRequest.ToArray(), updater.Sampler.Reactions.ToArray(), updater.UpdaterCpuSeconds, updater.Sampler.Dropped);
+            }
+            return (answers, summary);
+        }
+        finally
+        {
+            updater?.Dispose();
+            lock (retired) foreach (var old in retired) old.Dispose();
+            engine.Dispose();
+            served.Dispose();
+        }
+    }
+
+    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped);
+
+    private static string Table(string stream, Workload workload, Served[] fixedCaches, Served[] updated, OnlineSummary online, int[] baseClass)
+    {
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"### {char.ToUpperInvariant(stream[0])}{stream[1..]} stream ({workload.Count} requests)");
+        md.AppendLine();
+        md.AppendLine("| phase | popular classes | requests | static mean ms | static p99 | online mean ms | online p99 | speedup (mean) | static agreement | online agreement | static exit early | online exit early | updates accepted / tried |");
+        md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        var phases = workload.Phases.Max() + 1;
+        for (var phase = 0; phase <= phases; phase++)
+        {
+            var all = phase == phases;
+            var rows = Enumerable.Range(0, workload.Count).Where(i => all || workload.Phases[i] == phase).ToArray();
+            if (rows.Length == 0) continue;
+            double Mean(Served[] s) => rows.Average(i => s[i].Ms);
+            double P99(Served[] s) => EarlyExitEvaluation.Percentile(rows.Select(i => s[i].Ms).ToArray(), 0.99);
+            double Agreement(Served[] s) => rows.Count(i => s[i].Class == baseClass[workload.Rows[i]]) / (double)rows.Length;
+            double Early(Served[] s) => rows.Count(i => s[i].ExitLayer > 0) / (double)rows.Length;
+            var first = rows[0];
+            var last = rows[^1];
+            var updates = online.Updates.Where(u => all || (u.Request >= first && u.Request <= last)).ToArray();
+            var popular = all ? "all" : workload.PopularClasses[phase].Length == 0 ? "none" : string.Join(", ", workload.PopularClasses[phase]);
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {(all ? "**whole stream**" : (phase + 1).ToString(CultureInfo.InvariantCulture))} | {popular} | {rows.Length} | {Mean(fixedCaches):F3} | {P99(fixedCaches):F3} | {Mean(updated):F3} | {P99(updated):F3} | {Mean(fixedCaches) / Mean(updated):F2}x | {Agreement(fixedCaches):P2} | {Agreement(updated):P2} | {Early(fixedCaches):P1} | {Early(updated):P1} | {updates.Count(u => u.Outcome.Accepted)} / {updates.Length} |");
+        }
+        md.AppendLine();
+        md.AppendLine(CultureInfo.InvariantCulture,
+            $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Length} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted); threshold reactions: {online.Reactions.Length}; sampled rows dropped under load: {online.Dropped}.");
+        foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}): {outcome.Reason}");
+        foreach (var reason in online.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
+        md.AppendLine();
+        return md.ToString();
+    }
+}

@@ -1,0 +1,320 @@
+using System.Diagnostics;
+using Gati.MLNet.Inference;
+using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Torch;
+using Gati.MLNet.Training;
+using Gati.MLNet.Transforms;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Online;
+
+/// <summary>A candidate set of caches from one update, with what it was trained and calibrated on.</summary>
+internal sealed record UpdateCandidate(LearnedCache[] Caches, int TrainRows, int CalibrationRows, long TrainedThrough, string Summary);
+
+/// <summary>How a set of caches would have served some rows: agreement and expected cost.</summary>
+internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, double ExpectedMs, double[] ExitShare)
+{
+    public double Agreement => Rows == 0 ? double.NaN : (double)Agreed / Rows;
+}
+
+/// <summary>
+/// One online update of learned caches (docs/online.md): each cache's predictor and selector fine-tuned from their
+/// current weights on the older half of the window (distillation from the base model's answers, as offline), the
+/// thresholds calibrated together on the newer half (which the update did not train on) so that the agreement target
+/// holds with the stated confidence, and the simulation that compares a candidate with the serving caches on fresh rows.
+/// </summary>
+internal static class CacheUpdater
+{
+    private const double Alpha = 0.5;
+    private const double Temperature = 6;
+    private const int BatchSize = 64;
+
+    public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, CpuThrottle throttle,
+        CancellationToken cancellation)
+    {
+        var rows = window.Where(Complete).OrderBy(r => r.Sequence).ToArray();
+        if (rows.Length < 200) return null;
+        var split = rows.Length / 2;
+        var train = rows[..split];
+        var calibration = rows[split..];
+        var predictors = new List<PredictorNetwork>();
+        var selectors = new List<SelectorNetwork>();
+        try
+        {
+            var outputs = new List<(float[] Probability, bool[] Correct)>();
+            for (var i = 0; i < current.Count; i++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var cache = current[i];
+                var predictor = Clone(cache.Predictor, () => PredictorNetwork.Create(cache.PredictorArchitecture, cache.Predictor.Module.InputSize, cache.Predictor.Module.Classes));
+                predictors.Add(predictor);
+                var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Selector.Module.Classes));
+                selectors.Add(selector);
+                FineTunePredictor(predictor, train, i, options, throttle, cancellation);
+                var (trainLogp, trainCorrect) = Outputs(predictor, train, i);
+                FineTuneSelector(selector, trainLogp, trainCorrect, predictor.Classes, options, throttle, cancellation);
+                var (calibrationLogp, calibrationCorrect) = Outputs(predictor, calibration, i);
+                outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
+            }
+            var calibrations = CalibrateJointly(outputs, options.AgreementTarget, options.Confidence);
+            var caches = new LearnedCache[current.Count];
+            var summary = new List<string>();
+            for (var i = 0; i < current.Count; i++)
+            {
+                var agreement = outputs[i].Correct.Count(c => c) / (double)calibration.Length;
+                caches[i] = new LearnedCache(current[i].Layer, new SharedModule<PredictorNetwork>(predictors[i], CPU), new SharedModule<SelectorNetwork>(selectors[i], CPU),
+                    calibrations[i], new PredictorTrainingSummary(options.Epochs, options.Epochs, agreement));
+                summary.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"layer {current[i].Layer}: predictor agreement {agreement:P2}, threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}"));
+            }
+            return new UpdateCandidate(caches, train.Length, calibration.Length, rows[^1].Sequence, string.Join("; ", summary));
+        }
+        catch
+        {
+            foreach (var network in predictors) network.Dispose();
+            foreach (var network in selectors) network.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Thresholds for all caches together, on calibration rows the candidate did not train on: the caches are served in
+    /// order (a row exits at the first whose P(hit) reaches its threshold; rows that exit nowhere get the base answer,
+    /// which agrees), and each threshold, earliest cache first, is set as low as it can go while the disagreements of
+    /// the whole stay within the most an exact one-sided bound allows: the Clopper-Pearson upper bound of the
+    /// disagreement rate at <paramref name="confidence"/> must stay at or below 1 − <paramref name="target"/>. So the
+    /// agreement target holds with the stated confidence for the candidate as a whole, which needs far fewer rows than
+    /// certifying each cache alone (rows that run everything count as agreements).
+    /// </summary>
+    public static ExitCalibration[] CalibrateJointly(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, double target, double confidence)
+    {
+        var rows = caches.Count == 0 ? 0 : caches[0].Probability.Length;
+        var allowed = 0;
+        while (allowed + 1 <= rows && Proportion.ClopperPearsonUpper(allowed + 1, rows, confidence) <= 1 - target) allowed++;
+        var exitedAt = Enumerable.Repeat(-1, rows).ToArray();
+        var disagreements = 0;
+        var thresholds = new float[caches.Count];
+        for (var i = 0; i < caches.Count; i++)
+        {
+            var (probability, correct) = caches[i];
+            var candidates = Enumerable.Range(0, rows).Where(r => exitedAt[r] < 0).OrderByDescending(r => probability[r]).ToArray();
+            thresholds[i] = float.PositiveInfinity;
+            var used = 0;
+            var taken = 0;
+            var chosenTaken = 0;
+            var chosenUsed = 0;
+            while (taken < candidates.Length)
+            {
+                var p = probability[candidates[taken]];
+                while (taken < candidates.Length && probability[candidates[taken]] == p)
+                {
+                    if (!correct[candidates[taken]]) used++;
+                    taken++;
+                }
+                if (disagreements + used > allowed) break;
+                thresholds[i] = p;
+                chosenTaken = taken;
+                chosenUsed = used;
+            }
+            for (var j = 0; j < chosenTaken; j++) exitedAt[candidates[j]] = i;
+            disagreements += chosenUsed;
+        }
+        return caches.Select((cache, i) =>
+        {
+            var exits = Enumerable.Range(0, rows).Where(r => exitedAt[r] == i).ToArray();
+            var right = exits.Count(r => cache.Correct[r]);
+            var totalCorrect = cache.Correct.Count(c => c);
+            return new ExitCalibration(thresholds[i], exits.Length == 0 ? double.NaN : (double)right / exits.Length, totalCorrect == 0 ? 0 : (double)right / totalCorrect,
+                rows == 0 ? 0 : (double)exits.Length / rows, rows, rows == 0 ? 0 : (double)totalCorrect / rows) { CorrectRows = totalCorrect };
+        }).ToArray();
+    }
+
+    /// <summary>A row the update can learn from: every cache layer's features and the base answer.</summary>
+    public static bool Complete(ShadowRow row) => row.BaseProbabilities is not null && row.Features.All(f => f is not null);
+
+    /// <summary>
+    /// Serves <paramref name="rows"/> (sampled, complete) with <paramref name="caches"/> at <paramref name="thresholds"/>
+    /// in a simulation: each row exits at the first cache whose P(hit) reaches its threshold; cost from the per-segment
+    /// timings (<paramref name="segmentMs"/>: segment s ends at cache s, the last one at the head).
+    /// </summary>
+    public static SimulatedServing Simulate(IReadOnlyList<LearnedCache> caches, IReadOnlyList<float> thresholds, IReadOnlyList<ShadowRow> rows, double[] segmentMs, double z)
+    {
+        var outputs = caches.Select((cache, i) =>
+        {
+            var (logp, _) = Outputs(cache.Predictor.Module, rows, i);
+            var classes = cache.Predictor.Module.Classes;
+            var probability = HitProbabilities(cache.Selector.Module, logp, classes);
+            var predicted = Enumerable.Range(0, rows.Count).Select(r => ShadowRow.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
+            return (probability, predicted);
+        }).ToArray();
+        var agreed = 0;
+        double cost = 0;
+        var exits = new double[caches.Count + 1];
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var exit = caches.Count;
+            for (var i = 0; i < caches.Count; i++)
+            {
+                if (outputs[i].probability[r] >= thresholds[i])
+                {
+                    exit = i;
+                    break;
+                }
+            }
+            var served = exit == caches.Count ? rows[r].BaseClass : outputs[exit].predicted[r];
+            if (served == rows[r].BaseClass) agreed++;
+            exits[exit]++;
+            for (var s = 0; s <= exit; s++) cost += segmentMs[s];
+        }
+        var lower = Proportion.Wilson(agreed, rows.Count, z).Lower;
+        return new SimulatedServing(rows.Count, agreed, lower, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray());
+    }
+
+    private static TModule Clone<TModule>(SharedModule<TModule> shared, Func<TModule> create) where TModule : nn.Module
+    {
+        var clone = SeededInit.Unseeded(create);
+        try
+        {
+            lock (shared.Gate)
+            {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                var source = shared.Module.state_dict();
+                foreach (var (name, tensor) in clone.state_dict()) tensor.copy_(source[name].cpu());
+            }
+            return clone;
+        }
+        catch
+        {
+            clone.Dispose();
+            throw;
+        }
+    }
+
+    private static void FineTunePredictor(PredictorNetwork predictor, ShadowRow[] rows, int cache, OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
+    {
+        var size = predictor.InputSize;
+        var classes = predictor.Classes;
+        var random = new Random(options.Seed + cache);
+        var order = Enumerable.Range(0, rows.Length).ToArray();
+        using var optimizer = new SafeSgd(predictor.parameters(), options.LearningRate, 0.9, weightDecay: 5e-4);
+        predictor.train();
+        var features = new float[BatchSize * size];
+        var teacher = new float[BatchSize * classes];
+        var hard = new long[BatchSize];
+        for (var epoch = 0; epoch < options.Epochs; epoch++)
+        {
+            random.Shuffle(order);
+            for (var start = 0; start < rows.Length; start += BatchSize)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var n = Math.Min(BatchSize, rows.Length - start);
+                for (var i = 0; i < n; i++)
+                {
+                    var row = rows[order[start + i]];
+                    row.Features[cache]!.CopyTo(features, i * size);
+                    // log(probabilities) = logits up to a constant per row: the same softened distribution.
+                    for (var c = 0; c < classes; c++) teacher[i * classes + c] = MathF.Log(Math.Max(row.BaseProbabilities![c], 1e-30f));
+                    hard[i] = row.BaseClass;
+                }
+                throttle.Step(() =>
+                {
+                    using var scope = NewDisposeScope();
+                    var x = tensor(features, [BatchSize, size]).narrow(0, 0, n);
+                    var loss = DistillationLoss.Compute(predictor.forward(x), tensor(teacher, [BatchSize, classes]).narrow(0, 0, n),
+                        tensor(hard, [BatchSize]).narrow(0, 0, n), Alpha, Temperature);
+                    optimizer.zero_grad();
+                    loss.backward();
+                    NonFiniteGuard.Check(loss, predictor, $"layer-{cache} predictor (online update)", epoch + 1, start / BatchSize + 1, options.LearningRate);
+                    predictor.ClipGradients();
+                    optimizer.step();
+                });
+            }
+        }
+        predictor.eval();
+    }
+
+    private static void FineTuneSelector(SelectorNetwork selector, float[] logProbabilities, bool[] correct, int classes, OnlineCacheOptions options,
+        CpuThrottle throttle, CancellationToken cancellation)
+    {
+        var rows = correct.Length;
+        var hits = correct.Count(c => c);
+        float[] weights = [rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits)];
+        var random = new Random(options.Seed + 101);
+        var order = Enumerable.Range(0, rows).ToArray();
+        using var optimizer = new SafeSgd(selector.parameters(), options.LearningRate, 0.9, weightDecay: 5e-4);
+        using var weightTensor = tensor(weights);
+        using var all = tensor(logProbabilities, [rows, classes]);
+        using var targets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]);
+        selector.train();
+        for (var epoch = 0; epoch < options.Epochs; epoch++)
+        {
+            random.Shuffle(order);
+            for (var start = 0; start < rows; start += BatchSize)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var n = Math.Min(BatchSize, rows - start);
+                var batch = order.AsSpan(start, n).ToArray().Select(i => (long)i).ToArray();
+                throttle.Step(() =>
+                {
+                    using var scope = NewDisposeScope();
+                    var index = tensor(batch, [n]);
+                    var loss = nn.functional.cross_entropy(selector.forward(all.index_select(0, index)), targets.index_select(0, index), weightTensor);
+                    optimizer.zero_grad();
+                    loss.backward();
+                    NonFiniteGuard.Check(loss, selector, "selector (online update)", epoch + 1, start / BatchSize + 1, options.LearningRate);
+                    nn.utils.clip_grad_norm_(selector.parameters(), 1.0);
+                    optimizer.step();
+                });
+            }
+        }
+        selector.eval();
+    }
+
+    /// <summary>The predictor's log-probabilities on the rows' features of one cache, and whether it agrees with the base model.</summary>
+    private static (float[] LogProbabilities, bool[] Correct) Outputs(PredictorNetwork predictor, IReadOnlyList<ShadowRow> rows, int cache)
+    {
+        var size = predictor.InputSize;
+        var classes = predictor.Classes;
+        var logp = new float[rows.Count * classes];
+        var correct = new bool[rows.Count];
+        using var noGrad = no_grad();
+        for (var start = 0; start < rows.Count; start += 256)
+        {
+            using var scope = NewDisposeScope();
+            var n = Math.Min(256, rows.Count - start);
+            var features = new float[n * size];
+            for (var i = 0; i < n; i++) rows[start + i].Features[cache]!.CopyTo(features, i * size);
+            predictor.forward(tensor(features, [n, size])).data<float>().CopyTo(logp, start * classes, 0);
+        }
+        for (var r = 0; r < rows.Count; r++) correct[r] = ShadowRow.ArgMax(logp.AsSpan(r * classes, classes)) == rows[r].BaseClass;
+        return (logp, correct);
+    }
+
+    private static float[] HitProbabilities(SelectorNetwork selector, float[] logProbabilities, int classes)
+    {
+        var rows = logProbabilities.Length / classes;
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        return selector.HitProbability(tensor(logProbabilities, [rows, classes])).data<float>().ToArray();
+    }
+}
+
+/// <summary>Keeps background work within a share of one core: after each step, sleeps in proportion to the step's time.</summary>
+internal sealed class CpuThrottle(double budget)
+{
+    /// <summary>Time spent working (not sleeping) so far.</summary>
+    public TimeSpan Busy { get; private set; }
+
+    public void Step(Action work)
+    {
+        var start = Stopwatch.GetTimestamp();
+        work();
+        var elapsed = Stopwatch.GetElapsedTime(start);
+        Busy += elapsed;
+        if (budget < 1) Thread.Sleep(TimeSpan.FromTicks((long)(elapsed.Ticks * (1 / budget - 1))));
+    }
+}

@@ -1,0 +1,71 @@
+namespace Gati.MLNet.Online;
+
+/// <summary>Settings of continuously updated caches (docs/online.md).</summary>
+public sealed class OnlineCacheOptions
+{
+    /// <summary>Off switch: false serves the caches as they are, with no sampling and no updates.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Share of requests drawn uniformly as shadow rows (their exits are checked against the base model).</summary>
+    public double SampleFraction { get; set; } = 0.1;
+
+    /// <summary>Also keep every request that ran the whole network (its label and features cost only a copy).</summary>
+    public bool CaptureFullRuns { get; set; } = true;
+
+    /// <summary>Memory for the sliding window of shadow rows, in megabytes.</summary>
+    public double WindowMegabytes { get; set; } = 256;
+
+    /// <summary>Agreement with the base model that every cache's exits, and the whole, must keep.</summary>
+    public double AgreementTarget { get; set; } = 0.99;
+
+    /// <summary>One-sided confidence of the live bounds and of the thresholds an update calibrates.</summary>
+    public double Confidence { get; set; } = 0.95;
+
+    /// <summary>Sampled outcomes the live agreement is computed over (sliding), overall and per cache.</summary>
+    public int LiveWindow { get; set; } = 2000;
+
+    /// <summary>
+    /// Fewest sampled requests before live agreement is judged; raised to the fewest whose perfect record clears the
+    /// target at the confidence (268 for 99 % at 95 %), below which every judgement would fail.
+    /// </summary>
+    public int MinimumExits { get; set; } = 100;
+
+    /// <summary>Fine-tune and recalibrate in the background (false: only watch and react).</summary>
+    public bool Updates { get; set; } = true;
+
+    /// <summary>New labelled rows in the window between update attempts.</summary>
+    public int UpdateEveryRows { get; set; } = 1500;
+
+    /// <summary>Fresh sampled rows (arrived after the candidate was trained) a candidate is validated on.</summary>
+    public int ValidationRows { get; set; } = 300;
+
+    /// <summary>Epochs of fine-tuning per update (from the current weights).</summary>
+    public int Epochs { get; set; } = 3;
+
+    /// <summary>Learning rate of fine-tuning (a tenth of offline training's).</summary>
+    public double LearningRate { get; set; } = 0.005;
+
+    /// <summary>
+    /// Share of one core the updater may use (it sleeps between training steps to stay within it); its work is
+    /// single-threaded.
+    /// </summary>
+    public double CpuBudget { get; set; } = 0.5;
+
+    /// <summary>Seed of the sampling and of fine-tuning.</summary>
+    public int Seed { get; set; }
+
+    internal void Validate()
+    {
+        if (SampleFraction is < 0 or > 1 || double.IsNaN(SampleFraction)) throw new ArgumentOutOfRangeException(nameof(SampleFraction), SampleFraction, "Must be in [0, 1].");
+        if (!(WindowMegabytes > 0)) throw new ArgumentOutOfRangeException(nameof(WindowMegabytes), WindowMegabytes, "Must be positive.");
+        if (AgreementTarget is <= 0 or > 1 || double.IsNaN(AgreementTarget)) throw new ArgumentOutOfRangeException(nameof(AgreementTarget), AgreementTarget, "Must be in (0, 1].");
+        if (Confidence is <= 0.5 or >= 1 || double.IsNaN(Confidence)) throw new ArgumentOutOfRangeException(nameof(Confidence), Confidence, "Must be in (0.5, 1).");
+        if (LiveWindow < 10) throw new ArgumentOutOfRangeException(nameof(LiveWindow), LiveWindow, "At least 10.");
+        if (MinimumExits < 1) throw new ArgumentOutOfRangeException(nameof(MinimumExits), MinimumExits, "Must be positive.");
+        if (UpdateEveryRows < 10) throw new ArgumentOutOfRangeException(nameof(UpdateEveryRows), UpdateEveryRows, "At least 10.");
+        if (ValidationRows < 10) throw new ArgumentOutOfRangeException(nameof(ValidationRows), ValidationRows, "At least 10.");
+        if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "At least one.");
+        if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Must be positive.");
+        if (CpuBudget is <= 0 or > 1 || double.IsNaN(CpuBudget)) throw new ArgumentOutOfRangeException(nameof(CpuBudget), CpuBudget, "Must be in (0, 1].");
+    }
+}

@@ -1,0 +1,225 @@
+using System.Globalization;
+using Gati.MLNet.Inference;
+using Gati.MLNet.Transforms;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using TorchSharp;
+
+namespace Gati.MLNet.Online;
+
+/// <summary>The outcome of one update attempt.</summary>
+/// <param name="Number">1-based attempt number.</param>
+/// <param name="Accepted">Whether the candidate replaced the serving caches.</param>
+/// <param name="Reason">Why, in words: the simulated figures of both on fresh rows.</param>
+/// <param name="CpuSeconds">Time the updater worked (not sleeping) on this attempt.</param>
+public sealed record UpdateOutcome(int Number, bool Accepted, string Reason, double CpuSeconds);
+
+/// <summary>
+/// Continuously updated caches for one served model (docs/online.md): a <see cref="ShadowSampler"/> on the serving
+/// engine, and, unless switched off, a background updater that, every <see cref="OnlineCacheOptions.UpdateEveryRows"/>
+/// new labelled rows, fine-tunes a candidate from the window, waits for <see cref="OnlineCacheOptions.ValidationRows"/>
+/// fresh sampled rows it did not see, compares it with the serving caches on them, and swaps it in (through
+/// <c>swap</c>, which the owner uses to retire the old generation once its calls are done) only if it is better.
+/// </summary>
+public sealed class OnlineCaches : IDisposable
+{
+    private readonly OnlineCacheOptions _options;
+    private readonly EarlyExitEngineOptions _engineOptions;
+    private readonly Action<EarlyExitEngine, LearnedCachesTransformer> _swap;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Thread? _updater;
+    private readonly double[] _segmentMs;
+    private readonly object _gate = new();
+    private LearnedCachesTransformer _model;
+    private int _disposed;
+
+    internal OnlineCaches(LearnedCachesTransformer model, EarlyExitEngine engine, EarlyExitEngineOptions engineOptions, OnlineCacheOptions options,
+        Action<EarlyExitEngine, LearnedCachesTransformer> swap)
+    {
+        options.Validate();
+        _options = options;
+        _engineOptions = engineOptions;
+        _swap = swap;
+        _model = model;
+        Sampler = new ShadowSampler(engine, options);
+        _segmentMs = SegmentCosts(model, engineOptions);
+        if (options.Updates)
+        {
+            _updater = new Thread(UpdateLoop) { IsBackground = true, Name = "Gati online updater", Priority = ThreadPriority.BelowNormal };
+            _updater.Start();
+        }
+    }
+
+    /// <summary>Shadow rows, live agreement and threshold reactions.</summary>
+    public ShadowSampler Sampler { get; }
+
+    /// <summary>Update attempts so far, oldest first.</summary>
+    public IReadOnlyList<UpdateOutcome> Updates
+    {
+        get
+        {
+            lock (_gate) return _updates.ToArray();
+        }
+    }
+
+    private readonly List<UpdateOutcome> _updates = [];
+
+    /// <summary>Total time the updater has worked (not sleeping), in seconds.</summary>
+    public double UpdaterCpuSeconds
+    {
+        get
+        {
+            lock (_gate) return _updates.Sum(u => u.CpuSeconds) + _currentBusy;
+        }
+    }
+
+    private double _currentBusy;
+
+    /// <summary>Raised after each update attempt (on the updater's thread).</summary>
+    public event EventHandler<UpdateOutcome>? Updated;
+
+    /// <summary>The learned caches served now.</summary>
+    public LearnedCachesTransformer Model
+    {
+        get
+        {
+            lock (_gate) return _model;
+        }
+    }
+
+    /// <summary>
+    /// Saves the base model with the caches served now as a model zip (atomically): how replicas share an update (one
+    /// writes the file, the others hot-reload it).
+    /// </summary>
+    public void Save(MLContext context, ITransformer baseModel, DataViewSchema inputSchema, string path)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        context.Gati().SaveModel(new TransformerChain<ITransformer>(baseModel, Model), inputSchema, path);
+    }
+
+    private void UpdateLoop()
+    {
+        var lastTrained = 0L;
+        var attempt = 0;
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                // Wait for enough new labelled rows.
+                if (Sampler.Labelled - lastTrained < _options.UpdateEveryRows)
+                {
+                    _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(200));
+                    continue;
+                }
+                lastTrained = Sampler.Labelled;
+                attempt++;
+                var outcome = Attempt(attempt);
+                lock (_gate)
+                {
+                    _updates.Add(outcome);
+                    _currentBusy = 0;
+                }
+                Updated?.Invoke(this, outcome);
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    private UpdateOutcome Attempt(int number)
+    {
+        var throttle = new CpuThrottle(_options.CpuBudget);
+        var model = Model;
+        var threads = torch.get_num_threads();
+        // The updater's work is single-threaded, within its CPU budget; serving runs on ONNX Runtime's own pool.
+        torch.set_num_threads(1);
+        UpdateCandidate? candidate = null;
+        try
+        {
+            candidate = CacheUpdater.Train(model.Caches, Sampler.Window.Snapshot(), _options, throttle, _stop.Token);
+            if (candidate is null) return new UpdateOutcome(number, false, "not enough labelled rows in the window", throttle.Busy.TotalSeconds);
+            lock (_gate) _currentBusy = throttle.Busy.TotalSeconds;
+
+            // Validate on fresh sampled rows the candidate never saw.
+            var fresh = Array.Empty<ShadowRow>();
+            while (!_stop.IsCancellationRequested)
+            {
+                fresh = Sampler.Window.Since(candidate.TrainedThrough).Where(r => r.Sampled && CacheUpdater.Complete(r)).ToArray();
+                if (fresh.Length >= _options.ValidationRows) break;
+                _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(200));
+            }
+            _stop.Token.ThrowIfCancellationRequested();
+            var engine = Sampler.Engine;
+            var now = CacheUpdater.Simulate(model.Caches, engine.Thresholds, fresh, _segmentMs, Sampler.Live.Z);
+            var next = CacheUpdater.Simulate(candidate.Caches, candidate.Caches.Select(c => c.Calibration.Threshold).ToArray(), fresh, _segmentMs, Sampler.Live.Z);
+            // Below the target, a candidate that agrees more is better whatever it costs; at the target, it must keep the
+            // target (within one row of the serving caches) and be faster.
+            var better = now.Agreement < _options.AgreementTarget
+                ? next.Agreed > now.Agreed
+                : next.Agreement >= _options.AgreementTarget && next.Agreed >= now.Agreed - 1 && next.ExpectedMs < now.ExpectedMs * 0.97;
+            var reason = string.Create(CultureInfo.InvariantCulture,
+                $"on {fresh.Length} fresh sampled rows: serving caches {now.Agreement:P2} agreement, {now.ExpectedMs:F3} ms expected; candidate {next.Agreement:P2}, {next.ExpectedMs:F3} ms " +
+                $"(trained on {candidate.TrainRows} rows, calibrated on {candidate.CalibrationRows}: {candidate.Summary})");
+            if (!better) return new UpdateOutcome(number, false, "rejected: " + reason, throttle.Busy.TotalSeconds);
+
+            var nextModel = model.WithCaches(candidate.Caches);
+            EarlyExitEngine nextEngine;
+            try
+            {
+                nextEngine = EarlyExitEngine.Create(nextModel.BaseNetwork, nextModel.Caches, nextModel.ClassNames, nextModel.InputNormalization, _engineOptions);
+            }
+            catch
+            {
+                nextModel.Dispose();
+                throw;
+            }
+            Sampler.Attach(nextEngine);
+            lock (_gate) _model = nextModel;
+            _swap(nextEngine, nextModel);
+            return new UpdateOutcome(number, true, "accepted: " + reason, throttle.Busy.TotalSeconds);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            return new UpdateOutcome(number, false, $"failed: {ex.GetType().Name}: {ex.Message}", throttle.Busy.TotalSeconds);
+        }
+        finally
+        {
+            // WithCaches took its own share of the candidate's networks.
+            if (candidate is not null) foreach (var cache in candidate.Caches) cache.Dispose();
+            torch.set_num_threads(threads);
+        }
+    }
+
+    /// <summary>Segment costs at batch 1 on the serving backend: segment s ends at cache s; the last ends at the head.</summary>
+    private static double[] SegmentCosts(LearnedCachesTransformer model, EarlyExitEngineOptions options)
+    {
+        double[] parts;
+        double[] caches;
+        lock (model.BaseNetwork.Gate)
+        {
+            parts = Inference.Backends.OnnxRuntimeTiming.Parts(model.BaseNetwork.Module, 1, 30, options);
+            caches = model.Caches.Select(c => Inference.Backends.OnnxRuntimeTiming.Cache(c, model.Config.ClassCount, 1, 30, options)).ToArray();
+        }
+        var segments = new double[model.Caches.Count + 1];
+        var first = 0;
+        for (var s = 0; s <= model.Caches.Count; s++)
+        {
+            var last = s < model.Caches.Count ? model.Caches[s].Layer : parts.Length - 1;
+            for (var p = first; p <= last; p++) segments[s] += parts[p];
+            if (s < model.Caches.Count) segments[s] += caches[s];
+            first = last + 1;
+        }
+        return segments;
+    }
+
+    /// <summary>Stops the updater (an attempt in progress is abandoned) and the sampler.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _stop.Cancel();
+        _updater?.Join(TimeSpan.FromSeconds(60));
+        Sampler.Dispose();
+        _stop.Dispose();
+    }
+}

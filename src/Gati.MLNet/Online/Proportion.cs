@@ -1,0 +1,117 @@
+namespace Gati.MLNet.Online;
+
+/// <summary>
+/// Confidence bounds for a proportion from <c>successes</c> out of <c>trials</c>: Wilson's score interval (live
+/// agreement, cheap and well-behaved near 0 and 1) and the exact Clopper-Pearson bounds (offline guarantees).
+/// </summary>
+public static class Proportion
+{
+    /// <summary>The normal quantile for a one-sided 95 % bound.</summary>
+    public const double Z95OneSided = 1.6448536269514722;
+
+    /// <summary>Wilson's score interval at normal quantile <paramref name="z"/> (e.g. 1.96 for two-sided 95 %).</summary>
+    public static (double Lower, double Upper) Wilson(long successes, long trials, double z = 1.959963984540054)
+    {
+        Check(successes, trials);
+        if (trials == 0) return (0, 1);
+        var n = (double)trials;
+        var p = successes / n;
+        var z2 = z * z;
+        var centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+        var half = z / (1 + z2 / n) * Math.Sqrt(p * (1 - p) / n + z2 / (4 * n * n));
+        return (Math.Max(0, centre - half), Math.Min(1, centre + half));
+    }
+
+    /// <summary>
+    /// The exact (Clopper-Pearson) one-sided upper bound at <paramref name="confidence"/>: the largest proportion under
+    /// which seeing at most <paramref name="successes"/> of <paramref name="trials"/> still has probability 1 − confidence.
+    /// </summary>
+    public static double ClopperPearsonUpper(long successes, long trials, double confidence = 0.95)
+    {
+        Check(successes, trials);
+        if (successes >= trials) return 1;
+        // Upper bound: the (confidence) quantile of Beta(successes + 1, trials - successes).
+        return BetaQuantile(confidence, successes + 1, trials - successes);
+    }
+
+    /// <summary>The exact one-sided lower bound at <paramref name="confidence"/>.</summary>
+    public static double ClopperPearsonLower(long successes, long trials, double confidence = 0.95)
+    {
+        Check(successes, trials);
+        if (successes <= 0) return 0;
+        return BetaQuantile(1 - confidence, successes, trials - successes + 1);
+    }
+
+    private static void Check(long successes, long trials)
+    {
+        if (trials < 0 || successes < 0 || successes > trials)
+            throw new ArgumentOutOfRangeException(nameof(successes), $"{successes} successes out of {trials} trials is not a proportion.");
+    }
+
+    /// <summary>The x with I_x(a, b) = q, by bisection (monotone; 100 halvings reach double precision).</summary>
+    private static double BetaQuantile(double q, double a, double b)
+    {
+        double low = 0, high = 1;
+        for (var i = 0; i < 100; i++)
+        {
+            var mid = (low + high) / 2;
+            if (RegularizedIncompleteBeta(mid, a, b) < q) low = mid;
+            else high = mid;
+        }
+        return (low + high) / 2;
+    }
+
+    /// <summary>I_x(a, b) by its continued fraction (Lentz's method), using the symmetry for x beyond the mean.</summary>
+    internal static double RegularizedIncompleteBeta(double x, double a, double b)
+    {
+        if (x <= 0) return 0;
+        if (x >= 1) return 1;
+        var logFront = LogGamma(a + b) - LogGamma(a) - LogGamma(b) + a * Math.Log(x) + b * Math.Log(1 - x);
+        if (x < (a + 1) / (a + b + 2)) return Math.Exp(logFront) * ContinuedFraction(x, a, b) / a;
+        return 1 - Math.Exp(logFront) * ContinuedFraction(1 - x, b, a) / b;
+    }
+
+    private static double ContinuedFraction(double x, double a, double b)
+    {
+        const double tiny = 1e-300;
+        var c = 1.0;
+        var d = 1 - (a + b) * x / (a + 1);
+        d = 1 / (Math.Abs(d) < tiny ? tiny : d);
+        var h = d;
+        for (var m = 1; m <= 10_000; m++)
+        {
+            var m2 = 2 * m;
+            var even = m * (b - m) * x / ((a + m2 - 1) * (a + m2));
+            d = 1 + even * d;
+            d = 1 / (Math.Abs(d) < tiny ? tiny : d);
+            c = 1 + even / c;
+            if (Math.Abs(c) < tiny) c = tiny;
+            h *= d * c;
+            var odd = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1));
+            d = 1 + odd * d;
+            d = 1 / (Math.Abs(d) < tiny ? tiny : d);
+            c = 1 + odd / c;
+            if (Math.Abs(c) < tiny) c = tiny;
+            var delta = d * c;
+            h *= delta;
+            if (Math.Abs(delta - 1) < 1e-15) break;
+        }
+        return h;
+    }
+
+    /// <summary>ln Γ(x) for x &gt; 0 (Lanczos, g = 7, 9 terms; about 15 significant digits).</summary>
+    private static double LogGamma(double x)
+    {
+        ReadOnlySpan<double> coefficients =
+        [
+            0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+            12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+        ];
+        if (x < 0.5) return Math.Log(Math.PI / Math.Sin(Math.PI * x)) - LogGamma(1 - x);
+        x -= 1;
+        var sum = coefficients[0];
+        var t = x + 7.5;
+        for (var i = 1; i < coefficients.Length; i++) sum += coefficients[i] / (x + i);
+        return 0.5 * Math.Log(2 * Math.PI) + (x + 0.5) * Math.Log(t) - t + Math.Log(sum);
+    }
+}

@@ -1,0 +1,290 @@
+using System.Threading.Channels;
+using Gati.MLNet.Inference;
+
+namespace Gati.MLNet.Online;
+
+/// <summary>What the sampler did when a cache's live agreement fell below the target.</summary>
+/// <param name="Layer">The cache's layer.</param>
+/// <param name="OldThreshold">Threshold before.</param>
+/// <param name="NewThreshold">Threshold after (+∞: the cache is off).</param>
+/// <param name="Reason">Why, in words (the live figures that triggered it).</param>
+public sealed record ThresholdReaction(int Layer, float OldThreshold, float NewThreshold, string Reason);
+
+/// <summary>
+/// Shadows the requests an early-exit engine serves (docs/online.md): draws a uniform sample of them (and keeps those
+/// that ran the whole network, at the cost of a copy), runs the sampled requests that exited early through the rest
+/// of the network on a background thread (never on the request's path) to learn the base model's answer, keeps the
+/// completed rows in a byte-bounded window, tracks live agreement per cache and overall, and reacts at once when a
+/// cache's lower bound falls below the target: its threshold is raised from the live rows to the lowest value whose
+/// exits clear the target at the stated confidence, or the cache is turned off when none does.
+/// </summary>
+public sealed class ShadowSampler : IShadowTap, IDisposable
+{
+    private readonly OnlineCacheOptions _options;
+    private readonly Channel<ShadowRow> _pending = Channel.CreateBounded<ShadowRow>(new BoundedChannelOptions(4096)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+        SingleReader = true,
+    });
+    private readonly Task _worker;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly object _reactionGate = new();
+    private readonly object _randomGate = new();
+    private readonly Random _random;
+    private EarlyExitEngine _engine;
+    private long _dropped;
+    private long _labelled;
+
+    internal ShadowSampler(EarlyExitEngine engine, OnlineCacheOptions options)
+    {
+        options.Validate();
+        _options = options;
+        _engine = engine;
+        _random = new Random(options.Seed);
+        _layers = engine.Caches.Select(c => c.Layer).ToArray();
+        Window = new ShadowWindow((long)(options.WindowMegabytes * 1048576));
+        Live = new LiveAgreement(Layers, options.LiveWindow, options.Confidence);
+        engine.Shadow = this;
+        _worker = Task.Run(ContinueAsync);
+    }
+
+    private readonly int[] _layers;
+
+    /// <summary>The cache layers (the window's feature layers), in order.</summary>
+    public IReadOnlyList<int> Layers => _layers;
+
+    /// <summary>The completed rows (every cache layer's features and the base answer).</summary>
+    public ShadowWindow Window { get; }
+
+    /// <summary>Live agreement from the sampled rows.</summary>
+    public LiveAgreement Live { get; }
+
+    /// <summary>Sampled rows dropped because the continuation queue was full (the sample thins under overload).</summary>
+    public long Dropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Rows completed so far (their base answer known).</summary>
+    public long Labelled => Interlocked.Read(ref _labelled);
+
+    /// <summary>Threshold changes made so far, oldest first.</summary>
+    public List<ThresholdReaction> Reactions { get; } = [];
+
+    /// <summary>Raised after a threshold reaction (on the sampler's thread).</summary>
+    public event EventHandler<ThresholdReaction>? Reacted;
+
+    /// <summary>The current figures with the thresholds in force.</summary>
+    public LiveAgreementSnapshot Agreement => Live.Snapshot(Volatile.Read(ref _engine).Thresholds);
+
+    /// <summary>The engine served now (the updater swaps in new generations; the window and the live figures carry over).</summary>
+    internal EarlyExitEngine Engine => Volatile.Read(ref _engine);
+
+    /// <summary>Moves shadowing to a new engine over caches on the same layers (after an update).</summary>
+    internal void Attach(EarlyExitEngine engine)
+    {
+        if (!engine.Caches.Select(c => c.Layer).SequenceEqual(Layers))
+            throw new ArgumentException("The new engine's caches must sit on the same layers.", nameof(engine));
+        engine.Shadow = this;
+        var old = Interlocked.Exchange(ref _engine, engine);
+        if (!ReferenceEquals(old, engine)) old.Shadow = null;
+        for (var i = 0; i < Layers.Count; i++) Live.Reset(i); // the new caches' exits are new outcomes
+    }
+
+    bool IShadowTap.CaptureFullRuns => _options.CaptureFullRuns;
+
+    bool[]? IShadowTap.Choose(int count)
+    {
+        if (_options.SampleFraction <= 0) return null;
+        var chosen = new bool[count];
+        lock (_randomGate)
+        {
+            for (var i = 0; i < count; i++) chosen[i] = _random.NextDouble() < _options.SampleFraction;
+        }
+        return chosen;
+    }
+
+    void IShadowTap.Captured(IReadOnlyList<ShadowRow> rows)
+    {
+        foreach (var row in rows)
+        {
+            if (row.BaseProbabilities is not null) Complete(row);
+            else if (!_pending.Writer.TryWrite(row)) Interlocked.Increment(ref _dropped);
+        }
+    }
+
+    /// <summary>Runs sampled rows that exited early through the rest of the network, several at a time by exit cache.</summary>
+    private async Task ContinueAsync()
+    {
+        var reader = _pending.Reader;
+        var batch = new List<ShadowRow>();
+        try
+        {
+            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            {
+                batch.Clear();
+                while (batch.Count < 64 && reader.TryRead(out var row)) batch.Add(row);
+                foreach (var group in batch.GroupBy(r => Array.IndexOf(_layers, r.ExitLayer)))
+                {
+                    try
+                    {
+                        Continue(group.Key, group.ToArray());
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        // The engine of that generation was retired meanwhile: these rows are lost, the next ones are not.
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    private void Continue(int exitSegment, ShadowRow[] rows)
+    {
+        var engine = Engine;
+        var size = rows[0].Features[exitSegment]!.Length;
+        var activations = new float[rows.Length * size];
+        for (var i = 0; i < rows.Length; i++) rows[i].Features[exitSegment]!.CopyTo(activations, i * size);
+        var (features, hitProbabilities, predicted, baseProbabilities) = engine.ContinueToEnd(exitSegment, activations, rows.Length);
+        var classes = baseProbabilities.Length / rows.Length;
+        for (var i = 0; i < rows.Length; i++)
+        {
+            for (var k = 0; k < features.Length; k++)
+            {
+                var cache = exitSegment + 1 + k;
+                var layerSize = features[k].Length / rows.Length;
+                rows[i].Features[cache] = features[k].AsSpan(i * layerSize, layerSize).ToArray();
+                rows[i].HitProbabilities[cache] = hitProbabilities[k * rows.Length + i];
+                rows[i].PredictedClasses[cache] = predicted[k * rows.Length + i];
+            }
+            rows[i].BaseProbabilities = baseProbabilities.AsSpan(i * classes, classes).ToArray();
+            Complete(rows[i]);
+        }
+    }
+
+    private void Complete(ShadowRow row)
+    {
+        Window.Add(row);
+        Interlocked.Increment(ref _labelled);
+        if (!row.Sampled) return;
+        // Only rows served by the current engine under its current thresholds say anything about them.
+        var engine = Engine;
+        if (!ReferenceEquals(row.Engine, engine) || row.ThresholdVersion != engine.ThresholdVersion) return;
+        Live.Add(Array.IndexOf(_layers, row.ExitLayer), row.Agreed == true);
+        Judge();
+    }
+
+    /// <summary>
+    /// The fewest sampled requests whose lower bound can clear the target at all (a perfect record): judging fewer
+    /// would always fail them.
+    /// </summary>
+    private long MinimumSamples()
+    {
+        var n = (long)Math.Max(_options.MinimumExits, 1);
+        while (Proportion.Wilson(n, n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000) n = Math.Max(n + 1, (long)(n * 1.05));
+        return n;
+    }
+
+    /// <summary>
+    /// Reacts when the lower bound of live agreement falls below the target: the overall figure is the promise (rows
+    /// that run the whole network agree), so the caches whose exits disagree most are tightened until the sampled
+    /// rows, served again in simulation with the new thresholds, clear the target at the stated confidence.
+    /// </summary>
+    private void Judge()
+    {
+        lock (_reactionGate)
+        {
+            var engine = Engine;
+            var live = Live.Snapshot(engine.Thresholds);
+            if (live.Requests < MinimumSamples() || live.Lower >= _options.AgreementTarget) return;
+            var rows = Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.BaseProbabilities is not null
+                                                    && r.PredictedClasses.All(c => c >= 0)).TakeLast(_options.LiveWindow).ToArray();
+            var thresholds = engine.Thresholds.ToArray();
+            var changed = new List<string>();
+            var guard = 0;
+            while (Serve(rows, thresholds) is var (agreed, disagreements) && Proportion.Wilson(agreed, rows.Length, Live.Z).Lower < _options.AgreementTarget
+                   && guard++ < thresholds.Length)
+            {
+                var worst = Enumerable.Range(0, thresholds.Length).Where(i => float.IsFinite(thresholds[i])).MaxBy(i => disagreements[i]);
+                if (disagreements.Length == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
+                var raised = Tighten(rows, thresholds, worst);
+                var to = float.IsPositiveInfinity(raised) ? "off" : raised.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
+                changed.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"layer {_layers[worst]} {thresholds[worst]:G4} -> {to} ({disagreements[worst]} of the disagreements)"));
+                thresholds[worst] = raised;
+            }
+            var what = changed.Count == 0 ? "no cache threshold to move" : string.Join(", ", changed);
+            var reason = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"live agreement {live.Estimate:P2} ({live.Agreed}/{live.Requests} sampled requests), lower {_options.Confidence:P0} bound {live.Lower:P2} < target {_options.AgreementTarget:P2}; {what}");
+            for (var i = 0; i < thresholds.Length; i++)
+            {
+                if (thresholds[i] == engine.Thresholds[i]) continue;
+                var reaction = new ThresholdReaction(_layers[i], engine.Thresholds[i], thresholds[i], reason);
+                engine.SetThreshold(_layers[i], thresholds[i]);
+                Reactions.Add(reaction);
+                Reacted?.Invoke(this, reaction);
+            }
+            for (var i = 0; i < _layers.Length; i++) Live.Reset(i);
+            Live.ResetOverall();
+        }
+    }
+
+    /// <summary>Serves captured rows again with <paramref name="thresholds"/>: how many agree, and the disagreements per cache.</summary>
+    private static (long Agreed, int[] Disagreements) Serve(ShadowRow[] rows, float[] thresholds)
+    {
+        var disagreements = new int[thresholds.Length];
+        long agreed = 0;
+        foreach (var row in rows)
+        {
+            var exit = -1;
+            for (var i = 0; i < thresholds.Length; i++)
+            {
+                if (row.HitProbabilities[i] >= thresholds[i])
+                {
+                    exit = i;
+                    break;
+                }
+            }
+            if (exit < 0 || row.PredictedClasses[exit] == row.BaseClass) agreed++;
+            else disagreements[exit]++;
+        }
+        return (agreed, disagreements);
+    }
+
+    /// <summary>
+    /// The lowest threshold above the current one for cache <paramref name="cache"/> under which the rows clear the
+    /// target; failing that (the rows it lets go disagree at a later cache too), the lowest under which this cache's
+    /// own exits all agree, so that the later caches are tightened next; +∞ when neither exists.
+    /// </summary>
+    private float Tighten(ShadowRow[] rows, float[] thresholds, int cache)
+    {
+        var candidates = rows.Select(r => r.HitProbabilities[cache]).Where(p => p >= thresholds[cache]).Distinct().Order().ToArray();
+        var trial = thresholds.ToArray();
+        var clean = float.PositiveInfinity;
+        foreach (var candidate in candidates)
+        {
+            // Exits need P(hit) >= threshold: just above a row's P(hit) removes that row's exit.
+            trial[cache] = MathF.BitIncrement(candidate);
+            var (agreed, disagreements) = Serve(rows, trial);
+            if (Proportion.Wilson(agreed, rows.Length, Live.Z).Lower >= _options.AgreementTarget) return trial[cache];
+            if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => r.HitProbabilities[cache] >= trial[cache])) clean = trial[cache];
+        }
+        return clean;
+    }
+
+    /// <summary>Stops the background continuation (pending rows are dropped) and detaches from the engine.</summary>
+    public void Dispose()
+    {
+        _pending.Writer.TryComplete();
+        _stop.Cancel();
+        try
+        {
+            _worker.Wait(TimeSpan.FromSeconds(30));
+        }
+        catch (AggregateException)
+        {
+        }
+        Engine.Shadow = null;
+        _stop.Dispose();
+    }
+}

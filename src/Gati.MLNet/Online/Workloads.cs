@@ -1,0 +1,89 @@
+namespace Gati.MLNet.Online;
+
+/// <summary>A stream of requests over a labelled dataset: the row of each request and the phase it belongs to.</summary>
+/// <param name="Rows">Dataset row of each request, in order.</param>
+/// <param name="Phases">Phase of each request (0-based).</param>
+/// <param name="PopularClasses">Per phase, the classes that dominate it (empty for a uniform stream).</param>
+public sealed record Workload(int[] Rows, int[] Phases, IReadOnlyList<int[]> PopularClasses)
+{
+    /// <summary>Requests in the stream.</summary>
+    public int Count => Rows.Length;
+}
+
+/// <summary>
+/// Seeded request streams with and without temporal locality (docs/online.md#workloads), to replay through served
+/// caches: real prediction traffic is often dominated for a while by a few classes or kinds of input, then by others.
+/// </summary>
+public static class Workloads
+{
+    /// <summary>Rows drawn uniformly with replacement, in one phase.</summary>
+    public static Workload Uniform(IReadOnlyList<uint> labels, int requests, int seed)
+    {
+        Check(labels, requests);
+        var random = new Random(seed);
+        var rows = Enumerable.Range(0, requests).Select(_ => random.Next(labels.Count)).ToArray();
+        return new Workload(rows, new int[requests], [[]]);
+    }
+
+    /// <summary>
+    /// Phases of <paramref name="phaseLength"/> requests; in each, <paramref name="popular"/> classes drawn at random
+    /// (no class popular in two consecutive phases) take <paramref name="popularShare"/> of the requests with Zipf
+    /// weights 1/rank^<paramref name="zipf"/>, and the other classes share the rest evenly; within a class, rows are
+    /// drawn uniformly with replacement.
+    /// </summary>
+    /// <param name="labels">1-based key labels of the dataset's rows (as ML.NET reads them).</param>
+    /// <param name="requests">Stream length.</param>
+    /// <param name="phaseLength">Requests per phase.</param>
+    /// <param name="popular">Popular classes per phase.</param>
+    /// <param name="popularShare">Their share of a phase's requests.</param>
+    /// <param name="zipf">Zipf exponent among the popular classes (0: equal).</param>
+    /// <param name="seed">Seed of every draw.</param>
+    public static Workload Phased(IReadOnlyList<uint> labels, int requests, int phaseLength, int popular = 3, double popularShare = 0.9, double zipf = 1.0, int seed = 0)
+    {
+        Check(labels, requests);
+        ArgumentOutOfRangeException.ThrowIfLessThan(phaseLength, 1);
+        var byClass = labels.Select((label, row) => (label, row)).GroupBy(p => (int)p.label - 1).OrderBy(g => g.Key).ToDictionary(g => g.Key, g => g.Select(p => p.row).ToArray());
+        var classes = byClass.Keys.ToArray();
+        if (popular < 1 || popular * 2 > classes.Length)
+            throw new ArgumentOutOfRangeException(nameof(popular), popular, $"Between 1 and half of the {classes.Length} classes.");
+        if (popularShare is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(popularShare), popularShare, "Must be in (0, 1].");
+        var random = new Random(seed);
+        var rows = new int[requests];
+        var phases = new int[requests];
+        var popularByPhase = new List<int[]>();
+        var previous = Array.Empty<int>();
+        for (var start = 0; start < requests; start += phaseLength)
+        {
+            var phase = popularByPhase.Count;
+            var choice = classes.Except(previous).OrderBy(_ => random.Next()).Take(popular).ToArray();
+            popularByPhase.Add(choice);
+            previous = choice;
+            var weights = new double[classes.Length];
+            var zipfSum = Enumerable.Range(1, popular).Sum(rank => 1 / Math.Pow(rank, zipf));
+            for (var rank = 0; rank < popular; rank++) weights[Array.IndexOf(classes, choice[rank])] = popularShare / Math.Pow(rank + 1, zipf) / zipfSum;
+            var others = classes.Length - popular;
+            for (var c = 0; c < classes.Length; c++) if (!choice.Contains(classes[c])) weights[c] = (1 - popularShare) / others;
+            for (var i = start; i < Math.Min(requests, start + phaseLength); i++)
+            {
+                var u = random.NextDouble();
+                var c = 0;
+                while (c < weights.Length - 1 && u >= weights[c])
+                {
+                    u -= weights[c];
+                    c++;
+                }
+                var members = byClass[classes[c]];
+                rows[i] = members[random.Next(members.Length)];
+                phases[i] = phase;
+            }
+        }
+        return new Workload(rows, phases, popularByPhase);
+    }
+
+    private static void Check(IReadOnlyList<uint> labels, int requests)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        if (labels.Count == 0) throw new ArgumentException("The dataset has no rows to draw requests from.", nameof(labels));
+        ArgumentOutOfRangeException.ThrowIfLessThan(requests, 1);
+    }
+}
