@@ -55,7 +55,8 @@ public sealed class SkippedWorkTests(CachesFixture fixture) : IClassFixture<Cach
 
         public IReadOnlyList<int> CacheLayers => inner.CacheLayers;
 
-        public IEarlyExitCall Begin(float[] images, int count) => new Call(inner.Begin(images, count), this, classes);
+        public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds) =>
+            new Call(inner.Begin(segment, inputs, count, thresholds), this, classes);
 
         public void Dispose() => inner.Dispose();
 
@@ -69,6 +70,8 @@ public sealed class SkippedWorkTests(CachesFixture fixture) : IClassFixture<Cach
             }
 
             public void Keep(ReadOnlySpan<int> rows) => inner.Keep(rows);
+
+            public ReadOnlySpan<float> Activation(int segment) => inner.Activation(segment);
 
             public void Dispose() => inner.Dispose();
         }
