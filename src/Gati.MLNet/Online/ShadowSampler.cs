@@ -196,7 +196,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         {
             var engine = Engine;
             var live = Live.Snapshot(engine.Thresholds);
-            if (live.Requests < MinimumSamples() || live.Lower >= _options.AgreementTarget) return;
+            // Judged once a perfect record could clear the target; sooner when even the upper bound is below it.
+            var clearlyBelow = live.Requests >= 20 && live.Upper < _options.AgreementTarget;
+            if (!clearlyBelow && (live.Requests < MinimumSamples() || live.Lower >= _options.AgreementTarget)) return;
             var rows = Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.BaseProbabilities is not null
                                                     && r.PredictedClasses.All(c => c >= 0)).TakeLast(_options.LiveWindow).ToArray();
             var thresholds = engine.Thresholds.ToArray();

@@ -1,0 +1,254 @@
+using Gati.MLNet.Inference;
+using Gati.MLNet.Online;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Tests;
+
+/// <summary>The pieces of continuously updated caches on constructed cases.</summary>
+public sealed class OnlineStatisticsTests
+{
+    [Theory]
+    [InlineData(0, 0, 0.0, 1.0)]
+    [InlineData(10, 10, 0.7225, 1.0)]
+    [InlineData(5, 10, 0.2366, 0.7634)]
+    [InlineData(99, 100, 0.9455, 0.9982)]
+    public void Wilson_KnownValues(long successes, long trials, double lower, double upper)
+    {
+        var (l, u) = Proportion.Wilson(successes, trials);
+        Assert.Equal(lower, l, 4);
+        Assert.Equal(upper, u, 4);
+    }
+
+    [Fact]
+    public void ClopperPearson_ClosedFormsAtTheEnds()
+    {
+        // With no successes (all successes), the one-sided bound solves (1 - p)^n = alpha (p^n = alpha).
+        Assert.Equal(1 - Math.Pow(0.05, 1.0 / 10), Proportion.ClopperPearsonUpper(0, 10), 6);
+        Assert.Equal(Math.Pow(0.05, 1.0 / 300), Proportion.ClopperPearsonLower(300, 300), 6);
+        Assert.Equal(1.0, Proportion.ClopperPearsonUpper(10, 10));
+        Assert.Equal(0.0, Proportion.ClopperPearsonLower(0, 10));
+        // Inside: the binomial tail at the bound equals alpha. P(X <= 3 | n = 50, p = upper) = 0.05.
+        var p = Proportion.ClopperPearsonUpper(3, 50);
+        var tail = Enumerable.Range(0, 4).Sum(k => Binomial(50, k) * Math.Pow(p, k) * Math.Pow(1 - p, 50 - k));
+        Assert.Equal(0.05, tail, 6);
+    }
+
+    private static double Binomial(int n, int k) => Enumerable.Range(1, k).Aggregate(1.0, (acc, i) => acc * (n - k + i) / i);
+
+    [Fact]
+    public void ShadowWindow_RowsBeyondTheBudget_EvictTheOldestAndNeverExceedIt()
+    {
+        var window = new ShadowWindow(64 * 1024);
+        var rows = Enumerable.Range(0, 100).Select(i =>
+        {
+            var row = new ShadowRow(i + 1, 0, 0, sampled: true, caches: 2);
+            row.Features[0] = new float[1000];
+            row.Features[1] = new float[500];
+            return row;
+        }).ToArray();
+        foreach (var row in rows)
+        {
+            window.Add(row);
+            Assert.True(window.Bytes <= window.BudgetBytes, $"{window.Bytes} bytes held");
+        }
+        var kept = window.Snapshot();
+        Assert.Equal(kept.Length, window.Count);
+        Assert.Equal(rows.TakeLast(kept.Length).Select(r => r.Sequence), kept.Select(r => r.Sequence));
+        Assert.Equal(100 - kept.Length, window.Evicted);
+        Assert.InRange(kept.Length, 9, 11); // 64 KB / ~6 KB per row
+        Assert.Equal(kept.Where(r => r.Sequence > 95).Select(r => r.Sequence), window.Since(95).Select(r => r.Sequence));
+    }
+
+    [Fact]
+    public void LiveAgreement_SlidingWindow_ForgetsOldOutcomesAndBoundsTheEstimate()
+    {
+        var live = new LiveAgreement([3, 6], windowSize: 100, confidence: 0.95);
+        for (var i = 0; i < 100; i++) live.Add(0, agreed: false);
+        for (var i = 0; i < 100; i++) live.Add(i % 2 == 0 ? 0 : -1, agreed: true);
+        var snapshot = live.Snapshot([0.5f, 0.7f]);
+        Assert.Equal(100, snapshot.Requests);
+        Assert.Equal(100, snapshot.Agreed); // the failures slid out of the overall window
+        Assert.Equal(100, snapshot.Layers[0].Exits);
+        Assert.Equal(50, snapshot.Layers[0].Agreed); // but 50 of layer 3's last 100 exits were failures
+        Assert.Equal(0, snapshot.Layers[1].Exits);
+        Assert.True(snapshot.Lower is > 0.97 and < 1);
+        Assert.Equal(Proportion.Wilson(100, 100, Proportion.Z95OneSided).Lower, snapshot.Lower, 9);
+        live.Reset(0);
+        Assert.Equal(0, live.Snapshot([0.5f, 0.7f]).Layers[0].Exits);
+    }
+
+    [Fact]
+    public void Workloads_Phased_IsSeededAndDominatedByEachPhasesClasses()
+    {
+        var labels = Enumerable.Range(0, 1000).Select(i => (uint)(i % 10 + 1)).ToArray();
+        var a = Workloads.Phased(labels, 3000, 1000, popular: 3, popularShare: 0.9, seed: 4);
+        var b = Workloads.Phased(labels, 3000, 1000, popular: 3, popularShare: 0.9, seed: 4);
+        Assert.Equal(a.Rows, b.Rows);
+        Assert.Equal(3, a.PopularClasses.Count);
+        for (var phase = 0; phase < 3; phase++)
+        {
+            var classes = a.Rows.Where((_, i) => a.Phases[i] == phase).Select(r => (int)labels[r] - 1).ToArray();
+            var share = classes.Count(c => a.PopularClasses[phase].Contains(c)) / (double)classes.Length;
+            Assert.InRange(share, 0.86, 0.94);
+            if (phase > 0) Assert.Empty(a.PopularClasses[phase].Intersect(a.PopularClasses[phase - 1]));
+        }
+        var uniform = Workloads.Uniform(labels, 5000, 1);
+        Assert.All(Enumerable.Range(0, 10), c => Assert.InRange(uniform.Rows.Count(r => labels[r] - 1 == c), 400, 600));
+    }
+
+    [Fact]
+    public void CalibrateJointly_KeepsTheWholeWithinTheDisagreementsAnExactBoundAllows()
+    {
+        // 500 rows, two caches; the first is right on rows with high P(hit) only. At 99 % with 95 % confidence the
+        // exact bound allows 1 disagreement in 500 (2 would put the upper bound above 1 %).
+        var random = new Random(3);
+        var p1 = Enumerable.Range(0, 500).Select(_ => (float)random.NextDouble()).ToArray();
+        var c1 = p1.Select(p => p > 0.3 || random.NextDouble() < 0.5).ToArray();
+        var p2 = Enumerable.Range(0, 500).Select(_ => (float)random.NextDouble()).ToArray();
+        var c2 = p2.Select(p => p > 0.8).ToArray();
+        var calibrations = Gati.MLNet.Online.CacheUpdater.CalibrateJointly([(p1, c1), (p2, c2)], 0.99, 0.95);
+        var disagreements = 0;
+        for (var r = 0; r < 500; r++)
+        {
+            if (p1[r] >= calibrations[0].Threshold) { if (!c1[r]) disagreements++; }
+            else if (p2[r] >= calibrations[1].Threshold && !c2[r]) disagreements++;
+        }
+        Assert.InRange(disagreements, 0, 1);
+        Assert.True(Proportion.ClopperPearsonUpper(disagreements, 500) <= 0.01);
+        Assert.True(calibrations[0].HitRate > 0.6, $"the first cache should still exit most rows (got {calibrations[0].HitRate:P1})");
+        Assert.True(Proportion.ClopperPearsonUpper(2, 500) > 0.01);
+    }
+}
+
+/// <summary>Shadowing, thresholds, reactions and updates on a real engine (ONNX Runtime) with trained caches.</summary>
+public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<CachesFixture>
+{
+    private static readonly EarlyExitEngineOptions Onnx = new() { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
+
+    private EarlyExitEngine Engine() => EarlyExitEngine.Create(fixture.Caches.BaseNetwork, fixture.Caches.Caches, fixture.Caches.ClassNames, null, Onnx);
+
+    /// <summary>Collects what an engine shadows.</summary>
+    private sealed class Recorder(double fraction, bool fullRuns) : IShadowTap
+    {
+        public List<ShadowRow> Rows { get; } = [];
+
+        public bool CaptureFullRuns => fullRuns;
+
+        public bool[]? Choose(int count) => Enumerable.Range(0, count).Select(i => i % (int)Math.Round(1 / fraction) == 0).ToArray();
+
+        public void Captured(IReadOnlyList<ShadowRow> rows)
+        {
+            lock (Rows) Rows.AddRange(rows);
+        }
+    }
+
+    /// <summary>The TorchSharp activations of the base network at each cache layer, flattened, and its probabilities.</summary>
+    private (float[][] Layers, float[] Probabilities) Reference(float[] image)
+    {
+        var network = fixture.Caches.BaseNetwork.Module;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var layers = fixture.Caches.Caches.Select(c => c.Layer).ToArray();
+        var (logits, outputs) = network.ForwardWithLayers(tensor(image, [1, 1, 28, 28]), layers);
+        return (outputs.Select(o => o.flatten().data<float>().ToArray()).ToArray(), nn.functional.softmax(logits, 1).flatten().data<float>().ToArray());
+    }
+
+    private static void Close(float[] expected, float[] actual, double tolerance)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        var worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
+        Assert.True(worst <= tolerance * Math.Max(1e-3, expected.Max(Math.Abs)), $"max |difference| {worst}");
+    }
+
+    [Fact]
+    public void Engine_ShadowedRows_CarryTheirLayersFeaturesAndTheBaseAnswer()
+    {
+        var images = fixture.Images(64);
+        using var engine = Engine();
+        var recorder = new Recorder(0.25, fullRuns: true);
+        engine.Shadow = recorder;
+        var batch = engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
+        var rows = recorder.Rows;
+        Assert.Equal(Enumerable.Range(0, 64).Count(i => i % 4 == 0 || batch.ExitLayer[i] == 0), rows.Count);
+        Assert.Contains(rows, r => r.Sampled && r.ExitLayer > 0);
+        Assert.Contains(rows, r => !r.Sampled);
+        // Rows arrive in batch order: the n-th shadowed row is the n-th position sampled or run in full.
+        var positions = Enumerable.Range(0, 64).Where(i => i % 4 == 0 || batch.ExitLayer[i] == 0).ToArray();
+        int Position(ShadowRow row) => positions[(int)(row.Sequence - rows[0].Sequence)];
+        foreach (var row in rows)
+        {
+            var position = Position(row);
+            Assert.Equal(batch.ExitLayer[position], row.ExitLayer);
+            var (layers, probabilities) = Reference(images[position]);
+            for (var c = 0; c < layers.Length; c++)
+            {
+                var cacheLayer = fixture.Caches.Caches[c].Layer;
+                if (row.ExitLayer == 0 || cacheLayer <= row.ExitLayer) Close(layers[c], row.Features[c]!, 1e-4);
+                else Assert.Null(row.Features[c]);
+            }
+            if (row.ExitLayer == 0) Close(probabilities, row.BaseProbabilities!, 1e-4);
+            else Assert.Null(row.BaseProbabilities);
+        }
+
+        // Exited sampled rows learn the rest off the request path.
+        var exited = rows.First(r => r.Sampled && r.ExitLayer > 0);
+        var exitCache = fixture.Caches.Caches.Select(c => c.Layer).ToList().IndexOf(exited.ExitLayer);
+        var (features, _, _, baseProbabilities) = engine.ContinueToEnd(exitCache, exited.Features[exitCache]!, 1);
+        var reference = Reference(images[Position(exited)]);
+        Close(reference.Probabilities, baseProbabilities, 1e-4);
+        for (var j = 0; j < features.Length; j++) Close(reference.Layers[exitCache + 1 + j], features[j], 1e-4);
+    }
+
+    [Fact]
+    public void Engine_SetThreshold_MovesExitsWithoutNewSessions()
+    {
+        var images = fixture.Images(100).SelectMany(i => i).ToArray();
+        using var engine = Engine();
+        var before = engine.Run(images, 100).ExitLayer;
+        var first = fixture.Caches.Caches[0].Layer;
+        Assert.Contains(first, before);
+        engine.SetThreshold(first, float.PositiveInfinity);
+        Assert.DoesNotContain(first, engine.Run(images, 100).ExitLayer);
+        engine.SetThreshold(first, 0f);
+        Assert.All(engine.Run(images, 100).ExitLayer, e => Assert.Equal(first, e));
+        Assert.Throws<ArgumentOutOfRangeException>(() => engine.SetThreshold(first, float.NaN));
+        Assert.Throws<ArgumentException>(() => engine.SetThreshold(99, 0.5f));
+    }
+
+    [Fact]
+    public void Sampler_CacheThatTurnsBad_IsTightenedWithinTheReactionWindow()
+    {
+        // Drift: after request 600 the images arrive inverted. The base model still answers (the reference), but the
+        // first cache's predictor no longer agrees with it while its selector keeps exiting.
+        var images = fixture.Images(400);
+        using var engine = Engine();
+        var options = new OnlineCacheOptions { SampleFraction = 0.25, AgreementTarget = 0.9, Confidence = 0.95, LiveWindow = 400, Updates = false, Seed = 1 };
+        using var sampler = new ShadowSampler(engine, options);
+        using var full = EarlyExitEngine.Create(fixture.Caches.BaseNetwork, [], fixture.Caches.ClassNames, null, Onnx);
+        var agreed = new List<bool>();
+        for (var i = 0; i < 3000; i++)
+        {
+            var image = images[i % images.Length];
+            if (i >= 600) image = image.Select(v => -v).ToArray();
+            var served = engine.Run(image, 1).PredictedClass[0];
+            agreed.Add(served == full.Run(image, 1).PredictedClass[0]);
+            if (i % 50 == 0) Thread.Sleep(20); // let the continuation thread keep up, as idle time between requests would
+        }
+        Thread.Sleep(500);
+        Assert.NotEmpty(sampler.Reactions);
+        // Rolling agreement over 200 requests: below the target for at most the documented reaction window.
+        const int window = 200;
+        var below = 0;
+        var longest = 0;
+        for (var end = 600 + window; end <= agreed.Count; end++)
+        {
+            var rate = agreed.Skip(end - window).Take(window).Count(a => a) / (double)window;
+            below = rate < options.AgreementTarget ? below + 1 : 0;
+            longest = Math.Max(longest, below);
+        }
+        Assert.True(longest <= 1200, $"rolling agreement stayed below the target for {longest} requests (reactions: {string.Join(" | ", sampler.Reactions.Select(r => r.Reason))})");
+        var tail = agreed.TakeLast(800).Count(a => a) / 800.0;
+        Assert.True(tail >= options.AgreementTarget, $"agreement after the reaction {tail:P1}");
+    }
+}
