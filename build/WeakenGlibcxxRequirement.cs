@@ -15,10 +15,12 @@ public sealed class GatiWeakenGlibcxxRequirement : Task
 
     [Required] public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();
     [Required] public string VersionName { get; set; } = "";
+    /// <summary>Patch even where this host provides the version (a package built here runs on other hosts).</summary>
+    public bool Always { get; set; }
 
     public override bool Execute()
     {
-        if (HostProvides(VersionName))
+        if (!Always && HostProvides(VersionName))
         {
             Log.LogMessage(MessageImportance.Low, "Host libstdc++ provides {0}; libLibTorchSharp.so left as is.", VersionName);
             return true;

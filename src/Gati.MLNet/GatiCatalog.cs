@@ -14,6 +14,7 @@ public sealed class GatiCatalog
 {
     internal GatiCatalog(MLContext context)
     {
+        MLNetVersion.EnsureSupported();
         Context = context;
         Environment = context;
     }
@@ -22,7 +23,7 @@ public sealed class GatiCatalog
 
     internal IHostEnvironment Environment { get; }
 
-    /// <summary>Trains a CIFAR-style ResNet base model.</summary>
+    /// <summary>Trains a CIFAR-style ResNet base model (also reachable as <c>mlContext.MulticlassClassification.Trainers.ResNet(...)</c>).</summary>
     /// <param name="labelColumnName">Key&lt;UInt32&gt; label column.</param>
     /// <param name="imageColumnName">Vector&lt;Single&gt; image column of C*H*W normalised pixels.</param>
     /// <param name="architecture">ResNet depth.</param>
@@ -47,16 +48,19 @@ public sealed class GatiCatalog
         int epochs = 30,
         int batchSize = 128,
         double learningRate = 0.1) =>
-        ResNet(new ResNetTrainer.Options
-        {
-            LabelColumnName = labelColumnName,
-            ImageColumnName = imageColumnName,
-            Architecture = architecture,
-            BaseWidth = baseWidth,
-            Epochs = epochs,
-            BatchSize = batchSize,
-            LearningRate = learningRate,
-        });
+        ResNet(ResNetOptions(labelColumnName, imageColumnName, architecture, baseWidth, epochs, batchSize, learningRate));
+
+    internal static ResNetTrainer.Options ResNetOptions(string labelColumnName, string imageColumnName, ResNetArchitecture architecture,
+        int baseWidth, int epochs, int batchSize, double learningRate) => new()
+    {
+        LabelColumnName = labelColumnName,
+        ImageColumnName = imageColumnName,
+        Architecture = architecture,
+        BaseWidth = baseWidth,
+        Epochs = epochs,
+        BatchSize = batchSize,
+        LearningRate = learningRate,
+    };
 
     /// <summary>Trains a CIFAR-style ResNet base model with full control over the recipe.</summary>
     /// <param name="options">Trainer settings.</param>
@@ -121,17 +125,18 @@ public sealed class GatiCatalog
     /// threshold for a target precision (99.5% by default).
     /// </summary>
     /// <param name="predictor">The fitted predictor whose columns the selector reads.</param>
-    /// <param name="options">Settings; their column names are filled in from <paramref name="predictor"/>.</param>
+    /// <param name="options">Settings; the selector uses a copy whose layer and column names come from
+    /// <paramref name="predictor"/> (the object passed in is not modified).</param>
     /// <remarks>Inputs: the predictor's Score and PredictedLabel columns, BasePredictedLabel. Outputs: L{n}.ExitProbability
     /// (Single) and L{n}.Exit (Boolean).</remarks>
     public SelectorTrainer Selector(PredictorTransformer predictor, SelectorTrainer.Options? options = null)
     {
         ArgumentNullException.ThrowIfNull(predictor);
-        options ??= new SelectorTrainer.Options();
-        options.Layer = predictor.Layer;
-        options.ScoreColumnName = predictor.ScoreColumnName;
-        options.PredictedLabelColumnName = predictor.PredictedLabelColumnName;
-        return Selector(options);
+        var settings = options?.Clone() ?? new SelectorTrainer.Options();
+        settings.Layer = predictor.Layer;
+        settings.ScoreColumnName = predictor.ScoreColumnName;
+        settings.PredictedLabelColumnName = predictor.PredictedLabelColumnName;
+        return Selector(settings);
     }
 
     /// <summary>Trains a selector with explicit columns and settings.</summary>
@@ -144,16 +149,19 @@ public sealed class GatiCatalog
     /// layer and calibrates each exit threshold on held-out rows.
     /// </summary>
     /// <param name="layers">Layers that get a cache.</param>
-    /// <param name="architecture">Predictor architecture (Conv(3, 1) by default: the cheapest of the reference's three).</param>
-    /// <param name="options">Further settings; its Layers and Architectures are replaced by the arguments.</param>
+    /// <param name="architecture">Predictor architecture; null keeps <paramref name="options"/>' Architectures (Conv(3, 1) by
+    /// default: the cheapest of the reference's three).</param>
+    /// <param name="options">Further settings. The estimator uses a copy with <paramref name="layers"/> (and
+    /// <paramref name="architecture"/>, when given); the object passed in is not modified.</param>
     /// <remarks>Input: Image. Outputs: EarlyExitScore (Vector&lt;Single, k&gt;), EarlyExitPredictedLabel (Key&lt;UInt32, k&gt;), ExitLayer (Int32, 0 = full model).</remarks>
     public LearnedCachesEstimator LearnedCaches(IReadOnlyList<int> layers, Models.Predictors.PredictorArchitecture? architecture = null,
         LearnedCachesEstimator.Options? options = null)
     {
-        options ??= new LearnedCachesEstimator.Options();
-        options.Layers = layers;
-        options.Architectures = [architecture ?? Models.Predictors.PredictorArchitecture.Conv()];
-        return new LearnedCachesEstimator(Environment, null, options);
+        ArgumentNullException.ThrowIfNull(layers);
+        var settings = options?.Clone() ?? new LearnedCachesEstimator.Options();
+        settings.Layers = layers.ToArray();
+        if (architecture is not null) settings.Architectures = [architecture];
+        return new LearnedCachesEstimator(Environment, null, settings);
     }
 
     /// <summary>Learned caches for a fitted base model, with full control over the settings.</summary>

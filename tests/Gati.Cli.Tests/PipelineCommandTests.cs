@@ -25,6 +25,10 @@ public sealed class PipelineCommandTests
         Assert.Contains("| batch | agreement with base |", report);
         Assert.Equal(3, File.ReadAllLines(Path.Combine(temp.Path, "report", "early-exit.csv")).Length);
         Assert.Equal([0x89, 0x50, 0x4E, 0x47], File.ReadAllBytes(Path.Combine(temp.Path, "report", "exits.png"))[..4]);
+        // Reports show the command as typed, not this machine's path of gati.dll.
+        Assert.Contains($"gati demo --output-dir {temp.Path} --data-dir {Data} --width 4", report);
+        Assert.Contains("\ngati demo --output-dir", File.ReadAllText(Path.Combine(temp.Path, "early-exit.zip.plan.md")));
+        Assert.DoesNotContain(".dll", report);
 
         // A second run reuses the base model.
         (exit, output) = CliHost.Invoke("demo", "--output-dir", temp.Path, "--data-dir", Data, "--width", "4", "--base-train-rows", "600", "--base-epochs", "1",
@@ -57,6 +61,7 @@ public sealed class PipelineCommandTests
         Assert.Equal(7, File.ReadAllLines(Path.Combine(reportDir, "agreement.csv")).Length);
         Assert.Equal(4, File.ReadAllLines(Path.Combine(reportDir, "cost.csv")).Length);
         Assert.True(new FileInfo(Path.Combine(reportDir, "agreement.png")).Length > 1000);
+        Assert.Contains($"\ngati report predictors --model {predictors} --data-dir", markdown);
 
         var caches = temp.File("caches.zip");
         (exit, output) = CliHost.Invoke("fit-caches", "--predictors-model", predictors, "--data-dir", Data, "--architectures", "conv", "--holdout-rows", "300",
@@ -67,6 +72,7 @@ public sealed class PipelineCommandTests
         var chosen = temp.File("chosen.zip");
         Ok(CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
             "--device", "cpu", "--output", chosen));
+        Assert.Contains($"\ngati optimize --model {caches} ", File.ReadAllText(chosen + ".plan.md"));
         (exit, output) = CliHost.Invoke("bench", "engine", "--model", chosen, "--data-dir", Data, "--rows", "64", "--batch-sizes", "1,16",
             "--memory-predictions", "200", "--device", "cpu");
         Assert.True(exit == 0, output);

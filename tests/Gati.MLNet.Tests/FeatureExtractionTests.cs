@@ -82,7 +82,7 @@ public sealed class FeatureExtractionTests(SmallModelFixture fixture) : IClassFi
     [Fact]
     public void Fit_WithoutABaseModelUpstream_SaysWhatItNeeds()
     {
-        var error = Assert.Throws<InvalidOperationException>(() => fixture.Context.Gati().ExtractFeatures(3).Fit(fixture.Test));
+        var error = Assert.Throws<ArgumentException>(() => fixture.Context.Gati().ExtractFeatures(3).Fit(fixture.Test));
         Assert.Contains("needs the base model", error.Message);
     }
 

@@ -102,7 +102,7 @@ public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixt
         using var predictor = trainer.Fit(streamed);
         Assert.Equal("L2.pool256x32.Score", predictor.ScoreColumnName);
         Assert.Equal(8 * 28 * 28, predictor.InputSize);
-        Assert.True(trainer.Summary!.ValidationAgreement > MajorityShare() - 0.05);
+        Assert.True(predictor.Summary.ValidationAgreement > MajorityShare() - 0.05);
         var scores = FeatureExtractionTests.Column(predictor.Transform(fixture.Context.Data.TakeRows(fixture.HeldOut, 5)), predictor.ScoreColumnName);
         Assert.All(scores, s => Assert.Equal(1f, s.Sum(v => MathF.Exp(v)), 3));
     }

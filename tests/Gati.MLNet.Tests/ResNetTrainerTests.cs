@@ -29,8 +29,8 @@ public sealed class ResNetTrainerTests(SmallModelFixture fixture) : IClassFixtur
         var metrics = fixture.Context.MulticlassClassification.Evaluate(fixture.Model.Transform(fixture.Test));
         // Chance is 10%; two epochs on 2,000 images of a width-8 ResNet-18 reach ~60-70%.
         Assert.True(metrics.MicroAccuracy > 0.5, $"accuracy {metrics.MicroAccuracy:P1}");
-        Assert.Equal(2, fixture.Trainer.History.Count);
-        Assert.True(fixture.Trainer.History[1].Loss < fixture.Trainer.History[0].Loss);
+        Assert.Equal(2, fixture.Model.TrainingHistory.Count);
+        Assert.True(fixture.Model.TrainingHistory[1].Loss < fixture.Model.TrainingHistory[0].Loss);
     }
 
     [Fact]
@@ -110,7 +110,7 @@ public sealed class ResNetTrainerTests(SmallModelFixture fixture) : IClassFixtur
 
         Assert.Contains(reports, r => r is { Epoch: 1, Restored: true });
         Assert.DoesNotContain(reports, r => r is { Epoch: 1, Restored: false });
-        Assert.Equal(2, trainer.History.Count);
+        Assert.Equal(2, model.TrainingHistory.Count);
         Assert.Equal(Scores(uninterrupted.Transform(test)), Scores(model.Transform(test)));
     }
 
@@ -163,9 +163,8 @@ public sealed class ResNetTrainerTests(SmallModelFixture fixture) : IClassFixtur
         var options = SmallModelFixture.Options();
         options.Epochs = 1;
         options.ValidationSet = fixture.Context.Data.TakeRows(fixture.Test, 100);
-        var trainer = fixture.Context.Gati().ResNet(options);
-        trainer.Fit(fixture.Context.Data.TakeRows(fixture.Train, 128)).Dispose();
-        Assert.InRange(trainer.History.Single().ValidationAccuracy!.Value, 0, 1);
+        using var model = fixture.Context.Gati().ResNet(options).Fit(fixture.Context.Data.TakeRows(fixture.Train, 128));
+        Assert.InRange(model.TrainingHistory.Single().ValidationAccuracy!.Value, 0, 1);
     }
 
     [Fact]

@@ -45,7 +45,8 @@ internal static class DemoCommand
                 LayerList.Parse(result.GetValue(cacheLayers)!),
                 ArchitectureList.Parse(result.GetValue(cacheArchitectures)!),
                 result.GetValue(cacheRows), result.GetValue(cacheEpochs), result.GetValue(holdout), result.GetValue(precision), result.GetValue(agreement),
-                result.GetValue(evalRows), result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0]);
+                result.GetValue(evalRows), result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
+                CommandLineText.Of(result));
             return new DemoRunner(AnsiConsole.Console).Run(settings, cancellation);
         })));
         return command;
@@ -54,7 +55,7 @@ internal static class DemoCommand
 
 internal sealed record DemoSettings(string OutputDir, string? DataDir, int Width, long BaseTrainRows, int BaseEpochs, int[] CacheLayers,
     PredictorArchitecture[] CacheArchitectures, long CacheTrainRows, int CacheEpochs, long HoldoutRows, double TargetPrecision, double AgreementTarget,
-    long? EvalRows, string Device, EarlyExitEngineOptions Serving);
+    long? EvalRows, string Device, EarlyExitEngineOptions Serving, string CommandLine = "gati demo");
 
 /// <summary>Runs the demo: the same runners as the individual commands, in order.</summary>
 internal sealed class DemoRunner(IAnsiConsole console)
@@ -110,11 +111,11 @@ internal sealed class DemoRunner(IAnsiConsole console)
         console.MarkupLine("[bold]== 3. choose the caches ==[/]");
         var chosen = Path.Combine(settings.OutputDir, "early-exit.zip");
         new OptimizeRunner(console).Run(new OptimizeSettings(candidates, dataset, settings.AgreementTarget, null, 1, settings.HoldoutRows, 100, chosen, settings.Device,
-            settings.Serving));
+            settings.Serving, settings.CommandLine));
 
         console.MarkupLine("[bold]== 4. early exit against the full model (test set) ==[/]");
         new EarlyExitEvaluation(console).RunAndReport(new EarlyExitEvaluationSettings(chosen, dataset, DatasetSplit.Test, settings.EvalRows, [1, 64],
-            Path.Combine(settings.OutputDir, "report"), settings.Device, Environment.CommandLine, settings.Serving));
+            Path.Combine(settings.OutputDir, "report"), settings.Device, settings.CommandLine, settings.Serving));
         console.MarkupLineInterpolated($"Demo finished in {clock.Elapsed:mm\\:ss}. Models and report in [bold]{settings.OutputDir}[/].");
         return 0;
     }

@@ -33,7 +33,7 @@ internal static class EvaluateEarlyExitCommand
             var sizes = ParseBatchSizes(result.GetValue(batchSizes)!);
             return new EarlyExitEvaluation(AnsiConsole.Console).RunAndReport(new EarlyExitEvaluationSettings(result.GetValue(model)!, dataset.Read(result),
                 result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows), sizes, result.GetValue(outputDir),
-                result.GetValue(runtime.Device)!, Environment.CommandLine, serving.Read(result, result.GetValue(runtime.Device)!)[0]));
+                result.GetValue(runtime.Device)!, CommandLineText.Of(result), serving.Read(result, result.GetValue(runtime.Device)!)[0]));
         })));
         return command;
     }

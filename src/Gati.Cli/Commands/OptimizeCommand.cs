@@ -40,14 +40,15 @@ internal static class OptimizeCommand
             runtime.Apply(result);
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
-                result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0]));
+                result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
+                CommandLineText.Of(result)));
         })));
         return command;
     }
 }
 
 internal sealed record OptimizeSettings(string Model, DatasetSpec Dataset, double AgreementTarget, long? MemoryBudgetBytes, int BatchSize, long HoldoutRows,
-    int TimingRuns, string Output, string Device, EarlyExitEngineOptions Serving);
+    int TimingRuns, string Output, string Device, EarlyExitEngineOptions Serving, string CommandLine = "gati optimize");
 
 /// <summary>Runs <c>gati optimize</c>.</summary>
 internal sealed class OptimizeRunner(IAnsiConsole console)
@@ -75,7 +76,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
                 $"Check on {backend}: expected speedup {plan.ExpectedSpeedup:F2}x, measured {measured.Speedup:F2}x ({measured.EarlyMs:F3} ms vs {measured.FullMs:F3} ms per batch of {settings.BatchSize}, {measured.Calls} calls each, interleaved, on the held-out rows).");
             console.WriteLine(check);
             context.Gati().SaveModel(new TransformerChain<ITransformer>(baseModel, chosen), schema, settings.Output);
-            AtomicFile.WriteAllText(settings.Output + ".plan.md", $"# Cache plan for {Path.GetFileName(settings.Model)}\n\n{plan.Explanation}\n{check}\n\nCommand:\n\n```\n{Environment.CommandLine}\n```\n");
+            AtomicFile.WriteAllText(settings.Output + ".plan.md", $"# Cache plan for {Path.GetFileName(settings.Model)}\n\n{plan.Explanation}\n{check}\n\nCommand:\n\n```\n{settings.CommandLine}\n```\n");
             console.MarkupLineInterpolated($"Saved the base model with {plan.Chosen.Count} chosen caches to [bold]{settings.Output}[/] (plan: {settings.Output}.plan.md) in {clock.Elapsed.TotalSeconds:F0} s.");
             return 0;
         }

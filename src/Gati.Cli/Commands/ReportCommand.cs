@@ -37,7 +37,7 @@ internal static class ReportCommand
             runtime.Apply(result);
             var settings = new PredictorReportSettings(result.GetValue(model)!, dataset.Read(result),
                 result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows), result.GetValue(outputDir)!,
-                result.GetValue(costLayer), result.GetValue(latencyRuns), result.GetValue(runtime.Device)!, Environment.CommandLine);
+                result.GetValue(costLayer), result.GetValue(latencyRuns), result.GetValue(runtime.Device)!, CommandLineText.Of(result));
             return new PredictorReport(AnsiConsole.Console).Run(settings);
         })));
         return command;

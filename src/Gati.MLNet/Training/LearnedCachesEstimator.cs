@@ -44,6 +44,9 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
     {
     }
 
+    /// <summary>The settings this estimator uses (its own copy where the catalog filled some in).</summary>
+    internal Options Settings => _options;
+
     /// <summary>Settings of learned caches.</summary>
     public sealed class Options
     {
@@ -90,6 +93,9 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         /// <summary>Status messages (phases, per-cache results).</summary>
         public IProgress<string>? Status { get; set; }
 
+        /// <summary>A copy (lists and nested settings are shared, never modified): the catalog fills in its copy, not the caller's.</summary>
+        internal Options Clone() => (Options)MemberwiseClone();
+
         internal void Validate()
         {
             if (Predictors is null && (Layers is null || Layers.Count == 0)) throw new ArgumentException("Name at least one layer.", nameof(Layers));
@@ -108,9 +114,11 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
     }
 
     /// <summary>Fits predictors (unless given) and selectors, and calibrates every exit threshold.</summary>
+    /// <exception cref="ArgumentException">The data lacks the base model or its image column, or has too few rows to split.</exception>
     public LearnedCachesTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        GetOutputSchema(SchemaShape.Create(input.Schema));
         TorchRuntime.EnsureInitialized();
         var options = _options;
         var baseNetwork = _baseModel is not null ? ((IBaseModelHolder)_baseModel).Base : BaseModelLocator.Require(input, "Learned caches");
@@ -127,13 +135,13 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         {
             var rows = input.GetRowCount() ?? CountRows(input);
             var held = options.HeldOutRows ?? (long)Math.Round(rows * options.HeldOutFraction);
-            if (held < 2 || held >= rows) throw new ArgumentException($"Cannot hold out {held} of {rows} rows.");
+            if (held < 2 || held >= rows) throw new ArgumentException($"Cannot hold out {held} of {rows} rows.", nameof(input));
             training = context.Data.TakeRows(input, rows - held);
             heldOut = context.Data.SkipRows(input, rows - held);
         }
         var heldOutRows = heldOut.GetRowCount() ?? CountRows(heldOut);
         var selectorRows = (long)Math.Round(heldOutRows * (1 - options.CalibrationFraction));
-        if (selectorRows < 1 || selectorRows >= heldOutRows) throw new ArgumentException($"{heldOutRows} held-out rows are too few to split between selectors and calibration.");
+        if (selectorRows < 1 || selectorRows >= heldOutRows) throw new ArgumentException($"{heldOutRows} held-out rows are too few to split between selectors and calibration.", nameof(input));
         var selectorSet = context.Data.TakeRows(heldOut, selectorRows);
         var calibrationSet = context.Data.SkipRows(heldOut, selectorRows);
 
@@ -233,10 +241,17 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         return rows;
     }
 
-    /// <summary>Declares the early-exit output columns.</summary>
+    /// <summary>
+    /// Checks that the data comes with the base model (given, or a Gati ResNet earlier in the pipeline) and holds its
+    /// image column, then declares the early-exit output columns. A pipeline that cannot work fails here, before any
+    /// estimator in it trains.
+    /// </summary>
+    /// <exception cref="ArgumentException">No base model precedes this estimator, or its image column is missing or not a known-size Vector&lt;Single&gt;.</exception>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        var imageColumn = _baseModel?.ImageColumnName ?? BaseModelLocator.RequireImageColumn(inputSchema, "Learned caches");
+        SchemaShapes.RequireImage(inputSchema, imageColumn, "the base model");
         var names = new LearnedCachesTransformer.Columns();
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[names.Score] = SchemaShapes.ScoreColumn(names.Score);

@@ -57,16 +57,12 @@ public sealed class PredictorTrainer : IEstimator<PredictorTransformer>
         internal PredictorSpec Spec => new(Layer, Architecture, FeatureColumnName, ScoreColumnName, PredictedLabelColumnName);
     }
 
-    /// <summary>Held-out figures of the last <see cref="Fit"/>.</summary>
-    public PredictorTrainingSummary? Summary { get; private set; }
-
-    /// <summary>Trains the predictor.</summary>
+    /// <summary>Trains the predictor (its held-out figures: <see cref="PredictorTransformer.Summary"/>). The trainer is left unchanged.</summary>
     public PredictorTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var result = PredictorTraining.Run(_host, input, _options, [_options.Spec])[0];
-        Summary = result.Summary;
-        return result;
+        GetOutputSchema(SchemaShape.Create(input.Schema));
+        return PredictorTraining.Run(_host, input, _options, [_options.Spec])[0];
     }
 
     /// <summary>Declares the score and predicted-label columns.</summary>

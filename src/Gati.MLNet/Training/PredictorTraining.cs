@@ -216,7 +216,7 @@ internal static class PredictorTraining
                         });
                     }
                 }
-                if (rows == 0) throw new InvalidOperationException("The training data has no rows.");
+                if (rows == 0) throw new ArgumentException("The training data has no rows.");
                 var seconds = clock.Elapsed.TotalSeconds;
                 var agreements = options.ValidationSet is { } validation
                     ? Agreements(validation, active, reader.Sizes, options, device)
@@ -285,7 +285,7 @@ internal static class PredictorTraining
                 total += count;
             }
         }
-        if (total == 0) throw new InvalidOperationException("The held-out data has no rows.");
+        if (total == 0) throw new ArgumentException("The held-out data (ValidationSet) has no rows.");
         return agree.Select(a => (double)a / total).ToArray();
     }
 

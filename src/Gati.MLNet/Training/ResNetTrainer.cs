@@ -144,31 +144,34 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
         }
     }
 
-    /// <summary>The training history of the last <see cref="Fit"/> (restored epochs included).</summary>
-    public IReadOnlyList<EpochSummary> History { get; private set; } = [];
-
-    /// <summary>Declares the Score and PredictedLabel columns that the fitted transformer adds.</summary>
+    /// <summary>
+    /// Checks the image and label columns and declares the Score and PredictedLabel columns that the fitted transformer
+    /// adds (with the annotation by which later Gati stages find this base model).
+    /// </summary>
+    /// <exception cref="ArgumentException">A column is missing or has the wrong type.</exception>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        if (!inputSchema.TryFindColumn(_options.ImageColumnName, out var image))
-            throw new ArgumentException($"Image column '{_options.ImageColumnName}' not found.");
-        if (image.Kind != SchemaShape.Column.VectorKind.Vector || image.ItemType != NumberDataViewType.Single)
-            throw new ArgumentException($"Image column '{_options.ImageColumnName}' must be a known-size Vector<Single>.");
+        SchemaShapes.RequireImage(inputSchema, _options.ImageColumnName, "the ResNet trainer");
         if (!inputSchema.TryFindColumn(_options.LabelColumnName, out var label))
-            throw new ArgumentException($"Label column '{_options.LabelColumnName}' not found.");
+            throw new ArgumentException($"Label column '{_options.LabelColumnName}' not found.", nameof(inputSchema));
         if (!label.IsKey)
-            throw new ArgumentException($"Label column '{_options.LabelColumnName}' must be a key; use MapValueToKey first.");
+            throw new ArgumentException($"Label column '{_options.LabelColumnName}' must be a key; use MapValueToKey first.", nameof(inputSchema));
         var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_options.ScoreColumnName] = SchemaShapes.ScoreColumn(_options.ScoreColumnName);
-        columns[_options.PredictedLabelColumnName] = SchemaShapes.KeyColumn(_options.PredictedLabelColumnName);
+        var baseModel = BaseModelAnnotation.Shape(_options.ImageColumnName);
+        columns[_options.ScoreColumnName] = SchemaShapes.ScoreColumn(_options.ScoreColumnName, baseModel);
+        columns[_options.PredictedLabelColumnName] = SchemaShapes.KeyColumn(_options.PredictedLabelColumnName, baseModel);
         return new SchemaShape(columns.Values);
     }
 
-    /// <summary>Trains the network on <paramref name="input"/> and returns the fitted transformer.</summary>
+    /// <summary>
+    /// Trains the network on <paramref name="input"/> and returns the fitted transformer (its
+    /// <see cref="ResNetTransformer.TrainingHistory"/> holds the epochs). The trainer itself is left unchanged.
+    /// </summary>
     public ResNetTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        GetOutputSchema(SchemaShape.Create(input.Schema));
         TorchRuntime.EnsureInitialized();
         var options = _options;
         var imageColumn = TrainingColumns.RequireImage(input.Schema, options.ImageColumnName);
@@ -263,7 +266,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
                         });
                     }
                 }
-                if (seen == 0) throw new InvalidOperationException("The training data has no rows.");
+                if (seen == 0) throw new ArgumentException("The training data has no rows.", nameof(input));
                 var trainSeconds = clock.Elapsed.TotalSeconds;
                 double? validation = null;
                 if (options.ValidationSet is not null)
@@ -285,10 +288,9 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
                 options.Progress?.Report(EpochReport(summary, options.Epochs, batchesPerEpoch, restored: false) with { LearningRate = lr });
             }
 
-            History = history;
             network.eval();
             return new ResNetTransformer(_host, network, device, classNames, options.ImageColumnName, options.ScoreColumnName,
-                options.PredictedLabelColumnName, options.InferenceBatchSize, Annotations.TryGetNormalization(imageColumn));
+                options.PredictedLabelColumnName, options.InferenceBatchSize, Annotations.TryGetNormalization(imageColumn), history);
         }
         catch
         {
@@ -345,7 +347,7 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             correct += network.forward(x).argmax(1).eq(y).sum().item<long>();
             total += count;
         }
-        if (total == 0) throw new InvalidOperationException("The validation data has no rows: there is nothing to measure accuracy on.");
+        if (total == 0) throw new ArgumentException("The validation data has no rows: there is nothing to measure accuracy on.", nameof(data));
         return (double)correct / total;
     }
 }

@@ -33,6 +33,9 @@ public sealed class SelectorTrainer : IEstimator<SelectorTransformer>
         _options = options;
     }
 
+    /// <summary>The settings this estimator uses (its own copy where the catalog filled some in).</summary>
+    internal Options Settings => _options;
+
     /// <summary>Settings of a selector.</summary>
     public sealed class Options
     {
@@ -69,6 +72,9 @@ public sealed class SelectorTrainer : IEstimator<SelectorTransformer>
         /// <summary>auto, cpu, cuda or cuda:N.</summary>
         public string Device { get; set; } = DeviceOptions.Auto;
 
+        /// <summary>A copy (nested settings are shared, never modified): the catalog fills in its copy, not the caller's.</summary>
+        internal Options Clone() => (Options)MemberwiseClone();
+
         internal void Validate()
         {
             if (Layer < 1) throw new ArgumentOutOfRangeException(nameof(Layer), Layer, "Layer must be 1 or more.");
@@ -99,7 +105,7 @@ public sealed class SelectorTrainer : IEstimator<SelectorTransformer>
         {
             var rows = correct.Length;
             var trainRows = (int)Math.Round(rows * (1 - _options.CalibrationFraction));
-            if (trainRows < 1 || trainRows >= rows) throw new ArgumentException($"{rows} rows are too few to split into selector training and calibration.");
+            if (trainRows < 1 || trainRows >= rows) throw new ArgumentException($"{rows} rows are too few to split into selector training and calibration.", nameof(input));
             trainX = logProbabilities[..(trainRows * classes)];
             trainY = correct[..trainRows];
             calibrationX = logProbabilities[(trainRows * classes)..];
@@ -191,7 +197,7 @@ internal static class PredictorOutputs
             }
             correct.Add(p == t);
         }
-        if (correct.Count == 0) throw new InvalidOperationException("The data has no rows.");
+        if (correct.Count == 0) throw new ArgumentException("The data has no rows.", nameof(data));
         return (logProbabilities.ToArray(), correct.ToArray(), classes);
     }
 }

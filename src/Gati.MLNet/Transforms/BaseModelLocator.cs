@@ -5,12 +5,15 @@ namespace Gati.MLNet.Transforms;
 
 /// <summary>
 /// Finds the base ResNet behind a data view, so that estimators appended after the base model in a pipeline
-/// (<c>resnetEstimator.Append(gati.ExtractFeatures(...))</c>) can use its network: walks from the view through the
-/// views it reads from (Gati views and ML.NET transforms) to the nearest base-model transformer.
+/// (<c>resnetEstimator.Append(gati.ExtractFeatures(...))</c>) can use its network: from the base model's annotation on
+/// the view's columns (<see cref="BaseModelAnnotation"/>: survives ML.NET transforms and cache checkpoints), else by
+/// walking from the view through the views it reads from to the nearest base-model transformer.
 /// </summary>
 internal static class BaseModelLocator
 {
-    public static BaseNetwork? Find(IDataView view)
+    public static BaseNetwork? Find(IDataView view) => BaseModelAnnotation.Find(view.Schema) ?? FindInLineage(view);
+
+    private static BaseNetwork? FindInLineage(IDataView view)
     {
         for (var depth = 0; depth < 64 && view is not null; depth++)
         {
@@ -30,10 +33,16 @@ internal static class BaseModelLocator
         return null;
     }
 
-    public static BaseNetwork Require(IDataView view, string component) =>
-        Find(view) ?? throw new InvalidOperationException(
-            $"{component} needs the base model: append it after a Gati ResNet in the pipeline " +
-            "(resnetEstimator.Append(...)), or pass the fitted base model (a ResNetTransformer) explicitly.");
+    public static BaseNetwork Require(IDataView view, string component, string paramName = "input") =>
+        Find(view) ?? throw new ArgumentException(MissingMessage(component), paramName);
+
+    /// <summary>The image column read by the base model that <paramref name="schema"/> comes from (for GetOutputSchema).</summary>
+    public static string RequireImageColumn(SchemaShape schema, string component, string paramName = "inputSchema") =>
+        BaseModelAnnotation.FindImageColumn(schema) ?? throw new ArgumentException(MissingMessage(component), paramName);
+
+    private static string MissingMessage(string component) =>
+        $"{component} needs the base model: append it after a Gati ResNet in the pipeline " +
+        "(resnetEstimator.Append(...)), or pass the fitted base model (a ResNetTransformer) explicitly.";
 }
 
 /// <summary>A transformer that runs (or is) a base ResNet.</summary>

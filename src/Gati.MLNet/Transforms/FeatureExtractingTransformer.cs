@@ -267,15 +267,19 @@ public sealed class FeatureExtractingEstimator : IEstimator<FeatureExtractingTra
     public FeatureExtractingTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        GetOutputSchema(SchemaShape.Create(input.Schema));
         var found = _baseModel is not null ? ((IBaseModelHolder)_baseModel).Base : BaseModelLocator.Require(input, "Feature extraction");
         return new FeatureExtractingTransformer(_environment, found.Network.Acquire(), found.ClassNames, found.ImageColumnName, _options.Layers,
             _options.LayerColumnPrefix, _options.LogitsColumnName, _options.PredictedLabelColumnName, _options.BatchSize, found.InputNormalization);
     }
 
-    /// <summary>Declares the layer, logits and predicted-label columns.</summary>
+    /// <summary>Checks that the data comes with the base model and its image column; declares the layer, logits and predicted-label columns.</summary>
+    /// <exception cref="ArgumentException">No base model precedes this estimator, or its image column is missing or has the wrong type.</exception>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        var imageColumn = _baseModel?.ImageColumnName ?? BaseModelLocator.RequireImageColumn(inputSchema, "Feature extraction");
+        SchemaShapes.RequireImage(inputSchema, imageColumn, "the base model");
         var columns = inputSchema.ToDictionary(c => c.Name);
         foreach (var layer in _options.Layers)
         {

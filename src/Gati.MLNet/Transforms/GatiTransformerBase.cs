@@ -15,6 +15,7 @@ public abstract class GatiTransformerBase : ITransformer, IDisposable
     private protected GatiTransformerBase(IHostEnvironment environment, string registrationName)
     {
         ArgumentNullException.ThrowIfNull(environment);
+        MLNetVersion.EnsureSupported(); // models loaded with mlContext.Model.Load come here first
         Host = environment.Register(registrationName);
     }
 

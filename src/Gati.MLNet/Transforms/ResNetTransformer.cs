@@ -32,10 +32,12 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     private readonly SharedModule<ResNet> _network;
 
     internal ResNetTransformer(IHostEnvironment environment, ResNet network, Device device, IReadOnlyList<string> classNames,
-        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization)
+        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization,
+        IReadOnlyList<Training.EpochSummary>? trainingHistory = null)
         : this(environment, new SharedModule<ResNet>(network, device), classNames, imageColumnName, scoreColumnName, predictedLabelColumnName, batchSize,
             inputNormalization)
     {
+        TrainingHistory = trainingHistory?.ToArray() ?? [];
     }
 
     private ResNetTransformer(IHostEnvironment environment, SharedModule<ResNet> network, IReadOnlyList<string> classNames,
@@ -62,6 +64,12 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
 
     /// <summary>Architecture, input shape, class count and base width.</summary>
     public ResNetConfig Config => _network.Module.Config;
+
+    /// <summary>
+    /// The epochs that trained this model (those restored from a checkpoint by a resumed run included), when it was
+    /// trained in this process by <see cref="Training.ResNetTrainer.Fit"/>; empty for a model loaded from a file.
+    /// </summary>
+    public IReadOnlyList<Training.EpochSummary> TrainingHistory { get; } = [];
 
     /// <summary>Class names in label order (label key k is ClassNames[k - 1]).</summary>
     public IReadOnlyList<string> ClassNames { get; }
@@ -190,10 +198,12 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
             _parent = parent;
             CheckInputSize(0, parent.Config.InputShape.Size, $"the {parent.Config.Architecture} ({parent.Config.InputShape} images)");
             var k = parent.Config.ClassCount;
+            // The base-model annotation lets later pipeline stages (ExtractFeatures, LearnedCaches) find this network.
+            var network = ((IBaseModelHolder)parent).Base;
             Outputs =
             [
-                OutputColumn.Vector(parent.ScoreColumnName, k, Annotations.SlotNames(parent.ClassNames)),
-                OutputColumn.Key(parent.PredictedLabelColumnName, k, Annotations.KeyValues(parent.ClassNames)),
+                OutputColumn.Vector(parent.ScoreColumnName, k, BaseModelAnnotation.Add(Annotations.SlotNames(parent.ClassNames), network)),
+                OutputColumn.Key(parent.PredictedLabelColumnName, k, BaseModelAnnotation.Add(Annotations.KeyValues(parent.ClassNames), network)),
             ];
         }
 
