@@ -41,24 +41,33 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
     private sealed class Call : IEarlyExitCall
     {
         private readonly TorchSharpBackend _owner;
+        private readonly SharedModule<ResNet>.Lease _lease;
         private readonly DisposeScope _scope;
         private readonly IDisposable _noGrad;
         private readonly int _classes;
         private Tensor _activation;
         private float[] _probabilities = [];
         private bool[] _hits = [];
-        private bool _lockTaken;
 
         public Call(TorchSharpBackend owner, float[] images, int count)
         {
             _owner = owner;
-            Monitor.Enter(owner._base.Gate, ref _lockTaken);
+            _lease = owner._base.Use();
             _scope = NewDisposeScope();
             _noGrad = no_grad();
-            var network = owner._base.Module;
-            _classes = network.Config.ClassCount;
-            var shape = network.Config.InputShape;
-            _activation = tensor(images, shape.WithBatch(images.Length / shape.Size)).narrow(0, 0, count).to(owner._base.Device);
+            try
+            {
+                var network = owner._base.Module;
+                _classes = network.Config.ClassCount;
+                var shape = network.Config.InputShape;
+                _activation = tensor(images, shape.WithBatch(images.Length / shape.Size)).narrow(0, 0, count).to(owner._base.Device);
+            }
+            catch
+            {
+                // The engine disposes only calls that began: leave nothing locked behind.
+                Dispose();
+                throw;
+            }
         }
 
         public SegmentResult Run(int segment)
@@ -128,7 +137,7 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
         {
             _noGrad.Dispose();
             _scope.Dispose();
-            if (_lockTaken) Monitor.Exit(_owner._base.Gate);
+            _lease.Dispose();
         }
     }
 }
