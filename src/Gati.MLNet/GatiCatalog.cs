@@ -244,7 +244,7 @@ public sealed class GatiCatalog
             ?? throw new ArgumentException("The model holds no Gati base model to export.", nameof(model));
         var network = holder.Base.Network;
         byte[] bytes;
-        lock (network.Gate) bytes = Onnx.ResNetOnnx.FullModel(network.Module, Onnx.OnnxMetadata.For(network.Module.Config, holder.Base.ClassNames, holder.Base.InputNormalization));
+        using (network.Use()) bytes = Onnx.ResNetOnnx.FullModel(network.Module, Onnx.OnnxMetadata.For(network.Module.Config, holder.Base.ClassNames, holder.Base.InputNormalization));
         ModelFormat.AtomicFile.WriteAllBytes(path, bytes);
     }
 

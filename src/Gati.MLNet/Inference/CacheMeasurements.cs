@@ -100,7 +100,7 @@ public sealed class CacheMeasurements
         const int chunk = 256;
         var buffers = reader.AllocateBuffers(chunk);
         var unused = new long[chunk];
-        lock (shared.Gate)
+        using (shared.Use())
         {
             using var noGrad = no_grad();
             foreach (var count in reader.Read(chunk, buffers, unused, shuffle: null))

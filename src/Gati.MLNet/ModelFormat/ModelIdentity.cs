@@ -16,6 +16,6 @@ internal static class ModelIdentity
     public static string Of(FeatureExtractingTransformer extractor)
     {
         var holder = (IBaseModelHolder)extractor;
-        lock (holder.Base.Network.Gate) return Of(holder.Base.Network.Module);
+        using (holder.Base.Network.Use()) return Of(holder.Base.Network.Module);
     }
 }

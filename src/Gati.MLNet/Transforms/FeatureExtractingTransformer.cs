@@ -124,7 +124,7 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         var needHead = logits is not null || predicted is not null;
         var depth = needHead ? network.LayerCount : Layers.Where((_, i) => layerOutputs[i] is not null).DefaultIfEmpty(0).Max();
         if (depth == 0) return;
-        lock (_network.Gate)
+        using (_network.Use())
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
@@ -166,7 +166,7 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
         writer.Write(LogitsColumnName);
         writer.Write(PredictedLabelColumnName);
         writer.Write(BatchSize);
-        lock (_network.Gate)
+        using (_network.Use())
             writer.Write(SharedWeights.Save(ctx, _network.Module));
         ModelText.WriteNormalization(writer, InputNormalization);
     }

@@ -35,7 +35,8 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
 
     private readonly SharedModule<ResNet> _base;
     private readonly LearnedCache[] _caches;
-    private readonly Lazy<EarlyExitEngine> _engine;
+    private readonly object _engineGate = new();
+    private EarlyExitEngine? _engine;
     private IReadOnlyList<Onnx.OnnxSegment>? _storedSegments;
 
     internal LearnedCachesTransformer(IHostEnvironment environment, SharedModule<ResNet> baseNetwork, IReadOnlyList<string> classNames, string imageColumnName,
@@ -55,9 +56,6 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             cache.Predictor.Module.eval();
             cache.Selector.Module.eval();
         }
-        // Transform scores with the trained networks themselves; serving engines choose their backend.
-        _engine = new Lazy<EarlyExitEngine>(() => EarlyExitEngine.Create(_base, _caches, ClassNames, InputNormalization,
-            new EarlyExitEngineOptions { Backend = ExecutionBackend.TorchSharp }), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     /// <summary>Names of the output columns.</summary>
@@ -101,8 +99,15 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     {
         get
         {
-            ThrowIfDisposed();
-            return _engine.Value;
+            // Created and disposed under one lock: an engine made by a cursor while the transformer is being disposed
+            // is either refused or disposed with it, never left holding the networks.
+            lock (_engineGate)
+            {
+                ThrowIfDisposed();
+                // Transform scores with the trained networks themselves; serving engines choose their backend.
+                return _engine ??= EarlyExitEngine.Create(_base, _caches, ClassNames, InputNormalization,
+                    new EarlyExitEngineOptions { Backend = ExecutionBackend.TorchSharp });
+            }
         }
     }
 
@@ -145,7 +150,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         writer.Write(OutputColumns.PredictedLabel);
         writer.Write(OutputColumns.ExitLayer);
         writer.Write(BatchSize);
-        lock (_base.Gate) writer.Write(SharedWeights.Save(ctx, _base.Module));
+        using (_base.Use()) writer.Write(SharedWeights.Save(ctx, _base.Module));
         ModelText.WriteNormalization(writer, InputNormalization);
         writer.Write(_caches.Length);
         foreach (var cache in _caches)
@@ -156,10 +161,10 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             writer.Write(cache.PredictorSummary.BestEpoch);
             writer.Write(cache.PredictorSummary.EpochsRun);
             writer.Write(cache.PredictorSummary.ValidationAgreement);
-            lock (cache.Predictor.Gate) writer.Write(SharedWeights.Save(ctx, cache.Predictor.Module));
+            using (cache.Predictor.Use()) writer.Write(SharedWeights.Save(ctx, cache.Predictor.Module));
             SelectorTransformer.WriteArchitecture(writer, cache.SelectorArchitecture);
             SelectorTransformer.WriteCalibration(writer, cache.Calibration);
-            lock (cache.Selector.Gate) writer.Write(SharedWeights.Save(ctx, cache.Selector.Module));
+            using (cache.Selector.Use()) writer.Write(SharedWeights.Save(ctx, cache.Selector.Module));
         }
 
         // 1.2: the early-exit model as ONNX segment graphs (docs/model-format.md#onnx-segments), when it is servable
@@ -186,7 +191,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     internal IReadOnlyList<Onnx.OnnxSegment> OnnxSegments()
     {
         if (_storedSegments is { } stored) return stored;
-        lock (_base.Gate) return Onnx.EarlyExitOnnx.Segments(_base.Module, _caches);
+        using (_base.Use()) return Onnx.EarlyExitOnnx.Segments(_base.Module, _caches);
     }
 
     private static LearnedCachesTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
@@ -274,7 +279,14 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
 
     private protected override void DisposeCore()
     {
-        if (_engine.IsValueCreated) _engine.Value.Dispose();
+        EarlyExitEngine? engine;
+        lock (_engineGate)
+        {
+            engine = _engine;
+            _engine = null;
+        }
+        // Waits for the engine's calls in flight (a cursor's batch) before the networks are released.
+        engine?.Dispose();
         foreach (var cache in _caches) cache.Dispose();
         _base.Release();
     }

@@ -117,7 +117,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
     internal void Predict(float[] features, int count, float[]? logProbabilities, uint[]? predicted)
     {
         ThrowIfDisposed();
-        lock (_network.Gate)
+        using (_network.Use())
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
@@ -151,7 +151,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
         writer.Write(Summary.BestEpoch);
         writer.Write(Summary.EpochsRun);
         writer.Write(Summary.ValidationAgreement);
-        lock (_network.Gate)
+        using (_network.Use())
             writer.Write(SharedWeights.Save(ctx, _network.Module));
     }
 

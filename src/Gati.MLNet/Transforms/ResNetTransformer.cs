@@ -118,7 +118,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ThrowIfDisposed();
         var shape = Config.InputShape;
-        lock (_network.Gate)
+        using (_network.Use())
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
@@ -151,7 +151,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         writer.Write(ScoreColumnName);
         writer.Write(PredictedLabelColumnName);
         writer.Write(BatchSize);
-        lock (_network.Gate)
+        using (_network.Use())
             writer.Write(SharedWeights.Save(ctx, _network.Module));
         ModelText.WriteNormalization(writer, InputNormalization);
     }

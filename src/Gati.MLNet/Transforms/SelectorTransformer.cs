@@ -99,7 +99,7 @@ public sealed class SelectorTransformer : GatiTransformerBase
         writer.Write(ExitColumnName);
         WriteCalibration(writer, Calibration);
         writer.Write(BatchSize);
-        lock (_network.Gate) writer.Write(SharedWeights.Save(ctx, _network.Module));
+        using (_network.Use()) writer.Write(SharedWeights.Save(ctx, _network.Module));
     }
 
     internal static void WriteArchitecture(BinaryWriter writer, SelectorArchitecture architecture)
@@ -193,7 +193,7 @@ public sealed class SelectorTransformer : GatiTransformerBase
             var shared = _parent._network;
             var classes = shared.Module.Classes;
             var probabilities = new float[count];
-            lock (shared.Gate)
+            using (shared.Use())
             {
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();

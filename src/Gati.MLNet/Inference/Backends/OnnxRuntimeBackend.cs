@@ -85,7 +85,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     {
         if (segments is null)
         {
-            lock (baseNetwork.Gate) segments = EarlyExitOnnx.Segments(baseNetwork.Module, caches);
+            using (baseNetwork.Use()) segments = EarlyExitOnnx.Segments(baseNetwork.Module, caches);
         }
         else if (segments.Count != caches.Count + 1 || segments.Take(caches.Count).Select(s => s.LastLayer).SequenceEqual(caches.Select(c => c.Layer)) is false)
         {

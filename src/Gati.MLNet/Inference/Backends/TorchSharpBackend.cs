@@ -41,6 +41,7 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
     private sealed class Call : IEarlyExitCall
     {
         private readonly TorchSharpBackend _owner;
+        private readonly SharedModule<ResNet>.Lease _lease;
         private readonly DisposeScope _scope;
         private readonly IDisposable _noGrad;
         private readonly int _classes;
@@ -49,19 +50,27 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
         private float[] _probabilities = [];
         private float[] _hitProbabilities = [];
         private bool[] _hits = [];
-        private bool _lockTaken;
 
         public Call(TorchSharpBackend owner, int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
         {
             _owner = owner;
             _thresholds = thresholds.ToArray();
-            Monitor.Enter(owner._base.Gate, ref _lockTaken);
+            _lease = owner._base.Use();
             _scope = NewDisposeScope();
             _noGrad = no_grad();
-            var network = owner._base.Module;
-            _classes = network.Config.ClassCount;
-            var shape = segment == 0 ? network.Config.InputShape : network.LayerOutputShape(owner._caches[segment - 1].Layer);
-            _activation = tensor(inputs, shape.WithBatch(inputs.Length / shape.Size)).narrow(0, 0, count).to(owner._base.Device);
+            try
+            {
+                var network = owner._base.Module;
+                _classes = network.Config.ClassCount;
+                var shape = segment == 0 ? network.Config.InputShape : network.LayerOutputShape(owner._caches[segment - 1].Layer);
+                _activation = tensor(inputs, shape.WithBatch(inputs.Length / shape.Size)).narrow(0, 0, count).to(owner._base.Device);
+            }
+            catch
+            {
+                // The engine disposes only calls that began: leave nothing locked behind.
+                Dispose();
+                throw;
+            }
         }
 
         public SegmentResult Run(int segment)
@@ -139,7 +148,7 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
         {
             _noGrad.Dispose();
             _scope.Dispose();
-            if (_lockTaken) Monitor.Exit(_owner._base.Gate);
+            _lease.Dispose();
         }
     }
 }
