@@ -115,6 +115,47 @@ public sealed class ResNetTrainerTests(SmallModelFixture fixture) : IClassFixtur
     }
 
     [Fact]
+    public void Fit_EpochsThisRun_StopsThenResumesToTheUninterruptedRun()
+    {
+        using var temp = new TempDirectory();
+        var data = fixture.Context.Data.TakeRows(fixture.Train, 300);
+        var test = fixture.Context.Data.TakeRows(fixture.Test, 50);
+        using var uninterrupted = fixture.Context.Gati().ResNet(SmallModelFixture.Options()).Fit(data);
+
+        var session = SmallModelFixture.Options();
+        session.CheckpointPath = temp.File("run.ckpt");
+        session.Resume = true;
+        session.EpochsThisRun = 1;
+        using var half = fixture.Context.Gati().ResNet(session).Fit(data);
+        Assert.Single(half.TrainingHistory);
+
+        // Zero epochs returns the checkpoint's network unchanged.
+        session.EpochsThisRun = 0;
+        using var exported = fixture.Context.Gati().ResNet(session).Fit(data);
+        Assert.Single(exported.TrainingHistory);
+        Assert.Equal(Scores(half.Transform(test)), Scores(exported.Transform(test)));
+
+        session.EpochsThisRun = null;
+        using var finished = fixture.Context.Gati().ResNet(session).Fit(data);
+        Assert.Equal(2, finished.TrainingHistory.Count);
+        Assert.Equal(Scores(uninterrupted.Transform(test)), Scores(finished.Transform(test)));
+    }
+
+    [Fact]
+    public void Fit_ZeroEpochsThisRunWithoutACheckpoint_SaysThereIsNothingToReturn()
+    {
+        using var temp = new TempDirectory();
+        var options = SmallModelFixture.Options();
+        options.CheckpointPath = temp.File("absent.ckpt");
+        options.Resume = true;
+        options.EpochsThisRun = 0;
+        var error = Assert.Throws<InvalidOperationException>(() => fixture.Context.Gati().ResNet(options).Fit(fixture.Context.Data.TakeRows(fixture.Train, 64)));
+        Assert.Contains("no checkpoint at", error.Message);
+        options.Resume = false;
+        Assert.Throws<ArgumentException>(() => fixture.Context.Gati().ResNet(options));
+    }
+
+    [Fact]
     public void Fit_ResumeWithDifferentSettings_NamesTheDifference()
     {
         using var temp = new TempDirectory();

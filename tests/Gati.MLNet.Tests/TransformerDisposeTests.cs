@@ -152,7 +152,8 @@ public sealed class TransformerDisposeTests(UntrainedModelZip zip) : IClassFixtu
 
         public IReadOnlyList<int> CacheLayers => inner.CacheLayers;
 
-        public IEarlyExitCall Begin(float[] images, int count) => new Call(inner.Begin(images, count), this);
+        public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds) =>
+            new Call(inner.Begin(segment, inputs, count, thresholds), this);
 
         public void Dispose()
         {
@@ -175,6 +176,8 @@ public sealed class TransformerDisposeTests(UntrainedModelZip zip) : IClassFixtu
             }
 
             public void Keep(ReadOnlySpan<int> rows) => call.Keep(rows);
+
+            public ReadOnlySpan<float> Activation(int segment) => call.Activation(segment);
 
             public void Dispose() => call.Dispose();
         }

@@ -28,10 +28,11 @@ internal static class TrainBaseCommand
         var output = new Option<string>("--output", "-o") { Description = "Where to write the trained model (an ML.NET model zip; written atomically).", Required = true };
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint file written after every epoch (default: <output>.ckpt)." };
         var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint if it exists (e.g. after the process was killed)." };
+        var epochsThisRun = new Option<int?>("--epochs-this-run") { Description = "Stop after this many epochs and save the model as it stands; --resume later continues the schedule. 0 with --resume saves the checkpoint's model without training." }.AtLeast(0);
 
         var command = new Command("train-base", "Train a CIFAR-style ResNet base model on a dataset and save it as an ML.NET model zip; evaluates it on the test split at the end.");
         dataset.AddTo(command);
-        foreach (var option in new Option[] { arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume })
+        foreach (var option in new Option[] { arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume, epochsThisRun })
             command.Options.Add(option);
         runtime.AddTo(command);
 
@@ -57,6 +58,7 @@ internal static class TrainBaseCommand
                 Output = result.GetValue(output)!,
                 Checkpoint = result.GetValue(checkpoint),
                 Resume = result.GetValue(resume),
+                EpochsThisRun = result.GetValue(epochsThisRun),
                 Device = result.GetValue(runtime.Device)!,
             };
             return new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation);

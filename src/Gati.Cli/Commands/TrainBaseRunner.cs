@@ -30,6 +30,7 @@ internal sealed record TrainBaseSettings
     public required string Output { get; init; }
     public string? Checkpoint { get; init; }
     public bool Resume { get; init; }
+    public int? EpochsThisRun { get; init; }
     public string Device { get; init; } = "auto";
 }
 
@@ -58,6 +59,7 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
             Device = settings.Device,
             CheckpointPath = checkpoint,
             Resume = settings.Resume,
+            EpochsThisRun = settings.EpochsThisRun,
             ValidationSet = settings.ValidateEachEpoch ? test : null,
             Progress = reporter,
             CancellationToken = cancellation,
@@ -73,6 +75,9 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
 
         context.Gati().SaveModel(model, train.Schema, settings.Output);
         console.MarkupLineInterpolated($"Saved model to [bold]{settings.Output}[/] (device used: {model.Device}).");
+        if (model.TrainingHistory.Count < settings.Epochs)
+            console.MarkupLineInterpolated(
+                $"[yellow]note:[/] stopped after epoch {model.TrainingHistory.Count} of {settings.Epochs} (--epochs-this-run); run again with --resume to continue the schedule from {checkpoint}.");
 
         var evaluation = Evaluation.Run(context, model, test);
         console.MarkupLineInterpolated(

@@ -105,6 +105,13 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
         /// <summary>Continue from <see cref="CheckpointPath"/> when it exists (its settings must match).</summary>
         public bool Resume { get; set; }
 
+        /// <summary>
+        /// Run at most this many epochs in this call, then return the network as it stands; the checkpoint stays resumable
+        /// for the rest of the schedule (a time-boxed session on a slow machine). Null runs to <see cref="Epochs"/>. Zero
+        /// trains nothing and returns the checkpoint's network, which needs <see cref="Resume"/> and an existing checkpoint.
+        /// </summary>
+        public int? EpochsThisRun { get; set; }
+
         /// <summary>Data scored after every epoch for validation accuracy; null skips validation.</summary>
         public IDataView? ValidationSet { get; set; }
 
@@ -140,6 +147,9 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             if (ProgressInterval < 1) throw new ArgumentOutOfRangeException(nameof(ProgressInterval), ProgressInterval, "Progress interval must be positive.");
             if (InferenceBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(InferenceBatchSize), InferenceBatchSize, "Batch size must be positive.");
             if (Resume && CheckpointPath is null) throw new ArgumentException("Resume needs a CheckpointPath.", nameof(Resume));
+            if (EpochsThisRun < 0) throw new ArgumentOutOfRangeException(nameof(EpochsThisRun), EpochsThisRun, "Epochs this run must be zero or more.");
+            if (EpochsThisRun == 0 && !Resume)
+                throw new ArgumentException("EpochsThisRun = 0 returns the checkpoint's network: it needs Resume and a CheckpointPath.", nameof(EpochsThisRun));
             DeviceOptions.Validate(Device, nameof(Device));
         }
     }
@@ -218,7 +228,11 @@ public sealed class ResNetTrainer : IEstimator<ResNetTransformer>
             var totalSteps = (long)(batchesPerEpoch ?? 1) * options.Epochs;
             var step = (long)startEpoch * (batchesPerEpoch ?? 0);
 
-            for (var epoch = startEpoch; epoch < options.Epochs; epoch++)
+            if (options.EpochsThisRun == 0 && startEpoch == 0)
+                throw new InvalidOperationException(
+                    $"EpochsThisRun = 0 returns a checkpoint's network, but there is no checkpoint at {options.CheckpointPath} to resume.");
+            var endEpoch = options.EpochsThisRun is { } budget ? Math.Min(options.Epochs, startEpoch + budget) : options.Epochs;
+            for (var epoch = startEpoch; epoch < endEpoch; epoch++)
             {
                 network.train();
                 var random = new Random(Seeds.Derive(seed, epoch, 0x5eed));
