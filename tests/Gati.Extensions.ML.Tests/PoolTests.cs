@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Gati.Extensions.ML.Tests;
 
+[Collection(ServingPools.Name)]
 public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModels>
 {
     public sealed class Input
