@@ -217,6 +217,51 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Update_WorseThanTheServingCaches_IsRejected()
+    {
+        // Shadow rows from the real engine, then two candidates judged on them as the updater judges them: the serving
+        // thresholds, and "candidates" that exit everything at the first cache (worse agreement, faster).
+        var images = fixture.Images(300);
+        using var engine = Engine();
+        var recorder = new Recorder(1, fullRuns: true);
+        engine.Shadow = recorder;
+        engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
+        var rows = recorder.Rows.ToArray();
+        foreach (var group in rows.Where(r => r.ExitLayer > 0).GroupBy(r => fixture.Caches.Caches.Select(c => c.Layer).ToList().IndexOf(r.ExitLayer)))
+        {
+            var batch = group.ToArray();
+            var (features, hits, predicted, probabilities) = engine.ContinueToEnd(group.Key, batch.SelectMany(r => r.Features[group.Key]!).ToArray(), batch.Length);
+            for (var i = 0; i < batch.Length; i++)
+            {
+                for (var k = 0; k < features.Length; k++)
+                {
+                    var layerSize = features[k].Length / batch.Length;
+                    batch[i].Features[group.Key + 1 + k] = features[k].AsSpan(i * layerSize, layerSize).ToArray();
+                    batch[i].HitProbabilities[group.Key + 1 + k] = hits[k * batch.Length + i];
+                    batch[i].PredictedClasses[group.Key + 1 + k] = predicted[k * batch.Length + i];
+                }
+                batch[i].BaseProbabilities = probabilities.AsSpan(i * 10, 10).ToArray();
+            }
+        }
+        var segmentMs = Enumerable.Repeat(0.1, fixture.Caches.Caches.Count + 1).ToArray();
+        var serving = engine.Thresholds.ToArray();
+        var now = CacheUpdater.Simulate(fixture.Caches.Caches, serving, rows, segmentMs, 1.645);
+        var reckless = CacheUpdater.Simulate(fixture.Caches.Caches, serving.Select(_ => 0f).ToArray(), rows, segmentMs, 1.645);
+        Assert.True(reckless.Agreed < now.Agreed, "exiting everything at the first cache should agree less");
+        Assert.True(reckless.ExpectedMs < now.ExpectedMs, "and be faster");
+
+        // At the target: a faster candidate that loses agreement is rejected; the same serving caches are not "better".
+        var target = Math.Min(now.Agreement, 0.9);
+        Assert.False(OnlineCaches.IsBetter(now, reckless, target));
+        Assert.False(OnlineCaches.IsBetter(now, now, target));
+        // Below the target, only more agreement counts: the reckless candidate is rejected, the serving one accepted over it.
+        Assert.False(OnlineCaches.IsBetter(reckless, reckless, 1.0));
+        Assert.True(OnlineCaches.IsBetter(reckless, now, 1.0));
+        // Faster at equal agreement is better.
+        Assert.True(OnlineCaches.IsBetter(now, now with { ExpectedMs = now.ExpectedMs * 0.9 }, target));
+    }
+
+    [Fact]
     public void Sampler_CacheThatTurnsBad_IsTightenedWithinTheReactionWindow()
     {
         // Drift: after request 600 the images arrive inverted. The base model still answers (the reference), but the
