@@ -26,7 +26,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         FullMode = BoundedChannelFullMode.DropWrite,
         SingleReader = true,
     });
-    private readonly Task _worker;
+    private readonly Thread _worker;
     private readonly CancellationTokenSource _stop = new();
     private readonly object _reactionGate = new();
     private readonly object _randomGate = new();
@@ -34,6 +34,8 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     private EarlyExitEngine _engine;
     private long _dropped;
     private long _labelled;
+    private long _failed;
+    private string? _lastFailure;
 
     internal ShadowSampler(EarlyExitEngine engine, OnlineCacheOptions options)
     {
@@ -45,7 +47,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         Window = new ShadowWindow((long)(options.WindowMegabytes * 1048576));
         Live = new LiveAgreement(Layers, options.LiveWindow, options.Confidence);
         engine.Shadow = this;
-        _worker = Task.Run(ContinueAsync);
+        // Off the request path, below serving's priority: labelling, judging and continuing sampled rows.
+        _worker = new Thread(ContinueLoop) { IsBackground = true, Name = "Gati shadow continuation", Priority = ThreadPriority.BelowNormal };
+        _worker.Start();
     }
 
     private readonly int[] _layers;
@@ -61,6 +65,12 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
 
     /// <summary>Sampled rows dropped because the continuation queue was full (the sample thins under overload).</summary>
     public long Dropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Sampled rows whose continuation failed (see <see cref="LastFailure"/>); they are left out of the window.</summary>
+    public long Failed => Interlocked.Read(ref _failed);
+
+    /// <summary>Why the last continuation failed, if one did.</summary>
+    public string? LastFailure => Volatile.Read(ref _lastFailure);
 
     /// <summary>Rows completed so far (their base answer known).</summary>
     public long Labelled => Interlocked.Read(ref _labelled);
@@ -111,25 +121,36 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
 
     void IShadowTap.Captured(IReadOnlyList<ShadowRow> rows)
     {
+        // The request path only hands rows over: completing, judging and continuing happen on the worker.
         foreach (var row in rows)
-        {
-            if (row.BaseProbabilities is not null) Complete(row);
-            else if (!_pending.Writer.TryWrite(row)) Interlocked.Increment(ref _dropped);
-        }
+            if (!_pending.Writer.TryWrite(row)) Interlocked.Increment(ref _dropped);
     }
 
-    /// <summary>Runs sampled rows that exited early through the rest of the network, several at a time by exit cache.</summary>
-    private async Task ContinueAsync()
+    /// <summary>
+    /// Completes rows that ran in full, and runs sampled rows that exited early through the rest of the network,
+    /// several at a time by exit cache (a short wait gathers a batch: fewer, larger calls beside serving).
+    /// </summary>
+    private void ContinueLoop()
     {
         var reader = _pending.Reader;
         var batch = new List<ShadowRow>();
         try
         {
-            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            while (reader.WaitToReadAsync(_stop.Token).AsTask().GetAwaiter().GetResult())
             {
+                if (reader.Count < 16) _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(10));
                 batch.Clear();
                 while (batch.Count < 64 && reader.TryRead(out var row)) batch.Add(row);
-                foreach (var group in batch.GroupBy(r => Array.IndexOf(_layers, r.ExitLayer)))
+                try
+                {
+                    foreach (var row in batch.Where(r => r.BaseProbabilities is not null)) Complete(row);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    Interlocked.Increment(ref _failed);
+                    Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
+                }
+                foreach (var group in batch.Where(r => r.BaseProbabilities is null).GroupBy(r => Array.IndexOf(_layers, r.ExitLayer)))
                 {
                     try
                     {
@@ -138,6 +159,12 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                     catch (ObjectDisposedException)
                     {
                         // The engine of that generation was retired meanwhile: these rows are lost, the next ones are not.
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        // Never let a shadow row take the server down: count it, keep the reason, go on.
+                        Interlocked.Add(ref _failed, group.Count());
+                        Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
                     }
                 }
             }
@@ -207,7 +234,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             // Judged once a perfect record could clear the target; sooner when even the upper bound is below it.
             var clearlyBelow = live.Requests >= 20 && live.Upper < _options.AgreementTarget;
             if (!clearlyBelow && (live.Requests < MinimumSamples() || live.Lower >= _options.AgreementTarget)) return;
-            var rows = Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.BaseProbabilities is not null
+            // The rows the live figure stands on: sampled, served by this engine under its current thresholds.
+            var rows = Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.ThresholdVersion == engine.ThresholdVersion
+                                                    && r.BaseProbabilities is not null
                                                     && r.PredictedClasses.All(c => c >= 0)).TakeLast(_options.LiveWindow).ToArray();
             var thresholds = engine.Thresholds.ToArray();
             var changed = new List<string>();
@@ -287,13 +316,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     {
         _pending.Writer.TryComplete();
         _stop.Cancel();
-        try
-        {
-            _worker.Wait(TimeSpan.FromSeconds(30));
-        }
-        catch (AggregateException)
-        {
-        }
+        _worker.Join(TimeSpan.FromSeconds(30));
         Engine.Shadow = null;
         _stop.Dispose();
     }
