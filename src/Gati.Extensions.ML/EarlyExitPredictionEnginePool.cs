@@ -27,10 +27,12 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     private readonly Dictionary<string, MicroBatcher<TInput, TOutput>> _batchers = [];
     private readonly EarlyExitPoolOptions _options;
     private readonly ServingMetrics _metrics;
+    // How errors after disposal name the pool.
+    private static readonly string DisplayName = $"EarlyExitPredictionEnginePool<{typeof(TInput).Name}, {typeof(TOutput).Name}>";
     private int _disposed;
 
     internal EarlyExitPredictionEnginePool(IOptionsMonitor<EarlyExitPoolOptions> options, PoolRegistrations<TInput, TOutput> registrations,
-        ServingMetrics metrics, ILoggerFactory? loggers = null)
+        ServingMetrics metrics, ILoggerFactory? loggers = null, TimeProvider? clock = null)
     {
         _options = options.Get(PoolRegistrations<TInput, TOutput>.OptionsName);
         _options.Validate();
@@ -44,9 +46,10 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
             foreach (var model in registrations.Models)
             {
                 if (_entries.ContainsKey(model.Name)) throw new InvalidOperationException($"Model '{model.Name}' is registered twice.");
-                var entry = new ModelEntry<TInput, TOutput>(model.Name, model.Path, model.WatchForChanges, _options, logger, metrics);
+                var entry = new ModelEntry<TInput, TOutput>(model.Name, DisplayName, model.Path, model.WatchForChanges, _options, logger, metrics);
                 _entries[model.Name] = entry;
-                if (_options.Batching) _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(entry, _options, metrics, logger);
+                if (_options.Batching)
+                    _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(model.Name, DisplayName, _options, metrics, logger, clock ?? TimeProvider.System);
             }
         }
         catch
@@ -97,14 +100,34 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     /// <summary>Predicts with the default model; concurrent calls are micro-batched when batching is on.</summary>
     public Task<TOutput> PredictAsync(TInput input, CancellationToken cancellation = default) => PredictAsync(DefaultModelName, input, cancellation);
 
-    /// <summary>Predicts with a named model; concurrent calls are micro-batched when batching is on.</summary>
+    /// <summary>
+    /// Predicts with a named model; concurrent calls are micro-batched when batching is on. Bad input and cancellation
+    /// are reported through the task; an unknown model name or a disposed pool throws at once.
+    /// </summary>
     public Task<TOutput> PredictAsync(string modelName, TInput input, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(input);
-        Entry(modelName);
-        return _batchers.TryGetValue(modelName, out var batcher)
-            ? batcher.EnqueueAsync(input, cancellation)
-            : Task.FromResult(Predict(modelName, input));
+        var entry = Entry(modelName);
+        if (cancellation.IsCancellationRequested) return Task.FromCanceled<TOutput>(cancellation);
+        return PredictOn(entry, entry.Acquire(), input, cancellation);
+    }
+
+    /// <summary>Predicts on a generation the caller acquired; the reference is released when the prediction ends.</summary>
+    private Task<TOutput> PredictOn(ModelEntry<TInput, TOutput> entry, ModelGeneration<TInput, TOutput> generation, TInput input, CancellationToken cancellation)
+    {
+        if (_batchers.TryGetValue(entry.Name, out var batcher)) return batcher.EnqueueAsync(input, generation, cancellation);
+        try
+        {
+            return Task.FromResult(PoolPrediction.Run(generation, entry.Name, [input], _metrics)[0]);
+        }
+        catch (Exception ex)
+        {
+            return Task.FromException<TOutput>(ex);
+        }
+        finally
+        {
+            generation.Release();
+        }
     }
 
     /// <summary>The state of a model (generation, caches, reload failures).</summary>
@@ -119,13 +142,16 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     private ModelEntry<TInput, TOutput> Entry(string modelName)
     {
         ArgumentNullException.ThrowIfNull(modelName);
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (Volatile.Read(ref _disposed) != 0) throw new ObjectDisposedException(DisplayName, "The prediction pool was disposed.");
         return _entries.TryGetValue(modelName, out var entry)
             ? entry
             : throw new ArgumentException($"No model named '{modelName}' (registered: {string.Join(", ", _entries.Keys.Select(k => k.Length == 0 ? "(default)" : k))}).", nameof(modelName));
     }
 
-    /// <summary>Stops batching and releases every model (native memory included).</summary>
+    /// <summary>
+    /// Stops batching and releases every model (native memory included). Requests waiting for a micro-batch fail with an
+    /// <see cref="ObjectDisposedException"/>; calls already running finish on the generation they hold.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;

@@ -32,6 +32,7 @@ public sealed record ModelStatus(string Name, string Path, int Generation, DateT
 /// </summary>
 internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : class where TOutput : class, new()
 {
+    private readonly string _owner;
     private readonly EarlyExitPoolOptions _options;
     private readonly ILogger _logger;
     private readonly ServingMetrics _metrics;
@@ -45,9 +46,17 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private bool _disposed;
     private readonly List<ModelGeneration<TInput, TOutput>> _retired = [];
 
-    public ModelEntry(string name, string path, bool watchForChanges, EarlyExitPoolOptions options, ILogger logger, ServingMetrics metrics)
+    /// <param name="name">The model's name.</param>
+    /// <param name="owner">The pool, as errors after its disposal name it.</param>
+    /// <param name="path">The model file.</param>
+    /// <param name="watchForChanges">Reload when the file changes.</param>
+    /// <param name="options">Pool settings.</param>
+    /// <param name="logger">Load and reload logging.</param>
+    /// <param name="metrics">Reload counts.</param>
+    public ModelEntry(string name, string owner, string path, bool watchForChanges, EarlyExitPoolOptions options, ILogger logger, ServingMetrics metrics)
     {
         Name = name;
+        _owner = owner;
         Path = System.IO.Path.GetFullPath(path);
         _options = options;
         _logger = logger;
@@ -76,7 +85,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     {
         while (true)
         {
-            var generation = Volatile.Read(ref _current) ?? throw new ObjectDisposedException($"model '{Name}'");
+            var generation = Volatile.Read(ref _current) ?? throw new ObjectDisposedException(_owner, $"The prediction pool was disposed: model '{Name}' no longer serves.");
             if (generation.TryAcquire()) return generation;
             // Retired and released between the read and the acquire: the next read sees its successor.
         }
@@ -96,15 +105,21 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         var generation = Acquire();
         try
         {
-            var engine = generation.Engine;
-            return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
-                engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames,
-                engine.BackendDescription);
+            return Status(generation);
         }
         finally
         {
             generation.Release();
         }
+    }
+
+    /// <summary>The status of a generation the caller holds.</summary>
+    public ModelStatus Status(ModelGeneration<TInput, TOutput> generation)
+    {
+        var engine = generation.Engine;
+        return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
+            engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames,
+            engine.BackendDescription);
     }
 
     /// <summary>Loads the file now and swaps the new generation in; the old one is disposed once idle.</summary>
@@ -128,8 +143,6 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             }
             var previous = Interlocked.Exchange(ref _current, next);
             _lastError = null;
-            _metrics.RecordReload(Name, success: true);
-            _logger.LogInformation("Model '{Model}' generation {Generation} replaces generation {Previous}.", Name, next.Number, previous?.Number);
             if (previous is not null)
             {
                 lock (_retired)
@@ -139,6 +152,8 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
                 }
                 previous.Release();
             }
+            _metrics.RecordReload(Name, success: true);
+            _logger.LogInformation("Model '{Model}' generation {Generation} replaces generation {Previous}.", Name, next.Number, previous?.Number);
         }
     }
 

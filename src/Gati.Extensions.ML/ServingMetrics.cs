@@ -11,6 +11,7 @@ namespace Gati.Extensions.ML;
 /// <item><term>gati.cache.hit_ratio</term><description>gauge, share of predictions answered by a cache, per model</description></item>
 /// <item><term>gati.prediction.duration</term><description>histogram (ms) of engine calls, tags model and batch size bucket</description></item>
 /// <item><term>gati.batch.size</term><description>histogram of engine batch sizes, tag model</description></item>
+/// <item><term>gati.batch.wait</term><description>histogram (ms) from a micro-batch's first request to its start: the batch delay as really waited, tag model</description></item>
 /// <item><term>gati.model.reloads</term><description>counter, tags model and outcome (success, failure)</description></item>
 /// </list>
 /// </summary>
@@ -23,6 +24,7 @@ public sealed class ServingMetrics : IDisposable
     private readonly Counter<long> _predictions;
     private readonly Histogram<double> _duration;
     private readonly Histogram<int> _batchSize;
+    private readonly Histogram<double> _batchWait;
     private readonly Counter<long> _reloads;
     private readonly Dictionary<string, (long Total, long Early)> _hits = [];
     private readonly object _gate = new();
@@ -34,6 +36,7 @@ public sealed class ServingMetrics : IDisposable
         _predictions = _meter.CreateCounter<long>("gati.predictions", "{prediction}", "Predictions served, by exit layer.");
         _duration = _meter.CreateHistogram<double>("gati.prediction.duration", "ms", "Wall time of an engine call (one batch).");
         _batchSize = _meter.CreateHistogram<int>("gati.batch.size", "{input}", "Inputs per engine call.");
+        _batchWait = _meter.CreateHistogram<double>("gati.batch.wait", "ms", "Time from a micro-batch's first request to the start of its engine call.");
         _reloads = _meter.CreateCounter<long>("gati.model.reloads", "{reload}", "Model loads after a change of the model file.");
         _meter.CreateObservableGauge("gati.cache.hit_ratio", ObserveHitRatio, "1", "Share of predictions answered early by a learned cache.");
     }
@@ -55,6 +58,9 @@ public sealed class ServingMetrics : IDisposable
             _hits[model] = (total + exitLayers.Count, hits + early);
         }
     }
+
+    internal void RecordBatchWait(string model, double milliseconds) =>
+        _batchWait.Record(milliseconds, new KeyValuePair<string, object?>("model", model));
 
     internal void RecordReload(string model, bool success) =>
         _reloads.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", success ? "success" : "failure"));

@@ -1,9 +1,14 @@
 using System.Diagnostics.Metrics;
+using Gati.Extensions.ML.Tests.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Tests.Infrastructure;
+using Gati.MLNet.Transforms;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML;
+using Microsoft.ML.Data;
 
 namespace Gati.Extensions.ML.Tests;
 
@@ -14,12 +19,95 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         public float[] Image { get; set; } = [];
     }
 
-    private ServiceProvider Provider(Action<EarlyExitPredictionEnginePoolBuilder<Input, EarlyExitPrediction>> register, Action<EarlyExitPoolOptions>? configure = null)
+    /// <summary>Long enough never to decide a test: only a bound on how long a broken build would hang.</summary>
+    private static readonly TimeSpan HangGuard = TimeSpan.FromMinutes(2);
+
+    private ServiceProvider Provider(Action<EarlyExitPredictionEnginePoolBuilder<Input, EarlyExitPrediction>> register, Action<EarlyExitPoolOptions>? configure = null,
+        TimeProvider? clock = null, ILoggerProvider? logger = null)
     {
         var services = new ServiceCollection();
-        services.AddLogging();
+        services.AddLogging(l =>
+        {
+            if (logger is not null) l.AddProvider(logger);
+        });
+        if (clock is not null) services.AddSingleton(clock);
         register(services.AddEarlyExitPredictionEnginePool<Input, EarlyExitPrediction>(configure ?? (o => o.Device = "cpu")));
         return services.BuildServiceProvider();
+    }
+
+    /// <summary>Records the serving pool's measurements (System.Diagnostics.Metrics) while alive.</summary>
+    private sealed class ServingMeasurements : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private readonly List<(string Instrument, double Value, Dictionary<string, object?> Tags)> _values = [];
+
+        public ServingMeasurements()
+        {
+            _listener.InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == ServingMetrics.MeterName) l.EnableMeasurementEvents(instrument);
+            };
+            _listener.SetMeasurementEventCallback<long>((i, v, t, _) => Add(i.Name, v, t));
+            _listener.SetMeasurementEventCallback<int>((i, v, t, _) => Add(i.Name, v, t));
+            _listener.SetMeasurementEventCallback<double>((i, v, t, _) => Add(i.Name, v, t));
+            _listener.Start();
+        }
+
+        /// <summary>Released once per successful reload.</summary>
+        public SemaphoreSlim Reloaded { get; } = new(0);
+
+        private void Add(string instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            var map = new Dictionary<string, object?>();
+            foreach (var tag in tags) map[tag.Key] = tag.Value;
+            lock (_values) _values.Add((instrument, value, map));
+            if (instrument == "gati.model.reloads" && Equals(map["outcome"], "success")) Reloaded.Release();
+        }
+
+        public double[] Values(string instrument)
+        {
+            lock (_values) return _values.Where(v => v.Instrument == instrument).Select(v => v.Value).ToArray();
+        }
+
+        public void Dispose() => _listener.Dispose();
+    }
+
+    /// <summary>A logger whose errors throw, as Microsoft.Extensions.Logging does when one of its providers fails.</summary>
+    private sealed class FailingLoggerProvider : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => new FailingLogger();
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class FailingLogger : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (logLevel >= LogLevel.Error) throw new InvalidOperationException("the log sink is down");
+            }
+        }
+    }
+
+    /// <summary>An input whose image getter can be made to fail: an engine error that is not about the input's values.</summary>
+    public sealed class FlakyInput
+    {
+        private readonly float[] _image;
+
+        public FlakyInput(float[] image, bool fail)
+        {
+            _image = image;
+            Fail = fail;
+        }
+
+        public bool Fail { get; }
+
+        public float[] Image => Fail ? throw new InvalidOperationException("cannot read this input") : _image;
     }
 
     private EarlyExitPrediction[] Expected(string path)
@@ -207,16 +295,228 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     [Fact]
     public async Task PredictAsync_OneBadInputInABatch_FailsOnlyThatRequest()
     {
+        var clock = new ManualClock();
+        using var measurements = new ServingMeasurements();
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
-            o.MaxBatchDelayMs = 20;
-        });
+            o.MaxBatchDelayMs = 1000;
+        }, clock);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         var good = Enumerable.Range(0, 8).Select(i => pool.PredictAsync(new Input { Image = models.Images[i] })).ToArray();
         var bad = pool.PredictAsync(new Input { Image = new float[10] });
-        await Task.WhenAll(good);
-        var error = await Assert.ThrowsAsync<ArgumentException>(() => bad);
+        await clock.WhenArmedAsync().WaitAsync(HangGuard);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        await Task.WhenAll(good).WaitAsync(HangGuard);
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => bad.WaitAsync(HangGuard));
         Assert.Contains("has 10 values", error.Message);
+        // The nine shared one batch (one wait), which failed; then each ran alone (a failed engine call records no size).
+        Assert.Equal(new[] { 1000.0 }, measurements.Values("gati.batch.wait"));
+        Assert.Equal(Enumerable.Repeat(1.0, 8), measurements.Values("gati.batch.size"));
     }
+
+    [Fact]
+    public async Task PredictAsync_ConcurrentRequests_AreAnsweredInSharedBatches()
+    {
+        using var measurements = new ServingMeasurements();
+        // The batch delay is far longer than the test: only a full batch can start a batch.
+        using var provider = Provider(b => b.FromFile(models.First), o =>
+        {
+            o.Device = "cpu";
+            o.MaxBatchSize = 8;
+            o.MaxBatchDelayMs = 60_000;
+        });
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        var expected = Expected(models.First);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 24).Select(i => Task.Run(() => pool.PredictAsync(new Input { Image = models.Images[i] }))))
+            .WaitAsync(HangGuard);
+        Assert.Equal(new[] { 8.0, 8.0, 8.0 }, measurements.Values("gati.batch.size"));
+        Assert.Equal(24, measurements.Values("gati.predictions").Sum());
+        for (var i = 0; i < answers.Length; i++) Assert.Equal(expected[i].PredictedLabel, answers[i].PredictedLabel);
+    }
+
+    [Fact]
+    public async Task MaxBatchDelay_OnThePoolsClock_HoldsTheBatchOpenUntilTheFirstRequestsDelayEnds()
+    {
+        var clock = new ManualClock();
+        using var measurements = new ServingMeasurements();
+        using var provider = Provider(b => b.FromFile(models.First), o =>
+        {
+            o.Device = "cpu";
+            o.MaxBatchDelayMs = 1000;
+        }, clock);
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        var first = pool.PredictAsync(new Input { Image = models.Images[0] });
+        await clock.WhenArmedAsync().WaitAsync(HangGuard);
+        clock.Advance(TimeSpan.FromMilliseconds(500));
+        var others = Enumerable.Range(1, 2).Select(i => pool.PredictAsync(new Input { Image = models.Images[i] })).ToArray();
+        Assert.False(first.IsCompleted, "the batch ran before its delay was over");
+        // The delay counts from the first request's arrival, not from the later ones.
+        clock.Advance(TimeSpan.FromMilliseconds(500));
+        await Task.WhenAll([first, .. others]).WaitAsync(HangGuard);
+        Assert.Equal(new[] { 3.0 }, measurements.Values("gati.batch.size"));
+        // The wait is measured on the clock: exactly the delay here, however coarse the timers.
+        Assert.Equal(new[] { 1000.0 }, measurements.Values("gati.batch.wait"));
+    }
+
+    [Fact]
+    public async Task PredictAsync_CancelledWhileWaitingForItsBatch_IsCancelledAndNeverRun()
+    {
+        var clock = new ManualClock();
+        using var measurements = new ServingMeasurements();
+        using var provider = Provider(b => b.FromFile(models.First), o =>
+        {
+            o.Device = "cpu";
+            o.MaxBatchDelayMs = 1000;
+        }, clock);
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        using var cancel = new CancellationTokenSource();
+        var cancelled = pool.PredictAsync(new Input { Image = models.Images[0] }, cancel.Token);
+        var kept = Enumerable.Range(1, 2).Select(i => pool.PredictAsync(new Input { Image = models.Images[i] })).ToArray();
+        await clock.WhenArmedAsync().WaitAsync(HangGuard);
+        await cancel.CancelAsync();
+        // The caller is released at once, not when the batch runs.
+        var error = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(HangGuard));
+        Assert.Equal(cancel.Token, error.CancellationToken);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        await Task.WhenAll(kept).WaitAsync(HangGuard);
+        Assert.Equal(new[] { 2.0 }, measurements.Values("gati.batch.size"));
+        Assert.Equal(2, measurements.Values("gati.predictions").Sum());
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task PredictAsync_BadInputOrCancelledToken_IsReportedThroughTheTask(bool batching)
+    {
+        using var provider = Provider(b => b.FromFile(models.First), o =>
+        {
+            o.Device = "cpu";
+            o.Batching = batching;
+        });
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        var bad = pool.PredictAsync(new Input { Image = new float[10] });
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => bad.WaitAsync(HangGuard));
+        Assert.Contains("has 10 values", error.Message);
+        using var cancel = new CancellationTokenSource();
+        await cancel.CancelAsync();
+        var cancelled = pool.PredictAsync(new Input { Image = models.Images[0] }, cancel.Token);
+        Assert.True(cancelled.IsCanceled);
+        Assert.Equal(cancel.Token, (await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled)).CancellationToken);
+        // Still serving.
+        Assert.Equal(Expected(models.First)[0].PredictedLabel, (await pool.PredictAsync(new Input { Image = models.Images[0] }).WaitAsync(HangGuard)).PredictedLabel);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_WhileABatchIsBeingCollected_FailsEveryWaitingRequestNamingThePool()
+    {
+        var clock = new ManualClock();
+        using var measurements = new ServingMeasurements();
+        using var provider = Provider(b => b.FromFile(models.First), o =>
+        {
+            o.Device = "cpu";
+            o.MaxBatchDelayMs = 1000;
+        }, clock);
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        // No cancellation tokens: nothing but the pool can end these waits.
+        var accepted = Enumerable.Range(0, 3).Select(i => pool.PredictAsync(new Input { Image = models.Images[i] })).ToArray();
+        await clock.WhenArmedAsync().WaitAsync(HangGuard);
+        await pool.DisposeAsync().AsTask().WaitAsync(HangGuard);
+        foreach (var request in accepted)
+        {
+            var error = await Assert.ThrowsAsync<ObjectDisposedException>(() => request.WaitAsync(HangGuard));
+            Assert.Equal("EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>", error.ObjectName);
+        }
+        Assert.Empty(measurements.Values("gati.batch.size"));
+        // Usage after disposal is refused at once, naming the pool.
+        var late = Assert.Throws<ObjectDisposedException>(() => { _ = pool.PredictAsync(new Input { Image = models.Images[0] }); });
+        Assert.Equal("EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>", late.ObjectName);
+        Assert.Equal("EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>", Assert.Throws<ObjectDisposedException>(() => pool.GetStatus()).ObjectName);
+    }
+
+    /// <summary>An input whose image getter blocks until released: holds the batcher inside an engine call.</summary>
+    public sealed class GatedInput(float[] image, ManualResetEventSlim? gate = null)
+    {
+        public ManualResetEventSlim Entered { get; } = new();
+
+        public float[] Image
+        {
+            get
+            {
+                Entered.Set();
+                gate?.Wait(HangGuard);
+                return image;
+            }
+        }
+    }
+
+    [Fact]
+    public async Task DisposeAsync_WithRequestsQueuedBehindARunningBatch_FinishesTheRunningOneAndFailsTheRest()
+    {
+        var services = new ServiceCollection();
+        services.AddEarlyExitPredictionEnginePool<GatedInput, EarlyExitPrediction>(o =>
+        {
+            o.Device = "cpu";
+            o.MaxBatchSize = 1;
+        }).FromFile(models.First);
+        using var provider = services.BuildServiceProvider();
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<GatedInput, EarlyExitPrediction>>();
+        using var gate = new ManualResetEventSlim();
+        var blocking = new GatedInput(models.Images[0], gate);
+        var running = pool.PredictAsync(blocking);
+        Assert.True(blocking.Entered.Wait(HangGuard), "hang guard: the first batch never started");
+        var queued = Enumerable.Range(1, 3).Select(i => pool.PredictAsync(new GatedInput(models.Images[i]))).ToArray();
+        var disposing = pool.DisposeAsync().AsTask();
+        Assert.False(disposing.IsCompleted, "disposal did not wait for the running batch");
+        gate.Set();
+        await disposing.WaitAsync(HangGuard);
+        Assert.Equal(Expected(models.First)[0].PredictedLabel, (await running.WaitAsync(HangGuard)).PredictedLabel);
+        foreach (var request in queued) await Assert.ThrowsAsync<ObjectDisposedException>(() => request.WaitAsync(HangGuard));
+    }
+
+    [Fact]
+    public async Task PredictAsync_AfterABatchFailsAndItsErrorCannotBeLogged_LaterRequestsAreServed()
+    {
+        var services = new ServiceCollection();
+        services.AddLogging(l => l.AddProvider(new FailingLoggerProvider()));
+        services.AddEarlyExitPredictionEnginePool<FlakyInput, EarlyExitPrediction>(o => o.Device = "cpu").FromFile(models.First);
+        using var provider = services.BuildServiceProvider();
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<FlakyInput, EarlyExitPrediction>>();
+        var failing = pool.PredictAsync(new FlakyInput(models.Images[0], fail: true));
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => failing.WaitAsync(HangGuard));
+        Assert.IsNotType<TimeoutException>(error);
+        var later = await pool.PredictAsync(new FlakyInput(models.Images[1], fail: false)).WaitAsync(HangGuard);
+        Assert.Equal(Expected(models.First)[1].PredictedLabel, later.PredictedLabel);
+    }
+
+    [Fact]
+    public async Task PredictAsync_ReloadWhileABatchIsCollected_EachRequestIsAnsweredByTheGenerationItWasMadeOn()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("live.zip");
+        File.Copy(models.First, path);
+        var clock = new ManualClock();
+        using var measurements = new ServingMeasurements();
+        using var provider = Provider(b => b.FromFile(path), o =>
+        {
+            o.Device = "cpu";
+            o.MaxBatchDelayMs = 1000;
+        }, clock);
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        var before = pool.PredictAsync(new Input { Image = models.Images[4] });
+        await clock.WhenArmedAsync().WaitAsync(HangGuard);
+        File.Copy(models.Second, path, overwrite: true);
+        pool.Reload();
+        var after = pool.PredictAsync(new Input { Image = models.Images[4] });
+        // The older request's batch closes when a request of the new generation arrives, without waiting for the delay.
+        var old = await before.WaitAsync(HangGuard);
+        Assert.False(after.IsCompleted, "the new generation's batch ran before its delay was over");
+        clock.Advance(TimeSpan.FromSeconds(1));
+        var fresh = await after.WaitAsync(HangGuard);
+        Assert.True(Close(Expected(models.First)[4].Score, old.Score));
+        Assert.True(Close(Expected(models.Second)[4].Score, fresh.Score));
+        Assert.Equal(new[] { 1.0, 1.0 }, measurements.Values("gati.batch.size"));
+        Assert.Equal(0, pool.RetiredGenerationsAlive());
+    }
+
 }
