@@ -112,6 +112,42 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
         return PredictOn(entry, entry.Acquire(), input, cancellation);
     }
 
+    /// <summary>
+    /// Prepares an input for the model as it is now and predicts with that same model generation, even if a reload
+    /// replaces the model in between: the input shape, normalisation and class names that <paramref name="prepare"/>
+    /// receives (and the returned <see cref="ModelPrediction{TOutput}.Model"/> carries) are those of the generation that
+    /// answers. Web handlers that decode images for the model's input size need this: a reload between decoding and
+    /// predicting could otherwise feed one model's input to another.
+    /// </summary>
+    /// <param name="modelName">The model ("" for the default model).</param>
+    /// <param name="prepare">Builds the input from the generation's status; its exceptions fault the returned task.</param>
+    /// <param name="cancellation">Cancels the wait for a micro-batch.</param>
+    public Task<ModelPrediction<TOutput>> PredictWithStatusAsync(string modelName, Func<ModelStatus, TInput> prepare, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(prepare);
+        var entry = Entry(modelName);
+        if (cancellation.IsCancellationRequested) return Task.FromCanceled<ModelPrediction<TOutput>>(cancellation);
+        return PredictWithStatusOn(entry, entry.Acquire(), prepare, cancellation);
+    }
+
+    private async Task<ModelPrediction<TOutput>> PredictWithStatusOn(ModelEntry<TInput, TOutput> entry, ModelGeneration<TInput, TOutput> generation,
+        Func<ModelStatus, TInput> prepare, CancellationToken cancellation)
+    {
+        ModelStatus status;
+        TInput input;
+        try
+        {
+            status = entry.Status(generation);
+            input = prepare(status) ?? throw new InvalidOperationException("The prepare function returned no input.");
+        }
+        catch
+        {
+            generation.Release();
+            throw;
+        }
+        return new ModelPrediction<TOutput>(status, await PredictOn(entry, generation, input, cancellation).ConfigureAwait(false));
+    }
+
     /// <summary>Predicts on a generation the caller acquired; the reference is released when the prediction ends.</summary>
     private Task<TOutput> PredictOn(ModelEntry<TInput, TOutput> entry, ModelGeneration<TInput, TOutput> generation, TInput input, CancellationToken cancellation)
     {

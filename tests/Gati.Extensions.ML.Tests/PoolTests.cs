@@ -519,4 +519,49 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         Assert.Equal(0, pool.RetiredGenerationsAlive());
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task PredictWithStatusAsync_ReloadBetweenPreparingAndPredicting_PredictsOnThePreparedGeneration(bool batching)
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("live.zip");
+        File.Copy(models.First, path);
+        using var provider = Provider(b => b.FromFile(path), o =>
+        {
+            o.Device = "cpu";
+            o.Batching = batching;
+        });
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        // The reload swaps in a model with another input size and class count while the request is being prepared.
+        var answer = await pool.PredictWithStatusAsync(EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>.DefaultModelName, status =>
+        {
+            Assert.Equal(784, status.InputShape.Size);
+            File.Copy(models.Other, path, overwrite: true);
+            pool.Reload();
+            return new Input { Image = models.Images[2] };
+        }).WaitAsync(HangGuard);
+        Assert.Equal(10, answer.Model.ClassNames.Count);
+        Assert.Equal(10, answer.Output.Score.Length);
+        Assert.True(Close(Expected(models.First)[2].Score, answer.Output.Score));
+        // The reload did happen: the next request is prepared for, and answered by, the new model.
+        var next = await pool.PredictWithStatusAsync(EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>.DefaultModelName,
+            status => new Input { Image = new float[status.InputShape.Size] }).WaitAsync(HangGuard);
+        Assert.Equal(3, next.Model.ClassNames.Count);
+        Assert.Equal(3, next.Output.Score.Length);
+        Assert.True(next.Model.Generation > answer.Model.Generation);
+        Assert.Equal(0, pool.RetiredGenerationsAlive());
+    }
+
+    [Fact]
+    public async Task PredictWithStatusAsync_PrepareFails_FaultsTheTaskAndReleasesTheGeneration()
+    {
+        using var provider = Provider(b => b.FromFile(models.First));
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        var failed = pool.PredictWithStatusAsync(EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>.DefaultModelName,
+            _ => throw new ArgumentException("undecodable"));
+        Assert.Equal("undecodable", (await Assert.ThrowsAsync<ArgumentException>(() => failed)).Message);
+        pool.Reload();
+        Assert.Equal(0, pool.RetiredGenerationsAlive());
+    }
 }
