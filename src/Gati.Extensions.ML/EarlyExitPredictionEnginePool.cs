@@ -3,6 +3,7 @@ using Gati.MLNet.Inference;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Primitives;
 
 namespace Gati.Extensions.ML;
 
@@ -165,6 +166,12 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
             generation.Release();
         }
     }
+
+    /// <summary>
+    /// A change token that fires when a new generation of the model starts serving (after a reload of its file). Take
+    /// a new token after it fires, as with Microsoft.Extensions.ML's model loaders.
+    /// </summary>
+    public IChangeToken GetReloadToken(string modelName = DefaultModelName) => Entry(modelName).ReloadToken;
 
     /// <summary>The state of a model (generation, caches, reload failures).</summary>
     public ModelStatus GetStatus(string modelName = DefaultModelName) => Entry(modelName).Status();

@@ -4,6 +4,7 @@ using Gati.MLNet.Inference;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
@@ -44,6 +45,8 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private int _failedReloads;
     private string? _lastError;
     private bool _disposed;
+    // Cancelled (and replaced) each time a new generation starts serving: the reload token's source.
+    private CancellationTokenSource _reloaded = new();
     private readonly List<ModelGeneration<TInput, TOutput>> _retired = [];
 
     /// <param name="name">The model's name.</param>
@@ -100,6 +103,9 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
     }
 
+    /// <summary>Fires when a new generation starts serving (a successful reload).</summary>
+    public IChangeToken ReloadToken => new CancellationChangeToken(Volatile.Read(ref _reloaded).Token);
+
     public ModelStatus Status()
     {
         var generation = Acquire();
@@ -125,6 +131,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     /// <summary>Loads the file now and swaps the new generation in; the old one is disposed once idle.</summary>
     public void Reload()
     {
+        CancellationTokenSource fired;
         lock (_reloadGate)
         {
             if (_disposed) return;
@@ -152,9 +159,12 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
                 }
                 previous.Release();
             }
+            fired = Interlocked.Exchange(ref _reloaded, new CancellationTokenSource());
             _metrics.RecordReload(Name, success: true);
             _logger.LogInformation("Model '{Model}' generation {Generation} replaces generation {Previous}.", Name, next.Number, previous?.Number);
         }
+        // Outside the lock: a callback may reload or read the status. Not disposed: tokens handed out may still register.
+        fired.Cancel();
     }
 
     private void OnFileEvent(object sender, FileSystemEventArgs e)

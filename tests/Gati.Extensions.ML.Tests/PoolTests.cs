@@ -172,11 +172,13 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         var firstAnswers = Expected(models.First);
         var secondAnswers = Expected(models.Second);
-        Assert.Equal(1, pool.GetStatus().Generation);
+        var generation = pool.GetStatus().Generation;
 
         using var stop = new CancellationTokenSource();
         var failures = 0;
         var served = 0;
+        // Released after every 20 answers: the clients are really running before and after each swap.
+        using var progress = new SemaphoreSlim(0);
         var clients = Enumerable.Range(0, 6).Select(c => Task.Run(async () =>
         {
             for (var i = c; !stop.IsCancellationRequested; i++)
@@ -188,7 +190,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
                     // Every answer comes from one model or the other, never from a torn mix.
                     if (!Close(result.Score, firstAnswers[index].Score) && !Close(result.Score, secondAnswers[index].Score))
                         Interlocked.Increment(ref failures);
-                    Interlocked.Increment(ref served);
+                    if (Interlocked.Increment(ref served) % 20 == 0) progress.Release();
                 }
                 catch (Exception)
                 {
@@ -197,7 +199,26 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
             }
         })).ToArray();
 
-        await Task.Delay(300);
+        async Task ClientsAnswerAnotherBatch()
+        {
+            for (var i = 0; i < 2; i++) Assert.True(await progress.WaitAsync(HangGuard), "hang guard: the clients stopped answering");
+        }
+
+        // Waits on the pool's reload token until the expected model answers (a change can raise more than one reload of the
+        // same file: wait for reloads, never for a generation number or a time).
+        async Task WaitUntilServing(EarlyExitPrediction[] answers)
+        {
+            while (true)
+            {
+                var reloaded = pool.GetReloadToken();
+                if (Close(answers[7].Score, pool.Predict(new Input { Image = models.Images[7] }).Score)) return;
+                var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                using (reloaded.RegisterChangeCallback(_ => signal.TrySetResult(), null))
+                    await signal.Task.WaitAsync(HangGuard);
+            }
+        }
+
+        await ClientsAnswerAnotherBatch();
         // Replace the model the way a deployment does: write next to it, then rename over it (twice, to exercise coalescing).
         for (var swap = 0; swap < 2; swap++)
         {
@@ -205,19 +226,19 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
             var staging = temp.File($"staging-{swap}.zip");
             File.Copy(source, staging);
             File.Move(staging, path, overwrite: true);
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (pool.GetStatus().Generation < swap + 2 && DateTime.UtcNow < deadline) await Task.Delay(50);
+            await WaitUntilServing(swap == 0 ? secondAnswers : firstAnswers);
+            await ClientsAnswerAnotherBatch();
         }
-        await Task.Delay(200);
         await stop.CancelAsync();
         await Task.WhenAll(clients);
 
         Assert.Equal(0, failures);
-        Assert.True(served > 50, $"only {served} requests were served");
-        Assert.Equal(3, pool.GetStatus().Generation);
+        var status = pool.GetStatus();
+        Assert.True(status.Generation >= generation + 2, $"generation {status.Generation} after two swaps from {generation}");
+        Assert.Equal(0, status.FailedReloads);
+        // Every call has ended: no retired generation may still hold a model.
         Assert.Equal(0, pool.RetiredGenerationsAlive());
-        var final = pool.Predict(new Input { Image = models.Images[5] });
-        Assert.True(Close(firstAnswers[5].Score, final.Score));
+        Assert.True(Close(firstAnswers[5].Score, pool.Predict(new Input { Image = models.Images[5] }).Score));
     }
 
     [Fact]
@@ -242,22 +263,43 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     }
 
     [Fact]
-    public void Options_BoundFromConfiguration_ApplyAndPrecisionTargetRethresholds()
+    public void Options_BoundFromConfiguration_ApplyAndPrecisionTargetRethresholdsEveryCache()
     {
+        const double target = 0.99;
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
         {
             ["Gati:Pool:Device"] = "cpu",
             ["Gati:Pool:Batching"] = "false",
-            ["Gati:Pool:ExitPrecisionTarget"] = "1.0",
+            ["Gati:Pool:ExitPrecisionTarget"] = target.ToString(System.Globalization.CultureInfo.InvariantCulture),
         }).Build();
         var services = new ServiceCollection();
         services.AddEarlyExitPredictionEnginePool<Input, EarlyExitPrediction>().FromFile(models.First).Configure(configuration.GetSection("Gati:Pool"));
         using var provider = services.BuildServiceProvider();
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         Assert.Equal("cpu", pool.GetStatus().Device);
-        // Re-thresholded for 100% precision: no cache fires where it could be wrong on its calibration rows.
-        var answers = models.Images.Select(i => pool.Predict(new Input { Image = i })).ToArray();
-        Assert.True(answers.Count(a => a.ExitLayer > 0) <= Expected(models.First).Count(a => a.ExitLayer > 0));
+
+        // The reference: the saved caches re-thresholded from their calibration curves by the library itself.
+        var context = new MLContext();
+        var model = ((IEnumerable<ITransformer>)context.Gati().LoadModel(models.First, out _)).ToArray();
+        var caches = model.OfType<LearnedCachesTransformer>().Single();
+        using var rethresholded = caches.WithPrecisionTarget(target);
+        var thresholds = rethresholded.Caches.Select(c => c.Calibration.Threshold).ToArray();
+        Assert.NotEqual(caches.Caches.Select(c => c.Calibration.Threshold), thresholds);
+        var chain = new TransformerChain<ITransformer>([.. model.Where(t => t != caches), rethresholded]);
+        using var reference = context.Gati().CreateEarlyExitEngine<Input, EarlyExitPrediction>(chain);
+        var inputs = models.Images.Select(i => new Input { Image = i }).ToArray();
+        var expected = reference.Predict(inputs);
+        // The target must change where rows exit, or this test could not tell a re-thresholded model from the saved one.
+        Assert.NotEqual(Expected(models.First).Select(a => a.ExitLayer), expected.Select(a => a.ExitLayer));
+
+        var answers = inputs.Select(pool.Predict).ToArray();
+        Assert.Equal(expected.Select(a => a.ExitLayer), answers.Select(a => a.ExitLayer));
+        // 0.99 is stricter than the 0.95 the model was saved with: strictly fewer rows leave early ("<=" would also pass
+        // for a pool that ignored the target).
+        var savedEarly = Expected(models.First).Count(a => a.ExitLayer > 0);
+        Assert.True(answers.Count(a => a.ExitLayer > 0) < savedEarly, $"{answers.Count(a => a.ExitLayer > 0)} early exits at {target}, {savedEarly} as saved");
+        Assert.Equal(expected.Select(a => a.PredictedLabel), answers.Select(a => a.PredictedLabel));
+        foreach (var component in model) (component as IDisposable)?.Dispose();
     }
 
     [Fact]
@@ -563,5 +605,30 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         Assert.Equal("undecodable", (await Assert.ThrowsAsync<ArgumentException>(() => failed)).Message);
         pool.Reload();
         Assert.Equal(0, pool.RetiredGenerationsAlive());
+    }
+
+    [Fact]
+    public void GetReloadToken_FiresWhenANewGenerationStartsServing()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("live.zip");
+        File.Copy(models.First, path);
+        using var provider = Provider(b => b.FromFile(path), o =>
+        {
+            o.Device = "cpu";
+            o.ReloadAttempts = 1;
+        });
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        var token = pool.GetReloadToken();
+        var fired = 0;
+        using var registration = token.RegisterChangeCallback(_ => Interlocked.Increment(ref fired), null);
+        File.WriteAllText(path, "not a model");
+        pool.Reload();
+        Assert.False(token.HasChanged, "a failed reload keeps the old generation serving");
+        File.Copy(models.Second, path, overwrite: true);
+        pool.Reload();
+        Assert.True(token.HasChanged);
+        Assert.Equal(1, fired);
+        Assert.False(pool.GetReloadToken().HasChanged);
     }
 }
