@@ -1,3 +1,4 @@
+using System.Globalization;
 using Gati.Extensions.ML;
 using Gati.MLNet.Inference;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -32,15 +33,33 @@ public static class ServiceSetup
     }
 }
 
-/// <summary>Healthy while a model generation serves; degraded when the last reload failed.</summary>
+/// <summary>
+/// Healthy while a model generation serves; degraded when the last reload failed, or (online caches) when live agreement
+/// is below the target even at its upper confidence bound.
+/// </summary>
 internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var status = pool.GetStatus();
-        var data = new Dictionary<string, object> { ["generation"] = status.Generation, ["caches"] = string.Join(",", status.CacheLayers), ["device"] = status.Device, ["backend"] = status.Backend };
-        return Task.FromResult(status.LastError is null
-            ? HealthCheckResult.Healthy($"model generation {status.Generation} loaded", data)
-            : HealthCheckResult.Degraded($"the last reload failed: {status.LastError}", data: data));
+        var data = new Dictionary<string, object>
+        {
+            ["generation"] = status.Generation, ["source"] = status.Source, ["caches"] = string.Join(",", status.CacheLayers), ["device"] = status.Device,
+            ["backend"] = status.Backend,
+        };
+        if (status.LastError is not null) return Task.FromResult(HealthCheckResult.Degraded($"the last reload failed: {status.LastError}", data: data));
+        if (status.Online is { } online)
+        {
+            var live = online.Agreement;
+            data["liveAgreement"] = live.Requests == 0 ? "no sampled requests yet" : $"{live.Estimate:P2} ({live.Agreed}/{live.Requests}; {live.Confidence:P0} bounds {live.Lower:P2} - {live.Upper:P2})";
+            data["thresholds"] = string.Join(",", online.Thresholds.Select(t => float.IsFinite(t) ? t.ToString("G4", CultureInfo.InvariantCulture) : "off"));
+            data["updates"] = $"{online.UpdatesAccepted} accepted, {online.UpdatesRejected} rejected";
+            data["reactions"] = online.Reactions;
+            if (online.LastReaction is { } reaction) data["lastReaction"] = reaction;
+            // The pool has already reacted (thresholds raised) when this is seen; it says the promise is under watch.
+            if (live.Requests > 0 && live.Upper < online.AgreementTarget)
+                return Task.FromResult(HealthCheckResult.Degraded($"live agreement {live.Estimate:P2} is below the target even at its upper bound", data: data));
+        }
+        return Task.FromResult(HealthCheckResult.Healthy($"model generation {status.Generation} loaded ({status.Source})", data));
     }
 }

@@ -47,6 +47,13 @@ public sealed class EarlyExitPoolOptions
     /// <summary>Re-threshold every cache for this exit precision (from the calibration curves saved in the model); null keeps the model's thresholds.</summary>
     public double? ExitPrecisionTarget { get; set; }
 
+    /// <summary>
+    /// Continuously updated caches (docs/online.md): shadow sampling, live agreement with confidence bounds, threshold
+    /// reactions and background updates that are swapped in as new generations. Null (the default) serves the caches as
+    /// loaded. Bound from configuration as e.g. <c>"Online": { "SampleFraction": 0.1, "AgreementTarget": 0.99 }</c>.
+    /// </summary>
+    public Gati.MLNet.Online.OnlineCacheOptions? Online { get; set; }
+
     /// <summary>Quiet period after the last change event of a watched model file before it is reloaded, in milliseconds.</summary>
     public double ReloadDebounceMs { get; set; } = 300;
 
@@ -62,6 +69,7 @@ public sealed class EarlyExitPoolOptions
             throw new ArgumentOutOfRangeException(nameof(MaxBatchDelayMs), MaxBatchDelayMs, "Must be from 0 to 60,000 (a minute).");
         if (ExitPrecisionTarget is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(ExitPrecisionTarget), ExitPrecisionTarget, "Must be in (0, 1].");
         if (ReloadDebounceMs < 0) throw new ArgumentOutOfRangeException(nameof(ReloadDebounceMs), ReloadDebounceMs, "Must be 0 or more.");
+        Online?.Validate();
         if (ReloadAttempts < 1) throw new ArgumentOutOfRangeException(nameof(ReloadAttempts), ReloadAttempts, "Must be positive.");
     }
 }

@@ -176,6 +176,19 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     /// <summary>The state of a model (generation, caches, reload failures).</summary>
     public ModelStatus GetStatus(string modelName = DefaultModelName) => Entry(modelName).Status();
 
+    /// <summary>
+    /// Saves the model a name serves now, atomically: after online updates, the updated caches (with their base network).
+    /// How replicas share an update: one saves to the file the others watch, and they hot-reload it (docs/online.md#replicas).
+    /// </summary>
+    public void SaveModel(string modelName, string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        Entry(modelName).Save(path);
+    }
+
+    /// <summary>The continuously updated caches of a model (null unless <see cref="EarlyExitPoolOptions.Online"/> is set and the model has caches).</summary>
+    public Gati.MLNet.Online.OnlineCaches? GetOnlineCaches(string modelName = DefaultModelName) => Entry(modelName).Online;
+
     /// <summary>Reloads a model from its file now (also done automatically for watched files).</summary>
     public void Reload(string modelName = DefaultModelName) => Entry(modelName).Reload();
 

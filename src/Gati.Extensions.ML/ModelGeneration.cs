@@ -14,14 +14,26 @@ internal sealed class ModelGeneration<TInput, TOutput> where TInput : class wher
     private readonly ITransformer _model;
     private int _references = 1;
 
-    public ModelGeneration(int number, string path, ITransformer model, EarlyExitPredictionEngine<TInput, TOutput> engine)
+    public ModelGeneration(int number, string path, ITransformer model, DataViewSchema inputSchema, EarlyExitPredictionEngine<TInput, TOutput> engine,
+        string source = "file")
     {
         Number = number;
         Path = path;
         _model = model;
+        InputSchema = inputSchema;
         Engine = engine;
+        Source = source;
         LoadedAt = DateTimeOffset.UtcNow;
     }
+
+    /// <summary>The ML.NET model this generation serves (what <c>SaveModel</c> writes).</summary>
+    public ITransformer Model => _model;
+
+    /// <summary>The input schema saved with the model file.</summary>
+    public DataViewSchema InputSchema { get; }
+
+    /// <summary>Where the generation came from: "file", or "online update N".</summary>
+    public string Source { get; }
 
     public int Number { get; }
 

@@ -12,6 +12,7 @@ using Microsoft.ML.Data;
 
 namespace Gati.Extensions.ML.Tests;
 
+[Collection(ServingPools.Name)]
 public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModels>
 {
     public sealed class Input
@@ -31,21 +32,41 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
             if (logger is not null) l.AddProvider(logger);
         });
         if (clock is not null) services.AddSingleton(clock);
+        // The pool's meter is made by this provider's own factory, so measurements can be told apart from other pools'.
+        services.AddSingleton<IMeterFactory, ScopedMeterFactory>();
         register(services.AddEarlyExitPredictionEnginePool<Input, EarlyExitPrediction>(configure ?? (o => o.Device = "cpu")));
         return services.BuildServiceProvider();
     }
 
-    /// <summary>Records the serving pool's measurements (System.Diagnostics.Metrics) while alive.</summary>
+    /// <summary>Makes meters scoped to itself (test classes run in parallel, and every pool's meter has the same name).</summary>
+    private sealed class ScopedMeterFactory : IMeterFactory
+    {
+        public Meter Create(MeterOptions options)
+        {
+            options.Scope = this;
+            return new Meter(options);
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+
+    /// <summary>
+    /// Records the measurements of the pool a provider creates (System.Diagnostics.Metrics) while alive; create it before
+    /// the pool is resolved.
+    /// </summary>
     private sealed class ServingMeasurements : IDisposable
     {
         private readonly MeterListener _listener = new();
         private readonly List<(string Instrument, double Value, Dictionary<string, object?> Tags)> _values = [];
 
-        public ServingMeasurements()
+        public ServingMeasurements(IServiceProvider provider)
         {
+            var scope = provider.GetRequiredService<IMeterFactory>();
             _listener.InstrumentPublished = (instrument, l) =>
             {
-                if (instrument.Meter.Name == ServingMetrics.MeterName) l.EnableMeasurementEvents(instrument);
+                if (instrument.Meter.Name == ServingMetrics.MeterName && ReferenceEquals(instrument.Meter.Scope, scope)) l.EnableMeasurementEvents(instrument);
             };
             _listener.SetMeasurementEventCallback<long>((i, v, t, _) => Add(i.Name, v, t));
             _listener.SetMeasurementEventCallback<int>((i, v, t, _) => Add(i.Name, v, t));
@@ -53,15 +74,11 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
             _listener.Start();
         }
 
-        /// <summary>Released once per successful reload.</summary>
-        public SemaphoreSlim Reloaded { get; } = new(0);
-
         private void Add(string instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {
             var map = new Dictionary<string, object?>();
             foreach (var tag in tags) map[tag.Key] = tag.Value;
             lock (_values) _values.Add((instrument, value, map));
-            if (instrument == "gati.model.reloads" && Equals(map["outcome"], "success")) Reloaded.Release();
         }
 
         public double[] Values(string instrument)
@@ -315,35 +332,25 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     [Fact]
     public async Task Metrics_CountPredictionsByExitAndReloads()
     {
-        var counts = new Dictionary<string, long>();
-        using var listener = new MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == ServingMetrics.MeterName) l.EnableMeasurementEvents(instrument);
-        };
-        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-        {
-            lock (counts) counts[instrument.Name] = counts.GetValueOrDefault(instrument.Name) + value;
-        });
-        listener.Start();
         using var provider = Provider(b => b.FromFile(models.First));
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         foreach (var image in models.Images.Take(20)) await pool.PredictAsync(new Input { Image = image });
         pool.Reload();
-        Assert.Equal(20, counts["gati.predictions"]);
-        Assert.Equal(1, counts["gati.model.reloads"]);
+        Assert.Equal(20, measurements.Values("gati.predictions").Sum());
+        Assert.Equal(1, measurements.Values("gati.model.reloads").Sum());
     }
 
     [Fact]
     public async Task PredictAsync_OneBadInputInABatch_FailsOnlyThatRequest()
     {
         var clock = new ManualClock();
-        using var measurements = new ServingMeasurements();
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
             o.MaxBatchDelayMs = 1000;
         }, clock);
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         var good = Enumerable.Range(0, 8).Select(i => pool.PredictAsync(new Input { Image = models.Images[i] })).ToArray();
         var bad = pool.PredictAsync(new Input { Image = new float[10] });
@@ -360,7 +367,6 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     [Fact]
     public async Task PredictAsync_ConcurrentRequests_AreAnsweredInSharedBatches()
     {
-        using var measurements = new ServingMeasurements();
         // The batch delay is far longer than the test: only a full batch can start a batch.
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
@@ -368,6 +374,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
             o.MaxBatchSize = 8;
             o.MaxBatchDelayMs = 60_000;
         });
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         var expected = Expected(models.First);
         var answers = await Task.WhenAll(Enumerable.Range(0, 24).Select(i => Task.Run(() => pool.PredictAsync(new Input { Image = models.Images[i] }))))
@@ -381,12 +388,12 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     public async Task MaxBatchDelay_OnThePoolsClock_HoldsTheBatchOpenUntilTheFirstRequestsDelayEnds()
     {
         var clock = new ManualClock();
-        using var measurements = new ServingMeasurements();
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
             o.MaxBatchDelayMs = 1000;
         }, clock);
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         var first = pool.PredictAsync(new Input { Image = models.Images[0] });
         await clock.WhenArmedAsync().WaitAsync(HangGuard);
@@ -405,12 +412,12 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     public async Task PredictAsync_CancelledWhileWaitingForItsBatch_IsCancelledAndNeverRun()
     {
         var clock = new ManualClock();
-        using var measurements = new ServingMeasurements();
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
             o.MaxBatchDelayMs = 1000;
         }, clock);
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         using var cancel = new CancellationTokenSource();
         var cancelled = pool.PredictAsync(new Input { Image = models.Images[0] }, cancel.Token);
@@ -453,12 +460,12 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     public async Task DisposeAsync_WhileABatchIsBeingCollected_FailsEveryWaitingRequestNamingThePool()
     {
         var clock = new ManualClock();
-        using var measurements = new ServingMeasurements();
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
             o.MaxBatchDelayMs = 1000;
         }, clock);
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         // No cancellation tokens: nothing but the pool can end these waits.
         var accepted = Enumerable.Range(0, 3).Select(i => pool.PredictAsync(new Input { Image = models.Images[i] })).ToArray();
@@ -538,12 +545,12 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         var path = temp.File("live.zip");
         File.Copy(models.First, path);
         var clock = new ManualClock();
-        using var measurements = new ServingMeasurements();
         using var provider = Provider(b => b.FromFile(path), o =>
         {
             o.Device = "cpu";
             o.MaxBatchDelayMs = 1000;
         }, clock);
+        using var measurements = new ServingMeasurements(provider);
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
         var before = pool.PredictAsync(new Input { Image = models.Images[4] });
         await clock.WhenArmedAsync().WaitAsync(HangGuard);

@@ -50,6 +50,26 @@ public sealed class CacheOptimizerTests
     }
 
     [Fact]
+    public void Choose_WithConfidence_TheExactLowerBoundMustReachTheTarget()
+    {
+        // At 96 %, both caches agree on 99 of 100 rows as a point estimate; the exact 95 % lower bound of 99/100 is 95.3 %,
+        // of 100/100 it is 0.05^(1/100) = 97.0 %: only layer 2 alone keeps the target with confidence.
+        var point = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.96));
+        Assert.Equal([1, 2], point.Chosen.Select(c => c.Layer));
+        Assert.InRange(point.AgreementLowerBound, 0.95, 0.96);
+
+        var sure = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.96, Confidence: 0.95));
+        Assert.Equal([2], sure.Chosen.Select(c => c.Layer));
+        Assert.Equal(Math.Pow(0.05, 1.0 / 100), sure.AgreementLowerBound, 9);
+        // No disagreement among 80 exits: the exact upper bound of the disagreement rate is 1 - 0.05^(1/80).
+        Assert.Equal(1 - Math.Pow(0.05, 1.0 / 80), sure.DisagreementAmongExitsUpperBound, 9);
+        Assert.Contains("at 95 % confidence (exact lower bound)", sure.Explanation);
+        Assert.Contains("agreement at least 97.05 %", sure.Explanation);
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => CacheOptimizer.Choose(Synthetic(), new CacheConstraints(Confidence: 0.3)));
+    }
+
+    [Fact]
     public void Choose_MemoryBudget_ExcludesPlansOverIt()
     {
         var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.98, MemoryBudgetBytes: 1 << 20));

@@ -26,12 +26,13 @@ internal static class OptimizeCommand
         var memory = new Option<double?>("--memory-budget-mb") { Description = "Most memory for the chosen caches' parameters, in MB (default: no limit)." }.Positive();
         var batchSize = new Option<int>("--batch-size") { Description = "Batch size to minimise latency for (timings are taken at 1 and at this size).", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var holdoutRows = new Option<long>("--holdout-rows") { Description = "Measure on the last N rows of the training split (held out from predictor training; use fit-caches' value).", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
+        var confidence = new Option<double?>("--confidence") { Description = "Require the agreement target at this one-sided confidence (exact Clopper-Pearson lower bound on the held-out rows), e.g. 0.95; default: as a point estimate (the bound is reported either way)." }.Require(v => v is null or (> 0.5 and < 1), "must be above 0.5 and below 1");
         var timingRuns = new Option<int>("--timing-runs") { Description = "Timed repetitions per model part.", DefaultValueFactory = _ => 200 }.AtLeast(1);
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write with the chosen caches only (plus the plan as <output>.plan.md).", Required = true };
         var command = new Command("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { agreement, memory, batchSize, holdoutRows, timingRuns, output }) command.Options.Add(option);
+        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, timingRuns, output }) command.Options.Add(option);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
@@ -41,14 +42,18 @@ internal static class OptimizeCommand
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
                 result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
-                CommandLineText.Of(result)));
+                CommandLineText.Of(result)) { Confidence = result.GetValue(confidence) });
         })));
         return command;
     }
 }
 
 internal sealed record OptimizeSettings(string Model, DatasetSpec Dataset, double AgreementTarget, long? MemoryBudgetBytes, int BatchSize, long HoldoutRows,
-    int TimingRuns, string Output, string Device, EarlyExitEngineOptions Serving, string CommandLine = "gati optimize");
+    int TimingRuns, string Output, string Device, EarlyExitEngineOptions Serving, string CommandLine = "gati optimize")
+{
+    /// <summary>One-sided confidence the agreement target must hold at (null: point estimate).</summary>
+    public double? Confidence { get; init; }
+}
 
 /// <summary>Runs <c>gati optimize</c>.</summary>
 internal sealed class OptimizeRunner(IAnsiConsole console)
@@ -68,7 +73,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
             var backend = ServingArguments.Name(settings.Serving.Backend);
             console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {settings.HoldoutRows} held-out rows with {backend} (batch 1 and {settings.BatchSize})...");
             var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns, settings.Serving.Backend);
-            var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(settings.AgreementTarget, settings.MemoryBudgetBytes, settings.BatchSize));
+            var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(settings.AgreementTarget, settings.MemoryBudgetBytes, settings.BatchSize, settings.Confidence));
             console.WriteLine(plan.Explanation);
             using var chosen = CacheOptimizer.Apply(plan, candidates);
             var measured = MeasuredSpeedup(context, baseModel, chosen, heldOut, settings);

@@ -8,7 +8,12 @@ namespace Gati.MLNet.Inference;
 /// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99).</param>
 /// <param name="MemoryBudgetBytes">Most memory for all chosen caches' parameters (null: no limit).</param>
 /// <param name="BatchSize">Batch size the latency is minimised for (1, or the measurements' batch size).</param>
-public sealed record CacheConstraints(double MinimumAgreement = 0.99, long? MemoryBudgetBytes = null, int BatchSize = 1);
+/// <param name="Confidence">
+/// When set (e.g. 0.95), the agreement target must hold at this one-sided confidence: the exact (Clopper-Pearson) lower
+/// bound of agreement on the held-out rows, not only the point estimate, must reach <paramref name="MinimumAgreement"/>.
+/// Null keeps the point estimate (the bound is still reported).
+/// </param>
+public sealed record CacheConstraints(double MinimumAgreement = 0.99, long? MemoryBudgetBytes = null, int BatchSize = 1, double? Confidence = null);
 
 /// <summary>The optimizer's choice and the figures it expects on held-out data.</summary>
 public sealed record CachePlan
@@ -27,6 +32,18 @@ public sealed record CachePlan
 
     /// <summary>Share of rows expected to exit early.</summary>
     public required double ExpectedHitRate { get; init; }
+
+    /// <summary>Held-out rows the figures come from.</summary>
+    public int Rows { get; init; }
+
+    /// <summary>The confidence of <see cref="AgreementLowerBound"/> and <see cref="DisagreementAmongExitsUpperBound"/> (the constraint's, else 0.95).</summary>
+    public double Confidence { get; init; } = 0.95;
+
+    /// <summary>One-sided exact (Clopper-Pearson) lower bound of agreement on the held-out rows at <see cref="Confidence"/>.</summary>
+    public double AgreementLowerBound { get; init; }
+
+    /// <summary>One-sided exact upper bound of the disagreement rate among the rows that exit early (rows run in full agree).</summary>
+    public double DisagreementAmongExitsUpperBound { get; init; }
 
     /// <summary>Memory of the chosen caches' parameters.</summary>
     public required long MemoryBytes { get; init; }
@@ -62,12 +79,15 @@ public static class CacheOptimizer
         ArgumentNullException.ThrowIfNull(measurements);
         ArgumentNullException.ThrowIfNull(constraints);
         if (constraints.MinimumAgreement is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(constraints), constraints.MinimumAgreement, "Agreement target must be in [0, 1].");
+        if (constraints.Confidence is { } c && (c is <= 0.5 or >= 1 || double.IsNaN(c)))
+            throw new ArgumentOutOfRangeException(nameof(constraints), constraints.Confidence, "Confidence must be in (0.5, 1).");
         if (constraints.BatchSize != 1 && constraints.BatchSize != measurements.BatchSize)
             throw new ArgumentException($"Latency was measured at batch 1 and {measurements.BatchSize}; optimise for one of those.", nameof(constraints));
         var byLayer = measurements.Candidates.GroupBy(c => c.Layer).OrderBy(g => g.Key).Select(g => g.ToArray()).ToArray();
         var plans = byLayer.Aggregate(1L, (n, g) => n > ExhaustiveLimit ? n : n * (g.Length + 1));
         var evaluator = new Evaluator(measurements, constraints.BatchSize);
         var best = evaluator.Evaluate([]);
+        bool Better(Evaluator.Result candidate, Evaluator.Result incumbent) => CacheOptimizer.Better(candidate, incumbent, constraints, measurements.Rows);
         long evaluated = 1;
         string search;
         if (plans <= ExhaustiveLimit)
@@ -79,7 +99,7 @@ public static class CacheOptimizer
                 var set = choice.Select((c, l) => c == 0 ? null : byLayer[l][c - 1]).OfType<CacheCandidate>().ToArray();
                 var result = evaluator.Evaluate(set);
                 evaluated++;
-                if (Better(result, best, constraints)) best = result;
+                if (Better(result, best)) best = result;
             }
         }
         else
@@ -92,11 +112,13 @@ public static class CacheOptimizer
                 {
                     var result = evaluator.Evaluate([.. current.Set, candidate]);
                     evaluated++;
-                    if (Better(result, best, constraints)) best = result;
+                    if (Better(result, best)) best = result;
                 }
                 if (ReferenceEquals(best, current)) break;
             }
         }
+        var confidence = constraints.Confidence ?? 0.95;
+        var (agreed, exits) = Counts(best, measurements.Rows);
         var plan = new CachePlan
         {
             Chosen = best.Set.OrderBy(c => c.Layer).ToArray(),
@@ -104,6 +126,10 @@ public static class CacheOptimizer
             FullMs = evaluator.Evaluate([]).Ms,
             ExpectedAgreement = best.Agreement,
             ExpectedHitRate = best.HitRate,
+            Rows = measurements.Rows,
+            Confidence = confidence,
+            AgreementLowerBound = Online.Proportion.ClopperPearsonLower(agreed, measurements.Rows, confidence),
+            DisagreementAmongExitsUpperBound = exits == 0 ? 0 : Online.Proportion.ClopperPearsonUpper(measurements.Rows - agreed, exits, confidence),
             MemoryBytes = best.Bytes,
             PlansEvaluated = evaluated,
             Search = search,
@@ -119,9 +145,15 @@ public static class CacheOptimizer
         return candidates.WithCaches(plan.Chosen.Select(c => candidates.Caches[c.Index]));
     }
 
-    private static bool Better(Evaluator.Result candidate, Evaluator.Result best, CacheConstraints constraints)
+    /// <summary>Rows that agree, and rows that exit early, of a result over <paramref name="rows"/> rows.</summary>
+    private static (long Agreed, long Exits) Counts(Evaluator.Result result, int rows) =>
+        ((long)Math.Round(result.Agreement * rows), (long)Math.Round(result.HitRate * rows));
+
+    private static bool Better(Evaluator.Result candidate, Evaluator.Result best, CacheConstraints constraints, int rows)
     {
         if (candidate.Agreement < constraints.MinimumAgreement) return false;
+        if (constraints.Confidence is { } confidence && candidate.Set.Count > 0
+            && Online.Proportion.ClopperPearsonLower(Counts(candidate, rows).Agreed, rows, confidence) < constraints.MinimumAgreement) return false;
         if (constraints.MemoryBudgetBytes is { } budget && candidate.Bytes > budget) return false;
         if (candidate.Ms < best.Ms - 1e-9) return true;
         return Math.Abs(candidate.Ms - best.Ms) <= 1e-9 && candidate.Set.Count < best.Set.Count;
@@ -143,7 +175,7 @@ public static class CacheOptimizer
         var text = new StringBuilder();
         var budget = constraints.MemoryBudgetBytes is { } b ? string.Create(CultureInfo.InvariantCulture, $", cache memory <= {b / 1048576.0:F1} MB") : "";
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"Measured on {m.Rows} held-out rows on {m.Device} with {(m.Backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp")}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
+            $"Measured on {m.Rows} held-out rows on {m.Device} with {(m.Backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp")}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{(constraints.Confidence is { } conf ? string.Create(CultureInfo.InvariantCulture, $" at {conf:P0} confidence (exact lower bound)") : " (point estimate)")}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
         text.AppendLine();
         text.AppendLine("| layer | predictor | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
         text.AppendLine("|---|---|---|---|---|---|---|");
@@ -159,6 +191,10 @@ public static class CacheOptimizer
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Chosen: {string.Join(", ", plan.Chosen.Select(c => $"layer {c.Layer} {c.Architecture}"))}. Expected {plan.ExpectedMs:F3} {unit} " +
             $"({plan.ExpectedSpeedup:F2}x faster), agreement {plan.ExpectedAgreement:P2}, {plan.ExpectedHitRate:P1} of inputs exit early, caches use {plan.MemoryBytes / 1048576.0:F2} MB.");
+        text.AppendLine(CultureInfo.InvariantCulture,
+            $"Finite-sample figures ({plan.Confidence:P0} one-sided, exact Clopper-Pearson over the {plan.Rows} held-out rows): agreement at least {plan.AgreementLowerBound:P2}; " +
+            $"disagreement among early exits at most {plan.DisagreementAmongExitsUpperBound:P2}. The rows also chose the plan (and, in part, calibrated the thresholds), so " +
+            $"the bound is optimistic by that selection; the test split (gati evaluate-early-exit) is the independent check.");
         foreach (var c in plan.Chosen)
         {
             var without = evaluator.Evaluate(plan.Chosen.Where(x => x != c).ToArray());

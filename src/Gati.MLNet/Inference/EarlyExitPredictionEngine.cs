@@ -31,6 +31,9 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
         _writers = OutputWriters(engine.ClassNames).ToArray();
     }
 
+    /// <summary>The untyped engine underneath (online caches shadow it).</summary>
+    internal EarlyExitEngine Inner => _engine;
+
     /// <summary>The base network's configuration.</summary>
     public ResNetConfig Config => _engine.Config;
 

@@ -54,6 +54,8 @@ public sealed class OnlineCacheOptions
     /// <summary>Seed of the sampling and of fine-tuning.</summary>
     public int Seed { get; set; }
 
+    internal OnlineCacheOptions Clone() => (OnlineCacheOptions)MemberwiseClone();
+
     internal void Validate()
     {
         if (SampleFraction is < 0 or > 1 || double.IsNaN(SampleFraction)) throw new ArgumentOutOfRangeException(nameof(SampleFraction), SampleFraction, "Must be in [0, 1].");

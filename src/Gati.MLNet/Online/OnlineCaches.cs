@@ -37,11 +37,11 @@ public sealed class OnlineCaches : IDisposable
         Action<EarlyExitEngine, LearnedCachesTransformer> swap)
     {
         options.Validate();
-        _options = options;
+        _options = options.Clone(); // later changes to the caller's object do not reach a running updater
         _engineOptions = engineOptions;
         _swap = swap;
         _model = model;
-        Sampler = new ShadowSampler(engine, options);
+        Sampler = new ShadowSampler(engine, _options);
         _segmentMs = SegmentCosts(model, engineOptions);
         if (options.Updates)
         {
@@ -49,6 +49,9 @@ public sealed class OnlineCaches : IDisposable
             _updater.Start();
         }
     }
+
+    /// <summary>The settings in force.</summary>
+    public OnlineCacheOptions Options => _options;
 
     /// <summary>Shadow rows, live agreement and threshold reactions.</summary>
     public ShadowSampler Sampler { get; }
@@ -153,30 +156,11 @@ public sealed class OnlineCaches : IDisposable
             var engine = Sampler.Engine;
             var now = CacheUpdater.Simulate(model.Caches, engine.Thresholds, fresh, _segmentMs, Sampler.Live.Z);
             var next = CacheUpdater.Simulate(candidate.Caches, candidate.Caches.Select(c => c.Calibration.Threshold).ToArray(), fresh, _segmentMs, Sampler.Live.Z);
-            // Below the target, a candidate that agrees more is better whatever it costs; at the target, it must keep the
-            // target (within one row of the serving caches) and be faster.
-            var better = now.Agreement < _options.AgreementTarget
-                ? next.Agreed > now.Agreed
-                : next.Agreement >= _options.AgreementTarget && next.Agreed >= now.Agreed - 1 && next.ExpectedMs < now.ExpectedMs * 0.97;
             var reason = string.Create(CultureInfo.InvariantCulture,
                 $"on {fresh.Length} fresh sampled rows: serving caches {now.Agreement:P2} agreement, {now.ExpectedMs:F3} ms expected; candidate {next.Agreement:P2}, {next.ExpectedMs:F3} ms " +
                 $"(trained on {candidate.TrainRows} rows, calibrated on {candidate.CalibrationRows}: {candidate.Summary})");
-            if (!better) return new UpdateOutcome(number, false, "rejected: " + reason, throttle.Busy.TotalSeconds);
-
-            var nextModel = model.WithCaches(candidate.Caches);
-            EarlyExitEngine nextEngine;
-            try
-            {
-                nextEngine = EarlyExitEngine.Create(nextModel.BaseNetwork, nextModel.Caches, nextModel.ClassNames, nextModel.InputNormalization, _engineOptions);
-            }
-            catch
-            {
-                nextModel.Dispose();
-                throw;
-            }
-            Sampler.Attach(nextEngine);
-            lock (_gate) _model = nextModel;
-            _swap(nextEngine, nextModel);
+            if (!IsBetter(now, next, _options.AgreementTarget)) return new UpdateOutcome(number, false, "rejected: " + reason, throttle.Busy.TotalSeconds);
+            Install(model.WithCaches(candidate.Caches));
             return new UpdateOutcome(number, true, "accepted: " + reason, throttle.Busy.TotalSeconds);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
@@ -189,6 +173,33 @@ public sealed class OnlineCaches : IDisposable
             if (candidate is not null) foreach (var cache in candidate.Caches) cache.Dispose();
             torch.set_num_threads(threads);
         }
+    }
+
+    /// <summary>
+    /// The accept rule: below the target, a candidate that agrees on more of the fresh rows is better whatever it costs;
+    /// at the target, it must keep the target (and agree on at most one row fewer) and be at least 3 % faster.
+    /// </summary>
+    internal static bool IsBetter(SimulatedServing now, SimulatedServing next, double target) =>
+        now.Agreement < target
+            ? next.Agreed > now.Agreed
+            : next.Agreement >= target && next.Agreed >= now.Agreed - 1 && next.ExpectedMs < now.ExpectedMs * 0.97;
+
+    /// <summary>Serves <paramref name="nextModel"/> (taking ownership): a new engine, shadowed from now on, handed to the owner's swap.</summary>
+    internal void Install(LearnedCachesTransformer nextModel)
+    {
+        EarlyExitEngine nextEngine;
+        try
+        {
+            nextEngine = EarlyExitEngine.Create(nextModel.BaseNetwork, nextModel.Caches, nextModel.ClassNames, nextModel.InputNormalization, _engineOptions);
+        }
+        catch
+        {
+            nextModel.Dispose();
+            throw;
+        }
+        Sampler.Attach(nextEngine);
+        lock (_gate) _model = nextModel;
+        _swap(nextEngine, nextModel);
     }
 
     /// <summary>Segment costs at batch 1 on the serving backend: segment s ends at cache s; the last ends at the head.</summary>

@@ -66,7 +66,15 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     public long Labelled => Interlocked.Read(ref _labelled);
 
     /// <summary>Threshold changes made so far, oldest first.</summary>
-    public List<ThresholdReaction> Reactions { get; } = [];
+    public IReadOnlyList<ThresholdReaction> Reactions
+    {
+        get
+        {
+            lock (_reactionGate) return _reactions.ToArray();
+        }
+    }
+
+    private readonly List<ThresholdReaction> _reactions = [];
 
     /// <summary>Raised after a threshold reaction (on the sampler's thread).</summary>
     public event EventHandler<ThresholdReaction>? Reacted;
@@ -223,7 +231,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                 if (thresholds[i] == engine.Thresholds[i]) continue;
                 var reaction = new ThresholdReaction(_layers[i], engine.Thresholds[i], thresholds[i], reason);
                 engine.SetThreshold(_layers[i], thresholds[i]);
-                Reactions.Add(reaction);
+                _reactions.Add(reaction);
                 Reacted?.Invoke(this, reaction);
             }
             for (var i = 0; i < _layers.Length; i++) Live.Reset(i);
