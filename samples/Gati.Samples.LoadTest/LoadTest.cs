@@ -12,17 +12,33 @@ namespace Gati.Samples.LoadTest;
 
 /// <summary>Settings of one load test.</summary>
 /// <param name="Url">The server's base address, e.g. http://127.0.0.1:5080.</param>
-/// <param name="Requests">Requests in total.</param>
+/// <param name="Requests">Requests in total (with <see cref="Stop"/>: at most).</param>
 /// <param name="Clients">Concurrent clients (each sends its share one request at a time).</param>
 /// <param name="Payload">png or json.</param>
 /// <param name="ServerPid">The server's process id, to read its resident memory before and after (optional).</param>
 /// <param name="FashionMnistDirectory">Where the test images come from.</param>
-public sealed record LoadTestSettings(Uri Url, int Requests, int Clients, string Payload = "png", int? ServerPid = null, string? FashionMnistDirectory = null);
+public sealed record LoadTestSettings(Uri Url, int Requests, int Clients, string Payload = "png", int? ServerPid = null, string? FashionMnistDirectory = null)
+{
+    /// <summary>Once cancelled, clients start no new request (the run then ends before <see cref="Requests"/>).</summary>
+    public CancellationToken Stop { get; init; }
+
+    /// <summary>
+    /// Retry a request whose connection is refused (a server restarting) after a short pause instead of failing it; the
+    /// retries are counted in <see cref="LoadTestResult.Refused"/>.
+    /// </summary>
+    public bool RetryRefused { get; init; }
+
+    /// <summary>Called after each answered request with the number answered so far (e.g. to act once the load runs).</summary>
+    public Action<int>? Answered { get; init; }
+}
 
 /// <summary>What a load test measured.</summary>
 public sealed record LoadTestResult(int Requests, int Clients, int Errors, double Seconds, double RequestsPerSecond, double MeanMs, double P50Ms,
     double P99Ms, double MaxMs, long? ServerMemoryBeforeBytes, long? ServerMemoryAfterBytes, IReadOnlyDictionary<int, int> StatusCodes, double EarlyExitShare)
 {
+    /// <summary>Connections refused and retried (<see cref="LoadTestSettings.RetryRefused"/>); not errors.</summary>
+    public int Refused { get; init; }
+
     /// <summary>A markdown table row and a summary line.</summary>
     public string ToMarkdown(string label)
     {
@@ -40,6 +56,14 @@ public sealed record LoadTestResult(int Requests, int Clients, int Errors, doubl
 /// <summary>Sends real Fashion-MNIST test images to POST /predict from concurrent clients.</summary>
 public static class LoadTest
 {
+    /// <summary>Status code recorded for a request whose connection failed (not refused).</summary>
+    public const int ConnectionFailed = 0;
+
+    /// <summary>Status code recorded for a request that timed out.</summary>
+    public const int TimedOut = -1;
+
+    private const int Refused = -2;
+
     public static async Task<LoadTestResult> RunAsync(LoadTestSettings settings, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(settings);
@@ -52,32 +76,43 @@ public static class LoadTest
         for (var i = 0; i < Math.Min(20, settings.Requests); i++) await SendAsync(http, payloads[i % payloads.Count], cancellation);
         var memoryBefore = ResidentBytes(settings.ServerPid);
 
-        var latencies = new double[settings.Requests];
-        var codes = new int[settings.Requests];
-        var early = new bool[settings.Requests];
+        // Per-client records: a run stopped early (or a long soak) never needs one slot per possible request.
+        var records = Enumerable.Range(0, settings.Clients).Select(_ => new List<(double Ms, int Code, bool Early)>()).ToArray();
         var next = -1;
+        var answered = 0;
+        var refused = 0;
         var clock = Stopwatch.StartNew();
-        var clients = Enumerable.Range(0, settings.Clients).Select(_ => Task.Run(async () =>
+        var clients = Enumerable.Range(0, settings.Clients).Select(c => Task.Run(async () =>
         {
-            while (true)
+            while (!settings.Stop.IsCancellationRequested)
             {
                 var i = Interlocked.Increment(ref next);
                 if (i >= settings.Requests) return;
                 var start = Stopwatch.GetTimestamp();
                 var (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
-                latencies[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-                codes[i] = code;
-                early[i] = exitedEarly;
+                while (code == Refused && settings.RetryRefused && !cancellation.IsCancellationRequested)
+                {
+                    Interlocked.Increment(ref refused);
+                    await Task.Delay(100, cancellation);
+                    (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
+                }
+                records[c].Add((Stopwatch.GetElapsedTime(start).TotalMilliseconds, code == Refused ? ConnectionFailed : code, exitedEarly));
+                settings.Answered?.Invoke(Interlocked.Increment(ref answered));
             }
         }, cancellation)).ToArray();
         await Task.WhenAll(clients);
         var seconds = clock.Elapsed.TotalSeconds;
         var memoryAfter = ResidentBytes(settings.ServerPid);
-        var sorted = latencies.Order().ToArray();
+        var all = records.SelectMany(r => r).ToArray();
+        if (all.Length == 0) throw new InvalidOperationException("The load test was stopped before its first request.");
+        var sorted = all.Select(r => r.Ms).Order().ToArray();
         double Percentile(double q) => sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
-        return new LoadTestResult(settings.Requests, settings.Clients, codes.Count(c => c != 200), seconds, settings.Requests / seconds, latencies.Average(),
+        return new LoadTestResult(all.Length, settings.Clients, all.Count(r => r.Code != 200), seconds, all.Length / seconds, sorted.Average(),
             Percentile(0.5), Percentile(0.99), sorted[^1], memoryBefore, memoryAfter,
-            codes.GroupBy(c => c).ToDictionary(g => g.Key, g => g.Count()), early.Count(e => e) / (double)settings.Requests);
+            all.GroupBy(r => r.Code).ToDictionary(g => g.Key, g => g.Count()), all.Count(r => r.Early) / (double)all.Length)
+        {
+            Refused = refused,
+        };
     }
 
     private static async Task<(int Code, bool Early)> SendAsync(HttpClient http, (byte[] Body, string ContentType) payload, CancellationToken cancellation)
@@ -90,13 +125,18 @@ public static class LoadTest
             var text = await response.Content.ReadAsStringAsync(cancellation);
             return ((int)response.StatusCode, text.Contains("\"exitedEarly\":true", StringComparison.Ordinal));
         }
+        catch (HttpRequestException ex) when (ex.HttpRequestError == HttpRequestError.ConnectionError
+            && ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused })
+        {
+            return (Refused, false);
+        }
         catch (HttpRequestException)
         {
-            return (0, false);
+            return (ConnectionFailed, false);
         }
         catch (TaskCanceledException) when (!cancellation.IsCancellationRequested)
         {
-            return (-1, false);
+            return (TimedOut, false);
         }
     }
 

@@ -1,22 +1,32 @@
-// Usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000] [--clients 16] [--payload png|json]
-//                              [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE]
+// Usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json]
+//                              [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE]
 using System.Globalization;
 using Gati.Samples.LoadTest;
 
+const string Usage = "usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json] [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE]";
 var options = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
 if (!options.TryGetValue("url", out var url))
 {
-    Console.Error.WriteLine("usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000] [--clients 16] [--payload png|json] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE]");
+    Console.Error.WriteLine(Usage);
     return 2;
 }
 int Int(string name, int fallback) => options.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-var settings = new LoadTestSettings(new Uri(url.EndsWith('/') ? url : url + "/"), Int("requests", 5000), Int("clients", 16),
-    options.GetValueOrDefault("payload", "png"), options.ContainsKey("server-pid") ? Int("server-pid", 0) : null, options.GetValueOrDefault("data-dir"));
+// --minutes: a timed run (e.g. a soak); the request count is then only a bound.
+using var timer = options.TryGetValue("minutes", out var minutes)
+    ? new CancellationTokenSource(TimeSpan.FromMinutes(double.Parse(minutes, CultureInfo.InvariantCulture)))
+    : new CancellationTokenSource();
+var settings = new LoadTestSettings(new Uri(url.EndsWith('/') ? url : url + "/"), Int("requests", options.ContainsKey("minutes") ? int.MaxValue : 5000), Int("clients", 16),
+    options.GetValueOrDefault("payload", "png"), options.ContainsKey("server-pid") ? Int("server-pid", 0) : null, options.GetValueOrDefault("data-dir"))
+{
+    Stop = timer.Token,
+    RetryRefused = options.ContainsKey("retry-refused"),
+};
 var result = await LoadTest.RunAsync(settings);
 var line = result.ToMarkdown(options.GetValueOrDefault("label", $"{settings.Payload}, {settings.Clients} clients"));
 Console.WriteLine(LoadTestResult.MarkdownHeader);
 Console.WriteLine(line);
-Console.WriteLine($"status codes: {string.Join(", ", result.StatusCodes.Select(c => $"{c.Key}: {c.Value}"))}; {result.Seconds:F1} s");
+Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+    $"status codes: {string.Join(", ", result.StatusCodes.Select(c => $"{c.Key}: {c.Value}"))}; refused and retried: {result.Refused}; {result.Seconds:F1} s"));
 if (options.TryGetValue("output", out var output)) File.AppendAllText(output, line + Environment.NewLine);
 return result.Errors == 0 ? 0 : 1;

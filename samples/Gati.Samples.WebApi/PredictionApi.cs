@@ -16,7 +16,8 @@ public static class PredictionApi
             .Produces<PredictionResponse>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType);
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         app.MapGet("/model", (EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool) =>
         {
             var status = pool.GetStatus();
@@ -51,26 +52,23 @@ public static class PredictionApi
         if (body.Length > limit) return TooLarge(limit);
         if (body.Length == 0) return BadRequest("The request body is empty.");
 
-        var status = pool.GetStatus();
-        float[] image;
+        // Decoded for, and answered by, one model generation: a hot reload in between cannot pair one model's input size
+        // or class names with another's prediction.
+        ModelPrediction<EarlyExitPrediction> answer;
         try
         {
-            image = ImageDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization);
+            answer = await pool.PredictWithStatusAsync(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>.DefaultModelName,
+                status => new ImageInput { Image = ImageDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization) }, cancellation);
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidDataException)
         {
             return BadRequest(ex.Message);
         }
-
-        EarlyExitPrediction prediction;
-        try
+        catch (ObjectDisposedException)
         {
-            prediction = await pool.PredictAsync(new ImageInput { Image = image }, cancellation);
+            return TypedResults.Problem("The server is shutting down; retry.", statusCode: StatusCodes.Status503ServiceUnavailable, title: "Shutting down");
         }
-        catch (ArgumentException ex)
-        {
-            return BadRequest(ex.Message);
-        }
+        var (status, prediction) = answer;
         var scores = new Dictionary<string, float>(status.ClassNames.Count);
         for (var i = 0; i < status.ClassNames.Count; i++) scores[status.ClassNames[i]] = prediction.Score[i];
         return TypedResults.Ok(new PredictionResponse(prediction.PredictedClass, prediction.PredictedLabel, scores, prediction.ExitLayer,

@@ -38,7 +38,10 @@ public sealed class EarlyExitPoolOptions
     /// <summary>Largest micro-batch.</summary>
     public int MaxBatchSize { get; set; } = 32;
 
-    /// <summary>How long the first request of a batch waits for company, in milliseconds (0: take only what is queued).</summary>
+    /// <summary>
+    /// How long the first request of a batch waits for company, in milliseconds (0: take only what is queued; at most
+    /// 60,000). Counted from the request's arrival on the clock; the metric <c>gati.batch.wait</c> shows the real wait.
+    /// </summary>
     public double MaxBatchDelayMs { get; set; } = 1;
 
     /// <summary>Re-threshold every cache for this exit precision (from the calibration curves saved in the model); null keeps the model's thresholds.</summary>
@@ -62,7 +65,8 @@ public sealed class EarlyExitPoolOptions
         DeviceOptions.Validate(Device, nameof(Device));
         EngineOptions().Validated();
         if (MaxBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, "Must be positive.");
-        if (MaxBatchDelayMs < 0 || !double.IsFinite(MaxBatchDelayMs)) throw new ArgumentOutOfRangeException(nameof(MaxBatchDelayMs), MaxBatchDelayMs, "Must be 0 or more.");
+        if (MaxBatchDelayMs is < 0 or > 60_000 || double.IsNaN(MaxBatchDelayMs))
+            throw new ArgumentOutOfRangeException(nameof(MaxBatchDelayMs), MaxBatchDelayMs, "Must be from 0 to 60,000 (a minute).");
         if (ExitPrecisionTarget is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(ExitPrecisionTarget), ExitPrecisionTarget, "Must be in (0, 1].");
         if (ReloadDebounceMs < 0) throw new ArgumentOutOfRangeException(nameof(ReloadDebounceMs), ReloadDebounceMs, "Must be 0 or more.");
         Online?.Validate();

@@ -3,6 +3,7 @@ using Gati.MLNet.Inference;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Primitives;
 
 namespace Gati.Extensions.ML;
 
@@ -27,10 +28,12 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     private readonly Dictionary<string, MicroBatcher<TInput, TOutput>> _batchers = [];
     private readonly EarlyExitPoolOptions _options;
     private readonly ServingMetrics _metrics;
+    // How errors after disposal name the pool.
+    private static readonly string DisplayName = $"EarlyExitPredictionEnginePool<{typeof(TInput).Name}, {typeof(TOutput).Name}>";
     private int _disposed;
 
     internal EarlyExitPredictionEnginePool(IOptionsMonitor<EarlyExitPoolOptions> options, PoolRegistrations<TInput, TOutput> registrations,
-        ServingMetrics metrics, ILoggerFactory? loggers = null)
+        ServingMetrics metrics, ILoggerFactory? loggers = null, TimeProvider? clock = null)
     {
         _options = options.Get(PoolRegistrations<TInput, TOutput>.OptionsName);
         _options.Validate();
@@ -44,9 +47,10 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
             foreach (var model in registrations.Models)
             {
                 if (_entries.ContainsKey(model.Name)) throw new InvalidOperationException($"Model '{model.Name}' is registered twice.");
-                var entry = new ModelEntry<TInput, TOutput>(model.Name, model.Path, model.WatchForChanges, _options, logger, metrics);
+                var entry = new ModelEntry<TInput, TOutput>(model.Name, DisplayName, model.Path, model.WatchForChanges, _options, logger, metrics);
                 _entries[model.Name] = entry;
-                if (_options.Batching) _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(entry, _options, metrics, logger);
+                if (_options.Batching)
+                    _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(model.Name, DisplayName, _options, metrics, logger, clock ?? TimeProvider.System);
             }
         }
         catch
@@ -97,15 +101,77 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     /// <summary>Predicts with the default model; concurrent calls are micro-batched when batching is on.</summary>
     public Task<TOutput> PredictAsync(TInput input, CancellationToken cancellation = default) => PredictAsync(DefaultModelName, input, cancellation);
 
-    /// <summary>Predicts with a named model; concurrent calls are micro-batched when batching is on.</summary>
+    /// <summary>
+    /// Predicts with a named model; concurrent calls are micro-batched when batching is on. Bad input and cancellation
+    /// are reported through the task; an unknown model name or a disposed pool throws at once.
+    /// </summary>
     public Task<TOutput> PredictAsync(string modelName, TInput input, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(input);
-        Entry(modelName);
-        return _batchers.TryGetValue(modelName, out var batcher)
-            ? batcher.EnqueueAsync(input, cancellation)
-            : Task.FromResult(Predict(modelName, input));
+        var entry = Entry(modelName);
+        if (cancellation.IsCancellationRequested) return Task.FromCanceled<TOutput>(cancellation);
+        return PredictOn(entry, entry.Acquire(), input, cancellation);
     }
+
+    /// <summary>
+    /// Prepares an input for the model as it is now and predicts with that same model generation, even if a reload
+    /// replaces the model in between: the input shape, normalisation and class names that <paramref name="prepare"/>
+    /// receives (and the returned <see cref="ModelPrediction{TOutput}.Model"/> carries) are those of the generation that
+    /// answers. Web handlers that decode images for the model's input size need this: a reload between decoding and
+    /// predicting could otherwise feed one model's input to another.
+    /// </summary>
+    /// <param name="modelName">The model ("" for the default model).</param>
+    /// <param name="prepare">Builds the input from the generation's status; its exceptions fault the returned task.</param>
+    /// <param name="cancellation">Cancels the wait for a micro-batch.</param>
+    public Task<ModelPrediction<TOutput>> PredictWithStatusAsync(string modelName, Func<ModelStatus, TInput> prepare, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(prepare);
+        var entry = Entry(modelName);
+        if (cancellation.IsCancellationRequested) return Task.FromCanceled<ModelPrediction<TOutput>>(cancellation);
+        return PredictWithStatusOn(entry, entry.Acquire(), prepare, cancellation);
+    }
+
+    private async Task<ModelPrediction<TOutput>> PredictWithStatusOn(ModelEntry<TInput, TOutput> entry, ModelGeneration<TInput, TOutput> generation,
+        Func<ModelStatus, TInput> prepare, CancellationToken cancellation)
+    {
+        ModelStatus status;
+        TInput input;
+        try
+        {
+            status = entry.Status(generation);
+            input = prepare(status) ?? throw new InvalidOperationException("The prepare function returned no input.");
+        }
+        catch
+        {
+            generation.Release();
+            throw;
+        }
+        return new ModelPrediction<TOutput>(status, await PredictOn(entry, generation, input, cancellation).ConfigureAwait(false));
+    }
+
+    /// <summary>Predicts on a generation the caller acquired; the reference is released when the prediction ends.</summary>
+    private Task<TOutput> PredictOn(ModelEntry<TInput, TOutput> entry, ModelGeneration<TInput, TOutput> generation, TInput input, CancellationToken cancellation)
+    {
+        if (_batchers.TryGetValue(entry.Name, out var batcher)) return batcher.EnqueueAsync(input, generation, cancellation);
+        try
+        {
+            return Task.FromResult(PoolPrediction.Run(generation, entry.Name, [input], _metrics)[0]);
+        }
+        catch (Exception ex)
+        {
+            return Task.FromException<TOutput>(ex);
+        }
+        finally
+        {
+            generation.Release();
+        }
+    }
+
+    /// <summary>
+    /// A change token that fires when a new generation of the model starts serving (after a reload of its file). Take
+    /// a new token after it fires, as with Microsoft.Extensions.ML's model loaders.
+    /// </summary>
+    public IChangeToken GetReloadToken(string modelName = DefaultModelName) => Entry(modelName).ReloadToken;
 
     /// <summary>The state of a model (generation, caches, reload failures).</summary>
     public ModelStatus GetStatus(string modelName = DefaultModelName) => Entry(modelName).Status();
@@ -132,13 +198,16 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     private ModelEntry<TInput, TOutput> Entry(string modelName)
     {
         ArgumentNullException.ThrowIfNull(modelName);
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (Volatile.Read(ref _disposed) != 0) throw new ObjectDisposedException(DisplayName, "The prediction pool was disposed.");
         return _entries.TryGetValue(modelName, out var entry)
             ? entry
             : throw new ArgumentException($"No model named '{modelName}' (registered: {string.Join(", ", _entries.Keys.Select(k => k.Length == 0 ? "(default)" : k))}).", nameof(modelName));
     }
 
-    /// <summary>Stops batching and releases every model (native memory included).</summary>
+    /// <summary>
+    /// Stops batching and releases every model (native memory included). Requests waiting for a micro-batch fail with an
+    /// <see cref="ObjectDisposedException"/>; calls already running finish on the generation they hold.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;

@@ -5,6 +5,7 @@ using Gati.MLNet.Online;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
@@ -36,6 +37,7 @@ public sealed record ModelStatus(string Name, string Path, int Generation, DateT
 /// </summary>
 internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : class where TOutput : class, new()
 {
+    private readonly string _owner;
     private readonly EarlyExitPoolOptions _options;
     private readonly ILogger _logger;
     private readonly ServingMetrics _metrics;
@@ -48,13 +50,23 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private int _failedReloads;
     private string? _lastError;
     private bool _disposed;
+    // Cancelled (and replaced) each time a new generation starts serving: the reload token's source.
+    private CancellationTokenSource _reloaded = new();
     private readonly List<ModelGeneration<TInput, TOutput>> _retired = [];
     private OnlineCaches? _online;
     private int _onlineUpdates;
 
-    public ModelEntry(string name, string path, bool watchForChanges, EarlyExitPoolOptions options, ILogger logger, ServingMetrics metrics)
+    /// <param name="name">The model's name.</param>
+    /// <param name="owner">The pool, as errors after its disposal name it.</param>
+    /// <param name="path">The model file.</param>
+    /// <param name="watchForChanges">Reload when the file changes.</param>
+    /// <param name="options">Pool settings.</param>
+    /// <param name="logger">Load and reload logging.</param>
+    /// <param name="metrics">Reload counts.</param>
+    public ModelEntry(string name, string owner, string path, bool watchForChanges, EarlyExitPoolOptions options, ILogger logger, ServingMetrics metrics)
     {
         Name = name;
+        _owner = owner;
         Path = System.IO.Path.GetFullPath(path);
         _options = options;
         _logger = logger;
@@ -92,7 +104,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     {
         while (true)
         {
-            var generation = Volatile.Read(ref _current) ?? throw new ObjectDisposedException($"model '{Name}'");
+            var generation = Volatile.Read(ref _current) ?? throw new ObjectDisposedException(_owner, $"The prediction pool was disposed: model '{Name}' no longer serves.");
             if (generation.TryAcquire()) return generation;
             // Retired and released between the read and the acquire: the next read sees its successor.
         }
@@ -107,17 +119,15 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
     }
 
+    /// <summary>Fires when a new generation starts serving: a successful reload of the file or an accepted online update.</summary>
+    public IChangeToken ReloadToken => new CancellationChangeToken(Volatile.Read(ref _reloaded).Token);
+
     public ModelStatus Status()
     {
         var generation = Acquire();
         try
         {
-            var engine = generation.Engine;
-            OnlineCaches? online;
-            lock (_stateGate) online = _online;
-            return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
-                engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames,
-                engine.BackendDescription, generation.Source, online is null ? null : OnlineCacheStatus.Of(online));
+            return Status(generation);
         }
         finally
         {
@@ -125,9 +135,32 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
     }
 
+    /// <summary>The status of a generation the caller holds.</summary>
+    public ModelStatus Status(ModelGeneration<TInput, TOutput> generation)
+    {
+        var engine = generation.Engine;
+        OnlineCaches? online;
+        lock (_stateGate) online = _online;
+        return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
+            engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames,
+            engine.BackendDescription, generation.Source, online is null ? null : OnlineCacheStatus.Of(online));
+    }
+
+    /// <summary>Fires the reload token and hands out a fresh one (outside every lock: a callback may reload or read the status).</summary>
+    private void AnnounceNewGeneration() =>
+        // Not disposed: tokens handed out may still register callbacks.
+        Interlocked.Exchange(ref _reloaded, new CancellationTokenSource()).Cancel();
+
     /// <summary>Loads the file now and swaps the new generation in; the old one is disposed once idle.</summary>
     public void Reload()
     {
+        Reload(out var swapped);
+        if (swapped) AnnounceNewGeneration();
+    }
+
+    private void Reload(out bool swapped)
+    {
+        swapped = false;
         lock (_reloadGate)
         {
             if (Volatile.Read(ref _disposed)) return;
@@ -158,6 +191,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
                 _online = null;
                 previous = Interlocked.Exchange(ref _current, next);
             }
+            swapped = true;
             _lastError = null;
             _metrics.RecordReload(Name, success: true);
             _logger.LogInformation("Model '{Model}' generation {Generation} replaces generation {Previous}.", Name, next.Number, previous?.Number);
@@ -273,8 +307,9 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
                 new EarlyExitPredictionEngine<TInput, TOutput>(engine, model.ImageColumnName), source);
             previous = Interlocked.Exchange(ref _current, next);
         }
-        _logger.LogInformation("Model '{Model}' generation {Generation} ({Source}) replaces generation {Previous}.", Name, next.Number, next.Source, previous?.Number);
         Retire(previous);
+        AnnounceNewGeneration();
+        _logger.LogInformation("Model '{Model}' generation {Generation} ({Source}) replaces generation {Previous}.", Name, next.Number, next.Source, previous?.Number);
     }
 
     private void OnFileEvent(object sender, FileSystemEventArgs e)

@@ -30,7 +30,8 @@ public static class ServiceCollectionExtensions
             sp.GetRequiredService<IOptionsMonitor<EarlyExitPoolOptions>>(),
             sp.GetRequiredService<IOptions<PoolRegistrations<TInput, TOutput>>>().Value,
             new ServingMetrics(sp.GetService<IMeterFactory>()),
-            sp.GetService<ILoggerFactory>()));
+            sp.GetService<ILoggerFactory>(),
+            sp.GetService<TimeProvider>()));
         return new EarlyExitPredictionEnginePoolBuilder<TInput, TOutput>(services);
     }
 }

@@ -11,6 +11,7 @@ namespace Gati.Extensions.ML;
 /// <item><term>gati.cache.hit_ratio</term><description>gauge, share of predictions answered by a cache, per model</description></item>
 /// <item><term>gati.prediction.duration</term><description>histogram (ms) of engine calls, tags model and batch size bucket</description></item>
 /// <item><term>gati.batch.size</term><description>histogram of engine batch sizes, tag model</description></item>
+/// <item><term>gati.batch.wait</term><description>histogram (ms) from a micro-batch's first request to its start: the batch delay as really waited, tag model</description></item>
 /// <item><term>gati.model.reloads</term><description>counter, tags model and outcome (success, failure)</description></item>
 /// <item><term>gati.agreement.live</term><description>gauge, live agreement with the base model over the last sampled requests, tags model and layer ("all" or the cache's layer); online caches only</description></item>
 /// <item><term>gati.agreement.live.lower</term><description>gauge, its lower confidence bound (the figure the pool reacts to), same tags</description></item>
@@ -29,6 +30,7 @@ public sealed class ServingMetrics : IDisposable
     private readonly Counter<long> _predictions;
     private readonly Histogram<double> _duration;
     private readonly Histogram<int> _batchSize;
+    private readonly Histogram<double> _batchWait;
     private readonly Counter<long> _reloads;
     private readonly Counter<long> _updates;
     private readonly Counter<long> _reactions;
@@ -43,6 +45,7 @@ public sealed class ServingMetrics : IDisposable
         _predictions = _meter.CreateCounter<long>("gati.predictions", "{prediction}", "Predictions served, by exit layer.");
         _duration = _meter.CreateHistogram<double>("gati.prediction.duration", "ms", "Wall time of an engine call (one batch).");
         _batchSize = _meter.CreateHistogram<int>("gati.batch.size", "{input}", "Inputs per engine call.");
+        _batchWait = _meter.CreateHistogram<double>("gati.batch.wait", "ms", "Time from a micro-batch's first request to the start of its engine call.");
         _reloads = _meter.CreateCounter<long>("gati.model.reloads", "{reload}", "Model loads after a change of the model file.");
         _meter.CreateObservableGauge("gati.cache.hit_ratio", ObserveHitRatio, "1", "Share of predictions answered early by a learned cache.");
         _updates = _meter.CreateCounter<long>("gati.cache.updates", "{update}", "Online update attempts, by outcome.");
@@ -73,6 +76,9 @@ public sealed class ServingMetrics : IDisposable
             _hits[model] = (total + exitLayers.Count, hits + early);
         }
     }
+
+    internal void RecordBatchWait(string model, double milliseconds) =>
+        _batchWait.Record(milliseconds, new KeyValuePair<string, object?>("model", model));
 
     internal void RecordReload(string model, bool success) =>
         _reloads.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", success ? "success" : "failure"));

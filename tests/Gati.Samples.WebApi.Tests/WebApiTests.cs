@@ -3,6 +3,8 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Gati.Extensions.ML;
+using Gati.Extensions.ML.Tests.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Tests.Infrastructure;
@@ -11,6 +13,7 @@ using Gati.Samples.WebApi;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Gati.Samples.WebApi.Tests;
 
@@ -168,6 +171,50 @@ public sealed class WebApiTests(ServingModels models) : IClassFixture<ServingMod
         Assert.Equal("1x28x28", model.RootElement.GetProperty("inputShape").GetString());
         var metrics = await client.GetStringAsync("/metrics");
         Assert.Contains("gati_predictions", metrics);
+    }
+
+    [Fact]
+    public async Task Predict_HotReloadToAnotherInputSizeWhileARequestWaits_IsAnsweredByTheModelItWasDecodedFor()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("live.zip");
+        File.Copy(models.First, path);
+        // A stopped clock holds each request in its micro-batch until the test moves it on.
+        var clock = new ManualClock();
+        using var factory = Factory(path).WithWebHostBuilder(host =>
+        {
+            host.UseSetting("Gati:Pool:MaxBatchDelayMs", "1000");
+            host.ConfigureServices(services => services.AddSingleton<TimeProvider>(clock));
+        });
+        using var client = factory.CreateClient();
+        var pool = factory.Services.GetRequiredService<EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>>();
+        var png = LoadTest.LoadTest.Png(models.RawImages[6], 28, 28);
+        var guard = TimeSpan.FromMinutes(2);
+
+        // Decoded as 1x28x28 for the first model; the model file is replaced by a 3-class RGB 16x16 one before it runs.
+        var waiting = client.PostAsync("/predict", Body(png, "image/png"));
+        await clock.WhenArmedAsync().WaitAsync(guard);
+        File.Copy(models.Other, path, overwrite: true);
+        pool.Reload();
+        clock.Advance(TimeSpan.FromSeconds(1));
+        using (var response = await waiting.WaitAsync(guard))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var prediction = await response.Content.ReadFromJsonAsync<PredictionResponse>();
+            Assert.Equal(Expected(6).PredictedClass, prediction!.Label);
+            Assert.Equal(10, prediction.Scores.Count);
+        }
+
+        // The next request is decoded for, and answered by, the new model.
+        var next = client.PostAsync("/predict", Body(png, "image/png"));
+        await clock.WhenArmedAsync().WaitAsync(guard);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        using (var response = await next.WaitAsync(guard))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var prediction = await response.Content.ReadFromJsonAsync<PredictionResponse>();
+            Assert.Equal(["a", "b", "c"], prediction!.Scores.Keys.Order());
+        }
     }
 
     [Fact]

@@ -9,14 +9,17 @@ namespace Gati.MLNet.Tests.Infrastructure;
 /// <summary>
 /// Two small real early-exit models for serving tests (width-8 ResNet-18 on 1,500 Fashion-MNIST images, conv caches on
 /// layers 3 and 6), saved as model zips: <see cref="First"/> and <see cref="Second"/> (different seeds), plus the
-/// first test images as normalised vectors and as raw bytes.
+/// first test images as normalised vectors and as raw bytes; and, trained on first use, <see cref="Other"/>: a model
+/// that reads other images (3 classes, RGB 16x16).
 /// </summary>
 public sealed class ServingModels : IDisposable
 {
     private readonly TempDirectory _temp = new();
+    private readonly Lazy<string> _other;
 
     public ServingModels()
     {
+        _other = new Lazy<string>(() => TrainOther(RealData.FashionMnistDirectory, _temp.File("other.zip"), _temp.File("other-images")));
         var directory = RealData.FashionMnistDirectory;
         First = Train(directory, seed: 1, _temp.File("first.zip"));
         Second = Train(directory, seed: 2, _temp.File("second.zip"));
@@ -39,6 +42,12 @@ public sealed class ServingModels : IDisposable
 
     public string Second { get; }
 
+    /// <summary>
+    /// A model with another input shape and class count than <see cref="First"/>: Fashion-MNIST images of its first three
+    /// classes written as PNG files in class folders (a, b, c) and read back as RGB 16x16 (trained on first use).
+    /// </summary>
+    public string Other => _other.Value;
+
     public string Directory => _temp.Path;
 
     /// <summary>Normalised 1x28x28 test images.</summary>
@@ -59,6 +68,46 @@ public sealed class ServingModels : IDisposable
                 HeldOutRows = 400,
                 Device = "cpu",
                 Seed = seed,
+            }));
+        var model = pipeline.Fit(train);
+        context.Gati().SaveModel(model, train.Schema, path);
+        foreach (var component in model) (component as IDisposable)?.Dispose();
+        return path;
+    }
+
+    private static string TrainOther(string directory, string path, string folder)
+    {
+        var context = new MLContext(3);
+        var raw = context.Data.LoadFashionMnist(DatasetSplit.Train, directory, ChannelNormalization.Identity(1));
+        using (var cursor = raw.GetRowCursor(raw.Schema))
+        {
+            var image = cursor.GetGetter<VBuffer<float>>(raw.Schema["Image"]);
+            var label = cursor.GetGetter<uint>(raw.Schema["Label"]);
+            VBuffer<float> pixels = default;
+            uint key = 0;
+            var written = 0;
+            while (written < 600 && cursor.MoveNext())
+            {
+                label(ref key);
+                if (key > 3) continue;
+                image(ref pixels);
+                var classFolder = System.IO.Path.Combine(folder, ((char)('a' + key - 1)).ToString());
+                System.IO.Directory.CreateDirectory(classFolder);
+                using var bitmap = new SkiaSharp.SKBitmap(new SkiaSharp.SKImageInfo(28, 28, SkiaSharp.SKColorType.Gray8, SkiaSharp.SKAlphaType.Opaque));
+                System.Runtime.InteropServices.Marshal.Copy(pixels.DenseValues().Select(v => (byte)Math.Round(v * 255)).ToArray(), 0, bitmap.GetPixels(), 784);
+                using var png = SkiaSharp.SKImage.FromBitmap(bitmap).Encode(SkiaSharp.SKEncodedImageFormat.Png, 100);
+                File.WriteAllBytes(System.IO.Path.Combine(classFolder, $"{written++:D4}.png"), png.ToArray());
+            }
+        }
+        var train = context.Data.LoadImageFolder(folder, new ImageFolderOptions { Width = 16, Height = 16 });
+        var pipeline = context.Gati().ResNet(new ResNetTrainer.Options { BaseWidth = 8, Epochs = 1, BatchSize = 64, LearningRate = 0.05, Device = "cpu", Seed = 3 })
+            .Append(context.Gati().LearnedCaches([3, 6], PredictorArchitecture.Conv(), new LearnedCachesEstimator.Options
+            {
+                Predictor = new LearnedCachesEstimator.PredictorOptions { Epochs = 1 },
+                Selector = new SelectorTrainingSettings { Epochs = 5, TargetPrecision = 0.95 },
+                HeldOutRows = 200,
+                Device = "cpu",
+                Seed = 3,
             }));
         var model = pipeline.Fit(train);
         context.Gati().SaveModel(model, train.Schema, path);
