@@ -202,7 +202,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             {
                 StartOnline(next);
             }
-            catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+            catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or NotSupportedException)
             {
                 _logger.LogError(ex, "Online caches for model '{Model}' generation {Generation} could not start; it serves its caches as loaded.", Name, next.Number);
             }

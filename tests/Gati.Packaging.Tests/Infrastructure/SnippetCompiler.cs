@@ -23,7 +23,7 @@ public static class SnippetCompiler
     public static readonly IReadOnlyList<string> FragmentUsings =
     [
         "Gati.MLNet", "Gati.MLNet.Data", "Gati.MLNet.Inference", "Gati.MLNet.Models", "Gati.MLNet.Models.Predictors",
-        "Gati.MLNet.Training", "Gati.MLNet.Transforms", "Gati.Extensions.ML", "Microsoft.ML", "Microsoft.ML.Data",
+        "Gati.MLNet.Training", "Gati.MLNet.Transforms", "Gati.MLNet.Online", "Gati.Extensions.ML", "Microsoft.ML", "Microsoft.ML.Data",
         "Microsoft.AspNetCore.Builder", "Microsoft.AspNetCore.Http", "Microsoft.Extensions.Configuration",
         "Microsoft.Extensions.DependencyInjection",
     ];
