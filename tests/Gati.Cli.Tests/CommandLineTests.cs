@@ -167,8 +167,10 @@ public sealed class CommandLineTests
         File.Copy(Path.Combine(AppContext.BaseDirectory, "Assets", "learned-caches-format-1.1.zip"), model);
         var onnx = temp.File("base.onnx");
         var segments = Path.Combine(temp.Path, "segments");
-        var (exit, output) = CliHost.Invoke("export", "onnx", "--model", model, "--output", onnx, "--segments-dir", segments, "--update-model");
+        var (exit, output) = CliHost.Invoke("export", "onnx", "--model", model, "--output", onnx, "--segments-dir", segments, "--update-model",
+            "--verify", "--verify-rows", "300", "--data-dir", RealData.FashionMnistDirectory);
         Assert.True(exit == 0, output);
+        Assert.Contains("Verified with ML.NET ApplyOnnxModel on 300 fashion-mnist test images: predicted labels identical", output);
         using (var session = new Microsoft.ML.OnnxRuntime.InferenceSession(onnx))
         {
             Assert.Equal(["Image"], session.InputNames);

@@ -6,6 +6,7 @@ using Gati.MLNet;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Spectre.Console;
 
 namespace Gati.Cli.Commands;
@@ -32,10 +33,18 @@ internal static class ExportCommand
         {
             Description = "Re-save a model zip of an older format with its ONNX segment graphs inside (format 1.2), so that serving does not export them at load.",
         };
+        var dataset = new DatasetArguments();
+        var verify = new Option<bool>("--verify")
+        {
+            Description = "After writing, score the dataset's test split with ML.NET's ApplyOnnxModel on the .onnx file and with the base model, and compare the predicted labels (exit code 1 if any differ).",
+        };
+        var verifyRows = new Option<long?>("--verify-rows") { Description = "Verify on the first N test rows only (default: all)." }.AtLeast(1L);
         var command = new Command("onnx", "Export the base model as one standard ONNX graph (opset 17) that ML.NET's ApplyOnnxModel, ONNX Runtime and other tools read; optionally the early-exit segment graphs.");
-        foreach (var option in new Option[] { model, output, segmentsDir, updateModel }) command.Options.Add(option);
+        foreach (var option in new Option[] { model, output, segmentsDir, updateModel, verify, verifyRows }) command.Options.Add(option);
+        dataset.AddTo(command);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
-            new ExportOnnxRunner(AnsiConsole.Console).Run(result.GetValue(model)!, result.GetValue(output)!, result.GetValue(segmentsDir), result.GetValue(updateModel)))));
+            new ExportOnnxRunner(AnsiConsole.Console).Run(result.GetValue(model)!, result.GetValue(output)!, result.GetValue(segmentsDir), result.GetValue(updateModel),
+                result.GetValue(verify) ? dataset.Read(result) : null, result.GetValue(verifyRows)))));
         return command;
     }
 }
@@ -43,7 +52,7 @@ internal static class ExportCommand
 /// <summary>Runs <c>gati export onnx</c>.</summary>
 internal sealed class ExportOnnxRunner(IAnsiConsole console)
 {
-    public int Run(string modelPath, string output, string? segmentsDir, bool updateModel)
+    public int Run(string modelPath, string output, string? segmentsDir, bool updateModel, DatasetSpec? verifyOn = null, long? verifyRows = null)
     {
         // The networks are only read: keep them on the CPU whatever the machine has.
         var context = new MLContext(0);
@@ -56,12 +65,13 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
             console.MarkupLineInterpolated(
                 $"Wrote [bold]{output}[/] ({new FileInfo(output).Length / 1024.0:F0} KB): {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, input Image [[N, {baseModel.Config.InputShape.Channels}, {baseModel.Config.InputShape.Height}, {baseModel.Config.InputShape.Width}]], outputs Logits and Score [[N, {baseModel.Config.ClassCount}]].");
 
+            var verified = verifyOn is null || Verify(context, model, output, verifyOn, verifyRows);
             var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault();
             if (caches is null || !caches.OneCachePerLayer)
             {
                 if (segmentsDir is not null || updateModel)
                     throw new InvalidOperationException($"{modelPath} holds no servable learned caches (one per layer; see gati optimize): there are no early-exit segments to export.");
-                return 0;
+                return verified ? 0 : 1;
             }
             var segments = caches.OnnxSegments();
             if (segmentsDir is not null)
@@ -84,11 +94,45 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
                 context.Gati().SaveModel(model, schema, modelPath);
                 console.MarkupLineInterpolated($"Re-saved [bold]{modelPath}[/] with its {segments.Count} ONNX segment graphs (format 1.2).");
             }
-            return 0;
+            return verified ? 0 : 1;
         }
         finally
         {
             LoadedModel.Dispose(model);
+        }
+    }
+
+    /// <summary>The exported graph through ML.NET's ApplyOnnxModel against the base model, label by label.</summary>
+    private bool Verify(MLContext context, ITransformer model, string onnxPath, DatasetSpec dataset, long? rows)
+    {
+        var resnet = LoadedModel.Components(model).OfType<ResNetTransformer>().FirstOrDefault()
+                     ?? throw new InvalidOperationException("The model holds no ResNet base model to verify the export against.");
+        var test = dataset.Load(context, Gati.MLNet.Data.DatasetSplit.Test, rows);
+        var expected = resnet.Transform(test).GetColumn<uint>(resnet.PredictedLabelColumnName).ToArray();
+        var onnx = context.Transforms.ApplyOnnxModel(outputColumnNames: ["Score"], inputColumnNames: [resnet.ImageColumnName], modelFile: onnxPath).Fit(test);
+        try
+        {
+            var expectedScores = resnet.Transform(test).GetColumn<float[]>(resnet.ScoreColumnName).ToArray();
+            var scores = onnx.Transform(test).GetColumn<float[]>("Score").ToArray();
+            var differ = 0;
+            var worst = 0.0;
+            for (var i = 0; i < scores.Length; i++)
+            {
+                var label = (uint)Array.IndexOf(scores[i], scores[i].Max()) + 1;
+                if (label != expected[i]) differ++;
+                for (var k = 0; k < scores[i].Length; k++) worst = Math.Max(worst, Math.Abs(scores[i][k] - expectedScores[i][k]));
+            }
+            if (differ == 0)
+                console.MarkupLineInterpolated(
+                    $"Verified with ML.NET ApplyOnnxModel on {scores.Length} {dataset.Name} test images: predicted labels [green]identical[/] to the base model's; largest score difference {worst:E2}.");
+            else
+                console.MarkupLineInterpolated(
+                    $"Verified with ML.NET ApplyOnnxModel on {scores.Length} {dataset.Name} test images: [red]{differ} predicted labels differ[/] from the base model's; largest score difference {worst:E2}.");
+            return differ == 0 && scores.Length == expected.Length;
+        }
+        finally
+        {
+            (onnx as IDisposable)?.Dispose();
         }
     }
 }
