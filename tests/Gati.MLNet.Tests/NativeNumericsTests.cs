@@ -1,3 +1,4 @@
+using Gati.MLNet.Tests.Infrastructure;
 using Gati.MLNet.Models;
 using Gati.MLNet.Torch;
 using TorchSharp;
@@ -165,6 +166,71 @@ public sealed class NativeNumericsTests
         Assert.Equal("AVX", report.Cap);
         Assert.Equal(["child full", "child AVX2", "child AVX", "cap AVX", "in-process"], runtime.Calls);
         Assert.Contains("capped to AVX", report.Summary);
+    }
+
+    /// <summary>A verdict store in memory.</summary>
+    private sealed class MemoryVerdicts : INumericsVerdictStore
+    {
+        public Dictionary<string, string> Entries { get; } = [];
+
+        public string? Get(string key) => Entries.GetValueOrDefault(key);
+
+        public void Set(string key, string verdict) => Entries[key] = verdict;
+
+        public void Remove(string key) => Entries.Remove(key);
+    }
+
+    [Fact]
+    public void Policy_StoredVerdict_NextProcessSkipsTheChildren()
+    {
+        var verdicts = new MemoryVerdicts();
+        var first = new ScriptedRuntime { FullInstructionSetRight = false, RightCaps = ["AVX", "SSE41"] };
+        Assert.False(new NativeNumericsPolicy(first, () => verdicts).Ensure([Small])!.FromStoredVerdict);
+        Assert.Equal("AVX", Assert.Single(verdicts.Entries).Value);
+
+        // A later process on the same machine: the cap from the store, no child, and the in-process check still runs.
+        var second = new ScriptedRuntime { FullInstructionSetRight = false, RightCaps = ["AVX", "SSE41"] };
+        var report = new NativeNumericsPolicy(second, () => verdicts).Ensure([Small])!;
+        Assert.True(report.FromStoredVerdict);
+        Assert.Equal("AVX", report.Cap);
+        Assert.Equal(["cap AVX", "in-process"], second.Calls);
+
+        // Right with the full instruction set: stored as such, and a later process runs no child at all.
+        var healthy = new MemoryVerdicts();
+        new NativeNumericsPolicy(new ScriptedRuntime(), () => healthy).Ensure([Small]);
+        var again = new ScriptedRuntime();
+        Assert.Equal(NativeNumericsAction.None, new NativeNumericsPolicy(again, () => healthy).Ensure([Small])!.Action);
+        Assert.Equal(["in-process"], again.Calls);
+    }
+
+    [Fact]
+    public void Policy_StoredVerdictThatTheProcessContradicts_IsForgotten()
+    {
+        var verdicts = new MemoryVerdicts();
+        new NativeNumericsPolicy(new ScriptedRuntime(), () => verdicts).Ensure([Small]);
+        // The same machine now computes wrong results with the full instruction set (the fault is not deterministic).
+        var runtime = new ScriptedRuntime { FullInstructionSetRight = false };
+        var report = new NativeNumericsPolicy(runtime, () => verdicts).Ensure([Small])!;
+        Assert.Equal(NativeNumericsAction.DisabledOneDnn, report.Action); // too late to cap: oneDNN off, correct
+        Assert.Empty(verdicts.Entries);                                   // the next process probes again
+    }
+
+    [Fact]
+    public void FileVerdictStore_KeysAreMachineBound_AndCorruptFilesAreIgnored()
+    {
+        using var temp = new TempDirectory();
+        var path = temp.File("verdicts.json");
+        var here = new FileVerdictStore(path, "cpu A / libtorch 1");
+        here.Set("conv2d:b64:1->8:28x28:k3s1", "AVX");
+        Assert.Equal("AVX", new FileVerdictStore(path, "cpu A / libtorch 1").Get("conv2d:b64:1->8:28x28:k3s1"));
+        Assert.Null(new FileVerdictStore(path, "cpu B / libtorch 1").Get("conv2d:b64:1->8:28x28:k3s1"));
+        here.Remove("conv2d:b64:1->8:28x28:k3s1");
+        Assert.Null(here.Get("conv2d:b64:1->8:28x28:k3s1"));
+
+        File.WriteAllText(path, "{ not json");
+        Assert.Null(here.Get("x"));
+        here.Set("x", "full");
+        Assert.Equal("full", here.Get("x"));
     }
 
     [Fact]

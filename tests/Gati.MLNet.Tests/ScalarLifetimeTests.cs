@@ -21,6 +21,31 @@ public sealed class ScalarLifetimeTests
     public ScalarLifetimeTests() => TorchRuntime.EnsureInitialized();
 
     [Fact]
+    public void Normalize_EqualsTorchSharpsBatchNormForward_InTrainingAndEval()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var theirs = nn.BatchNorm2d(4);
+        var ours = nn.BatchNorm2d(4);
+        ours.load_state_dict(theirs.state_dict());
+        theirs.train();
+        ours.train();
+        for (var step = 0; step < 3; step++)
+        {
+            var x = randn(8, 4, 5, 5);
+            Assert.True(theirs.forward(x).allclose(ours.Normalize(x), rtol: 0, atol: 0));
+        }
+        Assert.True(theirs.running_mean!.allclose(ours.running_mean!, rtol: 0, atol: 0));
+        Assert.True(theirs.running_var!.allclose(ours.running_var!, rtol: 0, atol: 0));
+        Assert.Equal(3L, ours.num_batches_tracked!.item<long>());
+        Assert.Equal(theirs.num_batches_tracked!.item<long>(), ours.num_batches_tracked!.item<long>());
+        theirs.eval();
+        ours.eval();
+        var y = randn(2, 4, 5, 5);
+        Assert.True(theirs.forward(y).allclose(ours.Normalize(y), rtol: 0, atol: 0));
+    }
+
+    [Fact]
     public void TrainingAndInferencePaths_SurviveConcurrentFinalization()
     {
         using var stop = new CancellationTokenSource();

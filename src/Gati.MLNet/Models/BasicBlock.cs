@@ -26,9 +26,9 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
-        var x = nn.functional.relu(bn1.forward(conv1.forward(input)));
-        x = bn2.forward(conv2.forward(x));
-        x = x.PlusInPlace(shortcut.forward(input));
+        var x = nn.functional.relu(bn1.Normalize(conv1.forward(input)));
+        x = bn2.Normalize(conv2.forward(x));
+        x = x.PlusInPlace(Shortcut.Forward(shortcut, input));
         return x.relu_();
     }
 }

@@ -32,10 +32,10 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor input)
     {
-        var x = nn.functional.relu(bn1.forward(conv1.forward(input)));
-        x = nn.functional.relu(bn2.forward(conv2.forward(x)));
-        x = bn3.forward(conv3.forward(x));
-        x = x.PlusInPlace(shortcut.forward(input));
+        var x = nn.functional.relu(bn1.Normalize(conv1.forward(input)));
+        x = nn.functional.relu(bn2.Normalize(conv2.forward(x)));
+        x = bn3.Normalize(conv3.forward(x));
+        x = x.PlusInPlace(Shortcut.Forward(shortcut, input));
         return x.relu_();
     }
 }

@@ -1,3 +1,4 @@
+using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -75,7 +76,7 @@ public sealed class ResNet : nn.Module<Tensor, Tensor>
     public int LayerCount => _blocks.Length;
 
     /// <summary>First convolution, BatchNorm and ReLU.</summary>
-    public Tensor Stem(Tensor input) => nn.functional.relu(bn1.forward(conv1.forward(input)));
+    public Tensor Stem(Tensor input) => nn.functional.relu(bn1.Normalize(conv1.forward(input)));
 
     /// <summary>Runs residual block <paramref name="layer"/> (1-based) on the previous layer's output.</summary>
     public Tensor Block(int layer, Tensor input)

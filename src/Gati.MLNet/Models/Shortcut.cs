@@ -15,4 +15,12 @@ internal static class Shortcut
             ("0", nn.Conv2d(inChannels, outChannels, kernel_size: 1, stride: stride, bias: false)),
             ("1", nn.BatchNorm2d(outChannels)));
     }
+
+    /// <summary>The shortcut's forward, its batch norm through <see cref="Torch.Scalars.Normalize"/>.</summary>
+    public static Tensor Forward(Sequential shortcut, Tensor input)
+    {
+        var parts = shortcut.children().ToArray();
+        if (parts.Length == 0) return shortcut.forward(input);
+        return Torch.Scalars.Normalize((BatchNorm2d)parts[1], ((Conv2d)parts[0]).forward(input));
+    }
 }

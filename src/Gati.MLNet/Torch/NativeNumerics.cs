@@ -48,7 +48,7 @@ public static class NativeNumerics
     /// <summary>Repeats of every case: the fault is not deterministic.</summary>
     public const int Repeats = 3;
 
-    private static readonly NativeNumericsPolicy Policy = new(new OneDnnRuntime())
+    private static readonly NativeNumericsPolicy Policy = new(new OneDnnRuntime(), () => FileVerdictStore.ForThisMachine(OneDnnRuntime.NativeIdentity()))
     {
         Enabled = !string.Equals(Environment.GetEnvironmentVariable(CheckVariable)?.Trim(), "off", StringComparison.OrdinalIgnoreCase),
     };

@@ -13,8 +13,11 @@ namespace Gati.MLNet.Torch;
 /// kernels this process will really use. Anything still wrong switches oneDNN off (correct, slower), and anything wrong
 /// after that refuses training. A limit set by the user is never overridden.
 /// </remarks>
-internal sealed class NativeNumericsPolicy(INumericsRuntime runtime)
+internal sealed class NativeNumericsPolicy(INumericsRuntime runtime, Func<INumericsVerdictStore?>? verdicts = null)
 {
+    /// <summary>The verdict meaning "the full instruction set is right".</summary>
+    internal const string FullInstructionSet = "full";
+
     private readonly object _gate = new();
     private readonly HashSet<NumericsCase> _verified = [];
     private bool _instructionSetDecided;
@@ -51,23 +54,51 @@ internal sealed class NativeNumericsPolicy(INumericsRuntime runtime)
             string? cap = null;
             IReadOnlyList<NumericsCaseResult> found = [];
             var user = runtime.UserInstructionSet;
+            INumericsVerdictStore? store = null;
+            string? key = null;
+            var fromStore = false;
             if (!_instructionSetDecided)
             {
                 _instructionSetDecided = true;
-                if (user is null && runtime.CanCap && runtime.RunInChild(pending, null) is { } full && full.Any(r => !r.Passed))
+                if (user is null && runtime.CanCap)
                 {
-                    // This CPU gets wrong results: the cap must also hold for the other shapes this process may train
-                    // later (a cap cannot be lowered once oneDNN has run), so it is chosen on the known-fragile ones too.
-                    found = full;
+                    // The cap must also hold for the other shapes this process may train later (a cap cannot be lowered
+                    // once oneDNN has run), so it is chosen on the known-fragile ones too.
                     var ladderCases = pending.Concat(NativeNumerics.FragileCases).Distinct().ToList();
-                    foreach (var level in NativeNumerics.CapLadder)
+                    store = verdicts?.Invoke();
+                    key = string.Join(";", ladderCases.Select(c => c.ToString()).Order(StringComparer.Ordinal));
+                    var stored = store?.Get(key);
+                    if (stored == FullInstructionSet)
                     {
-                        if (runtime.RunInChild(ladderCases, level) is { } capped && capped.All(r => r.Passed))
+                        fromStore = true;
+                    }
+                    else if (stored is not null && NativeNumerics.CapLadder.Contains(stored))
+                    {
+                        runtime.CapInstructionSet(stored);
+                        cap = _cap = stored;
+                        action = NativeNumericsAction.CappedInstructionSet;
+                        fromStore = true;
+                    }
+                    else if (runtime.RunInChild(pending, null) is { } full)
+                    {
+                        if (full.All(r => r.Passed))
                         {
-                            runtime.CapInstructionSet(level);
-                            cap = _cap = level;
-                            action = NativeNumericsAction.CappedInstructionSet;
-                            break;
+                            store?.Set(key, FullInstructionSet);
+                        }
+                        else
+                        {
+                            found = full;
+                            foreach (var level in NativeNumerics.CapLadder)
+                            {
+                                if (runtime.RunInChild(ladderCases, level) is { } capped && capped.All(r => r.Passed))
+                                {
+                                    runtime.CapInstructionSet(level);
+                                    cap = _cap = level;
+                                    action = NativeNumericsAction.CappedInstructionSet;
+                                    store?.Set(key, level);
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
@@ -76,6 +107,8 @@ internal sealed class NativeNumericsPolicy(INumericsRuntime runtime)
             var results = runtime.RunInProcess(pending);
             if (results.Any(r => !r.Passed))
             {
+                // A stored verdict this process contradicts is forgotten: the next process probes again.
+                if (fromStore && key is not null) store?.Remove(key);
                 if (user is not null)
                     throw Refuse($"with {NativeNumerics.InstructionSetVariable}={user} as set by the user (Gati never overrides it), " +
                         $"libtorch computes wrong training results on {runtime.Cpu}", results);
@@ -94,7 +127,7 @@ internal sealed class NativeNumericsPolicy(INumericsRuntime runtime)
                 action = NativeNumericsAction.UserSetting;
             }
             _verified.UnionWith(pending);
-            return LastReport = new NativeNumericsReport(action, runtime.Cpu, found.Where(r => !r.Passed).ToList(), results, clock.Elapsed) { Cap = cap ?? _cap };
+            return LastReport = new NativeNumericsReport(action, runtime.Cpu, found.Where(r => !r.Passed).ToList(), results, clock.Elapsed) { Cap = cap ?? _cap, FromStoredVerdict = fromStore };
         }
     }
 

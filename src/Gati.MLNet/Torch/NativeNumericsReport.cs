@@ -38,12 +38,19 @@ public sealed record NativeNumericsReport(NativeNumericsAction Action, string Cp
     /// <summary>oneDNN's instruction-set cap in force in this process (set by the check), or null.</summary>
     public string? Cap { get; init; }
 
+    /// <summary>True when the instruction-set decision came from an earlier process's probe on this machine (no child ran).</summary>
+    public bool FromStoredVerdict { get; init; }
+
     /// <summary>True when the runtime was changed (anything but <see cref="NativeNumericsAction.None"/>).</summary>
     public bool Changed => Action is NativeNumericsAction.CappedInstructionSet or NativeNumericsAction.DisabledOneDnn;
 
     /// <summary>One paragraph for a log: what was found, what was done, what it costs.</summary>
     public string Summary => Action switch
     {
+        NativeNumericsAction.CappedInstructionSet when FromStoredVerdict =>
+            $"Native numerics check on {Cpu}: an earlier probe on this machine found libtorch's oneDNN kernels wrong with the CPU's full " +
+            $"instruction set, so oneDNN was capped to {Cap} for this process (no probe process this time); the check passes " +
+            $"({Results.Count} cases, {Elapsed.TotalSeconds:F1} s). Training runs correctly but somewhat slower (docs/torchsharp-runtime.md#cpu-numerics).",
         NativeNumericsAction.CappedInstructionSet =>
             $"Native numerics check on {Cpu}: libtorch's oneDNN kernels gave wrong training results with the CPU's full instruction set " +
             $"({Describe(Found)}); oneDNN was capped to {Cap} for this process and the check now passes " +

@@ -55,6 +55,13 @@ internal sealed class OneDnnRuntime : INumericsRuntime
         return true;
     }
 
+    /// <summary>The native libraries this process loaded (path, size, time): what a stored verdict is valid for.</summary>
+    internal static string NativeIdentity() => string.Join("\n", NativeLibraries.Select(LoadedLibrary).OfType<string>().Select(path =>
+    {
+        var file = new FileInfo(path);
+        return file.Exists ? string.Create(CultureInfo.InvariantCulture, $"{path} {file.Length} {file.LastWriteTimeUtc.Ticks}") : path;
+    }));
+
     public IReadOnlyList<NumericsCaseResult>? RunInChild(IReadOnlyList<NumericsCase> cases, string? instructionSetCap)
     {
         if (!OperatingSystem.IsLinux()) return null;

@@ -59,4 +59,19 @@ public static class Scalars
         using var t = threshold.ToScalar();
         return x.ge(t);
     }
+
+    /// <summary>
+    /// A batch norm's forward without TorchSharp's implicit Scalars: in training, TorchSharp's <c>BatchNorm.forward</c>
+    /// counts the batch with <c>num_batches_tracked.add_(1)</c>, whose Scalars a collection on another thread can free
+    /// mid-call (seen as "argument alpha must not be a floating point number"). The same update here, with static
+    /// Scalars; evaluation takes TorchSharp's path, which has none.
+    /// </summary>
+    public static Tensor Normalize(this TorchSharp.Modules.BatchNorm2d bn, Tensor input)
+    {
+        if (!bn.training || !bn.track_running_stats || bn.running_mean is null || bn.running_var is null) return bn.forward(input);
+        bn.num_batches_tracked?.add_(One, One);
+        // Momentum 0 or none means a cumulative average, as TorchSharp and PyTorch do.
+        var factor = bn.momentum is { } m && m != 0 ? m : 1.0 / Math.Max(1, bn.num_batches_tracked?.item<long>() ?? 1);
+        return nn.functional.batch_norm(input, bn.running_mean, bn.running_var, bn.weight, bn.bias, training: true, factor, bn.eps);
+    }
 }
