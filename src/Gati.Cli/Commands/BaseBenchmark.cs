@@ -61,7 +61,7 @@ internal sealed class BaseBenchmark(IAnsiConsole console)
     }
 
     private static string RuntimeDescription() =>
-        $".NET {Environment.Version}, TorchSharp {typeof(torch).Assembly.GetName().Version}, {TorchRuntime.Source}";
+        $".NET {Environment.Version}, TorchSharp {typeof(torch).Assembly.GetName().Version}, {TorchRuntime.Kind}";
 
     private static double TrainImagesPerSecond(ResNet net, Device device, TensorShape shape, int steps)
     {

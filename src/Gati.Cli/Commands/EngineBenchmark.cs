@@ -68,7 +68,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Model: {Path.GetFileName(settings.Model)}, {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Machine: {Environment.ProcessorCount} logical CPUs ({CpuModel()}), .NET {Environment.Version}, TorchSharp with {torch.get_num_threads()} threads ({TorchRuntime.Source}), ONNX Runtime {OrtEnv.Instance().GetVersionString()}.");
+                $"Machine: {Environment.ProcessorCount} logical CPUs ({CpuModel()}), .NET {Environment.Version}, TorchSharp with {torch.get_num_threads()} threads ({TorchRuntime.Kind}), ONNX Runtime {OrtEnv.Instance().GetVersionString()}.");
             report.AppendLine();
             report.Append(Answers(contenders, images, labels, size, caches));
             foreach (var batch in settings.BatchSizes)

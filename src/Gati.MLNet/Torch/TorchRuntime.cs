@@ -27,6 +27,7 @@ public static class TorchRuntime
     private static readonly object Gate = new();
     private static bool _initialized;
     private static string _source = "not loaded";
+    private static string _kind = "not loaded";
     private static string? _libTorchDirectory;
 
     /// <summary>
@@ -47,13 +48,23 @@ public static class TorchRuntime
         }
     }
 
-    /// <summary>Where libtorch was loaded from (for diagnostics and benchmark reports).</summary>
+    /// <summary>Where libtorch was loaded from, with its folder on this machine (for diagnostics).</summary>
     public static string Source
     {
         get
         {
             EnsureInitialized();
             return _source;
+        }
+    }
+
+    /// <summary>Which libtorch was loaded, without this machine's paths (for reports that are shared or committed).</summary>
+    public static string Kind
+    {
+        get
+        {
+            EnsureInitialized();
+            return _kind;
         }
     }
 
@@ -95,10 +106,12 @@ public static class TorchRuntime
                         "build with -p:TorchBackend=none to use an external libtorch, or unset the variable.");
                 PreloadFrom(external);
                 _source = $"external libtorch at {external}";
+                _kind = "external libtorch";
             }
             else if (bundled is not null)
             {
                 _source = $"bundled libtorch at {bundled}";
+                _kind = "bundled libtorch";
             }
             else
             {
@@ -110,6 +123,7 @@ public static class TorchRuntime
                         " to a folder holding libtorch.so (e.g. <site-packages>/torch/lib), or build with -p:TorchBackend=cpu.");
                 PreloadFrom(discovered);
                 _source = $"PyTorch's libtorch at {discovered}";
+                _kind = "PyTorch's libtorch";
             }
 
             // Initialises TorchSharp's own native binding (libLibTorchSharp) and libtorch's CPU backend.
