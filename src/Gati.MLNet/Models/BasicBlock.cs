@@ -13,6 +13,7 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
     private readonly Conv2d conv2;
     private readonly BatchNorm2d bn2;
     private readonly Sequential shortcut;
+    private readonly Shortcut.Projection? projection; // not a module: the same networks as `shortcut`, read once
 
     public BasicBlock(string name, long inPlanes, long planes, long stride) : base(name)
     {
@@ -21,6 +22,7 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
         conv2 = nn.Conv2d(planes, planes, kernel_size: 3, stride: 1, padding: 1, bias: false);
         bn2 = nn.BatchNorm2d(planes);
         shortcut = Shortcut.Create(inPlanes, planes, stride);
+        projection = Shortcut.Parts(shortcut);
         RegisterComponents();
     }
 
@@ -28,7 +30,7 @@ internal sealed class BasicBlock : nn.Module<Tensor, Tensor>
     {
         var x = nn.functional.relu(bn1.Normalize(conv1.forward(input)));
         x = bn2.Normalize(conv2.forward(x));
-        x = x.PlusInPlace(Shortcut.Forward(shortcut, input));
+        x = x.PlusInPlace(Shortcut.Forward(projection, input));
         return x.relu_();
     }
 }

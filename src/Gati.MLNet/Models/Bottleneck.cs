@@ -17,6 +17,7 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
     private readonly Conv2d conv3;
     private readonly BatchNorm2d bn3;
     private readonly Sequential shortcut;
+    private readonly Shortcut.Projection? projection; // not a module: the same networks as `shortcut`, read once
 
     public Bottleneck(string name, long inPlanes, long planes, long stride) : base(name)
     {
@@ -27,6 +28,7 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
         conv3 = nn.Conv2d(planes, planes * Expansion, kernel_size: 1, bias: false);
         bn3 = nn.BatchNorm2d(planes * Expansion);
         shortcut = Shortcut.Create(inPlanes, planes * Expansion, stride);
+        projection = Shortcut.Parts(shortcut);
         RegisterComponents();
     }
 
@@ -35,7 +37,7 @@ internal sealed class Bottleneck : nn.Module<Tensor, Tensor>
         var x = nn.functional.relu(bn1.Normalize(conv1.forward(input)));
         x = nn.functional.relu(bn2.Normalize(conv2.forward(x)));
         x = bn3.Normalize(conv3.forward(x));
-        x = x.PlusInPlace(Shortcut.Forward(shortcut, input));
+        x = x.PlusInPlace(Shortcut.Forward(projection, input));
         return x.relu_();
     }
 }

@@ -16,11 +16,17 @@ internal static class Shortcut
             ("1", nn.BatchNorm2d(outChannels)));
     }
 
-    /// <summary>The shortcut's forward, its batch norm through <see cref="Torch.Scalars.Normalize"/>.</summary>
-    public static Tensor Forward(Sequential shortcut, Tensor input)
+    /// <summary>The projection's convolution and batch norm (null for the identity), read once when the block is built.</summary>
+    public sealed record Projection(Conv2d Conv, BatchNorm2d Norm);
+
+    /// <summary>The projection of a shortcut made by <see cref="Create"/>, or null for the identity.</summary>
+    public static Projection? Parts(Sequential shortcut)
     {
         var parts = shortcut.children().ToArray();
-        if (parts.Length == 0) return shortcut.forward(input);
-        return Torch.Scalars.Normalize((BatchNorm2d)parts[1], ((Conv2d)parts[0]).forward(input));
+        return parts.Length == 0 ? null : new Projection((Conv2d)parts[0], (BatchNorm2d)parts[1]);
     }
+
+    /// <summary>The shortcut's forward, its batch norm through <see cref="Torch.Scalars.Normalize"/>.</summary>
+    public static Tensor Forward(Projection? projection, Tensor input) =>
+        projection is null ? input : Torch.Scalars.Normalize(projection.Norm, projection.Conv.forward(input));
 }
