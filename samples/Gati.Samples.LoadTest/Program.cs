@@ -1,9 +1,9 @@
 // Usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json]
-//                              [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE]
+//                              [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE] [--breakdown FILE]
 using System.Globalization;
 using Gati.Samples.LoadTest;
 
-const string Usage = "usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json] [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE]";
+const string Usage = "usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json] [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE] [--breakdown FILE]";
 var options = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
 if (!options.TryGetValue("url", out var url))
@@ -22,6 +22,10 @@ var settings = new LoadTestSettings(new Uri(url.EndsWith('/') ? url : url + "/")
     Stop = timer.Token,
     RetryRefused = options.ContainsKey("retry-refused"),
 };
+// --breakdown FILE: scrape the server's /metrics before and after, and append where the time went to FILE.
+ServerMetrics? before = null;
+using var metricsClient = new HttpClient { BaseAddress = settings.Url };
+if (options.ContainsKey("breakdown")) before = await ServerMetrics.ScrapeAsync(metricsClient);
 var result = await LoadTest.RunAsync(settings);
 var line = result.ToMarkdown(options.GetValueOrDefault("label", $"{settings.Payload}, {settings.Clients} clients"));
 Console.WriteLine(LoadTestResult.MarkdownHeader);
@@ -29,4 +33,11 @@ Console.WriteLine(line);
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
     $"status codes: {string.Join(", ", result.StatusCodes.Select(c => $"{c.Key}: {c.Value}"))}; refused and retried: {result.Refused}; {result.Seconds:F1} s"));
 if (options.TryGetValue("output", out var output)) File.AppendAllText(output, line + Environment.NewLine);
+if (before is not null)
+{
+    var breakdown = (await ServerMetrics.ScrapeAsync(metricsClient)).Breakdown(before, options.GetValueOrDefault("label", settings.Payload), result.MeanMs);
+    Console.WriteLine(ServerMetrics.BreakdownHeader);
+    Console.WriteLine(breakdown);
+    File.AppendAllText(options["breakdown"], breakdown + Environment.NewLine);
+}
 return result.Errors == 0 ? 0 : 1;

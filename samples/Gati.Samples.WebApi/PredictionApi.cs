@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Gati.Extensions.ML;
 using Gati.MLNet.Inference;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -31,8 +32,9 @@ public static class PredictionApi
     }
 
     internal static async Task<Results<Ok<PredictionResponse>, ProblemHttpResult>> PredictAsync(HttpRequest request,
-        EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, IOptions<ServingOptions> options, CancellationToken cancellation)
+        EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, IOptions<ServingOptions> options, RequestMetrics metrics, CancellationToken cancellation)
     {
+        var started = Stopwatch.GetTimestamp();
         var limit = options.Value.MaxRequestBytes;
         if (request.ContentLength > limit) return TooLarge(limit);
         var mediaType = request.ContentType?.Split(';')[0].Trim().ToLowerInvariant();
@@ -51,14 +53,25 @@ public static class PredictionApi
         }
         if (body.Length > limit) return TooLarge(limit);
         if (body.Length == 0) return BadRequest("The request body is empty.");
+        metrics.Read.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
 
         // Decoded for, and answered by, one model generation: a hot reload in between cannot pair one model's input size
         // or class names with another's prediction.
         ModelPrediction<EarlyExitPrediction> answer;
+        var decoding = TimeSpan.Zero;
         try
         {
+            var waiting = Stopwatch.GetTimestamp();
             answer = await pool.PredictWithStatusAsync(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>.DefaultModelName,
-                status => new ImageInput { Image = ImageDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization) }, cancellation);
+                status =>
+                {
+                    var decodeStart = Stopwatch.GetTimestamp();
+                    var input = new ImageInput { Image = ImageDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization) };
+                    decoding = Stopwatch.GetElapsedTime(decodeStart);
+                    return input;
+                }, cancellation);
+            metrics.Decode.Record(decoding.TotalMilliseconds);
+            metrics.Predict.Record((Stopwatch.GetElapsedTime(waiting) - decoding).TotalMilliseconds);
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidDataException)
         {

@@ -26,8 +26,9 @@ public static class ServiceSetup
             .FromFile(modelPath, serving.WatchForChanges)
             .Configure(section.GetSection("Pool"));
         builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
+        builder.Services.AddSingleton<RequestMetrics>();
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
-            .AddMeter(ServingMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+            .AddMeter(ServingMetrics.MeterName, RequestMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
             .AddPrometheusExporter());
         return builder;
     }

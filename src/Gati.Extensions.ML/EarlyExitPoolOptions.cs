@@ -21,12 +21,20 @@ public sealed class EarlyExitPoolOptions
     /// <summary>ONNX Runtime: let pool threads spin between calls (see <see cref="EarlyExitEngineOptions.AllowSpinning"/>).</summary>
     public bool AllowSpinning { get; set; }
 
+    /// <summary>ONNX Runtime: serve one-input batches with the single graph (see <see cref="EarlyExitEngineOptions.SingleGraphAtBatchOne"/>).</summary>
+    public bool SingleGraphAtBatchOne { get; set; } = true;
+
+    /// <summary>ONNX Runtime: threads of the single graph's calls (see <see cref="EarlyExitEngineOptions.SingleGraphThreads"/>).</summary>
+    public int SingleGraphThreads { get; set; } = 1;
+
     internal EarlyExitEngineOptions EngineOptions() => new()
     {
         Backend = Backend,
         Device = Device,
         IntraOpThreads = IntraOpThreads,
         AllowSpinning = AllowSpinning,
+        SingleGraphAtBatchOne = SingleGraphAtBatchOne,
+        SingleGraphThreads = SingleGraphThreads,
     };
 
     /// <summary>

@@ -179,6 +179,11 @@ public sealed class CommandLineTests
                 session.ModelMetadata.CustomMetadataMap["gati.classNames"]);
         }
         Assert.Equal(3, Directory.GetFiles(segments, "segment-*.onnx").Length);
+        using (var single = new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(segments, "early-exit-single.onnx")))
+        {
+            Assert.Equal(["Input", "Threshold0", "Threshold1"], single.InputNames);
+            Assert.Equal(["Probabilities", "Exit"], single.OutputNames);
+        }
         using var zip = System.IO.Compression.ZipFile.OpenRead(model);
         Assert.Equal(3, zip.Entries.Count(e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal)));
     }

@@ -3,10 +3,23 @@
 // for each row, for each requested column in order, its values (floats as IEEE-754, keys as uint32, Int32 as
 // int32, Boolean as one byte).
 // Usage: Gati.MLNet.ModelProbe <model.zip> <idx-folder> <split: train|test> <rows> <output> <column>...
+// Or: Gati.MLNet.ModelProbe engine-description <model.zip> <threads>: the first ONNX Runtime early-exit engine of a
+// fresh process, as it describes itself (its threading is decided once per process).
 using Gati.MLNet;
 using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+
+if (args is ["engine-description", var modelPath, var threads])
+{
+    var engineContext = new MLContext();
+    var loaded = engineContext.Model.Load(modelPath, out _);
+    var options = new EarlyExitEngineOptions { Device = "cpu", IntraOpThreads = int.Parse(threads, System.Globalization.CultureInfo.InvariantCulture) };
+    using var engine = engineContext.Gati().CreateEarlyExitEngine<ProbeImage, EarlyExitPrediction>(loaded, options);
+    Console.WriteLine(engine.BackendDescription);
+    return 0;
+}
 
 if (args.Length < 6)
 {
@@ -81,4 +94,10 @@ static Action MakeWriter(DataViewRowCursor cursor, DataViewSchema.Column column,
             };
         }
     }
+}
+
+/// <summary>The engine's input type.</summary>
+internal sealed class ProbeImage
+{
+    public float[] Image { get; set; } = [];
 }

@@ -81,6 +81,55 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
     }
 
     [Fact]
+    public void SingleGraphAtBatchOne_GivesTheSegmentCallsAnswersExitsAndProbabilities()
+    {
+        var images = fixture.Images(300).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+        var perSegment = new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu", SingleGraphAtBatchOne = false };
+        using var single = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, OnnxRuntime);
+        using var segments = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, perSegment);
+        Assert.Contains("one graph at batch 1", single.BackendDescription);
+        Assert.DoesNotContain("one graph", segments.BackendDescription);
+        var fromSingle = images.Select(single.Predict).ToArray();
+        var fromSegments = images.Select(segments.Predict).ToArray();
+        Assert.Equal(fromSegments.Select(p => (p.ExitLayer, p.PredictedLabel)), fromSingle.Select(p => (p.ExitLayer, p.PredictedLabel)));
+        foreach (var (a, b) in fromSingle.Zip(fromSegments))
+            Assert.True(a.Score.Zip(b.Score).All(s => Math.Abs(s.First - s.Second) < 1e-5), "the single graph's probabilities differ from the segment calls'");
+        // The test needs rows that exit at every cache and rows that reach the head, or it proves little.
+        var exits = fromSingle.Select(p => p.ExitLayer).ToHashSet();
+        Assert.Contains(0, exits);
+        Assert.All(fixture.Caches.Caches, c => Assert.Contains(c.Layer, exits));
+    }
+
+    [Fact]
+    public void SingleGraphAtBatchOne_ReadsThresholdsMovedWhileServing()
+    {
+        var images = fixture.Images(100).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
+        using var engine = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, OnnxRuntime);
+        using var full = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Base.Model, OnnxRuntime);
+        Assert.Contains(images.Select(engine.Predict), p => p.ExitLayer != 0);
+        foreach (var cache in fixture.Caches.Caches) engine.Inner.SetThreshold(cache.Layer, float.PositiveInfinity);
+        var closed = images.Select(engine.Predict).ToArray();
+        Assert.All(closed, p => Assert.Equal(0, p.ExitLayer));
+        Assert.Equal(images.Select(full.Predict).Select(p => p.PredictedLabel), closed.Select(p => p.PredictedLabel));
+
+        // Open only the deepest cache: rows exit there or at the head, never earlier.
+        var deepest = fixture.Caches.Caches.Max(c => c.Layer);
+        engine.Inner.SetThreshold(deepest, 0f);
+        Assert.All(images.Select(engine.Predict), p => Assert.Equal(deepest, p.ExitLayer));
+    }
+
+    [Fact]
+    public void FirstOnnxRuntimeEngineOfAProcess_SetsUpTheSharedThreadPool()
+    {
+        // In a fresh process: this one's ONNX Runtime environment may already exist (other tests), which rightly
+        // gives one thread per session. The engine must create the environment before it lists the providers.
+        var path = Path.Combine(AppContext.BaseDirectory, "Assets", "learned-caches-format-1.1.zip");
+        var (exit, log) = Processes.RunDotnet(Processes.SiblingAssembly("Gati.MLNet.ModelProbe"), ["engine-description", path, "2"]);
+        Assert.True(exit == 0, log);
+        Assert.Contains("(cpu, shared pool of 2 threads, one graph at batch 1 on the caller's thread)", log);
+    }
+
+    [Fact]
     public void OnnxRuntimeEngine_ConcurrentCallers_GetTheSameAnswersAsOneCaller()
     {
         var images = fixture.Images(64).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();

@@ -117,10 +117,18 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         using var server = new Server(models.First, batching: true);
         var settings = new LoadTestSettings(server.Url, Requests: 800, Clients: 8, ServerPid: server.Pid, FashionMnistDirectory: RealData.FashionMnistDirectory);
         var warm = await LoadTest.LoadTest.RunAsync(settings);
+        using var http = new HttpClient { BaseAddress = server.Url };
+        var before = await ServerMetrics.ScrapeAsync(http);
         var result = await LoadTest.LoadTest.RunAsync(settings);
+        var after = await ServerMetrics.ScrapeAsync(http);
         output.WriteLine(LoadTestResult.MarkdownHeader);
         output.WriteLine(warm.ToMarkdown("warm-up run"));
         output.WriteLine(result.ToMarkdown("measured run"));
+        output.WriteLine(ServerMetrics.BreakdownHeader);
+        output.WriteLine(after.Breakdown(before, "measured run", result.MeanMs));
+        // Where the time went: every part was measured over the run (values are reported, never asserted).
+        foreach (var part in new[] { "http_server_request_duration", "webapi_request_read", "webapi_request_decode", "webapi_request_predict", "gati_batch_wait", "gati_prediction_duration" })
+            Assert.True(after.MeanSince(before, part) is > 0, $"the server's /metrics has no {part} histogram that moved during the run");
         Assert.Equal(0, warm.Errors);
         Assert.Equal(0, result.Errors);
         Assert.Equal(800, result.StatusCodes[200]);

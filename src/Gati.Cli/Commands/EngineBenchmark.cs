@@ -59,6 +59,16 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
                 contenders.Add(Wrap($"{name} full", full));
                 if (options.Backend == ExecutionBackend.OnnxRuntime)
                     contenders.Add(OneGraph(context, model, baseModel, size));
+                if (options.Backend == ExecutionBackend.OnnxRuntime && options.SingleGraphAtBatchOne)
+                {
+                    // The same engine calling one session per segment at batch 1 too: what the single graph saves.
+                    var perSegment = new EarlyExitEngineOptions
+                    {
+                        Backend = options.Backend, Device = options.Device, IntraOpThreads = options.IntraOpThreads, AllowSpinning = options.AllowSpinning,
+                        SingleGraphAtBatchOne = false, SingleGraphThreads = options.SingleGraphThreads,
+                    };
+                    contenders.Add(Wrap($"{name} early exit (segment calls)", context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model, perSegment)));
+                }
                 var early = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model, options);
                 contenders.Add(Wrap($"{name} early exit", early));
                 console.MarkupLineInterpolated($"{name}: {early.BackendDescription}");
@@ -140,7 +150,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
         var rows = labels.Length;
         var runs = contenders.ToDictionary(c => c.Name, c => Chunks(rows, 64).Select(r => c.Predict(images.AsSpan(r.Start * size, r.Count * size).ToArray(), r.Count)).ToArray());
         var answers = runs.ToDictionary(p => p.Key, p => p.Value.SelectMany(r => r.Labels).ToArray());
-        var exits = runs.Where(p => p.Key.EndsWith("early exit", StringComparison.Ordinal)).ToDictionary(p => p.Key, p => p.Value.SelectMany(r => r.Exits).ToArray());
+        var exits = runs.Where(p => p.Key.Contains("early exit", StringComparison.Ordinal)).ToDictionary(p => p.Key, p => p.Value.SelectMany(r => r.Exits).ToArray());
         var reference = answers.First(a => a.Key.EndsWith(" full", StringComparison.Ordinal)).Value;
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"Answers on all {rows} test images (batch 64); agreement with the base model = the same label as {answers.First(a => a.Key.EndsWith(" full", StringComparison.Ordinal)).Key}:");
@@ -155,17 +165,29 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
             md.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {agree:P2} | {accuracy:P2} | {early} |");
             console.MarkupLineInterpolated($"{name}: agreement {agree:P2}, accuracy {accuracy:P2}, exit early {early}");
         }
-        if (exits.Count == 2)
+        if (exits.Count >= 2)
         {
-            var (a, b) = (exits.Values.First(), exits.Values.Last());
-            var differing = Enumerable.Range(0, rows).Where(i => a[i] != b[i]).ToArray();
-            var atThreshold = differing.Count(i => NearThreshold(caches, images.AsSpan(i * size, size).ToArray(), Math.Min(Layer(a[i]), Layer(b[i]))));
-            var line = string.Create(CultureInfo.InvariantCulture,
-                $"Exit decisions of the two backends: identical on {rows - differing.Length} of {rows} rows; {differing.Length} differ, {atThreshold} of them with the selector within 1e-4 of its threshold (float rounding).");
-            md.AppendLine().AppendLine(line);
+            md.AppendLine();
+            var (first, a) = exits.First();
+            foreach (var (other, b) in exits.Skip(1))
+            {
+                var differing = Enumerable.Range(0, rows).Where(i => a[i] != b[i]).ToArray();
+                var atThreshold = differing.Count(i => NearThreshold(caches, images.AsSpan(i * size, size).ToArray(), Math.Min(Layer(a[i]), Layer(b[i]))));
+                var line = string.Create(CultureInfo.InvariantCulture,
+                    $"Exit decisions, {first} against {other}: identical on {rows - differing.Length} of {rows} rows; {differing.Length} differ, {atThreshold} of them with the selector within 1e-4 of its threshold (float rounding).");
+                md.AppendLine(line).AppendLine();
+                console.WriteLine(line);
+            }
+        }
+        // Batch 1 takes other paths (ONNX Runtime's single graph with If-node exits): the same answers, row by row.
+        foreach (var contender in contenders.Where(c => c.Name.StartsWith("ONNX Runtime early exit", StringComparison.Ordinal)))
+        {
+            var atBatch64 = runs[contender.Name].SelectMany(r => r.Labels.Zip(r.Exits)).ToArray();
+            var same = Enumerable.Range(0, rows).Count(i => contender.Predict(images.AsSpan(i * size, size).ToArray(), 1) is var one && (one.Labels[0], one.Exits[0]) == atBatch64[i]);
+            var line = string.Create(CultureInfo.InvariantCulture, $"{contender.Name} at batch 1: the same label and exit as at batch 64 on {same} of {rows} rows.");
+            md.AppendLine(line).AppendLine();
             console.WriteLine(line);
         }
-        md.AppendLine();
         return md.ToString();
 
         static int Layer(int exit) => exit == 0 ? int.MaxValue : exit;
@@ -196,6 +218,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
     private string Latency(List<Contender> contenders, float[] images, int rows, int size, int batch, int rounds, int imagesPerRound)
     {
         var times = contenders.ToDictionary(c => c.Name, _ => new List<double>());
+        var byExit = contenders.ToDictionary(c => c.Name, _ => new Dictionary<int, List<double>>()); // batch 1: latency by exit layer
         var callsPerRound = Math.Max(1, Math.Min(rows / batch, Math.Max(1, imagesPerRound / batch)));
         var batches = Chunks(rows, batch).Where(r => r.Count == batch).Select(r => images.AsSpan(r.Start * size, r.Count * size).ToArray()).ToArray();
         foreach (var contender in contenders)
@@ -213,8 +236,14 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
                 foreach (var input in slice)
                 {
                     var start = Stopwatch.GetTimestamp();
-                    contender.Predict(input, batch);
-                    list.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                    var (_, exits) = contender.Predict(input, batch);
+                    var ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                    list.Add(ms);
+                    if (batch == 1)
+                    {
+                        if (!byExit[contender.Name].TryGetValue(exits[0], out var atExit)) byExit[contender.Name][exits[0]] = atExit = [];
+                        atExit.Add(ms);
+                    }
                 }
             }
         }
@@ -233,6 +262,25 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
             console.MarkupLineInterpolated($"batch {batch} {name}: mean {mean:F3} ms, p50 {EarlyExitEvaluation.Percentile(list, 0.5):F3}, p99 {EarlyExitEvaluation.Percentile(list, 0.99):F3}");
         }
         md.AppendLine();
+        var early = byExit.Where(p => p.Key.Contains("early exit", StringComparison.Ordinal)).ToArray();
+        if (batch == 1 && early.Length > 0)
+        {
+            md.AppendLine("Batch 1 by exit layer (0: the base model answered); share of calls, then p50 / mean ms per engine:");
+            md.AppendLine();
+            md.AppendLine(CultureInfo.InvariantCulture, $"| exit layer | share | {string.Join(" | ", early.Select(p => p.Key))} |");
+            md.AppendLine(CultureInfo.InvariantCulture, $"|---|---|{string.Concat(early.Select(_ => "---|"))}");
+            var layers = early.SelectMany(p => p.Value.Keys).Distinct().OrderBy(l => l == 0 ? int.MaxValue : l);
+            var calls = early[0].Value.Values.Sum(l => l.Count);
+            foreach (var layer in layers)
+            {
+                var share = early[0].Value.TryGetValue(layer, out var first) ? first.Count / (double)calls : 0;
+                var cells = early.Select(p => p.Value.TryGetValue(layer, out var l)
+                    ? string.Create(CultureInfo.InvariantCulture, $"{EarlyExitEvaluation.Percentile(l, 0.5):F3} / {l.Average():F3}")
+                    : "-");
+                md.AppendLine(CultureInfo.InvariantCulture, $"| {layer} | {share:P1} | {string.Join(" | ", cells)} |");
+            }
+            md.AppendLine();
+        }
         return md.ToString();
 
         static string Ratio(double reference, double value) => double.IsNaN(reference) ? "-" : string.Create(CultureInfo.InvariantCulture, $"{reference / value:F2}x");

@@ -86,8 +86,10 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
                     var layers = s.FirstLayer == 0 ? $"stem, 1..{s.LastLayer}" : s.FirstLayer > s.LastLayer ? "none" : $"{s.FirstLayer}..{s.LastLayer}";
                     index.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {layers}{(s.IsFinal ? " + head" : $" + cache of layer {s.LastLayer}")} | {(s.IsFinal ? "Probabilities" : "Activation, Probabilities, Hit")} |");
                 }
+                AtomicFile.WriteAllBytes(Path.Combine(segmentsDir, "early-exit-single.onnx"), caches.OnnxSingleGraph());
+                index.AppendLine("| early-exit-single.onnx | all, the exits as If nodes (batch 1) | Probabilities, Exit |");
                 AtomicFile.WriteAllText(Path.Combine(segmentsDir, "segments.md"), index.ToString());
-                console.MarkupLineInterpolated($"Wrote {segments.Count} segment graphs and segments.md to [bold]{segmentsDir}[/].");
+                console.MarkupLineInterpolated($"Wrote {segments.Count} segment graphs, the single early-exit graph and segments.md to [bold]{segmentsDir}[/].");
             }
             if (updateModel)
             {

@@ -24,6 +24,12 @@ internal sealed class ServingArguments
         Description = "Threads of ONNX Runtime's shared CPU pool (default: the number of logical CPUs).",
     }.AtLeast(1);
 
+    public Option<int> OrtSingleGraphThreads { get; } = new Option<int>("--ort-single-graph-threads")
+    {
+        Description = "Threads of ONNX Runtime's batch-1 calls, served by one graph with the exits as If nodes (default 1: the caller's thread).",
+        DefaultValueFactory = _ => 1,
+    }.AtLeast(1);
+
     public Option<bool> OrtSpinning { get; } = new("--ort-spinning")
     {
         Description = "Let ONNX Runtime's pool threads spin between calls (lower latency for back-to-back calls, busy cores in between).",
@@ -34,6 +40,7 @@ internal sealed class ServingArguments
         command.Options.Add(Backend);
         command.Options.Add(OrtThreads);
         command.Options.Add(OrtSpinning);
+        command.Options.Add(OrtSingleGraphThreads);
     }
 
     /// <summary>The engine options of each backend asked for (two for "both": TorchSharp first).</summary>
@@ -51,6 +58,7 @@ internal sealed class ServingArguments
             Device = device,
             IntraOpThreads = result.GetValue(OrtThreads),
             AllowSpinning = result.GetValue(OrtSpinning),
+            SingleGraphThreads = result.GetValue(OrtSingleGraphThreads),
         }).ToArray();
     }
 

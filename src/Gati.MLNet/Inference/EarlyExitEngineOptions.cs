@@ -28,11 +28,30 @@ public sealed class EarlyExitEngineOptions
     /// </summary>
     public bool AllowSpinning { get; set; }
 
+    /// <summary>
+    /// ONNX Runtime on the CPU: serve a call with one input by a single graph that holds the exits as <c>If</c> nodes
+    /// (one session call per input, blocks after a hit never run) instead of one session call per segment it reaches.
+    /// Faster at batch 1 (docs/benchmarks.md#early-exit-engine); costs a second copy of the weights in memory. Calls
+    /// with several inputs, inputs sampled by online caches (docs/online.md) and the CUDA provider run segment by
+    /// segment.
+    /// </summary>
+    public bool SingleGraphAtBatchOne { get; set; } = true;
+
+    /// <summary>
+    /// Threads of the single graph's calls (<see cref="SingleGraphAtBatchOne"/>). 1, the default, runs a call on its
+    /// caller's thread: for the narrow networks measured in docs/benchmarks.md, waking pool threads for every small
+    /// operation costs more at batch 1 than splitting it saves, and concurrent requests still run in parallel on their
+    /// own threads. More gives that session its own pool of this many threads (spinning as <see cref="AllowSpinning"/>
+    /// says), which pays off for wide networks or large images.
+    /// </summary>
+    public int SingleGraphThreads { get; set; } = 1;
+
     internal EarlyExitEngineOptions Validated()
     {
         if (!Enum.IsDefined(Backend)) throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown execution backend.");
         DeviceOptions.Validate(Device, nameof(Device));
         if (IntraOpThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Threads must be 1..1024 (or null for the CPU count).");
+        if (SingleGraphThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(SingleGraphThreads), SingleGraphThreads, "Threads must be 1..1024.");
         return this;
     }
 }

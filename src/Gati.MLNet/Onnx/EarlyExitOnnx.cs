@@ -24,6 +24,70 @@ internal sealed record OnnxSegment(int FirstLayer, int LastLayer, bool IsFinal, 
     public const string HitProbability = "HitProbability";
 }
 
+/// <summary>
+/// The whole early exit as one ONNX graph for one input at a time: each cache's hit flag is the condition of an
+/// <c>If</c> node whose then-branch returns the cache's probabilities and whose else-branch holds the rest of the
+/// network (the next blocks, the next cache, its <c>If</c>, ...), so blocks after a hit are never run and a request
+/// costs one session call however deep it goes. Inputs: <c>Input</c> [1, C, H, W] and one <c>Threshold{i}</c> [1] per
+/// cache (in layer order). Outputs: <c>Probabilities</c> [1, k] and <c>Exit</c> [1] (int64: the index of the cache that
+/// answered, or the number of caches when the base model did).
+/// </summary>
+internal static class EarlyExitSingleGraph
+{
+    public const string Exit = "Exit";
+
+    public static string Threshold(int cache) => string.Create(CultureInfo.InvariantCulture, $"{OnnxSegment.Threshold}{cache}");
+
+    public static byte[] Build(ResNet network, IReadOnlyList<LearnedCache> caches)
+    {
+        var config = network.Config;
+        var ordered = caches.OrderBy(c => c.Layer).ToArray();
+        var weights = new TorchWeights(network, $"{config.Architecture} base model");
+        var graph = new OnnxGraphBuilder("gati-early-exit-single");
+        var shape = config.InputShape;
+        var x = graph.Input(OnnxSegment.Input, TensorProto.Types.DataType.Float, 1, shape.Channels, shape.Height, shape.Width);
+        for (var i = 0; i < ordered.Length; i++) graph.Input(Threshold(i), TensorProto.Types.DataType.Float, 1);
+        var (probabilities, exit) = From(graph, network, weights, ordered, 0, x);
+        graph.Output(graph.Rename(probabilities, OnnxSegment.Probabilities), TensorProto.Types.DataType.Float, 1, config.ClassCount);
+        graph.Output(graph.Rename(exit, Exit), TensorProto.Types.DataType.Int64, 1);
+        return graph.ToBytes(OnnxMetadata.For(config));
+    }
+
+    /// <summary>Cache <paramref name="index"/>'s segment from the output of the previous one, and everything after it.</summary>
+    private static (string Probabilities, string Exit) From(OnnxGraphBuilder graph, ResNet network, TorchWeights weights, LearnedCache[] caches, int index, string x)
+    {
+        var first = index == 0 ? 0 : caches[index - 1].Layer + 1;
+        var last = index < caches.Length ? caches[index].Layer : network.LayerCount;
+        if (first == 0)
+        {
+            x = ResNetOnnx.Stem(graph, weights, x);
+            first = 1;
+        }
+        for (var layer = first; layer <= last; layer++) x = ResNetOnnx.Block(graph, network, weights, layer, x);
+        var k = network.Config.ClassCount;
+        if (index == caches.Length)
+        {
+            var exitIndex = graph.Int64Constant("exit", [index], 1);
+            return (graph.Node("Softmax", [ResNetOnnx.Head(graph, weights, x)], ("axis", 1)), graph.Node("Identity", [exitIndex]));
+        }
+
+        var cache = caches[index];
+        var prefix = string.Create(CultureInfo.InvariantCulture, $"cache{last}");
+        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, graph.Node("Flatten", [x], ("axis", 1)), prefix);
+        var hit = graph.Node("GreaterOrEqual", [CacheOnnx.HitProbability(graph, cache.Selector.Module, logProbabilities, prefix), Threshold(index)]);
+
+        var answer = graph.Branch(prefix + "-hit");
+        answer.Output(answer.Node("Exp", [logProbabilities]), TensorProto.Types.DataType.Float, 1, k);
+        answer.Output(answer.Node("Identity", [answer.Int64Constant(prefix + ".exit", [index], 1)]), TensorProto.Types.DataType.Int64, 1);
+        var rest = graph.Branch(prefix + "-miss");
+        var (probabilities, exit) = From(rest, network, weights, caches, index + 1, x);
+        rest.Output(probabilities, TensorProto.Types.DataType.Float, 1, k);
+        rest.Output(exit, TensorProto.Types.DataType.Int64, 1);
+        var outputs = graph.Node("If", [hit], 2, ("then_branch", answer.Graph), ("else_branch", rest.Graph));
+        return (outputs[0], outputs[1]);
+    }
+}
+
 /// <summary>Cuts a base model with its caches into ONNX segments (docs/model-format.md#onnx-segments).</summary>
 internal static class EarlyExitOnnx
 {

@@ -18,13 +18,27 @@ internal sealed class OnnxGraphBuilder
     public const string BatchDimension = "N";
 
     private readonly GraphProto _graph;
-    private readonly HashSet<string> _names = new(StringComparer.Ordinal);
-    private int _counter;
+    private readonly NameScope _scope;
 
     public OnnxGraphBuilder(string name)
+        : this(name, new NameScope())
+    {
+    }
+
+    private OnnxGraphBuilder(string name, NameScope scope)
     {
         _graph = new GraphProto { Name = name };
+        _scope = scope;
     }
+
+    /// <summary>
+    /// A subgraph (the branch of an <c>If</c> node) whose nodes may read this graph's values by name: it shares this
+    /// graph's value names, which ONNX requires to be unique across a graph and the subgraphs nested in it.
+    /// </summary>
+    public OnnxGraphBuilder Branch(string name) => new(name, _scope);
+
+    /// <summary>The graph built so far (the value of a subgraph attribute).</summary>
+    public GraphProto Graph => _graph;
 
     /// <summary>A float32 initializer named after <paramref name="name"/> (made unique).</summary>
     public string Constant(string name, ReadOnlySpan<float> values, params long[] dims)
@@ -71,7 +85,7 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Renames the value <paramref name="value"/> to <paramref name="name"/> by an Identity node (graph outputs keep stable names).</summary>
     public string Rename(string value, string name)
     {
-        if (!_names.Add(name)) throw new InvalidOperationException($"The ONNX value name '{name}' is taken.");
+        if (!_scope.Names.Add(name)) throw new InvalidOperationException($"The ONNX value name '{name}' is taken.");
         var node = new NodeProto { OpType = "Identity", Name = Unique("identity") };
         node.Input.Add(value);
         node.Output.Add(name);
@@ -82,7 +96,7 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Declares a graph input; dimensions given as null are the batch dimension.</summary>
     public string Input(string name, TensorProto.Types.DataType type, params long?[] dims)
     {
-        if (!_names.Add(name)) throw new InvalidOperationException($"The ONNX value name '{name}' is taken.");
+        if (!_scope.Names.Add(name)) throw new InvalidOperationException($"The ONNX value name '{name}' is taken.");
         _graph.Input.Add(ValueInfo(name, type, dims));
         return name;
     }
@@ -111,8 +125,16 @@ internal sealed class OnnxGraphBuilder
     private string Unique(string stem)
     {
         var name = stem;
-        while (!_names.Add(name)) name = string.Create(CultureInfo.InvariantCulture, $"{stem}_{++_counter}");
+        while (!_scope.Names.Add(name)) name = string.Create(CultureInfo.InvariantCulture, $"{stem}_{++_scope.Counter}");
         return name;
+    }
+
+    /// <summary>The value names of a model, shared by its main graph and every subgraph.</summary>
+    private sealed class NameScope
+    {
+        public HashSet<string> Names { get; } = new(StringComparer.Ordinal);
+
+        public int Counter;
     }
 
     private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long?[] dims)
@@ -151,6 +173,10 @@ internal sealed class OnnxGraphBuilder
             case string s:
                 attribute.Type = AttributeProto.Types.AttributeType.String;
                 attribute.S = ByteString.CopyFromUtf8(s);
+                break;
+            case GraphProto g:
+                attribute.Type = AttributeProto.Types.AttributeType.Graph;
+                attribute.G = g;
                 break;
             default:
                 throw new ArgumentException($"Unsupported ONNX attribute value {value.GetType().Name} for '{name}'.");

@@ -194,6 +194,12 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         using (_base.Use()) return Onnx.EarlyExitOnnx.Segments(_base.Module, _caches);
     }
 
+    /// <summary>The whole early exit as one graph for one input at a time (<see cref="Onnx.EarlyExitSingleGraph"/>).</summary>
+    internal byte[] OnnxSingleGraph()
+    {
+        using (_base.Use()) return Onnx.EarlyExitSingleGraph.Build(_base.Module, _caches);
+    }
+
     private static LearnedCachesTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
         ctx.CheckAtModel(GetVersionInfo());

@@ -22,6 +22,14 @@ internal interface IEarlyExitBackend : IDisposable
     /// run continuing rows that exited there). <paramref name="thresholds"/> holds every cache segment's exit threshold.
     /// </summary>
     IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds);
+
+    /// <summary>
+    /// Runs one image (C*H*W, validated by the engine) through the whole early exit in a single call, where the backend
+    /// has such a path (ONNX Runtime on the CPU: <see cref="Onnx.EarlyExitSingleGraph"/>): writes the answer's
+    /// probabilities to <paramref name="probabilities"/> and sets <paramref name="exit"/> to the index of the cache that
+    /// answered, or the number of caches when the base model did. False when there is no such path (then nothing is run).
+    /// </summary>
+    bool TryRunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit);
 }
 
 /// <summary>One engine call's state; not shared between threads.</summary>

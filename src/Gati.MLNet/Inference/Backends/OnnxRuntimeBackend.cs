@@ -25,10 +25,12 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     private readonly string[][] _outputNames;
     private readonly ConcurrentBag<IPooledCall> _idle = new();
     private readonly InferenceSession?[] _gathers;  // CUDA only: per cache segment, the compaction of its activation
+    private readonly InferenceSession? _single;      // CPU only: the whole early exit for one input (EarlyExitSingleGraph)
+    private readonly string[] _singleInputNames;
     private readonly OrtMemoryInfo? _cudaMemory;
     private int _disposed;
 
-    private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, ResNet network, IReadOnlyList<int> cacheLayers, string device,
+    private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, byte[]? single, ResNet network, IReadOnlyList<int> cacheLayers, string device,
         EarlyExitEngineOptions options)
     {
         CacheLayers = cacheLayers;
@@ -69,29 +71,43 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
                     _gathers[s] = new InferenceSession(GatherRows(_activationDims[s]), gatherOptions);
                 }
             }
+            if (single is not null && !cuda)
+            {
+                using var singleOptions = SessionOptionsFor(options, device, singleGraph: true);
+                _single = new InferenceSession(single, singleOptions);
+            }
         }
         catch
         {
             Dispose();
             throw;
         }
+        _singleInputNames = [OnnxSegment.Input, .. Enumerable.Range(0, cacheLayers.Count).Select(EarlyExitSingleGraph.Threshold)];
         Description = $"ONNX Runtime {OrtEnv.Instance().GetVersionString()} ({device}" +
-            (OnnxRuntimeEnvironment.PoolThreads is { } threads ? $", shared pool of {threads} threads{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")})" : ", 1 thread per session)");
+            (OnnxRuntimeEnvironment.PoolThreads is { } threads ? $", shared pool of {threads} threads{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")}" : ", 1 thread per session") +
+            (_single is null ? ")" : options.SingleGraphThreads == 1 ? ", one graph at batch 1 on the caller's thread)" : $", one graph at batch 1 with {options.SingleGraphThreads} threads)");
     }
 
     /// <summary>Opens a session for each segment graph, exporting them from the networks when none are given.</summary>
     public static OnnxRuntimeBackend Create(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options,
         IReadOnlyList<OnnxSegment>? segments = null)
     {
-        if (segments is null)
+        OnnxRuntimeEnvironment.Initialize(options); // before ResolveDevice asks OrtEnv for its providers
+        var device = ResolveDevice(options.Device);
+        byte[]? single = null;
+        if (segments is null || (options.SingleGraphAtBatchOne && device == "cpu"))
         {
-            using (baseNetwork.Use()) segments = EarlyExitOnnx.Segments(baseNetwork.Module, caches);
+            using (baseNetwork.Use())
+            {
+                segments ??= EarlyExitOnnx.Segments(baseNetwork.Module, caches);
+                if (options.SingleGraphAtBatchOne && device == "cpu") single = EarlyExitSingleGraph.Build(baseNetwork.Module, caches);
+            }
         }
         else if (segments.Count != caches.Count + 1 || segments.Take(caches.Count).Select(s => s.LastLayer).SequenceEqual(caches.Select(c => c.Layer)) is false)
         {
             throw new ArgumentException($"{segments.Count} ONNX segments do not fit caches on layers {string.Join(", ", caches.Select(c => c.Layer))}.", nameof(segments));
         }
-        return new OnnxRuntimeBackend(segments, baseNetwork.Module, caches.Select(c => c.Layer).ToArray(), ResolveDevice(options.Device), options);
+        return new OnnxRuntimeBackend(segments, single, baseNetwork.Module, caches.Select(c => c.Layer).ToArray(), device, options);
     }
 
     public string Description { get; }
@@ -106,6 +122,25 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         var call = _idle.TryTake(out var idle) ? idle : _cudaMemory is null ? new Call(this) : new CudaCall(this);
         call.Load(segment, inputs, count, thresholds);
         return call;
+    }
+
+    public bool TryRunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+    {
+        exit = -1;
+        if (_single is null) return false;
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var call = (Call)(_idle.TryTake(out var idle) ? idle : new Call(this));
+        try
+        {
+            exit = call.RunOne(image, thresholds, probabilities);
+        }
+        finally
+        {
+            call.Dispose();
+        }
+        if ((uint)exit > (uint)CacheLayers.Count)
+            throw new InvalidOperationException($"The single-graph early exit answered from exit {exit}; it has {CacheLayers.Count} caches and the base model's head.");
+        return true;
     }
 
     /// <summary>A graph that keeps the rows named by <c>Indices</c> of <c>Data</c> (the CUDA compaction).</summary>
@@ -127,6 +162,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         while (_idle.TryTake(out var call)) call.Release();
         foreach (var session in _sessions) session?.Dispose();
         foreach (var session in _gathers) session?.Dispose();
+        _single?.Dispose();
         _cudaMemory?.Dispose();
     }
 
@@ -146,7 +182,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         };
     }
 
-    private static SessionOptions SessionOptionsFor(EarlyExitEngineOptions options, string device)
+    private static SessionOptions SessionOptionsFor(EarlyExitEngineOptions options, string device, bool singleGraph = false)
     {
         var session = new SessionOptions
         {
@@ -155,7 +191,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         };
         try
         {
-            OnnxRuntimeEnvironment.Configure(session, options);
+            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options);
+            else OnnxRuntimeEnvironment.Configure(session, options);
             if (device.StartsWith("cuda", StringComparison.Ordinal))
                 session.AppendExecutionProvider_CUDA(CudaIndex(device));
             return session;
@@ -180,6 +217,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     {
         private static readonly string[] InputNames = [OnnxSegment.Input];
         private static readonly string[] CacheInputNames = [OnnxSegment.Input, OnnxSegment.Threshold];
+        private static readonly string[] SingleOutputNames = [OnnxSegment.Probabilities, EarlyExitSingleGraph.Exit];
         private readonly RunOptions _runOptions = new();
         private readonly Dictionary<(int Segment, int Rows), (OrtValue[] Inputs, OrtValue[] Outputs)> _views = [];
         private readonly float[][] _thresholds = owner._sessions.Select(_ => GC.AllocateArray<float>(1, pinned: true)).ToArray();
@@ -191,15 +229,52 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         private int _capacity;
         private int _rows;
         private int _segment;
+        private float[] _oneInput = [];         // the single-graph path: one image, its answer and its exit
+        private float[] _oneProbabilities = [];
+        private long[] _oneExit = [];
+        private OrtValue[] _oneInputs = [];
+        private OrtValue[] _oneOutputs = [];
 
         public void Load(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
         {
             if (count > _capacity) Grow(count);
+            SetThresholds(thresholds);
+            inputs.AsSpan(0, count * owner._inputSizes[segment]).CopyTo(_inputs[segment]);
+            _rows = count;
+        }
+
+        /// <summary>One image through the single graph; returns the exit index.</summary>
+        public int RunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities)
+        {
+            if (_oneInputs.Length == 0)
+            {
+                SetThresholds(thresholds);
+                _oneInput = GC.AllocateArray<float>(owner._inputSizes[0], pinned: true);
+                _oneProbabilities = GC.AllocateArray<float>(owner._classes, pinned: true);
+                _oneExit = GC.AllocateArray<long>(1, pinned: true);
+                _oneInputs =
+                [
+                    OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _oneInput.AsMemory(), [1, .. owner._inputDims[0]]),
+                    .. _thresholdValues.Take(owner.CacheLayers.Count),
+                ];
+                _oneOutputs =
+                [
+                    OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _oneProbabilities.AsMemory(), [1, owner._classes]),
+                    OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _oneExit.AsMemory(), [1]),
+                ];
+            }
+            SetThresholds(thresholds);
+            image[..owner._inputSizes[0]].CopyTo(_oneInput);
+            owner._single!.Run(_runOptions, owner._singleInputNames, _oneInputs, SingleOutputNames, _oneOutputs);
+            _oneProbabilities.CopyTo(probabilities);
+            return (int)_oneExit[0];
+        }
+
+        private void SetThresholds(ReadOnlySpan<float> thresholds)
+        {
             if (_thresholdValues.Length == 0)
                 _thresholdValues = _thresholds.Select(t => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, t.AsMemory(), [1])).ToArray();
             for (var s = 0; s < thresholds.Length; s++) _thresholds[s][0] = thresholds[s];
-            inputs.AsSpan(0, count * owner._inputSizes[segment]).CopyTo(_inputs[segment]);
-            _rows = count;
         }
 
         public SegmentResult Run(int segment)
@@ -280,6 +355,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         public void Release()
         {
             ReleaseViews();
+            foreach (var value in _oneInputs.Except(_thresholdValues).Concat(_oneOutputs)) value.Dispose();
             foreach (var value in _thresholdValues) value.Dispose();
             _runOptions.Dispose();
         }

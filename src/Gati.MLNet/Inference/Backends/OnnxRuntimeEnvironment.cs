@@ -22,6 +22,36 @@ internal static class OnnxRuntimeEnvironment
     /// <summary>Applies the thread settings to a session: the shared pool when Gati created the environment, else one thread per session.</summary>
     public static void Configure(SessionOptions session, EarlyExitEngineOptions options)
     {
+        Initialize(options);
+        if (_sharedPool == true)
+        {
+            session.DisablePerSessionThreads();
+        }
+        else
+        {
+            // Someone else's environment without a shared pool: one thread per session, never spinning.
+            session.IntraOpNumThreads = 1;
+            session.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        }
+    }
+
+    /// <summary>
+    /// Thread settings of the single graph's session (batch 1): its own pool of
+    /// <see cref="EarlyExitEngineOptions.SingleGraphThreads"/> threads, by default none (the caller's thread).
+    /// </summary>
+    public static void ConfigureSingleGraph(SessionOptions session, EarlyExitEngineOptions options)
+    {
+        Initialize(options);
+        session.IntraOpNumThreads = options.SingleGraphThreads;
+        session.AddSessionConfigEntry("session.intra_op.allow_spinning", options.AllowSpinning && options.SingleGraphThreads > 1 ? "1" : "0");
+    }
+
+    /// <summary>
+    /// Creates ONNX Runtime's environment with the shared pool unless it exists already. Must run before anything
+    /// touches <see cref="OrtEnv.Instance"/> (even to list providers), which creates the environment without a pool.
+    /// </summary>
+    public static void Initialize(EarlyExitEngineOptions options)
+    {
         lock (Gate)
         {
             if (_sharedPool is null)
@@ -47,16 +77,6 @@ internal static class OnnxRuntimeEnvironment
                     _sharedPool = false;
                 }
             }
-        }
-        if (_sharedPool == true)
-        {
-            session.DisablePerSessionThreads();
-        }
-        else
-        {
-            // Someone else's environment without a shared pool: one thread per session, never spinning.
-            session.IntraOpNumThreads = 1;
-            session.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         }
     }
 }

@@ -29,6 +29,13 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
 
     public IReadOnlyList<int> CacheLayers { get; }
 
+    /// <summary>TorchSharp runs segment by segment (its dispatch cost is per operation, not per call).</summary>
+    public bool TryRunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+    {
+        exit = -1;
+        return false;
+    }
+
     public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds) => new Call(this, segment, inputs, count, thresholds);
 
     public void Dispose()
