@@ -135,7 +135,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
 
         public bool CaptureFullRuns => fullRuns;
 
-        public bool[]? Choose(int count) => Enumerable.Range(0, count).Select(i => i % (int)Math.Round(1 / fraction) == 0).ToArray();
+        public bool[]? Choose(int count) => fraction <= 0 ? null : Enumerable.Range(0, count).Select(i => i % (int)Math.Round(1 / fraction) == 0).ToArray();
 
         public void Captured(IReadOnlyList<ShadowRow> rows)
         {
@@ -159,6 +159,34 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.Equal(expected.Length, actual.Length);
         var worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
         Assert.True(worst <= tolerance * Math.Max(1e-3, expected.Max(Math.Abs)), $"max |difference| {worst}");
+    }
+
+    [Fact]
+    public void Engine_AtBatchOne_ShadowsTheSameRowsAsInABatch()
+    {
+        // One input per call takes the single graph unless the tap sampled it; a row that ran in full is run again by
+        // segments when the tap keeps full runs. Either way the tap must see exactly what a batched call shows it.
+        var images = fixture.Images(64);
+        using var engine = Engine();
+        var batched = new Recorder(0.25, fullRuns: true);
+        engine.Shadow = batched;
+        var batch = engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
+        Assert.Contains(batch.ExitLayer, e => e == 0);
+        // Calls 0, 4, 8, ... go to a tap that samples every input, the others to one that samples none: the rows
+        // sampled are those of the batched call.
+        var sampling = new Recorder(1, fullRuns: true);
+        var notSampling = new Recorder(0, fullRuns: true);
+        for (var i = 0; i < images.Length; i++)
+        {
+            engine.Shadow = i % 4 == 0 ? sampling : notSampling;
+            var one = engine.Run(images[i], 1);
+            Assert.Equal(batch.ExitLayer[i], one.ExitLayer[0]);
+            Assert.Equal(batch.PredictedClass[i], one.PredictedClass[0]);
+        }
+        var byRow = sampling.Rows.Concat(notSampling.Rows).ToList();
+        Assert.Equal(batched.Rows.Count, byRow.Count);
+        Assert.Equal(batched.Rows.Select(r => (r.ExitLayer, r.Sampled)).Order(), byRow.Select(r => (r.ExitLayer, r.Sampled)).Order());
+        Assert.All(byRow.Where(r => r.ExitLayer == 0), r => Assert.NotNull(r.BaseProbabilities));
     }
 
     [Fact]

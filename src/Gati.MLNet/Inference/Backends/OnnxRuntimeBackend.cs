@@ -246,9 +246,9 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         /// <summary>One image through the single graph; returns the exit index.</summary>
         public int RunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities)
         {
+            SetThresholds(thresholds);
             if (_oneInputs.Length == 0)
             {
-                SetThresholds(thresholds);
                 _oneInput = GC.AllocateArray<float>(owner._inputSizes[0], pinned: true);
                 _oneProbabilities = GC.AllocateArray<float>(owner._classes, pinned: true);
                 _oneExit = GC.AllocateArray<long>(1, pinned: true);
@@ -263,7 +263,6 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
                     OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _oneExit.AsMemory(), [1]),
                 ];
             }
-            SetThresholds(thresholds);
             image[..owner._inputSizes[0]].CopyTo(_oneInput);
             owner._single!.Run(_runOptions, owner._singleInputNames, _oneInputs, SingleOutputNames, _oneOutputs);
             _oneProbabilities.CopyTo(probabilities);
