@@ -38,10 +38,12 @@ public sealed class EarlyExitPoolOptions
     };
 
     /// <summary>
-    /// Gather concurrent <c>PredictAsync</c> calls into one engine batch. On the 2-core CPU this multiplies throughput
-    /// under load (see docs/serving.md); a lone request waits at most <see cref="MaxBatchDelayMs"/>.
+    /// Gather concurrent <c>PredictAsync</c> calls into one engine batch (a lone request waits at most
+    /// <see cref="MaxBatchDelayMs"/>). Null, the default, decides by what serves: on for TorchSharp and for CUDA, where
+    /// one batched call costs far less than many single ones; off for ONNX Runtime on the CPU, where a batch-1 call
+    /// (the single graph) costs less than the wait for company (docs/benchmarks.md#web-sample-under-load).
     /// </summary>
-    public bool Batching { get; set; } = true;
+    public bool? Batching { get; set; }
 
     /// <summary>Largest micro-batch.</summary>
     public int MaxBatchSize { get; set; } = 32;

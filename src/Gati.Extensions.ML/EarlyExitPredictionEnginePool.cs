@@ -49,7 +49,7 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
                 if (_entries.ContainsKey(model.Name)) throw new InvalidOperationException($"Model '{model.Name}' is registered twice.");
                 var entry = new ModelEntry<TInput, TOutput>(model.Name, DisplayName, model.Path, model.WatchForChanges, _options, logger, metrics);
                 _entries[model.Name] = entry;
-                if (_options.Batching)
+                if (_options.Batching ?? BatchingPays(entry.Status()))
                     _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(model.Name, DisplayName, _options, metrics, logger, clock ?? TimeProvider.System);
             }
         }
@@ -59,6 +59,9 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
             throw;
         }
     }
+
+    /// <summary>Micro-batching by default: on unless ONNX Runtime serves on the CPU (<see cref="EarlyExitPoolOptions.Batching"/>).</summary>
+    private bool BatchingPays(ModelStatus status) => _options.Backend != ExecutionBackend.OnnxRuntime || status.Device != "cpu";
 
     /// <summary>The registered model names ("" is the default model).</summary>
     public IReadOnlyCollection<string> ModelNames => _entries.Keys;

@@ -348,6 +348,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
+            o.Batching = true;
             o.MaxBatchDelayMs = 1000;
         }, clock);
         using var measurements = new ServingMeasurements(provider);
@@ -372,6 +373,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         {
             o.Device = "cpu";
             o.MaxBatchSize = 8;
+            o.Batching = true;
             o.MaxBatchDelayMs = 60_000;
         });
         using var measurements = new ServingMeasurements(provider);
@@ -384,6 +386,24 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         for (var i = 0; i < answers.Length; i++) Assert.Equal(expected[i].PredictedLabel, answers[i].PredictedLabel);
     }
 
+    [Theory]
+    [InlineData(ExecutionBackend.OnnxRuntime, false)]
+    [InlineData(ExecutionBackend.TorchSharp, true)]
+    public async Task Batching_ByDefault_IsOffForOnnxRuntimeOnTheCpuAndOnForTorchSharp(ExecutionBackend backend, bool batches)
+    {
+        using var provider = Provider(b => b.FromFile(models.First), o =>
+        {
+            o.Device = "cpu";
+            o.Backend = backend;
+            o.MaxBatchSize = 8;
+            o.MaxBatchDelayMs = 60_000; // with batching, only full batches start: 16 requests make 2 calls
+        });
+        using var measurements = new ServingMeasurements(provider);
+        var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(i => Task.Run(() => pool.PredictAsync(new Input { Image = models.Images[i] })))).WaitAsync(HangGuard);
+        Assert.Equal(batches ? [8.0, 8.0] : Enumerable.Repeat(1.0, 16), measurements.Values("gati.batch.size"));
+    }
+
     [Fact]
     public async Task MaxBatchDelay_OnThePoolsClock_HoldsTheBatchOpenUntilTheFirstRequestsDelayEnds()
     {
@@ -391,6 +411,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
+            o.Batching = true;
             o.MaxBatchDelayMs = 1000;
         }, clock);
         using var measurements = new ServingMeasurements(provider);
@@ -415,6 +436,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
+            o.Batching = true;
             o.MaxBatchDelayMs = 1000;
         }, clock);
         using var measurements = new ServingMeasurements(provider);
@@ -463,6 +485,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         using var provider = Provider(b => b.FromFile(models.First), o =>
         {
             o.Device = "cpu";
+            o.Batching = true;
             o.MaxBatchDelayMs = 1000;
         }, clock);
         using var measurements = new ServingMeasurements(provider);
@@ -506,6 +529,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         services.AddEarlyExitPredictionEnginePool<GatedInput, EarlyExitPrediction>(o =>
         {
             o.Device = "cpu";
+            o.Batching = true;
             o.MaxBatchSize = 1;
         }).FromFile(models.First);
         using var provider = services.BuildServiceProvider();
@@ -528,7 +552,11 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
     {
         var services = new ServiceCollection();
         services.AddLogging(l => l.AddProvider(new FailingLoggerProvider()));
-        services.AddEarlyExitPredictionEnginePool<FlakyInput, EarlyExitPrediction>(o => o.Device = "cpu").FromFile(models.First);
+        services.AddEarlyExitPredictionEnginePool<FlakyInput, EarlyExitPrediction>(o =>
+        {
+            o.Device = "cpu";
+            o.Batching = true;
+        }).FromFile(models.First);
         using var provider = services.BuildServiceProvider();
         var pool = provider.GetRequiredService<EarlyExitPredictionEnginePool<FlakyInput, EarlyExitPrediction>>();
         var failing = pool.PredictAsync(new FlakyInput(models.Images[0], fail: true));
@@ -548,6 +576,7 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         using var provider = Provider(b => b.FromFile(path), o =>
         {
             o.Device = "cpu";
+            o.Batching = true;
             o.MaxBatchDelayMs = 1000;
         }, clock);
         using var measurements = new ServingMeasurements(provider);

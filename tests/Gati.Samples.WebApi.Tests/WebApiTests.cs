@@ -183,6 +183,7 @@ public sealed class WebApiTests(ServingModels models) : IClassFixture<ServingMod
         var clock = new ManualClock();
         using var factory = Factory(path).WithWebHostBuilder(host =>
         {
+            host.UseSetting("Gati:Pool:Batching", "true");
             host.UseSetting("Gati:Pool:MaxBatchDelayMs", "1000");
             host.ConfigureServices(services => services.AddSingleton<TimeProvider>(clock));
         });
