@@ -56,6 +56,10 @@ url="http://127.0.0.1:$port"
 server=0 servers=0 crashes=0
 declare -a server_rows=()
 rss_mb() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+# The managed heap after the last GC (the runtime's System.Runtime meter at /metrics), to tell managed from native growth.
+heap_mb() { curl -sf "$url/metrics" | awk '/^dotnet_gc_last_collection_heap_size_bytes/ { s += $2; n++ } END { if (n) printf "%.0f", s / 1048576; else printf "?" }' || echo "?"; }
+# "RSS (managed heap)" in MB.
+memory_mb() { echo "$(rss_mb "$server") ($(heap_mb))"; }
 
 start_server() {
   servers=$((servers + 1))
@@ -80,7 +84,7 @@ generation() { curl -sf "$url/model" | sed -n 's/.*"generation":\([0-9]*\).*/\1/
 
 stop_server() {  # $1: how it ended (restart / end)
   local rss generation_now code=0
-  rss=$(rss_mb "$server"); generation_now=$(generation)
+  rss=$(memory_mb); generation_now=$(generation)
   kill -TERM "$server"
   wait "$server" || code=$?
   server_rows+=("| $servers | $1 | $((SECONDS - server_started)) | ${generation_now:-?} | ${warm_rss:-n/a} | ${samples:-n/a} | $rss | $code |")
@@ -115,7 +119,7 @@ while kill -0 "$load" 2>/dev/null; do
     start_server
     continue
   fi
-  if [ -z "$warm_rss" ] && [ $((SECONDS - server_started)) -ge "$warmup" ]; then warm_rss=$(rss_mb "$server"); fi
+  if [ -z "$warm_rss" ] && [ $((SECONDS - server_started)) -ge "$warmup" ]; then warm_rss=$(memory_mb); fi
   if [ "$elapsed" -ge "$next_restart" ]; then
     echo "restart $restart_index at ${elapsed}s"
     stop_server restart
@@ -125,7 +129,7 @@ while kill -0 "$load" 2>/dev/null; do
   fi
   if [ "$elapsed" -ge "$next_reload" ] && [ "$elapsed" -lt "$duration" ]; then
     # Memory before a replacement, once the server is past its warm-up (not right after a restart).
-    if [ $((SECONDS - server_started)) -ge "$warmup" ]; then samples="${samples:+$samples, }$(rss_mb "$server")"; fi
+    if [ $((SECONDS - server_started)) -ge "$warmup" ]; then samples="${samples:+$samples, }$(memory_mb)"; fi
     replace_model
     echo "model replaced at ${elapsed}s (replacement $reloads)"
     next_reload=$((next_reload + reload_seconds))
@@ -153,7 +157,7 @@ mkdir -p "$(dirname "$report")"
   grep -E '^\| run \||^\|---|^\| soak' "$work/load.log" || echo "no result (see $work/load.log)"
   echo "($summary)"
   echo
-  echo "Server resident memory (MB): after ${warmup} s of warm-up, before each model replacement (once warm), at its end."
+  echo "Server resident memory in MB, with the managed heap after the last GC in brackets: after ${warmup} s of warm-up, before each model replacement (once warm), at its end."
   echo
   echo "| server | ended by | lived (s) | last generation | after warm-up | before each replacement | at the end | exit code |"
   echo "|---|---|---|---|---|---|---|---|"

@@ -28,7 +28,7 @@ public static class ServiceSetup
         builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
         builder.Services.AddSingleton<RequestMetrics>();
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
-            .AddMeter(ServingMetrics.MeterName, RequestMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+            .AddMeter(ServingMetrics.MeterName, RequestMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime")
             .AddPrometheusExporter());
         return builder;
     }
