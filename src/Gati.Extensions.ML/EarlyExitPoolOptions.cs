@@ -15,7 +15,7 @@ public sealed class EarlyExitPoolOptions
     /// <summary>Where models run: auto, cpu, cuda or cuda:N.</summary>
     public string Device { get; set; } = DeviceOptions.Auto;
 
-    /// <summary>ONNX Runtime: threads of its shared CPU pool (null: the number of logical CPUs).</summary>
+    /// <summary>ONNX Runtime: threads of its shared CPU pool (null: 1, each call on its caller's thread; see <see cref="EarlyExitEngineOptions.IntraOpThreads"/>).</summary>
     public int? IntraOpThreads { get; set; }
 
     /// <summary>ONNX Runtime: let pool threads spin between calls (see <see cref="EarlyExitEngineOptions.AllowSpinning"/>).</summary>

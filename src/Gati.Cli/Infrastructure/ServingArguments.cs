@@ -21,7 +21,7 @@ internal sealed class ServingArguments
 
     public Option<int?> OrtThreads { get; } = new Option<int?>("--ort-threads")
     {
-        Description = "Threads of ONNX Runtime's shared CPU pool (default: the number of logical CPUs).",
+        Description = "Threads of ONNX Runtime's shared CPU pool, for calls with several inputs (default 1: each call on its caller's thread; more helps large batches on an idle machine).",
     }.AtLeast(1);
 
     public Option<int> OrtSingleGraphThreads { get; } = new Option<int>("--ort-single-graph-threads")

@@ -58,7 +58,7 @@ internal static class OnnxRuntimeEnvironment
             {
                 if (!OrtEnv.IsCreated)
                 {
-                    var threads = options.IntraOpThreads ?? Environment.ProcessorCount;
+                    var threads = options.IntraOpThreads ?? 1;
                     // Kept for the life of the process, as the environment that was created from it.
                     _threading = new OrtThreadingOptions
                     {
