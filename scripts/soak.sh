@@ -122,6 +122,7 @@ while kill -0 "$load" 2>/dev/null; do
   if [ -z "$warm_rss" ] && [ $((SECONDS - server_started)) -ge "$warmup" ]; then warm_rss=$(memory_mb); fi
   if [ "$elapsed" -ge "$next_restart" ]; then
     echo "restart $restart_index at ${elapsed}s"
+    restart_times="${restart_times:+$restart_times, }$elapsed"
     stop_server restart
     start_server
     restart_index=$((restart_index + 1))
@@ -139,6 +140,7 @@ load_code=0; wait "$load" || load_code=$?
 stop_server end
 
 summary=$(grep '^status codes' "$work/load.log" || true)
+failures=$(grep '^failed requests started at' "$work/load.log" || true)
 requests=$(grep '^| soak' "$work/load.log" | awk -F'|' '{ gsub(/ /, "", $3); print $3 }')
 errors=$(grep '^| soak' "$work/load.log" | awk -F'|' '{ gsub(/ /, "", $9); print $9 }')
 reloaded=$(cat "$work"/server-*.log | grep -c "replaces generation" || true)
@@ -156,6 +158,7 @@ mkdir -p "$(dirname "$report")"
   echo
   grep -E '^\| run \||^\|---|^\| soak' "$work/load.log" || echo "no result (see $work/load.log)"
   echo "($summary)"
+  if [ -n "$failures" ]; then echo; echo "${failures}; restarts at (s): ${restart_times:-none}."; fi
   echo
   echo "Server resident memory in MB, with the managed heap after the last GC in brackets: after ${warmup} s of warm-up, before each model replacement (once warm), at its end."
   echo

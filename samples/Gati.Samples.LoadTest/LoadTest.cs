@@ -39,6 +39,9 @@ public sealed record LoadTestResult(int Requests, int Clients, int Errors, doubl
     /// <summary>Connections refused and retried (<see cref="LoadTestSettings.RetryRefused"/>); not errors.</summary>
     public int Refused { get; init; }
 
+    /// <summary>When each failed request (not answered 200) started, in seconds from the start of the run, in order.</summary>
+    public IReadOnlyList<double> FailureTimes { get; init; } = [];
+
     /// <summary>A markdown table row and a summary line.</summary>
     public string ToMarkdown(string label)
     {
@@ -78,6 +81,7 @@ public static class LoadTest
 
         // Per-client records: a run stopped early (or a long soak) never needs one slot per possible request.
         var records = Enumerable.Range(0, settings.Clients).Select(_ => new List<(double Ms, int Code, bool Early)>()).ToArray();
+        var failureTimes = new System.Collections.Concurrent.ConcurrentBag<double>();
         var next = -1;
         var answered = 0;
         var refused = 0;
@@ -89,6 +93,7 @@ public static class LoadTest
                 var i = Interlocked.Increment(ref next);
                 if (i >= settings.Requests) return;
                 var start = Stopwatch.GetTimestamp();
+                var startedAt = clock.Elapsed.TotalSeconds;
                 var (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
                 while (code == Refused && settings.RetryRefused && !cancellation.IsCancellationRequested)
                 {
@@ -97,6 +102,7 @@ public static class LoadTest
                     (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
                 }
                 records[c].Add((Stopwatch.GetElapsedTime(start).TotalMilliseconds, code == Refused ? ConnectionFailed : code, exitedEarly));
+                if (code != 200) failureTimes.Add(startedAt);
                 settings.Answered?.Invoke(Interlocked.Increment(ref answered));
             }
         }, cancellation)).ToArray();
@@ -112,6 +118,7 @@ public static class LoadTest
             all.GroupBy(r => r.Code).ToDictionary(g => g.Key, g => g.Count()), all.Count(r => r.Early) / (double)all.Length)
         {
             Refused = refused,
+            FailureTimes = failureTimes.Order().ToArray(),
         };
     }
 

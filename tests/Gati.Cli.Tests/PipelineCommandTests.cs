@@ -77,9 +77,11 @@ public sealed class PipelineCommandTests
             "--memory-predictions", "200", "--device", "cpu");
         Assert.True(exit == 0, output);
         Assert.Contains("Batch 16: 5 rounds x 4 calls per engine", output);
-        foreach (var engine in new[] { "TorchSharp full", "TorchSharp early exit", "ONNX Runtime full", "ONNX Runtime full (one graph, own pool)", "ONNX Runtime early exit" })
+        foreach (var engine in new[] { "TorchSharp full", "TorchSharp early exit", "ONNX Runtime full", "ONNX Runtime full (one graph, own pool)", "ONNX Runtime early exit (segment calls)", "ONNX Runtime early exit" })
             Assert.Contains($"| {engine} |", output);
-        Assert.Contains("Exit decisions of the two backends: identical on", output);
+        Assert.Contains("Exit decisions, TorchSharp early exit against ONNX Runtime early exit: identical on", output);
+        Assert.Contains("ONNX Runtime early exit at batch 1: the same label and exit as at batch 64 on 64 of 64 rows.", output);
+        Assert.Contains("Batch 1 by exit layer", output);
         Assert.Contains("live TorchSharp tensors", output);
     }
 
