@@ -23,7 +23,7 @@ namespace Gati.Extensions.ML;
 /// <param name="InputShape">[C, H, W] of the images the model reads.</param>
 /// <param name="InputNormalization">Normalisation of the training images (to prepare raw pixels), when the model recorded it.</param>
 /// <param name="ClassNames">Class names in label order.</param>
-/// <param name="Backend">The runtime in words (e.g. "ONNX Runtime 1.31.1 (cpu, shared pool of 2 threads)").</param>
+/// <param name="Backend">The runtime in words (e.g. "ONNX Runtime 1.31.1 (cpu, shared pool of 1 thread, one graph at batch 1 on the caller's thread)").</param>
 /// <param name="Source">Where the current generation came from: "file", or "online update N".</param>
 /// <param name="Online">Live agreement and updates when the pool runs continuously updated caches (<see cref="EarlyExitPoolOptions.Online"/>); else null.</param>
 public sealed record ModelStatus(string Name, string Path, int Generation, DateTimeOffset LoadedAt, IReadOnlyList<int> CacheLayers, string Device,
