@@ -58,12 +58,7 @@ internal static class EarlyExitSingleGraph
     {
         var first = index == 0 ? 0 : caches[index - 1].Layer + 1;
         var last = index < caches.Length ? caches[index].Layer : network.LayerCount;
-        if (first == 0)
-        {
-            x = ResNetOnnx.Stem(graph, weights, x);
-            first = 1;
-        }
-        for (var layer = first; layer <= last; layer++) x = ResNetOnnx.Block(graph, network, weights, layer, x);
+        x = ResNetOnnx.Layers(graph, network, weights, first, last, x);
         var k = network.Config.ClassCount;
         if (index == caches.Length)
         {
@@ -112,23 +107,17 @@ internal static class EarlyExitOnnx
     private static OnnxSegment Segment(ResNet network, TorchWeights weights, int first, int last, LearnedCache? cache)
     {
         var config = network.Config;
-        var segmentFirst = first;
         var name = string.Create(CultureInfo.InvariantCulture, $"gati-segment-{first}-{last}{(cache is null ? "-head" : "")}");
         var graph = new OnnxGraphBuilder(name);
         var inputShape = first == 0 ? config.InputShape : network.LayerOutputShape(first - 1);
-        var x = graph.Input(OnnxSegment.Input, TensorProto.Types.DataType.Float, null, inputShape.Channels, inputShape.Height, inputShape.Width);
-        if (first == 0)
-        {
-            x = ResNetOnnx.Stem(graph, weights, x);
-            first = 1;
-        }
-        for (var layer = first; layer <= last; layer++) x = ResNetOnnx.Block(graph, network, weights, layer, x);
+        var x = ResNetOnnx.Layers(graph, network, weights, first, last,
+            graph.Input(OnnxSegment.Input, TensorProto.Types.DataType.Float, null, inputShape.Channels, inputShape.Height, inputShape.Width));
         var k = config.ClassCount;
         if (cache is null)
         {
             var probabilities = graph.Rename(graph.Node("Softmax", [ResNetOnnx.Head(graph, weights, x)], ("axis", 1)), OnnxSegment.Probabilities);
             graph.Output(probabilities, TensorProto.Types.DataType.Float, null, k);
-            return new OnnxSegment(segmentFirst, last, true, graph.ToBytes(OnnxMetadata.For(config)));
+            return new OnnxSegment(first, last, true, graph.ToBytes(OnnxMetadata.For(config)));
         }
 
         var shape = network.LayerOutputShape(last);
@@ -144,6 +133,6 @@ internal static class EarlyExitOnnx
         graph.Output(probabilitiesOut, TensorProto.Types.DataType.Float, null, k);
         graph.Output(hit, TensorProto.Types.DataType.Bool, (long?)null);
         graph.Output(hitProbability, TensorProto.Types.DataType.Float, (long?)null);
-        return new OnnxSegment(segmentFirst, last, false, graph.ToBytes(OnnxMetadata.For(config)));
+        return new OnnxSegment(first, last, false, graph.ToBytes(OnnxMetadata.For(config)));
     }
 }

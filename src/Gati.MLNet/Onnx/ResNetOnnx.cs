@@ -59,6 +59,18 @@ internal static class ResNetOnnx
     }
 
     /// <summary>
+    /// Layers <paramref name="first"/>..<paramref name="last"/> in order, from the output of layer first - 1: layer 0 is
+    /// the stem (its input the image), layers 1..L the residual blocks.
+    /// </summary>
+    public static string Layers(OnnxGraphBuilder graph, ResNet network, TorchWeights weights, int first, int last, string input)
+    {
+        var x = input;
+        if (first == 0) x = Stem(graph, weights, x);
+        for (var layer = Math.Max(first, 1); layer <= last; layer++) x = Block(graph, network, weights, layer, x);
+        return x;
+    }
+
+    /// <summary>
     /// The whole network as one graph: input <c>Image</c> [N, C, H, W] (normalised pixels, as the ResNet transformer
     /// reads them), outputs <c>Logits</c> and <c>Score</c> (softmax probabilities) [N, k].
     /// </summary>
@@ -68,8 +80,7 @@ internal static class ResNetOnnx
         var weights = new TorchWeights(network, $"{config.Architecture} base model");
         var graph = new OnnxGraphBuilder($"gati-{config.Architecture.ToString().ToLowerInvariant()}");
         var input = graph.Input("Image", TensorProto.Types.DataType.Float, null, config.InputShape.Channels, config.InputShape.Height, config.InputShape.Width);
-        var x = Stem(graph, weights, input);
-        for (var layer = 1; layer <= network.LayerCount; layer++) x = Block(graph, network, weights, layer, x);
+        var x = Layers(graph, network, weights, 0, network.LayerCount, input);
         var logits = graph.Rename(Head(graph, weights, x), "Logits");
         var score = graph.Rename(graph.Node("Softmax", [logits], ("axis", 1)), "Score");
         graph.Output(logits, TensorProto.Types.DataType.Float, null, config.ClassCount);

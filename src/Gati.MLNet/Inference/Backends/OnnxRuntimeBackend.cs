@@ -94,13 +94,14 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     {
         OnnxRuntimeEnvironment.Initialize(options); // before ResolveDevice asks OrtEnv for its providers
         var device = ResolveDevice(options.Device);
+        var singleGraph = options.SingleGraphAtBatchOne && device == "cpu";
         byte[]? single = null;
-        if (segments is null || (options.SingleGraphAtBatchOne && device == "cpu"))
+        if (segments is null || singleGraph)
         {
             using (baseNetwork.Use())
             {
                 segments ??= EarlyExitOnnx.Segments(baseNetwork.Module, caches);
-                if (options.SingleGraphAtBatchOne && device == "cpu") single = EarlyExitSingleGraph.Build(baseNetwork.Module, caches);
+                if (singleGraph) single = EarlyExitSingleGraph.Build(baseNetwork.Module, caches);
             }
         }
         else if (segments.Count != caches.Count + 1 || segments.Take(caches.Count).Select(s => s.LastLayer).SequenceEqual(caches.Select(c => c.Layer)) is false)
