@@ -141,6 +141,7 @@ stop_server end
 
 summary=$(grep '^status codes' "$work/load.log" || true)
 failures=$(grep '^failed requests started at' "$work/load.log" || true)
+reasons=$(grep '^failure reasons' "$work/load.log" || true)
 requests=$(grep '^| soak' "$work/load.log" | awk -F'|' '{ gsub(/ /, "", $3); print $3 }')
 errors=$(grep '^| soak' "$work/load.log" | awk -F'|' '{ gsub(/ /, "", $9); print $9 }')
 reloaded=$(cat "$work"/server-*.log | grep -c "replaces generation" || true)
@@ -159,6 +160,7 @@ mkdir -p "$(dirname "$report")"
   grep -E '^\| run \||^\|---|^\| soak' "$work/load.log" || echo "no result (see $work/load.log)"
   echo "($summary)"
   if [ -n "$failures" ]; then echo; echo "${failures}; restarts at (s): ${restart_times:-none}."; fi
+  if [ -n "$reasons" ]; then echo; echo "$reasons"; fi
   echo
   echo "Server resident memory in MB, with the managed heap after the last GC in brackets: after ${warmup} s of warm-up, before each model replacement (once warm), at its end."
   echo

@@ -42,6 +42,9 @@ public sealed record LoadTestResult(int Requests, int Clients, int Errors, doubl
     /// <summary>When each failed request (not answered 200) started, in seconds from the start of the run, in order.</summary>
     public IReadOnlyList<double> FailureTimes { get; init; } = [];
 
+    /// <summary>Why requests failed, with how many failed so: the HTTP status, or the connection error's innermost message.</summary>
+    public IReadOnlyDictionary<string, int> FailureReasons { get; init; } = new Dictionary<string, int>();
+
     /// <summary>A markdown table row and a summary line.</summary>
     public string ToMarkdown(string label)
     {
@@ -82,6 +85,7 @@ public static class LoadTest
         // Per-client records: a run stopped early (or a long soak) never needs one slot per possible request.
         var records = Enumerable.Range(0, settings.Clients).Select(_ => new List<(double Ms, int Code, bool Early)>()).ToArray();
         var failureTimes = new System.Collections.Concurrent.ConcurrentBag<double>();
+        var failureReasons = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
         var next = -1;
         var answered = 0;
         var refused = 0;
@@ -94,15 +98,19 @@ public static class LoadTest
                 if (i >= settings.Requests) return;
                 var start = Stopwatch.GetTimestamp();
                 var startedAt = clock.Elapsed.TotalSeconds;
-                var (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
+                var (code, exitedEarly, failure) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
                 while (code == Refused && settings.RetryRefused && !cancellation.IsCancellationRequested)
                 {
                     Interlocked.Increment(ref refused);
                     await Task.Delay(100, cancellation);
-                    (code, exitedEarly) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
+                    (code, exitedEarly, failure) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
                 }
                 records[c].Add((Stopwatch.GetElapsedTime(start).TotalMilliseconds, code == Refused ? ConnectionFailed : code, exitedEarly));
-                if (code != 200) failureTimes.Add(startedAt);
+                if (code != 200)
+                {
+                    failureTimes.Add(startedAt);
+                    failureReasons.AddOrUpdate(failure ?? $"HTTP {code}", 1, (_, n) => n + 1);
+                }
                 settings.Answered?.Invoke(Interlocked.Increment(ref answered));
             }
         }, cancellation)).ToArray();
@@ -119,10 +127,12 @@ public static class LoadTest
         {
             Refused = refused,
             FailureTimes = failureTimes.Order().ToArray(),
+            FailureReasons = new SortedDictionary<string, int>(failureReasons, StringComparer.Ordinal),
         };
     }
 
-    private static async Task<(int Code, bool Early)> SendAsync(HttpClient http, (byte[] Body, string ContentType) payload, CancellationToken cancellation)
+    /// <summary>One request: its status (or <see cref="ConnectionFailed"/>, <see cref="TimedOut"/>, refused), and for a failed connection why.</summary>
+    private static async Task<(int Code, bool Early, string? Failure)> SendAsync(HttpClient http, (byte[] Body, string ContentType) payload, CancellationToken cancellation)
     {
         try
         {
@@ -130,21 +140,27 @@ public static class LoadTest
             content.Headers.ContentType = new MediaTypeHeaderValue(payload.ContentType);
             using var response = await http.PostAsync(new Uri("predict", UriKind.Relative), content, cancellation);
             var text = await response.Content.ReadAsStringAsync(cancellation);
-            return ((int)response.StatusCode, text.Contains("\"exitedEarly\":true", StringComparison.Ordinal));
+            return ((int)response.StatusCode, text.Contains("\"exitedEarly\":true", StringComparison.Ordinal), null);
         }
         catch (HttpRequestException ex) when (ex.HttpRequestError == HttpRequestError.ConnectionError
             && ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused })
         {
-            return (Refused, false);
+            return (Refused, false, "connection refused");
         }
-        catch (HttpRequestException)
+        catch (HttpRequestException ex)
         {
-            return (ConnectionFailed, false);
+            return (ConnectionFailed, false, $"{ex.HttpRequestError}: {Innermost(ex).Message}");
         }
         catch (TaskCanceledException) when (!cancellation.IsCancellationRequested)
         {
-            return (TimedOut, false);
+            return (TimedOut, false, "timed out");
         }
+    }
+
+    private static Exception Innermost(Exception ex)
+    {
+        while (ex.InnerException is { } inner) ex = inner;
+        return ex;
     }
 
     /// <summary>PNG (or JSON pixel) bodies of the first Fashion-MNIST test images.</summary>

@@ -32,6 +32,8 @@ Console.WriteLine(LoadTestResult.MarkdownHeader);
 Console.WriteLine(line);
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
     $"status codes: {string.Join(", ", result.StatusCodes.Select(c => $"{c.Key}: {c.Value}"))}; refused and retried: {result.Refused}; {result.Seconds:F1} s"));
+if (result.FailureReasons.Count > 0)
+    Console.WriteLine($"failure reasons: {string.Join("; ", result.FailureReasons.Select(r => $"{r.Key} ({r.Value})"))}");
 if (result.FailureTimes.Count > 0)
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"failed requests started at (s): {string.Join(", ", result.FailureTimes.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))}"));
 if (options.TryGetValue("output", out var output)) File.AppendAllText(output, line + Environment.NewLine);

@@ -4,6 +4,7 @@ var builder = WebApplication.CreateBuilder(args);
 builder.AddPredictionServices();
 
 var app = builder.Build();
+app.Use(app.Services.GetRequiredService<ShutdownDrain>().CloseConnectionsWhileDraining);
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.MapPredictionApi();

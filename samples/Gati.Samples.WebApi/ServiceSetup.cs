@@ -25,6 +25,8 @@ public static class ServiceSetup
         builder.Services.AddEarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>()
             .FromFile(modelPath, serving.WatchForChanges)
             .Configure(section.GetSection("Pool"));
+        builder.Services.AddSingleton<ShutdownDrain>();
+        builder.Services.AddHostedService(services => services.GetRequiredService<ShutdownDrain>());
         builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
         builder.Services.AddSingleton<RequestMetrics>();
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
@@ -35,13 +37,14 @@ public static class ServiceSetup
 }
 
 /// <summary>
-/// Healthy while a model generation serves; degraded when the last reload failed, or (online caches) when live agreement
+/// Unhealthy while the server drains before stopping; healthy while a model generation serves; degraded when the last reload failed, or (online caches) when live agreement
 /// is below the target even at its upper confidence bound.
 /// </summary>
-internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool) : IHealthCheck
+internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, ShutdownDrain drain) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
+        if (drain.Draining) return Task.FromResult(HealthCheckResult.Unhealthy("shutting down: draining requests before the server stops"));
         var status = pool.GetStatus();
         var data = new Dictionary<string, object>
         {

@@ -11,4 +11,11 @@ public sealed class ServingOptions
 
     /// <summary>Largest request body accepted, in bytes.</summary>
     public long MaxRequestBytes { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// On shutdown, seconds to keep serving with /health at 503 and <c>Connection: close</c> on every response before
+    /// the server stops (see <see cref="ShutdownDrain"/>); 0 stops at once. Keep it below the host's shutdown timeout
+    /// (30 s by default), and at least as long as a load balancer takes to notice the failing health check.
+    /// </summary>
+    public double DrainSeconds { get; set; } = 2;
 }

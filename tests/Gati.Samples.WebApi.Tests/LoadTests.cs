@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Gati.MLNet.Tests.Infrastructure;
 using Gati.Samples.LoadTest;
 using Xunit.Abstractions;
@@ -19,7 +20,7 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         private readonly Process _process;
         private readonly List<(string Fragment, TaskCompletionSource Seen)> _watches = [];
 
-        public Server(string modelPath, bool batching)
+        public Server(string modelPath, bool batching, double drainSeconds = 0)
         {
             var port = FreePort();
             Url = new Uri($"http://127.0.0.1:{port}/");
@@ -39,9 +40,11 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
             start.Environment["Gati__Pool__Device"] = "cpu";
             start.Environment["Gati__Pool__Batching"] = batching ? "true" : "false";
             start.Environment["Gati__Pool__ReloadDebounceMs"] = "100";
+            start.Environment["Gati__DrainSeconds"] = drainSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
             start.Environment["Logging__LogLevel__Default"] = "Warning";
-            // The pool's own log lines (loads, reloads) are the events tests wait for.
+            // The pool's and the sample's own log lines (loads, reloads, the drain) are the events tests wait for.
             start.Environment["Logging__LogLevel__Gati.Extensions.ML"] = "Information";
+            start.Environment["Logging__LogLevel__Gati.Samples.WebApi"] = "Information";
             start.Environment["Logging__Console__FormatterOptions__SingleLine"] = "true";
             _process = Process.Start(start)!;
             _process.OutputDataReceived += (_, e) => OnOutput(e.Data);
@@ -86,6 +89,24 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         }
 
         public int Pid => _process.Id;
+
+        /// <summary>Asks the server to stop as a service manager does (SIGTERM).</summary>
+        public void Terminate()
+        {
+            if (Kill(_process.Id, SigTerm) != 0) throw new InvalidOperationException($"kill({_process.Id}, SIGTERM) failed: errno {Marshal.GetLastPInvokeError()}.");
+        }
+
+        /// <summary>Waits for the server to exit by itself and returns its exit code.</summary>
+        public async Task<int> ExitCodeAsync(TimeSpan guard)
+        {
+            await _process.WaitForExitAsync().WaitAsync(guard);
+            return _process.ExitCode;
+        }
+
+        private const int SigTerm = 15;
+
+        [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+        private static extern int Kill(int pid, int signal);
 
         public void Dispose()
         {
@@ -170,5 +191,47 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         output.WriteLine(result.ToMarkdown("load during a reload"));
         Assert.Equal(0, result.Errors);
         Assert.True(Volatile.Read(ref answeredAfterReload) >= 200);
+    }
+
+    [Fact]
+    public async Task Sigterm_UnderLoad_DrainsWithConnectionCloseAndUnhealthyThenExitsCleanly()
+    {
+        // The server keeps answering for its drain time after SIGTERM: /health says 503 (a load balancer takes it out),
+        // responses carry Connection: close (clients leave their keep-alive connections), and no request fails.
+        var guard = TimeSpan.FromMinutes(2);
+        using var server = new Server(models.First, batching: true, drainSeconds: 10);
+        var draining = server.WhenOutput("draining for 10 s");
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var stop = new CancellationTokenSource();
+        var answeredWhileDraining = 0;
+        var load = LoadTest.LoadTest.RunAsync(new LoadTestSettings(server.Url, Requests: 1_000_000, Clients: 4, Payload: "json",
+            FashionMnistDirectory: RealData.FashionMnistDirectory)
+        {
+            Stop = stop.Token,
+            Answered = answered =>
+            {
+                if (answered >= 100) running.TrySetResult();
+                if (draining.IsCompleted && Interlocked.Increment(ref answeredWhileDraining) == 100) stop.Cancel();
+            },
+        });
+        await Task.WhenAny(running.Task, load).WaitAsync(guard);
+        Assert.True(running.Task.IsCompleted, "the load ended before 100 answers");
+        server.Terminate();
+        await draining.WaitAsync(guard);
+
+        using var http = new HttpClient { BaseAddress = server.Url };
+        using (var health = await http.GetAsync(new Uri("health", UriKind.Relative)))
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        using (var body = new StringContent("{\"pixels\":[" + string.Join(",", models.RawImages[0]) + "]}", System.Text.Encoding.UTF8, "application/json"))
+        using (var answer = await http.PostAsync(new Uri("predict", UriKind.Relative), body))
+        {
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            Assert.True(answer.Headers.ConnectionClose, "a response while draining must close its connection");
+        }
+        var result = await load.WaitAsync(guard);
+        output.WriteLine(result.ToMarkdown("load until 100 answers after SIGTERM"));
+        Assert.Equal(0, result.Errors);
+        Assert.True(Volatile.Read(ref answeredWhileDraining) >= 100);
+        Assert.Equal(0, await server.ExitCodeAsync(guard));
     }
 }

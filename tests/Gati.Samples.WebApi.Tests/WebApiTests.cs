@@ -27,6 +27,7 @@ public sealed class WebApiTests(ServingModels models) : IClassFixture<ServingMod
             host.UseSetting("Gati:WatchForChanges", "false");
             host.UseSetting("Gati:MaxRequestBytes", maxBytes.ToString(System.Globalization.CultureInfo.InvariantCulture));
             host.UseSetting("Gati:Pool:Device", "cpu");
+            host.UseSetting("Gati:DrainSeconds", "0");
         });
 
     private static ByteArrayContent Body(byte[] bytes, string? contentType)
