@@ -3,7 +3,9 @@
 # for --minutes, the watched model file replaced every --reload-seconds (a hot reload; two models alternate when
 # --second-model is given), and the server stopped gracefully (SIGTERM: the host drains its requests, then disposes
 # the pool) and started again --restarts times, evenly spaced. The clients retry connections refused while a server
-# restarts (counted, not errors); every other non-200 answer or broken connection is an error.
+# restarts, and (at most 3 times) a request whose connection closed before any response, as a server stopping at that
+# instant does (both counted, not errors: POST /predict is idempotent); every other non-200 answer, a request still
+# unanswered after its retries, or a response cut off is an error.
 # Reports requests, reloads, errors, crashes and each server's resident memory (after warm-up, before each reload,
 # at the end), prints a markdown report and writes it to --report.
 #
@@ -35,6 +37,7 @@ for n in "$minutes" "$clients" "$reload_seconds" "$restarts" "$warmup"; do
 done
 [ -f "$model" ] || { echo "error: no model at $model (scripts/demo.sh writes out/demo/early-exit.zip, or pass --model)" >&2; exit 2; }
 [ -z "$second" ] || [ -f "$second" ] || { echo "error: no model at $second" >&2; exit 2; }
+model_given=$model second_given=$second  # as typed, for the report's command line (no machine paths)
 model=$(realpath "$model"); second=${second:+$(realpath "$second")}
 
 scripts/setup.sh
@@ -102,7 +105,7 @@ replace_model() {
 start_server
 echo "soak: $minutes min, $clients clients ($payload), a model replacement every ${reload_seconds}s, $restarts restart(s); work dir $work"
 dotnet samples/Gati.Samples.LoadTest/bin/Release/net10.0/Gati.Samples.LoadTest.dll --url "$url" --minutes "$minutes" \
-  --clients "$clients" --payload "$payload" --retry-refused --label "soak" >"$work/load.log" 2>&1 &
+  --clients "$clients" --payload "$payload" --retry-refused --retry-unanswered --label "soak" >"$work/load.log" 2>&1 &
 load=$!
 began=$SECONDS reloads=0 next_reload=$reload_seconds restart_index=1
 duration=$((minutes * 60))
@@ -149,11 +152,11 @@ failed_reloads=$(cat "$work"/server-*.log | grep -c "keeps serving" || true)
 mkdir -p "$(dirname "$report")"
 {
   echo "Soak run of the web sample: $minutes min on loopback, $clients clients ($payload), the model file replaced every ${reload_seconds} s, $restarts graceful restart(s); $(nproc) CPUs; $(date -u +%Y-%m-%d)."
-  echo "Command: scripts/soak.sh --minutes $minutes --model $model${second:+ --second-model $second} --clients $clients --payload $payload --reload-seconds $reload_seconds --restarts $restarts --warmup-seconds $warmup"
+  echo "Command: scripts/soak.sh --minutes $minutes --model $model_given${second_given:+ --second-model $second_given} --clients $clients --payload $payload --reload-seconds $reload_seconds --restarts $restarts --warmup-seconds $warmup"
   echo
-  echo "| requests | errors | connections refused while restarting (retried) | model replacements | reloads served | failed reloads | servers | crashes |"
-  echo "|---|---|---|---|---|---|---|---|"
-  echo "| ${requests:-?} | ${errors:-?} | $(echo "$summary" | sed -n 's/.*refused and retried: \([0-9]*\).*/\1/p') | $reloads | $reloaded | $failed_reloads | $servers | $crashes |"
+  echo "| requests | errors | connections refused while restarting (retried) | closed before any response (retried) | model replacements | reloads served | failed reloads | servers | crashes |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| ${requests:-?} | ${errors:-?} | $(echo "$summary" | sed -n 's/.*refused and retried: \([0-9]*\).*/\1/p') | $(echo "$summary" | sed -n 's/.*unanswered and retried: \([0-9]*\).*/\1/p') | $reloads | $reloaded | $failed_reloads | $servers | $crashes |"
   echo
   echo "Load (the load generator's figures):"
   echo

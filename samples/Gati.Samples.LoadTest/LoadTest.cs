@@ -28,6 +28,14 @@ public sealed record LoadTestSettings(Uri Url, int Requests, int Clients, string
     /// </summary>
     public bool RetryRefused { get; init; }
 
+    /// <summary>
+    /// Retry, at most <see cref="LoadTest.UnansweredRetries"/> times, a request whose connection was closed or reset
+    /// before any response came (a server stopping at that instant); counted in <see cref="LoadTestResult.Unanswered"/>.
+    /// HTTP lets a client retry a request it knows to be idempotent (RFC 9110, 9.2.2), and POST /predict is: it changes
+    /// nothing on the server.
+    /// </summary>
+    public bool RetryUnanswered { get; init; }
+
     /// <summary>Called after each answered request with the number answered so far (e.g. to act once the load runs).</summary>
     public Action<int>? Answered { get; init; }
 }
@@ -38,6 +46,9 @@ public sealed record LoadTestResult(int Requests, int Clients, int Errors, doubl
 {
     /// <summary>Connections refused and retried (<see cref="LoadTestSettings.RetryRefused"/>); not errors.</summary>
     public int Refused { get; init; }
+
+    /// <summary>Requests whose connection closed before any response, retried (<see cref="LoadTestSettings.RetryUnanswered"/>); not errors unless the retries failed too.</summary>
+    public int Unanswered { get; init; }
 
     /// <summary>When each failed request (not answered 200) started, in seconds from the start of the run, in order.</summary>
     public IReadOnlyList<double> FailureTimes { get; init; } = [];
@@ -70,6 +81,12 @@ public static class LoadTest
 
     private const int Refused = -2;
 
+    /// <summary>Status code of a request whose connection closed or was reset before any response (not refused).</summary>
+    private const int NoResponse = -3;
+
+    /// <summary>The most retries of one request under <see cref="LoadTestSettings.RetryUnanswered"/>.</summary>
+    public const int UnansweredRetries = 3;
+
     public static async Task<LoadTestResult> RunAsync(LoadTestSettings settings, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(settings);
@@ -89,6 +106,7 @@ public static class LoadTest
         var next = -1;
         var answered = 0;
         var refused = 0;
+        var unanswered = 0;
         var clock = Stopwatch.StartNew();
         var clients = Enumerable.Range(0, settings.Clients).Select(c => Task.Run(async () =>
         {
@@ -99,13 +117,22 @@ public static class LoadTest
                 var start = Stopwatch.GetTimestamp();
                 var startedAt = clock.Elapsed.TotalSeconds;
                 var (code, exitedEarly, failure) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
-                while (code == Refused && settings.RetryRefused && !cancellation.IsCancellationRequested)
+                var retries = 0;
+                while (!cancellation.IsCancellationRequested
+                    && ((code == Refused && settings.RetryRefused) || (code == NoResponse && settings.RetryUnanswered && retries++ < UnansweredRetries)))
                 {
-                    Interlocked.Increment(ref refused);
-                    await Task.Delay(100, cancellation);
+                    if (code == Refused)
+                    {
+                        Interlocked.Increment(ref refused);
+                        await Task.Delay(100, cancellation);
+                    }
+                    else
+                    {
+                        Interlocked.Increment(ref unanswered);
+                    }
                     (code, exitedEarly, failure) = await SendAsync(http, payloads[i % payloads.Count], cancellation);
                 }
-                records[c].Add((Stopwatch.GetElapsedTime(start).TotalMilliseconds, code == Refused ? ConnectionFailed : code, exitedEarly));
+                records[c].Add((Stopwatch.GetElapsedTime(start).TotalMilliseconds, code is Refused or NoResponse ? ConnectionFailed : code, exitedEarly));
                 if (code != 200)
                 {
                     failureTimes.Add(startedAt);
@@ -126,6 +153,7 @@ public static class LoadTest
             all.GroupBy(r => r.Code).ToDictionary(g => g.Key, g => g.Count()), all.Count(r => r.Early) / (double)all.Length)
         {
             Refused = refused,
+            Unanswered = unanswered,
             FailureTimes = failureTimes.Order().ToArray(),
             FailureReasons = new SortedDictionary<string, int>(failureReasons, StringComparer.Ordinal),
         };
@@ -134,13 +162,12 @@ public static class LoadTest
     /// <summary>One request: its status (or <see cref="ConnectionFailed"/>, <see cref="TimedOut"/>, refused), and for a failed connection why.</summary>
     private static async Task<(int Code, bool Early, string? Failure)> SendAsync(HttpClient http, (byte[] Body, string ContentType) payload, CancellationToken cancellation)
     {
+        HttpResponseMessage response;
         try
         {
             using var content = new ByteArrayContent(payload.Body);
             content.Headers.ContentType = new MediaTypeHeaderValue(payload.ContentType);
-            using var response = await http.PostAsync(new Uri("predict", UriKind.Relative), content, cancellation);
-            var text = await response.Content.ReadAsStringAsync(cancellation);
-            return ((int)response.StatusCode, text.Contains("\"exitedEarly\":true", StringComparison.Ordinal), null);
+            response = await http.PostAsync(new Uri("predict", UriKind.Relative), content, cancellation);
         }
         catch (HttpRequestException ex) when (ex.HttpRequestError == HttpRequestError.ConnectionError
             && ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused })
@@ -149,11 +176,28 @@ public static class LoadTest
         }
         catch (HttpRequestException ex)
         {
-            return (ConnectionFailed, false, $"{ex.HttpRequestError}: {Innermost(ex).Message}");
+            // No response at all: the connection closed or was reset while the request was sent or awaited.
+            return (NoResponse, false, $"no response ({ex.HttpRequestError}: {Innermost(ex).Message})");
         }
         catch (TaskCanceledException) when (!cancellation.IsCancellationRequested)
         {
             return (TimedOut, false, "timed out");
+        }
+        using (response)
+        {
+            try
+            {
+                var text = await response.Content.ReadAsStringAsync(cancellation);
+                return ((int)response.StatusCode, text.Contains("\"exitedEarly\":true", StringComparison.Ordinal), null);
+            }
+            catch (HttpRequestException ex)
+            {
+                return (ConnectionFailed, false, $"response cut off ({ex.HttpRequestError}: {Innermost(ex).Message})");
+            }
+            catch (TaskCanceledException) when (!cancellation.IsCancellationRequested)
+            {
+                return (TimedOut, false, "timed out");
+            }
         }
     }
 

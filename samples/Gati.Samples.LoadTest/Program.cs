@@ -1,9 +1,9 @@
 // Usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json]
-//                              [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE] [--breakdown FILE]
+//                              [--retry-refused] [--retry-unanswered] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE] [--breakdown FILE]
 using System.Globalization;
 using Gati.Samples.LoadTest;
 
-const string Usage = "usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json] [--retry-refused] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE] [--breakdown FILE]";
+const string Usage = "usage: Gati.Samples.LoadTest --url http://127.0.0.1:5080 [--requests 5000 | --minutes M] [--clients 16] [--payload png|json] [--retry-refused] [--retry-unanswered] [--server-pid PID] [--data-dir DIR] [--label NAME] [--output FILE] [--breakdown FILE]";
 var options = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
 if (!options.TryGetValue("url", out var url))
@@ -21,6 +21,7 @@ var settings = new LoadTestSettings(new Uri(url.EndsWith('/') ? url : url + "/")
 {
     Stop = timer.Token,
     RetryRefused = options.ContainsKey("retry-refused"),
+    RetryUnanswered = options.ContainsKey("retry-unanswered"),
 };
 // --breakdown FILE: scrape the server's /metrics before and after, and append where the time went to FILE.
 ServerMetrics? before = null;
@@ -31,7 +32,7 @@ var line = result.ToMarkdown(options.GetValueOrDefault("label", $"{settings.Payl
 Console.WriteLine(LoadTestResult.MarkdownHeader);
 Console.WriteLine(line);
 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-    $"status codes: {string.Join(", ", result.StatusCodes.Select(c => $"{c.Key}: {c.Value}"))}; refused and retried: {result.Refused}; {result.Seconds:F1} s"));
+    $"status codes: {string.Join(", ", result.StatusCodes.Select(c => $"{c.Key}: {c.Value}"))}; refused and retried: {result.Refused}; unanswered and retried: {result.Unanswered}; {result.Seconds:F1} s"));
 if (result.FailureReasons.Count > 0)
     Console.WriteLine($"failure reasons: {string.Join("; ", result.FailureReasons.Select(r => $"{r.Key} ({r.Value})"))}");
 if (result.FailureTimes.Count > 0)

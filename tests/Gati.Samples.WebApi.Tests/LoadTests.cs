@@ -234,4 +234,71 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         Assert.True(Volatile.Read(ref answeredWhileDraining) >= 100);
         Assert.Equal(0, await server.ExitCodeAsync(guard));
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task LoadGenerator_ConnectionClosedBeforeAnyResponse_IsRetriedOnlyWhenAsked(bool retry)
+    {
+        // A loopback HTTP server that reads every third request and closes its connection without answering.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var stop = new CancellationTokenSource();
+        var requests = 0;
+        var serving = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var client = await listener.AcceptTcpClientAsync(stop.Token);
+                _ = Task.Run(async () =>
+                {
+                    using (client)
+                    {
+                        var stream = client.GetStream();
+                        while (await ReadRequestAsync(stream))
+                        {
+                            if (Interlocked.Increment(ref requests) % 3 == 0) return; // closed, no answer
+                            var answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"u8.ToArray();
+                            await stream.WriteAsync(answer);
+                        }
+                    }
+                });
+            }
+        });
+        var url = new Uri($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}/");
+        var result = await LoadTest.LoadTest.RunAsync(new LoadTestSettings(url, Requests: 30, Clients: 1, Payload: "json",
+            FashionMnistDirectory: RealData.FashionMnistDirectory) { RetryUnanswered = retry }).WaitAsync(TimeSpan.FromMinutes(2));
+        await stop.CancelAsync();
+        listener.Stop();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving);
+        Assert.Equal(30, result.Requests);
+        if (retry)
+        {
+            Assert.Equal(0, result.Errors);
+            Assert.True(result.Unanswered >= 9, $"{result.Unanswered} retried");
+        }
+        else
+        {
+            Assert.True(result.Errors >= 9, $"{result.Errors} errors");
+            Assert.Equal(0, result.Unanswered);
+            Assert.All(result.FailureReasons.Keys, reason => Assert.StartsWith("no response", reason));
+        }
+    }
+
+    /// <summary>Reads one HTTP/1.1 request (headers, then Content-Length bytes); false at the end of the stream.</summary>
+    private static async Task<bool> ReadRequestAsync(NetworkStream stream)
+    {
+        var header = new List<byte>();
+        var one = new byte[1];
+        while (header.Count < 4 || !(header[^4] == '\r' && header[^3] == '\n' && header[^2] == '\r' && header[^1] == '\n'))
+        {
+            if (await stream.ReadAsync(one) == 0) return false;
+            header.Add(one[0]);
+        }
+        var text = System.Text.Encoding.ASCII.GetString(header.ToArray());
+        var line = text.Split("\r\n").First(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+        var body = new byte[int.Parse(line["Content-Length:".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture)];
+        await stream.ReadExactlyAsync(body);
+        return true;
+    }
 }
