@@ -10,7 +10,11 @@ namespace Gati.MLNet.Onnx;
 /// </summary>
 internal static class CacheOnnx
 {
-    /// <summary>Log-probabilities [N, k] from flattened layer features [N, D].</summary>
+    /// <summary>
+    /// Log-probabilities [N, k] from a layer's output: [N, C, H, W], or already flattened [N, D]. Each kind flattens it
+    /// in its own single node (the Conv predictor straight to its one-channel signal), since at batch 1 every node
+    /// costs about a microsecond whatever it does.
+    /// </summary>
     public static string Predictor(OnnxGraphBuilder graph, PredictorNetwork predictor, string features, string prefix)
     {
         var weights = new TorchWeights(predictor, $"{predictor.Architecture} predictor");
@@ -19,20 +23,21 @@ internal static class CacheOnnx
         switch (architecture.Kind)
         {
             case PredictorKind.FC:
-                logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", features, prefix)]), prefix);
+                var flat = graph.Node("Flatten", [features], ("axis", 1));
+                logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", flat, prefix)]), prefix);
                 break;
             case PredictorKind.Pool:
-                var pooled = AdaptiveAveragePool(graph, features, predictor.InputSize, architecture.PoolSize, prefix);
+                var pooled = AdaptiveAveragePool(graph, graph.Node("Flatten", [features], ("axis", 1)), predictor.InputSize, architecture.PoolSize, prefix);
                 logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", pooled, prefix)]), prefix);
                 break;
             case PredictorKind.Conv:
                 var w = weights.Get("conv.weight", out var shape); // [1, 1, k]
                 var b = weights.Get("conv.bias");
-                var signal = graph.Node("Unsqueeze", [features, graph.Int64Constant(prefix + ".axis1", [1], 1)]);
+                // [N, 1, D]: one channel of D values, whatever the rank of the features.
+                var signal = graph.Node("Reshape", [features, graph.Int64Constant(prefix + ".signal", [0, 1, -1], 3)]);
                 var convolved = graph.Node("Conv", [signal, graph.Constant(prefix + ".conv.weight", w, shape), graph.Constant(prefix + ".conv.bias", b, 1)],
                     ("kernel_shape", new long[] { architecture.Kernel }), ("strides", new long[] { architecture.Stride }));
-                var flat = graph.Node("Flatten", [graph.Node("Relu", [convolved])], ("axis", 1));
-                logits = Gemm(graph, weights, "fc", flat, prefix);
+                logits = Gemm(graph, weights, "fc", graph.Node("Flatten", [graph.Node("Relu", [convolved])], ("axis", 1)), prefix);
                 break;
             default:
                 throw new NotSupportedException($"No ONNX export for predictor kind {architecture.Kind}.");
@@ -45,15 +50,35 @@ internal static class CacheOnnx
         graph.Node("GreaterOrEqual", [HitProbability(graph, selector, logProbabilities, prefix), graph.Constant(prefix + ".threshold", [threshold])]);
 
     /// <summary>The selector's P(hit) [N] from the predictor's log-probabilities [N, k].</summary>
-    public static string HitProbability(OnnxGraphBuilder graph, SelectorNetwork selector, string logProbabilities, string prefix)
+    public static string HitProbability(OnnxGraphBuilder graph, SelectorNetwork selector, string logProbabilities, string prefix) =>
+        graph.Node("Squeeze", [HitProbabilityColumn(graph, selector, logProbabilities, prefix), graph.Int64Constant(prefix + ".column", [1], 1)]);
+
+    /// <summary>
+    /// The selector's P(hit) as a column [N, 1]. The selector's two logits l0 (miss) and l1 (hit) give
+    /// softmax(l)[1] = sigmoid(l1 - l0), and l1 - l0 is one output of the last linear layer with the difference of its
+    /// two weight rows: so a Gemm to one column and a Sigmoid replace the Gemm, Softmax and Gather of the plain
+    /// reading (equal to float rounding; <see cref="SelectorNetwork.HitProbability"/> is the reference).
+    /// </summary>
+    public static string HitProbabilityColumn(OnnxGraphBuilder graph, SelectorNetwork selector, string logProbabilities, string prefix)
     {
         var weights = new TorchWeights(selector, "selector");
         var x = logProbabilities;
         if (selector.Architecture.Input == SelectorInput.Sorted)
             x = graph.Node("TopK", [x, graph.Int64Constant(prefix + ".k", [selector.Classes], 1)], 2, ("axis", 1), ("largest", 1), ("sorted", 1))[0];
-        x = Gemm(graph, weights, "fc1", x, prefix);
-        if (weights.Contains("fc2.weight")) x = Gemm(graph, weights, "fc2", graph.Node("Relu", [x]), prefix);
-        return graph.Node("Gather", [graph.Node("Softmax", [x], ("axis", 1)), graph.Int64Constant(prefix + ".hit", [1])], ("axis", 1));
+        var last = "fc1";
+        if (weights.Contains("fc2.weight"))
+        {
+            x = graph.Node("Relu", [Gemm(graph, weights, "fc1", x, prefix)]);
+            last = "fc2";
+        }
+        var w = weights.Get(last + ".weight", out var shape); // [2, h]
+        var b = weights.Get(last + ".bias");
+        if (shape is not [2, var hidden]) throw new InvalidOperationException($"The selector's {last} has shape [{string.Join(", ", shape)}]; expected [2, h].");
+        var difference = new float[hidden];
+        for (var j = 0; j < hidden; j++) difference[j] = w[hidden + j] - w[j];
+        var logit = graph.Node("Gemm", [x, graph.Constant($"{prefix}.{last}.hit-logit.weight", difference, 1, hidden), graph.Constant($"{prefix}.{last}.hit-logit.bias", [b[1] - b[0]], 1)],
+            ("transB", 1));
+        return graph.Node("Sigmoid", [logit]);
     }
 
     private static string Gemm(OnnxGraphBuilder graph, TorchWeights weights, string name, string input, string prefix)

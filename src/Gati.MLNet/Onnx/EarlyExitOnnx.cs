@@ -68,8 +68,9 @@ internal static class EarlyExitSingleGraph
 
         var cache = caches[index];
         var prefix = string.Create(CultureInfo.InvariantCulture, $"cache{last}");
-        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, graph.Node("Flatten", [x], ("axis", 1)), prefix);
-        var hit = graph.Node("GreaterOrEqual", [CacheOnnx.HitProbability(graph, cache.Selector.Module, logProbabilities, prefix), Threshold(index)]);
+        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, x, prefix);
+        // [1, 1]: an If condition needs one element, not a particular shape.
+        var hit = graph.Node("GreaterOrEqual", [CacheOnnx.HitProbabilityColumn(graph, cache.Selector.Module, logProbabilities, prefix), Threshold(index)]);
 
         var answer = graph.Branch(prefix + "-hit");
         answer.Output(answer.Node("Exp", [logProbabilities]), TensorProto.Types.DataType.Float, 1, k);
@@ -122,9 +123,8 @@ internal static class EarlyExitOnnx
 
         var shape = network.LayerOutputShape(last);
         var activation = graph.Rename(x, OnnxSegment.Activation);
-        var features = graph.Node("Flatten", [activation], ("axis", 1));
         var prefix = string.Create(CultureInfo.InvariantCulture, $"cache{last}");
-        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, features, prefix);
+        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, activation, prefix);
         var threshold = graph.Input(OnnxSegment.Threshold, TensorProto.Types.DataType.Float, 1);
         var hitProbability = graph.Rename(CacheOnnx.HitProbability(graph, cache.Selector.Module, logProbabilities, prefix), OnnxSegment.HitProbability);
         var hit = graph.Rename(graph.Node("GreaterOrEqual", [hitProbability, threshold]), OnnxSegment.Hit);
