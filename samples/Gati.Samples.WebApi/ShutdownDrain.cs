@@ -6,9 +6,9 @@ namespace Gati.Samples.WebApi;
 /// Graceful shutdown in two steps ("lame duck"). When the host is asked to stop (SIGTERM, Ctrl+C), the server first
 /// keeps serving for <see cref="ServingOptions.DrainSeconds"/> while /health answers 503 (a load balancer takes the
 /// instance out) and every response says <c>Connection: close</c> (clients stop reusing their keep-alive
-/// connections); only then does Kestrel stop. Without it, Kestrel closes idle keep-alive connections at once, and a
-/// client that had just sent a request on one sees the connection drop with no answer: the failures a soak run saw at
-/// each restart (docs/benchmarks.md#soak-run-web-sample).
+/// connections); only then does Kestrel stop. Without it, Kestrel closes idle keep-alive connections at once, under
+/// traffic a load balancer would already have moved elsewhere. A client that keeps sending to this server alone still
+/// loses what it sends at the instant the server stops (docs/serving.md, and the soak run in docs/benchmarks.md).
 /// </summary>
 public sealed class ShutdownDrain(IOptions<ServingOptions> options, ILogger<ShutdownDrain> logger) : IHostedLifecycleService
 {
