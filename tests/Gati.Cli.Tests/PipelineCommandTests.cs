@@ -73,6 +73,23 @@ public sealed class PipelineCommandTests
         Ok(CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
             "--device", "cpu", "--output", chosen));
         Assert.Contains($"\ngati optimize --model {caches} ", File.ReadAllText(chosen + ".plan.md"));
+
+        // Caches of another architecture, fitted later on the same base model, join the candidates.
+        var fcCaches = temp.File("fc-caches.zip");
+        Ok(CliHost.Invoke("fit-caches", "--predictors-model", predictors, "--data-dir", Data, "--architectures", "fc:16", "--holdout-rows", "300",
+            "--selector-epochs", "2", "--device", "cpu", "--output", fcCaches));
+        var mergedChoice = temp.File("merged.zip");
+        Ok(CliHost.Invoke("optimize", "--model", caches, "--more-candidates", fcCaches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5",
+            "--timing-runs", "5", "--device", "cpu", "--output", mergedChoice));
+        var mergedPlan = File.ReadAllText(mergedChoice + ".plan.md");
+        Assert.Contains("Measured on 300 held-out rows", mergedPlan);
+        foreach (var layer in new[] { 7, 8 })
+        foreach (var architecture in new[] { "Conv(3, 1)", "FC(16)" })
+            Assert.Contains($"| {layer} | {architecture} |", mergedPlan);
+        (exit, output) = CliHost.Invoke("optimize", "--model", caches, "--more-candidates", basePath, "--data-dir", Data, "--holdout-rows", "300",
+            "--device", "cpu", "--output", temp.File("refused.zip"));
+        Assert.Equal(1, exit);
+        Assert.Contains("holds no learned caches", output);
         (exit, output) = CliHost.Invoke("bench", "engine", "--model", chosen, "--data-dir", Data, "--rows", "64", "--batch-sizes", "1,16",
             "--memory-predictions", "200", "--device", "cpu");
         Assert.True(exit == 0, output);

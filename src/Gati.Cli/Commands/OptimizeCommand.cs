@@ -29,10 +29,11 @@ internal static class OptimizeCommand
         var confidence = new Option<double?>("--confidence") { Description = "Require the agreement target at this one-sided confidence (exact Clopper-Pearson lower bound on the held-out rows), e.g. 0.95; default: as a point estimate (the bound is reported either way)." }.Require(v => v is null or (> 0.5 and < 1), "must be above 0.5 and below 1");
         var timingRuns = new Option<int>("--timing-runs") { Description = "Timed repetitions per model part.", DefaultValueFactory = _ => 200 }.AtLeast(1);
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write with the chosen caches only (plus the plan as <output>.plan.md).", Required = true };
+        var more = new Option<string[]>("--more-candidates") { Description = "Further fit-caches zips on the same base model (e.g. other predictor architectures fitted later) whose caches join the candidates.", AllowMultipleArgumentsPerToken = true };
         var command = new Command("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, timingRuns, output }) command.Options.Add(option);
+        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, timingRuns, output, more }) command.Options.Add(option);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
@@ -42,7 +43,7 @@ internal static class OptimizeCommand
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
                 result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
-                CommandLineText.Of(result)) { Confidence = result.GetValue(confidence) });
+                CommandLineText.Of(result)) { Confidence = result.GetValue(confidence), MoreCandidates = result.GetValue(more) ?? [] });
         })));
         return command;
     }
@@ -53,6 +54,9 @@ internal sealed record OptimizeSettings(string Model, DatasetSpec Dataset, doubl
 {
     /// <summary>One-sided confidence the agreement target must hold at (null: point estimate).</summary>
     public double? Confidence { get; init; }
+
+    /// <summary>Further model zips whose caches (on the same base model) join the candidates.</summary>
+    public IReadOnlyList<string> MoreCandidates { get; init; } = [];
 }
 
 /// <summary>Runs <c>gati optimize</c>.</summary>
@@ -64,11 +68,31 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
         var context = new MLContext(0);
         DeviceOptions.ConfigureContext(context, settings.Serving.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : settings.Device);
         var loaded = context.Gati().LoadModel(settings.Model, out var schema);
+        var others = new List<ITransformer>();
+        LearnedCachesTransformer? merged = null;
         try
         {
-            var candidates = LoadedModel.Components(loaded).OfType<LearnedCachesTransformer>().LastOrDefault()
-                ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: fit them with gati fit-caches.");
+            var candidates = Candidates(loaded, settings.Model);
             var baseModel = LoadedModel.BaseModel(loaded, settings.Model);
+            if (settings.MoreCandidates.Count > 0)
+            {
+                string identity;
+                using (candidates.BaseNetwork.Use()) identity = ModelIdentity.Of(candidates.BaseNetwork.Module);
+                var caches = candidates.Caches.ToList();
+                foreach (var path in settings.MoreCandidates)
+                {
+                    var other = context.Gati().LoadModel(path, out _);
+                    others.Add(other);
+                    var more = Candidates(other, path);
+                    using (more.BaseNetwork.Use())
+                    {
+                        if (ModelIdentity.Of(more.BaseNetwork.Module) != identity)
+                            throw new InvalidOperationException($"{path} has caches on another base model than {settings.Model}: candidates must share one base model.");
+                    }
+                    caches.AddRange(more.Caches);
+                }
+                candidates = merged = candidates.WithCaches(caches);
+            }
             var heldOut = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows).HeldOut;
             var backend = ServingArguments.Name(settings.Serving.Backend);
             console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {settings.HoldoutRows} held-out rows with {backend} (batch 1 and {settings.BatchSize})...");
@@ -87,9 +111,15 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
         }
         finally
         {
+            merged?.Dispose();
+            foreach (var other in others) LoadedModel.Dispose(other);
             LoadedModel.Dispose(loaded);
         }
     }
+
+    private static LearnedCachesTransformer Candidates(ITransformer loaded, string path) =>
+        LoadedModel.Components(loaded).OfType<LearnedCachesTransformer>().LastOrDefault()
+            ?? throw new InvalidOperationException($"{path} holds no learned caches: fit them with gati fit-caches.");
 
     /// <summary>The chosen caches against the full model on the serving backend, calls alternating, on up to 2,000 held-out images.</summary>
     private static (double Speedup, double EarlyMs, double FullMs, int Calls) MeasuredSpeedup(MLContext context, ResNetTransformer baseModel,
