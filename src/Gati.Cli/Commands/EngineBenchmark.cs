@@ -52,6 +52,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
             var (images, labels) = EarlyExitEvaluation.Load(data, size);
             if (labels.Length == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure.");
 
+            var engines = new List<string>();
             foreach (var options in settings.Backends)
             {
                 var name = ServingArguments.Name(options.Backend);
@@ -72,6 +73,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
                 var early = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model, options);
                 contenders.Add(Wrap($"{name} early exit", early));
                 console.MarkupLineInterpolated($"{name}: {early.BackendDescription}");
+                engines.Add($"{name} early exit: {early.BackendDescription}");
             }
 
             var report = new StringBuilder();
@@ -79,6 +81,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
                 $"Model: {Path.GetFileName(settings.Model)}, {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Machine: {Environment.ProcessorCount} logical CPUs ({CpuModel()}), .NET {Environment.Version}, TorchSharp with {torch.get_num_threads()} threads ({TorchRuntime.Kind}), ONNX Runtime {OrtEnv.Instance().GetVersionString()}.");
+            foreach (var engine in engines) report.AppendLine(CultureInfo.InvariantCulture, $"Engine: {engine}.");
             report.AppendLine();
             report.Append(Answers(contenders, images, labels, size, caches));
             foreach (var batch in settings.BatchSizes)

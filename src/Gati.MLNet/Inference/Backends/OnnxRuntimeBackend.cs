@@ -85,7 +85,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         _singleInputNames = [OnnxSegment.Input, .. Enumerable.Range(0, cacheLayers.Count).Select(EarlyExitSingleGraph.Threshold)];
         Description = $"ONNX Runtime {OrtEnv.Instance().GetVersionString()} ({device}" +
             (OnnxRuntimeEnvironment.PoolThreads is { } threads ? $", shared pool of {threads} thread{(threads == 1 ? "" : "s")}{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")}" : ", 1 thread per session") +
-            (_single is null ? ")" : options.SingleGraphThreads == 1 ? ", one graph at batch 1 on the caller's thread)" : $", one graph at batch 1 with {options.SingleGraphThreads} threads)");
+            (_single is null ? ")" : options.SingleGraphThreads == 1 ? ", one graph at batch 1 on the caller's thread)" : $", one graph at batch 1 with {options.SingleGraphThreads} threads{(options.AllowSpinning ? ", spinning" : "")})");
     }
 
     /// <summary>Opens a session for each segment graph, exporting them from the networks when none are given.</summary>
