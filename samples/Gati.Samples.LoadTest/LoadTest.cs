@@ -165,9 +165,10 @@ public static class LoadTest
         HttpResponseMessage response;
         try
         {
-            using var content = new ByteArrayContent(payload.Body);
-            content.Headers.ContentType = new MediaTypeHeaderValue(payload.ContentType);
-            response = await http.PostAsync(new Uri("predict", UriKind.Relative), content, cancellation);
+            using var request = new HttpRequestMessage(HttpMethod.Post, new Uri("predict", UriKind.Relative)) { Content = new ByteArrayContent(payload.Body) };
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue(payload.ContentType);
+            // Headers only: a failure from here on had no response; one while reading the body below had a response cut off.
+            response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellation);
         }
         catch (HttpRequestException ex) when (ex.HttpRequestError == HttpRequestError.ConnectionError
             && ex.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused })

@@ -306,9 +306,11 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
             if (i >= 600) image = image.Select(v => -v).ToArray();
             var served = engine.Run(image, 1).PredictedClass[0];
             agreed.Add(served == full.Run(image, 1).PredictedClass[0]);
-            if (i % 50 == 0) Thread.Sleep(20); // let the continuation thread keep up, as idle time between requests would
+            // The continuation worker keeps up, as idle time between requests would let it: waited for, not slept on, so
+            // a busy machine (the worker runs below normal priority) cannot delay the reaction by requests.
+            if (i % 50 == 0) Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
         }
-        Thread.Sleep(500);
+        Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
         Assert.NotEmpty(sampler.Reactions);
         // Rolling agreement over 200 requests: below the target for at most the documented reaction window.
         const int window = 200;

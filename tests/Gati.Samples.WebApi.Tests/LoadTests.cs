@@ -236,11 +236,13 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
     }
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task LoadGenerator_ConnectionClosedBeforeAnyResponse_IsRetriedOnlyWhenAsked(bool retry)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public async Task LoadGenerator_ConnectionClosedBeforeAnyResponse_IsRetriedOnlyWhenAskedAndACutOffResponseNever(bool retry, bool cutOff)
     {
-        // A loopback HTTP server that reads every third request and closes its connection without answering.
+        // A loopback HTTP server that reads every third request and closes its connection without answering, or (cutOff)
+        // after the headers and 2 of the 100 body bytes they announce.
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         using var stop = new CancellationTokenSource();
@@ -257,9 +259,13 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
                         var stream = client.GetStream();
                         while (await ReadRequestAsync(stream))
                         {
-                            if (Interlocked.Increment(ref requests) % 3 == 0) return; // closed, no answer
-                            var answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"u8.ToArray();
+                            var broken = Interlocked.Increment(ref requests) % 3 == 0;
+                            if (broken && !cutOff) return; // closed, no answer
+                            var answer = broken
+                                ? "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{}"u8.ToArray()
+                                : "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"u8.ToArray();
                             await stream.WriteAsync(answer);
+                            if (broken) return; // cut off
                         }
                     }
                 });
@@ -272,7 +278,14 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         listener.Stop();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => serving);
         Assert.Equal(30, result.Requests);
-        if (retry)
+        if (cutOff)
+        {
+            // A response that began is never sent again: it is an error however the client is set.
+            Assert.Equal(10, result.Errors);
+            Assert.Equal(0, result.Unanswered);
+            Assert.All(result.FailureReasons.Keys, reason => Assert.StartsWith("response cut off", reason));
+        }
+        else if (retry)
         {
             Assert.Equal(0, result.Errors);
             Assert.True(result.Unanswered >= 9, $"{result.Unanswered} retried");

@@ -33,6 +33,8 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     private readonly Random _random;
     private EarlyExitEngine _engine;
     private long _dropped;
+    private long _handed;
+    private long _processed;
     private long _labelled;
     private long _failed;
     private string? _lastFailure;
@@ -123,7 +125,26 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     {
         // The request path only hands rows over: completing, judging and continuing happen on the worker.
         foreach (var row in rows)
-            if (!_pending.Writer.TryWrite(row)) Interlocked.Increment(ref _dropped);
+        {
+            if (_pending.Writer.TryWrite(row)) Interlocked.Increment(ref _handed);
+            else Interlocked.Increment(ref _dropped);
+        }
+    }
+
+    /// <summary>
+    /// Waits until the worker has dealt with every row handed to it so far (completed, continued, or counted as failed
+    /// or lost); false if <paramref name="timeout"/> passed first. For tests and benchmarks that must not depend on how
+    /// fast the below-normal worker gets CPU time.
+    /// </summary>
+    internal bool WaitForPending(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (Interlocked.Read(ref _processed) < Interlocked.Read(ref _handed))
+        {
+            if (DateTime.UtcNow > deadline) return false;
+            Thread.Sleep(1);
+        }
+        return true;
     }
 
     /// <summary>
@@ -167,6 +188,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                         Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
                     }
                 }
+                Interlocked.Add(ref _processed, batch.Count);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
