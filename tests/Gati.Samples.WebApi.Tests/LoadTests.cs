@@ -132,6 +132,44 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         }
     }
 
+    /// <summary>
+    /// An open-ended JSON load (events, not timing): <see cref="WhenRunningAsync"/> completes once 100 requests are
+    /// answered, and the load stops itself after <c>answersAfter</c> more answers once <c>trigger</c> has completed.
+    /// </summary>
+    private sealed class LoadAcross : IDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly TaskCompletionSource _running = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _answeredAfter;
+
+        public LoadAcross(Uri url, int clients, Task trigger, int answersAfter)
+        {
+            Result = LoadTest.LoadTest.RunAsync(new LoadTestSettings(url, Requests: 1_000_000, Clients: clients, Payload: "json",
+                FashionMnistDirectory: RealData.FashionMnistDirectory)
+            {
+                Stop = _stop.Token,
+                Answered = answered =>
+                {
+                    if (answered >= 100) _running.TrySetResult();
+                    if (trigger.IsCompleted && Interlocked.Increment(ref _answeredAfter) == answersAfter) _stop.Cancel();
+                },
+            });
+        }
+
+        public Task<LoadTestResult> Result { get; }
+
+        /// <summary>Requests answered after the trigger completed.</summary>
+        public int AnsweredAfter => Volatile.Read(ref _answeredAfter);
+
+        public async Task WhenRunningAsync(TimeSpan guard)
+        {
+            await Task.WhenAny(_running.Task, Result).WaitAsync(guard);
+            Assert.True(_running.Task.IsCompleted, "the load ended before 100 answers");
+        }
+
+        public void Dispose() => _stop.Dispose();
+    }
+
     [Fact]
     public async Task BoundedLoad_OnLoopback_ServesEveryRequestWithStableMemory()
     {
@@ -168,29 +206,16 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         // Events, not timing: the model is replaced once the load runs, and the load goes on until 200 requests have been
         // answered after the server reported the reload (no exact generation number: a change may reload more than once).
         var reloaded = server.WhenOutput("replaces generation");
-        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var stop = new CancellationTokenSource();
-        var answeredAfterReload = 0;
-        var load = LoadTest.LoadTest.RunAsync(new LoadTestSettings(server.Url, Requests: 1_000_000, Clients: 6, Payload: "json",
-            FashionMnistDirectory: RealData.FashionMnistDirectory)
-        {
-            Stop = stop.Token,
-            Answered = answered =>
-            {
-                if (answered >= 100) running.TrySetResult();
-                if (reloaded.IsCompleted && Interlocked.Increment(ref answeredAfterReload) == 200) stop.Cancel();
-            },
-        });
-        await Task.WhenAny(running.Task, load).WaitAsync(guard);
-        Assert.True(running.Task.IsCompleted, "the load ended before 100 answers");
+        using var load = new LoadAcross(server.Url, clients: 6, reloaded, answersAfter: 200);
+        await load.WhenRunningAsync(guard);
         var staging = temp.File("staging.zip");
         File.Copy(models.Second, staging);
         File.Move(staging, path, overwrite: true);
         await reloaded.WaitAsync(guard);
-        var result = await load.WaitAsync(guard);
+        var result = await load.Result.WaitAsync(guard);
         output.WriteLine(result.ToMarkdown("load during a reload"));
         Assert.Equal(0, result.Errors);
-        Assert.True(Volatile.Read(ref answeredAfterReload) >= 200);
+        Assert.True(load.AnsweredAfter >= 200);
     }
 
     [Fact]
@@ -201,21 +226,8 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
         var guard = TimeSpan.FromMinutes(2);
         using var server = new Server(models.First, batching: true, drainSeconds: 10);
         var draining = server.WhenOutput("draining for 10 s");
-        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var stop = new CancellationTokenSource();
-        var answeredWhileDraining = 0;
-        var load = LoadTest.LoadTest.RunAsync(new LoadTestSettings(server.Url, Requests: 1_000_000, Clients: 4, Payload: "json",
-            FashionMnistDirectory: RealData.FashionMnistDirectory)
-        {
-            Stop = stop.Token,
-            Answered = answered =>
-            {
-                if (answered >= 100) running.TrySetResult();
-                if (draining.IsCompleted && Interlocked.Increment(ref answeredWhileDraining) == 100) stop.Cancel();
-            },
-        });
-        await Task.WhenAny(running.Task, load).WaitAsync(guard);
-        Assert.True(running.Task.IsCompleted, "the load ended before 100 answers");
+        using var load = new LoadAcross(server.Url, clients: 4, draining, answersAfter: 100);
+        await load.WhenRunningAsync(guard);
         server.Terminate();
         await draining.WaitAsync(guard);
 
@@ -228,10 +240,10 @@ public sealed class LoadTests(ServingModels models, ITestOutputHelper output) : 
             Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
             Assert.True(answer.Headers.ConnectionClose, "a response while draining must close its connection");
         }
-        var result = await load.WaitAsync(guard);
+        var result = await load.Result.WaitAsync(guard);
         output.WriteLine(result.ToMarkdown("load until 100 answers after SIGTERM"));
         Assert.Equal(0, result.Errors);
-        Assert.True(Volatile.Read(ref answeredWhileDraining) >= 100);
+        Assert.True(load.AnsweredAfter >= 100);
         Assert.Equal(0, await server.ExitCodeAsync(guard));
     }
 
