@@ -17,7 +17,7 @@ if [ "$status" -ne 0 ]; then
   echo
   echo "=== dotnet test exited with $status; failed tests (from $log) ==="
   # A failed test's line starts with "  Failed "; its message and stack follow until the next result line.
-  awk '/^  Failed / { show = 1; shown++ } /^  (Passed|Skipped) / { show = 0 } show && n < 400 { print; n++ }' "$log"
+  awk '/^  Failed / { show = 1 } /^  (Passed|Skipped) / { show = 0 } show && n < 400 { print; n++ }' "$log"
   grep -E "error (CS|MSB|NETSDK)[0-9]+|Test Run Aborted|The active test run was aborted|exited with error" "$log" | sort -u | head -40 || true
 fi
 exit "$status"
