@@ -187,6 +187,54 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.Equal(batched.Rows.Count, byRow.Count);
         Assert.Equal(batched.Rows.Select(r => (r.ExitLayer, r.Sampled)).Order(), byRow.Select(r => (r.ExitLayer, r.Sampled)).Order());
         Assert.All(byRow.Where(r => r.ExitLayer == 0), r => Assert.NotNull(r.BaseProbabilities));
+        // At batch 1 the single graph answered: the caller paid for a copy of the input, not for activations.
+        Assert.All(byRow, r =>
+        {
+            Assert.Equal(images[0].Length, r.Input!.Length);
+            Assert.All(r.Features, Assert.Null);
+        });
+    }
+
+    [Fact]
+    public void Sampler_RowsServedByTheSingleGraph_AreCompletedFromTheirInputOffTheRequestPath()
+    {
+        var images = fixture.Images(40);
+        using var engine = Engine();
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3 });
+        var served = images.Select(image => engine.Run(image, 1)).ToArray();
+        Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
+        Assert.Equal(0, sampler.Failed);
+        Assert.Empty(sampler.Reactions); // every row was served with the thresholds it is checked against below
+        var rows = sampler.Window.Snapshot();
+        Assert.Equal(images.Length, rows.Length);
+        Assert.Contains(rows, r => r.ExitLayer > 0);
+        var reproduced = 0;
+        for (var i = 0; i < rows.Length; i++)
+        {
+            var row = rows[i];
+            Assert.Null(row.Input);
+            Assert.True(row.Sampled);
+            Assert.Equal(served[i].ExitLayer[0], row.ExitLayer);
+            Assert.Equal(served[i].PredictedClass[0], row.ServedClass);
+            var (layers, probabilities) = Reference(images[i]);
+            for (var c = 0; c < layers.Length; c++)
+            {
+                Close(layers[c], row.Features[c]!, 1e-4);
+                Assert.InRange(row.HitProbabilities[c], 0f, 1f);
+                Assert.InRange(row.PredictedClasses[c], 0, 9);
+            }
+            Close(probabilities, row.BaseProbabilities!, 1e-4);
+            // The row's own exit decision is reproduced from the recomputed P(hit) at the thresholds it was served with,
+            // unless a P(hit) sits within float rounding of its threshold (the batch-1 graph and batched segments may then
+            // round to different sides: the fixture's thresholds are some rows' P(hit) exactly).
+            if (Enumerable.Range(0, layers.Length).Any(c => Math.Abs(row.HitProbabilities[c] - engine.Thresholds[c]) < 1e-5)) continue;
+            var exit = Enumerable.Range(0, layers.Length).FirstOrDefault(c => row.HitProbabilities[c] >= engine.Thresholds[c], -1);
+            Assert.True(row.ExitLayer == (exit < 0 ? 0 : fixture.Caches.Caches[exit].Layer),
+                $"row {i} exited at {row.ExitLayer}; recomputed P(hit) {string.Join(", ", row.HitProbabilities)} at thresholds {string.Join(", ", engine.Thresholds)}");
+            reproduced++;
+        }
+        Assert.True(reproduced >= rows.Length / 2, $"only {reproduced} of {rows.Length} rows were away from a threshold");
+        Assert.Equal(images.Length, sampler.Agreement.Requests);
     }
 
     [Fact]

@@ -58,10 +58,13 @@ internal static class BenchCommand
         var popularShare = new Option<double>("--popular-share") { Description = "Their share of a phase's requests.", DefaultValueFactory = _ => 0.9 }.Share();
         var seed = new Option<int>("--seed") { Description = "Seed of the streams, the sampling and fine-tuning.", DefaultValueFactory = _ => 0 };
         var sample = new Option<double>("--sample-fraction") { Description = "Share of requests sampled as shadow rows.", DefaultValueFactory = _ => 0.2 }.Share();
-        var window = new Option<double>("--window-mb") { Description = "Memory of the shadow window, MB.", DefaultValueFactory = _ => 128 }.Positive();
+        var window = new Option<double>("--window-mb") { Description = "Memory of the shadow window, MB.", DefaultValueFactory = _ => 256 }.Positive();
         var target = new Option<double>("--agreement-target") { Description = "Agreement with the base model to keep.", DefaultValueFactory = _ => 0.99 }.Share();
         var confidence = new Option<double>("--confidence") { Description = "One-sided confidence of live bounds and calibrated thresholds.", DefaultValueFactory = _ => 0.95 }
             .Require(v => v is > 0.5 and < 1, "must be between 0.5 and 1");
+        var reactOn = new Option<string>("--react-on") { Description = "React when this bound of live agreement falls below the target: lower or upper.", DefaultValueFactory = _ => "lower" };
+        reactOn.Require(v => v is "lower" or "upper", "must be lower or upper");
+        var noUpdates = new Option<bool>("--no-updates") { Description = "Online caches only watch and react (no background updater): what shadowing and reactions cost alone." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
         var budget = new Option<double>("--cpu-budget") { Description = "Share of one core the updater may use.", DefaultValueFactory = _ => 0.5 }.Share();
@@ -71,7 +74,7 @@ internal static class BenchCommand
             "Replay request streams with and without temporal locality through static and through continuously updated caches: latency, exits, agreement on every request, updates.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { streams, requests, phaseLength, popular, popularShare, seed, sample, window, target, confidence, every, validation, budget, rate, output })
+        foreach (var option in new Option[] { streams, requests, phaseLength, popular, popularShare, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, budget, rate, output })
             command.Options.Add(option);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
@@ -80,6 +83,8 @@ internal static class BenchCommand
                 SampleFraction = result.GetValue(sample), WindowMegabytes = result.GetValue(window), AgreementTarget = result.GetValue(target),
                 Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
                 CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed),
+                Updates = !result.GetValue(noUpdates),
+                ReactOn = result.GetValue(reactOn) == "upper" ? Gati.MLNet.Online.ReactionTrigger.UpperBound : Gati.MLNet.Online.ReactionTrigger.LowerBound,
             };
             var stream = result.GetValue(streams)!;
             return new WorkloadBenchmark(AnsiConsole.Console).Run(new WorkloadBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),

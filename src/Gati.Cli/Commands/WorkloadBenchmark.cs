@@ -47,7 +47,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Model: {Path.GetFileName(settings.Model)}, caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence, update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core.");
+                $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence (reacting when the {(settings.Online.ReactOn == ReactionTrigger.UpperBound ? "upper" : "lower")} bound falls below it), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
             report.AppendLine();
             foreach (var stream in settings.Streams)
             {

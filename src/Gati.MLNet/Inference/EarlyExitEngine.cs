@@ -132,16 +132,28 @@ internal sealed class EarlyExitEngine : IDisposable
             var clock = Stopwatch.StartNew();
             var tap = Shadow;
             var sampled = tap?.Choose(count);
+            var version = ThresholdVersion;
             Span<float> thresholds = stackalloc float[_caches.Length];
             for (var i = 0; i < thresholds.Length; i++) thresholds[i] = Volatile.Read(ref _thresholds[i]);
-            // One input the shadow tap did not sample: one call through the single graph where the backend has it. A
-            // row that ran the whole network is run again segment by segment when the tap keeps such rows (it needs
-            // their activations): about one call in twenty with caches that exit most inputs early.
-            if (count == 1 && sampled?[0] != true && _backend.TryRunOne(images.AsSpan(0, Config.InputShape.Size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit)
-                && (exit < _caches.Length || tap?.CaptureFullRuns != true))
+            // One input: one call through the single graph where the backend has it, shadowed or not. A row the tap
+            // keeps costs the caller a copy of its input; the tap's worker computes its activations later, off the
+            // request's path (the single graph keeps them to itself).
+            var size = Config.InputShape.Size;
+            if (count == 1 && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
             {
                 Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
                 result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
+                var fullRun = exit == _caches.Length;
+                if (tap is not null && (sampled?[0] == true || (fullRun && tap.CaptureFullRuns)))
+                {
+                    tap.Captured([new Online.ShadowRow(Interlocked.Increment(ref _sequence), result.ExitLayer[0], result.PredictedClass[0], sampled?[0] == true, _caches.Length)
+                    {
+                        Engine = this,
+                        ThresholdVersion = version,
+                        Input = images.AsSpan(0, size).ToArray(),
+                        BaseProbabilities = fullRun ? result.Probabilities.AsSpan(0, classes).ToArray() : null,
+                    }]);
+                }
                 return result;
             }
             var shadow = tap is null ? null : new ShadowCall(this, tap, count, sampled);
@@ -190,8 +202,9 @@ internal sealed class EarlyExitEngine : IDisposable
 
     /// <summary>
     /// Runs rows that exited at cache <paramref name="exitSegment"/> through the rest of the network (no exits), from
-    /// that layer's activations: their features at the later cache layers and the base model's probabilities. Used
-    /// off the request path, for shadow rows.
+    /// that layer's activations: their features at the later cache layers and the base model's probabilities; with
+    /// <paramref name="exitSegment"/> = -1, from the input images through every cache layer. Used off the request
+    /// path, for shadow rows.
     /// </summary>
     internal (float[][] Features, float[] HitProbabilities, int[] PredictedClasses, float[] BaseProbabilities) ContinueToEnd(int exitSegment, float[] activations, int count)
     {

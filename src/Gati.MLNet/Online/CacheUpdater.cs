@@ -15,7 +15,13 @@ namespace Gati.MLNet.Online;
 internal sealed record UpdateCandidate(LearnedCache[] Caches, int TrainRows, int CalibrationRows, long TrainedThrough, string Summary);
 
 /// <summary>How a set of caches would have served some rows: agreement and expected cost.</summary>
-internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, double ExpectedMs, double[] ExitShare)
+/// <param name="Rows">Rows served.</param>
+/// <param name="Agreed">Of those, answers equal to the base model's.</param>
+/// <param name="Lower">Lower confidence bound of agreement.</param>
+/// <param name="ExpectedMs">Mean cost per row from the per-segment timings.</param>
+/// <param name="ExitShare">Share of rows per exit (caches in order, then the whole network).</param>
+/// <param name="Outcomes">Per row: the cache it exits at (-1: the whole network) and whether its answer agrees.</param>
+internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, double ExpectedMs, double[] ExitShare, (int Exit, bool Agreed)[] Outcomes)
 {
     public double Agreement => Rows == 0 ? double.NaN : (double)Agreed / Rows;
 }
@@ -153,6 +159,7 @@ internal static class CacheUpdater
         var agreed = 0;
         double cost = 0;
         var exits = new double[caches.Count + 1];
+        var outcomes = new (int Exit, bool Agreed)[rows.Count];
         for (var r = 0; r < rows.Count; r++)
         {
             var exit = caches.Count;
@@ -166,11 +173,12 @@ internal static class CacheUpdater
             }
             var served = exit == caches.Count ? rows[r].BaseClass : outputs[exit].predicted[r];
             if (served == rows[r].BaseClass) agreed++;
+            outcomes[r] = (exit == caches.Count ? -1 : exit, served == rows[r].BaseClass);
             exits[exit]++;
             for (var s = 0; s <= exit; s++) cost += segmentMs[s];
         }
         var lower = Proportion.Wilson(agreed, rows.Count, z).Lower;
-        return new SimulatedServing(rows.Count, agreed, lower, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray());
+        return new SimulatedServing(rows.Count, agreed, lower, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
     }
 
     private static TModule Clone<TModule>(SharedModule<TModule> shared, Func<TModule> create) where TModule : nn.Module

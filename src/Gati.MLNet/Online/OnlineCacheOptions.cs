@@ -25,8 +25,17 @@ public sealed class OnlineCacheOptions
     public int LiveWindow { get; set; } = 2000;
 
     /// <summary>
+    /// Which bound of live agreement falling below the target makes the sampler react (docs/online.md#live-agreement-and-reactions).
+    /// <see cref="ReactionTrigger.LowerBound"/> (the default) reacts whenever the sample cannot show that the target is
+    /// kept, and so also tightens caches whose agreement is only a little above it; <see cref="ReactionTrigger.UpperBound"/>
+    /// reacts only on evidence that the target is missed, and so later to a small shortfall.
+    /// </summary>
+    public ReactionTrigger ReactOn { get; set; } = ReactionTrigger.LowerBound;
+
+    /// <summary>
     /// Fewest sampled requests before live agreement is judged; raised to the fewest whose perfect record clears the
-    /// target at the confidence (268 for 99 % at 95 %), below which every judgement would fail.
+    /// target at the confidence (268 for 99 % at 95 %), below which every judgement would fail, when reacting on the
+    /// lower bound.
     /// </summary>
     public int MinimumExits { get; set; } = 100;
 
@@ -63,6 +72,7 @@ public sealed class OnlineCacheOptions
         if (AgreementTarget is <= 0 or > 1 || double.IsNaN(AgreementTarget)) throw new ArgumentOutOfRangeException(nameof(AgreementTarget), AgreementTarget, "Must be in (0, 1].");
         if (Confidence is <= 0.5 or >= 1 || double.IsNaN(Confidence)) throw new ArgumentOutOfRangeException(nameof(Confidence), Confidence, "Must be in (0.5, 1).");
         if (LiveWindow < 10) throw new ArgumentOutOfRangeException(nameof(LiveWindow), LiveWindow, "At least 10.");
+        if (!Enum.IsDefined(ReactOn)) throw new ArgumentOutOfRangeException(nameof(ReactOn), ReactOn, "Unknown reaction trigger.");
         if (MinimumExits < 1) throw new ArgumentOutOfRangeException(nameof(MinimumExits), MinimumExits, "Must be positive.");
         if (UpdateEveryRows < 10) throw new ArgumentOutOfRangeException(nameof(UpdateEveryRows), UpdateEveryRows, "At least 10.");
         if (ValidationRows < 10) throw new ArgumentOutOfRangeException(nameof(ValidationRows), ValidationRows, "At least 10.");
@@ -70,4 +80,14 @@ public sealed class OnlineCacheOptions
         if (!(LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "Must be positive.");
         if (CpuBudget is <= 0 or > 1 || double.IsNaN(CpuBudget)) throw new ArgumentOutOfRangeException(nameof(CpuBudget), CpuBudget, "Must be in (0, 1].");
     }
+}
+
+/// <summary>The bound of live agreement whose fall below the target triggers a reaction.</summary>
+public enum ReactionTrigger
+{
+    /// <summary>React when the lower bound is below the target: the sample cannot show that the target is kept.</summary>
+    LowerBound,
+
+    /// <summary>React when even the upper bound is below the target: the sample shows that the target is missed.</summary>
+    UpperBound,
 }

@@ -160,7 +160,7 @@ public sealed class OnlineCaches : IDisposable
                 $"on {fresh.Length} fresh sampled rows: serving caches {now.Agreement:P2} agreement, {now.ExpectedMs:F3} ms expected; candidate {next.Agreement:P2}, {next.ExpectedMs:F3} ms " +
                 $"(trained on {candidate.TrainRows} rows, calibrated on {candidate.CalibrationRows}: {candidate.Summary})");
             if (!IsBetter(now, next, _options.AgreementTarget)) return new UpdateOutcome(number, false, "rejected: " + reason, throttle.Busy.TotalSeconds);
-            Install(model.WithCaches(candidate.Caches));
+            Install(model.WithCaches(candidate.Caches), next.Outcomes);
             return new UpdateOutcome(number, true, "accepted: " + reason, throttle.Busy.TotalSeconds);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
@@ -184,8 +184,12 @@ public sealed class OnlineCaches : IDisposable
             ? next.Agreed > now.Agreed
             : next.Agreement >= target && next.Agreed >= now.Agreed - 1 && next.ExpectedMs < now.ExpectedMs * 0.97;
 
-    /// <summary>Serves <paramref name="nextModel"/> (taking ownership): a new engine, shadowed from now on, handed to the owner's swap.</summary>
-    internal void Install(LearnedCachesTransformer nextModel)
+    /// <summary>
+    /// Serves <paramref name="nextModel"/> (taking ownership): a new engine, shadowed from now on, handed to the owner's
+    /// swap. <paramref name="validated"/>: its simulated outcomes on the fresh rows it was accepted on, where the live
+    /// figures of the new generation start.
+    /// </summary>
+    internal void Install(LearnedCachesTransformer nextModel, IReadOnlyList<(int Exit, bool Agreed)>? validated = null)
     {
         EarlyExitEngine nextEngine;
         try
@@ -197,7 +201,7 @@ public sealed class OnlineCaches : IDisposable
             nextModel.Dispose();
             throw;
         }
-        Sampler.Attach(nextEngine);
+        Sampler.Attach(nextEngine, validated);
         lock (_gate) _model = nextModel;
         _swap(nextEngine, nextModel);
     }

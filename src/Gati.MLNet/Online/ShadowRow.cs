@@ -52,6 +52,12 @@ public sealed class ShadowRow
     /// <summary>Whether the served answer equals the base model's (null while unknown).</summary>
     public bool? Agreed => BaseProbabilities is null ? null : BaseClass == ServedClass;
 
+    /// <summary>
+    /// The request's input, kept only until its activations are computed (a row served by the single graph at batch 1
+    /// reaches the tap without them).
+    /// </summary>
+    internal float[]? Input { get; set; }
+
     /// <summary>The engine that served the row (identity only).</summary>
     internal object? Engine { get; init; }
 
@@ -59,7 +65,7 @@ public sealed class ShadowRow
     internal int ThresholdVersion { get; init; }
 
     /// <summary>Bytes held by this row's arrays (for the window's budget).</summary>
-    public long Bytes => sizeof(float) * (Features.Sum(f => (long)(f?.Length ?? 0)) + 2L * HitProbabilities.Length + (BaseProbabilities?.Length ?? 0)) + 96;
+    public long Bytes => sizeof(float) * (Features.Sum(f => (long)(f?.Length ?? 0)) + 2L * HitProbabilities.Length + (BaseProbabilities?.Length ?? 0) + (Input?.Length ?? 0)) + 96;
 
     internal static int ArgMax(ReadOnlySpan<float> values)
     {

@@ -97,15 +97,26 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// <summary>The engine served now (the updater swaps in new generations; the window and the live figures carry over).</summary>
     internal EarlyExitEngine Engine => Volatile.Read(ref _engine);
 
-    /// <summary>Moves shadowing to a new engine over caches on the same layers (after an update).</summary>
-    internal void Attach(EarlyExitEngine engine)
+    /// <summary>
+    /// Moves shadowing to a new engine over caches on the same layers (after an update). The live figures start again,
+    /// from <paramref name="validated"/> when given: the new caches' simulated outcomes (exit cache, agreed) on the fresh
+    /// sampled rows they were accepted on, so that the first judgement of the new generation does not stand on a
+    /// handful of rows.
+    /// </summary>
+    internal void Attach(EarlyExitEngine engine, IReadOnlyList<(int Exit, bool Agreed)>? validated = null)
     {
         if (!engine.Caches.Select(c => c.Layer).SequenceEqual(Layers))
             throw new ArgumentException("The new engine's caches must sit on the same layers.", nameof(engine));
         engine.Shadow = this;
         var old = Interlocked.Exchange(ref _engine, engine);
         if (!ReferenceEquals(old, engine)) old.Shadow = null;
-        for (var i = 0; i < Layers.Count; i++) Live.Reset(i); // the new caches' exits are new outcomes
+        lock (_reactionGate)
+        {
+            // The new caches' exits are new outcomes.
+            for (var i = 0; i < Layers.Count; i++) Live.Reset(i);
+            Live.ResetOverall();
+            foreach (var (exit, agreed) in validated ?? []) Live.Add(exit, agreed);
+        }
     }
 
     bool IShadowTap.CaptureFullRuns => _options.CaptureFullRuns;
@@ -164,14 +175,18 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                 while (batch.Count < 64 && reader.TryRead(out var row)) batch.Add(row);
                 try
                 {
-                    foreach (var row in batch.Where(r => r.BaseProbabilities is not null)) Complete(row);
+                    foreach (var row in batch.Where(r => r.BaseProbabilities is not null && r.Input is null)) Complete(row);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
                     Interlocked.Increment(ref _failed);
                     Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
                 }
-                foreach (var group in batch.Where(r => r.BaseProbabilities is null).GroupBy(r => Array.IndexOf(_layers, r.ExitLayer)))
+                // Rows served by the single graph carry their input: every cache layer is computed here. Rows that exited
+                // early on the segment path carry the activations of their exit layer: the rest is.
+                var groups = batch.Where(r => r.Input is not null).GroupBy(_ => -1)
+                    .Concat(batch.Where(r => r.Input is null && r.BaseProbabilities is null).GroupBy(r => Array.IndexOf(_layers, r.ExitLayer)));
+                foreach (var group in groups)
                 {
                     try
                     {
@@ -196,12 +211,17 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         }
     }
 
+    /// <summary>
+    /// Completes rows from where they stopped: the activations of cache <paramref name="exitSegment"/>, or, for -1,
+    /// their input.
+    /// </summary>
     private void Continue(int exitSegment, ShadowRow[] rows)
     {
         var engine = Engine;
-        var size = rows[0].Features[exitSegment]!.Length;
+        var source = rows.Select(r => exitSegment < 0 ? r.Input! : r.Features[exitSegment]!).ToArray();
+        var size = source[0].Length;
         var activations = new float[rows.Length * size];
-        for (var i = 0; i < rows.Length; i++) rows[i].Features[exitSegment]!.CopyTo(activations, i * size);
+        for (var i = 0; i < rows.Length; i++) source[i].CopyTo(activations, i * size);
         var (features, hitProbabilities, predicted, baseProbabilities) = engine.ContinueToEnd(exitSegment, activations, rows.Length);
         var classes = baseProbabilities.Length / rows.Length;
         for (var i = 0; i < rows.Length; i++)
@@ -214,7 +234,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                 rows[i].HitProbabilities[cache] = hitProbabilities[k * rows.Length + i];
                 rows[i].PredictedClasses[cache] = predicted[k * rows.Length + i];
             }
-            rows[i].BaseProbabilities = baseProbabilities.AsSpan(i * classes, classes).ToArray();
+            // A full run served by the single graph already has the answer it was served.
+            rows[i].BaseProbabilities ??= baseProbabilities.AsSpan(i * classes, classes).ToArray();
+            rows[i].Input = null;
             Complete(rows[i]);
         }
     }
@@ -253,9 +275,13 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         {
             var engine = Engine;
             var live = Live.Snapshot(engine.Thresholds);
-            // Judged once a perfect record could clear the target; sooner when even the upper bound is below it.
-            var clearlyBelow = live.Requests >= 20 && live.Upper < _options.AgreementTarget;
-            if (!clearlyBelow && (live.Requests < MinimumSamples() || live.Lower >= _options.AgreementTarget)) return;
+            // On the upper bound: once MinimumExits are in, when the sample shows the target missed. On the lower bound: once
+            // a perfect record could clear the target, when it is not shown to be kept; sooner when even the upper bound is below.
+            var target = _options.AgreementTarget;
+            var missed = _options.ReactOn == ReactionTrigger.UpperBound
+                ? live.Requests >= _options.MinimumExits && live.Upper < target
+                : (live.Requests >= 20 && live.Upper < target) || (live.Requests >= MinimumSamples() && live.Lower < target);
+            if (!missed) return;
             // The rows the live figure stands on: sampled, served by this engine under its current thresholds.
             var rows = Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.ThresholdVersion == engine.ThresholdVersion
                                                     && r.BaseProbabilities is not null
@@ -275,8 +301,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                 thresholds[worst] = raised;
             }
             var what = changed.Count == 0 ? "no cache threshold to move" : string.Join(", ", changed);
+            var bound = _options.ReactOn == ReactionTrigger.UpperBound || live.Upper < target ? ("upper", live.Upper) : ("lower", live.Lower);
             var reason = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"live agreement {live.Estimate:P2} ({live.Agreed}/{live.Requests} sampled requests), lower {_options.Confidence:P0} bound {live.Lower:P2} < target {_options.AgreementTarget:P2}; {what}");
+                $"live agreement {live.Estimate:P2} ({live.Agreed}/{live.Requests} sampled requests), {bound.Item1} {_options.Confidence:P0} bound {bound.Item2:P2} < target {target:P2}; {what}");
             for (var i = 0; i < thresholds.Length; i++)
             {
                 if (thresholds[i] == engine.Thresholds[i]) continue;
@@ -287,6 +314,17 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             }
             for (var i = 0; i < _layers.Length; i++) Live.Reset(i);
             Live.ResetOverall();
+            // After a change, the live figures go on from the judged rows served again under the new thresholds (what
+            // they would have given), not from nothing: a lower bound over a handful of new rows clears the target only
+            // with a perfect record, so starting afresh would judge again, and tighten again, at the first disagreement.
+            // With nothing left to move, they start afresh (judged again once enough new rows are in).
+            if (changed.Count == 0) return;
+            foreach (var row in rows)
+            {
+                var exit = -1;
+                for (var i = 0; i < thresholds.Length && exit < 0; i++) if (row.HitProbabilities[i] >= thresholds[i]) exit = i;
+                Live.Add(exit, exit < 0 || row.PredictedClasses[exit] == row.BaseClass);
+            }
         }
     }
 
