@@ -337,19 +337,28 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.True(OnlineCaches.IsBetter(now, now with { ExpectedMs = now.ExpectedMs * 0.9 }, target));
     }
 
-    [Fact]
-    public void Sampler_CacheThatTurnsBad_IsTightenedWithinTheReactionWindow()
+    [Theory]
+    [InlineData(ReactionTrigger.LowerBound)]
+    [InlineData(ReactionTrigger.UpperBound)]
+    public void Sampler_CacheThatTurnsBad_IsTightenedWithinTheReactionWindow(ReactionTrigger trigger)
     {
         // Drift: after request 600 the images arrive inverted. The base model still answers (the reference), but the
         // first cache's predictor no longer agrees with it while its selector keeps exiting.
         var images = fixture.Images(400);
         using var engine = Engine();
-        var options = new OnlineCacheOptions { SampleFraction = 0.25, AgreementTarget = 0.9, Confidence = 0.95, LiveWindow = 400, Updates = false, Seed = 1 };
+        var options = new OnlineCacheOptions { SampleFraction = 0.25, AgreementTarget = 0.9, Confidence = 0.95, LiveWindow = 400, Updates = false, Seed = 1, ReactOn = trigger };
         using var sampler = new ShadowSampler(engine, options);
         using var full = EarlyExitEngine.Create(fixture.Caches.BaseNetwork, [], fixture.Caches.ClassNames, null, Onnx);
         var agreed = new List<bool>();
+        var request = 0;
+        var firstReaction = -1;
+        sampler.Reacted += (_, _) =>
+        {
+            if (firstReaction < 0) firstReaction = Volatile.Read(ref request);
+        };
         for (var i = 0; i < 3000; i++)
         {
+            Volatile.Write(ref request, i);
             var image = images[i % images.Length];
             if (i >= 600) image = image.Select(v => -v).ToArray();
             var served = engine.Run(image, 1).PredictedClass[0];
@@ -370,8 +379,19 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
             below = rate < options.AgreementTarget ? below + 1 : 0;
             longest = Math.Max(longest, below);
         }
-        Assert.True(longest <= 1200, $"rolling agreement stayed below the target for {longest} requests (reactions: {string.Join(" | ", sampler.Reactions.Select(r => r.Reason))})");
         var tail = agreed.TakeLast(800).Count(a => a) / 800.0;
-        Assert.True(tail >= options.AgreementTarget, $"agreement after the reaction {tail:P1}");
+        var drifted = agreed.Skip(600).Take(Math.Max(1, firstReaction - 600)).Count(a => a) / (double)Math.Max(1, firstReaction - 600);
+        var what = $"first reaction at request {firstReaction}; agreement between the drift and it {drifted:P1}, over the last 800 requests {tail:P1}; rolling agreement below the target for {longest} requests (reactions: {string.Join(" | ", sampler.Reactions.Select(r => r.Reason))})";
+        if (trigger == ReactionTrigger.LowerBound)
+        {
+            // The documented reaction window: back above the target within 1,200 requests, and it stays there.
+            Assert.True(longest <= 1200 && tail >= options.AgreementTarget, what);
+        }
+        else
+        {
+            // On evidence only: the drop is acted on within 600 requests and agreement rises, but a shortfall smaller than
+            // the live interval's half-width may stay (docs/online.md measures it).
+            Assert.True(firstReaction is > 600 and <= 1200 && tail > drifted + 0.03, what);
+        }
     }
 }

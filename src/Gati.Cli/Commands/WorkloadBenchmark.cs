@@ -55,10 +55,12 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
                     ? Workloads.Uniform(labels, settings.Requests, settings.Seed)
                     : Workloads.Phased(labels, settings.Requests, settings.PhaseLength, settings.Popular, settings.PopularShare, seed: settings.Seed);
                 console.MarkupLineInterpolated($"[bold]{stream}[/] stream: {workload.Count} requests in {workload.PopularClasses.Count} phase(s); static caches...");
-                var (staticServed, _) = Replay(caches, options, null, workload, images, size, settings.Rate);
+                var (staticServed, _, staticGc) = Replay(caches, options, null, workload, images, size, settings.Rate);
                 console.MarkupLineInterpolated($"... online caches...");
-                var (onlineServed, online) = Replay(caches, options, settings.Online, workload, images, size, settings.Rate);
+                var (onlineServed, online, onlineGc) = Replay(caches, options, settings.Online, workload, images, size, settings.Rate);
                 report.Append(Table(stream, workload, staticServed, onlineServed, online!, baseClass));
+                report.AppendLine(CultureInfo.InvariantCulture, $"Garbage collection during the replay (whole process): static {staticGc}; online {onlineGc}.");
+                report.AppendLine();
             }
             report.AppendLine(CultureInfo.InvariantCulture, $"Wall time {clock.Elapsed.TotalSeconds:F0} s.");
             if (settings.Output is { } output) AtomicFile.WriteAllText(output, report.ToString());
@@ -85,7 +87,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
     }
 
     /// <summary>Serves the stream one request at a time; with online options, through continuously updated caches.</summary>
-    private (Served[] Served, OnlineSummary? Online) Replay(LearnedCachesTransformer caches, EarlyExitEngineOptions options,
+    private (Served[] Served, OnlineSummary? Online, GcActivity Gc) Replay(LearnedCachesTransformer caches, EarlyExitEngineOptions options,
         OnlineCacheOptions? online, Workload workload, float[] images, int size, double rate)
     {
         var engine = EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options, caches.OnnxSegments());
@@ -124,6 +126,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             }
             // Requests arrive at a fixed rate, as at a server that is not saturated: the updater works in the gaps, on
             // the same cores, and whatever it takes from serving shows in the latencies.
+            var gcBefore = GcActivity.Now();
             var interval = Stopwatch.Frequency / rate;
             var due = Stopwatch.GetTimestamp();
             for (var i = 0; i < workload.Count; i++)
@@ -148,12 +151,13 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
                     }
                 }
             }
+            var gc = GcActivity.Now() - gcBefore;
             OnlineSummary? summary = null;
             if (updater is not null)
             {
                 lock (updatesAtRequest) summary = new OnlineSummary(updatesAtRequest.ToArray(), updater.Sampler.Reactions.ToArray(), updater.UpdaterCpuSeconds, updater.Sampler.Dropped);
             }
-            return (answers, summary);
+            return (answers, summary, gc);
         }
         finally
         {
@@ -162,6 +166,18 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             engine.Dispose();
             served.Dispose();
         }
+    }
+
+    /// <summary>Collections by generation and time paused (what the shadow window's churn costs serving threads).</summary>
+    private readonly record struct GcActivity(int Gen0, int Gen1, int Gen2, TimeSpan Paused)
+    {
+        public static GcActivity Now() => new(GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalPauseDuration());
+
+        public static GcActivity operator -(GcActivity after, GcActivity before) =>
+            new(after.Gen0 - before.Gen0, after.Gen1 - before.Gen1, after.Gen2 - before.Gen2, after.Paused - before.Paused);
+
+        public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+            $"{Gen0} / {Gen1} / {Gen2} collections (gen 0 / 1 / 2), {Paused.TotalMilliseconds:F0} ms paused");
     }
 
     private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped);

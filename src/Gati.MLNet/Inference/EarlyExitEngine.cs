@@ -256,7 +256,7 @@ internal sealed class EarlyExitEngine : IDisposable
             var activation = call.Activation(segment);
             // Sampled rows: copy now, before compaction may overwrite the rows that exit here.
             for (var i = 0; i < alive.Length; i++)
-                if (Sampled(alive[i])) _features[segment][alive[i]] = activation.Slice(i * size, size).ToArray();
+                if (Sampled(alive[i])) _features[segment][alive[i]] = Online.ShadowRow.Keep(activation.Slice(i * size, size));
             // P(hit) and the predictor's class by row, not by position.
             var byPosition = _hitProbability[segment];
             var byRow = new float[count];
@@ -292,7 +292,7 @@ internal sealed class EarlyExitEngine : IDisposable
                 {
                     var size = engine._caches[s].Predictor.Module.InputSize;
                     var position = Array.BinarySearch(_aliveAfter[s], row);
-                    _features[s][row] = call.Activation(s).Slice(position * size, size).ToArray();
+                    _features[s][row] = Online.ShadowRow.Keep(call.Activation(s).Slice(position * size, size));
                 }
             }
         }

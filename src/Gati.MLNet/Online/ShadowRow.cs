@@ -67,6 +67,18 @@ public sealed class ShadowRow
     /// <summary>Bytes held by this row's arrays (for the window's budget).</summary>
     public long Bytes => sizeof(float) * (Features.Sum(f => (long)(f?.Length ?? 0)) + 2L * HitProbabilities.Length + (BaseProbabilities?.Length ?? 0) + (Input?.Length ?? 0)) + 96;
 
+    /// <summary>
+    /// A copy of activations for a row that may live long in the window, on the pinned object heap: the window keeps
+    /// hundreds of megabytes of them and replaces them steadily; there no collection moves them (on the ordinary heap a
+    /// compacting collection of generation 2 would copy them while serving threads wait).
+    /// </summary>
+    internal static float[] Keep(ReadOnlySpan<float> values)
+    {
+        var copy = GC.AllocateUninitializedArray<float>(values.Length, pinned: true);
+        values.CopyTo(copy);
+        return copy;
+    }
+
     internal static int ArgMax(ReadOnlySpan<float> values)
     {
         var best = 0;

@@ -160,7 +160,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
 
     /// <summary>
     /// Completes rows that ran in full, and runs sampled rows that exited early through the rest of the network,
-    /// several at a time by exit cache (a short wait gathers a batch: fewer, larger calls beside serving).
+    /// several at a time by where they stopped. A wait of up to 100 ms gathers up to 64 rows: at a few hundred
+    /// requests a second, waiting 10 ms gave calls of one or two rows, a hundred a second, and requests served beside
+    /// them were 20 % slower; batches of tens of rows cost serving nothing measurable (docs/online.md).
     /// </summary>
     private void ContinueLoop()
     {
@@ -170,7 +172,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         {
             while (reader.WaitToReadAsync(_stop.Token).AsTask().GetAwaiter().GetResult())
             {
-                if (reader.Count < 16) _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(10));
+                if (reader.Count < 64) _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(100));
                 batch.Clear();
                 while (batch.Count < 64 && reader.TryRead(out var row)) batch.Add(row);
                 try
@@ -230,7 +232,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             {
                 var cache = exitSegment + 1 + k;
                 var layerSize = features[k].Length / rows.Length;
-                rows[i].Features[cache] = features[k].AsSpan(i * layerSize, layerSize).ToArray();
+                rows[i].Features[cache] = ShadowRow.Keep(features[k].AsSpan(i * layerSize, layerSize));
                 rows[i].HitProbabilities[cache] = hitProbabilities[k * rows.Length + i];
                 rows[i].PredictedClasses[cache] = predicted[k * rows.Length + i];
             }
