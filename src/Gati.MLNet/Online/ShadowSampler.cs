@@ -103,7 +103,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// sampled rows they were accepted on, so that the first judgement of the new generation does not stand on a
     /// handful of rows.
     /// </summary>
-    internal void Attach(EarlyExitEngine engine, IReadOnlyList<(int Exit, bool Agreed)>? validated = null)
+    internal void Attach(EarlyExitEngine engine, IReadOnlyList<(int Exit, bool Agreed)>? validated)
     {
         if (!engine.Caches.Select(c => c.Layer).SequenceEqual(Layers))
             throw new ArgumentException("The new engine's caches must sit on the same layers.", nameof(engine));
@@ -303,9 +303,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
                 thresholds[worst] = raised;
             }
             var what = changed.Count == 0 ? "no cache threshold to move" : string.Join(", ", changed);
-            var bound = _options.ReactOn == ReactionTrigger.UpperBound || live.Upper < target ? ("upper", live.Upper) : ("lower", live.Lower);
+            (string Name, double Value) bound = _options.ReactOn == ReactionTrigger.UpperBound || live.Upper < target ? ("upper", live.Upper) : ("lower", live.Lower);
             var reason = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"live agreement {live.Estimate:P2} ({live.Agreed}/{live.Requests} sampled requests), {bound.Item1} {_options.Confidence:P0} bound {bound.Item2:P2} < target {target:P2}; {what}");
+                $"live agreement {live.Estimate:P2} ({live.Agreed}/{live.Requests} sampled requests), {bound.Name} {_options.Confidence:P0} bound {bound.Value:P2} < target {target:P2}; {what}");
             for (var i = 0; i < thresholds.Length; i++)
             {
                 if (thresholds[i] == engine.Thresholds[i]) continue;
@@ -323,8 +323,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             if (changed.Count == 0) return;
             foreach (var row in rows)
             {
-                var exit = -1;
-                for (var i = 0; i < thresholds.Length && exit < 0; i++) if (row.HitProbabilities[i] >= thresholds[i]) exit = i;
+                var exit = ExitOf(row, thresholds);
                 Live.Add(exit, exit < 0 || row.PredictedClasses[exit] == row.BaseClass);
             }
         }
@@ -337,19 +336,18 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         long agreed = 0;
         foreach (var row in rows)
         {
-            var exit = -1;
-            for (var i = 0; i < thresholds.Length; i++)
-            {
-                if (row.HitProbabilities[i] >= thresholds[i])
-                {
-                    exit = i;
-                    break;
-                }
-            }
+            var exit = ExitOf(row, thresholds);
             if (exit < 0 || row.PredictedClasses[exit] == row.BaseClass) agreed++;
             else disagreements[exit]++;
         }
         return (agreed, disagreements);
+    }
+
+    /// <summary>The cache a captured row exits at under <paramref name="thresholds"/> (-1: the whole network).</summary>
+    private static int ExitOf(ShadowRow row, float[] thresholds)
+    {
+        for (var i = 0; i < thresholds.Length; i++) if (row.HitProbabilities[i] >= thresholds[i]) return i;
+        return -1;
     }
 
     /// <summary>
