@@ -53,6 +53,7 @@ public sealed class PredictorFixture : IDisposable
     }
 }
 
+[Collection(BitExactTrainingCollection.Name)]
 public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixture<PredictorFixture>
 {
     private static double Agreement(IDataView scored, string predicted, string teacher = "BasePredictedLabel")

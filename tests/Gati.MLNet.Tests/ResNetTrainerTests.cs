@@ -7,6 +7,20 @@ using Microsoft.ML.Data;
 
 namespace Gati.MLNet.Tests;
 
+/// <summary>
+/// Tests here and in <see cref="PredictorTrainerTests"/> compare a resumed training run with an uninterrupted one bit
+/// for bit. libtorch's results depend on process-wide native state that other tests may change while they run: the
+/// intra-op thread count (the online updater trains single-threaded) and whether oneDNN kernels are on (the numerics
+/// self-check can switch them off). Beside other classes the comparison failed once in several full test runs; the
+/// classes of this collection run alone.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class BitExactTrainingCollection
+{
+    public const string Name = "Bit-exact training (runs alone)";
+}
+
+[Collection(BitExactTrainingCollection.Name)]
 public sealed class ResNetTrainerTests(SmallModelFixture fixture) : IClassFixture<SmallModelFixture>
 {
     private static float[][] Scores(IDataView scored)
