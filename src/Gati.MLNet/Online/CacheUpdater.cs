@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using Gati.MLNet.Inference;
 using Gati.MLNet.ModelFormat;
@@ -18,10 +19,11 @@ internal sealed record UpdateCandidate(LearnedCache[] Caches, int TrainRows, int
 /// <param name="Rows">Rows served.</param>
 /// <param name="Agreed">Of those, answers equal to the base model's.</param>
 /// <param name="Lower">Lower confidence bound of agreement.</param>
+/// <param name="Upper">Upper confidence bound of agreement.</param>
 /// <param name="ExpectedMs">Mean cost per row from the per-segment timings.</param>
 /// <param name="ExitShare">Share of rows per exit (caches in order, then the whole network).</param>
 /// <param name="Outcomes">Per row: the cache it exits at (-1: the whole network) and whether its answer agrees.</param>
-internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, double ExpectedMs, double[] ExitShare, (int Exit, bool Agreed)[] Outcomes)
+internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, double Upper, double ExpectedMs, double[] ExitShare, (int Exit, bool Agreed)[] Outcomes)
 {
     public double Agreement => Rows == 0 ? double.NaN : (double)Agreed / Rows;
 }
@@ -38,8 +40,8 @@ internal static class CacheUpdater
     private const double Temperature = 6;
     private const int BatchSize = 64;
 
-    public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, CpuThrottle throttle,
-        CancellationToken cancellation)
+    public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
+        CpuThrottle throttle, CancellationToken cancellation)
     {
         var rows = window.Where(Complete).OrderBy(r => r.Sequence).ToArray();
         if (rows.Length < 200) return null;
@@ -65,7 +67,7 @@ internal static class CacheUpdater
                 var (calibrationLogp, calibrationCorrect) = Outputs(predictor, calibration, i);
                 outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
             }
-            var calibrations = CalibrateJointly(outputs, options.AgreementTarget, options.Confidence);
+            var calibrations = CalibrateJointly(outputs, options.AgreementTarget, options.Confidence, segmentMs);
             var caches = new LearnedCache[current.Count];
             var summary = new List<string>();
             for (var i = 0; i < current.Count; i++)
@@ -89,15 +91,22 @@ internal static class CacheUpdater
     /// <summary>
     /// Thresholds for all caches together, on calibration rows the candidate did not train on: the caches are served in
     /// order (a row exits at the first whose P(hit) reaches its threshold; rows that exit nowhere get the base answer,
-    /// which agrees), and each threshold, earliest cache first, is set as low as it can go while the disagreements of
-    /// the whole stay within the most an exact one-sided bound allows: the Clopper-Pearson upper bound of the
-    /// disagreement rate at <paramref name="confidence"/> must stay at or below 1 − <paramref name="target"/>. So the
-    /// agreement target holds with the stated confidence for the candidate as a whole, which needs far fewer rows than
-    /// certifying each cache alone (rows that run everything count as agreements).
+    /// which agrees), and the disagreements of the whole must stay within the most an exact one-sided bound allows: the
+    /// Clopper-Pearson upper bound of the disagreement rate at <paramref name="confidence"/> must stay at or below
+    /// 1 − <paramref name="target"/>. So the agreement target holds with the stated confidence for the candidate as a
+    /// whole, which needs far fewer rows than certifying each cache alone (rows that run everything count as
+    /// agreements). Within that budget of disagreements, each threshold, earliest cache first, is first set as low as it
+    /// can go; with <paramref name="segmentMs"/> (segment s ends at cache s, the last at the head) the thresholds are
+    /// then moved one cache at a time, to the level that serves the rows at the lowest cost within the same budget,
+    /// until no move helps: the earliest cache taking the whole budget left later caches, whose exits can cost far
+    /// fewer disagreements each, almost none, and more rows ran the whole network.
     /// </summary>
-    public static ExitCalibration[] CalibrateJointly(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, double target, double confidence)
+    public static ExitCalibration[] CalibrateJointly(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, double target, double confidence,
+        IReadOnlyList<double>? segmentMs = null)
     {
         var rows = caches.Count == 0 ? 0 : caches[0].Probability.Length;
+        if (segmentMs is not null && segmentMs.Count != caches.Count + 1)
+            throw new ArgumentException($"Expected {caches.Count + 1} segment costs (one per cache, then the head), got {segmentMs.Count}.", nameof(segmentMs));
         var allowed = 0;
         while (allowed + 1 <= rows && Proportion.ClopperPearsonUpper(allowed + 1, rows, confidence) <= 1 - target) allowed++;
         var exitedAt = Enumerable.Repeat(-1, rows).ToArray();
@@ -128,6 +137,11 @@ internal static class CacheUpdater
             for (var j = 0; j < chosenTaken; j++) exitedAt[candidates[j]] = i;
             disagreements += chosenUsed;
         }
+        if (segmentMs is not null && rows > 0)
+        {
+            LowerCost(caches, thresholds, segmentMs, allowed);
+            exitedAt = Enumerable.Range(0, rows).Select(r => ExitOf(caches, thresholds, r)).ToArray();
+        }
         return caches.Select((cache, i) =>
         {
             var exits = Enumerable.Range(0, rows).Where(r => exitedAt[r] == i).ToArray();
@@ -136,6 +150,143 @@ internal static class CacheUpdater
             return new ExitCalibration(thresholds[i], exits.Length == 0 ? double.NaN : (double)right / exits.Length, totalCorrect == 0 ? 0 : (double)right / totalCorrect,
                 rows == 0 ? 0 : (double)exits.Length / rows, rows, rows == 0 ? 0 : (double)totalCorrect / rows) { CorrectRows = totalCorrect };
         }).ToArray();
+    }
+
+    /// <summary>The cache a row exits at under <paramref name="thresholds"/> (-1: none).</summary>
+    private static int ExitOf(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, float[] thresholds, int row)
+    {
+        for (var i = 0; i < caches.Count; i++)
+        {
+            if (caches[i].Probability[row] >= thresholds[i]) return i;
+        }
+        return -1;
+    }
+
+    /// <summary>
+    /// Lowers the mean cost of serving the rows within <paramref name="allowed"/> disagreements, from the greedy
+    /// thresholds. A move of one threshold alone cannot trade the first cache's exits for the later ones' (raising it
+    /// only sends rows to the whole network), so for each price λ of a disagreement (in ms, on a geometric scale) the
+    /// thresholds first minimise cost + λ · disagreements one cache at a time until none moves, which sets how the
+    /// caches share the rows; then, within the budget, the one move of a single threshold that saves the most is made
+    /// until none saves anything, which spends what the price left of the budget. Each move is exact (a sweep over the
+    /// cache's own P(hit) values). The cheapest outcome within the budget is kept, the greedy one if none is cheaper.
+    /// </summary>
+    private static void LowerCost(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, float[] thresholds, IReadOnlyList<double> segmentMs, int allowed)
+    {
+        var n = caches.Count;
+        var rows = caches[0].Probability.Length;
+        var reach = new double[n + 1];
+        for (var s = 0; s <= n; s++) reach[s] = (s == 0 ? 0 : reach[s - 1]) + segmentMs[s];
+        (double Cost, int Wrong) Serve(float[] t)
+        {
+            double cost = 0;
+            var wrong = 0;
+            for (var r = 0; r < rows; r++)
+            {
+                var exit = ExitOf(caches, t, r);
+                cost += exit < 0 ? reach[n] : reach[exit];
+                if (exit >= 0 && !caches[exit].Correct[r]) wrong++;
+            }
+            return (cost, wrong);
+        }
+        var order = new int[rows];
+        var otherCost = new double[rows];
+        var otherWrong = new bool[rows];
+        // The best level for cache i with the others fixed, and the change in cost and disagreements it brings: with a
+        // price, minimising cost + price * disagreements; without (price 0), minimising cost within the budget.
+        (float Level, double Cost, int Wrong) Best(float[] t, int i, double price)
+        {
+            var m = 0;
+            var fixedWrong = 0;
+            for (var r = 0; r < rows; r++)
+            {
+                var exit = -1;
+                for (var j = 0; j < i && exit < 0; j++) if (caches[j].Probability[r] >= t[j]) exit = j;
+                if (exit >= 0)
+                {
+                    if (!caches[exit].Correct[r]) fixedWrong++;
+                    continue;
+                }
+                for (var j = i + 1; j < n && exit < 0; j++) if (caches[j].Probability[r] >= t[j]) exit = j;
+                otherCost[r] = exit < 0 ? reach[n] : reach[exit];
+                otherWrong[r] = exit >= 0 && !caches[exit].Correct[r];
+                if (otherWrong[r]) fixedWrong++;
+                order[m++] = r;
+            }
+            var (probability, correct) = caches[i];
+            Array.Sort(order, 0, m, Comparer<int>.Create((x, y) => probability[y].CompareTo(probability[x])));
+            // Relative to cache i letting every row pass; the current level's own figures come out of the same sweep.
+            float choice = float.PositiveInfinity;
+            double cost = 0, bestObjective = 0, bestCost = 0, currentCost = 0;
+            int wrong = 0, bestWrong = 0, currentWrong = 0;
+            var budget = price > 0 ? int.MaxValue : allowed - fixedWrong;
+            for (var k = 0; k < m;)
+            {
+                var level = probability[order[k]];
+                while (k < m && probability[order[k]] == level)
+                {
+                    var r = order[k++];
+                    cost += reach[i] - otherCost[r];
+                    wrong += (correct[r] ? 0 : 1) - (otherWrong[r] ? 1 : 0);
+                }
+                if (level >= t[i])
+                {
+                    currentCost = cost;
+                    currentWrong = wrong;
+                }
+                var objective = cost + price * wrong;
+                if (wrong <= budget && objective < bestObjective - 1e-12)
+                {
+                    bestObjective = objective;
+                    bestCost = cost;
+                    bestWrong = wrong;
+                    choice = level;
+                }
+            }
+            return (choice, bestCost - currentCost, bestWrong - currentWrong);
+        }
+        var best = (float[])thresholds.Clone();
+        var (bestTotal, _) = Serve(best);
+        var trial = (float[])thresholds.Clone();
+        for (var price = 0.01 * reach[n]; price <= 1000 * reach[n]; price *= 1.5)
+        {
+            for (var round = 0; round < 8; round++)
+            {
+                var moved = false;
+                for (var i = 0; i < n; i++)
+                {
+                    var (level, _, _) = Best(trial, i, price);
+                    moved |= level != trial[i];
+                    trial[i] = level;
+                }
+                if (!moved) break;
+            }
+            var (cost, wrong) = Serve(trial);
+            if (wrong > allowed) continue;
+            var polished = (float[])trial.Clone();
+            for (var move = 0; move < 4 * n; move++)
+            {
+                var chosen = -1;
+                var (level, saving) = (0f, -1e-9);
+                for (var i = 0; i < n; i++)
+                {
+                    var (l, deltaCost, _) = Best(polished, i, 0);
+                    if (deltaCost < saving)
+                    {
+                        (chosen, level, saving) = (i, l, deltaCost);
+                    }
+                }
+                if (chosen < 0) break;
+                polished[chosen] = level;
+                (cost, wrong) = Serve(polished);
+            }
+            if (wrong <= allowed && cost < bestTotal - 1e-9)
+            {
+                bestTotal = cost;
+                polished.CopyTo(best, 0);
+            }
+        }
+        best.CopyTo(thresholds, 0);
     }
 
     /// <summary>A row the update can learn from: every cache layer's features and the base answer.</summary>
@@ -177,8 +328,8 @@ internal static class CacheUpdater
             exits[exit]++;
             for (var s = 0; s <= exit; s++) cost += segmentMs[s];
         }
-        var lower = Proportion.Wilson(agreed, rows.Count, z).Lower;
-        return new SimulatedServing(rows.Count, agreed, lower, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
+        var (lower, upper) = Proportion.Wilson(agreed, rows.Count, z);
+        return new SimulatedServing(rows.Count, agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
     }
 
     private static TModule Clone<TModule>(SharedModule<TModule> shared, Func<TModule> create) where TModule : nn.Module
@@ -290,13 +441,23 @@ internal static class CacheUpdater
         var logp = new float[rows.Count * classes];
         var correct = new bool[rows.Count];
         using var noGrad = no_grad();
-        for (var start = 0; start < rows.Count; start += 256)
+        // One pooled chunk for every call: a chunk of early-layer activations is megabytes, and a fresh one per chunk
+        // made the updater the main source of full (gen 2) collections in a serving process.
+        const int Chunk = 256;
+        var features = ArrayPool<float>.Shared.Rent(Chunk * size);
+        try
         {
-            using var scope = NewDisposeScope();
-            var n = Math.Min(256, rows.Count - start);
-            var features = new float[n * size];
-            for (var i = 0; i < n; i++) rows[start + i].Features[cache]!.CopyTo(features, i * size);
-            predictor.forward(tensor(features, [n, size])).data<float>().CopyTo(logp, start * classes, 0);
+            for (var start = 0; start < rows.Count; start += Chunk)
+            {
+                using var scope = NewDisposeScope();
+                var n = Math.Min(Chunk, rows.Count - start);
+                for (var i = 0; i < n; i++) rows[start + i].Features[cache]!.CopyTo(features, i * size);
+                predictor.forward(from_array(features).narrow(0, 0, n * size).view(n, size)).data<float>().CopyTo(logp, start * classes, 0);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(features);
         }
         for (var r = 0; r < rows.Count; r++) correct[r] = ShadowRow.ArgMax(logp.AsSpan(r * classes, classes)) == rows[r].BaseClass;
         return (logp, correct);
@@ -312,13 +473,14 @@ internal static class CacheUpdater
 }
 
 /// <summary>Keeps background work within a share of one core: after each step, sleeps in proportion to the step's time.</summary>
-internal sealed class CpuThrottle(double budget)
+internal sealed class CpuThrottle(double budget, Action? beforeStep = null)
 {
     /// <summary>Time spent working (not sleeping) so far.</summary>
     public TimeSpan Busy { get; private set; }
 
     public void Step(Action work)
     {
+        beforeStep?.Invoke();
         var start = Stopwatch.GetTimestamp();
         work();
         var elapsed = Stopwatch.GetElapsedTime(start);

@@ -25,12 +25,14 @@ public sealed class OnlineCacheOptions
     public int LiveWindow { get; set; } = 2000;
 
     /// <summary>
-    /// Which bound of live agreement falling below the target makes the sampler react (docs/online.md#live-agreement-and-reactions).
-    /// <see cref="ReactionTrigger.LowerBound"/> (the default) reacts whenever the sample cannot show that the target is
-    /// kept, and so also tightens caches whose agreement is only a little above it; <see cref="ReactionTrigger.UpperBound"/>
+    /// When live agreement makes the sampler react (docs/online.md#live-agreement-and-reactions).
+    /// <see cref="ReactionTrigger.Drop"/> (the default) reacts on evidence that the target is missed, and when the
+    /// estimate falls below the target after the sample had shown it kept; <see cref="ReactionTrigger.LowerBound"/>
+    /// reacts whenever the sample cannot show that the target is kept, and so also tightens caches whose agreement is
+    /// only a little above it, on every chance disagreement over a short window; <see cref="ReactionTrigger.UpperBound"/>
     /// reacts only on evidence that the target is missed, and so later to a small shortfall.
     /// </summary>
-    public ReactionTrigger ReactOn { get; set; } = ReactionTrigger.LowerBound;
+    public ReactionTrigger ReactOn { get; set; } = ReactionTrigger.Drop;
 
     /// <summary>
     /// Fewest sampled requests before live agreement is judged; raised to the fewest whose perfect record clears the
@@ -90,4 +92,13 @@ public enum ReactionTrigger
 
     /// <summary>React when even the upper bound is below the target: the sample shows that the target is missed.</summary>
     UpperBound,
+
+    /// <summary>
+    /// React when the upper bound is below the target (the sample shows it missed), and also, once the lower bound has
+    /// shown the target kept on enough requests since the last change that half the allowed disagreements would still
+    /// clear it, when the estimate falls below the target: a drift away from a state shown good is acted on as soon as
+    /// the sample points to a miss, while caches only a little above the target are not tightened on every chance
+    /// disagreement, as <see cref="LowerBound"/> does.
+    /// </summary>
+    Drop,
 }

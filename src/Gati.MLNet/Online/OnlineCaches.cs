@@ -27,6 +27,7 @@ public sealed class OnlineCaches : IDisposable
     private readonly EarlyExitEngineOptions _engineOptions;
     private readonly Action<EarlyExitEngine, LearnedCachesTransformer> _swap;
     private readonly CancellationTokenSource _stop = new();
+    private readonly ManualResetEventSlim _running = new(true); // reset while paused
     private readonly Thread? _updater;
     private readonly double[] _segmentMs;
     private readonly object _gate = new();
@@ -45,7 +46,7 @@ public sealed class OnlineCaches : IDisposable
         _segmentMs = SegmentCosts(model, engineOptions);
         if (options.Updates)
         {
-            _updater = new Thread(UpdateLoop) { IsBackground = true, Name = "Gati online updater", Priority = ThreadPriority.BelowNormal };
+            _updater = new Thread(UpdateLoop) { IsBackground = true, Name = "Gati online updater" };
             _updater.Start();
         }
     }
@@ -100,23 +101,58 @@ public sealed class OnlineCaches : IDisposable
         context.Gati().SaveModel(new TransformerChain<ITransformer>(baseModel, Model), inputSchema, path);
     }
 
+    /// <summary>The most the wait between update attempts grows to, in multiples of <see cref="OnlineCacheOptions.UpdateEveryRows"/>.</summary>
+    internal const int MaxBackOff = 8;
+
+    /// <summary>
+    /// Holds the updater and the shadow worker at their next step until <see cref="Resume"/>: a benchmark that
+    /// interleaves these caches with static ones stops their background work while the static ones serve, so that
+    /// what it costs falls on the online caches' own requests.
+    /// </summary>
+    internal void Pause()
+    {
+        _running.Reset();
+        Sampler.Pause();
+    }
+
+    /// <summary>Lets the updater and the shadow worker go on after <see cref="Pause"/>.</summary>
+    internal void Resume()
+    {
+        Sampler.Resume();
+        _running.Set();
+    }
+
     private void UpdateLoop()
     {
+        BackgroundPriority.Lower();
         var lastTrained = 0L;
         var attempt = 0;
+        // Attempts that change nothing still cost serving their CPU: after each one that is not accepted the updater waits
+        // for twice as many new rows (up to MaxBackOff times UpdateEveryRows); an accepted update or a reaction (the
+        // traffic or the caches changed) brings it back to UpdateEveryRows.
+        var every = (long)_options.UpdateEveryRows;
+        var reactionsSeen = 0;
         try
         {
             while (!_stop.IsCancellationRequested)
             {
+                var reactions = Sampler.ReactionCount;
+                if (reactions != reactionsSeen)
+                {
+                    reactionsSeen = reactions;
+                    every = _options.UpdateEveryRows;
+                }
                 // Wait for enough new labelled rows.
-                if (Sampler.Labelled - lastTrained < _options.UpdateEveryRows)
+                if (Sampler.Labelled - lastTrained < every)
                 {
                     _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(200));
                     continue;
                 }
+                _running.Wait(_stop.Token);
                 lastTrained = Sampler.Labelled;
                 attempt++;
                 var outcome = Attempt(attempt);
+                every = outcome.Accepted ? _options.UpdateEveryRows : Math.Min(every * 2, (long)_options.UpdateEveryRows * MaxBackOff);
                 lock (_gate)
                 {
                     _updates.Add(outcome);
@@ -132,7 +168,7 @@ public sealed class OnlineCaches : IDisposable
 
     private UpdateOutcome Attempt(int number)
     {
-        var throttle = new CpuThrottle(_options.CpuBudget);
+        var throttle = new CpuThrottle(_options.CpuBudget, () => _running.Wait(_stop.Token));
         var model = Model;
         var threads = torch.get_num_threads();
         // The updater's work is single-threaded, within its CPU budget; serving runs on ONNX Runtime's own pool.
@@ -140,7 +176,7 @@ public sealed class OnlineCaches : IDisposable
         UpdateCandidate? candidate = null;
         try
         {
-            candidate = CacheUpdater.Train(model.Caches, Sampler.Window.Snapshot(), _options, throttle, _stop.Token);
+            candidate = CacheUpdater.Train(model.Caches, Sampler.Window.Snapshot(), _options, _segmentMs, throttle, _stop.Token);
             if (candidate is null) return new UpdateOutcome(number, false, "not enough labelled rows in the window", throttle.Busy.TotalSeconds);
             lock (_gate) _currentBusy = throttle.Busy.TotalSeconds;
 
@@ -160,6 +196,7 @@ public sealed class OnlineCaches : IDisposable
                 $"on {fresh.Length} fresh sampled rows: serving caches {now.Agreement:P2} agreement, {now.ExpectedMs:F3} ms expected; candidate {next.Agreement:P2}, {next.ExpectedMs:F3} ms " +
                 $"(trained on {candidate.TrainRows} rows, calibrated on {candidate.CalibrationRows}: {candidate.Summary})");
             if (!IsBetter(now, next, _options.AgreementTarget)) return new UpdateOutcome(number, false, "rejected: " + reason, throttle.Busy.TotalSeconds);
+            _running.Wait(_stop.Token);
             Install(model.WithCaches(candidate.Caches), next.Outcomes);
             return new UpdateOutcome(number, true, "accepted: " + reason, throttle.Busy.TotalSeconds);
         }
@@ -176,11 +213,14 @@ public sealed class OnlineCaches : IDisposable
     }
 
     /// <summary>
-    /// The accept rule: below the target, a candidate that agrees on more of the fresh rows is better whatever it costs;
-    /// at the target, it must keep the target (and agree on at most one row fewer) and be at least 3 % faster.
+    /// The accept rule: when the fresh rows show the serving caches below the target (even the upper bound is), a
+    /// candidate that agrees on more of them is better whatever it costs; otherwise it must keep the target (and agree on
+    /// at most one row fewer) and be at least 3 % faster. Judged on the point estimate instead, serving caches at 99.2 %
+    /// showed fewer than 99 % on 250 fresh rows (3 or more disagreements) in about one attempt of three, and the candidate
+    /// that agreed on one more row was swapped in however many fewer requests it let exit early.
     /// </summary>
     internal static bool IsBetter(SimulatedServing now, SimulatedServing next, double target) =>
-        now.Agreement < target
+        now.Upper < target
             ? next.Agreed > now.Agreed
             : next.Agreement >= target && next.Agreed >= now.Agreed - 1 && next.ExpectedMs < now.ExpectedMs * 0.97;
 
@@ -236,5 +276,6 @@ public sealed class OnlineCaches : IDisposable
         _updater?.Join(TimeSpan.FromSeconds(60));
         Sampler.Dispose();
         _stop.Dispose();
+        _running.Dispose();
     }
 }
