@@ -100,6 +100,20 @@ public sealed class PipelineCommandTests
         Assert.Contains("ONNX Runtime early exit at batch 1: the same label and exit as at batch 64 on 64 of 64 rows.", output);
         Assert.Contains("Batch 1 by exit layer", output);
         Assert.Contains("live TorchSharp tensors", output);
+
+        // The workload benchmark: static and online caches in turns, a table per stream, the exit breakdown.
+        var workload = temp.File("workload.md");
+        (exit, output) = CliHost.Invoke("bench", "workload", "--model", chosen, "--data-dir", Data, "--requests", "2400", "--phase-length", "1200",
+            "--rate", "2000", "--update-every", "200", "--validation-rows", "50", "--output", workload);
+        Assert.True(exit == 0, output);
+        var report = File.ReadAllText(workload);
+        Assert.Contains("in turns of 1000", output);
+        Assert.Contains("### Phased stream (2400 requests)", report);
+        Assert.Contains("### Uniform stream (2400 requests)", report);
+        Assert.Contains("| **whole stream** | all | 2400 |", report);
+        Assert.Contains("By exit, static / online mean latency", report);
+        Assert.Contains("Garbage collection during each replay's turns", report);
+        Assert.Contains("reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept", report);
     }
 
     [Fact]

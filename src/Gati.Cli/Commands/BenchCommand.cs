@@ -62,8 +62,12 @@ internal static class BenchCommand
         var target = new Option<double>("--agreement-target") { Description = "Agreement with the base model to keep.", DefaultValueFactory = _ => 0.99 }.Share();
         var confidence = new Option<double>("--confidence") { Description = "One-sided confidence of live bounds and calibrated thresholds.", DefaultValueFactory = _ => 0.95 }
             .Require(v => v is > 0.5 and < 1, "must be between 0.5 and 1");
-        var reactOn = new Option<string>("--react-on") { Description = "React when this bound of live agreement falls below the target: lower or upper.", DefaultValueFactory = _ => "lower" };
-        reactOn.Require(v => v is "lower" or "upper", "must be lower or upper");
+        var reactOn = new Option<string>("--react-on")
+        {
+            Description = "When live agreement makes the caches react: drop (upper bound below the target, or the estimate below it after the lower bound had shown it kept), lower (lower bound below the target) or upper (upper bound below it).",
+            DefaultValueFactory = _ => "drop",
+        };
+        reactOn.Require(v => v is "drop" or "lower" or "upper", "must be drop, lower or upper");
         var noUpdates = new Option<bool>("--no-updates") { Description = "Online caches only watch and react (no background updater): what shadowing and reactions cost alone." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
@@ -84,7 +88,12 @@ internal static class BenchCommand
                 Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
                 CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed),
                 Updates = !result.GetValue(noUpdates),
-                ReactOn = result.GetValue(reactOn) == "upper" ? Gati.MLNet.Online.ReactionTrigger.UpperBound : Gati.MLNet.Online.ReactionTrigger.LowerBound,
+                ReactOn = result.GetValue(reactOn) switch
+                {
+                    "upper" => Gati.MLNet.Online.ReactionTrigger.UpperBound,
+                    "lower" => Gati.MLNet.Online.ReactionTrigger.LowerBound,
+                    _ => Gati.MLNet.Online.ReactionTrigger.Drop,
+                },
             };
             var stream = result.GetValue(streams)!;
             return new WorkloadBenchmark(AnsiConsole.Console).Run(new WorkloadBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),

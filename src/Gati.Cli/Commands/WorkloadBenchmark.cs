@@ -47,19 +47,38 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Model: {Path.GetFileName(settings.Model)}, caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence (reacting when the {(settings.Online.ReactOn == ReactionTrigger.UpperBound ? "upper" : "lower")} bound falls below it), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
+                $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence ({settings.Online.ReactOn switch
+                {
+                    ReactionTrigger.UpperBound => "reacting when the upper bound falls below it",
+                    ReactionTrigger.LowerBound => "reacting when the lower bound falls below it",
+                    _ => "reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept",
+                }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
             report.AppendLine();
             foreach (var stream in settings.Streams)
             {
                 var workload = stream == "uniform"
                     ? Workloads.Uniform(labels, settings.Requests, settings.Seed)
                     : Workloads.Phased(labels, settings.Requests, settings.PhaseLength, settings.Popular, settings.PopularShare, seed: settings.Seed);
-                console.MarkupLineInterpolated($"[bold]{stream}[/] stream: {workload.Count} requests in {workload.PopularClasses.Count} phase(s); static caches...");
-                var (staticServed, _, staticGc) = Replay(caches, options, null, workload, images, size, settings.Rate);
-                console.MarkupLineInterpolated($"... online caches...");
-                var (onlineServed, online, onlineGc) = Replay(caches, options, settings.Online, workload, images, size, settings.Rate);
-                report.Append(Table(stream, workload, staticServed, onlineServed, online!, baseClass));
-                report.AppendLine(CultureInfo.InvariantCulture, $"Garbage collection during the replay (whole process): static {staticGc}; online {onlineGc}.");
+                console.MarkupLineInterpolated($"[bold]{stream}[/] stream: {workload.Count} requests in {workload.PopularClasses.Count} phase(s), static and online caches in turns of {Turn}...");
+                // The two replays take turns of Turn requests (which goes first alternates), so that both see the same
+                // machine: on a shared VM, replays a few minutes apart differed by up to 40 % with the same exits. While
+                // the static caches serve, the online caches' shadow worker and updater are paused, so what they cost
+                // falls on the online caches' own requests.
+                using var fixedReplay = new Replayer(caches, options, null, workload, images, size, console);
+                using var onlineReplay = new Replayer(caches, options, settings.Online, workload, images, size, console);
+                onlineReplay.Pause();
+                for (var (from, turn) = (0, 0); from < workload.Count; from += Turn, turn++)
+                {
+                    var to = Math.Min(from + Turn, workload.Count);
+                    foreach (var replay in turn % 2 == 0 ? new[] { fixedReplay, onlineReplay } : [onlineReplay, fixedReplay])
+                    {
+                        replay.Resume();
+                        replay.Serve(from, to, settings.Rate);
+                        replay.Pause();
+                    }
+                }
+                report.Append(Table(stream, workload, fixedReplay.Answers, onlineReplay.Answers, onlineReplay.Summary()!, baseClass));
+                report.AppendLine(CultureInfo.InvariantCulture, $"Garbage collection during each replay's turns (whole process): static {fixedReplay.Gc}; online {onlineReplay.Gc}.");
                 report.AppendLine();
             }
             report.AppendLine(CultureInfo.InvariantCulture, $"Wall time {clock.Elapsed.TotalSeconds:F0} s.");
@@ -87,90 +106,135 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
     }
 
     /// <summary>Serves the stream one request at a time; with online options, through continuously updated caches.</summary>
-    private (Served[] Served, OnlineSummary? Online, GcActivity Gc) Replay(LearnedCachesTransformer caches, EarlyExitEngineOptions options,
-        OnlineCacheOptions? online, Workload workload, float[] images, int size, double rate)
+    /// <summary>Requests each replay serves before the other takes its turn.</summary>
+    private const int Turn = 1000;
+
+    /// <summary>One set of caches (static, or continuously updated) serving a stream in turns.</summary>
+    private sealed class Replayer : IDisposable
     {
-        var engine = EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options, caches.OnnxSegments());
-        var served = caches.WithCaches(caches.Caches);
-        var retired = new List<IDisposable>();
-        OnlineCaches? updater = null;
-        var updatesAtRequest = new List<(int Request, UpdateOutcome Outcome)>();
-        var request = 0;
-        try
+        private readonly Workload _workload;
+        private readonly float[] _images;
+        private readonly int _size;
+        private readonly float[] _input;
+        private readonly OnlineCaches? _updater;
+        private readonly List<IDisposable> _retired = [];
+        private readonly List<(int Request, UpdateOutcome Outcome)> _updates = [];
+        private EarlyExitEngine _engine;
+        private LearnedCachesTransformer _served;
+        private int _request;
+
+        public Replayer(LearnedCachesTransformer caches, EarlyExitEngineOptions options, OnlineCacheOptions? online, Workload workload, float[] images, int size,
+            IAnsiConsole console)
         {
-            if (online is not null)
+            _workload = workload;
+            _images = images;
+            _size = size;
+            _input = new float[size];
+            Answers = new Served[workload.Count];
+            _engine = EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options, caches.OnnxSegments());
+            _served = caches.WithCaches(caches.Caches);
+            try
             {
-                updater = new OnlineCaches(served, engine, options, online, (next, nextModel) =>
+                if (online is not null)
                 {
-                    // One client calls one request at a time: the old engine has no call in flight once the swap is seen.
-                    var old = Interlocked.Exchange(ref engine, next);
-                    var oldModel = Interlocked.Exchange(ref served, nextModel);
-                    lock (retired)
+                    _updater = new OnlineCaches(_served, _engine, options, online, (next, nextModel) =>
                     {
-                        retired.Add(old);
-                        retired.Add(oldModel);
-                    }
-                });
-                updater.Updated += (_, outcome) =>
+                        // One client calls one request at a time: the old engine has no call in flight once the swap is seen.
+                        var old = Interlocked.Exchange(ref _engine, next);
+                        var oldModel = Interlocked.Exchange(ref _served, nextModel);
+                        lock (_retired)
+                        {
+                            _retired.Add(old);
+                            _retired.Add(oldModel);
+                        }
+                    });
+                    _updater.Updated += (_, outcome) =>
+                    {
+                        lock (_updates) _updates.Add((Volatile.Read(ref _request), outcome));
+                        console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref _request)}: {(outcome.Accepted ? "[green]accepted[/]" : "rejected")} ({outcome.CpuSeconds:F1} s of CPU)");
+                    };
+                }
+                for (var i = 0; i < 200; i++)
                 {
-                    lock (updatesAtRequest) updatesAtRequest.Add((Volatile.Read(ref request), outcome));
-                    console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref request)}: {(outcome.Accepted ? "[green]accepted[/]" : "rejected")} ({outcome.CpuSeconds:F1} s of CPU)");
-                };
+                    images.AsSpan(workload.Rows[i % workload.Count] * size, size).CopyTo(_input);
+                    Volatile.Read(ref _engine).Run(_input, 1);
+                }
             }
-            var answers = new Served[workload.Count];
-            var input = new float[size];
-            for (var i = 0; i < 200; i++)
+            catch
             {
-                images.AsSpan(workload.Rows[i % workload.Count] * size, size).CopyTo(input);
-                Volatile.Read(ref engine).Run(input, 1);
+                Dispose();
+                throw;
             }
-            // Requests arrive at a fixed rate, as at a server that is not saturated: the updater works in the gaps, on
-            // the same cores, and whatever it takes from serving shows in the latencies.
+        }
+
+        /// <summary>Latency, exit and answer of every request served so far, in stream order.</summary>
+        public Served[] Answers { get; }
+
+        /// <summary>Garbage collections during this replay's turns.</summary>
+        public GcActivity Gc { get; private set; }
+
+        public void Pause() => _updater?.Pause();
+
+        public void Resume() => _updater?.Resume();
+
+        /// <summary>
+        /// Serves requests [from, to) at a fixed rate, as at a server that is not saturated: the updater works in the
+        /// gaps, on the same cores, and whatever it takes from serving shows in the latencies. Between requests the
+        /// client sleeps while a sleep (about a millisecond here) cannot overshoot, and spins only for the rest, as an
+        /// idle server thread blocks rather than holding its core.
+        /// </summary>
+        public void Serve(int from, int to, double rate)
+        {
             var gcBefore = GcActivity.Now();
             var interval = Stopwatch.Frequency / rate;
+            var sleepable = Stopwatch.Frequency * 3 / 2000;
             var due = Stopwatch.GetTimestamp();
-            for (var i = 0; i < workload.Count; i++)
+            for (var i = from; i < to; i++)
             {
                 due += (long)interval;
                 while (Stopwatch.GetTimestamp() < due)
                 {
-                    if (due - Stopwatch.GetTimestamp() > Stopwatch.Frequency / 500) Thread.Sleep(1);
+                    if (due - Stopwatch.GetTimestamp() > sleepable) Thread.Sleep(1);
                     else Thread.SpinWait(20);
                 }
-                Volatile.Write(ref request, i);
-                images.AsSpan(workload.Rows[i] * size, size).CopyTo(input);
+                Volatile.Write(ref _request, i);
+                _images.AsSpan(_workload.Rows[i] * _size, _size).CopyTo(_input);
                 var start = Stopwatch.GetTimestamp();
-                var result = Volatile.Read(ref engine).Run(input, 1);
-                answers[i] = new Served(Stopwatch.GetElapsedTime(start).TotalMilliseconds, result.ExitLayer[0], result.PredictedClass[0]);
-                if (retired.Count > 0)
+                var result = Volatile.Read(ref _engine).Run(_input, 1);
+                Answers[i] = new Served(Stopwatch.GetElapsedTime(start).TotalMilliseconds, result.ExitLayer[0], result.PredictedClass[0]);
+                if (_retired.Count > 0)
                 {
-                    lock (retired)
+                    lock (_retired)
                     {
-                        foreach (var old in retired) old.Dispose();
-                        retired.Clear();
+                        foreach (var old in _retired) old.Dispose();
+                        _retired.Clear();
                     }
                 }
             }
-            var gc = GcActivity.Now() - gcBefore;
-            OnlineSummary? summary = null;
-            if (updater is not null)
-            {
-                lock (updatesAtRequest) summary = new OnlineSummary(updatesAtRequest.ToArray(), updater.Sampler.Reactions.ToArray(), updater.UpdaterCpuSeconds, updater.Sampler.Dropped);
-            }
-            return (answers, summary, gc);
+            Gc += GcActivity.Now() - gcBefore;
         }
-        finally
+
+        public OnlineSummary? Summary()
         {
-            updater?.Dispose();
-            lock (retired) foreach (var old in retired) old.Dispose();
-            engine.Dispose();
-            served.Dispose();
+            if (_updater is null) return null;
+            lock (_updates) return new OnlineSummary(_updates.ToArray(), _updater.Sampler.Reactions.ToArray(), _updater.UpdaterCpuSeconds, _updater.Sampler.Dropped);
+        }
+
+        public void Dispose()
+        {
+            _updater?.Resume();
+            _updater?.Dispose();
+            lock (_retired) foreach (var old in _retired) old.Dispose();
+            _engine.Dispose();
+            _served.Dispose();
         }
     }
 
     /// <summary>Collections by generation and time paused (what the shadow window's churn costs serving threads).</summary>
     private readonly record struct GcActivity(int Gen0, int Gen1, int Gen2, TimeSpan Paused)
     {
+        public static GcActivity operator +(GcActivity a, GcActivity b) => new(a.Gen0 + b.Gen0, a.Gen1 + b.Gen1, a.Gen2 + b.Gen2, a.Paused + b.Paused);
+
         public static GcActivity Now() => new(GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalPauseDuration());
 
         public static GcActivity operator -(GcActivity after, GcActivity before) =>
@@ -181,6 +245,34 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
     }
 
     private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped);
+
+    /// <summary>
+    /// Mean latency and share per exit, static and online, over the whole stream; and the online mean had each exit cost
+    /// what it cost static: the part of the difference due to where requests exit, apart from what serving next to the
+    /// shadow worker and the updater costs each exit.
+    /// </summary>
+    private static string ExitBreakdown(Served[] fixedCaches, Served[] updated)
+    {
+        var exits = fixedCaches.Concat(updated).Select(s => s.ExitLayer).Distinct().Order().ToArray();
+        var parts = new List<string>();
+        double mixOnly = 0;
+        foreach (var exit in exits)
+        {
+            var atStatic = fixedCaches.Where(s => s.ExitLayer == exit).ToArray();
+            var atOnline = updated.Where(s => s.ExitLayer == exit).ToArray();
+            var staticMs = atStatic.Length == 0 ? double.NaN : atStatic.Average(s => s.Ms);
+            var onlineMs = atOnline.Length == 0 ? double.NaN : atOnline.Average(s => s.Ms);
+            // An exit static never took is costed at online's own figure.
+            mixOnly += atOnline.Length * (atStatic.Length == 0 ? onlineMs : staticMs);
+            parts.Add(string.Create(CultureInfo.InvariantCulture,
+                $"{(exit == 0 ? "whole network" : $"layer {exit}")} {staticMs:F3} / {onlineMs:F3} ms ({atStatic.Length / (double)fixedCaches.Length:P1} / {atOnline.Length / (double)updated.Length:P1})"));
+        }
+        mixOnly /= updated.Length;
+        var staticMean = fixedCaches.Average(s => s.Ms);
+        return string.Create(CultureInfo.InvariantCulture,
+            $"By exit, static / online mean latency (share of requests): {string.Join("; ", parts)}. With static's cost per exit, online's exits would give " +
+            $"{mixOnly:F3} ms ({staticMean / mixOnly:F2}x); the rest of the difference is what each exit cost more while the shadow worker and the updater ran.");
+    }
 
     private static string Table(string stream, Workload workload, Served[] fixedCaches, Served[] updated, OnlineSummary online, int[] baseClass)
     {
@@ -206,6 +298,8 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             md.AppendLine(CultureInfo.InvariantCulture,
                 $"| {(all ? "**whole stream**" : (phase + 1).ToString(CultureInfo.InvariantCulture))} | {popular} | {rows.Length} | {Mean(fixedCaches):F3} | {P99(fixedCaches):F3} | {Mean(updated):F3} | {P99(updated):F3} | {Mean(fixedCaches) / Mean(updated):F2}x | {Agreement(fixedCaches):P2} | {Agreement(updated):P2} | {Early(fixedCaches):P1} | {Early(updated):P1} | {updates.Count(u => u.Outcome.Accepted)} / {updates.Length} |");
         }
+        md.AppendLine();
+        md.AppendLine(ExitBreakdown(fixedCaches, updated));
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture,
             $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Length} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted); threshold reactions: {online.Reactions.Length}; sampled rows dropped under load: {online.Dropped}.");
