@@ -97,9 +97,9 @@ internal static class CacheUpdater
     /// whole, which needs far fewer rows than certifying each cache alone (rows that run everything count as
     /// agreements). Within that budget of disagreements, each threshold, earliest cache first, is first set as low as it
     /// can go; with <paramref name="segmentMs"/> (segment s ends at cache s, the last at the head) the thresholds are
-    /// then moved one cache at a time, to the level that serves the rows at the lowest cost within the same budget,
-    /// until no move helps: the earliest cache taking the whole budget left later caches, whose exits can cost far
-    /// fewer disagreements each, almost none, and more rows ran the whole network.
+    /// then set for the lowest cost within the same budget (<see cref="LowerCost"/>): the earliest cache taking the
+    /// whole budget left later caches, whose exits can cost far fewer disagreements each, almost none, and more rows
+    /// ran the whole network.
     /// </summary>
     public static ExitCalibration[] CalibrateJointly(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, double target, double confidence,
         IReadOnlyList<double>? segmentMs = null)
@@ -192,9 +192,9 @@ internal static class CacheUpdater
         var order = new int[rows];
         var otherCost = new double[rows];
         var otherWrong = new bool[rows];
-        // The best level for cache i with the others fixed, and the change in cost and disagreements it brings: with a
-        // price, minimising cost + price * disagreements; without (price 0), minimising cost within the budget.
-        (float Level, double Cost, int Wrong) Best(float[] t, int i, double price)
+        // The best level for cache i with the others fixed, and the change in cost it brings: with a price, minimising
+        // cost + price * disagreements; without (price 0), minimising cost within the budget.
+        (float Level, double CostChange) Best(float[] t, int i, double price)
         {
             var m = 0;
             var fixedWrong = 0;
@@ -218,7 +218,7 @@ internal static class CacheUpdater
             // Relative to cache i letting every row pass; the current level's own figures come out of the same sweep.
             float choice = float.PositiveInfinity;
             double cost = 0, bestObjective = 0, bestCost = 0, currentCost = 0;
-            int wrong = 0, bestWrong = 0, currentWrong = 0;
+            var wrong = 0;
             var budget = price > 0 ? int.MaxValue : allowed - fixedWrong;
             for (var k = 0; k < m;)
             {
@@ -229,21 +229,16 @@ internal static class CacheUpdater
                     cost += reach[i] - otherCost[r];
                     wrong += (correct[r] ? 0 : 1) - (otherWrong[r] ? 1 : 0);
                 }
-                if (level >= t[i])
-                {
-                    currentCost = cost;
-                    currentWrong = wrong;
-                }
+                if (level >= t[i]) currentCost = cost;
                 var objective = cost + price * wrong;
                 if (wrong <= budget && objective < bestObjective - 1e-12)
                 {
                     bestObjective = objective;
                     bestCost = cost;
-                    bestWrong = wrong;
                     choice = level;
                 }
             }
-            return (choice, bestCost - currentCost, bestWrong - currentWrong);
+            return (choice, bestCost - currentCost);
         }
         var best = (float[])thresholds.Clone();
         var (bestTotal, _) = Serve(best);
@@ -255,7 +250,7 @@ internal static class CacheUpdater
                 var moved = false;
                 for (var i = 0; i < n; i++)
                 {
-                    var (level, _, _) = Best(trial, i, price);
+                    var (level, _) = Best(trial, i, price);
                     moved |= level != trial[i];
                     trial[i] = level;
                 }
@@ -270,7 +265,7 @@ internal static class CacheUpdater
                 var (level, saving) = (0f, -1e-9);
                 for (var i = 0; i < n; i++)
                 {
-                    var (l, deltaCost, _) = Best(polished, i, 0);
+                    var (l, deltaCost) = Best(polished, i, 0);
                     if (deltaCost < saving)
                     {
                         (chosen, level, saving) = (i, l, deltaCost);
