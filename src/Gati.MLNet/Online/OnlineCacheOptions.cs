@@ -35,9 +35,9 @@ public sealed class OnlineCacheOptions
     public ReactionTrigger ReactOn { get; set; } = ReactionTrigger.Drop;
 
     /// <summary>
-    /// Fewest sampled requests before live agreement is judged; raised to the fewest whose perfect record clears the
-    /// target at the confidence (268 for 99 % at 95 %), below which every judgement would fail, when reacting on the
-    /// lower bound.
+    /// Fewest sampled requests before live agreement is judged; raised, when reacting on the lower bound, to
+    /// about the fewest whose perfect record clears the target at the confidence (the search steps by 5 %: 275 for 99 %
+    /// at 95 %, where the fewest is 268), below which every judgement would fail.
     /// </summary>
     public int MinimumExits { get; set; } = 100;
 
@@ -95,8 +95,8 @@ public enum ReactionTrigger
 
     /// <summary>
     /// React when the upper bound is below the target (the sample shows it missed), and also, once the lower bound has
-    /// shown the target kept on enough requests since the last change that half the allowed disagreements would still
-    /// clear it, when the estimate falls below the target: a drift away from a state shown good is acted on as soon as
+    /// shown the target kept on enough requests served by the current generation that half the allowed disagreements
+    /// would still clear it, when the estimate falls below the target: a drift away from a state shown good is acted on as soon as
     /// the sample points to a miss, while caches only a little above the target are not tightened on every chance
     /// disagreement, as <see cref="LowerBound"/> does.
     /// </summary>

@@ -61,7 +61,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     // Drop: live agreement has shown the target kept on requests served by this generation; the figures a new
     // generation starts from (its validation outcomes) do not count towards it.
     private bool _shownKept;
-    private long _judgedSinceChange;
+    private long _judgedThisGeneration;
     private readonly long _samplesToShowKept;
     private readonly long _minimumSamples;
 
@@ -133,7 +133,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         {
             // The new caches' exits are new outcomes.
             _shownKept = false;
-            Interlocked.Exchange(ref _judgedSinceChange, 0);
+            Interlocked.Exchange(ref _judgedThisGeneration, 0);
             for (var i = 0; i < Layers.Count; i++) Live.Reset(i);
             Live.ResetOverall();
             foreach (var (exit, agreed) in validated ?? []) Live.Add(exit, agreed);
@@ -275,33 +275,28 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         var engine = Engine;
         if (!ReferenceEquals(row.Engine, engine) || row.ThresholdVersion != engine.ThresholdVersion) return;
         Live.Add(Array.IndexOf(_layers, row.ExitLayer), row.Agreed == true);
-        Interlocked.Increment(ref _judgedSinceChange);
+        Interlocked.Increment(ref _judgedThisGeneration);
         Judge();
     }
 
     /// <summary>
-    /// The fewest sampled requests whose lower bound can clear the target at all (a perfect record): judging fewer
-    /// would always fail them.
+    /// The fewest sampled requests (searched upwards from <see cref="OnlineCacheOptions.MinimumExits"/> in steps of
+    /// <paramref name="step"/>, so a little more at most) whose lower bound clears the target with
+    /// <paramref name="agreed"/>(n) of n agreeing. A perfect record (<see cref="MinimumSamples"/>: judging fewer would
+    /// always fail them) or half the disagreements the target allows (<see cref="SamplesToShowKept"/>, for
+    /// <see cref="ReactionTrigger.Drop"/>: 748 for 99 % at 95 %; below that, a lower bound above the target stands on a
+    /// near-perfect record).
     /// </summary>
-    private long MinimumSamples()
+    private long FewestSamples(Func<long, long> agreed, double step)
     {
         var n = (long)Math.Max(_options.MinimumExits, 1);
-        while (Proportion.Wilson(n, n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000) n = Math.Max(n + 1, (long)(n * 1.05));
+        while (Proportion.Wilson(agreed(n), n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000) n = Math.Max(n + 1, (long)(n * step));
         return n;
     }
 
-    /// <summary>
-    /// For <see cref="ReactionTrigger.Drop"/>: the fewest sampled requests whose lower bound clears the target with half
-    /// the disagreements the target allows (765 for 99 % at 95 %): below that, a lower bound above the target stands on
-    /// a near-perfect record.
-    /// </summary>
-    private long SamplesToShowKept()
-    {
-        var n = (long)Math.Max(_options.MinimumExits, 1);
-        while (Proportion.Wilson(n - (long)(n * (1 - _options.AgreementTarget) / 2), n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000)
-            n = Math.Max(n + 1, (long)(n * 1.02));
-        return n;
-    }
+    private long MinimumSamples() => FewestSamples(n => n, 1.05);
+
+    private long SamplesToShowKept() => FewestSamples(n => n - (long)(n * (1 - _options.AgreementTarget) / 2), 1.02);
 
     /// <summary>
     /// Reacts when live agreement fires the trigger (<see cref="OnlineCacheOptions.ReactOn"/>): the overall figure is
@@ -326,7 +321,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             };
             if (!missed)
             {
-                if (!_shownKept && Interlocked.Read(ref _judgedSinceChange) >= _samplesToShowKept && live.Requests >= _samplesToShowKept && live.Lower >= target)
+                if (!_shownKept && Interlocked.Read(ref _judgedThisGeneration) >= _samplesToShowKept && live.Requests >= _samplesToShowKept && live.Lower >= target)
                     _shownKept = true;
                 return;
             }
