@@ -47,6 +47,7 @@ public sealed class OptionValidationTests
             "optimize -m {model} -o {out} --holdout-rows -5", "demo -o {dir} --holdout-rows 1");
         Add("--patience", "train-predictors -b {model} -o {out} --patience 0", "fit-caches -b {model} -o {out} --patience 0");
         Add("--lr-halving", "train-predictors -b {model} -o {out} --lr-halving 0");
+        Add("--input-step-bound", "train-predictors -b {model} -o {out} --input-step-bound -1", "train-predictors -b {model} -o {out} --input-step-bound NaN");
         Add("--alpha", "train-predictors -b {model} -o {out} --alpha 1.5");
         Add("--temperature", "train-predictors -b {model} -o {out} --temperature 0");
         Add("--cost-layer", "report predictors -m {model} -o {dir} --cost-layer 0");

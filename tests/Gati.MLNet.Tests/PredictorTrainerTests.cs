@@ -108,6 +108,58 @@ public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixt
         Assert.All(scores, s => Assert.Equal(1f, s.Sum(v => MathF.Exp(v)), 3));
     }
 
+    /// <summary>Layer 2 of <paramref name="data"/> times <paramref name="factor"/>, with the teacher's logits and label.</summary>
+    private IDataView ScaledLayer2(IDataView data, float factor)
+    {
+        var features = FeatureExtractionTests.Column(data, "Layer2");
+        var logits = FeatureExtractionTests.Column(data, "BaseLogits");
+        var labels = FeatureExtractionTests.Column(data, "BasePredictedLabel");
+        var rows = features.Select((f, i) => new ScaledRow
+        {
+            Layer2 = f.Select(v => v * factor).ToArray(),
+            BaseLogits = logits[i],
+            BasePredictedLabel = (uint)labels[i][0] - 1, // ML.NET adds 1 when it reads a key from a row class
+        });
+        var schema = SchemaDefinition.Create(typeof(ScaledRow));
+        schema[nameof(ScaledRow.Layer2)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, features[0].Length);
+        schema[nameof(ScaledRow.BaseLogits)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, logits[0].Length);
+        schema[nameof(ScaledRow.BasePredictedLabel)].ColumnType = new KeyDataViewType(typeof(uint), logits[0].Length);
+        return fixture.Context.Data.LoadFromEnumerable(rows.ToArray(), schema);
+    }
+
+    private sealed class ScaledRow
+    {
+        public float[] Layer2 { get; set; } = [];
+        public float[] BaseLogits { get; set; } = [];
+        public uint BasePredictedLabel { get; set; }
+    }
+
+    [Fact]
+    public void Fit_FcOnLargeFeatures_BoundsTheInputLayersStepAndStillLearns()
+    {
+        // Real layer-2 features times 16 (mean squared norm 256 times larger), as large as a deep network's wide early
+        // layers: with the reference's single rate the FC predictor's first layer takes steps far too long for them.
+        var train = ScaledLayer2(fixture.Train, 16);
+        var heldOut = ScaledLayer2(fixture.HeldOut, 16);
+        var chance = MajorityShare();
+        var results = new Dictionary<string, (double Agreement, double? Scale)>();
+        foreach (var (name, bound) in new (string, double?)[] { ("bounded", PredictorTrainingOptions.DefaultInputStepBound), ("reference", null) })
+        {
+            var options = PredictorFixture.Options(new PredictorSpec(2, PredictorArchitecture.FC(64)));
+            options.InputStepBound = bound;
+            options.ValidationSet = heldOut;
+            var reports = new List<PredictorTrainingProgress>();
+            options.Progress = new SynchronousProgress<PredictorTrainingProgress>(reports.Add);
+            var predictor = fixture.Context.Gati().Predictors(options).Fit(train).Cast<PredictorTransformer>().Single();
+            results[name] = (predictor.Summary.ValidationAgreement, reports.Last(r => r.EpochCompleted).InputRateScale);
+        }
+        var summary = string.Join("; ", results.Select(r => $"{r.Key}: {r.Value.Agreement:P1}, scale {r.Value.Scale}")) + $"; majority class {chance:P1}";
+        Assert.InRange(results["bounded"].Scale ?? double.NaN, 1e-6, 0.5);
+        Assert.Null(results["reference"].Scale);
+        Assert.True(results["bounded"].Agreement > Math.Max(0.6, chance + 0.2), summary);
+        Assert.True(results["bounded"].Agreement > results["reference"].Agreement + 0.05, summary);
+    }
+
     [Fact]
     public void Fit_NoImprovement_StopsAfterPatienceEpochs()
     {

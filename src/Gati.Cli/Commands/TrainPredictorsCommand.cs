@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Gati.Cli.Infrastructure;
 using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Training;
 using Spectre.Console;
 
 namespace Gati.Cli.Commands;
@@ -31,6 +32,11 @@ internal static class TrainPredictorsCommand
         var patience = new Option<int>("--patience") { Description = "Stop a predictor after this many epochs without held-out improvement.", DefaultValueFactory = _ => 10 }.AtLeast(1);
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per SGD step.", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var lr = new Option<double>("--lr") { Description = "Initial learning rate (halved every --lr-halving epochs).", DefaultValueFactory = _ => 0.05 }.Positive();
+        var stepBound = new Option<double>("--input-step-bound")
+        {
+            Description = "Bound on lr x the features' mean squared norm for the layer that reads them (FC predictors): above it that layer's rate is scaled down, so wide early layers do not diverge. 0 turns it off (the reference's single rate).",
+            DefaultValueFactory = _ => PredictorTrainingOptions.DefaultInputStepBound,
+        }.AtLeast(0.0);
         var halving = new Option<int>("--lr-halving") { Description = "Epochs between learning-rate halvings.", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var alpha = new Option<double>("--alpha") { Description = "Weight of the distillation (KL) term; 1 - alpha weighs cross-entropy with the base model's label.", DefaultValueFactory = _ => 0.5 }.Between(0.0, 1.0);
         var temperature = new Option<double>("--temperature") { Description = "Distillation temperature.", DefaultValueFactory = _ => 6 }.Positive();
@@ -43,7 +49,7 @@ internal static class TrainPredictorsCommand
         command.Options.Add(baseModel);
         dataset.AddTo(command);
         foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
-                     trainRows, holdoutRows, epochs, patience, batchSize, lr, halving, alpha, temperature, seed, output, checkpoint, resume })
+                     trainRows, holdoutRows, epochs, patience, batchSize, lr, stepBound, halving, alpha, temperature, seed, output, checkpoint, resume })
             command.Options.Add(option);
         runtime.AddTo(command);
 
@@ -74,6 +80,7 @@ internal static class TrainPredictorsCommand
                 Patience = result.GetValue(patience),
                 BatchSize = result.GetValue(batchSize),
                 LearningRate = result.GetValue(lr),
+                InputStepBound = result.GetValue(stepBound) is > 0 and var bound ? bound : null,
                 HalvingEpochs = result.GetValue(halving),
                 Alpha = result.GetValue(alpha),
                 Temperature = result.GetValue(temperature),

@@ -30,6 +30,7 @@ internal sealed record TrainPredictorsSettings
     public int Patience { get; init; } = 10;
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 0.05;
+    public double? InputStepBound { get; init; } = PredictorTrainingOptions.DefaultInputStepBound;
     public int HalvingEpochs { get; init; } = 5;
     public double Alpha { get; init; } = 0.5;
     public double Temperature { get; init; } = 6;
@@ -99,6 +100,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 Patience = settings.Patience,
                 BatchSize = settings.BatchSize,
                 LearningRate = settings.LearningRate,
+                InputStepBound = settings.InputStepBound,
                 LearningRateHalvingEpochs = settings.HalvingEpochs,
                 Alpha = settings.Alpha,
                 Temperature = settings.Temperature,
@@ -168,7 +170,8 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 var best = p.BestEpoch is { } b ? $" (best epoch {b})" : "";
                 var stopped = p.Stopped ? ", stopped early" : "";
                 var restored = p.Restored ? " (restored from checkpoint)" : "";
-                console.MarkupLineInterpolated($"epoch {p.Epoch}/{p.TotalEpochs} layer {p.Layer} {p.Architecture}: loss {p.Loss:F4}{agreement}{best}{stopped}{restored}");
+                var scaled = p.InputRateScale is { } s ? $", input layer's rate x {s:G3}" : "";
+                console.MarkupLineInterpolated($"epoch {p.Epoch}/{p.TotalEpochs} layer {p.Layer} {p.Architecture}: loss {p.Loss:F4}{agreement}{best}{stopped}{scaled}{restored}");
                 return;
             }
             if (bar is not null || DateTime.UtcNow - _last < TimeSpan.FromSeconds(30)) return;

@@ -354,7 +354,11 @@ internal static class CacheUpdater
         var classes = predictor.Classes;
         var random = new Random(options.Seed + cache);
         var order = Enumerable.Range(0, rows.Length).ToArray();
-        using var optimizer = new SafeSgd(predictor.parameters(), options.LearningRate, 0.9, weightDecay: 5e-4);
+        // The same bound on the input layer's step as offline training, from the window's features.
+        var normRows = Math.Min(rows.Length, PredictorOptimizer.NormRows);
+        var meanSquaredNorm = rows.Take(normRows).Sum(r => PredictorOptimizer.MeanSquaredNorm(r.Features[cache]!, size)) / Math.Max(1, normRows);
+        var inputScale = PredictorOptimizer.InputRateScale(predictor, options.LearningRate, meanSquaredNorm, PredictorTrainingOptions.DefaultInputStepBound);
+        using var optimizer = PredictorOptimizer.Create(predictor, options.LearningRate, 0.9, 5e-4, inputScale, out _);
         predictor.train();
         var features = new float[BatchSize * size];
         var teacher = new float[BatchSize * classes];

@@ -19,6 +19,13 @@ public sealed class SafeSgd : SGD
     {
     }
 
+    /// <summary>Several parameter groups, each with its own learning rate and the same momentum and weight decay.</summary>
+    public SafeSgd(IEnumerable<(IEnumerable<Parameter> Parameters, double LearningRate)> groups, double momentum = 0, double weightDecay = 0)
+        : base(groups.Select(g => new ParamGroup(g.Parameters, g.LearningRate, momentum, dampening: 0, weight_decay: weightDecay, nesterov: false, maximize: false)),
+            0, momentum, dampening: 0, weight_decay: weightDecay)
+    {
+    }
+
     /// <inheritdoc />
     public override Tensor step(Func<Tensor>? closure = null) => _step<ParamGroup>(group =>
     {

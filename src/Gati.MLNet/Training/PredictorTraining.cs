@@ -43,11 +43,13 @@ internal static class PredictorTraining
 {
     private const string CheckpointKind = "predictors";
 
-    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, int featureIndex) : IDisposable
+    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, double[] rateScales, int featureIndex) : IDisposable
     {
         public PredictorSpec Spec { get; } = spec;
         public PredictorNetwork Network { get; } = network;
         public SGD Optimizer { get; } = optimizer;
+        public double[] RateScales { get; } = rateScales; // per optimizer group, times the epoch's learning rate
+        public double? InputRateScale => RateScales.Length > 1 ? RateScales[0] : null;
         public int FeatureIndex { get; } = featureIndex;
         public TraineeState State { get; set; } = new();
         public byte[]? Best { get; set; }
@@ -112,12 +114,17 @@ internal static class PredictorTraining
             });
             try
             {
+                var norms = options.InputStepBound is not null && networks.Any(n => n.InputLayerParameters.Count > 0)
+                    ? MeanSquaredNorms(reader, options.BatchSize)
+                    : null;
                 for (var i = 0; i < specs.Count; i++)
                 {
                     var network = networks[i];
                     network.to(device);
-                    var optimizer = new SafeSgd(network.parameters(), options.LearningRate, options.Momentum, weightDecay: options.WeightDecay);
-                    trainees.Add(new Trainee(specs[i], network, optimizer, Array.IndexOf(features, specs[i].Feature)));
+                    var f = Array.IndexOf(features, specs[i].Feature);
+                    var scale = norms is null ? 1 : PredictorOptimizer.InputRateScale(network, options.LearningRate, norms[f], options.InputStepBound);
+                    var optimizer = PredictorOptimizer.Create(network, options.LearningRate, options.Momentum, options.WeightDecay, scale, out var rateScales);
+                    trainees.Add(new Trainee(specs[i], network, optimizer, rateScales, f));
                 }
             }
             catch
@@ -173,7 +180,7 @@ internal static class PredictorTraining
             var lr = LearningRates.At(LearningRateSchedule.Step, options.LearningRate, 0, 1, epoch, options.LearningRateHalvingEpochs);
             foreach (var trainee in active)
             {
-                foreach (var group in trainee.Optimizer.ParamGroups) group.LearningRate = lr;
+                PredictorOptimizer.SetLearningRate(trainee.Optimizer, trainee.RateScales, lr);
                 trainee.Network.train();
             }
             var random = new Random(Seeds.Derive(seed, epoch, 0x9ed));
@@ -247,6 +254,7 @@ internal static class PredictorTraining
                         Epoch = epoch + 1, TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
                         Rows = rows, Loss = loss, RowsPerSecond = rows / seconds, ValidationAgreement = agreement,
                         BestEpoch = state.BestEpoch == 0 ? null : state.BestEpoch, Stopped = state.Stopped, EpochCompleted = true,
+                        InputRateScale = trainee.InputRateScale,
                     });
                 }
                 if (options.CheckpointPath is { } path) Checkpoint(path, settings, trainees, epoch + 1);
@@ -256,6 +264,28 @@ internal static class PredictorTraining
                 foreach (var sum in lossSums) sum.Dispose();
             }
         }
+    }
+
+    /// <summary>
+    /// Mean squared norm of each feature column over the first <see cref="PredictorOptimizer.NormRows"/> training rows in
+    /// file order: the same rows in every run and on resume, so the scales derived from it are too.
+    /// </summary>
+    private static double[] MeanSquaredNorms(VectorBatchReader reader, int batchSize)
+    {
+        var buffers = reader.AllocateBuffers(batchSize);
+        var labels = new long[batchSize];
+        var sums = new double[reader.Sizes.Count];
+        var rows = 0;
+        foreach (var count in reader.Read(batchSize, buffers, labels, shuffle: null))
+        {
+            var take = Math.Min(count, PredictorOptimizer.NormRows - rows);
+            for (var f = 0; f < sums.Length; f++)
+                sums[f] += take * PredictorOptimizer.MeanSquaredNorm(buffers[f].AsSpan(0, take * reader.Sizes[f]), reader.Sizes[f]);
+            rows += take;
+            if (rows >= PredictorOptimizer.NormRows) break;
+        }
+        if (rows == 0) throw new ArgumentException("The training data has no rows.");
+        return sums.Select(s => s / rows).ToArray();
     }
 
     /// <summary>Agreement of each predictor's argmax with the teacher label on held-out data.</summary>
@@ -297,6 +327,7 @@ internal static class PredictorTraining
         ["patience"] = options.Patience?.ToString(CultureInfo.InvariantCulture) ?? "none",
         ["batchSize"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
         ["learningRate"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture),
+        ["inputStepBound"] = options.InputStepBound?.ToString("R", CultureInfo.InvariantCulture) ?? "none",
         ["halvingEpochs"] = options.LearningRateHalvingEpochs.ToString(CultureInfo.InvariantCulture),
         ["momentum"] = options.Momentum.ToString("R", CultureInfo.InvariantCulture),
         ["weightDecay"] = options.WeightDecay.ToString("R", CultureInfo.InvariantCulture),
@@ -348,7 +379,7 @@ internal static class PredictorTraining
                     Epoch = (int)h[0], TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
                     Rows = 0, Loss = h[1], RowsPerSecond = double.NaN, ValidationAgreement = double.IsNaN(h[2]) ? null : h[2],
                     BestEpoch = states[i].BestEpoch == 0 ? null : states[i].BestEpoch, EpochCompleted = true, Restored = true,
-                    Stopped = states[i].Stopped && (int)h[0] == states[i].EpochsRun,
+                    Stopped = states[i].Stopped && (int)h[0] == states[i].EpochsRun, InputRateScale = trainee.InputRateScale,
                 });
             }
         }

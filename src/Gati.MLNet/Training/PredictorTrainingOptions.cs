@@ -6,7 +6,8 @@ namespace Gati.MLNet.Training;
 /// <summary>
 /// Settings shared by predictor trainers: the reference's distillation recipe (alpha 0.5, T 6; SGD lr 0.05,
 /// momentum 0.9, weight decay 5e-4, halved every 5 epochs; batch 64; up to 100 epochs, keeping the epoch with the
-/// best held-out agreement) plus early stopping, device, progress and checkpoints.
+/// best held-out agreement) plus early stopping, a bound on the input layer's step (<see cref="InputStepBound"/>),
+/// device, progress and checkpoints.
 /// </summary>
 public abstract class PredictorTrainingOptions
 {
@@ -39,6 +40,17 @@ public abstract class PredictorTrainingOptions
 
     /// <summary>L2 weight decay.</summary>
     public double WeightDecay { get; set; } = 5e-4;
+
+    /// <summary>Default of <see cref="InputStepBound"/>.</summary>
+    public const double DefaultInputStepBound = 500;
+
+    /// <summary>
+    /// Bounds the step of the linear layer that reads the features (FC predictors): its learning rate is the rate
+    /// times min(1, bound / (rate × E‖x‖²)), with E‖x‖² the features' mean squared norm over the first 256 training rows.
+    /// Wide early layers of deep networks (E‖x‖² in the tens of thousands) otherwise diverge at the reference's rate;
+    /// null turns the bound off (the reference's single rate). Pool and Conv predictors are unaffected.
+    /// </summary>
+    public double? InputStepBound { get; set; } = DefaultInputStepBound;
 
     /// <summary>The learning rate halves every this many epochs.</summary>
     public int LearningRateHalvingEpochs { get; set; } = 5;

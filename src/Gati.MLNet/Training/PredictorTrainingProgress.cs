@@ -38,6 +38,12 @@ public sealed record PredictorTrainingProgress
     /// <summary>True for end-of-epoch reports.</summary>
     public bool EpochCompleted { get; init; }
 
+    /// <summary>
+    /// The factor on the input layer's learning rate set by <see cref="PredictorTrainingOptions.InputStepBound"/>
+    /// (end-of-epoch reports of predictors whose rate it lowered; null otherwise).
+    /// </summary>
+    public double? InputRateScale { get; init; }
+
     /// <summary>True when this report was restored from a checkpoint.</summary>
     public bool Restored { get; init; }
 }

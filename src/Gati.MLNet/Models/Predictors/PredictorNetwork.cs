@@ -35,6 +35,12 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     {
     }
 
+    /// <summary>
+    /// The parameters of the linear layer that reads the raw features, whose step training bounds by the features'
+    /// norm (<see cref="Training.PredictorTrainingOptions.InputStepBound"/>); empty where no linear layer reads them.
+    /// </summary>
+    internal virtual IReadOnlyList<Parameter> InputLayerParameters => [];
+
     /// <summary>Builds an untrained predictor (weights from TorchSharp's current RNG).</summary>
     public static PredictorNetwork Create(PredictorArchitecture architecture, int inputSize, int classes)
     {
@@ -60,6 +66,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
             fc2 = nn.Linear(architecture.Hidden, classes);
             RegisterComponents();
         }
+
+        internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
 
         public override Tensor forward(Tensor input) =>
             nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(input))), 1);
