@@ -9,7 +9,7 @@ namespace Gati.MLNet.Training;
 /// norm. That layer's curvature grows with the mean squared norm E‖x‖² of its input, and hidden-layer features are
 /// long and large: E‖x‖² is about 65,000 at the second block of a width-16 ResNet-50 on Fashion-MNIST (50,176 values
 /// per image) against a few thousand at the last blocks. With the reference's single learning rate (0.05) FC predictors
-/// on such layers diverged to a constant prediction (13 % agreement) or fell 4-13 points behind Pool predictors, while
+/// on such layers diverged to a constant prediction (13 % agreement) or fell 2-42 points behind Pool predictors, while
 /// the same layers trained well at 0.01; the bound scales that one layer's rate to min(1, bound / (rate × E‖x‖²)), so
 /// narrow features keep the reference's step.
 /// </summary>
