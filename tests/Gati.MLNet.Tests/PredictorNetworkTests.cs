@@ -50,6 +50,80 @@ public sealed class PredictorNetworkTests
         Assert.Equal(new long[] { 2, 10 }, predictor.forward(outputs[1].flatten(1)).shape);
     }
 
+    /// <summary>A ResNet-18 (ResNet-50) with random weights, its last layer's output on random images, and its logits.</summary>
+    private static (ResNet Net, Tensor Features, Tensor Logits) LastLayer(ResNetArchitecture architecture, int width)
+    {
+        var net = new ResNet(new ResNetConfig(architecture, new TensorShape(1, 28, 28), 10, width));
+        net.eval();
+        using var noGrad = no_grad();
+        var (logits, outputs) = net.ForwardWithLayers(randn(6, 1, 28, 28), [net.Spec.LayerCount]);
+        return (net, outputs[0].flatten(1), logits);
+    }
+
+    [Theory]
+    [InlineData(ResNetArchitecture.ResNet18, "fc:64")]
+    [InlineData(ResNetArchitecture.ResNet18, "fc:100")]
+    [InlineData(ResNetArchitecture.ResNet18, "pool:4096:64")] // more bins than inputs (1,024): bins overlap
+    [InlineData(ResNetArchitecture.ResNet18, "pool:512:80")] // two inputs per bin, aligned with the channels
+    [InlineData(ResNetArchitecture.ResNet18, "pool:1500:64")] // bins of one or two inputs
+    [InlineData(ResNetArchitecture.ResNet50, "pool:4096:1024")] // the seed's Pool on 8,192 inputs (512 channels of 4 x 4)
+    public void InitializeAsHead_FcAndPoolOnTheLastLayer_ComputeTheBaseModelsOutput(ResNetArchitecture architecture, string predictor)
+    {
+        using var scope = NewDisposeScope();
+        var (net, features, logits) = LastLayer(architecture, architecture == ResNetArchitecture.ResNet18 ? 8 : 16);
+        using var _ = net;
+        var shape = net.LayerOutputShape(net.Spec.LayerCount);
+        using var network = PredictorNetwork.Create(PredictorArchitecture.Parse(predictor), (int)features.shape[1], 10);
+        Assert.Null(network.InitializeAsHead(net.HeadLinear.weight!, net.HeadLinear.bias!, shape));
+        using var noGrad = no_grad();
+        var expected = nn.functional.log_softmax(logits, 1);
+        var actual = network.forward(features);
+        var error = actual.sub(expected).abs().max().item<float>();
+        Assert.True(error < 1e-4f, $"{predictor}: largest difference from the base model's log-probabilities {error:G3}");
+    }
+
+    [Fact]
+    public void InitializeAsHead_HiddenUnitsLeftOver_KeepTheirInputWeightsAndFeedNothingYet()
+    {
+        using var scope = NewDisposeScope();
+        var (net, features, _) = LastLayer(ResNetArchitecture.ResNet18, 8); // 64 channels
+        using var _ = net;
+        using var network = PredictorNetwork.Create(PredictorArchitecture.FC(100), (int)features.shape[1], 10);
+        var parameters = network.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var spare = parameters["fc1.weight"].narrow(0, 64, 36).clone();
+        Assert.Null(network.InitializeAsHead(net.HeadLinear.weight!, net.HeadLinear.bias!, net.LayerOutputShape(8)));
+        Assert.True(parameters["fc1.weight"].narrow(0, 64, 36).eq(spare).all().item<bool>());
+        Assert.Equal(0f, parameters["fc2.weight"].narrow(1, 64, 36).abs().max().item<float>());
+        Assert.True(parameters["fc2.weight"].narrow(1, 0, 64).eq(net.HeadLinear.weight!).all().item<bool>());
+    }
+
+    [Theory]
+    [InlineData("conv", "no hidden layer")]
+    [InlineData("fc:32", "32 hidden units, fewer than the head's 64 channels")]
+    [InlineData("pool:100:64", "straddle channel")]
+    [InlineData("pool:1000:64", "straddle channel")] // fewer bins than the 1,024 inputs, some across channel boundaries
+    public void InitializeAsHead_NotRepresentable_SaysWhyAndLeavesTheWeights(string predictor, string reason)
+    {
+        using var scope = NewDisposeScope();
+        var (net, features, _) = LastLayer(ResNetArchitecture.ResNet18, 8);
+        using var _ = net;
+        using var network = PredictorNetwork.Create(PredictorArchitecture.Parse(predictor), (int)features.shape[1], 10);
+        var before = network.parameters().Select(p => p.clone()).ToArray();
+        Assert.Contains(reason, network.InitializeAsHead(net.HeadLinear.weight!, net.HeadLinear.bias!, net.LayerOutputShape(8)));
+        Assert.All(network.parameters().Zip(before), pair => Assert.True(pair.First.eq(pair.Second).all().item<bool>()));
+    }
+
+    [Fact]
+    public void InitializeAsHead_LayerOfAnotherShape_IsRefusedWithBothShapes()
+    {
+        using var scope = NewDisposeScope();
+        var (net, _, _) = LastLayer(ResNetArchitecture.ResNet18, 8);
+        using var _ = net;
+        using var network = PredictorNetwork.Create(PredictorArchitecture.FC(64), 1000, 10);
+        Assert.Contains("does not flatten to the predictor's 1000 inputs",
+            network.InitializeAsHead(net.HeadLinear.weight!, net.HeadLinear.bias!, net.LayerOutputShape(8)));
+    }
+
     [Fact]
     public void ConvPredictor_StartsAsAPassThroughConvolution_SoNoPositionStartsDead()
     {

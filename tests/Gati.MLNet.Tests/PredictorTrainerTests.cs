@@ -161,6 +161,107 @@ public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixt
     }
 
     [Fact]
+    public void Fit_LastLayerWithTheBaseModel_FcAndPoolStartAsItsHeadAndKeepThatStart()
+    {
+        PredictorSpec[] specs =
+        [
+            new(8, PredictorArchitecture.FC(64)), new(8, PredictorArchitecture.Pool(4096, 64)), new(8, PredictorArchitecture.Conv()),
+            new(2, PredictorArchitecture.FC(64)),
+        ];
+        var options = PredictorFixture.Options(specs);
+        options.Epochs = 2;
+        options.BaseModel = fixture.Base.Model; // the dump does not record it
+        options.ValidationSet = fixture.HeldOut;
+        var reports = new List<PredictorTrainingProgress>();
+        options.Progress = new SynchronousProgress<PredictorTrainingProgress>(reports.Add);
+        var chain = fixture.Context.Gati().Predictors(options).Fit(fixture.Train);
+
+        var starts = reports.Where(r => r is { EpochCompleted: true, Epoch: 0 }).ToArray();
+        Assert.Equal(["L8 FC(64)", "L8 Pool(4096, 64)"], starts.Select(r => $"L{r.Layer} {r.Architecture}"));
+        Assert.All(starts, r => Assert.Equal(1.0, r.ValidationAgreement));
+        var scored = chain.Transform(fixture.HeldOut);
+        foreach (var predictor in chain.Cast<PredictorTransformer>())
+        {
+            var fromHead = predictor.Layer == 8 && predictor.Architecture.Kind != PredictorKind.Conv;
+            var agreement = Agreement(scored, predictor.PredictedLabelColumnName);
+            Assert.Equal(predictor.Summary.ValidationAgreement, agreement, 6);
+            if (fromHead)
+            {
+                // The base model's own answer: no epoch can beat it, so the start is kept.
+                Assert.Equal(new PredictorTrainingSummary(0, 2, 1.0), predictor.Summary);
+            }
+            else
+            {
+                Assert.InRange(predictor.Summary.BestEpoch, 1, 2);
+                Assert.True(agreement < 1.0, $"{predictor.Layer} {predictor.Architecture}: {agreement:P2}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Fit_BaseHeadStartTurnedOff_EveryPredictorStartsFromRandomWeights()
+    {
+        var options = PredictorFixture.Options(new PredictorSpec(8, PredictorArchitecture.FC(64)));
+        options.Epochs = 1;
+        options.BaseModel = fixture.Base.Model;
+        options.InitializeFromBaseHead = false;
+        options.ValidationSet = fixture.HeldOut;
+        var reports = new List<PredictorTrainingProgress>();
+        options.Progress = new SynchronousProgress<PredictorTrainingProgress>(reports.Add);
+        var predictor = fixture.Context.Gati().Predictors(options).Fit(fixture.Train).Cast<PredictorTransformer>().Single();
+        Assert.DoesNotContain(reports, r => r.Epoch == 0);
+        Assert.Equal(1, predictor.Summary.BestEpoch);
+    }
+
+    [Fact]
+    public void Fit_BaseHeadStartInterruptedThenResumed_EqualsAnUninterruptedRun_AndOtherSettingsCannotResumeIt()
+    {
+        using var temp = new TempDirectory();
+        PredictorSpec[] specs = [new(8, PredictorArchitecture.Pool(512, 64)), new(2, PredictorArchitecture.Conv(5, 5))];
+        PredictorSetTrainer.Options Options(bool headStart = true)
+        {
+            var options = PredictorFixture.Options(specs);
+            options.BaseModel = fixture.Base.Model;
+            options.InitializeFromBaseHead = headStart;
+            options.ValidationSet = fixture.HeldOut;
+            return options;
+        }
+        var expected = fixture.Context.Gati().Predictors(Options()).Fit(fixture.Train);
+
+        using var stop = new CancellationTokenSource();
+        var first = Options();
+        first.CheckpointPath = temp.File("p.ckpt");
+        first.CancellationToken = stop.Token;
+        first.Progress = new SynchronousProgress<PredictorTrainingProgress>(p =>
+        {
+            if (p is { EpochCompleted: true, Epoch: 2 }) stop.Cancel();
+        });
+        Assert.ThrowsAny<OperationCanceledException>(() => fixture.Context.Gati().Predictors(first).Fit(fixture.Train));
+
+        var other = Options(headStart: false);
+        other.CheckpointPath = first.CheckpointPath;
+        other.Resume = true;
+        var refused = Assert.Throws<InvalidOperationException>(() => fixture.Context.Gati().Predictors(other).Fit(fixture.Train));
+        Assert.Contains("baseHeadStart: checkpoint 8:pool512x64, now (absent)", refused.Message);
+
+        var second = Options();
+        second.CheckpointPath = first.CheckpointPath;
+        second.Resume = true;
+        var restored = new List<PredictorTrainingProgress>();
+        second.Progress = new SynchronousProgress<PredictorTrainingProgress>(restored.Add);
+        var actual = fixture.Context.Gati().Predictors(second).Fit(fixture.Train);
+
+        Assert.Equal(5, restored.Count(r => r.Restored)); // the start and two epochs of the layer-8 predictor, two epochs of the other
+        Assert.Single(restored, r => r is { Restored: true, Epoch: 0, BestEpoch: 0 });
+        var sample = fixture.Context.Data.TakeRows(fixture.HeldOut, 50);
+        foreach (var (e, a) in expected.Cast<PredictorTransformer>().Zip(actual.Cast<PredictorTransformer>()))
+        {
+            Assert.Equal(e.Summary, a.Summary);
+            Assert.Equal(FeatureExtractionTests.Column(e.Transform(sample), e.ScoreColumnName), FeatureExtractionTests.Column(a.Transform(sample), a.ScoreColumnName));
+        }
+    }
+
+    [Fact]
     public void Fit_NoImprovement_StopsAfterPatienceEpochs()
     {
         var options = PredictorFixture.Options(new PredictorSpec(8, PredictorArchitecture.Conv()));

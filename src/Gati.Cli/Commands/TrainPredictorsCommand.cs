@@ -37,6 +37,10 @@ internal static class TrainPredictorsCommand
             Description = "Bound on lr x the features' mean squared norm for the layer that reads them (FC predictors): above it that layer's rate is scaled down, so wide early layers do not diverge. 0 turns it off (the reference's single rate).",
             DefaultValueFactory = _ => PredictorTrainingOptions.DefaultInputStepBound,
         }.AtLeast(0.0);
+        var noHeadStart = new Option<bool>("--no-head-start")
+        {
+            Description = "Start every predictor from random weights. By default FC and Pool predictors on the base model's last stage start as its head (channel averages into its linear layer) and keep that start unless an epoch beats it on the held-out rows.",
+        };
         var halving = new Option<int>("--lr-halving") { Description = "Epochs between learning-rate halvings.", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var alpha = new Option<double>("--alpha") { Description = "Weight of the distillation (KL) term; 1 - alpha weighs cross-entropy with the base model's label.", DefaultValueFactory = _ => 0.5 }.Between(0.0, 1.0);
         var temperature = new Option<double>("--temperature") { Description = "Distillation temperature.", DefaultValueFactory = _ => 6 }.Positive();
@@ -49,7 +53,7 @@ internal static class TrainPredictorsCommand
         command.Options.Add(baseModel);
         dataset.AddTo(command);
         foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
-                     trainRows, holdoutRows, epochs, patience, batchSize, lr, stepBound, halving, alpha, temperature, seed, output, checkpoint, resume })
+                     trainRows, holdoutRows, epochs, patience, batchSize, lr, stepBound, noHeadStart, halving, alpha, temperature, seed, output, checkpoint, resume })
             command.Options.Add(option);
         runtime.AddTo(command);
 
@@ -81,6 +85,7 @@ internal static class TrainPredictorsCommand
                 BatchSize = result.GetValue(batchSize),
                 LearningRate = result.GetValue(lr),
                 InputStepBound = result.GetValue(stepBound) is > 0 and var bound ? bound : null,
+                HeadStart = !result.GetValue(noHeadStart),
                 HalvingEpochs = result.GetValue(halving),
                 Alpha = result.GetValue(alpha),
                 Temperature = result.GetValue(temperature),

@@ -31,6 +31,7 @@ internal sealed record TrainPredictorsSettings
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 0.05;
     public double? InputStepBound { get; init; } = PredictorTrainingOptions.DefaultInputStepBound;
+    public bool HeadStart { get; init; } = true;
     public int HalvingEpochs { get; init; } = 5;
     public double Alpha { get; init; } = 0.5;
     public double Temperature { get; init; } = 6;
@@ -101,6 +102,8 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 BatchSize = settings.BatchSize,
                 LearningRate = settings.LearningRate,
                 InputStepBound = settings.InputStepBound,
+                InitializeFromBaseHead = settings.HeadStart,
+                BaseModel = baseModel,
                 LearningRateHalvingEpochs = settings.HalvingEpochs,
                 Alpha = settings.Alpha,
                 Temperature = settings.Temperature,
@@ -164,6 +167,11 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
         {
             if (bar is not null && !p.EpochCompleted)
                 bar(p.Epoch - 1 + Math.Min(1.0, (double)p.Rows / rowsPerEpoch), $"epoch {p.Epoch}/{p.TotalEpochs}  mean loss {p.Loss:F4}  {p.RowsPerSecond:F0} rows/s");
+            if (p is { EpochCompleted: true, Epoch: 0 })
+            {
+                console.MarkupLineInterpolated($"start  layer {p.Layer} {p.Architecture}: the base model's head, held-out agreement {p.ValidationAgreement:P2}{(p.Restored ? " (restored from checkpoint)" : "")}");
+                return;
+            }
             if (p.EpochCompleted)
             {
                 var agreement = p.ValidationAgreement is { } a ? $", held-out agreement {a:P2}" : "";

@@ -85,6 +85,9 @@ public sealed class ResNet : nn.Module<Tensor, Tensor>
         return _blocks[layer - 1].call(input); // call, not forward: hooks (e.g. tests counting rows per block) see it
     }
 
+    /// <summary>The linear layer of the head (its input is the global average of the last layer's channels).</summary>
+    internal Linear HeadLinear => fc;
+
     /// <summary>Global average pool and the linear head: the logits from the last layer's output.</summary>
     public Tensor Head(Tensor lastLayerOutput)
     {

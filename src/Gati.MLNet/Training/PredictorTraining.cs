@@ -43,8 +43,9 @@ internal static class PredictorTraining
 {
     private const string CheckpointKind = "predictors";
 
-    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, double[] rateScales, int featureIndex) : IDisposable
+    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, double[] rateScales, int featureIndex, bool fromHead) : IDisposable
     {
+        public bool FromHead { get; } = fromHead; // started as the base model's head (BaseHeadStart)
         public PredictorSpec Spec { get; } = spec;
         public PredictorNetwork Network { get; } = network;
         public SGD Optimizer { get; } = optimizer;
@@ -63,11 +64,15 @@ internal static class PredictorTraining
 
     internal sealed class TraineeState
     {
-        public int BestEpoch { get; set; }
+        public int BestEpoch { get; set; } // 0: the starting weights (a base-head start), or none yet when BestAgreement is -inf
         public double BestAgreement { get; set; } = double.NegativeInfinity;
         public bool Stopped { get; set; }
         public int EpochsRun { get; set; }
-        public List<double[]> History { get; set; } = []; // epoch, loss, agreement
+        public List<double[]> History { get; set; } = []; // epoch (0: the start), loss, agreement
+
+        /// <summary>The epoch whose weights are kept, once held-out agreement picked one.</summary>
+        [System.Text.Json.Serialization.JsonIgnore]
+        public int? KeptEpoch => double.IsFinite(BestAgreement) ? BestEpoch : null;
     }
 
     public static IReadOnlyList<PredictorTransformer> Run(IHost host, IDataView input, PredictorTrainingOptions options, IReadOnlyList<PredictorSpec> specs)
@@ -114,6 +119,7 @@ internal static class PredictorTraining
             });
             try
             {
+                var fromHead = BaseHeadStart.Apply(host, input, options, specs, networks);
                 var norms = options.InputStepBound is not null && networks.Any(n => n.InputLayerParameters.Count > 0)
                     ? MeanSquaredNorms(reader, options.BatchSize)
                     : null;
@@ -124,7 +130,7 @@ internal static class PredictorTraining
                     var f = Array.IndexOf(features, specs[i].Feature);
                     var scale = norms is null ? 1 : PredictorOptimizer.InputRateScale(network, options.LearningRate, norms[f], options.InputStepBound);
                     var optimizer = PredictorOptimizer.Create(network, options.LearningRate, options.Momentum, options.WeightDecay, scale, out var rateScales);
-                    trainees.Add(new Trainee(specs[i], network, optimizer, rateScales, f));
+                    trainees.Add(new Trainee(specs[i], network, optimizer, rateScales, f, fromHead[i]));
                 }
             }
             catch
@@ -135,6 +141,7 @@ internal static class PredictorTraining
 
             NativeNumerics.EnsureSoundForTraining(host, NativeNumerics.ForLinear(options.BatchSize, sizes, classes), device);
             var settings = Settings(options, specs, seed, input.GetRowCount(), classes);
+            if (BaseHeadStart.Setting(specs, trainees.Select(t => t.FromHead).ToArray()) is { } started) settings["baseHeadStart"] = started;
             var startEpoch = options.Resume && options.CheckpointPath is { } resumePath && File.Exists(resumePath)
                 ? Restore(resumePath, settings, trainees, device, options)
                 : 0;
@@ -152,7 +159,7 @@ internal static class PredictorTraining
                 }
                 trainee.Network.eval();
                 var state = trainee.State;
-                var summary = new PredictorTrainingSummary(state.BestEpoch == 0 ? state.EpochsRun : state.BestEpoch, state.EpochsRun,
+                var summary = new PredictorTrainingSummary(state.KeptEpoch ?? state.EpochsRun, state.EpochsRun,
                     double.IsFinite(state.BestAgreement) ? state.BestAgreement : double.NaN);
                 trainee.Optimizer.Dispose();
                 results.Add(new PredictorTransformer(host, new SharedModule<PredictorNetwork>(trainee.Network, device), trainee.Spec.Layer, classNames,
@@ -173,6 +180,7 @@ internal static class PredictorTraining
         var buffers = reader.AllocateBuffers(options.BatchSize);
         var labels = new long[options.BatchSize];
         var teacherIndex = buffers.Length - 1;
+        if (startEpoch == 0) EvaluateStart(options, trainees.Where(t => t.FromHead).ToList(), reader.Sizes, device);
         for (var epoch = startEpoch; epoch < options.Epochs; epoch++)
         {
             var active = trainees.Where(t => !t.State.Stopped).ToList();
@@ -253,7 +261,7 @@ internal static class PredictorTraining
                     {
                         Epoch = epoch + 1, TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
                         Rows = rows, Loss = loss, RowsPerSecond = rows / seconds, ValidationAgreement = agreement,
-                        BestEpoch = state.BestEpoch == 0 ? null : state.BestEpoch, Stopped = state.Stopped, EpochCompleted = true,
+                        BestEpoch = state.KeptEpoch, Stopped = state.Stopped, EpochCompleted = true,
                         InputRateScale = trainee.InputRateScale,
                     });
                 }
@@ -263,6 +271,31 @@ internal static class PredictorTraining
             {
                 foreach (var sum in lossSums) sum.Dispose();
             }
+        }
+    }
+
+    /// <summary>
+    /// "Epoch 0" of predictors that start as the base model's head: their held-out agreement before any step becomes the
+    /// best so far, so training keeps the start unless an epoch beats it (and patience counts from it).
+    /// </summary>
+    private static void EvaluateStart(PredictorTrainingOptions options, List<Trainee> started, IReadOnlyList<int> sizes, Device device)
+    {
+        if (started.Count == 0 || options.ValidationSet is not { } validation) return;
+        var agreements = Agreements(validation, started, sizes, options, device);
+        for (var i = 0; i < started.Count; i++)
+        {
+            var trainee = started[i];
+            var state = trainee.State;
+            state.BestAgreement = agreements[i];
+            state.BestEpoch = 0;
+            state.History.Add([0, double.NaN, agreements[i]]);
+            trainee.Best = TrainingCheckpoint.ModuleBytes(trainee.Network);
+            options.Progress?.Report(new PredictorTrainingProgress
+            {
+                Epoch = 0, TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
+                Rows = 0, Loss = double.NaN, RowsPerSecond = double.NaN, ValidationAgreement = agreements[i], BestEpoch = 0,
+                EpochCompleted = true, InputRateScale = trainee.InputRateScale,
+            });
         }
     }
 
@@ -378,7 +411,7 @@ internal static class PredictorTraining
                 {
                     Epoch = (int)h[0], TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
                     Rows = 0, Loss = h[1], RowsPerSecond = double.NaN, ValidationAgreement = double.IsNaN(h[2]) ? null : h[2],
-                    BestEpoch = states[i].BestEpoch == 0 ? null : states[i].BestEpoch, EpochCompleted = true, Restored = true,
+                    BestEpoch = states[i].KeptEpoch, EpochCompleted = true, Restored = true,
                     Stopped = states[i].Stopped && (int)h[0] == states[i].EpochsRun, InputRateScale = trainee.InputRateScale,
                 });
             }

@@ -1,4 +1,5 @@
 using Gati.MLNet.Torch;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
 
 namespace Gati.MLNet.Training;
@@ -51,6 +52,24 @@ public abstract class PredictorTrainingOptions
     /// null turns the bound off (the reference's single rate). Pool and Conv predictors are unaffected.
     /// </summary>
     public double? InputStepBound { get; set; } = DefaultInputStepBound;
+
+    /// <summary>
+    /// Start FC and Pool predictors on layers shaped like the base model's last layer (the channels its head averages:
+    /// the last stage of a ResNet) as the base model's head — channel averages into the head's linear layer — so their
+    /// first held-out agreement is the head's own on that layer, and keep that start ("epoch 0") unless an epoch beats
+    /// it. On the last layer this is the base model's answer exactly. Needs <see cref="BaseModel"/> or a training view
+    /// that comes from the base model; other predictors start from random weights as in the reference.
+    /// </summary>
+    public bool InitializeFromBaseHead { get; set; } = true;
+
+    /// <summary>
+    /// The base model whose head <see cref="InitializeFromBaseHead"/> copies; null: the one the training data comes from
+    /// (found through <c>ExtractFeatures</c> in the pipeline; a feature dump does not record it, so pass it with dumps).
+    /// </summary>
+    public ResNetTransformer? BaseModel { get; set; }
+
+    /// <summary>The base network when a Gati component trains predictors for a base model it holds (before <see cref="BaseModel"/>'s fallback).</summary>
+    internal BaseNetwork? KnownBaseNetwork { get; set; }
 
     /// <summary>The learning rate halves every this many epochs.</summary>
     public int LearningRateHalvingEpochs { get; set; } = 5;

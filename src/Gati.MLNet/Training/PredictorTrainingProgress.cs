@@ -5,7 +5,7 @@ namespace Gati.MLNet.Training;
 /// <summary>Progress of predictor training: one report per predictor per epoch, plus batch-level reports.</summary>
 public sealed record PredictorTrainingProgress
 {
-    /// <summary>1-based epoch.</summary>
+    /// <summary>1-based epoch; 0 for the held-out agreement of a predictor's start when it starts as the base model's head (<see cref="PredictorTrainingOptions.InitializeFromBaseHead"/>).</summary>
     public required int Epoch { get; init; }
 
     /// <summary>Maximum epochs.</summary>
@@ -29,7 +29,7 @@ public sealed record PredictorTrainingProgress
     /// <summary>Agreement with the base model on the held-out data after this epoch (end-of-epoch reports with held-out data).</summary>
     public double? ValidationAgreement { get; init; }
 
-    /// <summary>The best epoch so far.</summary>
+    /// <summary>The best epoch so far (0: the start, for a predictor that started as the base model's head).</summary>
     public int? BestEpoch { get; init; }
 
     /// <summary>True once this predictor stopped early (no held-out improvement for Patience epochs).</summary>

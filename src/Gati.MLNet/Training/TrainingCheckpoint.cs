@@ -214,9 +214,10 @@ internal static class TrainingCheckpoint
     {
         if (header.Kind != kind)
             throw new InvalidOperationException($"Checkpoint {path} was written by a {header.Kind} run, not a {kind} run.");
-        var differences = settings
-            .Where(s => !header.Settings.TryGetValue(s.Key, out var saved) || saved != s.Value)
-            .Select(s => $"{s.Key}: checkpoint {(header.Settings.TryGetValue(s.Key, out var saved) ? saved : "(absent)")}, now {s.Value}")
+        // Both ways: a setting recorded only when it applies (e.g. baseHeadStart) differs when either side lacks it.
+        var differences = settings.Keys.Union(header.Settings.Keys)
+            .Where(key => settings.GetValueOrDefault(key) != header.Settings.GetValueOrDefault(key))
+            .Select(key => $"{key}: checkpoint {header.Settings.GetValueOrDefault(key) ?? "(absent)"}, now {settings.GetValueOrDefault(key) ?? "(absent)"}")
             .ToArray();
         if (differences.Length > 0)
             throw new InvalidOperationException(

@@ -41,6 +41,37 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     /// </summary>
     internal virtual IReadOnlyList<Parameter> InputLayerParameters => [];
 
+    /// <summary>
+    /// Sets the weights so that this predictor computes the base model's head — global average pool over the layer's
+    /// <paramref name="layer"/>.Channels channels, then the linear <paramref name="weight"/> [k, C] and
+    /// <paramref name="bias"/> [k] — on features of that layer's shape (flattened channel-major, non-negative as every
+    /// residual block's output is). Hidden units the head does not need keep their weights but feed nothing yet.
+    /// Returns null when done, else why this predictor cannot represent the head (its weights are then unchanged).
+    /// </summary>
+    internal virtual string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer) =>
+        $"{Architecture} predictors have no hidden layer that can average channels";
+
+    /// <summary>Checks that the head fits this predictor's input and output sizes.</summary>
+    private protected string? HeadMismatch(Tensor weight, Tensor bias, TensorShape layer, int hidden)
+    {
+        var channels = layer.Channels;
+        if ((long)channels * layer.Height * layer.Width != InputSize)
+            return $"the layer's shape [{channels}, {layer.Height}, {layer.Width}] does not flatten to the predictor's {InputSize} inputs";
+        if (weight.shape.Length != 2 || weight.shape[1] != channels || weight.shape[0] != Classes || bias.shape.Length != 1 || bias.shape[0] != Classes)
+            return $"the head [{string.Join(", ", weight.shape)}] does not read {channels} channels into {Classes} classes";
+        if (hidden < channels)
+            return $"{Architecture} has {hidden} hidden units, fewer than the head's {channels} channels";
+        return null;
+    }
+
+    /// <summary>The output layer as the head: its first C columns the head's weights, the other columns zero.</summary>
+    private protected static void CopyHead(Linear output, Tensor weight, Tensor bias)
+    {
+        output.weight!.zero_();
+        output.weight!.narrow(1, 0, weight.shape[1]).copy_(weight);
+        output.bias!.copy_(bias);
+    }
+
     /// <summary>Builds an untrained predictor (weights from TorchSharp's current RNG).</summary>
     public static PredictorNetwork Create(PredictorArchitecture architecture, int inputSize, int classes)
     {
@@ -69,6 +100,21 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
 
         internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
 
+        /// <remarks>Hidden unit c averages channel c: 1/(H·W) on its positions.</remarks>
+        internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
+        {
+            if (HeadMismatch(weight, bias, layer, Architecture.Hidden) is { } mismatch) return mismatch;
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var channels = layer.Channels;
+            var positions = layer.Height * layer.Width;
+            var averagers = eye(channels, dtype: fc1.weight!.dtype).repeat_interleave(positions, 1).div_(positions);
+            fc1.weight!.narrow(0, 0, channels).copy_(averagers);
+            fc1.bias!.narrow(0, 0, channels).zero_();
+            CopyHead(fc2, weight, bias);
+            return null;
+        }
+
         public override Tensor forward(Tensor input) =>
             nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(input))), 1);
     }
@@ -86,6 +132,69 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
             fc1 = nn.Linear(architecture.PoolSize, architecture.Hidden);
             fc2 = nn.Linear(architecture.Hidden, classes);
             RegisterComponents();
+        }
+
+        /// <remarks>
+        /// Hidden unit c averages channel c through the pooled values: adaptive pooling maps the D inputs to P bin
+        /// means (bin p covers inputs floor(pD/P) to ceil((p+1)D/P) - 1), so the unit's weights on the bins that touch
+        /// channel c solve a small least-squares problem (the channel's positions 1/(H·W), the neighbours' 0). It is
+        /// exact whenever bins do not straddle channel boundaries in a way no combination can undo (always when P ≥ D,
+        /// or when P divides the channel's size); otherwise the predictor is left as it was.
+        /// </remarks>
+        internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
+        {
+            if (HeadMismatch(weight, bias, layer, Architecture.Hidden) is { } mismatch) return mismatch;
+            var channels = layer.Channels;
+            var positions = layer.Height * layer.Width;
+            var rows = new float[channels * Architecture.PoolSize];
+            for (var c = 0; c < channels; c++)
+            {
+                if (ChannelAverager(c, positions, out var first, out var weights) is { } reason) return reason;
+                for (var j = 0; j < weights.Length; j++) rows[c * Architecture.PoolSize + first + j] = (float)weights[j];
+            }
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            fc1.weight!.narrow(0, 0, channels).copy_(tensor(rows, [channels, Architecture.PoolSize]));
+            fc1.bias!.narrow(0, 0, channels).zero_();
+            CopyHead(fc2, weight, bias);
+            return null;
+        }
+
+        private (long Start, long End) Bin(long p) =>
+            (p * InputSize / Architecture.PoolSize, ((p + 1) * InputSize + Architecture.PoolSize - 1) / Architecture.PoolSize);
+
+        /// <summary>Weights on bins first.. whose combination is channel c's mean; null when exact, else why not.</summary>
+        private string? ChannelAverager(int c, int positions, out int first, out double[] weights)
+        {
+            long spanStart = (long)c * positions, spanEnd = spanStart + positions;
+            long pool = Architecture.PoolSize;
+            // Bins touching the span: starts and ends both grow with p.
+            var lo = (int)Math.Max(0, spanStart * pool / InputSize - 1);
+            while (Bin(lo).End <= spanStart) lo++;
+            var hi = lo;
+            while (hi + 1 < pool && Bin(hi + 1).Start < spanEnd) hi++;
+            first = lo;
+            var bins = hi - lo + 1;
+            var elementStart = Bin(lo).Start;
+            var elements = (int)(Bin(hi).End - elementStart);
+            var a = new double[elements * bins];
+            var b = new double[elements];
+            for (var j = 0; j < bins; j++)
+            {
+                var (start, end) = Bin(lo + j);
+                for (var i = start; i < end; i++) a[(i - elementStart) * bins + j] = 1.0 / (end - start);
+            }
+            for (var i = 0; i < elements; i++)
+                b[i] = elementStart + i >= spanStart && elementStart + i < spanEnd ? 1.0 / positions : 0;
+            using var scope = NewDisposeScope();
+            var matrix = tensor(a, [elements, bins]);
+            var target = tensor(b, [elements, 1]);
+            var solution = linalg.pinv(matrix).matmul(target); // minimum-norm least squares: bins may repeat an input (P > D)
+            var error = matrix.matmul(solution).sub(target).abs().max().item<double>();
+            weights = solution.view(bins).data<double>().ToArray();
+            return error <= 1e-9 / positions
+                ? null
+                : $"{Architecture}'s bins straddle channel {c}'s boundaries: its mean is not a combination of them (error {error:G3})";
         }
 
         public override Tensor forward(Tensor input)
