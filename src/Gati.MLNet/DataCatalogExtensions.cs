@@ -22,6 +22,28 @@ public static class DataCatalogExtensions
         return new ImageDatasetView(FashionMnist.Open(directory, split), normalization ?? ChannelNormalization.FashionMnist);
     }
 
+    /// <summary>
+    /// <paramref name="data"/>'s rows, then <paramref name="copies"/> more passes over them with the image augmented as
+    /// ResNet training augments it (a random crop from the image padded by <paramref name="padding"/> pixels, a random
+    /// horizontal flip); other columns (e.g. Label) pass through. Deterministic: a row's augmentation depends only on
+    /// <paramref name="seed"/>, the pass and the row's position. For distilling predictors from more images than the
+    /// dataset holds: the base model labels each copy, and unseen variants of training images are labelled as it labels
+    /// new images.
+    /// </summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="data">A view with an image column (Vector&lt;Single, C, H, W&gt;).</param>
+    /// <param name="copies">Augmented passes after the original rows (0 returns the rows once).</param>
+    /// <param name="padding">Crop padding in pixels (0: no shift).</param>
+    /// <param name="horizontalFlip">Flip half the images left-right.</param>
+    /// <param name="seed">Seed of the augmentations.</param>
+    /// <param name="imageColumnName">The image column.</param>
+    public static IDataView AugmentImages(this DataOperationsCatalog catalog, IDataView data, int copies, int padding = 4,
+        bool horizontalFlip = true, int seed = 0, string imageColumnName = "Image")
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new AugmentedImagesView(data, imageColumnName, copies, padding, horizontalFlip, seed);
+    }
+
     /// <summary>CIFAR-10 from the binary version (data_batch_1..5.bin, test_batch.bin).</summary>
     /// <param name="catalog">mlContext.Data.</param>
     /// <param name="directory">cifar-10-batches-bin, or the folder containing it.</param>

@@ -28,6 +28,11 @@ internal static class TrainPredictorsCommand
         var float16 = new Option<bool>("--float16") { Description = "Store dumped features as float16 (half the disk)." };
         var trainRows = new Option<long?>("--train-rows") { Description = "Train on the first N rows of the training split (default: all rows before the held-out ones)." }.AtLeast(1L);
         var holdoutRows = new Option<long>("--holdout-rows") { Description = "The last N rows of the training split are held out: they pick each predictor's best epoch (and later train selectors).", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
+        var augmented = new Option<int>("--augmented-copies")
+        {
+            Description = "Distil also from N augmented copies of the training images (random crop with 4 pixels of padding and a random flip, as train-base augments; the base model labels each): the training rows become (N + 1) x --train-rows.",
+            DefaultValueFactory = _ => 0,
+        }.AtLeast(0);
         var epochs = new Option<int>("--epochs") { Description = "Maximum epochs.", DefaultValueFactory = _ => 100 }.AtLeast(1);
         var patience = new Option<int>("--patience") { Description = "Stop a predictor after this many epochs without held-out improvement.", DefaultValueFactory = _ => 10 }.AtLeast(1);
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per SGD step.", DefaultValueFactory = _ => 64 }.AtLeast(1);
@@ -53,7 +58,7 @@ internal static class TrainPredictorsCommand
         command.Options.Add(baseModel);
         dataset.AddTo(command);
         foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
-                     trainRows, holdoutRows, epochs, patience, batchSize, lr, stepBound, noHeadStart, halving, alpha, temperature, seed, output, checkpoint, resume })
+                     trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, halving, alpha, temperature, seed, output, checkpoint, resume })
             command.Options.Add(option);
         runtime.AddTo(command);
 
@@ -80,6 +85,7 @@ internal static class TrainPredictorsCommand
                 Float16 = result.GetValue(float16),
                 TrainRows = result.GetValue(trainRows),
                 HoldoutRows = result.GetValue(holdoutRows),
+                AugmentedCopies = result.GetValue(augmented),
                 Epochs = result.GetValue(epochs),
                 Patience = result.GetValue(patience),
                 BatchSize = result.GetValue(batchSize),

@@ -26,6 +26,7 @@ internal sealed record TrainPredictorsSettings
     public bool Float16 { get; init; }
     public long? TrainRows { get; init; }
     public long HoldoutRows { get; init; } = 5000;
+    public int AugmentedCopies { get; init; }
     public int Epochs { get; init; } = 100;
     public int Patience { get; init; } = 10;
     public int BatchSize { get; init; } = 64;
@@ -56,7 +57,10 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var baseModel = LoadedModel.BaseModel(loaded, settings.BaseModel);
             foreach (var layer in settings.Layers) baseModel.Network.Spec.CheckLayer(layer, "--layers");
 
-            var (split, trainImages, holdoutImages, trainRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
+            var (split, trainImages, holdoutImages, imageRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
+            // Augmented copies follow the original rows; the held-out rows stay as they are (they pick the kept epoch).
+            trainImages = context.Data.AugmentImages(trainImages, settings.AugmentedCopies, seed: settings.Seed);
+            var trainRows = imageRows * (settings.AugmentedCopies + 1);
             using var extractor = context.Gati().ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = settings.Layers }).Fit(trainImages);
 
             var sizes = settings.Layers.Select(l => extractor.LayerShape(l).Size).ToArray();
@@ -65,7 +69,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var dumpDir = settings.DumpDir ?? settings.Output + ".features";
             var (useDump, reason) = ChooseMode(settings, estimate, dumpDir);
             console.MarkupLineInterpolated(
-                $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {settings.Dataset.Name}: {trainRows} training rows, {settings.HoldoutRows} held-out rows (the last of the training split).");
+                $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {settings.Dataset.Name}: {trainRows} training rows{(settings.AugmentedCopies > 0 ? $" ({imageRows} images and {settings.AugmentedCopies} augmented copies of each)" : "")}, {settings.HoldoutRows} held-out rows (the last of the training split).");
             console.MarkupLineInterpolated($"Features: [bold]{(useDump ? "dump" : "stream")}[/] ({reason}).");
 
             IDataView train, holdout;
@@ -74,7 +78,9 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 var dumpOptions = (string part, long rows) => new FeatureDumpOptions
                 {
                     Float16 = settings.Float16,
-                    Source = $"{settings.Dataset.Name} train {part} ({rows} rows)",
+                    Source = part == "training" && settings.AugmentedCopies > 0
+                        ? $"{settings.Dataset.Name} train {part} ({rows} rows: {imageRows} images, then {settings.AugmentedCopies} augmented copies, seed {settings.Seed})"
+                        : $"{settings.Dataset.Name} train {part} ({rows} rows)",
                     CancellationToken = cancellation,
                     Progress = new Progress<(long Rows, long Total)>(p => console.MarkupLineInterpolated($"[grey]  dumped {p.Rows}/{p.Total} {part} rows[/]")),
                 };
