@@ -175,7 +175,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 bar(p.Epoch - 1 + Math.Min(1.0, (double)p.Rows / rowsPerEpoch), $"epoch {p.Epoch}/{p.TotalEpochs}  mean loss {p.Loss:F4}  {p.RowsPerSecond:F0} rows/s");
             if (p is { EpochCompleted: true, Epoch: 0 })
             {
-                console.MarkupLineInterpolated($"start  layer {p.Layer} {p.Architecture}: the base model's head, held-out agreement {p.ValidationAgreement:P2}{(p.Restored ? " (restored from checkpoint)" : "")}");
+                console.MarkupLineInterpolated($"start  layer {p.Layer} {p.Architecture}: the base model's head, held-out agreement {p.ValidationAgreement:P2}{(p.Stopped ? " (every row: kept, not trained)" : "")}{(p.Restored ? " (restored from checkpoint)" : "")}");
                 return;
             }
             if (p.EpochCompleted)

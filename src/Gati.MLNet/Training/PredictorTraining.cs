@@ -276,7 +276,9 @@ internal static class PredictorTraining
 
     /// <summary>
     /// "Epoch 0" of predictors that start as the base model's head: their held-out agreement before any step becomes the
-    /// best so far, so training keeps the start unless an epoch beats it (and patience counts from it).
+    /// best so far, so training keeps the start unless an epoch beats it (and patience counts from it). A start that
+    /// agrees on every held-out row cannot be beaten (on the last layer it is the base model's own answer), so that
+    /// predictor stops at once.
     /// </summary>
     private static void EvaluateStart(PredictorTrainingOptions options, List<Trainee> started, IReadOnlyList<int> sizes, Device device)
     {
@@ -289,12 +291,13 @@ internal static class PredictorTraining
             state.BestAgreement = agreements[i];
             state.BestEpoch = 0;
             state.History.Add([0, double.NaN, agreements[i]]);
+            state.Stopped = agreements[i] >= 1;
             trainee.Best = TrainingCheckpoint.ModuleBytes(trainee.Network);
             options.Progress?.Report(new PredictorTrainingProgress
             {
                 Epoch = 0, TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
                 Rows = 0, Loss = double.NaN, RowsPerSecond = double.NaN, ValidationAgreement = agreements[i], BestEpoch = 0,
-                EpochCompleted = true, InputRateScale = trainee.InputRateScale,
+                Stopped = state.Stopped, EpochCompleted = true, InputRateScale = trainee.InputRateScale,
             });
         }
     }
