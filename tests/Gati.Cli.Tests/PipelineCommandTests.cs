@@ -46,9 +46,10 @@ public sealed class PipelineCommandTests
         Ok(CliHost.Invoke("train-base", "--data-dir", Data, "--width", "4", "--epochs", "1", "--train-rows", "600", "--test-rows", "100", "--device", "cpu", "--output", basePath));
         var predictors = temp.File("predictors.zip");
         var (exit, output) = CliHost.Invoke("train-predictors", "--base-model", basePath, "--data-dir", Data, "--layers", "7-8", "--architectures", "fc:16,pool:64:8,conv",
-            "--train-rows", "500", "--holdout-rows", "300", "--epochs", "1", "--features", "dump", "--float16", "--device", "cpu", "--output", predictors);
+            "--train-rows", "500", "--holdout-rows", "300", "--augmented-copies", "1", "--epochs", "1", "--features", "dump", "--float16", "--device", "cpu", "--output", predictors);
         Assert.True(exit == 0, output);
         Assert.Contains("Features: dump (requested", output);
+        Assert.Contains("1000 training rows (500 images and 1 augmented copies of each)", output);
         Assert.True(File.Exists(Path.Combine(predictors + ".features", "train", "manifest.json")));
 
         var reportDir = Path.Combine(temp.Path, "report");
@@ -60,6 +61,13 @@ public sealed class PipelineCommandTests
         Assert.Contains("Cost at layer 7", markdown);
         Assert.Equal(7, File.ReadAllLines(Path.Combine(reportDir, "agreement.csv")).Length);
         Assert.Equal(4, File.ReadAllLines(Path.Combine(reportDir, "cost.csv")).Length);
+        var confidence = File.ReadAllLines(Path.Combine(reportDir, "confidence.csv"));
+        Assert.Equal(1 + 6 * 5, confidence.Length); // 6 predictors x 5 confidence buckets
+        // Fields from the end (an architecture such as "Pool(64, 8)" is quoted and holds a comma): bucket, images, disagreements.
+        var byPredictor = confidence.Skip(1).Select(l => l.Split(',')).GroupBy(f => string.Join(",", f[..^3])).ToArray();
+        Assert.Equal(6, byPredictor.Length);
+        Assert.All(byPredictor, predictor => Assert.Equal(200, predictor.Sum(f => long.Parse(f[^2], System.Globalization.CultureInfo.InvariantCulture))));
+        Assert.Contains("| base model's confidence | images | L7 FC(16) | L7 Pool(64, 8) | L7 Conv(3, 1) | L8 FC(16) |", markdown);
         Assert.True(new FileInfo(Path.Combine(reportDir, "agreement.png")).Length > 1000);
         Assert.Contains($"\ngati report predictors --model {predictors} --data-dir", markdown);
 

@@ -22,6 +22,26 @@ internal sealed record PredictorReportSettings(string Model, DatasetSpec Dataset
 /// <summary>One predictor's row of the agreement table.</summary>
 internal sealed record PredictorAgreement(int Layer, PredictorArchitecture Architecture, double Agreement, double Accuracy, long Rows);
 
+/// <summary>
+/// Where predictors disagree with the base model, by the base model's confidence (its softmax top-1 probability) in
+/// buckets [0, Edges[0]), [Edges[0], Edges[1]), ..., [Edges[^1], 1]: images per bucket and, per predictor (in the
+/// order of the agreement rows), disagreements per bucket.
+/// </summary>
+internal sealed record ConfidenceBreakdown(double[] Edges, long[] Images, long[][] Disagreements)
+{
+    public static readonly double[] DefaultEdges = [0.5, 0.8, 0.95, 0.99];
+
+    public int Bucket(double confidence)
+    {
+        var b = 0;
+        while (b < Edges.Length && confidence >= Edges[b]) b++;
+        return b;
+    }
+
+    public string Label(int bucket) => string.Create(CultureInfo.InvariantCulture,
+        $"{(bucket == 0 ? 0 : Edges[bucket - 1]):0.##}-{(bucket == Edges.Length ? 1 : Edges[bucket]):0.##}");
+}
+
 /// <summary>One architecture's row of the cost table.</summary>
 internal sealed record PredictorCost(PredictorArchitecture Architecture, int Layer, int InputSize, double LatencyMs, long ParameterBytes, long PeakActivationBytes);
 
@@ -45,7 +65,7 @@ internal sealed class PredictorReport(IAnsiConsole console)
             if (!layers.Contains(costLayer))
                 throw new ArgumentException($"--cost-layer {costLayer}: {settings.Model} holds no predictors on that layer (trained layers: {string.Join(", ", layers)}).");
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
-            var agreements = Agreements(model, data, predictors, extractor);
+            var (agreements, confidence) = Agreements(model, data, predictors, extractor);
             var evaluationSeconds = clock.Elapsed.TotalSeconds;
 
             var architectures = agreements.Select(a => a.Architecture).Distinct().ToArray();
@@ -57,11 +77,12 @@ internal sealed class PredictorReport(IAnsiConsole console)
             var title = $"{baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()} split, {agreements[0].Rows} images)";
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "agreement.csv"), AgreementCsv(agreements));
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "cost.csv"), CostCsv(costs));
+            AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "confidence.csv"), ConfidenceCsv(agreements, confidence));
             Plot(agreements, layers, architectures, title, Path.Combine(settings.OutputDir, "agreement.png"));
-            var markdown = Markdown(settings, title, agreements, layers, architectures, costs, costLayer, baseModel.Device, evaluationSeconds, clock.Elapsed.TotalSeconds);
+            var markdown = Markdown(settings, title, agreements, confidence, layers, architectures, costs, costLayer, baseModel.Device, evaluationSeconds, clock.Elapsed.TotalSeconds);
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "predictors.md"), markdown);
             console.WriteLine(markdown);
-            console.MarkupLineInterpolated($"Wrote predictors.md, agreement.csv, cost.csv and agreement.png to [bold]{settings.OutputDir}[/].");
+            console.MarkupLineInterpolated($"Wrote predictors.md, agreement.csv, confidence.csv, cost.csv and agreement.png to [bold]{settings.OutputDir}[/].");
             return 0;
         }
         finally
@@ -70,35 +91,57 @@ internal sealed class PredictorReport(IAnsiConsole console)
         }
     }
 
-    /// <summary>Agreement of every predictor with the base model's label (and accuracy on ground truth) in one pass.</summary>
-    private static PredictorAgreement[] Agreements(ITransformer model, IDataView data, PredictorTransformer[] predictors, FeatureExtractingTransformer extractor)
+    /// <summary>
+    /// Agreement of every predictor with the base model's label (and accuracy on ground truth), and where the
+    /// disagreements fall by the base model's confidence, in one pass.
+    /// </summary>
+    private static (PredictorAgreement[] Agreements, ConfidenceBreakdown Confidence) Agreements(ITransformer model, IDataView data,
+        PredictorTransformer[] predictors, FeatureExtractingTransformer extractor)
     {
         var scored = model.Transform(data);
         var teacher = scored.Schema[extractor.PredictedLabelColumnName];
+        var logits = scored.Schema[extractor.LogitsColumnName];
         var truth = scored.Schema["Label"];
         var columns = predictors.Select(p => scored.Schema[p.PredictedLabelColumnName]).ToArray();
-        using var cursor = scored.GetRowCursor([teacher, truth, .. columns]);
+        using var cursor = scored.GetRowCursor([teacher, logits, truth, .. columns]);
         var getTeacher = cursor.GetGetter<uint>(teacher);
+        var getLogits = cursor.GetGetter<VBuffer<float>>(logits);
         var getTruth = cursor.GetGetter<uint>(truth);
         var getters = columns.Select(c => cursor.GetGetter<uint>(c)).ToArray();
         var agree = new long[predictors.Length];
         var correct = new long[predictors.Length];
+        var edges = ConfidenceBreakdown.DefaultEdges;
+        var confidence = new ConfidenceBreakdown(edges, new long[edges.Length + 1], predictors.Select(_ => new long[edges.Length + 1]).ToArray());
         long rows = 0;
         uint t = 0, y = 0, p = 0;
+        VBuffer<float> z = default;
         while (cursor.MoveNext())
         {
             getTeacher(ref t);
+            getLogits(ref z);
             getTruth(ref y);
+            var bucket = confidence.Bucket(TopProbability(z.DenseValues()));
+            confidence.Images[bucket]++;
             for (var i = 0; i < getters.Length; i++)
             {
                 getters[i](ref p);
                 if (p == t) agree[i]++;
+                else confidence.Disagreements[i][bucket]++;
                 if (p == y) correct[i]++;
             }
             rows++;
         }
         if (rows == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure agreement on.");
-        return predictors.Select((pr, i) => new PredictorAgreement(pr.Layer, pr.Architecture, (double)agree[i] / rows, (double)correct[i] / rows, rows)).ToArray();
+        return (predictors.Select((pr, i) => new PredictorAgreement(pr.Layer, pr.Architecture, (double)agree[i] / rows, (double)correct[i] / rows, rows)).ToArray(),
+            confidence);
+    }
+
+    /// <summary>The largest softmax probability of a logit vector (computed stably in double).</summary>
+    internal static double TopProbability(IEnumerable<float> logits)
+    {
+        var values = logits.Select(v => (double)v).ToArray();
+        var max = values.Max();
+        return 1 / values.Sum(v => Math.Exp(v - max));
     }
 
     /// <summary>Median batch-1 latency of the predictor's forward pass on its device, and its memory cost.</summary>
@@ -139,6 +182,16 @@ internal sealed class PredictorReport(IAnsiConsole console)
         return csv.ToString();
     }
 
+    private static string ConfidenceCsv(PredictorAgreement[] agreements, ConfidenceBreakdown confidence)
+    {
+        var csv = new StringBuilder("layer,architecture,base_confidence,images,disagreements\n");
+        for (var i = 0; i < agreements.Length; i++)
+        for (var b = 0; b < confidence.Images.Length; b++)
+            csv.AppendLine(CultureInfo.InvariantCulture,
+                $"{agreements[i].Layer},{Csv.Escape(agreements[i].Architecture.ToString())},{confidence.Label(b)},{confidence.Images[b]},{confidence.Disagreements[i][b]}");
+        return csv.ToString();
+    }
+
     private static string CostCsv(PredictorCost[] costs)
     {
         var csv = new StringBuilder("architecture,layer,input_size,latency_ms_batch1,parameter_bytes,peak_activation_bytes\n");
@@ -147,8 +200,8 @@ internal sealed class PredictorReport(IAnsiConsole console)
         return csv.ToString();
     }
 
-    private static string Markdown(PredictorReportSettings settings, string title, PredictorAgreement[] agreements, int[] layers,
-        PredictorArchitecture[] architectures, PredictorCost[] costs, int costLayer, string device, double evaluationSeconds, double totalSeconds)
+    private static string Markdown(PredictorReportSettings settings, string title, PredictorAgreement[] agreements, ConfidenceBreakdown confidence,
+        int[] layers, PredictorArchitecture[] architectures, PredictorCost[] costs, int costLayer, string device, double evaluationSeconds, double totalSeconds)
     {
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"# Predictors of {title}");
@@ -172,6 +225,17 @@ internal sealed class PredictorReport(IAnsiConsole console)
         md.AppendLine("|---|---|---|---|");
         foreach (var c in costs)
             md.AppendLine(CultureInfo.InvariantCulture, $"| {c.Architecture} | {c.LatencyMs:F3} | {Bytes(c.ParameterBytes)} | {Bytes(c.PeakActivationBytes)} |");
+        md.AppendLine();
+        // Disagreements of the deepest two layers' predictors by the base model's confidence (all predictors: confidence.csv).
+        var deep = agreements.Select((a, i) => (a, i)).Where(x => x.a.Layer >= layers[Math.Max(0, layers.Length - 2)]).ToArray();
+        md.AppendLine("Where the deepest layers' predictors disagree with the base model, by the base model's confidence (its softmax top-1");
+        md.AppendLine("probability on the image): images in each bucket and each predictor's disagreements there.");
+        md.AppendLine();
+        md.AppendLine("| base model's confidence | images | " + string.Join(" | ", deep.Select(x => $"L{x.a.Layer} {x.a.Architecture}")) + " |");
+        md.AppendLine("|---|---|" + string.Concat(deep.Select(_ => "---|")));
+        for (var b = 0; b < confidence.Images.Length; b++)
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {confidence.Label(b)} | {confidence.Images[b]} | {string.Join(" | ", deep.Select(x => confidence.Disagreements[x.i][b]))} |");
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture, $"Ground-truth accuracy of the predictors is in agreement.csv. Agreement pass: {evaluationSeconds:F0} s; report: {totalSeconds:F0} s.");
         md.AppendLine();
