@@ -9,7 +9,8 @@ namespace Gati.MLNet.Torch;
 /// the same options and state layout (training checkpoints written with TorchSharp's SGD resume into it) — whose step
 /// keeps every <see cref="Scalar"/> reachable for the whole native call. TorchSharp 0.107's own step converts its
 /// learning rate, momentum and weight decay to Scalars implicitly, which a concurrent garbage collection can free
-/// while libtorch still reads them (see <see cref="Scalars"/>).
+/// while libtorch still reads them (see <see cref="Scalars"/>). Unlike PyTorch's, the step adds the weight decay to each
+/// parameter's gradient in place (the update is the same to the bit).
 /// </summary>
 public sealed class SafeSgd : SGD
 {
@@ -42,7 +43,10 @@ public sealed class SafeSgd : SGD
         {
             var gradient = parameter.grad;
             if (gradient is null) continue;
-            if (weightDecay != 0) gradient = gradient.add(parameter, decayScalar);
+            // In place: the same values as PyTorch's out-of-place grad.add(param, wd), without allocating (and the kernel
+            // mapping and zeroing) a parameter-sized tensor every step — 200 MB for the FC predictor of a ResNet-50's
+            // first stage. The gradient is zeroed before the next backward, so nothing else reads it.
+            if (weightDecay != 0) gradient = gradient.add_(parameter, decayScalar);
             if (momentum != 0)
             {
                 var state = (State)_state[parameter.Handle];

@@ -68,7 +68,7 @@ public abstract class PredictorTrainingOptions
     /// </summary>
     public ResNetTransformer? BaseModel { get; set; }
 
-    /// <summary>The base network when a Gati component trains predictors for a base model it holds (before <see cref="BaseModel"/>'s fallback).</summary>
+    /// <summary>The base network of a Gati component that trains predictors for a base model it holds; used when <see cref="BaseModel"/> is null, before looking in the pipeline.</summary>
     internal BaseNetwork? KnownBaseNetwork { get; set; }
 
     /// <summary>The learning rate halves every this many epochs.</summary>
