@@ -86,7 +86,10 @@ public sealed class OnlinePoolTests(ServingModels models) : IClassFixture<Servin
         Assert.Equal($"online update {swaps}", status.Source);
         Assert.Same(online, pool.GetOnlineCaches());
         Assert.Equal(0, pool.RetiredGenerationsAlive());
-        Assert.True(status.Online!.Labelled > 0, "nothing was shadowed");
+        // The shadow worker labels sampled requests in the background: give it until the hang guard to catch up.
+        var shadowDeadline = DateTime.UtcNow + HangGuard;
+        while (pool.GetStatus().Online!.Labelled == 0 && DateTime.UtcNow < shadowDeadline) await Task.Delay(10);
+        Assert.True(pool.GetStatus().Online!.Labelled > 0, "nothing was shadowed");
     }
 
     [Fact]
