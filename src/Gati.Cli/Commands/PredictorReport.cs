@@ -137,7 +137,7 @@ internal sealed class PredictorReport(IAnsiConsole console)
     }
 
     /// <summary>The largest softmax probability of a logit vector (computed stably in double).</summary>
-    internal static double TopProbability(IEnumerable<float> logits)
+    private static double TopProbability(IEnumerable<float> logits)
     {
         var values = logits.Select(v => (double)v).ToArray();
         var max = values.Max();

@@ -59,7 +59,8 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
 
             var (split, trainImages, holdoutImages, imageRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
             // Augmented copies follow the original rows; the held-out rows stay as they are (they pick the kept epoch).
-            trainImages = context.Data.AugmentImages(trainImages, settings.AugmentedCopies, seed: settings.Seed);
+            // Without copies the split is used as it is (a wrapper would only add a per-row copy and hide its shuffling).
+            if (settings.AugmentedCopies > 0) trainImages = context.Data.AugmentImages(trainImages, settings.AugmentedCopies, seed: settings.Seed);
             var trainRows = imageRows * (settings.AugmentedCopies + 1);
             using var extractor = context.Gati().ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = settings.Layers }).Fit(trainImages);
 
