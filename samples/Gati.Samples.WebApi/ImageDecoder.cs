@@ -54,7 +54,7 @@ public static class ImageDecoder
             throw new InvalidDataException($"The image could not be decoded ({result}).");
         using var resized = decoded.Width == shape.Width && decoded.Height == shape.Height
             ? decoded.Copy()
-            : decoded.Resize(new SKImageInfo(shape.Width, shape.Height, SKColorType.Rgba8888, SKAlphaType.Premul), SKFilterQuality.High)
+            : decoded.Resize(new SKImageInfo(shape.Width, shape.Height, SKColorType.Rgba8888, SKAlphaType.Premul), new SKSamplingOptions(SKCubicResampler.Mitchell))
               ?? throw new InvalidDataException("The image could not be resized.");
         var pixels = resized.GetPixelSpan();
         var plane = shape.Height * shape.Width;

@@ -8,7 +8,7 @@ namespace Gati.MLNet;
 /// <summary>
 /// Checks that the ML.NET loaded at run time is the minor version Gati.MLNet was compiled against. Gati.MLNet uses
 /// ML.NET's internal model-saving API (docs/mlnet-internals.md), which may change in any minor release; the package
-/// asks for Microsoft.ML [5.0.1, 5.1), but an app can still force another version (NuGet only warns, NU1608). Then the
+/// asks for Microsoft.ML [6.0.0, 6.1), but an app can still force another version (NuGet only warns, NU1608). Then the
 /// first use of Gati fails with this explanation instead of a MissingMethodException somewhere in a model load.
 /// </summary>
 internal static class MLNetVersion
@@ -38,7 +38,7 @@ internal static class MLNetVersion
         if (Problem.Value is { } problem) throw new InvalidOperationException(problem);
     }
 
-    /// <summary>Null when <paramref name="loaded"/> (an informational version such as "5.0.1+sha") matches
+    /// <summary>Null when <paramref name="loaded"/> (an informational version such as "6.0.0+sha") matches
     /// <paramref name="compiled"/>'s major.minor; else what is wrong and what to do.</summary>
     internal static string? Describe(string? loaded, string compiled, string assemblyName)
     {

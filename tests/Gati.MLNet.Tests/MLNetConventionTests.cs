@@ -232,28 +232,28 @@ public sealed class MLNetConventionTests(ConventionsFixture fixture) : IClassFix
 public sealed class MLNetVersionTests
 {
     [Theory]
-    [InlineData("5.0.1+a4f730ec0c9106c2c9ef9e1fa34011374115fb98")]
-    [InlineData("5.0.3")]
-    [InlineData("5.0.0-preview.1")]
-    public void Describe_SameMinorVersion_IsFine(string loaded) => Assert.Null(MLNetVersion.Describe(loaded, "5.0.1", "Microsoft.ML.Data"));
+    [InlineData("6.0.0+a4f730ec0c9106c2c9ef9e1fa34011374115fb98")]
+    [InlineData("6.0.3")]
+    [InlineData("6.0.0-preview.1")]
+    public void Describe_SameMinorVersion_IsFine(string loaded) => Assert.Null(MLNetVersion.Describe(loaded, "6.0.0", "Microsoft.ML.Data"));
 
     [Theory]
-    [InlineData("5.1.0+abc")]
-    [InlineData("6.0.0")]
-    [InlineData("4.0.2")]
+    [InlineData("6.1.0+abc")]
+    [InlineData("5.0.1")]
+    [InlineData("7.0.0")]
     [InlineData(null)]
     public void Describe_OtherMinorVersion_ExplainsWhatToReference(string? loaded)
     {
-        var problem = MLNetVersion.Describe(loaded, "5.0.1", "Microsoft.ML.Data");
+        var problem = MLNetVersion.Describe(loaded, "6.0.0", "Microsoft.ML.Data");
         Assert.NotNull(problem);
-        Assert.Contains("works with ML.NET 5.0.x only", problem);
-        Assert.Contains("Reference Microsoft.ML 5.0.1", problem);
+        Assert.Contains("works with ML.NET 6.0.x only", problem);
+        Assert.Contains("Reference Microsoft.ML 6.0.0", problem);
     }
 
     [Fact]
     public void EnsureSupported_TheMLNetThisBuildShipsWith_Passes()
     {
-        Assert.Equal("5.0.1", MLNetVersion.CompiledAgainst);
+        Assert.Equal("6.0.0", MLNetVersion.CompiledAgainst);
         MLNetVersion.EnsureSupported();
     }
 }

@@ -35,8 +35,8 @@ public sealed class PackageConsumerTests(PackageWorkspace workspace, ITestOutput
                  })
             Assert.Contains(expected, entries);
         var dependencies = Dependencies(library, "Gati.MLNet.nuspec");
-        Assert.Equal("[5.0.1, 5.1.0)", dependencies["Microsoft.ML"]);
-        Assert.Equal("[5.0.1, 5.1.0)", dependencies["Microsoft.ML.ImageAnalytics"]);
+        Assert.Equal("[6.0.0, 6.1.0)", dependencies["Microsoft.ML"]);
+        Assert.Equal("[6.0.0, 6.1.0)", dependencies["Microsoft.ML.ImageAnalytics"]);
         Assert.Equal("[0.107.0, 0.108.0)", dependencies["TorchSharp"]);
         Assert.Equal("[0.107.0, 0.108.0)", dependencies["TorchSharp-cpu"]);
         Assert.Contains("Microsoft.ML.OnnxRuntime", dependencies.Keys);

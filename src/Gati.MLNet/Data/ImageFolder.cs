@@ -87,16 +87,16 @@ public static class ImageFolder
     }
 
     /// <summary>
-    /// ML.NET ImageAnalytics 5.0.1 is built against SkiaSharp 2.88 and fails with MissingMethodException on SkiaSharp 3
-    /// (which ScottPlot 5.1 brings). Say so up front instead of failing inside a cursor.
+    /// ML.NET ImageAnalytics 6.0 is built against SkiaSharp 3 and fails with MissingMethodException on SkiaSharp 2.88
+    /// (which an app can still force). Say so up front instead of failing inside a cursor.
     /// </summary>
     internal static void CheckSkiaSharp()
     {
         var version = typeof(SkiaSharp.SKBitmap).Assembly.GetName().Version;
-        if (version is { Major: >= 3 })
+        if (version is { Major: < 3 })
             throw new InvalidOperationException(
-                $"This process uses SkiaSharp {version}, but ML.NET ImageAnalytics 5.0.1 needs SkiaSharp 2.88.x (SkiaSharp 3 removed APIs it calls). " +
-                "Load images in a process that does not reference SkiaSharp 3 (e.g. through ScottPlot 5.1); the Gati.MLNet package itself pins 2.88.9.");
+                $"This process uses SkiaSharp {version}, but ML.NET ImageAnalytics 6.0 needs SkiaSharp 3.x (it calls APIs SkiaSharp 2.88 lacks). " +
+                "Reference SkiaSharp 3.119.2 or later (the Gati.MLNet package pins 3.119.2).");
     }
 
     internal static IDataView Load(MLContext context, string directory, ImageFolderOptions options)

@@ -103,7 +103,7 @@ internal static class ModelFiles
 
     /// <summary>
     /// Checks made on ML.NET's model stream headers before ML.NET parses the streams (its 256-byte ModelHeader: signature
-    /// "ML\0MODEL", FpModel at 0x10, CbModel at 0x18, the loader's name in ASCII at 0x50; ML.NET 5.0.x is pinned).
+    /// "ML\0MODEL", FpModel at 0x10, CbModel at 0x18, the loader's name in ASCII at 0x50; ML.NET 6.0.x is pinned).
     /// A zip none of whose streams names a Gati loader is refused before ML.NET runs any other library's loaders on
     /// it; and a TransformerChain cannot declare more transformers than its stream has room for or its folder holds,
     /// because ML.NET sizes two arrays from that count before reading further (found by fuzzing: 16 GB for a 67 KB zip).
