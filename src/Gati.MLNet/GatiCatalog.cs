@@ -2,6 +2,7 @@ using Gati.MLNet.Models;
 using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 
 namespace Gati.MLNet;
@@ -81,14 +82,14 @@ public sealed class GatiCatalog
     /// <item><term>output: BasePredictedLabel</term><description>Key&lt;UInt32, k&gt;</description></item>
     /// </list>
     /// </remarks>
-    public FeatureExtractingEstimator ExtractFeatures(ResNetTransformer baseModel, params int[] layers) =>
+    public FeatureExtractingEstimator ExtractFeatures(ITransformer baseModel, params int[] layers) =>
         ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = layers });
 
     /// <summary>Hidden-layer features of a fitted base model, with full control over column names and batch size.</summary>
     /// <param name="baseModel">The fitted base model; null finds it upstream in the pipeline at Fit time.</param>
     /// <param name="options">Layers and column names.</param>
-    public FeatureExtractingEstimator ExtractFeatures(ResNetTransformer? baseModel, FeatureExtractingEstimator.Options options) =>
-        new(Environment, baseModel, options);
+    public FeatureExtractingEstimator ExtractFeatures(ITransformer? baseModel, FeatureExtractingEstimator.Options options) =>
+        new(Environment, baseModel is null ? null : BaseHolder(baseModel, nameof(baseModel)), options);
 
     /// <summary>
     /// Hidden-layer features of the base model that precedes this estimator in a pipeline
@@ -167,8 +168,102 @@ public sealed class GatiCatalog
     /// <summary>Learned caches for a fitted base model, with full control over the settings.</summary>
     /// <param name="baseModel">The fitted base model; null finds it upstream in the pipeline at Fit time.</param>
     /// <param name="options">Settings.</param>
-    public LearnedCachesEstimator LearnedCaches(ResNetTransformer? baseModel, LearnedCachesEstimator.Options options) =>
-        new(Environment, baseModel, options);
+    public LearnedCachesEstimator LearnedCaches(ITransformer? baseModel, LearnedCachesEstimator.Options options) =>
+        new(Environment, baseModel is null ? null : BaseHolder(baseModel, nameof(baseModel)), options);
+
+    /// <summary>The base-model transformer of a model (itself, or the one in a chain such as <see cref="ImportBaseModel"/> returns).</summary>
+    private static ITransformer BaseHolder(ITransformer model, string parameter) =>
+        Flatten(model).LastOrDefault(c => c is IBaseModelHolder)
+        ?? throw new ArgumentException($"{model.GetType().Name} holds no Gati base model (a ResNetTransformer or ImportedModelTransformer).", parameter);
+
+    /// <summary>
+    /// Makes a fitted ML.NET image-classification pipeline a Gati base model, so that learned caches can be added to it:
+    /// the tutorial's LoadImages → ResizeImages → ExtractPixels → a pretrained ONNX featurizer (<c>DnnFeaturizeImage</c>,
+    /// e.g. ML.NET's ResNet-18, or <c>ApplyOnnxModel</c>) → a linear multiclass trainer. The featurizer's ONNX graphs and the
+    /// trainer's weights (affine normalisers folded in) become one ONNX graph, normalised to Gati's opset with batch norms
+    /// folded and cut points found (for a ResNet, each residual block's output). Returns a chain that reads what the
+    /// pipeline reads: the transformers that make the pixels (LoadImages, ResizeImages, ExtractPixels), then an
+    /// <see cref="ImportedModelTransformer"/> (Score, PredictedLabel) that <c>LearnedCaches</c> finds in the pipeline.
+    /// </summary>
+    /// <param name="pipeline">The fitted pipeline.</param>
+    /// <param name="inputSchema">The schema of the data it was fitted on (e.g. <c>data.Schema</c>).</param>
+    /// <param name="options">Cut points, description, batch size.</param>
+    /// <remarks>Supported trainers: <see cref="Import.MLNetPipelineImport.SupportedTrainers"/>; others are refused with their name.</remarks>
+    public TransformerChain<ITransformer> ImportBaseModel(ITransformer pipeline, DataViewSchema inputSchema, Import.BaseModelImportOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(pipeline);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        options ??= new Import.BaseModelImportOptions();
+        var found = Import.MLNetPipelineImport.Analyze(pipeline, inputSchema);
+        var network = found.Graphs[^1];
+        var graph = Onnx.OnnxImporter.Import(found.Graphs, Onnx.ImportedOutput.Features, found.Head, options.CutPoints);
+        var description = options.Description ?? $"ONNX featurizer ({graph.Describe()}) + ML.NET {found.TrainerName} head";
+        var model = new Models.OnnxBaseModel(graph, graph.ToBytes(), description, found.ClassNames, found.InputNormalization);
+        var transformer = new ImportedModelTransformer(Environment, model, found.PixelColumn, batchSize: options.BatchSize);
+        return new TransformerChain<ITransformer>([.. found.Prefix, transformer]);
+    }
+
+    /// <summary>
+    /// Makes an ONNX image classifier a Gati base model: its graph (after an optional preprocessing graph) normalised to
+    /// Gati's opset with batch norms folded, a symbolic batch, and cut points found (or named in
+    /// <paramref name="options"/>). A graph exported by <see cref="ExportOnnx"/> comes back with its cut points and class
+    /// names. Malformed files (truncated protobuf, absurd dimensions, external data outside the model's folder, a cycle,
+    /// an unknown operator) are refused with an error naming the file and what is wrong.
+    /// </summary>
+    /// <param name="modelPath">The .onnx file.</param>
+    /// <param name="options">Output, preprocessing graph, cut points, class names, image column.</param>
+    public ImportedModelTransformer ImportOnnxModel(string modelPath, Import.OnnxImportOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelPath);
+        options ??= new Import.OnnxImportOptions();
+        var model = Onnx.OnnxModelFile.Read(modelPath);
+        var metadata = model.MetadataProps.GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.Last().Value, StringComparer.Ordinal);
+        var output = options.OutputName;
+        var scores = options.Scores;
+        if (output is null && model.Graph.Output.Count > 1 && model.Graph.Output.Any(o => o.Name == "Logits") && metadata.ContainsKey("gati.format"))
+        {
+            output = "Logits"; // a Gati export: Logits and Score
+            scores = Import.OnnxScores.Logits;
+        }
+        var name = Path.GetFileName(modelPath);
+        var graphs = new List<Onnx.ImportedGraph>();
+        if (options.PreprocessingModelPath is { } pre)
+            graphs.Add(new Onnx.ImportedGraph(Onnx.OnnxModelFile.Read(pre), Path.GetFileName(pre)));
+        graphs.Add(new Onnx.ImportedGraph(model, name, output));
+        var graph = Onnx.OnnxImporter.Import(graphs, scores == Import.OnnxScores.Logits ? Onnx.ImportedOutput.Logits : Onnx.ImportedOutput.Probabilities, null, options.CutPoints);
+        var classNames = options.ClassNames ?? RecordedClassNames(metadata) ?? Enumerable.Range(0, graph.ClassCount).Select(c => c.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        if (classNames.Count != graph.ClassCount)
+            throw new ArgumentException($"{classNames.Count} class names for a model with {graph.ClassCount} scores.", nameof(options));
+        var normalization = options.InputNormalization ?? RecordedNormalization(metadata);
+        var baseModel = new Models.OnnxBaseModel(graph, graph.ToBytes(), options.Description ?? $"{name} ({graph.Describe()})", classNames, normalization);
+        return new ImportedModelTransformer(Environment, baseModel, options.ImageColumnName);
+    }
+
+    private static IReadOnlyList<string>? RecordedClassNames(IReadOnlyDictionary<string, string> metadata)
+    {
+        if (!metadata.TryGetValue("gati.classNames", out var json)) return null;
+        try
+        {
+            return System.Text.Json.JsonSerializer.Deserialize<string[]>(json);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static Data.ChannelNormalization? RecordedNormalization(IReadOnlyDictionary<string, string> metadata)
+    {
+        if (!metadata.TryGetValue("gati.normalization.mean", out var mean) || !metadata.TryGetValue("gati.normalization.std", out var std)) return null;
+        try
+        {
+            return new Data.ChannelNormalization(System.Text.Json.JsonSerializer.Deserialize<float[]>(mean)!, System.Text.Json.JsonSerializer.Deserialize<float[]>(std)!);
+        }
+        catch (Exception ex) when (ex is System.Text.Json.JsonException or ArgumentException or NullReferenceException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>
     /// An early-exit prediction engine over a model holding learned caches (a <see cref="LearnedCachesTransformer"/>,
@@ -213,14 +308,10 @@ public sealed class GatiCatalog
         {
             if (!caches.OneCachePerLayer)
                 throw new InvalidOperationException("The model holds several candidate caches on one layer: choose one per layer first (CacheOptimizer.Choose / gati optimize).");
-            return (Inference.EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options,
-                options.Backend == Inference.ExecutionBackend.OnnxRuntime ? caches.OnnxSegments() : null), caches.ImageColumnName);
+            return (Inference.EarlyExitEngine.Create(caches.BaseModel, caches.Caches, options), caches.ImageColumnName);
         }
-        if (components.OfType<ResNetTransformer>().FirstOrDefault() is { } resnet)
-        {
-            var holder = (IBaseModelHolder)resnet;
-            return (Inference.EarlyExitEngine.Create(holder.Base.Network, [], resnet.ClassNames, resnet.InputNormalization, options), resnet.ImageColumnName);
-        }
+        if (components.OfType<IBaseModelHolder>().FirstOrDefault() is { } holder)
+            return (Inference.EarlyExitEngine.Create(holder.Base.Model, [], options), holder.Base.ImageColumnName);
         throw new ArgumentException("The model holds neither learned caches nor a Gati base model.", nameof(model));
     }
 
@@ -229,10 +320,11 @@ public sealed class GatiCatalog
 
     /// <summary>
     /// Writes the base model of <paramref name="model"/> as one standard ONNX graph (opset 17), atomically: input
-    /// <c>Image</c> [N, C, H, W] of normalised pixels (as the base model's image column holds them), outputs
-    /// <c>Logits</c> and <c>Score</c> (softmax probabilities) [N, k]; batch norms folded into the convolutions. The
-    /// class names and the input normalisation are recorded as metadata (docs/model-format.md#onnx-export). ML.NET's
-    /// <c>mlContext.Transforms.ApplyOnnxModel</c>, ONNX Runtime and other ONNX tools read it.
+    /// <c>Image</c> [N, C, H, W] (as the base model's image column holds it), outputs <c>Logits</c> and <c>Score</c>
+    /// (softmax probabilities) [N, k]; batch norms folded into the convolutions. The class names, the input
+    /// normalisation and the cut points are recorded as metadata (docs/model-format.md#onnx-export), so
+    /// <see cref="ImportOnnxModel"/> reads it back with the same cut points. ML.NET's <c>mlContext.Transforms.ApplyOnnxModel</c>,
+    /// ONNX Runtime and other ONNX tools read it.
     /// </summary>
     /// <param name="model">A Gati base model, or a chain holding one (its caches are not part of this graph).</param>
     /// <param name="path">The .onnx file to write.</param>
@@ -242,10 +334,8 @@ public sealed class GatiCatalog
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         var holder = Flatten(model).OfType<IBaseModelHolder>().FirstOrDefault()
             ?? throw new ArgumentException("The model holds no Gati base model to export.", nameof(model));
-        var network = holder.Base.Network;
-        byte[] bytes;
-        using (network.Use()) bytes = Onnx.ResNetOnnx.FullModel(network.Module, Onnx.OnnxMetadata.For(network.Module.Config, holder.Base.ClassNames, holder.Base.InputNormalization));
-        ModelFormat.AtomicFile.WriteAllBytes(path, bytes);
+        var baseModel = holder.Base.Model;
+        ModelFormat.AtomicFile.WriteAllBytes(path, baseModel.Graph.FullModel(Onnx.OnnxMetadata.For(baseModel)));
     }
 
     /// <summary>

@@ -7,7 +7,7 @@ namespace Gati.MLNet.Tests;
 public sealed class CacheOptimizerTests
 {
     /// <summary>
-    /// A three-block model (stem 0.1 ms, blocks 1 ms each, head 0.1 ms: 3.2 ms in full) and 100 held-out rows.
+    /// A three-block model (input to cut point 1: 1.1 ms, then 1 ms per cut point, head 0.1 ms: 3.2 ms in full) and 100 held-out rows.
     /// Candidate A on layer 1 (0.2 ms, 1 MB) exits rows 0-49 and is wrong on row 0; candidate B on layer 2 (0.2 ms, 1 MB)
     /// exits rows 0-79 and is always right.
     /// </summary>
@@ -21,7 +21,7 @@ public sealed class CacheOptimizerTests
         };
         var exits = new[] { Enumerable.Range(0, rows).Select(r => r < 50).ToArray(), Enumerable.Range(0, rows).Select(r => r < 80).ToArray() };
         var correct = new[] { Enumerable.Range(0, rows).Select(r => r != 0).ToArray(), Enumerable.Repeat(true, rows).ToArray() };
-        double[] parts = [0.1, 1, 1, 1, 0.1];
+        double[] parts = [1.1, 1, 1, 0.1];
         return new CacheMeasurements(candidates, exits, correct, parts, parts, 1, "cpu");
     }
 

@@ -99,12 +99,16 @@ public sealed class FeatureExtractionTests(SmallModelFixture fixture) : IClassFi
         var path = temp.File("chain.zip");
         fixture.Context.Gati().SaveModel(chain, fixture.Test.Schema, path);
         using (var zip = ZipFile.OpenRead(path))
-            Assert.Single(zip.Entries, e => e.FullName.StartsWith("GatiShared/", StringComparison.Ordinal));
+        {
+            // The network's weights and its ONNX graph, once each.
+            Assert.Single(zip.Entries, e => e.FullName.StartsWith("GatiShared/", StringComparison.Ordinal) && e.Name.EndsWith(".weights", StringComparison.Ordinal));
+            Assert.Single(zip.Entries, e => e.FullName.StartsWith("GatiShared/", StringComparison.Ordinal) && e.Name.EndsWith(".onnx", StringComparison.Ordinal));
+        }
 
         var loaded = (TransformerChain<ITransformer>)fixture.Context.Gati().LoadModel(path, out _);
         var loadedBase = Assert.IsType<ResNetTransformer>(loaded.First());
         var loadedExtractor = Assert.IsType<FeatureExtractingTransformer>(loaded.Last());
-        Assert.Same(((IBaseModelHolder)loadedBase).Base.Network, ((IBaseModelHolder)loadedExtractor).Base.Network);
+        Assert.Same(((IBaseModelHolder)loadedBase).Base.Model, ((IBaseModelHolder)loadedExtractor).Base.Model);
         Assert.Equal(Column(extractor.Transform(Rows(20)), "Layer4"), Column(loaded.Transform(Rows(20)), "Layer4"));
         loadedBase.Dispose();
         // The extractor still holds the shared network after the base model is disposed.

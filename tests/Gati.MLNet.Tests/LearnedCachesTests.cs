@@ -202,7 +202,8 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
         var path = temp.File("early-exit.zip");
         fixture.Context.Gati().SaveModel(chain, fixture.Base.Test.Schema, path);
         using (var zip = System.IO.Compression.ZipFile.OpenRead(path))
-            Assert.Equal(1 + 3 + 3, zip.Entries.Count(e => e.FullName.StartsWith("GatiShared/", StringComparison.Ordinal)));
+            // The base model's weights and graph, then each cache's predictor and selector weights and graph.
+            Assert.Equal(2 + 3 * 3, zip.Entries.Count(e => e.FullName.StartsWith("GatiShared/", StringComparison.Ordinal)));
 
         var scored = chain.Transform(fixture.Base.Test);
         using var expected = new MemoryStream();
@@ -266,7 +267,7 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
         var heldOut = fixture.Context.Data.SkipRows(fixture.Context.Data.TakeRows(fixture.Base.Train, 2000), 1600);
         var measurements = CacheMeasurements.Measure(fixture.Caches, heldOut, batchSize: 16, timingRuns: 10);
         Assert.Equal(400, measurements.Rows);
-        Assert.Equal(fixture.Base.Model.Network.LayerCount + 2, measurements.BlockMs.Count);
+        Assert.Equal(fixture.Base.Model.Network.LayerCount + 1, measurements.BlockMs.Count);
         var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(MinimumAgreement: 0.9));
         Assert.True(plan.ExpectedAgreement >= 0.9);
         Assert.True(plan.ExpectedMs <= plan.FullMs + 1e-9);

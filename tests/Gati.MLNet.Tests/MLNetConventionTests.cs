@@ -115,7 +115,7 @@ public sealed class MLNetConventionTests(ConventionsFixture fixture) : IClassFix
         var cached = ml.Data.Cache(fixture.BaseModel.Transform(fixture.Train)); // what AppendCacheCheckpoint inserts
         var data = ml.Transforms.CopyColumns("ImageCopy", "Image").Fit(cached).Transform(cached);
         using var extractor = ml.Gati().ExtractFeatures(3).Fit(data);
-        Assert.Same(fixture.BaseModel.Network, ((IBaseModelHolder)extractor).Base.Network.Module);
+        Assert.Same(fixture.BaseModel.Network, ((Gati.MLNet.Models.ResNetBaseModel)((IBaseModelHolder)extractor).Base.Model).Network.Module);
     }
 
     [Fact]

@@ -183,7 +183,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
 {
     private static readonly EarlyExitEngineOptions Onnx = new() { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
 
-    private EarlyExitEngine Engine() => EarlyExitEngine.Create(fixture.Caches.BaseNetwork, fixture.Caches.Caches, fixture.Caches.ClassNames, null, Onnx);
+    private EarlyExitEngine Engine() => EarlyExitEngine.Create(fixture.Caches.BaseModel, fixture.Caches.Caches, Onnx);
 
     /// <summary>Collects what an engine shadows.</summary>
     private sealed class Recorder(double fraction, bool fullRuns) : IShadowTap
@@ -431,7 +431,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         using var engine = Engine();
         var options = new OnlineCacheOptions { SampleFraction = 0.25, AgreementTarget = 0.9, Confidence = 0.95, LiveWindow = 400, Updates = false, Seed = 1, ReactOn = trigger };
         using var sampler = new ShadowSampler(engine, options);
-        using var full = EarlyExitEngine.Create(fixture.Caches.BaseNetwork, [], fixture.Caches.ClassNames, null, Onnx);
+        using var full = EarlyExitEngine.Create(fixture.Caches.BaseModel, [], Onnx);
         var agreed = new List<bool>();
         var request = 0;
         var firstReaction = -1;

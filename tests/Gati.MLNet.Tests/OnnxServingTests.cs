@@ -54,14 +54,18 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
     }
 
     [Fact]
-    public void SavedModel_CarriesOnnxSegments_AndServesTheSameAfterAFreshLoad()
+    public void SavedModel_CarriesTheOnnxGraphs_AndServesTheSameAfterAFreshLoad()
     {
         using var temp = new TempDirectory();
         var path = temp.File("caches.zip");
         var chain = new TransformerChain<ITransformer>(fixture.Base.Model, fixture.Caches);
         fixture.Context.Gati().SaveModel(chain, fixture.Base.Train.Schema, path);
         using (var zip = System.IO.Compression.ZipFile.OpenRead(path))
-            Assert.Equal(fixture.Caches.Caches.Count + 1, zip.Entries.Count(e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal)));
+        {
+            // The base model's graph and one graph per cache, which the segments are cut from and fused with.
+            Assert.Equal(fixture.Caches.Caches.Count + 1, zip.Entries.Count(e => e.Name.EndsWith(".onnx", StringComparison.Ordinal)));
+            Assert.DoesNotContain(zip.Entries, e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal));
+        }
 
         var images = fixture.Images(100).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();
         using var before = fixture.Context.Gati().CreateEarlyExitEngine<LearnedCachesTests.ImageInput, EarlyExitPrediction>(fixture.Caches, OnnxRuntime);
@@ -146,10 +150,12 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         Assert.All(results, r => Assert.Equal(expected, r));
     }
 
-    [Fact]
-    public void ModelSavedBeforeOnnxSegments_LoadsAndServesOnBothBackends()
+    [Theory]
+    [InlineData("learned-caches-format-1.1.zip")] // before ONNX segments
+    [InlineData("learned-caches-format-1.2.zip")] // segments exported from the TorchSharp weights (now read past)
+    public void ModelOfAnEarlierFormat_LoadsServesOnBothBackendsAndResavesWithItsGraphs(string asset)
     {
-        var path = Path.Combine(AppContext.BaseDirectory, "Assets", "learned-caches-format-1.1.zip");
+        var path = Path.Combine(AppContext.BaseDirectory, "Assets", asset);
         var context = new MLContext(0);
         var loaded = context.Gati().LoadModel(path, out var schema);
         try
@@ -163,11 +169,11 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
             var fromTorch = torch.Predict(images);
             Assert.True(fromOrt.Zip(fromTorch).Count(p => p.First.PredictedLabel == p.Second.PredictedLabel && p.First.ExitLayer == p.Second.ExitLayer) >= 49);
 
-            // Saved again, it is a 1.2 model with its segments.
+            // Saved again, it is a 1.3 model with the base model's and the two caches' graphs.
             using var temp = new TempDirectory();
             context.Gati().SaveModel(loaded, schema, temp.File("resaved.zip"));
             using var zip = System.IO.Compression.ZipFile.OpenRead(temp.File("resaved.zip"));
-            Assert.Equal(3, zip.Entries.Count(e => e.Name.StartsWith("OnnxSegment", StringComparison.Ordinal)));
+            Assert.Equal(3, zip.Entries.Count(e => e.Name.EndsWith(".onnx", StringComparison.Ordinal)));
         }
         finally
         {

@@ -90,9 +90,8 @@ public sealed class SkippedWorkTests(CachesFixture fixture) : IClassFixture<Cach
         var images = fixture.Images(200);
         var caches = fixture.Caches.Caches.ToArray();
         var classes = fixture.Caches.Config.ClassCount;
-        var backend = new CountingBackend(OnnxRuntimeBackend.Create(fixture.Caches.BaseNetwork, caches, new EarlyExitEngineOptions { Device = "cpu" }), classes);
-        using var engine = new EarlyExitEngine(fixture.Caches.Config, backend, caches.Select(c => c.Share()).ToArray(), fixture.Caches.ClassNames, null,
-            ExecutionBackend.OnnxRuntime);
+        var backend = new CountingBackend(OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, new EarlyExitEngineOptions { Device = "cpu" }), classes);
+        using var engine = new EarlyExitEngine(fixture.Caches.BaseModel.Acquire(), backend, caches.Select(c => c.Share()).ToArray(), ExecutionBackend.OnnxRuntime);
         var flat = images.SelectMany(i => i).ToArray();
         var batch = engine.Run(flat, images.Length);
         var answers = batch.ExitLayer.Select(e => new EarlyExitPrediction { ExitLayer = e }).ToArray();

@@ -196,8 +196,8 @@ public sealed class TransformerDisposeTests(UntrainedModelZip zip) : IClassFixtu
         var ml = new MLContext(0);
         var model = ml.Gati().LoadModel(zip.Path, out _);
         var caches = ((IEnumerable<ITransformer>)model).OfType<LearnedCachesTransformer>().Single();
-        var backend = new PausingBackend(OnnxRuntimeBackend.Create(caches.BaseNetwork, caches.Caches, new EarlyExitEngineOptions { Device = "cpu" }));
-        var engine = new EarlyExitEngine(caches.Config, backend, caches.Caches.Select(c => c.Share()).ToArray(), caches.ClassNames, null, ExecutionBackend.OnnxRuntime);
+        var backend = new PausingBackend(OnnxRuntimeBackend.Create(caches.BaseModel, caches.Caches, new EarlyExitEngineOptions { Device = "cpu" }));
+        var engine = new EarlyExitEngine(caches.BaseModel.Acquire(), backend, caches.Caches.Select(c => c.Share()).ToArray(), ExecutionBackend.OnnxRuntime);
         var image = Enumerable.Range(0, 784).Select(i => i % 255 / 255f).ToArray();
 
         EarlyExitBatch? answer = null;

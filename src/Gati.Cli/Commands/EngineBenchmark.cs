@@ -1,3 +1,4 @@
+using Gati.MLNet.Models;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -201,14 +202,16 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
     {
         var cache = caches.Caches.FirstOrDefault(c => c.Layer == layer);
         if (cache is null) return false;
-        var network = caches.BaseNetwork;
-        lock (network.Gate)
+        var features = new float[cache.InputSize];
+        using (var extraction = caches.BaseModel.OpenExtraction([new FeatureRequest(layer, FeatureReduction.None)], "auto"))
+            extraction.Extract(image, 1, [features], null, null);
+        using (cache.Predictor.Use())
+        using (cache.Selector.Use())
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            var shape = network.Module.Config.InputShape;
-            var (_, outputs) = network.Module.ForwardWithLayers(tensor(image, [1, shape.Channels, shape.Height, shape.Width]).to(network.Device), [layer]);
-            var probability = cache.Selector.Module.HitProbability(cache.Predictor.Module.forward(outputs[0].flatten(1))).cpu().item<float>();
+            var x = tensor(features, [1, cache.InputSize]).to(cache.Predictor.Device);
+            var probability = cache.Selector.Module.HitProbability(cache.Predictor.Module.forward(x)).cpu().item<float>();
             return Math.Abs(probability - cache.Calibration.Threshold) < 1e-4;
         }
     }

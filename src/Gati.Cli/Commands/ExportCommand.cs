@@ -83,7 +83,7 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
                     var s = segments[i];
                     var name = string.Create(CultureInfo.InvariantCulture, $"segment-{i}.onnx");
                     AtomicFile.WriteAllBytes(Path.Combine(segmentsDir, name), s.Model);
-                    var layers = s.FirstLayer == 0 ? $"stem, 1..{s.LastLayer}" : s.FirstLayer > s.LastLayer ? "none" : $"{s.FirstLayer}..{s.LastLayer}";
+                    var layers = s.FirstLayer == 0 ? $"input, 1..{s.LastLayer}" : s.FirstLayer > s.LastLayer ? "none" : $"{s.FirstLayer}..{s.LastLayer}";
                     index.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {layers}{(s.IsFinal ? " + head" : $" + cache of layer {s.LastLayer}")} | {(s.IsFinal ? "Probabilities" : "Activation, Probabilities, Hit")} |");
                 }
                 AtomicFile.WriteAllBytes(Path.Combine(segmentsDir, "early-exit-single.onnx"), caches.OnnxSingleGraph());
@@ -94,7 +94,7 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
             if (updateModel)
             {
                 context.Gati().SaveModel(model, schema, modelPath);
-                console.MarkupLineInterpolated($"Re-saved [bold]{modelPath}[/] with its {segments.Count} ONNX segment graphs (format 1.2).");
+                console.MarkupLineInterpolated($"Re-saved [bold]{modelPath}[/] with its base model's and caches' ONNX graphs (format 1.3), which its {segments.Count} segments are built from.");
             }
             return verified ? 0 : 1;
         }

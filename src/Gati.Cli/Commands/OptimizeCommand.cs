@@ -77,18 +77,15 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
             if (settings.MoreCandidates.Count > 0)
             {
                 string identity;
-                using (candidates.BaseNetwork.Use()) identity = ModelIdentity.Of(candidates.BaseNetwork.Module);
+                identity = ModelIdentity.Of(candidates.BaseModel);
                 var caches = candidates.Caches.ToList();
                 foreach (var path in settings.MoreCandidates)
                 {
                     var other = context.Gati().LoadModel(path, out _);
                     others.Add(other);
                     var more = Candidates(other, path);
-                    using (more.BaseNetwork.Use())
-                    {
-                        if (ModelIdentity.Of(more.BaseNetwork.Module) != identity)
-                            throw new InvalidOperationException($"{path} has caches on another base model than {settings.Model}: candidates must share one base model.");
-                    }
+                    if (ModelIdentity.Of(more.BaseModel) != identity)
+                        throw new InvalidOperationException($"{path} has caches on another base model than {settings.Model}: candidates must share one base model.");
                     caches.AddRange(more.Caches);
                 }
                 candidates = merged = candidates.WithCaches(caches);

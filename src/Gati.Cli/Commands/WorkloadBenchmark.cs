@@ -131,7 +131,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             _size = size;
             _input = new float[size];
             Answers = new Served[workload.Count];
-            _engine = EarlyExitEngine.Create(caches.BaseNetwork, caches.Caches, caches.ClassNames, caches.InputNormalization, options, caches.OnnxSegments());
+            _engine = EarlyExitEngine.Create(caches.BaseModel, caches.Caches, options);
             _served = caches.WithCaches(caches.Caches);
             try
             {

@@ -50,20 +50,25 @@ public sealed record FeatureDumpManifest
     [JsonIgnore]
     public int ChunkCount => (int)((Rows + ChunkRows - 1) / ChunkRows);
 
-    /// <summary>A dumped layer.</summary>
-    /// <param name="Layer">1-based layer.</param>
-    /// <param name="Shape">[C, H, W].</param>
-    public sealed record LayerEntry(int Layer, int[] Shape)
+    /// <summary>A dumped layer (cut point).</summary>
+    /// <param name="Layer">1-based layer (cut point).</param>
+    /// <param name="Shape">[C, H, W] of the stored features (after the reduction).</param>
+    /// <param name="Reduction">"" for the features as computed, else the reduction applied first (e.g. "grid4", "pool4096").</param>
+    public sealed record LayerEntry(int Layer, int[] Shape, string Reduction = "")
     {
         /// <summary>Values per row.</summary>
         [JsonIgnore]
         public int Size => Shape.Aggregate(1, (a, b) => checked(a * b));
+
+        /// <summary>The entry's folder and file key: layer{n}, or layer{n}.{reduction}.</summary>
+        [JsonIgnore]
+        public string Key => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"layer{Layer}") + (Reduction.Length == 0 ? "" : "." + Reduction);
     }
 
     /// <summary>A written chunk.</summary>
     /// <param name="Index">0-based chunk index.</param>
     /// <param name="Rows">Rows in this chunk.</param>
-    /// <param name="Files">SHA-256 of each file, keyed by "layer{n}" and "teacher".</param>
+    /// <param name="Files">SHA-256 of each file, keyed by "layer{n}" (or "layer{n}.{reduction}") and "teacher".</param>
     public sealed record ChunkEntry(int Index, int Rows, Dictionary<string, string> Files);
 
     internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase };
@@ -86,6 +91,8 @@ public sealed record FeatureDumpManifest
         if (manifest.Version != CurrentVersion) throw new DatasetFormatException(path, $"feature dump version {manifest.Version}; this build reads version {CurrentVersion}");
         if (manifest.Rows < 0 || manifest.ChunkRows < 1 || manifest.Layers.Count == 0 || manifest.ClassNames.Count < 2 || manifest.DataType is not ("float32" or "float16"))
             throw new DatasetFormatException(path, "manifest fields are out of range");
+        if (manifest.Layers.Any(l => l.Reduction.Any(c => !char.IsAsciiLetterOrDigit(c))))
+            throw new DatasetFormatException(path, "a layer's reduction name holds other characters than letters and digits");
         return manifest;
     }
 

@@ -29,15 +29,16 @@ internal sealed class FeatureDumpView : IDataView
                 $"the dump is incomplete ({_manifest.Chunks.Count} of {_manifest.ChunkCount} chunks): finish it by running the same dump again");
         _layers = layers is null
             ? _manifest.Layers.ToArray()
-            : layers.Select(l => _manifest.Layers.SingleOrDefault(e => e.Layer == l)
-                ?? throw new ArgumentException($"The dump in '{directory}' has layers {string.Join(", ", _manifest.Layers.Select(e => e.Layer))}, not {l}.")).ToArray();
+            : layers.SelectMany(l => _manifest.Layers.Where(e => e.Layer == l).DefaultIfEmpty()
+                .Select(e => e ?? throw new ArgumentException($"The dump in '{directory}' has layers {string.Join(", ", _manifest.Layers.Select(e => e.Layer).Distinct())}, not {l}."))).ToArray();
         _classes = _manifest.ClassNames.Count;
         _width = _manifest.DataType == "float16" ? 2 : 4;
         ValidateChunks();
 
         var builder = new DataViewSchema.Builder();
         foreach (var layer in _layers)
-            builder.AddColumn(layerColumnPrefix + layer.Layer.ToString(CultureInfo.InvariantCulture), new VectorDataViewType(NumberDataViewType.Single, layer.Shape));
+            builder.AddColumn(layerColumnPrefix + layer.Layer.ToString(CultureInfo.InvariantCulture) + (layer.Reduction.Length == 0 ? "" : "." + layer.Reduction),
+                new VectorDataViewType(NumberDataViewType.Single, layer.Shape));
         builder.AddColumn(logitsColumn, new VectorDataViewType(NumberDataViewType.Single, _classes), Annotations.SlotNames(_manifest.ClassNames));
         builder.AddColumn(predictedColumn, new KeyDataViewType(typeof(uint), _classes), Annotations.KeyValues(_manifest.ClassNames));
         builder.AddColumn(labelColumn, new KeyDataViewType(typeof(uint), _classes), Annotations.KeyValues(_manifest.ClassNames));
@@ -75,7 +76,7 @@ internal sealed class FeatureDumpView : IDataView
         }
     }
 
-    private static string Name(FeatureDumpManifest.LayerEntry layer) => "layer" + layer.Layer.ToString(CultureInfo.InvariantCulture);
+    private static string Name(FeatureDumpManifest.LayerEntry layer) => layer.Key;
 
     private void CheckChunk(string name, int chunk, int rows, int valuesPerRow, int kind, long rowBytes)
     {

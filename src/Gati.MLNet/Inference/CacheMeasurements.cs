@@ -49,7 +49,7 @@ public sealed class CacheMeasurements
     /// <summary>[candidate][row]: the predictor's label equals the base model's.</summary>
     internal bool[][] Correct { get; }
 
-    /// <summary>Base model parts at batch 1, ms: [0] stem, [1..L] blocks, [L + 1] head.</summary>
+    /// <summary>Base model parts at batch 1, ms: [p] for p &lt; L computes cut point p + 1 from cut point p (0: the input); [L] is the head.</summary>
     public IReadOnlyList<double> BlockMs { get; }
 
     /// <summary>Base model parts at <see cref="BatchSize"/>, ms per batch.</summary>
@@ -74,13 +74,14 @@ public sealed class CacheMeasurements
     /// Runs every candidate of <paramref name="candidates"/> on every row of <paramref name="heldOut"/> (an image column
     /// as the base model reads it) and times the base model's parts and each candidate on random inputs.
     /// </summary>
-    /// <param name="candidates">The base model with its candidate caches (several per layer allowed).</param>
+    /// <param name="candidates">The base model with its candidate caches (several per cut point allowed).</param>
     /// <param name="heldOut">Held-out images, never used to train predictors.</param>
     /// <param name="batchSize">Batch size of the second timing set (1 = batch-1 only).</param>
     /// <param name="timingRuns">Timed repetitions per part (median kept).</param>
     /// <param name="backend">The runtime to time (the one the chosen caches will be served on); ONNX Runtime by default, on the CPU.</param>
+    /// <param name="engineOptions">The serving engine's settings (threads, single graph) to time with; the defaults when null.</param>
     public static CacheMeasurements Measure(LearnedCachesTransformer candidates, IDataView heldOut, int batchSize = 64, int timingRuns = 50,
-        ExecutionBackend backend = ExecutionBackend.OnnxRuntime)
+        ExecutionBackend backend = ExecutionBackend.OnnxRuntime, EarlyExitEngineOptions? engineOptions = null)
     {
         ArgumentNullException.ThrowIfNull(candidates);
         ArgumentNullException.ThrowIfNull(heldOut);
@@ -88,97 +89,128 @@ public sealed class CacheMeasurements
         if (timingRuns < 1) throw new ArgumentOutOfRangeException(nameof(timingRuns), timingRuns, "Must be positive.");
         var caches = candidates.Caches;
         if (caches.Count == 0) throw new ArgumentException("No candidate caches to measure.", nameof(candidates));
-        var shared = candidates.BaseNetwork;
-        var network = shared.Module;
-        var shape = network.Config.InputShape;
-        var device = shared.Device;
+        var baseModel = candidates.BaseModel;
+        if (backend == ExecutionBackend.TorchSharp && baseModel is not Models.ResNetBaseModel)
+            throw new NotSupportedException($"{baseModel.Description} is served by ONNX Runtime only; measure it for ONNX Runtime.");
+        var (exits, correct) = Decisions(candidates, heldOut);
+
+        var batchRuns = Math.Max(5, timingRuns / 5);
+        var onnx = engineOptions ?? new EarlyExitEngineOptions();
+        onnx = new EarlyExitEngineOptions
+        {
+            Backend = backend, Device = "cpu", IntraOpThreads = onnx.IntraOpThreads, AllowSpinning = onnx.AllowSpinning,
+            SingleGraphAtBatchOne = onnx.SingleGraphAtBatchOne, SingleGraphThreads = onnx.SingleGraphThreads,
+        };
+        var resnet = baseModel as Models.ResNetBaseModel;
+        double[] Parts(int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
+            ? Backends.OnnxRuntimeTiming.Parts(baseModel.Graph, batch, runs, onnx)
+            : TimeParts(resnet!, batch, runs);
+        double Cache(LearnedCache cache, int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
+            ? Backends.OnnxRuntimeTiming.Cache(cache, batch, runs, onnx)
+            : TimeCache(cache, resnet!.Network.Device, cache.InputSize, batch, runs);
+        var blockMs = Parts(1, timingRuns);
+        var blockBatchMs = batchSize == 1 ? blockMs : Parts(batchSize, batchRuns);
+        var list = new List<CacheCandidate>();
+        for (var i = 0; i < caches.Count; i++)
+        {
+            var cache = caches[i];
+            var one = Cache(cache, 1, timingRuns);
+            var batch = batchSize == 1 ? one : Cache(cache, batchSize, batchRuns);
+            var hits = exits[i].Count(e => e);
+            var good = exits[i].Zip(correct[i]).Count(p => p.First && p.Second);
+            list.Add(new CacheCandidate(i, cache.Layer, cache.PredictorArchitecture, (double)hits / exits[i].Length,
+                hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes));
+        }
+        return new CacheMeasurements(list, exits, correct, blockMs, blockBatchMs, batchSize,
+            backend == ExecutionBackend.OnnxRuntime ? "cpu" : resnet!.Network.Device.ToString(), backend);
+    }
+
+    /// <summary>
+    /// For every candidate and held-out row: does its selector exit, and does its predictor agree with the base model.
+    /// Features come from the base model (its feature extraction), the decisions from each cache's networks.
+    /// </summary>
+    private static (bool[][] Exits, bool[][] Correct) Decisions(LearnedCachesTransformer candidates, IDataView heldOut)
+    {
+        var caches = candidates.Caches;
+        var baseModel = candidates.BaseModel;
+        var layers = caches.Select(c => c.Layer).Distinct().Order().ToArray();
+        var sizes = layers.Select(l => baseModel.CutPoint(l).Shape.Size).ToArray();
         var exits = caches.Select(_ => new List<bool>()).ToArray();
         var correct = caches.Select(_ => new List<bool>()).ToArray();
-        var layers = caches.Select(c => c.Layer).Distinct().Order().ToArray();
-
         var reader = new VectorBatchReader(heldOut, [candidates.ImageColumnName], null, poolRows: 1);
-        const int chunk = 256;
+        // About 256 MB of features per chunk: 224 x 224 inputs have 200,000 values per row at their first cut points.
+        var chunk = (int)Math.Clamp((256L << 20) / (4L * Math.Max(1, sizes.Sum(s => (long)s))), 8, 256);
         var buffers = reader.AllocateBuffers(chunk);
         var unused = new long[chunk];
-        using (shared.Use())
+        var k = baseModel.ClassCount;
+        var features = sizes.Select(size => new float[chunk * size]).ToArray();
+        var predicted = new uint[chunk];
+        using var extraction = baseModel.OpenExtraction(layers.Select(l => new Models.FeatureRequest(l, Models.FeatureReduction.None)).ToArray(), "auto");
+        foreach (var count in reader.Read(chunk, buffers, unused, shuffle: null))
         {
-            using var noGrad = no_grad();
-            foreach (var count in reader.Read(chunk, buffers, unused, shuffle: null))
-            {
-                using var scope = NewDisposeScope();
-                var x = tensor(buffers[0], shape.WithBatch(chunk)).narrow(0, 0, count).to(device);
-                var (logits, outputs) = network.ForwardWithLayers(x, layers);
-                var baseLabel = logits.argmax(1);
-                for (var i = 0; i < caches.Count; i++)
-                {
-                    var cache = caches[i];
-                    var features = outputs[Array.IndexOf(layers, cache.Layer)].flatten(1);
-                    var (logp, hits) = cache.Lookup(features);
-                    var hit = hits.cpu().data<bool>().ToArray();
-                    var agree = logp.argmax(1).eq(baseLabel).cpu().data<bool>().ToArray();
-                    exits[i].AddRange(hit);
-                    correct[i].AddRange(agree);
-                }
-            }
-            if (exits[0].Count == 0) throw new ArgumentException("The held-out data has no rows.", nameof(heldOut));
-
-            var batchRuns = Math.Max(5, timingRuns / 5);
-            var onnx = new EarlyExitEngineOptions { Backend = backend, Device = "cpu" };
-            double[] Parts(int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
-                ? Backends.OnnxRuntimeTiming.Parts(network, batch, runs, onnx)
-                : TimeParts(network, device, shape, batch, runs);
-            double Cache(LearnedCache cache, int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
-                ? Backends.OnnxRuntimeTiming.Cache(cache, network.Config.ClassCount, batch, runs, onnx)
-                : TimeCache(cache, device, cache.Predictor.Module.InputSize, batch, runs);
-            var blockMs = Parts(1, timingRuns);
-            var blockBatchMs = batchSize == 1 ? blockMs : Parts(batchSize, batchRuns);
-            var list = new List<CacheCandidate>();
+            extraction.Extract(buffers[0], count, features.Cast<float[]?>().ToArray(), null, predicted);
             for (var i = 0; i < caches.Count; i++)
             {
                 var cache = caches[i];
-                var one = Cache(cache, 1, timingRuns);
-                var batch = batchSize == 1 ? one : Cache(cache, batchSize, batchRuns);
-                var hits = exits[i].Count(e => e);
-                var good = exits[i].Zip(correct[i]).Count(p => p.First && p.Second);
-                list.Add(new CacheCandidate(i, cache.Layer, cache.PredictorArchitecture, (double)hits / exits[i].Count,
-                    hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes));
+                var f = Array.IndexOf(layers, cache.Layer);
+                using (cache.Predictor.Use())
+                using (cache.Selector.Use())
+                using (var scope = NewDisposeScope())
+                using (no_grad())
+                {
+                    var device = cache.Predictor.Device;
+                    var x = tensor(features[f], [chunk, sizes[f]]).narrow(0, 0, count).to(device);
+                    var (logp, hits) = cache.Lookup(x);
+                    var label = logp.argmax(1).cpu().data<long>().ToArray();
+                    exits[i].AddRange(hits.cpu().data<bool>().ToArray());
+                    for (var r = 0; r < count; r++) correct[i].Add(label[r] + 1 == predicted[r]);
+                }
             }
-            return new CacheMeasurements(list, exits.Select(e => e.ToArray()).ToArray(), correct.Select(c => c.ToArray()).ToArray(),
-                blockMs, blockBatchMs, batchSize, backend == ExecutionBackend.OnnxRuntime ? "cpu" : device.ToString(), backend);
         }
+        if (exits[0].Count == 0) throw new ArgumentException("The held-out data has no rows.", nameof(heldOut));
+        return (exits.Select(e => e.ToArray()).ToArray(), correct.Select(c => c.ToArray()).ToArray());
     }
 
-    private static double[] TimeParts(Models.ResNet network, Device device, Models.TensorShape shape, int batch, int runs)
+    /// <summary>TorchSharp timings of a Gati ResNet's parts, in the layout of <see cref="BlockMs"/> (the stem counts with block 1).</summary>
+    private static double[] TimeParts(Models.ResNetBaseModel model, int batch, int runs)
     {
-        var parts = new double[network.LayerCount + 2];
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var x = torch.randn(shape.WithBatch(batch), device: device);
-        var inputs = new Tensor[network.LayerCount + 2];
-        inputs[0] = x;
-        inputs[1] = network.Stem(x);
-        for (var layer = 1; layer <= network.LayerCount; layer++) inputs[layer + 1] = network.Block(layer, inputs[layer]);
-        parts[0] = Median(runs, device, () => network.Stem(x));
-        for (var layer = 1; layer <= network.LayerCount; layer++)
+        var shared = model.Network;
+        using (shared.Use())
         {
-            var input = inputs[layer];
-            parts[layer] = Median(runs, device, () => network.Block(layer, input));
+            var network = shared.Module;
+            var device = shared.Device;
+            var shape = model.InputShape;
+            var parts = new double[network.LayerCount + 1];
+            using var noGrad = no_grad();
+            using var scope = NewDisposeScope();
+            var x = torch.randn(shape.WithBatch(batch), device: device);
+            var inputs = new Tensor[network.LayerCount + 1];
+            inputs[0] = x;
+            var stem = network.Stem(x);
+            for (var layer = 1; layer <= network.LayerCount; layer++) inputs[layer] = network.Block(layer, layer == 1 ? stem : inputs[layer - 1]);
+            parts[0] = Median(runs, device, () => network.Block(1, network.Stem(x)));
+            for (var layer = 2; layer <= network.LayerCount; layer++)
+            {
+                var input = inputs[layer - 1];
+                parts[layer - 1] = Median(runs, device, () => network.Block(layer, input));
+            }
+            var last = inputs[network.LayerCount];
+            parts[network.LayerCount] = Median(runs, device, () => nn.functional.softmax(network.Head(last), 1).cpu());
+            return parts;
         }
-        var last = inputs[network.LayerCount + 1];
-        parts[network.LayerCount + 1] = Median(runs, device, () => nn.functional.softmax(network.Head(last), 1).cpu());
-        return parts;
     }
 
     private static double TimeCache(LearnedCache cache, Device device, int size, int batch, int runs)
     {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var x = torch.randn(batch, size, device: device);
-        return Median(runs, device, () =>
+        using (cache.Predictor.Use())
+        using (cache.Selector.Use())
         {
+            using var noGrad = no_grad();
+            using var scope = NewDisposeScope();
+            var x = torch.randn(batch, size, device: device);
             // The decision needs the flags on the host: include that sync, as the engine does.
-            return cache.Lookup(x).Hits.cpu();
-        });
+            return Median(runs, device, () => cache.Lookup(x).Hits.cpu());
+        }
     }
 
     private static double Median(int runs, Device device, Func<Tensor> work)

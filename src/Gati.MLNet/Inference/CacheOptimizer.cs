@@ -207,11 +207,11 @@ public static class CacheOptimizer
     /// <summary>Exact expected latency and agreement of a set of caches over the held-out rows.</summary>
     private sealed class Evaluator(CacheMeasurements m, int batchSize)
     {
-        private readonly int _layers = m.BlockMs.Count - 2;
+        private readonly int _layers = m.BlockMs.Count - 1;
 
         public sealed record Result(IReadOnlyList<CacheCandidate> Set, double Ms, double Agreement, double HitRate, long Bytes);
 
-        /// <summary>Time of part p (0 stem, 1..L blocks, L+1 head) at b rows, interpolated between the batch-1 and batch-B timings.</summary>
+        /// <summary>Time of part p (p &lt; L: cut point p to p + 1, 0 the input; L the head) at b rows, interpolated between the batch-1 and batch-B timings.</summary>
         private double Part(int p, int b) => Interpolate(m.BlockMs[p], m.BlockBatchMs[p], b);
 
         private double Interpolate(double one, double many, int b) =>
@@ -244,10 +244,10 @@ public static class CacheOptimizer
             {
                 var end = Math.Min(rows, start + batchSize);
                 var alive = end - start;
-                var time = Part(0, alive);
+                var time = 0.0;
                 for (var layer = 1; layer <= _layers && alive > 0; layer++)
                 {
-                    time += Part(layer, alive);
+                    time += Part(layer - 1, alive);
                     foreach (var c in ordered)
                     {
                         if (c.Layer != layer) continue;
@@ -255,7 +255,7 @@ public static class CacheOptimizer
                         for (var r = start; r < end; r++) if (exitAt[r] == layer) alive--;
                     }
                 }
-                if (alive > 0) time += Part(_layers + 1, alive);
+                if (alive > 0) time += Part(_layers, alive);
                 total += time;
                 batches++;
             }

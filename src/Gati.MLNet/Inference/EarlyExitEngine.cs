@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Gati.MLNet.Inference.Backends;
-using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 
 namespace Gati.MLNet.Inference;
@@ -21,56 +20,66 @@ internal sealed class EarlyExitEngine : IDisposable
     private int _inFlight;
     private bool _disposed;
 
-    internal EarlyExitEngine(ResNetConfig config, IEarlyExitBackend backend, LearnedCache[] caches, IReadOnlyList<string> classNames,
-        Data.ChannelNormalization? inputNormalization, ExecutionBackend kind)
+    internal EarlyExitEngine(BaseModel baseModel, IEarlyExitBackend backend, LearnedCache[] caches, ExecutionBackend kind)
     {
-        Config = config;
+        BaseModel = baseModel;
+        InputShape = baseModel.InputShape;
+        ClassCount = baseModel.ClassCount;
         _backend = backend;
         _caches = caches;
         _thresholds = caches.Select(c => (float)c.Calibration.Threshold).ToArray();
-        ClassNames = classNames.ToArray();
-        InputNormalization = inputNormalization;
         Backend = kind;
     }
 
-    /// <summary>Checks the caches against the base network and builds the engine on the chosen backend.</summary>
-    /// <param name="baseNetwork">The base model.</param>
-    /// <param name="caches">At most one cache per layer.</param>
-    /// <param name="classNames">Class names in label order.</param>
-    /// <param name="inputNormalization">The training images' normalisation, when known.</param>
+    /// <summary>Checks the caches against the base model and builds the engine on the chosen backend.</summary>
+    /// <param name="baseModel">The base model (the engine takes one more hold on it).</param>
+    /// <param name="caches">At most one cache per cut point.</param>
     /// <param name="options">Backend and device.</param>
-    /// <param name="onnxSegments">For ONNX Runtime: the segment graphs of exactly these caches (as stored in a model zip); exported when null.</param>
-    public static EarlyExitEngine Create(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, IReadOnlyList<string> classNames,
-        Data.ChannelNormalization? inputNormalization, EarlyExitEngineOptions options, IReadOnlyList<Onnx.OnnxSegment>? onnxSegments = null)
+    public static EarlyExitEngine Create(BaseModel baseModel, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options)
     {
-        var network = baseNetwork.Module;
         var seen = new HashSet<int>();
         foreach (var cache in caches)
         {
-            network.Spec.CheckLayer(cache.Layer);
+            var cut = baseModel.CutPoint(cache.Layer);
             if (!seen.Add(cache.Layer))
                 throw new ArgumentException($"Two caches on layer {cache.Layer}: choose one per layer first (CacheOptimizer / gati optimize).", nameof(caches));
-            var expected = network.LayerOutputShape(cache.Layer).Size;
-            if (cache.Predictor.Module.InputSize != expected)
-                throw new ArgumentException($"The layer-{cache.Layer} predictor reads {cache.Predictor.Module.InputSize} values but the base model's layer {cache.Layer} has {expected}.", nameof(caches));
-            if (cache.Predictor.Module.Classes != network.Config.ClassCount)
-                throw new ArgumentException($"The layer-{cache.Layer} predictor has {cache.Predictor.Module.Classes} classes, the base model {network.Config.ClassCount}.", nameof(caches));
+            if (cache.InputSize != cut.Shape.Size)
+                throw new ArgumentException($"The layer-{cache.Layer} predictor reads {cache.InputSize} values but the base model's {cut} has {cut.Shape.Size}.", nameof(caches));
+            if (cache.Classes != baseModel.ClassCount)
+                throw new ArgumentException($"The layer-{cache.Layer} predictor has {cache.Classes} classes, the base model {baseModel.ClassCount}.", nameof(caches));
         }
         var ordered = caches.OrderBy(c => c.Layer).ToArray();
-        IEarlyExitBackend backend = options.Backend switch
+        var held = baseModel.Acquire();
+        try
         {
-            ExecutionBackend.TorchSharp => new TorchSharpBackend(baseNetwork, ordered),
-            _ => OnnxRuntimeBackend.Create(baseNetwork, ordered, options, onnxSegments),
-        };
-        var shares = ordered.Select(c => c.Share()).ToArray();
-        return new EarlyExitEngine(network.Config, backend, shares, classNames, inputNormalization, options.Backend);
+            IEarlyExitBackend backend = options.Backend switch
+            {
+                ExecutionBackend.TorchSharp => new TorchSharpBackend(held as ResNetBaseModel
+                    ?? throw new NotSupportedException($"The TorchSharp backend runs Gati's own ResNets; {baseModel.Description} is served by ONNX Runtime (Backend = OnnxRuntime)."), ordered),
+                _ => OnnxRuntimeBackend.Create(held, ordered, options),
+            };
+            var shares = ordered.Select(c => c.Share()).ToArray();
+            return new EarlyExitEngine(held, backend, shares, options.Backend);
+        }
+        catch
+        {
+            held.Release();
+            throw;
+        }
     }
 
-    public ResNetConfig Config { get; }
+    /// <summary>The base model served.</summary>
+    public BaseModel BaseModel { get; }
 
-    public Data.ChannelNormalization? InputNormalization { get; }
+    /// <summary>[C, H, W] of the inputs.</summary>
+    public TensorShape InputShape { get; }
 
-    public IReadOnlyList<string> ClassNames { get; }
+    /// <summary>Number of classes.</summary>
+    public int ClassCount { get; }
+
+    public Data.ChannelNormalization? InputNormalization => BaseModel.InputNormalization;
+
+    public IReadOnlyList<string> ClassNames => BaseModel.ClassNames;
 
     public IReadOnlyList<LearnedCache> Caches => _caches;
 
@@ -127,7 +136,7 @@ internal sealed class EarlyExitEngine : IDisposable
         Enter();
         try
         {
-            var classes = Config.ClassCount;
+            var classes = ClassCount;
             var result = new EarlyExitBatch(count, classes);
             var clock = Stopwatch.StartNew();
             var tap = Shadow;
@@ -138,7 +147,7 @@ internal sealed class EarlyExitEngine : IDisposable
             // One input: one call through the single graph where the backend has it, shadowed or not. A row the tap
             // keeps costs the caller a copy of its input; the tap's worker computes its activations later, off the
             // request's path (the single graph keeps them to itself).
-            var size = Config.InputShape.Size;
+            var size = InputShape.Size;
             if (count == 1 && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
             {
                 Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
@@ -211,7 +220,7 @@ internal sealed class EarlyExitEngine : IDisposable
         Enter();
         try
         {
-            var classes = Config.ClassCount;
+            var classes = ClassCount;
             var later = _caches.Length - exitSegment - 1;
             var features = new float[later][];
             var hitProbabilities = new float[later * count];
@@ -224,7 +233,7 @@ internal sealed class EarlyExitEngine : IDisposable
                 var output = call.Run(segment);
                 if (segment == _caches.Length) return (features, hitProbabilities, predicted, output.Probabilities[..(count * classes)].ToArray());
                 var k = segment - exitSegment - 1;
-                var size = _caches[segment].Predictor.Module.InputSize;
+                var size = _caches[segment].InputSize;
                 features[k] = call.Activation(segment)[..(count * size)].ToArray();
                 output.HitProbabilities.CopyTo(hitProbabilities.AsSpan(k * count, count));
                 for (var i = 0; i < count; i++) predicted[k * count + i] = Online.ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
@@ -252,7 +261,7 @@ internal sealed class EarlyExitEngine : IDisposable
         public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
         {
             output.HitProbabilities.CopyTo(_hitProbability[segment]);
-            var size = engine._caches[segment].Predictor.Module.InputSize;
+            var size = engine._caches[segment].InputSize;
             var activation = call.Activation(segment);
             // Sampled rows: copy now, before compaction may overwrite the rows that exit here.
             for (var i = 0; i < alive.Length; i++)
@@ -261,7 +270,7 @@ internal sealed class EarlyExitEngine : IDisposable
             var byPosition = _hitProbability[segment];
             var byRow = new float[count];
             Array.Fill(byRow, float.NaN);
-            var classes = engine.Config.ClassCount;
+            var classes = engine.ClassCount;
             for (var i = 0; i < alive.Length; i++)
             {
                 byRow[alive[i]] = byPosition[i];
@@ -279,7 +288,7 @@ internal sealed class EarlyExitEngine : IDisposable
 
         public void AtEnd(IEarlyExitCall call, SegmentResult output, ReadOnlySpan<int> alive)
         {
-            var classes = engine.Config.ClassCount;
+            var classes = engine.ClassCount;
             _base = new float[]?[count];
             for (var i = 0; i < alive.Length; i++)
             {
@@ -290,7 +299,7 @@ internal sealed class EarlyExitEngine : IDisposable
                 // A row that ran everything is still in every cache's activation buffer, at its place after compaction.
                 for (var s = 0; s < engine._caches.Length; s++)
                 {
-                    var size = engine._caches[s].Predictor.Module.InputSize;
+                    var size = engine._caches[s].InputSize;
                     var position = Array.BinarySearch(_aliveAfter[s], row);
                     _features[s][row] = Online.ShadowRow.Keep(call.Activation(s).Slice(position * size, size));
                 }
@@ -368,5 +377,6 @@ internal sealed class EarlyExitEngine : IDisposable
         }
         _backend.Dispose();
         foreach (var cache in _caches) cache.Dispose();
+        BaseModel.Release();
     }
 }

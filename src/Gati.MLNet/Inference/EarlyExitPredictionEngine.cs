@@ -34,8 +34,16 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     /// <summary>The untyped engine underneath (online caches shadow it).</summary>
     internal EarlyExitEngine Inner => _engine;
 
-    /// <summary>The base network's configuration.</summary>
-    public ResNetConfig Config => _engine.Config;
+    /// <summary>The base model served (its description, input shape, classes and cut points).</summary>
+    public BaseModel BaseModel => _engine.BaseModel;
+
+    /// <summary>[C, H, W] of the images the model reads.</summary>
+    public TensorShape InputShape => _engine.InputShape;
+
+    /// <summary>The base network's configuration, for a Gati ResNet base model.</summary>
+    /// <exception cref="InvalidOperationException">The base model is an imported network (see <see cref="BaseModel"/>).</exception>
+    public ResNetConfig Config => _engine.BaseModel is ResNetBaseModel resnet ? resnet.Config
+        : throw new InvalidOperationException($"The base model is {_engine.BaseModel.Description}, not a Gati ResNet: use BaseModel and InputShape.");
 
     /// <summary>
     /// The per-channel normalisation of the training images, when the model recorded it: apply it (with
@@ -73,14 +81,14 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputs);
         if (inputs.Count == 0) throw new ArgumentException("The batch is empty: pass at least one input.", nameof(inputs));
-        var size = Config.InputShape.Size;
+        var size = InputShape.Size;
         var images = new float[inputs.Count * size];
         for (var i = 0; i < inputs.Count; i++)
         {
             var image = _readImage(inputs[i] ?? throw new ArgumentException($"Input {i} is null.", nameof(inputs)))
                 ?? throw new ArgumentException($"Input {i}: '{_imageMember}' is null.", nameof(inputs));
             if (image.Length != size)
-                throw new ArgumentException($"Input {i}: '{_imageMember}' has {image.Length} values, but the model reads {Config.InputShape} = {size}.", nameof(inputs));
+                throw new ArgumentException($"Input {i}: '{_imageMember}' has {image.Length} values, but the model reads {InputShape} = {size}.", nameof(inputs));
             image.CopyTo(images, i * size);
         }
         var batch = Run(images, inputs.Count);
@@ -91,9 +99,9 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     public EarlyExitPrediction[] Predict(ReadOnlySpan<float> images, int count)
     {
         if (count < 1) throw new ArgumentException("The batch is empty: pass at least one image.", nameof(count));
-        var size = Config.InputShape.Size;
+        var size = InputShape.Size;
         if (images.Length != count * size)
-            throw new ArgumentException($"{images.Length} values for {count} images of {Config.InputShape} (expected {count * size}).", nameof(images));
+            throw new ArgumentException($"{images.Length} values for {count} images of {InputShape} (expected {count * size}).", nameof(images));
         var batch = Run(images.ToArray(), count);
         var result = new EarlyExitPrediction[count];
         for (var i = 0; i < count; i++) result[i] = ToPrediction(batch, i, ClassNames);
@@ -102,7 +110,7 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
 
     private EarlyExitBatch Run(float[] images, int count)
     {
-        var size = Config.InputShape.Size;
+        var size = InputShape.Size;
         for (var i = 0; i < images.Length; i++)
             if (!float.IsFinite(images[i]))
                 throw new ArgumentException($"Input {i / size}: the image holds {images[i]} at index {i % size}; images must be finite numbers.");

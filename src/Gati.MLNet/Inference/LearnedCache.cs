@@ -1,6 +1,8 @@
 using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
@@ -9,31 +11,60 @@ using static TorchSharp.torch;
 namespace Gati.MLNet.Inference;
 
 /// <summary>
-/// A learned cache on one hidden layer: a predictor (the early answer) and a selector with its calibrated exit
-/// threshold (whether to trust it), with the held-out figures they were chosen by.
+/// A learned cache on one cut point (layer) of the base model: a predictor (the early answer) and a selector with its
+/// calibrated exit threshold (whether to trust it), with the held-out figures they were chosen by. Its serving form is
+/// one small ONNX graph (features → log-probabilities and P(hit)); the TorchSharp networks exist for training,
+/// fine-tuning and the TorchSharp backend, and a cache loaded from a zip builds them only when one of those asks.
 /// </summary>
 public sealed class LearnedCache : IDisposable
 {
+    private readonly object _graphGate = new();
+    private byte[]? _graph;
     private int _disposed;
 
-    internal LearnedCache(int layer, SharedModule<PredictorNetwork> predictor, SharedModule<SelectorNetwork> selector,
-        ExitCalibration calibration, PredictorTrainingSummary predictorSummary)
+    internal LearnedCache(int layer, TensorShape featureShape, SharedModule<PredictorNetwork> predictor, SharedModule<SelectorNetwork> selector,
+        ExitCalibration calibration, PredictorTrainingSummary predictorSummary, byte[]? graph = null)
+        : this(layer, featureShape, predictor.Module.Architecture, predictor.Module.Classes, selector.Module.Architecture, predictor, selector, calibration,
+            predictorSummary, graph)
+    {
+        if (predictor.Module.InputSize != featureShape.Size)
+            throw new ArgumentException($"The layer-{layer} predictor reads {predictor.Module.InputSize} values; cut point {layer} has {featureShape} = {featureShape.Size}.");
+    }
+
+    /// <summary>A cache whose networks may not be built yet (loaded from a zip): everything serving needs is given.</summary>
+    internal LearnedCache(int layer, TensorShape featureShape, PredictorArchitecture predictorArchitecture, int classes, SelectorArchitecture selectorArchitecture,
+        SharedModule<PredictorNetwork> predictor, SharedModule<SelectorNetwork> selector, ExitCalibration calibration, PredictorTrainingSummary predictorSummary,
+        byte[]? graph)
     {
         Layer = layer;
+        FeatureShape = featureShape;
+        PredictorArchitecture = predictorArchitecture;
+        SelectorArchitecture = selectorArchitecture;
+        Classes = classes;
         Predictor = predictor;
         Selector = selector;
         Calibration = calibration;
         PredictorSummary = predictorSummary;
+        _graph = graph;
     }
 
-    /// <summary>The 1-based layer the cache reads.</summary>
+    /// <summary>The cut point (layer) the cache reads: for Gati's ResNets, the residual block whose output it is.</summary>
     public int Layer { get; }
 
+    /// <summary>[C, H, W] of the features the cache reads.</summary>
+    public TensorShape FeatureShape { get; }
+
+    /// <summary>Values per row the cache reads.</summary>
+    public int InputSize => FeatureShape.Size;
+
+    /// <summary>Classes predicted.</summary>
+    public int Classes { get; }
+
     /// <summary>The predictor's architecture.</summary>
-    public PredictorArchitecture PredictorArchitecture => Predictor.Module.Architecture;
+    public PredictorArchitecture PredictorArchitecture { get; }
 
     /// <summary>The selector's architecture.</summary>
-    public SelectorArchitecture SelectorArchitecture => Selector.Module.Architecture;
+    public SelectorArchitecture SelectorArchitecture { get; }
 
     /// <summary>Exit threshold and its held-out precision, recall and hit rate.</summary>
     public ExitCalibration Calibration { get; }
@@ -42,8 +73,7 @@ public sealed class LearnedCache : IDisposable
     public PredictorTrainingSummary PredictorSummary { get; }
 
     /// <summary>Parameters of predictor and selector.</summary>
-    public long ParameterCount =>
-        PredictorArchitecture.ParameterCount(Predictor.Module.InputSize, Predictor.Module.Classes) + SelectorArchitecture.ParameterCount(Predictor.Module.Classes);
+    public long ParameterCount => PredictorArchitecture.ParameterCount(InputSize, Classes, FeatureShape) + SelectorArchitecture.ParameterCount(Classes);
 
     /// <summary>Memory of predictor and selector parameters, in bytes (float32).</summary>
     public long ParameterBytes => ParameterCount * sizeof(float);
@@ -53,9 +83,29 @@ public sealed class LearnedCache : IDisposable
     internal SharedModule<SelectorNetwork> Selector { get; }
 
     /// <summary>
-    /// The cache lookup on a batch of layer features [N, D]: the predictor's log-probabilities and whether the
-    /// selector's P(hit) reaches the threshold ([N] bools). The engine runs exactly this, and
-    /// <see cref="CacheMeasurements"/> counts and times exactly this.
+    /// The cache as an ONNX graph: input <c>Features</c> [N, C, H, W] (or [N, D] for vector features), outputs
+    /// <c>LogProbabilities</c> [N, k] and <c>HitProbability</c> [N]. Stored in model zips; exported from the networks
+    /// when the cache was made in this process.
+    /// </summary>
+    internal byte[] Graph
+    {
+        get
+        {
+            lock (_graphGate)
+            {
+                if (_graph is not null) return _graph;
+                using (Predictor.Use())
+                using (Selector.Use())
+                    _graph = CacheOnnx.Graph(Predictor.Module, Selector.Module, FeatureShape);
+                return _graph;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The cache lookup on a batch of features [N, D]: the predictor's log-probabilities and whether the selector's P(hit)
+    /// reaches the threshold ([N] bools). The TorchSharp backend runs exactly this, and <see cref="CacheMeasurements"/>
+    /// counts exactly this.
     /// </summary>
     internal (Tensor LogProbabilities, Tensor Hits) Lookup(Tensor features)
     {
@@ -73,10 +123,15 @@ public sealed class LearnedCache : IDisposable
     }
 
     /// <summary>Another holder of the same networks.</summary>
-    internal LearnedCache Share() => new(Layer, Predictor.Acquire(), Selector.Acquire(), Calibration, PredictorSummary);
+    internal LearnedCache Share() => WithCalibration(Calibration);
 
     /// <summary>The same networks with another threshold (e.g. recalibrated for another precision).</summary>
-    internal LearnedCache WithCalibration(ExitCalibration calibration) => new(Layer, Predictor.Acquire(), Selector.Acquire(), calibration, PredictorSummary);
+    internal LearnedCache WithCalibration(ExitCalibration calibration)
+    {
+        byte[]? graph;
+        lock (_graphGate) graph = _graph;
+        return new(Layer, FeatureShape, PredictorArchitecture, Classes, SelectorArchitecture, Predictor.Acquire(), Selector.Acquire(), calibration, PredictorSummary, graph);
+    }
 
     /// <inheritdoc/>
     public override string ToString() =>

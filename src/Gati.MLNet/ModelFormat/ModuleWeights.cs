@@ -46,9 +46,11 @@ internal static class ModuleWeights
     /// <param name="reader">Positioned at the envelope.</param>
     /// <param name="module">A freshly built module of the same architecture (on the CPU).</param>
     /// <param name="what">What the weights belong to, for messages (e.g. "ResNet18 base model").</param>
-    public static void Read(BinaryReader reader, torch.nn.Module module, string what)
+    public static void Read(BinaryReader reader, torch.nn.Module module, string what) => Load(ReadPayload(reader, what), module, what);
+
+    /// <summary>Loads a checked payload (<see cref="ReadPayload"/>) into <paramref name="module"/>.</summary>
+    public static void Load(byte[] payload, torch.nn.Module module, string what)
     {
-        var payload = ReadPayload(reader, what);
         try
         {
             using var payloadReader = new BinaryReader(new MemoryStream(payload, writable: false));

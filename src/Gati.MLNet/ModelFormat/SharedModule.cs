@@ -9,19 +9,70 @@ namespace Gati.MLNet.ModelFormat;
 /// the module under that lock, so disposing a model while another thread is inside a forward pass (a transformer's
 /// cursor) waits for the pass instead of freeing native memory under it; passes enter through <see cref="Use"/>.
 /// </summary>
+/// <remarks>
+/// A module loaded from a model zip is built on first use (<see cref="Module"/>, <see cref="Device"/>): a process that
+/// serves the zip's ONNX graphs never builds it, and so never loads libtorch (docs/model-format.md). The weights were
+/// checked (size, checksum) when the zip was read.
+/// </remarks>
 internal sealed class SharedModule<TModule> where TModule : torch.nn.Module
 {
     private int _references = 1;
+    private Func<(TModule Module, torch.Device Device)>? _build;
+    private TModule? _module;
+    private torch.Device? _device;
 
     public SharedModule(TModule module, torch.Device device)
     {
-        Module = module;
-        Device = device;
+        _module = module;
+        _device = device;
     }
 
-    public TModule Module { get; }
+    /// <summary>A module built by <paramref name="build"/> on first use from <paramref name="storedEnvelope"/> (its checked weights envelope).</summary>
+    public SharedModule(Func<(TModule Module, torch.Device Device)> build, byte[]? storedEnvelope = null)
+    {
+        _build = build;
+        StoredEnvelope = storedEnvelope;
+    }
 
-    public torch.Device Device { get; }
+    /// <summary>The weights envelope the module was loaded from (saving a module that was never built writes these bytes back).</summary>
+    public byte[]? StoredEnvelope { get; }
+
+    /// <summary>The module (built now if it was loaded lazily).</summary>
+    public TModule Module
+    {
+        get
+        {
+            Materialize();
+            return _module!;
+        }
+    }
+
+    /// <summary>Where the module runs (builds it if needed).</summary>
+    public torch.Device Device
+    {
+        get
+        {
+            Materialize();
+            return _device!;
+        }
+    }
+
+    /// <summary>Whether the module exists in memory (false until a lazily loaded module is first used).</summary>
+    public bool IsBuilt => Volatile.Read(ref _module) is not null;
+
+    private void Materialize()
+    {
+        if (Volatile.Read(ref _module) is not null) return;
+        lock (Gate)
+        {
+            if (_module is not null) return;
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
+            var (module, device) = _build!();
+            _device = device;
+            Volatile.Write(ref _module, module);
+            _build = null;
+        }
+    }
 
     /// <summary>Serialises forward passes through <see cref="Module"/> (enter it with <see cref="Use"/>, which also checks that the module is alive).</summary>
     public object Gate { get; } = new();
@@ -46,6 +97,7 @@ internal sealed class SharedModule<TModule> where TModule : torch.nn.Module
     /// </summary>
     public Lease Use()
     {
+        Materialize();
         Monitor.Enter(Gate);
         if (IsDisposed)
         {
@@ -55,11 +107,15 @@ internal sealed class SharedModule<TModule> where TModule : torch.nn.Module
         return new Lease(Gate);
     }
 
-    /// <summary>Removes a holder; the last one disposes the module, once no forward pass is using it.</summary>
+    /// <summary>Removes a holder; the last one disposes the module (if it was ever built), once no forward pass is using it.</summary>
     public void Release()
     {
         if (Interlocked.Decrement(ref _references) != 0) return;
-        lock (Gate) Module.Dispose();
+        lock (Gate)
+        {
+            _module?.Dispose();
+            _build = null;
+        }
     }
 
     /// <summary>Holds <see cref="Gate"/> (from <see cref="Use"/>) until disposed.</summary>

@@ -57,9 +57,9 @@ internal static class CacheUpdater
             {
                 cancellation.ThrowIfCancellationRequested();
                 var cache = current[i];
-                var predictor = Clone(cache.Predictor, () => PredictorNetwork.Create(cache.PredictorArchitecture, cache.Predictor.Module.InputSize, cache.Predictor.Module.Classes));
+                var predictor = Clone(cache.Predictor, () => PredictorNetwork.Create(cache.PredictorArchitecture, cache.InputSize, cache.Classes, cache.FeatureShape));
                 predictors.Add(predictor);
-                var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Selector.Module.Classes));
+                var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Classes));
                 selectors.Add(selector);
                 FineTunePredictor(predictor, train, i, options, throttle, cancellation);
                 var (trainLogp, trainCorrect) = Outputs(predictor, train, i);
@@ -73,8 +73,8 @@ internal static class CacheUpdater
             for (var i = 0; i < current.Count; i++)
             {
                 var agreement = outputs[i].Correct.Count(c => c) / (double)calibration.Length;
-                caches[i] = new LearnedCache(current[i].Layer, new SharedModule<PredictorNetwork>(predictors[i], CPU), new SharedModule<SelectorNetwork>(selectors[i], CPU),
-                    calibrations[i], new PredictorTrainingSummary(options.Epochs, options.Epochs, agreement));
+                caches[i] = new LearnedCache(current[i].Layer, current[i].FeatureShape, new SharedModule<PredictorNetwork>(predictors[i], CPU),
+                    new SharedModule<SelectorNetwork>(selectors[i], CPU), calibrations[i], new PredictorTrainingSummary(options.Epochs, options.Epochs, agreement));
                 summary.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"layer {current[i].Layer}: predictor agreement {agreement:P2}, threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}"));
             }

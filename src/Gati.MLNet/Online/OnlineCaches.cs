@@ -234,7 +234,7 @@ public sealed class OnlineCaches : IDisposable
         EarlyExitEngine nextEngine;
         try
         {
-            nextEngine = EarlyExitEngine.Create(nextModel.BaseNetwork, nextModel.Caches, nextModel.ClassNames, nextModel.InputNormalization, _engineOptions);
+            nextEngine = EarlyExitEngine.Create(nextModel.BaseModel, nextModel.Caches, _engineOptions);
         }
         catch
         {
@@ -249,18 +249,14 @@ public sealed class OnlineCaches : IDisposable
     /// <summary>Segment costs at batch 1 on the serving backend: segment s ends at cache s; the last ends at the head.</summary>
     private static double[] SegmentCosts(LearnedCachesTransformer model, EarlyExitEngineOptions options)
     {
-        double[] parts;
-        double[] caches;
-        lock (model.BaseNetwork.Gate)
-        {
-            parts = Inference.Backends.OnnxRuntimeTiming.Parts(model.BaseNetwork.Module, 1, 30, options);
-            caches = model.Caches.Select(c => Inference.Backends.OnnxRuntimeTiming.Cache(c, model.Config.ClassCount, 1, 30, options)).ToArray();
-        }
+        // parts[p] reaches cut point p + 1 from cut point p; the last is the head.
+        var parts = Inference.Backends.OnnxRuntimeTiming.Parts(model.BaseModel.Graph, 1, 30, options);
+        var caches = model.Caches.Select(c => Inference.Backends.OnnxRuntimeTiming.Cache(c, 1, 30, options)).ToArray();
         var segments = new double[model.Caches.Count + 1];
         var first = 0;
         for (var s = 0; s <= model.Caches.Count; s++)
         {
-            var last = s < model.Caches.Count ? model.Caches[s].Layer : parts.Length - 1;
+            var last = s < model.Caches.Count ? model.Caches[s].Layer - 1 : parts.Length - 1;
             for (var p = first; p <= last; p++) segments[s] += parts[p];
             if (s < model.Caches.Count) segments[s] += caches[s];
             first = last + 1;

@@ -1,3 +1,4 @@
+using Onnx;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 
@@ -15,7 +16,7 @@ internal static class CacheOnnx
     /// in its own single node (the Conv predictor straight to its one-channel signal), since at batch 1 every node
     /// costs about a microsecond whatever it does.
     /// </summary>
-    public static string Predictor(OnnxGraphBuilder graph, PredictorNetwork predictor, string features, string prefix)
+    public static string Predictor(OnnxGraphBuilder graph, PredictorNetwork predictor, string features, string prefix, long[]? featureDims = null)
     {
         var weights = new TorchWeights(predictor, $"{predictor.Architecture} predictor");
         var architecture = predictor.Architecture;
@@ -27,8 +28,14 @@ internal static class CacheOnnx
                 logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", flat, prefix)]), prefix);
                 break;
             case PredictorKind.Pool:
-                var pooled = AdaptiveAveragePool(graph, graph.Node("Flatten", [features], ("axis", 1)), predictor.InputSize, architecture.PoolSize, prefix);
+                var pooled = Models.FeatureReduction.AdaptiveAveragePool1d(graph, graph.Node("Flatten", [features], ("axis", 1)), predictor.InputSize, architecture.PoolSize, prefix);
                 logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", pooled, prefix)]), prefix);
+                break;
+            case PredictorKind.Grid:
+                if (featureDims is not { Length: 3 }) throw new ArgumentException($"A {architecture} predictor reads a feature map [C, H, W]; its cut point's features are [{string.Join(", ", featureDims ?? [])}].");
+                var grid = Models.FeatureReduction.Grid(architecture.GridSize).Emit(graph, features, featureDims, prefix + ".grid");
+                var cells = graph.Node("Flatten", [grid], ("axis", 1));
+                logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", cells, prefix)]), prefix);
                 break;
             case PredictorKind.Conv:
                 var w = weights.Get("conv.weight", out var shape); // [1, 1, k]
@@ -44,6 +51,27 @@ internal static class CacheOnnx
         }
         return graph.Node("LogSoftmax", [logits], ("axis", 1));
     }
+
+    /// <summary>
+    /// The cache as a standalone graph: input <c>Features</c> [N, ...<paramref name="featureShape"/>] (a cut point's
+    /// value as the base graph holds it: [N, C, H, W], or [N, D] when <paramref name="vector"/>), outputs
+    /// <c>LogProbabilities</c> [N, k] and <c>HitProbability</c> [N].
+    /// </summary>
+    public static byte[] Graph(PredictorNetwork predictor, SelectorNetwork selector, Models.TensorShape featureShape, bool vector = false)
+    {
+        var graph = new OnnxGraphBuilder($"gati-cache-{predictor.Architecture.Id}");
+        long[] dims = vector ? [featureShape.Size] : [featureShape.Channels, featureShape.Height, featureShape.Width];
+        var features = graph.Input(FeaturesInput, TensorProto.Types.DataType.Float, [null, .. dims.Select(d => (long?)d)]);
+        var logProbabilities = graph.Rename(Predictor(graph, predictor, features, "p", dims), LogProbabilitiesOutput);
+        var hitProbability = graph.Rename(HitProbability(graph, selector, logProbabilities, "s"), HitProbabilityOutput);
+        graph.Output(logProbabilities, TensorProto.Types.DataType.Float, null, predictor.Classes);
+        graph.Output(hitProbability, TensorProto.Types.DataType.Float, (long?)null);
+        return graph.ToBytes();
+    }
+
+    public const string FeaturesInput = "Features";
+    public const string LogProbabilitiesOutput = "LogProbabilities";
+    public const string HitProbabilityOutput = "HitProbability";
 
     /// <summary>Hit flags [N] (bool): the selector's P(hit) at least <paramref name="threshold"/> (a constant).</summary>
     public static string Hits(OnnxGraphBuilder graph, SelectorNetwork selector, float threshold, string logProbabilities, string prefix) =>
@@ -86,38 +114,5 @@ internal static class CacheOnnx
         var w = weights.Get(name + ".weight", out var shape);
         var b = weights.Get(name + ".bias");
         return graph.Node("Gemm", [input, graph.Constant($"{prefix}.{name}.weight", w, shape), graph.Constant($"{prefix}.{name}.bias", b, shape[0])], ("transB", 1));
-    }
-
-    /// <summary>
-    /// PyTorch's AdaptiveAvgPool1d(p) over the D features: output i averages [floor(i·D/p), ceil((i+1)·D/p)). When p
-    /// divides D that is a reshape and a mean; otherwise the windows differ in length, so each is gathered from the
-    /// features padded with one zero (short windows point their spare slots at it) and summed, then scaled.
-    /// </summary>
-    private static string AdaptiveAveragePool(OnnxGraphBuilder graph, string features, int inputSize, int outputSize, string prefix)
-    {
-        if (inputSize % outputSize == 0)
-        {
-            var grouped = graph.Node("Reshape", [features, graph.Int64Constant(prefix + ".pool.shape", [0, outputSize, inputSize / outputSize], 3)]);
-            return graph.Node("ReduceMean", [grouped], ("axes", new long[] { 2 }), ("keepdims", 0));
-        }
-        var starts = new long[outputSize];
-        var ends = new long[outputSize];
-        for (var i = 0; i < outputSize; i++)
-        {
-            starts[i] = (long)i * inputSize / outputSize;
-            ends[i] = ((long)(i + 1) * inputSize + outputSize - 1) / outputSize;
-        }
-        var width = (int)Enumerable.Range(0, outputSize).Max(i => ends[i] - starts[i]);
-        var indices = new long[outputSize * width];
-        var scale = new float[outputSize];
-        for (var i = 0; i < outputSize; i++)
-        {
-            for (var j = 0; j < width; j++) indices[i * width + j] = starts[i] + j < ends[i] ? starts[i] + j : inputSize;
-            scale[i] = 1f / (ends[i] - starts[i]);
-        }
-        var padded = graph.Node("Pad", [features, graph.Int64Constant(prefix + ".pool.pads", [0, 0, 0, 1], 4)]);
-        var windows = graph.Node("Gather", [padded, graph.Int64Constant(prefix + ".pool.indices", indices, outputSize, width)], ("axis", 1));
-        var sums = graph.Node("ReduceSum", [windows, graph.Int64Constant(prefix + ".pool.axes", [2], 1)], ("keepdims", 0));
-        return graph.Node("Mul", [sums, graph.Constant(prefix + ".pool.scale", scale, outputSize)]);
     }
 }

@@ -70,6 +70,18 @@ internal sealed class OnnxGraphBuilder
     public string Node(string opType, IReadOnlyList<string> inputs, params (string Name, object Value)[] attributes) =>
         Node(opType, inputs, 1, attributes)[0];
 
+    /// <summary>Adds a node whose one output is named <paramref name="output"/> exactly (a value other graphs refer to by name).</summary>
+    public string NodeNamed(string opType, IReadOnlyList<string> inputs, string output, params (string Name, object Value)[] attributes)
+    {
+        if (!_scope.Names.Add(output)) throw new InvalidOperationException($"The ONNX value name '{output}' is taken.");
+        var node = new NodeProto { OpType = opType, Name = Unique(opType.ToLowerInvariant()) };
+        node.Input.AddRange(inputs);
+        node.Output.Add(output);
+        foreach (var (name, value) in attributes) node.Attribute.Add(Attribute(name, value));
+        _graph.Node.Add(node);
+        return output;
+    }
+
     /// <summary>Adds a node with <paramref name="outputs"/> outputs and returns their names.</summary>
     public string[] Node(string opType, IReadOnlyList<string> inputs, int outputs, params (string Name, object Value)[] attributes)
     {
@@ -81,6 +93,64 @@ internal sealed class OnnxGraphBuilder
         _graph.Node.Add(node);
         return names;
     }
+
+    /// <summary>
+    /// Copies <paramref name="nodes"/> (in order) of another graph into this one: values they read are taken from
+    /// <paramref name="bindings"/> (source name → name here), from the nodes copied before them, or from
+    /// <paramref name="initializers"/> (each copied once per graph, data shared); every value they produce gets a new
+    /// unique name starting with <paramref name="prefix"/>. Returns the names here of every value produced.
+    /// </summary>
+    public Dictionary<string, string> Append(IEnumerable<NodeProto> nodes, IReadOnlyDictionary<string, TensorProto> initializers,
+        IReadOnlyDictionary<string, string> bindings, string prefix)
+    {
+        var names = new Dictionary<string, string>(bindings, StringComparer.Ordinal);
+        foreach (var source in nodes)
+        {
+            var node = new NodeProto { OpType = source.OpType, Domain = source.Domain, Name = Unique(prefix + (source.Name.Length > 0 ? source.Name : source.OpType.ToLowerInvariant())) };
+            foreach (var input in source.Input)
+            {
+                if (input.Length == 0)
+                {
+                    node.Input.Add("");
+                }
+                else if (names.TryGetValue(input, out var mapped))
+                {
+                    node.Input.Add(mapped);
+                }
+                else if (initializers.TryGetValue(input, out var tensor))
+                {
+                    var key = (initializers, input);
+                    if (!_imported.TryGetValue(key, out var copied))
+                    {
+                        copied = Unique(prefix + input);
+                        _graph.Initializer.Add(OnnxTensors.Renamed(tensor, copied));
+                        _imported[key] = copied;
+                    }
+                    node.Input.Add(copied);
+                }
+                else
+                {
+                    throw new InvalidOperationException($"Copying {OnnxGraph.Describe(source)}: '{input}' is neither bound, produced by an earlier node nor a constant.");
+                }
+            }
+            foreach (var output in source.Output)
+            {
+                if (output.Length == 0)
+                {
+                    node.Output.Add("");
+                    continue;
+                }
+                var renamed = Unique(prefix + output);
+                names[output] = renamed;
+                node.Output.Add(renamed);
+            }
+            node.Attribute.AddRange(source.Attribute.Select(a => a.Clone()));
+            _graph.Node.Add(node);
+        }
+        return names;
+    }
+
+    private readonly Dictionary<(object Source, string Name), string> _imported = new();
 
     /// <summary>Renames the value <paramref name="value"/> to <paramref name="name"/> by an Identity node (graph outputs keep stable names).</summary>
     public string Rename(string value, string name)

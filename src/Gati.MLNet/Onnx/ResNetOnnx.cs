@@ -19,8 +19,8 @@ internal static class ResNetOnnx
     public static string Stem(OnnxGraphBuilder graph, TorchWeights weights, string input) =>
         graph.Node("Relu", [FoldedConvolution(graph, weights, "conv1", "bn1", stride: 1, input)]);
 
-    /// <summary>Residual block <paramref name="layer"/> (1-based).</summary>
-    public static string Block(OnnxGraphBuilder graph, ResNet network, TorchWeights weights, int layer, string input)
+    /// <summary>Residual block <paramref name="layer"/> (1-based); its output gets the name <paramref name="output"/> when given.</summary>
+    public static string Block(OnnxGraphBuilder graph, ResNet network, TorchWeights weights, int layer, string input, string? output = null)
     {
         var (stage, index) = network.Spec.Locate(layer);
         var prefix = string.Create(CultureInfo.InvariantCulture, $"layer{stage}.{index}");
@@ -40,7 +40,32 @@ internal static class ResNetOnnx
         var shortcut = weights.Contains(prefix + ".shortcut.0.weight")
             ? FoldedConvolution(graph, weights, prefix + ".shortcut.0", prefix + ".shortcut.1", stride, input)
             : input;
-        return graph.Node("Relu", [graph.Node("Add", [x, shortcut])]);
+        var sum = graph.Node("Add", [x, shortcut]);
+        return output is null ? graph.Node("Relu", [sum]) : graph.NodeNamed("Relu", [sum], output);
+    }
+
+    /// <summary>The name of layer <paramref name="layer"/>'s output in <see cref="BaseGraphModel"/>: its cut point's name.</summary>
+    public static string CutName(int layer) => string.Create(CultureInfo.InvariantCulture, $"layer{layer}");
+
+    /// <summary>
+    /// The network as its base graph (<see cref="Onnx.BaseGraph"/>): input <c>Input</c> [N, C, H, W], output <c>Logits</c>
+    /// [N, k], block outputs named <c>layer1</c>..<c>layerL</c> and recorded as its cut points.
+    /// </summary>
+    public static byte[] BaseGraphModel(ResNet network, IReadOnlyDictionary<string, string> metadata)
+    {
+        var config = network.Config;
+        var weights = new TorchWeights(network, $"{config.Architecture} base model");
+        var graph = new OnnxGraphBuilder($"gati-{config.Architecture.ToString().ToLowerInvariant()}");
+        var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, config.InputShape.Channels, config.InputShape.Height, config.InputShape.Width);
+        x = Stem(graph, weights, x);
+        for (var layer = 1; layer <= network.LayerCount; layer++) x = Block(graph, network, weights, layer, x, CutName(layer));
+        var pooled = graph.Node("Flatten", [graph.Node("GlobalAveragePool", [x])], ("axis", 1));
+        var w = weights.Get("fc.weight", out var shape);
+        var b = weights.Get("fc.bias");
+        var logits = graph.NodeNamed("Gemm", [pooled, graph.Constant("fc.weight", w, shape), graph.Constant("fc.bias", b, shape[0])], "Logits", ("transB", 1));
+        graph.Output(logits, TensorProto.Types.DataType.Float, null, config.ClassCount);
+        var all = new Dictionary<string, string>(metadata) { ["gati.cutPoints"] = System.Text.Json.JsonSerializer.Serialize(Enumerable.Range(1, network.LayerCount).Select(CutName)) };
+        return graph.ToBytes(all);
     }
 
     /// <summary>Global average pool, flatten and the linear head: logits [N, k].</summary>

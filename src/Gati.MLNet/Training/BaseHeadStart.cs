@@ -1,4 +1,5 @@
 using System.Globalization;
+using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
@@ -26,29 +27,36 @@ internal static class BaseHeadStart
         var started = new bool[specs.Count];
         if (!options.InitializeFromBaseHead) return started;
         using var channel = host.Start("Base-head start");
-        var baseNetwork = options.BaseModel is { } model ? ((IBaseModelHolder)model).Base : options.KnownBaseNetwork ?? BaseModelLocator.Find(input);
+        var baseNetwork = options.BaseModel is IBaseModelHolder model ? model.Base : options.KnownBaseNetwork ?? BaseModelLocator.Find(input);
         if (baseNetwork is null)
         {
             channel.Info("No base model known (pass PredictorTrainingOptions.BaseModel with a feature dump): every predictor starts from random weights.");
             return started;
         }
-        using var scope = NewDisposeScope();
-        Tensor weight, bias;
-        using (baseNetwork.Network.Use())
-        using (no_grad())
+        if (baseNetwork.Model.LinearHead is not var (headWeight, headBias))
         {
-            var head = baseNetwork.Network.Module.HeadLinear;
-            weight = head.weight!.detach().to(CPU).clone();
-            bias = head.bias!.detach().to(CPU).clone();
+            channel.Info($"{baseNetwork.Model.Description} does not end in a global average and one linear layer: every predictor starts from random weights.");
+            return started;
         }
-        var resnet = baseNetwork.Network.Module;
+        var classes = headBias.Length;
+        var channels = headWeight.Length / classes;
+        using var scope = NewDisposeScope();
+        var weight = tensor(headWeight, [classes, channels]);
+        var bias = tensor(headBias, [classes]);
         for (var i = 0; i < specs.Count; i++)
         {
             var layer = specs[i].Layer;
-            if (layer > resnet.Spec.LayerCount) continue;
-            var shape = resnet.LayerOutputShape(layer);
-            if (shape.Channels != weight.shape[1] || specs[i].Architecture.Kind == PredictorKind.Conv) continue;
-            var reason = networks[i].InitializeAsHead(weight, bias, shape);
+            if (layer > baseNetwork.Model.CutPoints.Count) continue;
+            var shape = baseNetwork.Model.CutPoint(layer).Shape;
+            if (shape.Channels != channels || specs[i].Architecture.Kind == PredictorKind.Conv) continue;
+            // A predictor trained on reduced features starts from the head on the features it reads.
+            var reads = specs[i].Architecture.Reduction.Kind == FeatureReductionKind.Grid && networks[i].FeatureShape is { } reduced ? reduced : shape;
+            if (reads.Size != networks[i].InputSize)
+            {
+                channel.Info($"{specs[i]} reads {networks[i].InputSize} pre-pooled values, not the cut point's {shape}: it starts from random weights.");
+                continue;
+            }
+            var reason = networks[i].InitializeAsHead(weight, bias, reads);
             started[i] = reason is null;
             if (reason is not null) channel.Info($"{specs[i]} starts from random weights: {reason}.");
         }

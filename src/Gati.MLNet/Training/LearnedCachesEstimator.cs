@@ -26,16 +26,18 @@ namespace Gati.MLNet.Training;
 public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer>
 {
     private readonly IHost _host;
-    private readonly ResNetTransformer? _baseModel;
+    private readonly IBaseModelHolder? _baseModel;
     private readonly Options _options;
 
-    internal LearnedCachesEstimator(IHostEnvironment environment, ResNetTransformer? baseModel, Options options)
+    internal LearnedCachesEstimator(IHostEnvironment environment, ITransformer? baseModel, Options options)
     {
         ArgumentNullException.ThrowIfNull(environment);
         ArgumentNullException.ThrowIfNull(options);
+        if (baseModel is not null and not IBaseModelHolder)
+            throw new ArgumentException($"{baseModel.GetType().Name} is not a Gati base model (a ResNetTransformer or ImportedModelTransformer).", nameof(baseModel));
         options.Validate();
         _host = environment.Register(nameof(LearnedCachesEstimator));
-        _baseModel = baseModel;
+        _baseModel = (IBaseModelHolder?)baseModel;
         _options = options;
     }
 
@@ -121,7 +123,8 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         GetOutputSchema(SchemaShape.Create(input.Schema));
         TorchRuntime.EnsureInitialized();
         var options = _options;
-        var baseNetwork = _baseModel is not null ? ((IBaseModelHolder)_baseModel).Base : BaseModelLocator.Require(input, "Learned caches");
+        var baseNetwork = _baseModel is not null ? _baseModel.Base : BaseModelLocator.Require(input, "Learned caches");
+        var baseModel = baseNetwork.Model;
         var seed = options.Seed ?? (_host as IHostEnvironmentInternal)?.Seed ?? 0;
         var context = new MLContext(seed);
 
@@ -145,18 +148,23 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         var selectorSet = context.Data.TakeRows(heldOut, selectorRows);
         var calibrationSet = context.Data.SkipRows(heldOut, selectorRows);
 
-        var layers = options.Predictors?.Select(p => p.Layer).Distinct().Order().ToArray() ?? options.Layers.Order().ToArray();
-        using var extractor = new FeatureExtractingTransformer(_host, baseNetwork.Network.Acquire(), baseNetwork.ClassNames, baseNetwork.ImageColumnName,
-            layers, "Layer", "BaseLogits", "BasePredictedLabel", options.InferenceBatchSize, baseNetwork.InputNormalization);
+        // Each cut point's features as every predictor on it reads them: reduced where its architecture starts with a
+        // parameter-free pooling (Pool, Grid), so that 224 x 224 feature maps are extracted and stored small.
+        var specs = options.Predictors is { } trained
+            ? trained.Select(p => new PredictorSpec(p.Layer, p.Architecture, p.FeatureColumnName, p.ScoreColumnName, p.PredictedLabelColumnName)).ToArray()
+            : options.Layers.Order().SelectMany(l => options.Architectures.Select(a => Spec(baseModel, l, a))).ToArray();
+        var requests = specs.Select(s => FeatureColumns.Parse(s.Feature, "Layer", baseModel)).Distinct().ToArray();
+        using var extractor = new FeatureExtractingTransformer(_host, baseModel.Acquire(), baseNetwork.ImageColumnName, requests, "Layer", "BaseLogits",
+            "BasePredictedLabel", options.InferenceBatchSize);
 
-        var predictors = options.Predictors?.ToList() ?? TrainPredictors(training, selectorSet, extractor, layers, seed);
+        var predictors = options.Predictors?.ToList() ?? TrainPredictors(training, selectorSet, extractor, specs, seed);
         var ownPredictors = options.Predictors is null;
         try
         {
             options.Status?.Report($"Training {predictors.Count} selectors on {selectorRows} held-out rows and calibrating on {heldOutRows - selectorRows} rows ({options.Selector.Describe()}).");
             var chain = new TransformerChain<ITransformer>([extractor, .. predictors]);
             var columns = predictors.Select(p => (p.ScoreColumnName, p.PredictedLabelColumnName)).ToArray();
-            var classes = baseNetwork.ClassNames.Count;
+            var classes = baseModel.ClassCount;
             var trainOutputs = PredictorOutputs.ReadMany(chain.Transform(selectorSet), columns, "BasePredictedLabel", classes);
             var calibrationOutputs = PredictorOutputs.ReadMany(chain.Transform(calibrationSet), columns, "BasePredictedLabel", classes);
             var device = DeviceOptions.Resolve(options.Device, _host);
@@ -168,12 +176,11 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
                     var selector = SelectorTraining.Train(trainOutputs[i].LogProbabilities, trainOutputs[i].Correct, classes, options.Selector, seed + i, device);
                     var probabilities = SelectorTraining.HitProbabilities(selector, calibrationOutputs[i].LogProbabilities, classes, device);
                     var calibration = ExitCalibration.Calibrate(probabilities, calibrationOutputs[i].Correct, options.Selector.TargetPrecision, options.Selector.MinimumHits);
-                    var cache = new LearnedCache(predictors[i].Layer, predictors[i].AcquireNetwork(), new SharedModule<SelectorNetwork>(selector, device), calibration, predictors[i].Summary);
-                    caches.Add(cache);
-                    options.Status?.Report(cache.ToString());
+                    caches.Add(CacheFor(baseModel, predictors[i], new SharedModule<SelectorNetwork>(selector, device), calibration));
+                    options.Status?.Report(caches[^1].ToString());
                 }
-                return new LearnedCachesTransformer(_host, baseNetwork.Network.Acquire(), baseNetwork.ClassNames, baseNetwork.ImageColumnName, caches,
-                    new LearnedCachesTransformer.Columns(), options.InferenceBatchSize, baseNetwork.InputNormalization);
+                return new LearnedCachesTransformer(_host, baseModel.Acquire(), baseNetwork.ImageColumnName, caches, new LearnedCachesTransformer.Columns(),
+                    options.InferenceBatchSize);
             }
             catch
             {
@@ -188,21 +195,41 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
         }
     }
 
-    private List<PredictorTransformer> TrainPredictors(IDataView training, IDataView validation, FeatureExtractingTransformer extractor, int[] layers, int seed)
+    /// <summary>The predictor of a layer and architecture, reading reduced features where its architecture allows.</summary>
+    private static PredictorSpec Spec(Models.BaseModel baseModel, int layer, PredictorArchitecture architecture)
+    {
+        var shape = baseModel.CutPoint(layer).Shape;
+        var reduction = architecture.Reduction.Reduces(shape) ? architecture.Reduction : Models.FeatureReduction.None;
+        return new PredictorSpec(layer, architecture, "Layer" + layer.ToString(CultureInfo.InvariantCulture) + reduction.Suffix);
+    }
+
+    /// <summary>A cache from a trained predictor (bound to its cut point's full features) and a selector (taken over).</summary>
+    internal static LearnedCache CacheFor(Models.BaseModel baseModel, PredictorTransformer predictor, SharedModule<SelectorNetwork> selector, ExitCalibration calibration)
+    {
+        var shape = baseModel.CutPoint(predictor.Layer).Shape;
+        SharedModule<PredictorNetwork> network;
+        lock (predictor.Gate)
+        {
+            var bound = predictor.Network.For(shape);
+            network = ReferenceEquals(bound, predictor.Network) ? predictor.AcquireNetwork() : new SharedModule<PredictorNetwork>(bound, predictor.DeviceInfo);
+        }
+        return new LearnedCache(predictor.Layer, shape, network, selector, calibration, predictor.Summary);
+    }
+
+    private List<PredictorTransformer> TrainPredictors(IDataView training, IDataView validation, FeatureExtractingTransformer extractor, PredictorSpec[] specs, int seed)
     {
         var options = _options;
         IDataView features;
         if (options.FeatureDumpDirectory is { } dump)
         {
-            options.Status?.Report($"Dumping features of layers {string.Join(",", layers)} to {dump}.");
+            options.Status?.Report($"Dumping features of layers {string.Join(",", extractor.Layers.Distinct())} to {dump}.");
             FeatureDump.Write(extractor, training, dump, new FeatureDumpOptions { Source = "learned-cache training rows" });
-            features = new MLContext(seed).Data.LoadFeatureDump(dump, layers);
+            features = new MLContext(seed).Data.LoadFeatureDump(dump, extractor.Layers.Distinct().ToArray());
         }
         else
         {
             features = extractor.Transform(training);
         }
-        var specs = layers.SelectMany(l => options.Architectures.Select(a => new PredictorSpec(l, a))).ToArray();
         options.Status?.Report($"Training {specs.Length} predictors ({(options.FeatureDumpDirectory is null ? "streaming features from the base model" : "from the feature dump")}).");
         var p = options.Predictor;
         var trainer = new PredictorSetTrainer(_host, new PredictorSetTrainer.Options
@@ -254,7 +281,7 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        var imageColumn = _baseModel?.ImageColumnName ?? BaseModelLocator.RequireImageColumn(inputSchema, "Learned caches");
+        var imageColumn = _baseModel?.Base.ImageColumnName ?? BaseModelLocator.RequireImageColumn(inputSchema, "Learned caches");
         SchemaShapes.RequireImage(inputSchema, imageColumn, "the base model");
         var names = new LearnedCachesTransformer.Columns();
         var columns = inputSchema.ToDictionary(c => c.Name);

@@ -89,6 +89,8 @@ internal static class PredictorTraining
         var classNames = Annotations.TryGetKeyNames(teacherLabel) ?? Enumerable.Range(0, classes).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray();
         var features = specs.Select(s => s.Feature).Distinct().ToArray();
         var sizes = features.Select(f => ((VectorDataViewType)TrainingColumns.RequireImage(input.Schema, f).Type).Size).ToArray();
+        // [C, H, W] where the column says (Grid predictors need it; the others read the flattened values).
+        var shapes = features.Select(f => ((VectorDataViewType)input.Schema[f].Type).Dimensions is [var c, var h, var w] ? new Models.TensorShape(c, h, w) : (Models.TensorShape?)null).ToArray();
         var reader = new VectorBatchReader(input, [.. features, options.TeacherLogitsColumnName], options.TeacherLabelColumnName,
             options.ShufflePoolSize, options.ShufflePoolBytes);
         if (options.ValidationSet is { } validation)
@@ -108,7 +110,13 @@ internal static class PredictorTraining
                 var created = new List<PredictorNetwork>();
                 try
                 {
-                    foreach (var spec in specs) created.Add(PredictorNetwork.Create(spec.Architecture, sizes[Array.IndexOf(features, spec.Feature)], classes));
+                    foreach (var spec in specs)
+                    {
+                        var f = Array.IndexOf(features, spec.Feature);
+                        if (spec.Architecture.Kind == PredictorKind.Grid && shapes[f] is null)
+                            throw new ArgumentException($"{spec}: column '{spec.Feature}' does not say its feature map's shape [C, H, W], which a Grid predictor needs (extract it with ExtractFeatures or load it from a dump).");
+                        created.Add(PredictorNetwork.Create(spec.Architecture, sizes[f], classes, shapes[f]));
+                    }
                 }
                 catch
                 {

@@ -54,7 +54,7 @@ public abstract class PredictorTrainingOptions
     public double? InputStepBound { get; set; } = DefaultInputStepBound;
 
     /// <summary>
-    /// Start FC and Pool predictors on layers shaped like the base model's last layer (the channels its head averages:
+    /// Start FC, Pool and Grid predictors on layers shaped like the base model's last layer (the channels its head averages:
     /// the last stage of a ResNet) as the base model's head — channel averages into the head's linear layer — so their
     /// first held-out agreement is the head's own on that layer, and keep that start ("epoch 0") unless an epoch beats
     /// it. On the last layer this is the base model's answer exactly. Needs <see cref="BaseModel"/> or a training view
@@ -63,10 +63,11 @@ public abstract class PredictorTrainingOptions
     public bool InitializeFromBaseHead { get; set; } = true;
 
     /// <summary>
-    /// The base model whose head <see cref="InitializeFromBaseHead"/> copies; null: the one the training data comes from
-    /// (found through <c>ExtractFeatures</c> in the pipeline; a feature dump does not record it, so pass it with dumps).
+    /// The base model whose head <see cref="InitializeFromBaseHead"/> copies (a <see cref="ResNetTransformer"/> or an
+    /// <see cref="ImportedModelTransformer"/>); null: the one the training data comes from (found through
+    /// <c>ExtractFeatures</c> in the pipeline; a feature dump does not record it, so pass it with dumps).
     /// </summary>
-    public ResNetTransformer? BaseModel { get; set; }
+    public ITransformer? BaseModel { get; set; }
 
     /// <summary>The base network of a Gati component that trains predictors for a base model it holds; used when <see cref="BaseModel"/> is null, before looking in the pipeline.</summary>
     internal BaseNetwork? KnownBaseNetwork { get; set; }

@@ -4,7 +4,7 @@ using Microsoft.ML.Data;
 namespace Gati.MLNet.Transforms;
 
 /// <summary>
-/// Finds the base ResNet behind a data view, so that estimators appended after the base model in a pipeline
+/// Finds the base model behind a data view, so that estimators appended after the base model in a pipeline
 /// (<c>resnetEstimator.Append(gati.ExtractFeatures(...))</c>) can use its network: from the base model's annotation on
 /// the view's columns (<see cref="BaseModelAnnotation"/>: survives ML.NET transforms and cache checkpoints), else by
 /// walking from the view through the views it reads from to the nearest base-model transformer.
@@ -41,23 +41,24 @@ internal static class BaseModelLocator
         BaseModelAnnotation.FindImageColumn(schema) ?? throw new ArgumentException(MissingMessage(component), paramName);
 
     private static string MissingMessage(string component) =>
-        $"{component} needs the base model: append it after a Gati ResNet in the pipeline " +
-        "(resnetEstimator.Append(...)), or pass the fitted base model (a ResNetTransformer) explicitly.";
+        $"{component} needs the base model: append it after a Gati base model in the pipeline (resnetEstimator.Append(...), or after the " +
+        "transformer of mlContext.Gati().ImportBaseModel / ImportOnnxModel), or pass the fitted base model explicitly.";
 }
 
-/// <summary>A transformer that runs (or is) a base ResNet.</summary>
+/// <summary>A transformer that runs (or is) a base model.</summary>
 internal interface IBaseModelHolder
 {
     BaseNetwork Base { get; }
 }
 
-/// <summary>A base ResNet as components built on it see it: the shared network, class names and image column.</summary>
-/// <param name="Network">The shared network (call <see cref="Gati.MLNet.ModelFormat.SharedModule{TModule}.Acquire"/> to hold it).</param>
-/// <param name="ClassNames">Class names in label order.</param>
+/// <summary>A base model as components built on it see it: the model and the image column it reads.</summary>
+/// <param name="Model">The base model (call <see cref="Models.BaseModel.Acquire"/> to hold it).</param>
 /// <param name="ImageColumnName">The image column the base model reads.</param>
-/// <param name="InputNormalization">The per-channel normalisation of the training images, when known.</param>
-internal sealed record BaseNetwork(Gati.MLNet.ModelFormat.SharedModule<Gati.MLNet.Models.ResNet> Network, IReadOnlyList<string> ClassNames, string ImageColumnName,
-    Gati.MLNet.Data.ChannelNormalization? InputNormalization)
+internal sealed record BaseNetwork(Models.BaseModel Model, string ImageColumnName)
 {
-    public Gati.MLNet.Models.ResNetConfig Config => Network.Module.Config;
+    /// <summary>Class names in label order.</summary>
+    public IReadOnlyList<string> ClassNames => Model.ClassNames;
+
+    /// <summary>The per-channel normalisation of the input images, when known.</summary>
+    public Data.ChannelNormalization? InputNormalization => Model.InputNormalization;
 }

@@ -14,48 +14,42 @@ using Microsoft.ML.Runtime;
 namespace Gati.MLNet.Transforms;
 
 /// <summary>
-/// A base ResNet with learned caches on some of its layers, as an ML.NET transformer. <see cref="ITransformer.Transform"/>
-/// runs the real early-exit engine batch by batch (rows that hit a cache skip the remaining blocks) and adds the
-/// answer, its probabilities and the exit layer. Build an <see cref="EarlyExitPredictionEngine{TInput, TOutput}"/>
-/// from it (or from a chain holding it) for serving.
+/// A base model (a Gati ResNet or an imported network) with learned caches on some of its cut points, as an ML.NET
+/// transformer. <see cref="ITransformer.Transform"/> runs the real early-exit engine batch by batch (rows that hit a cache
+/// skip the rest of the network) and adds the answer, its probabilities and the exit layer. Build an
+/// <see cref="EarlyExitPredictionEngine{TInput, TOutput}"/> from it (or from a chain holding it) for serving.
 /// </summary>
 /// <remarks>
 /// <list type="table">
 /// <listheader><term>column</term><description>type</description></listheader>
-/// <item><term>input: Image</term><description>Vector&lt;Single, C, H, W&gt;</description></item>
+/// <item><term>input: Image</term><description>Vector&lt;Single, C, H, W&gt; (the base model's input column)</description></item>
 /// <item><term>output: EarlyExitScore</term><description>Vector&lt;Single, k&gt; probabilities (SlotNames)</description></item>
 /// <item><term>output: EarlyExitPredictedLabel</term><description>Key&lt;UInt32, k&gt; (KeyValues)</description></item>
-/// <item><term>output: ExitLayer</term><description>Int32: the layer whose cache answered, 0 = the full model</description></item>
+/// <item><term>output: ExitLayer</term><description>Int32: the cut point whose cache answered, 0 = the full model</description></item>
 /// </list>
-/// Shares the base network with the base-model transformer of its chain (stored once in a saved zip).
+/// Shares the base model with the base-model transformer of its chain (stored once in a saved zip). A saved model holds
+/// the base model's ONNX graph and each cache's: what ONNX Runtime serves, without TorchSharp (docs/model-format.md).
 /// </remarks>
 public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHolder
 {
     internal const string LoaderSignature = "GatiLearnedCaches";
 
-    private readonly SharedModule<ResNet> _base;
+    private readonly BaseModel _base;
     private readonly LearnedCache[] _caches;
     private readonly object _engineGate = new();
     private EarlyExitEngine? _engine;
-    private IReadOnlyList<Onnx.OnnxSegment>? _storedSegments;
 
-    internal LearnedCachesTransformer(IHostEnvironment environment, SharedModule<ResNet> baseNetwork, IReadOnlyList<string> classNames, string imageColumnName,
-        IReadOnlyList<LearnedCache> caches, Columns columns, int batchSize, ChannelNormalization? inputNormalization)
+    /// <summary>Takes over the caller's hold on <paramref name="baseModel"/> and on each cache.</summary>
+    internal LearnedCachesTransformer(IHostEnvironment environment, BaseModel baseModel, string imageColumnName, IReadOnlyList<LearnedCache> caches, Columns columns,
+        int batchSize)
         : base(environment, nameof(LearnedCachesTransformer))
     {
-        _base = baseNetwork;
-        InputNormalization = inputNormalization;
+        _base = baseModel;
         _caches = caches.OrderBy(c => c.Layer).ToArray();
-        ClassNames = classNames.ToArray();
+        foreach (var cache in _caches) baseModel.CutPoint(cache.Layer);
         ImageColumnName = imageColumnName;
         OutputColumns = columns;
         BatchSize = batchSize;
-        _base.Module.eval();
-        foreach (var cache in _caches)
-        {
-            cache.Predictor.Module.eval();
-            cache.Selector.Module.eval();
-        }
     }
 
     /// <summary>Names of the output columns.</summary>
@@ -64,17 +58,22 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     /// <param name="ExitLayer">Exit layer (0 = full model).</param>
     public sealed record Columns(string Score = "EarlyExitScore", string PredictedLabel = "EarlyExitPredictedLabel", string ExitLayer = "ExitLayer");
 
-    /// <summary>The caches, by layer.</summary>
+    /// <summary>The caches, by cut point.</summary>
     public IReadOnlyList<LearnedCache> Caches => _caches;
 
-    /// <summary>The base network's configuration.</summary>
-    public ResNetConfig Config => _base.Module.Config;
+    /// <summary>The base model the caches attach to.</summary>
+    public BaseModel BaseModel => _base;
 
-    /// <summary>The normalisation of the base model's training images, when known (for preparing raw images).</summary>
-    public ChannelNormalization? InputNormalization { get; }
+    /// <summary>The base network's configuration, for a Gati ResNet base model.</summary>
+    /// <exception cref="InvalidOperationException">The base model is an imported network.</exception>
+    public ResNetConfig Config => _base is ResNetBaseModel resnet ? resnet.Config
+        : throw new InvalidOperationException($"The base model is {_base.Description}, not a Gati ResNet: use BaseModel.");
+
+    /// <summary>The normalisation of the base model's input images, when known (for preparing raw images).</summary>
+    public ChannelNormalization? InputNormalization => _base.InputNormalization;
 
     /// <summary>Class names in label order.</summary>
-    public IReadOnlyList<string> ClassNames { get; }
+    public IReadOnlyList<string> ClassNames => _base.ClassNames;
 
     /// <summary>The image column read.</summary>
     public string ImageColumnName { get; }
@@ -85,15 +84,14 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     /// <summary>Rows per engine call in <see cref="ITransformer.Transform"/>.</summary>
     public int BatchSize { get; }
 
-    /// <summary>The device the networks run on.</summary>
-    public string Device => _base.Device.ToString();
-
-    /// <summary>True when at most one cache sits on each layer (required by the engine; see <c>CacheOptimizer</c>).</summary>
+    /// <summary>True when at most one cache sits on each cut point (required by the engine; see <c>CacheOptimizer</c>).</summary>
     public bool OneCachePerLayer => _caches.Select(c => c.Layer).Distinct().Count() == _caches.Length;
 
-    BaseNetwork IBaseModelHolder.Base => new(_base, ClassNames, ImageColumnName, InputNormalization);
+    BaseNetwork IBaseModelHolder.Base => new(_base, ImageColumnName);
 
-    internal SharedModule<ResNet> BaseNetwork => _base;
+    /// <summary>The TorchSharp network of a Gati ResNet base model (built on first use).</summary>
+    internal SharedModule<ResNet> BaseNetwork => (_base as ResNetBaseModel)?.Network
+        ?? throw new InvalidOperationException($"The base model is {_base.Description}, which has no TorchSharp network.");
 
     internal EarlyExitEngine Engine
     {
@@ -104,29 +102,36 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             lock (_engineGate)
             {
                 ThrowIfDisposed();
-                // Transform scores with the trained networks themselves; serving engines choose their backend.
-                return _engine ??= EarlyExitEngine.Create(_base, _caches, ClassNames, InputNormalization,
-                    new EarlyExitEngineOptions { Backend = ExecutionBackend.TorchSharp });
+                // Transform scores a Gati ResNet with the trained networks themselves; an imported network has only its ONNX form.
+                return _engine ??= EarlyExitEngine.Create(_base, _caches,
+                    new EarlyExitEngineOptions { Backend = _base is ResNetBaseModel ? ExecutionBackend.TorchSharp : ExecutionBackend.OnnxRuntime, Device = "cpu" });
             }
         }
     }
 
-    /// <summary>A transformer over the same base network with another set of caches (e.g. the optimizer's choice).</summary>
+    /// <summary>The ONNX segment graphs of this model: cut out of the base model's graph, each cache's graph fused in.</summary>
+    internal IReadOnlyList<Onnx.OnnxSegment> OnnxSegments() =>
+        Onnx.EarlyExitOnnx.Segments(_base.Graph, _caches.Select(c => Onnx.CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
+
+    /// <summary>The whole early exit as one graph for one input at a time (<see cref="Onnx.EarlyExitSingleGraph"/>).</summary>
+    internal byte[] OnnxSingleGraph() =>
+        Onnx.EarlyExitSingleGraph.Build(_base.Graph, _caches.Select(c => Onnx.CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
+
+    /// <summary>A transformer over the same base model with another set of caches (e.g. the optimizer's choice).</summary>
     internal LearnedCachesTransformer WithCaches(IEnumerable<LearnedCache> caches) =>
-        new(Host, _base.Acquire(), ClassNames, ImageColumnName, caches.Select(c => c.Share()).ToArray(), OutputColumns, BatchSize, InputNormalization);
+        new(Host, _base.Acquire(), ImageColumnName, caches.Select(c => c.Share()).ToArray(), OutputColumns, BatchSize);
 
     /// <summary>
     /// The same caches re-thresholded from their calibration curves for another exit precision target (no data needed).
     /// </summary>
     /// <param name="targetPrecision">Required precision of exits, e.g. 0.999.</param>
     public LearnedCachesTransformer WithPrecisionTarget(double targetPrecision) =>
-        new(Host, _base.Acquire(), ClassNames, ImageColumnName, _caches.Select(c => c.WithCalibration(c.Calibration.ForPrecision(targetPrecision))).ToArray(),
-            OutputColumns, BatchSize, InputNormalization);
+        new(Host, _base.Acquire(), ImageColumnName, _caches.Select(c => c.WithCalibration(c.Calibration.ForPrecision(targetPrecision))).ToArray(), OutputColumns, BatchSize);
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATICACH",
-        verWrittenCur: 0x00010002,   // 1.2: ONNX segment graphs for the ONNX Runtime backend
-        verReadableCur: 0x00010002,
+        verWrittenCur: 0x00010003,   // 1.2: ONNX segment graphs; 1.3: any base model, the base and cache graphs (segments are built from them)
+        verReadableCur: 0x00010003,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(LearnedCachesTransformer).Assembly.FullName);
@@ -137,150 +142,151 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     {
         ctx.CheckAtModel();
         ctx.SetVersionInfo(GetVersionInfo());
-        // base config; class names; image column; 3 output column names; int32 batch size; string base weights key;
-        // input normalisation (ModelText.WriteNormalization);
-        // int32 cache count, per cache: int32 layer, predictor architecture, int32 predictor input size,
+        // 1.3: base model block (BaseModelFormat); image column; 3 output column names; int32 batch size;
+        // int32 cache count, per cache: int32 layer, predictor architecture, int32 feature channels, height, width,
         // int32 best epoch, int32 epochs run, double agreement, string predictor weights key, selector architecture,
-        // calibration (with its curve), string selector weights key
+        // calibration (with its curve), string selector weights key, string cache graph key (GatiShared/<key>.onnx)
         var writer = ctx.Writer;
-        ResNetConfigFormat.Write(writer, Config);
-        ModelText.WriteStrings(writer, ClassNames);
+        BaseModelFormat.Write(ctx, _base);
         writer.Write(ImageColumnName);
         writer.Write(OutputColumns.Score);
         writer.Write(OutputColumns.PredictedLabel);
         writer.Write(OutputColumns.ExitLayer);
         writer.Write(BatchSize);
-        using (_base.Use()) writer.Write(SharedWeights.Save(ctx, _base.Module));
-        ModelText.WriteNormalization(writer, InputNormalization);
         writer.Write(_caches.Length);
         foreach (var cache in _caches)
         {
             writer.Write(cache.Layer);
             PredictorTransformer.WriteArchitecture(writer, cache.PredictorArchitecture);
-            writer.Write(cache.Predictor.Module.InputSize);
+            writer.Write(cache.FeatureShape.Channels);
+            writer.Write(cache.FeatureShape.Height);
+            writer.Write(cache.FeatureShape.Width);
             writer.Write(cache.PredictorSummary.BestEpoch);
             writer.Write(cache.PredictorSummary.EpochsRun);
             writer.Write(cache.PredictorSummary.ValidationAgreement);
-            using (cache.Predictor.Use()) writer.Write(SharedWeights.Save(ctx, cache.Predictor.Module));
+            writer.Write(SharedWeights.Save(ctx, cache.Predictor));
             SelectorTransformer.WriteArchitecture(writer, cache.SelectorArchitecture);
             SelectorTransformer.WriteCalibration(writer, cache.Calibration);
-            using (cache.Selector.Use()) writer.Write(SharedWeights.Save(ctx, cache.Selector.Module));
+            writer.Write(SharedWeights.Save(ctx, cache.Selector));
+            writer.Write(SharedWeights.SaveBytes(ctx, cache.Graph, "onnx"));
         }
-
-        // 1.2: the early-exit model as ONNX segment graphs (docs/model-format.md#onnx-segments), when it is servable
-        // (one cache per layer): int32 segment count (0 otherwise), per segment int32 first layer, int32 last layer,
-        // bool final, and the graph as binary stream OnnxSegment{i}.
-        var segments = OneCachePerLayer ? OnnxSegments() : [];
-        writer.Write(segments.Count);
-        for (var i = 0; i < segments.Count; i++)
-        {
-            var segment = segments[i];
-            writer.Write(segment.FirstLayer);
-            writer.Write(segment.LastLayer);
-            writer.Write(segment.IsFinal);
-            ctx.SaveBinaryStream(SegmentStream(i), w => w.Write(segment.Model));
-        }
-    }
-
-    private static string SegmentStream(int index) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"OnnxSegment{index}");
-
-    /// <summary>
-    /// The ONNX segment graphs of this model: as loaded from its zip when it has them, else exported from the
-    /// networks now.
-    /// </summary>
-    internal IReadOnlyList<Onnx.OnnxSegment> OnnxSegments()
-    {
-        if (_storedSegments is { } stored) return stored;
-        using (_base.Use()) return Onnx.EarlyExitOnnx.Segments(_base.Module, _caches);
-    }
-
-    /// <summary>The whole early exit as one graph for one input at a time (<see cref="Onnx.EarlyExitSingleGraph"/>).</summary>
-    internal byte[] OnnxSingleGraph()
-    {
-        using (_base.Use()) return Onnx.EarlyExitSingleGraph.Build(_base.Module, _caches);
     }
 
     private static LearnedCachesTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
         ctx.CheckAtModel(GetVersionInfo());
         var reader = ctx.Reader;
-        var config = ResNetConfigFormat.Read(reader);
-        var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
-        if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
-        var image = reader.ReadString();
-        var columns = new Columns(reader.ReadString(), reader.ReadString(), reader.ReadString());
-        var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
-        var baseKey = reader.ReadString();
-        var normalization = ModelText.ReadNormalization(reader);
-        TorchRuntime.EnsureInitialized();
-        var device = DeviceOptions.ResolveForLoadedModel(env);
-        var baseNetwork = SharedWeights.Load(ctx, baseKey, () => new ResNet(config), device, $"{config.Architecture} base model",
-            ResNetConfigFormat.ParameterCount(config));
+        var version = ctx.Header.ModelVerWritten;
+        BaseModel model;
+        string image;
+        Columns columns;
+        int batchSize;
+        if (version >= 0x00010003)
+        {
+            model = BaseModelFormat.Read(ctx, env);
+            try
+            {
+                image = reader.ReadString();
+                columns = new Columns(reader.ReadString(), reader.ReadString(), reader.ReadString());
+                batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
+            }
+            catch
+            {
+                model.Release();
+                throw;
+            }
+        }
+        else
+        {
+            // 1.1-1.2: a Gati ResNet's configuration, class names, columns, batch size, weights key, normalisation.
+            var config = ResNetConfigFormat.Read(reader);
+            var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
+            if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+            image = reader.ReadString();
+            columns = new Columns(reader.ReadString(), reader.ReadString(), reader.ReadString());
+            batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
+            var baseKey = reader.ReadString();
+            var normalization = ModelText.ReadNormalization(reader);
+            model = BaseModelFormat.ReadResNet(ctx, env, config, baseKey, "", classNames, normalization);
+        }
         var caches = new List<LearnedCache>();
         try
         {
+            var classes = model.ClassCount;
+            Func<TorchSharp.torch.Device> device = () => DeviceOptions.ResolveForLoadedModel(env);
             var count = ModelText.ReadInt(reader, "cache count", 0, 10_000);
             for (var i = 0; i < count; i++)
             {
-                var layer = ModelText.ReadInt(reader, "cache layer", 1, 1000);
+                var layer = ModelText.ReadInt(reader, "cache layer", 1, 100_000);
+                var cut = model.CutPoints.Count >= layer ? model.CutPoint(layer)
+                    : throw new InvalidDataException($"Corrupt model: a cache on cut point {layer} of a base model with {model.CutPoints.Count}.");
                 var predictorArchitecture = PredictorTransformer.ReadArchitecture(reader);
-                var inputSize = ModelText.ReadInt(reader, "predictor input size", 1, int.MaxValue);
+                TensorShape shape;
+                if (version >= 0x00010003)
+                {
+                    shape = new TensorShape(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
+                        ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
+                }
+                else
+                {
+                    var inputSize = ModelText.ReadInt(reader, "predictor input size", 1, int.MaxValue);
+                    shape = cut.Shape.Size == inputSize ? cut.Shape : new TensorShape(inputSize, 1, 1);
+                }
+                if (shape != cut.Shape) throw new InvalidDataException($"Corrupt model: the cache on {cut} reads {shape} features.");
                 var summary = new PredictorTrainingSummary(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
                 var predictorKey = reader.ReadString();
                 var selectorArchitecture = SelectorTransformer.ReadArchitecture(reader);
                 var calibration = SelectorTransformer.ReadCalibration(reader);
                 var selectorKey = reader.ReadString();
-                var predictor = SharedWeights.Load(ctx, predictorKey, () => PredictorNetwork.Create(predictorArchitecture, inputSize, config.ClassCount), device,
-                    $"layer-{layer} {predictorArchitecture} predictor", predictorArchitecture.ParameterCount(inputSize, config.ClassCount));
+                var graph = version >= 0x00010003 ? SharedWeights.LoadShared(ctx, reader.ReadString(), "onnx", $"ONNX graph of the layer-{layer} cache", b => b) : null;
+                long parameters;
+                try
+                {
+                    parameters = predictorArchitecture.ParameterCount(shape.Size, classes, shape);
+                }
+                catch (ArgumentException ex)
+                {
+                    throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
+                }
+                var predictor = SharedWeights.Load(ctx, predictorKey, () => PredictorNetwork.Create(predictorArchitecture, shape.Size, classes, shape), device,
+                    $"layer-{layer} {predictorArchitecture} predictor", parameters);
                 SharedModule<SelectorNetwork> selector;
                 try
                 {
-                    selector = SharedWeights.Load(ctx, selectorKey, () => new SelectorNetwork(selectorArchitecture, config.ClassCount), device, $"layer-{layer} selector",
-                        selectorArchitecture.ParameterCount(config.ClassCount));
+                    selector = SharedWeights.Load(ctx, selectorKey, () => new SelectorNetwork(selectorArchitecture, classes), device, $"layer-{layer} selector",
+                        selectorArchitecture.ParameterCount(classes));
                 }
                 catch
                 {
                     predictor.Release();
                     throw;
                 }
-                caches.Add(new LearnedCache(layer, predictor, selector, calibration, summary));
+                caches.Add(new LearnedCache(layer, shape, predictorArchitecture, classes, selectorArchitecture, predictor, selector, calibration, summary, graph));
             }
-            var transformer = new LearnedCachesTransformer(env, baseNetwork, classNames, image, caches, columns, batchSize, normalization);
-            if (ctx.Header.ModelVerWritten >= 0x00010002)
-                transformer._storedSegments = ReadSegments(ctx, reader, transformer);
-            return transformer;
+            if (version == 0x00010002) SkipSegments(reader);
+            return new LearnedCachesTransformer(env, model, image, caches, columns, batchSize);
         }
         catch
         {
             foreach (var cache in caches) cache.Dispose();
-            baseNetwork.Release();
+            model.Release();
             throw;
         }
     }
 
-    private static List<Onnx.OnnxSegment>? ReadSegments(ModelLoadContext ctx, BinaryReader reader, LearnedCachesTransformer transformer)
+    /// <summary>
+    /// Version 1.2 stored ONNX segments built from the TorchSharp weights; 1.3 builds them from the base and cache graphs.
+    /// Their index is read past (the segment streams themselves are separate entries of the zip).
+    /// </summary>
+    private static void SkipSegments(BinaryReader reader)
     {
         var count = ModelText.ReadInt(reader, "ONNX segment count", 0, 10_001);
-        if (count == 0) return null;
-        if (count != transformer._caches.Length + 1)
-            throw new InvalidDataException($"Corrupt model: {count} ONNX segments for {transformer._caches.Length} caches (expected {transformer._caches.Length + 1}).");
-        var segments = new List<Onnx.OnnxSegment>(count);
-        var expectedFirst = 0;
         for (var i = 0; i < count; i++)
         {
-            var first = reader.ReadInt32();
-            var last = reader.ReadInt32();
-            var final = reader.ReadBoolean();
-            var expectedLast = i < transformer._caches.Length ? transformer._caches[i].Layer : ResNetSpec.For(transformer.Config.Architecture).LayerCount;
-            if (first != expectedFirst || last != expectedLast || final != (i == count - 1))
-                throw new InvalidDataException($"Corrupt model: ONNX segment {i} covers layers {first}..{last}, expected {expectedFirst}..{expectedLast}.");
-            byte[]? bytes = null;
-            if (!ctx.TryLoadBinaryStream(SegmentStream(i), r => bytes = r.ReadBytes(checked((int)(r.BaseStream.Length - r.BaseStream.Position)))) || bytes is not { Length: > 0 })
-                throw new InvalidDataException($"Corrupt model: ONNX segment {i} ({SegmentStream(i)}) is missing from the zip.");
-            segments.Add(new Onnx.OnnxSegment(first, last, final, bytes));
-            expectedFirst = last + 1;
+            reader.ReadInt32();
+            reader.ReadInt32();
+            reader.ReadBoolean();
         }
-        return segments;
     }
 
     private protected override void DisposeCore()
@@ -307,8 +313,8 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
             _parent = parent;
             if (!parent.OneCachePerLayer)
                 throw new InvalidOperationException("This transformer holds several candidate caches on one layer: choose one per layer first (CacheOptimizer / gati optimize).");
-            CheckInputSize(0, parent.Config.InputShape.Size, $"the base {parent.Config.Architecture} ({parent.Config.InputShape} images)");
-            var k = parent.Config.ClassCount;
+            CheckInputSize(0, parent._base.InputShape.Size, $"the base model {parent._base.Description} ({parent._base.InputShape} images)");
+            var k = parent._base.ClassCount;
             Outputs =
             [
                 OutputColumn.Vector(parent.OutputColumns.Score, k, Annotations.SlotNames(parent.ClassNames)),
@@ -322,7 +328,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active)
         {
             var batch = _parent.Engine.Run(inputs[0], count);
-            var k = _parent.Config.ClassCount;
+            var k = _parent._base.ClassCount;
             if (outputs[0] is float[] scores) batch.Probabilities.AsSpan(0, count * k).CopyTo(scores);
             if (outputs[1] is uint[] labels)
                 for (var i = 0; i < count; i++) labels[i] = (uint)batch.PredictedClass[i] + 1;

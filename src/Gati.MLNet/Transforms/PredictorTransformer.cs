@@ -65,6 +65,9 @@ public sealed class PredictorTransformer : GatiTransformerBase
     /// <summary>D, the number of features read.</summary>
     public int InputSize => _network.Module.InputSize;
 
+    /// <summary>The [C, H, W] of the features read, when known (always for Grid predictors).</summary>
+    public TensorShape? FeatureShape => _network.Module.FeatureShape;
+
     /// <summary>Class names in label order.</summary>
     public IReadOnlyList<string> ClassNames { get; }
 
@@ -87,7 +90,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
     public string Device => _network.Device.ToString();
 
     /// <summary>Trainable parameters.</summary>
-    public long ParameterCount => Architecture.ParameterCount(InputSize, ClassNames.Count);
+    public long ParameterCount => Architecture.ParameterCount(InputSize, ClassNames.Count, FeatureShape);
 
     internal PredictorNetwork Network => _network.Module;
 
@@ -107,8 +110,8 @@ public sealed class PredictorTransformer : GatiTransformerBase
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATIPRED",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
+        verWrittenCur: 0x00010002, // 1.2: the features' shape
+        verReadableCur: 0x00010002,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(PredictorTransformer).Assembly.FullName);
@@ -138,7 +141,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
         // *** Binary format (docs/model-format.md) ***
         // int32 layer; byte kind; int32 hidden, pool size, kernel, stride; int32 input size; class names;
         // string feature, score, predicted-label columns; int32 batch size; int32 best epoch, epochs run;
-        // double validation agreement; string weights key (GatiShared/)
+        // double validation agreement; string weights key (GatiShared/); (1.2) bool + int32 C, H, W: the features' shape
         var writer = ctx.Writer;
         writer.Write(Layer);
         WriteArchitecture(writer, Architecture);
@@ -151,8 +154,14 @@ public sealed class PredictorTransformer : GatiTransformerBase
         writer.Write(Summary.BestEpoch);
         writer.Write(Summary.EpochsRun);
         writer.Write(Summary.ValidationAgreement);
-        using (_network.Use())
-            writer.Write(SharedWeights.Save(ctx, _network.Module));
+        writer.Write(SharedWeights.Save(ctx, _network));
+        writer.Write(FeatureShape is not null);
+        if (FeatureShape is { } shape)
+        {
+            writer.Write(shape.Channels);
+            writer.Write(shape.Height);
+            writer.Write(shape.Width);
+        }
     }
 
     internal static void WriteArchitecture(BinaryWriter writer, PredictorArchitecture architecture)
@@ -178,6 +187,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
                 PredictorKind.FC => PredictorArchitecture.FC(hidden),
                 PredictorKind.Pool => PredictorArchitecture.Pool(pool, hidden),
                 PredictorKind.Conv => PredictorArchitecture.Conv(kernel, stride),
+                PredictorKind.Grid => PredictorArchitecture.Grid(pool, hidden),
                 _ => throw new InvalidDataException($"Corrupt model: unknown predictor kind {(int)kind}."),
             };
         }
@@ -191,7 +201,7 @@ public sealed class PredictorTransformer : GatiTransformerBase
     {
         ctx.CheckAtModel(GetVersionInfo());
         var reader = ctx.Reader;
-        var layer = ModelText.ReadInt(reader, "layer", 1, 1000);
+        var layer = ModelText.ReadInt(reader, "layer", 1, 100_000);
         var architecture = ReadArchitecture(reader);
         var inputSize = ModelText.ReadInt(reader, "input size", 1, int.MaxValue);
         var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
@@ -201,9 +211,25 @@ public sealed class PredictorTransformer : GatiTransformerBase
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
         var summary = new PredictorTrainingSummary(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
         var weights = reader.ReadString();
+        TensorShape? shape = null;
+        if (ctx.Header.ModelVerWritten >= 0x00010002 && reader.ReadBoolean())
+        {
+            shape = new TensorShape(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
+                ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
+            if (shape.Value.Size != inputSize) throw new InvalidDataException($"Corrupt model: feature shape {shape} for {inputSize} features.");
+        }
+        long parameters;
+        try
+        {
+            parameters = architecture.ParameterCount(inputSize, classNames.Length, shape);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
+        }
         TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => PredictorNetwork.Create(architecture, inputSize, classNames.Length),
-            DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor", architecture.ParameterCount(inputSize, classNames.Length));
+        var network = SharedWeights.Load(ctx, weights, () => PredictorNetwork.Create(architecture, inputSize, classNames.Length, shape),
+            () => DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor", parameters);
         return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
     }
 

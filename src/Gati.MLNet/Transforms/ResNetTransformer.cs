@@ -19,9 +19,9 @@ namespace Gati.MLNet.Transforms;
 /// <see cref="Training.ResNetTrainer.Fit"/> or loaded with <c>mlContext.Model.Load</c>.
 /// </summary>
 /// <remarks>
-/// Model format (docs/model-format.md): ML.NET model stream "GATIRSNT" version 1.1 with the architecture,
-/// input shape, class names and column names, and the key of the network's weights, stored once per zip under
-/// GatiShared/ in a checked envelope (shared with the feature extractor and learned caches of the same chain). A loaded model runs on the GPU named by the loading context's
+/// Model format (docs/model-format.md): ML.NET model stream "GATIRSNT" version 1.3 with the architecture,
+/// input shape, class names and column names, and the keys of the network's weights and ONNX graph, stored once per zip under
+/// GatiShared/ (shared with the feature extractor and learned caches of the same chain). A loaded model runs on the GPU named by the loading context's
 /// <see cref="MLContext.GpuDeviceId"/>, else on the CPU (ML.NET's rule; see <see cref="DeviceOptions.ConfigureContext"/>).
 /// </remarks>
 public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
@@ -29,41 +29,40 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     internal const string LoaderSignature = "GatiResNetTransformer";
     private const string RegistrationName = "GatiResNet";
 
-    private readonly SharedModule<ResNet> _network;
+    private readonly ResNetBaseModel _base;
 
     internal ResNetTransformer(IHostEnvironment environment, ResNet network, Device device, IReadOnlyList<string> classNames,
         string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization,
         IReadOnlyList<Training.EpochSummary>? trainingHistory = null)
-        : this(environment, new SharedModule<ResNet>(network, device), classNames, imageColumnName, scoreColumnName, predictedLabelColumnName, batchSize,
-            inputNormalization)
+        : this(environment, new ResNetBaseModel(network.Config, new SharedModule<ResNet>(network, device), classNames, inputNormalization), imageColumnName,
+            scoreColumnName, predictedLabelColumnName, batchSize)
     {
         TrainingHistory = trainingHistory?.ToArray() ?? [];
     }
 
-    private ResNetTransformer(IHostEnvironment environment, SharedModule<ResNet> network, IReadOnlyList<string> classNames,
-        string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization)
+    /// <summary>Takes over the caller's hold on <paramref name="baseModel"/>.</summary>
+    private ResNetTransformer(IHostEnvironment environment, ResNetBaseModel baseModel, string imageColumnName, string scoreColumnName,
+        string predictedLabelColumnName, int batchSize)
         : base(environment, RegistrationName)
     {
-        if (classNames.Count != network.Module.Config.ClassCount)
-            throw new ArgumentException($"{classNames.Count} class names for a {network.Module.Config.ClassCount}-class network.", nameof(classNames));
-        _network = network;
-        ClassNames = classNames.ToArray();
+        _base = baseModel;
         ImageColumnName = imageColumnName;
         ScoreColumnName = scoreColumnName;
         PredictedLabelColumnName = predictedLabelColumnName;
         BatchSize = batchSize;
-        InputNormalization = inputNormalization;
-        _network.Module.eval();
     }
 
     /// <summary>
     /// The per-channel normalisation the training images went through (recorded by the dataset loaders), so that
     /// serving code can prepare raw images the same way; null when the training data did not record it.
     /// </summary>
-    public ChannelNormalization? InputNormalization { get; }
+    public ChannelNormalization? InputNormalization => _base.InputNormalization;
 
     /// <summary>Architecture, input shape, class count and base width.</summary>
-    public ResNetConfig Config => _network.Module.Config;
+    public ResNetConfig Config => _base.Config;
+
+    /// <summary>The base model this transformer runs: its cut points, its ONNX graph.</summary>
+    public BaseModel BaseModel => _base;
 
     /// <summary>
     /// The epochs that trained this model (those restored from a checkpoint by a resumed run included), when it was
@@ -72,7 +71,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     public IReadOnlyList<Training.EpochSummary> TrainingHistory { get; } = [];
 
     /// <summary>Class names in label order (label key k is ClassNames[k - 1]).</summary>
-    public IReadOnlyList<string> ClassNames { get; }
+    public IReadOnlyList<string> ClassNames => _base.ClassNames;
 
     /// <summary>The input column (normalised image vector).</summary>
     public string ImageColumnName { get; }
@@ -89,26 +88,26 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     /// <summary>The device the network runs on (e.g. "cpu", "cuda:0").</summary>
     public string Device => DeviceInfo.ToString();
 
-    internal Device DeviceInfo => _network.Device;
+    internal Device DeviceInfo => _base.Network.Device;
 
     /// <summary>The network, in eval mode on <see cref="DeviceInfo"/>. Callers serialise through <see cref="Gate"/>.</summary>
-    internal ResNet Network => _network.Module;
+    internal ResNet Network => EvalNetwork();
 
-    internal object Gate => _network.Gate;
+    internal object Gate => _base.Network.Gate;
 
-    BaseNetwork IBaseModelHolder.Base => new(_network, ClassNames, ImageColumnName, InputNormalization);
+    BaseNetwork IBaseModelHolder.Base => new(_base, ImageColumnName);
 
-    /// <summary>The shared network, for components built from this model (one more holder per call).</summary>
-    internal SharedModule<ResNet> AcquireNetwork()
+    private ResNet EvalNetwork()
     {
-        ThrowIfDisposed();
-        return _network.Acquire();
+        var network = _base.Network.Module;
+        network.eval();
+        return network;
     }
 
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATIRSNT",
-        verWrittenCur: 0x00010002, // 1.2: input normalisation
-        verReadableCur: 0x00010002,
+        verWrittenCur: 0x00010003, // 1.2: input normalisation; 1.3: the ONNX graph
+        verReadableCur: 0x00010003,
         verWeCanReadBack: 0x00010001,
         loaderSignature: LoaderSignature,
         loaderAssemblyName: typeof(ResNetTransformer).Assembly.FullName);
@@ -118,13 +117,14 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ThrowIfDisposed();
         var shape = Config.InputShape;
-        using (_network.Use())
+        var shared = _base.Network;
+        using (shared.Use())
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var rows = images.Length / shape.Size;
-            var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(DeviceInfo);
-            var logits = _network.Module.forward(input);
+            var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(shared.Device);
+            var logits = EvalNetwork().forward(input);
             if (probabilities is not null) TensorOutputs.CopyRows(nn.functional.softmax(logits, 1), probabilities, count, Config.ClassCount);
             if (predicted is not null) TensorOutputs.ArgmaxKeys(logits, predicted, count);
         }
@@ -144,6 +144,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         // int32  batch size
         // string key of the network's weights in GatiShared/ (SharedWeights)
         // (1.2) input normalisation (ModelText.WriteNormalization)
+        // (1.3) string key of the network's ONNX graph in GatiShared/ (its serving form)
         var writer = ctx.Writer;
         ResNetConfigFormat.Write(writer, Config);
         ModelText.WriteStrings(writer, ClassNames);
@@ -151,9 +152,9 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         writer.Write(ScoreColumnName);
         writer.Write(PredictedLabelColumnName);
         writer.Write(BatchSize);
-        using (_network.Use())
-            writer.Write(SharedWeights.Save(ctx, _network.Module));
+        writer.Write(SharedWeights.Save(ctx, _base.Network));
         ModelText.WriteNormalization(writer, InputNormalization);
+        writer.Write(SharedWeights.SaveBytes(ctx, _base.GraphBytes, "onnx"));
     }
 
     // Factory for SignatureLoadModel (ML.NET finds it through the LoadableClass attribute above).
@@ -171,22 +172,20 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         var batchSize = ModelText.ReadInt(ctx.Reader, "batch size", 1, 1 << 20);
         var weights = ctx.Reader.ReadString();
         var normalization = ctx.Header.ModelVerWritten >= 0x00010002 ? ModelText.ReadNormalization(ctx.Reader) : null;
-
-        TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => new ResNet(config), DeviceOptions.ResolveForLoadedModel(env), $"{config.Architecture} base model",
-            ResNetConfigFormat.ParameterCount(config));
+        var graph = ctx.Header.ModelVerWritten >= 0x00010003 ? ctx.Reader.ReadString() : "";
+        var model = BaseModelFormat.ReadResNet(ctx, env, config, weights, graph, classNames, normalization);
         try
         {
-            return new ResNetTransformer(env, network, classNames, imageColumn, scoreColumn, predictedColumn, batchSize, normalization);
+            return new ResNetTransformer(env, model, imageColumn, scoreColumn, predictedColumn, batchSize);
         }
         catch
         {
-            network.Release();
+            model.Release();
             throw;
         }
     }
 
-    private protected override void DisposeCore() => _network.Release();
+    private protected override void DisposeCore() => _base.Release();
 
     private sealed class Mapper : BatchMapper
     {

@@ -167,7 +167,7 @@ public sealed class SelectorTransformer : GatiTransformerBase
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
         var weights = reader.ReadString();
         TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => new SelectorNetwork(architecture, classes), DeviceOptions.ResolveForLoadedModel(env),
+        var network = SharedWeights.Load(ctx, weights, () => new SelectorNetwork(architecture, classes), () => DeviceOptions.ResolveForLoadedModel(env),
             $"layer-{layer} selector", architecture.ParameterCount(classes));
         return new SelectorTransformer(env, network, layer, score, probability, exit, calibration, batchSize);
     }

@@ -33,8 +33,7 @@ public sealed class UntrainedModelZip : IDisposable
         var normalize = ml.Transforms.NormalizeChannels("Image", "Pixels", normalization).Fit(input);
         using var resnet = new ResNetTransformer(ml, SeededInit.Create(1, () => new ResNet(config)), torch.CPU, classes, "Image", "Score", "PredictedLabel", 64,
             normalization);
-        using var extractor = new FeatureExtractingTransformer(ml, resnet.AcquireNetwork(), classes, "Image", [3], "Layer", "BaseLogits", "BasePredictedLabel", 64,
-            normalization);
+        using var extractor = new FeatureExtractingTransformer(ml, resnet.BaseModel.Acquire(), "Image", [3], "Layer", "BaseLogits", "BasePredictedLabel", 64);
         var features = extractor.LayerShape(3).Size;
         var summary = new PredictorTrainingSummary(1, 1, 0.5);
         var predictorNetwork = new SharedModule<PredictorNetwork>(SeededInit.Create(2, () => PredictorNetwork.Create(PredictorArchitecture.FC(4), features, classes.Count)), torch.CPU);
@@ -42,8 +41,8 @@ public sealed class UntrainedModelZip : IDisposable
         var calibration = new ExitCalibration(0.9f, 0.99, 0.5, 0.4, 100, 0.8) { CorrectRows = 80, Curve = [new CalibrationPoint(0.9f, 0.99, 0.4, 40)] };
         using var predictor = new PredictorTransformer(ml, predictorNetwork.Acquire(), 3, classes, "Layer3", "Layer3Score", "Layer3PredictedLabel", 64, summary);
         using var selector = new SelectorTransformer(ml, selectorNetwork.Acquire(), 3, "Layer3Score", "Layer3ExitProbability", "Layer3Exit", calibration, 64);
-        using var caches = new LearnedCachesTransformer(ml, resnet.AcquireNetwork(), classes, "Image", [new LearnedCache(3, predictorNetwork, selectorNetwork, calibration, summary)],
-            new LearnedCachesTransformer.Columns(), 64, normalization);
+        using var caches = new LearnedCachesTransformer(ml, resnet.BaseModel.Acquire(), "Image",
+            [new LearnedCache(3, extractor.LayerShape(3), predictorNetwork, selectorNetwork, calibration, summary)], new LearnedCachesTransformer.Columns(), 64);
 
         Path = _temp.File("untrained.zip");
         ml.Gati().SaveModel(new TransformerChain<ITransformer>(normalize, resnet, extractor, predictor, selector, caches), input.Schema, Path);

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
@@ -30,12 +29,12 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     private readonly OrtMemoryInfo? _cudaMemory;
     private int _disposed;
 
-    private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, byte[]? single, ResNet network, IReadOnlyList<int> cacheLayers, string device,
+    private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, byte[]? single, BaseGraph baseGraph, IReadOnlyList<int> cacheLayers, string device,
         EarlyExitEngineOptions options)
     {
         CacheLayers = cacheLayers;
         Device = device;
-        _classes = network.Config.ClassCount;
+        _classes = baseGraph.ClassCount;
         _inputDims = new long[segments.Count][];
         _activationDims = new long[segments.Count][];
         _inputSizes = new int[segments.Count];
@@ -47,17 +46,17 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             _cudaMemory = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, CudaIndex(device), OrtMemType.Default);
         try
         {
+            var from = 0;
             for (var s = 0; s < segments.Count; s++)
             {
                 var segment = segments[s];
-                var input = segment.FirstLayer == 0 ? network.Config.InputShape : network.LayerOutputShape(segment.FirstLayer - 1);
-                _inputDims[s] = [input.Channels, input.Height, input.Width];
-                _inputSizes[s] = input.Size;
+                _inputDims[s] = baseGraph.DimsAt(from);
+                _inputSizes[s] = checked((int)_inputDims[s].Aggregate(1L, (a, b) => a * b));
                 if (!segment.IsFinal)
                 {
-                    var output = network.LayerOutputShape(segment.LastLayer);
-                    _activationDims[s] = [output.Channels, output.Height, output.Width];
+                    _activationDims[s] = baseGraph.DimsAt(segment.LastLayer);
                     _outputNames[s] = [OnnxSegment.Activation, OnnxSegment.Probabilities, OnnxSegment.Hit, OnnxSegment.HitProbability];
+                    from = segment.LastLayer;
                 }
                 else
                 {
@@ -88,27 +87,20 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             (_single is null ? ")" : options.SingleGraphThreads == 1 ? ", one graph at batch 1 on the caller's thread)" : $", one graph at batch 1 with {options.SingleGraphThreads} threads{(options.AllowSpinning ? ", spinning" : "")})");
     }
 
-    /// <summary>Opens a session for each segment graph, exporting them from the networks when none are given.</summary>
-    public static OnnxRuntimeBackend Create(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options,
-        IReadOnlyList<OnnxSegment>? segments = null)
+    /// <summary>
+    /// Cuts the base model's ONNX graph into one segment per cache (with the cache's graph fused in) and a final one, builds
+    /// the single graph for batch 1 on the CPU, and opens a session for each. Nothing here needs TorchSharp: the base
+    /// graph and the caches' graphs are what a model zip stores.
+    /// </summary>
+    public static OnnxRuntimeBackend Create(BaseModel baseModel, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options)
     {
         OnnxRuntimeEnvironment.Initialize(options); // before ResolveDevice asks OrtEnv for its providers
         var device = ResolveDevice(options.Device);
-        var singleGraph = options.SingleGraphAtBatchOne && device == "cpu";
-        byte[]? single = null;
-        if (segments is null || singleGraph)
-        {
-            using (baseNetwork.Use())
-            {
-                segments ??= EarlyExitOnnx.Segments(baseNetwork.Module, caches);
-                if (singleGraph) single = EarlyExitSingleGraph.Build(baseNetwork.Module, caches);
-            }
-        }
-        else if (segments.Count != caches.Count + 1 || segments.Take(caches.Count).Select(s => s.LastLayer).SequenceEqual(caches.Select(c => c.Layer)) is false)
-        {
-            throw new ArgumentException($"{segments.Count} ONNX segments do not fit caches on layers {string.Join(", ", caches.Select(c => c.Layer))}.", nameof(segments));
-        }
-        return new OnnxRuntimeBackend(segments, single, baseNetwork.Module, caches.Select(c => c.Layer).ToArray(), device, options);
+        var baseGraph = baseModel.Graph;
+        var cacheGraphs = caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray();
+        var segments = EarlyExitOnnx.Segments(baseGraph, cacheGraphs);
+        var single = options.SingleGraphAtBatchOne && device == "cpu" ? EarlyExitSingleGraph.Build(baseGraph, cacheGraphs) : null;
+        return new OnnxRuntimeBackend(segments, single, baseGraph, caches.Select(c => c.Layer).ToArray(), device, options);
     }
 
     public string Description { get; }

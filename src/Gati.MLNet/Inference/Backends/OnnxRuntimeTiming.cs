@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
@@ -7,68 +6,64 @@ using Onnx;
 namespace Gati.MLNet.Inference.Backends;
 
 /// <summary>
-/// Times the parts of a base network and its candidate caches on ONNX Runtime, for the cache optimizer's latency
-/// model: each part is its own session with the engine's session settings. A session call costs a fixed overhead
-/// (measured on an identity graph) that the engine pays once per segment, not once per block: block and stem
-/// timings are net of it, the head keeps it (the final segment's call), and each cache keeps it (each cache adds a
-/// segment) unless batch 1 runs as one call (the single graph).
+/// Times the parts of a base model (cut point to cut point, cut out of its ONNX graph) and its candidate caches on ONNX
+/// Runtime, for the cache optimizer's latency model: each part is its own session with the engine's session settings. A
+/// session call costs a fixed overhead (measured on an identity graph) that the engine pays once per segment, not once
+/// per part: part timings are net of it, the head keeps it (the final segment's call), and each cache keeps it (each
+/// cache adds a segment) unless batch 1 runs as one call (the single graph).
 /// </summary>
 internal static class OnnxRuntimeTiming
 {
-    /// <summary>[0] stem, [1..L] blocks, [L + 1] head with softmax, at <paramref name="batch"/> rows; ms.</summary>
-    public static double[] Parts(ResNet network, int batch, int runs, EarlyExitEngineOptions options)
+    /// <summary>
+    /// The base model's parts at <paramref name="batch"/> rows, ms: [p] for p &lt; L computes cut point p + 1 from cut
+    /// point p (0: the input), [L] is the head with softmax.
+    /// </summary>
+    public static double[] Parts(BaseGraph baseGraph, int batch, int runs, EarlyExitEngineOptions options)
     {
-        var weights = new TorchWeights(network, "base model");
-        var parts = new double[network.LayerCount + 2];
+        var cuts = baseGraph.Cuts.Count;
+        var parts = new double[cuts + 1];
         var overhead = CallOverhead(batch, runs, options);
-        for (var part = 0; part <= network.LayerCount + 1; part++)
+        for (var part = 0; part <= cuts; part++)
         {
             var graph = new OnnxGraphBuilder($"part{part}");
-            var shape = part == 0 ? network.Config.InputShape : network.LayerOutputShape(part - 1);
-            var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, shape.Channels, shape.Height, shape.Width);
-            string output;
+            var dims = baseGraph.DimsAt(part);
+            var x = graph.Input("Input", TensorProto.Types.DataType.Float, [null, .. dims.Select(d => (long?)d)]);
+            var output = baseGraph.Emit(graph, part, part + 1, x, "base/");
             long[] outputShape;
-            if (part == 0)
+            if (part == cuts)
             {
-                output = ResNetOnnx.Stem(graph, weights, x);
-                var s = network.LayerOutputShape(0);
-                outputShape = [batch, s.Channels, s.Height, s.Width];
-            }
-            else if (part <= network.LayerCount)
-            {
-                output = ResNetOnnx.Block(graph, network, weights, part, x);
-                var s = network.LayerOutputShape(part);
-                outputShape = [batch, s.Channels, s.Height, s.Width];
+                output = graph.Node("Softmax", [output], ("axis", 1));
+                outputShape = [batch, baseGraph.ClassCount];
             }
             else
             {
-                output = graph.Node("Softmax", [ResNetOnnx.Head(graph, weights, x)], ("axis", 1));
-                outputShape = [batch, network.Config.ClassCount];
+                outputShape = [batch, .. baseGraph.DimsAt(part + 1)];
             }
             graph.Output(graph.Rename(output, "Output"), TensorProto.Types.DataType.Float, outputShape.Skip(1).Select(d => (long?)d).Prepend(null).ToArray());
-            var ms = Time(graph.ToBytes(), [batch, shape.Channels, shape.Height, shape.Width], [("Output", outputShape, false)], runs, options);
-            parts[part] = part == network.LayerCount + 1 ? ms : Math.Max(0, ms - overhead);
+            var ms = Time(graph.ToBytes(), [batch, .. dims], [("Output", outputShape, false)], runs, options);
+            parts[part] = part == cuts ? ms : Math.Max(0, ms - overhead);
         }
         return parts;
     }
 
     /// <summary>
-    /// A cache's lookup (predictor, selector, decision) on <paramref name="batch"/> rows of its layer's features, ms.
+    /// A cache's lookup (predictor, selector, decision) on <paramref name="batch"/> rows of its cut point's features, ms.
     /// It keeps the call overhead (a cache adds a segment call), except at batch 1 when the engine serves batch 1 with
     /// its single graph (<see cref="EarlyExitEngineOptions.SingleGraphAtBatchOne"/>), where a cache adds nodes to the
     /// one call, not a call.
     /// </summary>
-    public static double Cache(LearnedCache cache, int classes, int batch, int runs, EarlyExitEngineOptions options)
+    public static double Cache(LearnedCache cache, int batch, int runs, EarlyExitEngineOptions options)
     {
-        var size = cache.Predictor.Module.InputSize;
+        var shape = cache.FeatureShape;
+        var classes = cache.Classes;
         var graph = new OnnxGraphBuilder("cache");
-        var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, size);
-        var logProbabilities = CacheOnnx.Predictor(graph, cache.Predictor.Module, x, "p");
-        var hit = graph.Rename(CacheOnnx.Hits(graph, cache.Selector.Module, (float)cache.Calibration.Threshold, logProbabilities, "p"), "Hit");
+        var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, shape.Channels, shape.Height, shape.Width);
+        var (logProbabilities, hitProbability) = CacheGraph.Parse(cache.Layer, cache.Graph).Emit(graph, x, "c/");
+        var hit = graph.Rename(graph.Node("GreaterOrEqual", [hitProbability, graph.Constant("threshold", [(float)cache.Calibration.Threshold], 1)]), "Hit");
         var probabilities = graph.Rename(graph.Node("Exp", [logProbabilities]), "Probabilities");
         graph.Output(probabilities, TensorProto.Types.DataType.Float, null, classes);
         graph.Output(hit, TensorProto.Types.DataType.Bool, (long?)null);
-        var ms = Time(graph.ToBytes(), [batch, size], [("Probabilities", [batch, classes], false), ("Hit", [batch], true)], runs, options);
+        var ms = Time(graph.ToBytes(), [batch, shape.Channels, shape.Height, shape.Width], [("Probabilities", [batch, classes], false), ("Hit", [batch], true)], runs, options);
         return batch == 1 && options.SingleGraphAtBatchOne ? Math.Max(0, ms - CallOverhead(batch, runs, options)) : ms;
     }
 

@@ -16,9 +16,9 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
     private readonly LearnedCache[] _caches;
     private int _disposed;
 
-    public TorchSharpBackend(SharedModule<ResNet> baseNetwork, IReadOnlyList<LearnedCache> caches)
+    public TorchSharpBackend(ResNetBaseModel baseModel, IReadOnlyList<LearnedCache> caches)
     {
-        _base = baseNetwork.Acquire();
+        _base = baseModel.Network.Acquire();
         _caches = caches.OrderBy(c => c.Layer).Select(c => c.Share()).ToArray();
         CacheLayers = _caches.Select(c => c.Layer).ToArray();
     }
@@ -63,6 +63,12 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
             _owner = owner;
             _thresholds = thresholds.ToArray();
             _lease = owner._base.Use();
+            owner._base.Module.eval();
+            foreach (var cache in owner._caches)
+            {
+                cache.Predictor.Module.eval();
+                cache.Selector.Module.eval();
+            }
             _scope = NewDisposeScope();
             _noGrad = no_grad();
             try

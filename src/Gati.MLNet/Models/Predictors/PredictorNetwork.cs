@@ -12,14 +12,20 @@ namespace Gati.MLNet.Models.Predictors;
 /// </summary>
 public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
 {
-    private protected PredictorNetwork(string name, PredictorArchitecture architecture, int inputSize, int classes) : base(name)
+    private protected PredictorNetwork(string name, PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape = null) : base(name)
     {
         if (inputSize < 1) throw new ArgumentOutOfRangeException(nameof(inputSize), inputSize, "Input size must be positive.");
         if (classes < 2) throw new ArgumentOutOfRangeException(nameof(classes), classes, "At least 2 classes.");
+        if (featureShape is { } shape && shape.Size != inputSize)
+            throw new ArgumentException($"Feature shape {shape} does not hold {inputSize} values.", nameof(featureShape));
         Architecture = architecture;
         InputSize = inputSize;
         Classes = classes;
+        FeatureShape = featureShape;
     }
+
+    /// <summary>The [C, H, W] of the features, when known (Grid predictors need it; the others read the flattened values).</summary>
+    public TensorShape? FeatureShape { get; }
 
     /// <summary>The architecture and its hyperparameters.</summary>
     public PredictorArchitecture Architecture { get; }
@@ -73,16 +79,42 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Builds an untrained predictor (weights from TorchSharp's current RNG).</summary>
-    public static PredictorNetwork Create(PredictorArchitecture architecture, int inputSize, int classes)
+    /// <param name="architecture">The family and its hyperparameters.</param>
+    /// <param name="inputSize">D, the flattened features' size.</param>
+    /// <param name="classes">k.</param>
+    /// <param name="featureShape">The features' [C, H, W] (required by Grid).</param>
+    public static PredictorNetwork Create(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape = null)
     {
         ArgumentNullException.ThrowIfNull(architecture);
         return architecture.Kind switch
         {
-            PredictorKind.FC => new FcPredictor(architecture, inputSize, classes),
-            PredictorKind.Pool => new PoolPredictor(architecture, inputSize, classes),
-            PredictorKind.Conv => new ConvPredictor(architecture, inputSize, classes),
+            PredictorKind.FC => new FcPredictor(architecture, inputSize, classes, featureShape),
+            PredictorKind.Pool => new PoolPredictor(architecture, inputSize, classes, featureShape),
+            PredictorKind.Conv => new ConvPredictor(architecture, inputSize, classes, featureShape),
+            PredictorKind.Grid => new GridPredictor(architecture, inputSize, classes,
+                featureShape ?? throw new ArgumentException($"{architecture} needs the features' shape [C, H, W].", nameof(featureShape))),
             _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture.Kind, null),
         };
+    }
+
+    /// <summary>
+    /// The same predictor for features of another shape with the same reduced size (a Pool or Grid predictor trained on
+    /// reduced features, put on its cut point's full ones): a new network with these weights.
+    /// </summary>
+    internal PredictorNetwork For(TensorShape shape)
+    {
+        if (FeatureShape == shape) return this;
+        var reduction = Architecture.Reduction;
+        var from = FeatureShape ?? new TensorShape(InputSize, 1, 1);
+        if (reduction.Apply(shape) != reduction.Apply(from) && !(Architecture.Kind == PredictorKind.Pool && from.Size == Architecture.PoolSize))
+            throw new ArgumentException($"A {Architecture} predictor trained on {from} features cannot read {shape} features (they reduce to {reduction.Apply(shape)}, not {reduction.Apply(from)}).");
+        var rebound = Create(Architecture, shape.Size, Classes, shape);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        rebound.to(parameters().First().device);
+        foreach (var (name, tensor) in state_dict())
+            rebound.state_dict()[name].copy_(tensor);
+        return rebound;
     }
 
     private sealed class FcPredictor : PredictorNetwork
@@ -90,8 +122,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         private readonly Linear fc1;
         private readonly Linear fc2;
 
-        public FcPredictor(PredictorArchitecture architecture, int inputSize, int classes)
-            : base(architecture.Id, architecture, inputSize, classes)
+        public FcPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape)
+            : base(architecture.Id, architecture, inputSize, classes, featureShape)
         {
             fc1 = nn.Linear(inputSize, architecture.Hidden);
             fc2 = nn.Linear(architecture.Hidden, classes);
@@ -125,8 +157,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         private readonly Linear fc1;
         private readonly Linear fc2;
 
-        public PoolPredictor(PredictorArchitecture architecture, int inputSize, int classes)
-            : base(architecture.Id, architecture, inputSize, classes)
+        public PoolPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape)
+            : base(architecture.Id, architecture, inputSize, classes, featureShape)
         {
             pool = nn.AdaptiveAvgPool1d(architecture.PoolSize);
             fc1 = nn.Linear(architecture.PoolSize, architecture.Hidden);
@@ -205,6 +237,52 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     }
 
     /// <remarks>
+    /// The grid's cells are PyTorch's adaptive bins (equal cells when the grid divides the map). The base-head start
+    /// needs equal cells: hidden unit c then averages channel c's cells, which is the channel's mean.
+    /// </remarks>
+    private sealed class GridPredictor : PredictorNetwork
+    {
+        private readonly Linear fc1;
+        private readonly Linear fc2;
+        private readonly TensorShape _shape;
+
+        public GridPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape featureShape)
+            : base(architecture.Id, architecture, inputSize, classes, featureShape)
+        {
+            _shape = featureShape;
+            var grid = architecture.GridSize;
+            fc1 = nn.Linear((long)featureShape.Channels * grid * grid, architecture.Hidden);
+            fc2 = nn.Linear(architecture.Hidden, classes);
+            RegisterComponents();
+        }
+
+        internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
+
+        internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
+        {
+            if (HeadMismatch(weight, bias, layer, Architecture.Hidden) is { } mismatch) return mismatch;
+            var grid = Architecture.GridSize;
+            if (layer.Height % grid != 0 || layer.Width % grid != 0)
+                return $"the {grid}x{grid} grid does not divide the {layer.Height}x{layer.Width} map into equal cells";
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var cells = grid * grid;
+            var averagers = eye(layer.Channels, dtype: fc1.weight!.dtype).repeat_interleave(cells, 1).div_(cells);
+            fc1.weight!.narrow(0, 0, layer.Channels).copy_(averagers);
+            fc1.bias!.narrow(0, 0, layer.Channels).zero_();
+            CopyHead(fc2, weight, bias);
+            return null;
+        }
+
+        public override Tensor forward(Tensor input)
+        {
+            var grid = Architecture.GridSize;
+            var pooled = FeatureReduction.Grid(grid).Apply(input, _shape);
+            return nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(pooled))), 1);
+        }
+    }
+
+    /// <remarks>
     /// The single-channel convolution has kernel + 1 parameters whose gradients sum over every position of a layer
     /// (thousands), and a ReLU after it: with the default initialisation and the reference's learning rate it often
     /// died (all outputs negative, so constant predictions; 4 of 18 small-model runs, and layer 5 of the width-16
@@ -220,8 +298,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         private readonly Linear fc;
         private readonly int _outputLength;
 
-        public ConvPredictor(PredictorArchitecture architecture, int inputSize, int classes)
-            : base(architecture.Id, architecture, inputSize, classes)
+        public ConvPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape)
+            : base(architecture.Id, architecture, inputSize, classes, featureShape)
         {
             _outputLength = architecture.ConvOutputLength(inputSize);
             conv = nn.Conv1d(1, 1, architecture.Kernel, stride: architecture.Stride);
