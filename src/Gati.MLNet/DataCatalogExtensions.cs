@@ -86,6 +86,41 @@ public static class DataCatalogExtensions
     }
 
     /// <summary>
+    /// The files of an image folder (one sub-folder per class) as <c>ImagePath</c> (absolute path, text) and <c>Label</c>
+    /// (a key over the sub-folder names in ordinal order), nothing decoded: the input of ML.NET's image tutorials'
+    /// pipelines (<c>LoadImages(imageFolder: null)</c>, <c>ResizeImages</c>, <c>ExtractPixels</c>, a featurizer, a trainer).
+    /// </summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="directory">The root folder; its sub-folder names are the classes.</param>
+    public static IDataView LoadImagePaths(this DataOperationsCatalog catalog, string directory)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        return ImageFolder.LoadPaths(new MLContext(), directory, new ImageFolderOptions().Extensions);
+    }
+
+    /// <summary>
+    /// Writes Fashion-MNIST images as PNG files into class sub-folders of <paramref name="outputDirectory"/> (28 x 28
+    /// grayscale, <c>{class}/{index}.png</c>): the product photos as an image folder, for pipelines that load image files
+    /// (<see cref="LoadImagePaths"/>). Resumable: files already written are kept.
+    /// </summary>
+    /// <param name="catalog">mlContext.Data.</param>
+    /// <param name="outputDirectory">Where the class folders go.</param>
+    /// <param name="split">Train or test.</param>
+    /// <param name="rows">How many images (null: the rest of the split).</param>
+    /// <param name="skip">Images of the split to skip first.</param>
+    /// <param name="dataDirectory">The folder holding the IDX files (null: Debian's package).</param>
+    /// <returns>The number of files written by this call.</returns>
+    public static int ExportFashionMnistImages(this DataOperationsCatalog catalog, string outputDirectory, DatasetSplit split = DatasetSplit.Train,
+        long? rows = null, long skip = 0, string? dataDirectory = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrWhiteSpace(outputDirectory);
+        var source = FashionMnist.Open(dataDirectory, split);
+        return ImageFolder.Export(source, outputDirectory, skip, rows ?? source.RowCount - skip);
+    }
+
+    /// <summary>
     /// A feature dump written by <see cref="FeatureDump.Write"/>, as a streaming, shuffle-capable view with columns
     /// Layer{n} (Vector&lt;Single, C, H, W&gt;), BaseLogits, BasePredictedLabel and Label. Chunk files are checked
     /// against the manifest (headers and sizes) when the view is created.

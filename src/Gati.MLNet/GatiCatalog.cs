@@ -291,7 +291,7 @@ public sealed class GatiCatalog
         var (engine, imageColumn) = CreateEngineCore(model, options.Validated());
         try
         {
-            return new Inference.EarlyExitPredictionEngine<TInput, TOutput>(engine, imageColumn);
+            return new Inference.EarlyExitPredictionEngine<TInput, TOutput>(engine, imageColumn, Prefix(model), Context);
         }
         catch
         {
@@ -317,6 +317,14 @@ public sealed class GatiCatalog
 
     private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
         model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [model];
+
+    /// <summary>The transformers of a model before its base model (which make the base model's input column), or null.</summary>
+    internal static ITransformer? Prefix(ITransformer model)
+    {
+        var components = Flatten(model).ToArray();
+        var first = Array.FindIndex(components, c => c is IBaseModelHolder);
+        return first > 0 ? new TransformerChain<ITransformer>(components[..first]) : null;
+    }
 
     /// <summary>
     /// Writes the base model of <paramref name="model"/> as one standard ONNX graph (opset 17), atomically: input

@@ -71,30 +71,32 @@ public static class FeatureDump
         options ??= new FeatureDumpOptions();
         if (options.ChunkRows < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ChunkRows, "ChunkRows must be positive.");
         var rows = images.GetRowCount() ?? throw new ArgumentException("The data must know its row count to be dumped (e.g. not a filtered view).", nameof(images));
-        var imageColumn = Training.TrainingColumns.RequireImage(images.Schema, extractor.ImageColumnName, extractor.Config.InputShape.Size);
+        var inputShape = extractor.BaseModel.InputShape;
+        var imageColumn = Training.TrainingColumns.RequireImage(images.Schema, extractor.ImageColumnName, inputShape.Size);
         var labelColumn = images.Schema.GetColumnOrNull(options.LabelColumnName) is { Type: KeyDataViewType { RawType: var raw } } label && raw == typeof(uint) ? label : (DataViewSchema.Column?)null;
         Directory.CreateDirectory(directory);
 
         var expected = new FeatureDumpManifest
         {
             BaseModel = ModelIdentity.Of(extractor),
-            BaseDescription = $"{extractor.Config.Architecture} width {extractor.Config.BaseWidth} input {extractor.Config.InputShape}",
+            BaseDescription = extractor.BaseModel is Models.ResNetBaseModel resnet
+                ? $"{resnet.Config.Architecture} width {resnet.Config.BaseWidth} input {resnet.Config.InputShape}"
+                : extractor.BaseModel.Description,
             Source = options.Source,
             Rows = rows,
             ChunkRows = options.ChunkRows,
             DataType = options.Float16 ? "float16" : "float32",
-            Layers = extractor.Layers.Select(l => new FeatureDumpManifest.LayerEntry(l, Shape(extractor, l))).ToList(),
+            Layers = extractor.Requests.Select(r => new FeatureDumpManifest.LayerEntry(r.Cut, Shape(extractor, r), r.Reduction.Suffix.TrimStart('.'))).ToList(),
             ClassNames = extractor.ClassNames.ToList(),
         };
         var manifest = File.Exists(Path.Combine(directory, FeatureDumpManifest.FileName)) ? Compatible(FeatureDumpManifest.Read(directory), expected, directory) : expected;
         if (manifest.Complete) return manifest;
 
         var done = manifest.Chunks.Where(c => ChunkFilesIntact(directory, manifest, c)).ToDictionary(c => c.Index);
-        var layers = extractor.Layers;
-        var sizes = layers.Select(l => extractor.LayerShape(l).Size).ToArray();
+        var sizes = extractor.Requests.Select(r => extractor.Shape(r).Size).ToArray();
         var classes = extractor.ClassNames.Count;
         var batch = extractor.BatchSize;
-        var imageBatch = new float[batch * extractor.Config.InputShape.Size];
+        var imageBatch = new float[batch * inputShape.Size];
         var layerBatch = sizes.Select(s => new float[batch * s]).ToArray();
         var logitsBatch = new float[batch * classes];
         var predictedBatch = new uint[batch];
@@ -120,8 +122,8 @@ public static class FeatureDump
             try
             {
                 for (var j = 0; j < sizes.Length; j++)
-                    writers.Add(new ChunkWriter(ChunkPath(directory, $"layer{layers[j]}", chunk), options.Float16 ? KindFloat16 : KindFloat32,
-                        chunkRows, sizes[j], chunk, layers[j]));
+                    writers.Add(new ChunkWriter(ChunkPath(directory, expected.Layers[j].Key, chunk), options.Float16 ? KindFloat16 : KindFloat32,
+                        chunkRows, sizes[j], chunk, expected.Layers[j].Layer));
                 var teacherWriter = new ChunkWriter(ChunkPath(directory, "teacher", chunk), KindTeacher, chunkRows, classes, chunk, 0);
                 writers.Add(teacherWriter);
                 var record = new byte[batch * (classes + 2) * 4];
@@ -134,9 +136,9 @@ public static class FeatureDump
                     {
                         if (!cursor.MoveNext()) throw new InvalidOperationException("The data returned fewer rows than its row count.");
                         getImage(ref image);
-                        if (image.Length != extractor.Config.InputShape.Size)
-                            throw new InvalidDataException($"Row {cursor.Position}: '{imageColumn.Name}' has {image.Length} values, expected {extractor.Config.InputShape.Size}.");
-                        image.CopyTo(imageBatch.AsSpan(i * extractor.Config.InputShape.Size, extractor.Config.InputShape.Size));
+                        if (image.Length != inputShape.Size)
+                            throw new InvalidDataException($"Row {cursor.Position}: '{imageColumn.Name}' has {image.Length} values, expected {inputShape.Size}.");
+                        image.CopyTo(imageBatch.AsSpan(i * inputShape.Size, inputShape.Size));
                         labels[i] = 0;
                         if (getLabel is not null)
                         {
@@ -156,7 +158,7 @@ public static class FeatureDump
                     teacherWriter.AppendBytes(record.AsSpan(0, n * (classes + 2) * 4));
                 }
                 var files = new Dictionary<string, string>();
-                for (var j = 0; j < sizes.Length; j++) files[$"layer{layers[j]}"] = writers[j].Commit();
+                for (var j = 0; j < sizes.Length; j++) files[expected.Layers[j].Key] = writers[j].Commit();
                 files["teacher"] = teacherWriter.Commit();
                 done[chunk] = new FeatureDumpManifest.ChunkEntry(chunk, chunkRows, files);
             }
@@ -192,9 +194,9 @@ public static class FeatureDump
     internal static string ChunkPath(string directory, string name, int chunk) =>
         Path.Combine(directory, name, chunk.ToString("D5", CultureInfo.InvariantCulture) + ".bin");
 
-    private static int[] Shape(FeatureExtractingTransformer extractor, int layer)
+    private static int[] Shape(FeatureExtractingTransformer extractor, Models.FeatureRequest request)
     {
-        var shape = extractor.LayerShape(layer);
+        var shape = extractor.Shape(request);
         return [shape.Channels, shape.Height, shape.Width];
     }
 
@@ -206,8 +208,8 @@ public static class FeatureDump
         if (existing.Rows != expected.Rows) differences.Add($"rows ({existing.Rows} vs {expected.Rows})");
         if (existing.ChunkRows != expected.ChunkRows) differences.Add($"chunk rows ({existing.ChunkRows} vs {expected.ChunkRows})");
         if (existing.DataType != expected.DataType) differences.Add($"data type ({existing.DataType} vs {expected.DataType})");
-        var existingLayers = existing.Layers.Select(l => l.Layer).ToArray();
-        var expectedLayers = expected.Layers.Select(l => l.Layer).ToArray();
+        var existingLayers = existing.Layers.Select(l => l.Key).ToArray();
+        var expectedLayers = expected.Layers.Select(l => l.Key).ToArray();
         var sameLayers = existingLayers.SequenceEqual(expectedLayers);
         var holdsEveryLayer = expectedLayers.All(existingLayers.Contains);
         // A complete dump of more layers serves any subset of them (LoadFeatureDump(directory, layers) reads only those).
@@ -221,7 +223,7 @@ public static class FeatureDump
         return existing;
     }
 
-    private static string Layers(IEnumerable<int> layers) => string.Join(",", layers);
+    private static string Layers(IEnumerable<string> layers) => string.Join(",", layers);
 
     private static bool ChunkFilesIntact(string directory, FeatureDumpManifest manifest, FeatureDumpManifest.ChunkEntry chunk)
     {
@@ -231,7 +233,7 @@ public static class FeatureDump
             if (!info.Exists) return false;
             var perRow = name == "teacher"
                 ? (manifest.ClassNames.Count + 2) * 4L
-                : manifest.Layers.Single(l => $"layer{l.Layer}" == name).Size * (manifest.DataType == "float16" ? 2L : 4L);
+                : manifest.Layers.Single(l => l.Key == name).Size * (manifest.DataType == "float16" ? 2L : 4L);
             if (info.Length != ChunkHeaderBytes + perRow * chunk.Rows) return false;
         }
         return true;

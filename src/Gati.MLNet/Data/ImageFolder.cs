@@ -103,29 +103,89 @@ public static class ImageFolder
     {
         options.Validate();
         CheckSkiaSharp();
+        var paths = LoadPaths(context, directory, options.Extensions);
+        var loading = LoadStage(context, ImagePathColumnName);
+        // Errors are given their file name right where images are decoded: later stages read ahead on other threads.
+        // The same place checks each image's header size before ML.NET decodes (and allocates) it.
+        var loaded = new ImageErrorContextView(loading.Fit(paths).Transform(paths), ImagePathColumnName,
+            (BitmapColumn, path => CheckImageSize(path, options.MaxImagePixels)));
+        var pixels = PixelStage(context, options, DefaultColumnNames.Image).Fit(loaded).Transform(loaded);
+        return new ImageErrorContextView(pixels, pathColumn: null);
+    }
+
+    /// <summary>
+    /// The files of an image folder (one sub-folder per class) as rows: <c>ImagePath</c> (absolute), <c>ClassName</c>
+    /// (text) and <c>Label</c> (a key over the sub-folder names in ordinal order). Nothing is decoded.
+    /// </summary>
+    internal static IDataView LoadPaths(MLContext context, string directory, IReadOnlyList<string> extensionList)
+    {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Image folder '{directory}' does not exist.");
-        var extensions = new HashSet<string>(options.Extensions, StringComparer.OrdinalIgnoreCase);
+        var extensions = new HashSet<string>(extensionList, StringComparer.OrdinalIgnoreCase);
         var classes = Directory.GetDirectories(directory).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal).ToArray();
         var files = new List<ImageFile>();
         foreach (var name in classes)
         {
             foreach (var file in Directory.EnumerateFiles(Path.Combine(directory, name), "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
-                if (extensions.Contains(Path.GetExtension(file))) files.Add(new ImageFile { ImagePath = file, ClassName = name });
+                if (extensions.Contains(Path.GetExtension(file))) files.Add(new ImageFile { ImagePath = Path.GetFullPath(file), ClassName = name });
         }
         var used = files.Select(f => f.ClassName).Distinct().Count();
         if (used < 2)
-            throw new ArgumentException($"Image folder '{directory}' needs at least two class sub-folders with images ({string.Join(", ", options.Extensions)}); found {used}.");
-
+            throw new ArgumentException($"Image folder '{directory}' needs at least two class sub-folders with images ({string.Join(", ", extensionList)}); found {used}.");
         var list = context.Data.LoadFromEnumerable(files);
         var keys = context.Data.LoadFromEnumerable(classes.Select(c => new ClassRow { ClassName = c }));
-        var loading = context.Transforms.Conversion.MapValueToKey(DefaultColumnNames.Label, nameof(ImageFile.ClassName), keyData: keys)
-            .Append(LoadStage(context, ImagePathColumnName));
-        // Errors are given their file name right where images are decoded: later stages read ahead on other threads.
-        // The same place checks each image's header size before ML.NET decodes (and allocates) it.
-        var loaded = new ImageErrorContextView(loading.Fit(list).Transform(list), ImagePathColumnName,
-            (BitmapColumn, path => CheckImageSize(path, options.MaxImagePixels)));
-        var pixels = PixelStage(context, options, DefaultColumnNames.Image).Fit(loaded).Transform(loaded);
-        return new ImageErrorContextView(pixels, pathColumn: null);
+        return context.Transforms.Conversion.MapValueToKey(DefaultColumnNames.Label, nameof(ImageFile.ClassName), keyData: keys).Fit(list).Transform(list);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="rows"/> images of a dataset, starting at <paramref name="skip"/>, as PNG files into class
+    /// sub-folders of <paramref name="directory"/> (<c>{class}/{index:D6}.png</c>, '/' in class names becoming '-'): the
+    /// layout <see cref="LoadPaths"/> and ML.NET's image tutorials read. Each file is written atomically; files already
+    /// there are kept, so an interrupted export resumes. Returns the number of files written now.
+    /// </summary>
+    internal static int Export(ImageRecordSource source, string directory, long skip, long rows, CancellationToken cancellation = default)
+    {
+        if (skip < 0 || rows < 0 || skip + rows > source.RowCount)
+            throw new ArgumentOutOfRangeException(nameof(rows), $"{source.Name} has {source.RowCount} images; rows {skip}..{skip + rows} do not exist.");
+        var shape = source.Shape;
+        if (shape.Channels is not (1 or 3)) throw new ArgumentException($"{source.Name} has {shape.Channels} channels; PNG export writes 1 or 3.");
+        var folders = source.ClassNames.Select(c => c.Replace('/', '-').Replace('\\', '-')).ToArray();
+        foreach (var folder in folders) Directory.CreateDirectory(Path.Combine(directory, folder));
+        var pixels = new byte[shape.Size];
+        var written = 0;
+        using var reader = source.Open(readImages: true);
+        if (source.SupportsRandomAccess) reader.Seek(skip);
+        else
+            for (long i = 0; i < skip; i++) reader.ReadNext(pixels, out _);
+        var plane = shape.Height * shape.Width;
+        for (var row = skip; row < skip + rows; row++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            reader.ReadNext(pixels, out var label);
+            var path = Path.Combine(directory, folders[label], row.ToString("D6", System.Globalization.CultureInfo.InvariantCulture) + ".png");
+            if (File.Exists(path)) continue;
+            var info = new SKImageInfo(shape.Width, shape.Height, shape.Channels == 1 ? SKColorType.Gray8 : SKColorType.Rgba8888, SKAlphaType.Opaque);
+            using var bitmap = new SKBitmap(info);
+            var target = bitmap.GetPixelSpan();
+            if (shape.Channels == 1)
+            {
+                pixels.AsSpan(0, plane).CopyTo(target);
+            }
+            else
+            {
+                for (var i = 0; i < plane; i++)
+                {
+                    target[i * 4] = pixels[i];
+                    target[i * 4 + 1] = pixels[plane + i];
+                    target[i * 4 + 2] = pixels[2 * plane + i];
+                    target[i * 4 + 3] = 255;
+                }
+            }
+            using var image = SKImage.FromBitmap(bitmap);
+            using var png = image.Encode(SKEncodedImageFormat.Png, 100);
+            ModelFormat.AtomicFile.WriteAllBytes(path, png.ToArray());
+            written++;
+        }
+        return written;
     }
 
     /// <summary>

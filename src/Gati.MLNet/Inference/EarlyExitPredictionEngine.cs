@@ -10,8 +10,10 @@ namespace Gati.MLNet.Inference;
 /// and an untyped call over a span of images. Safe for concurrent callers (calls are serialised on the model's
 /// networks); every call runs in its own DisposeScope, so native memory stays flat.
 /// </summary>
-/// <typeparam name="TInput">A class with a float[] member holding the normalised image (named after the model's
-/// image column, e.g. <c>Image</c>, or marked <c>[ColumnName("Image")]</c>).</typeparam>
+/// <typeparam name="TInput"><see cref="ImageInput"/>, a class with a float[] member holding the model's input (named after
+/// the model's image column, e.g. <c>Image</c>, or marked <c>[ColumnName("Image")]</c>), or — for a model whose chain starts
+/// with ML.NET transforms that make that column, such as an imported pipeline's LoadImages, ResizeImages and
+/// ExtractPixels — a class with what they read (e.g. <c>string ImagePath</c>).</typeparam>
 /// <typeparam name="TOutput">A class with any of these members (by name or <c>[ColumnName]</c>): <c>PredictedLabel</c>
 /// (uint key, or string class name), <c>PredictedClass</c> (string), <c>Score</c> (float[] probabilities),
 /// <c>ExitLayer</c> (int, 0 = full model), <c>LatencyMs</c> (double or float). <see cref="EarlyExitPrediction"/> has them all.</typeparam>
@@ -20,14 +22,18 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     where TOutput : class, new()
 {
     private readonly EarlyExitEngine _engine;
-    private readonly Func<TInput, float[]?> _readImage;
-    private readonly string _imageMember;
+    private readonly InputPreparation<TInput> _input;
     private readonly Action<TOutput, EarlyExitBatch, int>[] _writers;
 
-    internal EarlyExitPredictionEngine(EarlyExitEngine engine, string imageColumnName)
+    /// <param name="engine">The engine (this object takes it over).</param>
+    /// <param name="imageColumnName">The base model's input column.</param>
+    /// <param name="prefix">The model's transformers before its base model (they make the input column from what
+    /// <typeparamref name="TInput"/> holds when it does not hold the column itself); null when there are none.</param>
+    /// <param name="context">Creates ML.NET prediction engines for <paramref name="prefix"/>.</param>
+    internal EarlyExitPredictionEngine(EarlyExitEngine engine, string imageColumnName, Microsoft.ML.ITransformer? prefix = null, Microsoft.ML.MLContext? context = null)
     {
         _engine = engine;
-        (_readImage, _imageMember) = ImageReader(imageColumnName);
+        _input = new InputPreparation<TInput>(imageColumnName, prefix, context ?? new Microsoft.ML.MLContext());
         _writers = OutputWriters(engine.ClassNames).ToArray();
     }
 
@@ -85,10 +91,10 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
         var images = new float[inputs.Count * size];
         for (var i = 0; i < inputs.Count; i++)
         {
-            var image = _readImage(inputs[i] ?? throw new ArgumentException($"Input {i} is null.", nameof(inputs)))
-                ?? throw new ArgumentException($"Input {i}: '{_imageMember}' is null.", nameof(inputs));
+            var image = _input.Prepare(inputs[i] ?? throw new ArgumentException($"Input {i} is null.", nameof(inputs)))
+                ?? throw new ArgumentException($"Input {i}: {_input.Describe} is null.", nameof(inputs));
             if (image.Length != size)
-                throw new ArgumentException($"Input {i}: '{_imageMember}' has {image.Length} values, but the model reads {InputShape} = {size}.", nameof(inputs));
+                throw new ArgumentException($"Input {i}: {_input.Describe} has {image.Length} values, but the model reads {InputShape} = {size}.", nameof(inputs));
             image.CopyTo(images, i * size);
         }
         var batch = Run(images, inputs.Count);
@@ -143,28 +149,17 @@ public sealed class EarlyExitPredictionEngine<TInput, TOutput> : IDisposable
     }
 
     /// <summary>Releases this engine's share of the networks.</summary>
-    public void Dispose() => _engine.Dispose();
-
-    private static string ColumnName(MemberInfo member) => member.GetCustomAttribute<ColumnNameAttribute>()?.Name ?? member.Name;
-
-    private static IEnumerable<MemberInfo> Members(Type type) =>
-        type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Cast<MemberInfo>()
-            .Concat(type.GetFields(BindingFlags.Public | BindingFlags.Instance));
-
-    private static Type MemberType(MemberInfo member) => member is PropertyInfo p ? p.PropertyType : ((FieldInfo)member).FieldType;
-
-    private static (Func<TInput, float[]?> Read, string Name) ImageReader(string imageColumnName)
+    public void Dispose()
     {
-        var member = Members(typeof(TInput)).FirstOrDefault(m => ColumnName(m) == imageColumnName && MemberType(m) == typeof(float[]))
-            ?? throw new ArgumentException(
-                $"{typeof(TInput).Name} needs a public float[] property or field named '{imageColumnName}' (or marked [ColumnName(\"{imageColumnName}\")]) holding the normalised image.");
-        return member switch
-        {
-            PropertyInfo p when p.CanRead => (input => (float[]?)p.GetValue(input), p.Name),
-            FieldInfo f => (input => (float[]?)f.GetValue(input), f.Name),
-            _ => throw new ArgumentException($"{typeof(TInput).Name}.{member.Name} is not readable."),
-        };
+        _engine.Dispose();
+        _input.Dispose();
     }
+
+    private static string ColumnName(MemberInfo member) => InputPreparation<TInput>.ColumnName(member);
+
+    private static IEnumerable<MemberInfo> Members(Type type) => InputPreparation<TInput>.Members(type);
+
+    private static Type MemberType(MemberInfo member) => InputPreparation<TInput>.MemberType(member);
 
     private static IEnumerable<Action<TOutput, EarlyExitBatch, int>> OutputWriters(IReadOnlyList<string> classNames)
     {

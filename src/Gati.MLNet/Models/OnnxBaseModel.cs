@@ -113,7 +113,14 @@ internal sealed class OnnxBaseModel : BaseModel
                 var request = _requests[i];
                 var value = request.Reduction.Emit(builder, at[request.Cut], graph.DimsAt(request.Cut), $"reduce{i}");
                 var name = builder.Rename(value, Output(i));
-                builder.Output(name, TensorProto.Types.DataType.Float, null, Sizes[i]);
+                var cutDims = graph.DimsAt(request.Cut);
+                long[] dims = request.Reduction.Kind switch
+                {
+                    FeatureReductionKind.Flat => [request.Reduction.Size],
+                    FeatureReductionKind.Grid => [cutDims[0], request.Reduction.Size, request.Reduction.Size],
+                    _ => cutDims,
+                };
+                builder.Output(name, TensorProto.Types.DataType.Float, [null, .. dims.Select(d => (long?)d)]);
             }
             if (head) builder.Output(builder.Rename(x, "Logits"), TensorProto.Types.DataType.Float, null, graph.ClassCount);
             return builder.ToBytes();
