@@ -8,7 +8,7 @@ internal static class GatiCommand
 {
     public static RootCommand Create()
     {
-        var root = new RootCommand("Gati.MLNet: learned caches (early-exit networks) for ML.NET. Train a base ResNet, evaluate it, and serve it faster.");
+        var root = new RootCommand("Gati.MLNet: learned caches (early-exit networks) for ML.NET. Train a base ResNet or import a pretrained network, fit caches, and serve it faster.");
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(TrainBaseCommand.Create());
         root.Subcommands.Add(EvaluateCommand.Create());
@@ -19,6 +19,8 @@ internal static class GatiCommand
         root.Subcommands.Add(EvaluateEarlyExitCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(ExportCommand.Create());
+        root.Subcommands.Add(ImportCommand.Create());
+        root.Subcommands.Add(ImagesCommand.Create());
         return root;
     }
 }

@@ -15,7 +15,7 @@ public sealed class EarlyExitPoolOptions
     /// <summary>Where models run: auto, cpu, cuda or cuda:N.</summary>
     public string Device { get; set; } = DeviceOptions.Auto;
 
-    /// <summary>ONNX Runtime: threads of its shared CPU pool (null: 1, each call on its caller's thread; see <see cref="EarlyExitEngineOptions.IntraOpThreads"/>).</summary>
+    /// <summary>ONNX Runtime: threads of calls with several inputs (null: follow the measured choice of <see cref="SingleGraphThreads"/>; see <see cref="EarlyExitEngineOptions.IntraOpThreads"/>).</summary>
     public int? IntraOpThreads { get; set; }
 
     /// <summary>ONNX Runtime: let pool threads spin between calls (see <see cref="EarlyExitEngineOptions.AllowSpinning"/>).</summary>
@@ -24,8 +24,8 @@ public sealed class EarlyExitPoolOptions
     /// <summary>ONNX Runtime: serve one-input batches with the single graph (see <see cref="EarlyExitEngineOptions.SingleGraphAtBatchOne"/>).</summary>
     public bool SingleGraphAtBatchOne { get; set; } = true;
 
-    /// <summary>ONNX Runtime: threads of the single graph's calls (see <see cref="EarlyExitEngineOptions.SingleGraphThreads"/>).</summary>
-    public int SingleGraphThreads { get; set; } = 1;
+    /// <summary>ONNX Runtime: threads of the single graph's calls (null: chosen by measurement on this machine; see <see cref="EarlyExitEngineOptions.SingleGraphThreads"/>).</summary>
+    public int? SingleGraphThreads { get; set; }
 
     internal EarlyExitEngineOptions EngineOptions() => new()
     {

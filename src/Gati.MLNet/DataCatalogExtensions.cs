@@ -92,11 +92,13 @@ public static class DataCatalogExtensions
     /// </summary>
     /// <param name="catalog">mlContext.Data.</param>
     /// <param name="directory">The root folder; its sub-folder names are the classes.</param>
-    public static IDataView LoadImagePaths(this DataOperationsCatalog catalog, string directory)
+    /// <param name="shuffleSeed">Null: the files class by class, in ordinal order; a number: one random order fixed by it
+    /// (the same in every cursor and process, so rows taken or skipped by position stay the same rows).</param>
+    public static IDataView LoadImagePaths(this DataOperationsCatalog catalog, string directory, int? shuffleSeed = null)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
-        return ImageFolder.LoadPaths(new MLContext(), directory, new ImageFolderOptions().Extensions);
+        return ImageFolder.LoadPaths(new MLContext(), directory, new ImageFolderOptions().Extensions, shuffleSeed);
     }
 
     /// <summary>

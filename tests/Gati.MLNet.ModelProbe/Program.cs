@@ -5,6 +5,8 @@
 // Usage: Gati.MLNet.ModelProbe <model.zip> <idx-folder> <split: train|test> <rows> <output> <column>...
 // Or: Gati.MLNet.ModelProbe engine-description <model.zip> <threads>: the first ONNX Runtime early-exit engine of a
 // fresh process, as it describes itself (its threading is decided once per process).
+// Or: Gati.MLNet.ModelProbe onnx-serving <model.zip> <rows>: serves random images on ONNX Runtime and says whether the
+// process loaded libtorch (from /proc/self/maps).
 using Gati.MLNet;
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
@@ -18,6 +20,23 @@ if (args is ["engine-description", var modelPath, var threads])
     var options = new EarlyExitEngineOptions { Device = "cpu", IntraOpThreads = int.Parse(threads, System.Globalization.CultureInfo.InvariantCulture) };
     using var engine = engineContext.Gati().CreateEarlyExitEngine<ProbeImage, EarlyExitPrediction>(loaded, options);
     Console.WriteLine(engine.BackendDescription);
+    return 0;
+}
+
+if (args is ["onnx-serving", var servedPath, var count])
+{
+    // Serves a model on ONNX Runtime and reports whether this process loaded libtorch (it must not need to).
+    var servingContext = new MLContext();
+    var served = servingContext.Model.Load(servedPath, out _);
+    using var engine = servingContext.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(served, new EarlyExitEngineOptions { Device = "cpu" });
+    var random = new Random(5);
+    var images = Enumerable.Range(0, int.Parse(count, System.Globalization.CultureInfo.InvariantCulture))
+        .Select(_ => new ImageInput { Image = Enumerable.Range(0, engine.InputShape.Size).Select(_ => (float)random.NextDouble()).ToArray() }).ToArray();
+    var answers = engine.Predict(images);
+    Console.WriteLine($"predicted {answers.Length}: exits {string.Join(",", answers.Select(a => a.ExitLayer))}");
+    var maps = File.ReadAllText("/proc/self/maps");
+    Console.WriteLine($"libtorch loaded: {(maps.Contains("libtorch", StringComparison.Ordinal) || maps.Contains("LibTorchSharp", StringComparison.Ordinal) ? "yes" : "no")}");
+    Console.WriteLine($"onnxruntime loaded: {(maps.Contains("libonnxruntime", StringComparison.Ordinal) ? "yes" : "no")}");
     return 0;
 }
 

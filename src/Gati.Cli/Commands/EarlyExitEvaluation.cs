@@ -41,14 +41,15 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
-            var baseModel = LoadedModel.BaseModel(model, settings.Model);
-            using var early = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(model, settings.Serving);
-            using var full = context.Gati().CreateEarlyExitEngine<ImageRow, EarlyExitPrediction>(baseModel, settings.Serving);
+            var parts = LoadedModel.Parts(model, settings.Model);
+            using var early = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(model, settings.Serving);
+            using var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(parts.BaseTransformer, settings.Serving);
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
-            var (images, labels) = Load(data, baseModel.Config.InputShape.Size);
+            var size = parts.BaseModel.InputShape.Size;
+            var (images, labels) = Load(parts.Inputs(data), parts.ImageColumn, size);
             console.MarkupLineInterpolated(
-                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {baseModel.Config.Architecture} on {early.BackendDescription}, {labels.Length} {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} images.");
-            var results = settings.BatchSizes.Select(b => Measure(early, full, images, labels, b, baseModel.Config.InputShape.Size)).ToArray();
+                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {parts.Describe} on {early.BackendDescription}, {labels.Length} {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} images.");
+            var results = settings.BatchSizes.Select(b => Measure(early, full, images, labels, b, size)).ToArray();
             return (results, early.Caches.ToArray());
         }
         finally
@@ -74,12 +75,15 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         return 0;
     }
 
-    internal static (float[] Images, uint[] Labels) Load(IDataView data, int size)
+    internal static (float[] Images, uint[] Labels) Load(IDataView data, int size) => Load(data, "Image", size);
+
+    /// <summary>The base model's input (<paramref name="imageColumn"/>) and the label of every row.</summary>
+    internal static (float[] Images, uint[] Labels) Load(IDataView data, string imageColumn, int size)
     {
         var images = new List<float>();
         var labels = new List<uint>();
-        using var cursor = data.GetRowCursor([data.Schema["Image"], data.Schema["Label"]]);
-        var getImage = cursor.GetGetter<VBuffer<float>>(data.Schema["Image"]);
+        using var cursor = data.GetRowCursor([data.Schema[imageColumn], data.Schema["Label"]]);
+        var getImage = cursor.GetGetter<VBuffer<float>>(data.Schema[imageColumn]);
         var getLabel = cursor.GetGetter<uint>(data.Schema["Label"]);
         VBuffer<float> image = default;
         uint label = 0;
@@ -94,7 +98,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         return (images.ToArray(), labels.ToArray());
     }
 
-    private EarlyExitResult Measure(EarlyExitPredictionEngine<ImageRow, EarlyExitPrediction> early, EarlyExitPredictionEngine<ImageRow, EarlyExitPrediction> full,
+    private EarlyExitResult Measure(EarlyExitPredictionEngine<ImageInput, EarlyExitPrediction> early, EarlyExitPredictionEngine<ImageInput, EarlyExitPrediction> full,
         float[] images, uint[] labels, int batchSize, int size)
     {
         var rows = labels.Length;
@@ -211,9 +215,4 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         AtomicFile.Write(path, stream => stream.Write(plot.GetImageBytes(800, 480, ScottPlot.ImageFormat.Png)));
     }
 
-    /// <summary>The engine's input row.</summary>
-    internal sealed class ImageRow
-    {
-        public float[] Image { get; set; } = [];
-    }
 }

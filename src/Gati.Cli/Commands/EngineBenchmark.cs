@@ -45,22 +45,22 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
         var contenders = new List<Contender>();
         try
         {
-            var baseModel = LoadedModel.BaseModel(model, settings.Model);
-            var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault()
-                ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
-            var size = baseModel.Config.InputShape.Size;
+            var parts = LoadedModel.Parts(model, settings.Model);
+            var baseModel = parts.BaseTransformer;
+            var caches = parts.Caches ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
+            var size = parts.BaseModel.InputShape.Size;
             var data = settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows);
-            var (images, labels) = EarlyExitEvaluation.Load(data, size);
+            var (images, labels) = EarlyExitEvaluation.Load(parts.Inputs(data), parts.ImageColumn, size);
             if (labels.Length == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure.");
 
             var engines = new List<string>();
             foreach (var options in settings.Backends)
             {
                 var name = ServingArguments.Name(options.Backend);
-                var full = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(baseModel, options);
+                var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(baseModel, options);
                 contenders.Add(Wrap($"{name} full", full));
                 if (options.Backend == ExecutionBackend.OnnxRuntime)
-                    contenders.Add(OneGraph(context, model, baseModel, size));
+                    contenders.Add(OneGraph(context, model, parts.BaseModel, size));
                 if (options.Backend == ExecutionBackend.OnnxRuntime && options.SingleGraphAtBatchOne)
                 {
                     // The same engine calling one session per segment at batch 1 too: what the single graph saves.
@@ -69,9 +69,9 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
                         Backend = options.Backend, Device = options.Device, IntraOpThreads = options.IntraOpThreads, AllowSpinning = options.AllowSpinning,
                         SingleGraphAtBatchOne = false, SingleGraphThreads = options.SingleGraphThreads,
                     };
-                    contenders.Add(Wrap($"{name} early exit (segment calls)", context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model, perSegment)));
+                    contenders.Add(Wrap($"{name} early exit (segment calls)", context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(model, perSegment)));
                 }
-                var early = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(model, options);
+                var early = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(model, options);
                 contenders.Add(Wrap($"{name} early exit", early));
                 console.MarkupLineInterpolated($"{name}: {early.BackendDescription}");
                 engines.Add($"{name} early exit: {early.BackendDescription}");
@@ -79,7 +79,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
 
             var report = new StringBuilder();
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Model: {Path.GetFileName(settings.Model)}, {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
+                $"Model: {Path.GetFileName(settings.Model)}, {parts.Describe}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Machine: {Environment.ProcessorCount} logical CPUs ({CpuModel()}), .NET {Environment.Version}, TorchSharp with {torch.get_num_threads()} threads ({TorchRuntime.Kind}), ONNX Runtime {OrtEnv.Instance().GetVersionString()}.");
             foreach (var engine in engines) report.AppendLine(CultureInfo.InvariantCulture, $"Engine: {engine}.");
@@ -101,7 +101,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
         }
     }
 
-    private static Contender Wrap(string name, EarlyExitPredictionEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction> engine) => new(name,
+    private static Contender Wrap(string name, EarlyExitPredictionEngine<ImageInput, EarlyExitPrediction> engine) => new(name,
         (images, count) =>
         {
             var answers = engine.Predict(images, count);
@@ -110,15 +110,15 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
         engine);
 
     /// <summary>The exported one-graph model in a session with ONNX Runtime's own defaults for threads (all cores, spinning).</summary>
-    private static Contender OneGraph(MLContext context, ITransformer model, ResNetTransformer baseModel, int size)
+    private static Contender OneGraph(MLContext context, ITransformer model, BaseModel baseModel, int size)
     {
         var path = Path.Combine(Path.GetTempPath(), $"gati-bench-{Environment.ProcessId}.onnx");
         context.Gati().ExportOnnx(model, path);
         var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = Environment.ProcessorCount };
         var session = new InferenceSession(path, options);
         File.Delete(path);
-        var shape = baseModel.Config.InputShape;
-        var classes = baseModel.Config.ClassCount;
+        var shape = baseModel.InputShape;
+        var classes = baseModel.ClassCount;
         var inputNames = new[] { "Image" };
         var outputNames = new[] { "Score" };
         var scores = new float[1];

@@ -60,10 +60,11 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
         var model = context.Gati().LoadModel(modelPath, out var schema);
         try
         {
-            var baseModel = LoadedModel.BaseModel(model, modelPath);
+            var parts = LoadedModel.Parts(model, modelPath);
+            var baseModel = parts.BaseModel;
             context.Gati().ExportOnnx(model, output);
             console.MarkupLineInterpolated(
-                $"Wrote [bold]{output}[/] ({new FileInfo(output).Length / 1024.0:F0} KB): {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth}, input Image [[N, {baseModel.Config.InputShape.Channels}, {baseModel.Config.InputShape.Height}, {baseModel.Config.InputShape.Width}]], outputs Logits and Score [[N, {baseModel.Config.ClassCount}]].");
+                $"Wrote [bold]{output}[/] ({new FileInfo(output).Length / 1024.0:F0} KB): {baseModel.Description}, input Image [[N, {baseModel.InputShape.Channels}, {baseModel.InputShape.Height}, {baseModel.InputShape.Width}]], outputs Logits and Score [[N, {baseModel.ClassCount}]], {baseModel.CutPoints.Count} cut points recorded.");
 
             var verified = verifyOn is null || Verify(context, model, output, verifyOn, verifyRows);
             var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault();
@@ -107,14 +108,22 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
     /// <summary>The exported graph through ML.NET's ApplyOnnxModel against the base model, label by label.</summary>
     private bool Verify(MLContext context, ITransformer model, string onnxPath, DatasetSpec dataset, long? rows)
     {
-        var resnet = LoadedModel.Components(model).OfType<ResNetTransformer>().FirstOrDefault()
-                     ?? throw new InvalidOperationException("The model holds no ResNet base model to verify the export against.");
-        var test = dataset.Load(context, Gati.MLNet.Data.DatasetSplit.Test, rows);
-        var expected = resnet.Transform(test).GetColumn<uint>(resnet.PredictedLabelColumnName).ToArray();
-        var onnx = context.Transforms.ApplyOnnxModel(outputColumnNames: ["Score"], inputColumnNames: [resnet.ImageColumnName], modelFile: onnxPath).Fit(test);
+        var parts = LoadedModel.Parts(model, "the model");
+        var test = parts.Inputs(dataset.Load(context, Gati.MLNet.Data.DatasetSplit.Test, rows));
+        // The exported graph reads "Image"; an imported base model may read another column (e.g. Pixels).
+        if (parts.ImageColumn != "Image") test = context.Transforms.CopyColumns("Image", parts.ImageColumn).Fit(test).Transform(test);
+        var scored = parts.BaseTransformer.Transform(test);
+        var (scoreColumn, labelColumn) = parts.BaseTransformer switch
+        {
+            ResNetTransformer resnet => (resnet.ScoreColumnName, resnet.PredictedLabelColumnName),
+            ImportedModelTransformer imported => (imported.ScoreColumnName, imported.PredictedLabelColumnName),
+            _ => throw new InvalidOperationException("Not a base model."),
+        };
+        var expected = scored.GetColumn<uint>(labelColumn).ToArray();
+        var onnx = context.Transforms.ApplyOnnxModel(outputColumnNames: ["Score"], inputColumnNames: ["Image"], modelFile: onnxPath).Fit(test);
         try
         {
-            var expectedScores = resnet.Transform(test).GetColumn<float[]>(resnet.ScoreColumnName).ToArray();
+            var expectedScores = scored.GetColumn<float[]>(scoreColumn).ToArray();
             var scores = onnx.Transform(test).GetColumn<float[]>("Score").ToArray();
             var differ = 0;
             var worst = 0.0;

@@ -47,8 +47,11 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
         var loaded = context.Gati().LoadModel(path, out _);
         try
         {
-            var baseModel = LoadedModel.BaseModel(loaded, path);
+            var parts = LoadedModel.Parts(loaded, path);
+            var baseModel = parts.BaseTransformer;
             var (split, training, heldOut, trainRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
+            training = parts.Inputs(training);
+            heldOut = parts.Inputs(heldOut);
 
             IReadOnlyList<PredictorTransformer>? predictors = null;
             if (settings.PredictorsModel is not null)
@@ -59,7 +62,7 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
                     .ToArray();
                 if (predictors.Count == 0) throw new ArgumentException($"{path} holds no predictors for the layers and architectures asked for.");
             }
-            var layers = settings.Layers ?? Enumerable.Range(1, baseModel.Network.LayerCount).ToArray();
+            var layers = settings.Layers ?? Enumerable.Range(1, parts.BaseModel.CutPoints.Count).ToArray();
             var options = new LearnedCachesEstimator.Options
             {
                 Layers = layers,
@@ -88,10 +91,9 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
             var estimator = context.Gati().LearnedCaches(baseModel, options); // validates the settings before the run is announced
             if (predictors is not null) console.MarkupLineInterpolated($"Reusing {predictors.Count} trained predictors from {path}; training selectors only.");
             console.MarkupLineInterpolated(
-                $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.TargetPrecision:P1}.");
+                $"Base model {parts.Describe} on {parts.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.TargetPrecision:P1}.");
             using var caches = estimator.Fit(training);
-            var chain = new TransformerChain<ITransformer>(baseModel, caches);
-            context.Gati().SaveModel(chain, split.Schema, settings.Output);
+            context.Gati().SaveModel(parts.With(caches), split.Schema, settings.Output);
 
             var table = new Table().Title("learned caches (calibrated on held-out rows)")
                 .AddColumn("layer").AddColumn("predictor").AddColumn(new TableColumn("predictor agreement").RightAligned())

@@ -73,7 +73,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
         try
         {
             var candidates = Candidates(loaded, settings.Model);
-            var baseModel = LoadedModel.BaseModel(loaded, settings.Model);
+            var parts = LoadedModel.Parts(loaded, settings.Model);
             if (settings.MoreCandidates.Count > 0)
             {
                 string identity;
@@ -90,18 +90,18 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
                 }
                 candidates = merged = candidates.WithCaches(caches);
             }
-            var heldOut = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows).HeldOut;
+            var heldOut = parts.Inputs(HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows).HeldOut);
             var backend = ServingArguments.Name(settings.Serving.Backend);
             console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {settings.HoldoutRows} held-out rows with {backend} (batch 1 and {settings.BatchSize})...");
-            var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns, settings.Serving.Backend);
+            var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns, settings.Serving.Backend, settings.Serving);
             var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(settings.AgreementTarget, settings.MemoryBudgetBytes, settings.BatchSize, settings.Confidence));
             console.WriteLine(plan.Explanation);
             using var chosen = CacheOptimizer.Apply(plan, candidates);
-            var measured = MeasuredSpeedup(context, baseModel, chosen, heldOut, settings);
+            var measured = MeasuredSpeedup(context, parts, chosen, heldOut, settings);
             var check = string.Create(CultureInfo.InvariantCulture,
                 $"Check on {backend}: expected speedup {plan.ExpectedSpeedup:F2}x, measured {measured.Speedup:F2}x ({measured.EarlyMs:F3} ms vs {measured.FullMs:F3} ms per batch of {settings.BatchSize}, {measured.Calls} calls each, interleaved, on the held-out rows).");
             console.WriteLine(check);
-            context.Gati().SaveModel(new TransformerChain<ITransformer>(baseModel, chosen), schema, settings.Output);
+            context.Gati().SaveModel(parts.With(chosen), schema, settings.Output);
             AtomicFile.WriteAllText(settings.Output + ".plan.md", $"# Cache plan for {Path.GetFileName(settings.Model)}\n\n{plan.Explanation}\n{check}\n\nCommand:\n\n```\n{settings.CommandLine}\n```\n");
             console.MarkupLineInterpolated($"Saved the base model with {plan.Chosen.Count} chosen caches to [bold]{settings.Output}[/] (plan: {settings.Output}.plan.md) in {clock.Elapsed.TotalSeconds:F0} s.");
             return 0;
@@ -119,12 +119,12 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
             ?? throw new InvalidOperationException($"{path} holds no learned caches: fit them with gati fit-caches.");
 
     /// <summary>The chosen caches against the full model on the serving backend, calls alternating, on up to 2,000 held-out images.</summary>
-    private static (double Speedup, double EarlyMs, double FullMs, int Calls) MeasuredSpeedup(MLContext context, ResNetTransformer baseModel,
+    private static (double Speedup, double EarlyMs, double FullMs, int Calls) MeasuredSpeedup(MLContext context, ModelParts parts,
         LearnedCachesTransformer chosen, IDataView heldOut, OptimizeSettings settings)
     {
-        using var early = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(new TransformerChain<ITransformer>(baseModel, chosen), settings.Serving);
-        using var full = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(baseModel, settings.Serving);
-        var size = baseModel.Config.InputShape.Size;
+        using var early = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(chosen, settings.Serving);
+        using var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(parts.BaseTransformer, settings.Serving);
+        var size = parts.BaseModel.InputShape.Size;
         var images = new List<float>();
         using (var cursor = heldOut.GetRowCursor([heldOut.Schema[chosen.ImageColumnName]]))
         {

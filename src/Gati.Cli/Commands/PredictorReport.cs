@@ -73,7 +73,7 @@ internal sealed class PredictorReport(IAnsiConsole console)
                 .Select(p => Cost(p, settings.LatencyRuns)).ToArray();
 
             Directory.CreateDirectory(settings.OutputDir);
-            var baseModel = LoadedModel.BaseModel(model, settings.Model);
+            var baseModel = LoadedModel.ResNet(model, settings.Model);
             var title = $"{baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()} split, {agreements[0].Rows} images)";
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "agreement.csv"), AgreementCsv(agreements));
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "cost.csv"), CostCsv(costs));

@@ -54,7 +54,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
         var loaded = context.Gati().LoadModel(settings.BaseModel, out _);
         try
         {
-            var baseModel = LoadedModel.BaseModel(loaded, settings.BaseModel);
+            var baseModel = LoadedModel.ResNet(loaded, settings.BaseModel);
             foreach (var layer in settings.Layers) baseModel.Network.Spec.CheckLayer(layer, "--layers");
 
             var (split, trainImages, holdoutImages, imageRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);

@@ -35,7 +35,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
-            var baseModel = LoadedModel.BaseModel(model, settings.Model);
+            var baseModel = LoadedModel.ResNet(model, settings.Model);
             var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault()
                 ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
             var size = baseModel.Config.InputShape.Size;
@@ -94,7 +94,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
 
     private static int[] BaseAnswers(MLContext context, ResNetTransformer baseModel, EarlyExitEngineOptions options, float[] images, int rows, int size)
     {
-        using var full = context.Gati().CreateEarlyExitEngine<EarlyExitEvaluation.ImageRow, EarlyExitPrediction>(baseModel, options);
+        using var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(baseModel, options);
         var answers = new int[rows];
         for (var start = 0; start < rows; start += 64)
         {

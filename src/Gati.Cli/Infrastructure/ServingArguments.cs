@@ -21,13 +21,12 @@ internal sealed class ServingArguments
 
     public Option<int?> OrtThreads { get; } = new Option<int?>("--ort-threads")
     {
-        Description = "Threads of ONNX Runtime's shared CPU pool, for calls with several inputs (default 1: each call on its caller's thread; more helps large batches on an idle machine).",
+        Description = "Threads of ONNX Runtime's calls with several inputs, in a pool shared by every session (default: as the measured batch-1 choice, shared when it is one thread).",
     }.AtLeast(1);
 
-    public Option<int> OrtSingleGraphThreads { get; } = new Option<int>("--ort-single-graph-threads")
+    public Option<int?> OrtSingleGraphThreads { get; } = new Option<int?>("--ort-single-graph-threads")
     {
-        Description = "Threads of ONNX Runtime's batch-1 calls, served by one graph with the exits as If nodes (default 1: the caller's thread).",
-        DefaultValueFactory = _ => 1,
+        Description = "Threads of ONNX Runtime's batch-1 calls, served by one graph with the exits as If nodes (default: chosen by measuring the model on this machine, one thread or every core).",
     }.AtLeast(1);
 
     public Option<bool> OrtSpinning { get; } = new("--ort-spinning")

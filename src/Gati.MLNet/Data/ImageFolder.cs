@@ -115,9 +115,10 @@ public static class ImageFolder
 
     /// <summary>
     /// The files of an image folder (one sub-folder per class) as rows: <c>ImagePath</c> (absolute), <c>ClassName</c>
-    /// (text) and <c>Label</c> (a key over the sub-folder names in ordinal order). Nothing is decoded.
+    /// (text) and <c>Label</c> (a key over the sub-folder names in ordinal order), class by class, or in one random order
+    /// fixed by <paramref name="shuffleSeed"/>. Nothing is decoded.
     /// </summary>
-    internal static IDataView LoadPaths(MLContext context, string directory, IReadOnlyList<string> extensionList)
+    internal static IDataView LoadPaths(MLContext context, string directory, IReadOnlyList<string> extensionList, int? shuffleSeed = null)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Image folder '{directory}' does not exist.");
         var extensions = new HashSet<string>(extensionList, StringComparer.OrdinalIgnoreCase);
@@ -131,6 +132,16 @@ public static class ImageFolder
         var used = files.Select(f => f.ClassName).Distinct().Count();
         if (used < 2)
             throw new ArgumentException($"Image folder '{directory}' needs at least two class sub-folders with images ({string.Join(", ", extensionList)}); found {used}.");
+        if (shuffleSeed is { } seed)
+        {
+            // One fixed order for a seed, the same in every cursor and every process.
+            var random = new Random(seed);
+            for (var i = files.Count - 1; i > 0; i--)
+            {
+                var j = random.Next(i + 1);
+                (files[i], files[j]) = (files[j], files[i]);
+            }
+        }
         var list = context.Data.LoadFromEnumerable(files);
         var keys = context.Data.LoadFromEnumerable(classes.Select(c => new ClassRow { ClassName = c }));
         return context.Transforms.Conversion.MapValueToKey(DefaultColumnNames.Label, nameof(ImageFile.ClassName), keyData: keys).Fit(list).Transform(list);

@@ -59,7 +59,7 @@ internal static class MLNetPipelineImport
         for (; index >= 0; index--)
         {
             var component = components[index];
-            if (!Writes(schemas[index], schemas[index + 1], wanted)) continue;
+            if (!Writes(component, schemas[index], schemas[index + 1], wanted)) continue;
             Source(component, wanted, out var source);
             switch (component)
             {
@@ -107,9 +107,18 @@ internal static class MLNetPipelineImport
 
     private static string Describe(ITransformer component) => component.GetType().Name.Split('`')[0];
 
-    /// <summary>Whether a component that reads <paramref name="before"/> and gives <paramref name="after"/> writes <paramref name="column"/> (adds or replaces it).</summary>
-    private static bool Writes(DataViewSchema before, DataViewSchema after, string column) =>
-        after.GetColumnOrNull(column) is { } written && (before.GetColumnOrNull(column) is not { } old || old.Index != written.Index || !old.Type.Equals(written.Type));
+    /// <summary>
+    /// Whether <paramref name="component"/> (reading <paramref name="before"/>, giving <paramref name="after"/>) writes
+    /// <paramref name="column"/>: by what its type declares for ML.NET's own transformers, else by the column appearing or
+    /// changing type (column indices say nothing: ML.NET inserts a replaced column beside its source).
+    /// </summary>
+    private static bool Writes(ITransformer component, DataViewSchema before, DataViewSchema after, string column) => component switch
+    {
+        OnnxTransformer onnx => onnx.Outputs.Contains(column),
+        OneToOneTransformerBase oneToOne => oneToOne.ColumnPairs.Any(p => p.outputColumnName == column),
+        ColumnConcatenatingTransformer concat => concat.Columns.Any(c => c.outputColumnName == column),
+        _ => after.GetColumnOrNull(column) is { } written && (before.GetColumnOrNull(column) is not { } old || !old.Type.Equals(written.Type)),
+    };
 
     /// <summary>The one column <paramref name="component"/> computes <paramref name="column"/> from, when its type says (null otherwise, or when several).</summary>
     private static void Source(ITransformer component, string column, out string? source)
@@ -136,7 +145,7 @@ internal static class MLNetPipelineImport
         for (var i = before.Count - 1; i >= 0; i--)
         {
             var component = before[i];
-            var writes = needed.Where(column => Writes(schemas[i], schemas[i + 1], column)).ToList();
+            var writes = needed.Where(column => Writes(component, schemas[i], schemas[i + 1], column)).ToList();
             if (writes.Count == 0) continue;
             if (component is not (OneToOneTransformerBase or ColumnConcatenatingTransformer))
                 throw new ArgumentException($"The pixels '{pixelColumn}' come through {Describe(component)}, which Gati cannot tell the inputs of; " +

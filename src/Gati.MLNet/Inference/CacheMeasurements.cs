@@ -105,8 +105,9 @@ public sealed class CacheMeasurements
         double[] Parts(int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
             ? Backends.OnnxRuntimeTiming.Parts(baseModel.Graph, batch, runs, onnx)
             : TimeParts(resnet!, batch, runs);
+        var threads = backend == ExecutionBackend.OnnxRuntime ? Backends.ThreadingChoice.For(baseModel.Graph, onnx).Threads : 1;
         double Cache(LearnedCache cache, int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
-            ? Backends.OnnxRuntimeTiming.Cache(cache, batch, runs, onnx)
+            ? Backends.OnnxRuntimeTiming.Cache(cache, batch, runs, onnx, threads)
             : TimeCache(cache, resnet!.Network.Device, cache.InputSize, batch, runs);
         var blockMs = Parts(1, timingRuns);
         var blockBatchMs = batchSize == 1 ? blockMs : Parts(batchSize, batchRuns);

@@ -16,12 +16,11 @@ public sealed class EarlyExitEngineOptions
     public string Device { get; set; } = DeviceOptions.Auto;
 
     /// <summary>
-    /// Threads of ONNX Runtime's CPU thread pool, shared by every segment session of the process (calls with several
-    /// inputs). Null means 1: every call runs on its caller's thread, and concurrent calls run in parallel on their own
-    /// threads, which is what a server wants (with 2 pool threads, continuously updated caches served the phased stream
-    /// of <c>gati bench workload</c> at 0.56 ms per request instead of 0.39 ms on the 2-core VM). Raise it for large batches on an otherwise idle machine
-    /// (batch 64 there: 8.6 ms with 2 threads, 10.9 ms with 1). The pool is created with the first ONNX Runtime engine of
-    /// the process; later values are ignored.
+    /// Threads of ONNX Runtime's CPU thread pool shared by every segment session of the process (calls with several
+    /// inputs); the pool is created with the first ONNX Runtime engine of the process and later values are ignored. Null
+    /// (the default) follows <see cref="SingleGraphThreads"/>' choice: one shared thread for a model that the measurement
+    /// runs fastest on one thread (each call on its caller's thread, concurrent calls in parallel on theirs), otherwise that
+    /// many threads per segment session, never spinning.
     /// </summary>
     public int? IntraOpThreads { get; set; }
 
@@ -42,20 +41,22 @@ public sealed class EarlyExitEngineOptions
     public bool SingleGraphAtBatchOne { get; set; } = true;
 
     /// <summary>
-    /// Threads of the single graph's calls (<see cref="SingleGraphAtBatchOne"/>). 1, the default, runs a call on its
-    /// caller's thread: for the narrow networks measured in docs/benchmarks.md, waking pool threads for every small
-    /// operation costs more at batch 1 than splitting it saves, and concurrent requests still run in parallel on their
-    /// own threads. More gives that session its own pool of this many threads (spinning as <see cref="AllowSpinning"/>
-    /// says), which pays off for wide networks or large images.
+    /// Threads of the single graph's calls (<see cref="SingleGraphAtBatchOne"/>). Null (the default) chooses by measurement
+    /// on this machine, once per base model and process: its whole graph at batch 1 on one thread against every core, every
+    /// core kept when 15 % faster. Measured on the 2-core VM: a width-16 ResNet-18 on 28 x 28 images runs fastest on the
+    /// caller's thread (waking pool threads costs more than splitting its small operations saves), the pretrained
+    /// ResNet-18 at 224 x 224 twice as fast on 2 threads (docs/benchmarks.md). With several threads, a call made while
+    /// another is running uses one thread, so concurrent requests do not oversubscribe the cores. A number fixes it.
+    /// The engine's <c>BackendDescription</c> says which was used and why.
     /// </summary>
-    public int SingleGraphThreads { get; set; } = 1;
+    public int? SingleGraphThreads { get; set; }
 
     internal EarlyExitEngineOptions Validated()
     {
         if (!Enum.IsDefined(Backend)) throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown execution backend.");
         DeviceOptions.Validate(Device, nameof(Device));
-        if (IntraOpThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Threads must be 1..1024 (or null for the CPU count).");
-        if (SingleGraphThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(SingleGraphThreads), SingleGraphThreads, "Threads must be 1..1024.");
+        if (IntraOpThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Threads must be 1..1024 (or null to follow SingleGraphThreads' choice).");
+        if (SingleGraphThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(SingleGraphThreads), SingleGraphThreads, "Threads must be 1..1024 (or null to measure).");
         return this;
     }
 }

@@ -251,7 +251,8 @@ public sealed class OnlineCaches : IDisposable
     {
         // parts[p] reaches cut point p + 1 from cut point p; the last is the head.
         var parts = Inference.Backends.OnnxRuntimeTiming.Parts(model.BaseModel.Graph, 1, 30, options);
-        var caches = model.Caches.Select(c => Inference.Backends.OnnxRuntimeTiming.Cache(c, 1, 30, options)).ToArray();
+        var threads = Inference.Backends.ThreadingChoice.For(model.BaseModel.Graph, options).Threads;
+        var caches = model.Caches.Select(c => Inference.Backends.OnnxRuntimeTiming.Cache(c, 1, 30, options, threads)).ToArray();
         var segments = new double[model.Caches.Count + 1];
         var first = 0;
         for (var s = 0; s <= model.Caches.Count; s++)

@@ -47,11 +47,22 @@ internal static class OnnxCutPoints
     {
         var dominators = Dominators(graph, shapes, output);
         var consumers = graph.Consumers();
+        var producers = graph.Producers();
         var branching = dominators.Where(v => consumers.TryGetValue(v, out var c) && c.Count >= 2).ToList();
         List<string> chosen;
         if (branching.Count > 0)
         {
-            chosen = branching;
+            // The values that start a residual block (read by the block and its shortcut), and those that end one (a sum of
+            // branches, or its activation) even when what follows is a plain layer.
+            bool EndsBlock(string value)
+            {
+                if (!producers.TryGetValue(value, out var node)) return false;
+                // A sum of branches ends a block, unless an activation follows it (then the activation does).
+                if (node.OpType is "Add" or "Sum")
+                    return !(consumers.TryGetValue(value, out var readers) && readers.Count == 1 && readers[0].OpType is "Relu" or "LeakyRelu" or "Clip");
+                return node.OpType is "Relu" or "LeakyRelu" or "Clip" && producers.TryGetValue(node.Input[0], out var sum) && sum.OpType is "Add" or "Sum";
+            }
+            chosen = branching.Union(dominators.Where(EndsBlock)).ToList();
             var lastMap = dominators.LastOrDefault(v => shapes[v].Length == 4);
             if (lastMap is not null && !chosen.Contains(lastMap)) chosen.Add(lastMap);
         }

@@ -25,13 +25,17 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     private readonly ConcurrentBag<IPooledCall> _idle = new();
     private readonly InferenceSession?[] _gathers;  // CUDA only: per cache segment, the compaction of its activation
     private readonly InferenceSession? _single;      // CPU only: the whole early exit for one input (EarlyExitSingleGraph)
+    private readonly InferenceSession? _singleOne;   // the same on one thread, for calls made while others run (when _single has several)
+    private readonly ThreadingChoice _threading;
+    private int _singleInFlight;
     private readonly string[] _singleInputNames;
     private readonly OrtMemoryInfo? _cudaMemory;
     private int _disposed;
 
     private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, byte[]? single, BaseGraph baseGraph, IReadOnlyList<int> cacheLayers, string device,
-        EarlyExitEngineOptions options)
+        EarlyExitEngineOptions options, ThreadingChoice threading)
     {
+        _threading = threading;
         CacheLayers = cacheLayers;
         Device = device;
         _classes = baseGraph.ClassCount;
@@ -62,18 +66,23 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
                 {
                     _outputNames[s] = [OnnxSegment.Probabilities];
                 }
-                using var sessionOptions = SessionOptionsFor(options, device);
+                using var sessionOptions = SessionOptionsFor(options, device, threading.Threads);
                 _sessions[s] = new InferenceSession(segment.Model, sessionOptions);
                 if (cuda && !segment.IsFinal)
                 {
-                    using var gatherOptions = SessionOptionsFor(options, device);
+                    using var gatherOptions = SessionOptionsFor(options, device, threading.Threads);
                     _gathers[s] = new InferenceSession(GatherRows(_activationDims[s]), gatherOptions);
                 }
             }
             if (single is not null && !cuda)
             {
-                using var singleOptions = SessionOptionsFor(options, device, singleGraph: true);
+                using var singleOptions = SessionOptionsFor(options, device, threading.Threads, singleGraph: true);
                 _single = new InferenceSession(single, singleOptions);
+                if (threading.Threads > 1 && threading.Measured)
+                {
+                    using var oneOptions = SessionOptionsFor(options, device, 1, singleGraph: true);
+                    _singleOne = new InferenceSession(single, oneOptions);
+                }
             }
         }
         catch
@@ -82,9 +91,11 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             throw;
         }
         _singleInputNames = [OnnxSegment.Input, .. Enumerable.Range(0, cacheLayers.Count).Select(EarlyExitSingleGraph.Threshold)];
-        Description = $"ONNX Runtime {OrtEnv.Instance().GetVersionString()} ({device}" +
-            (OnnxRuntimeEnvironment.PoolThreads is { } threads ? $", shared pool of {threads} thread{(threads == 1 ? "" : "s")}{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")}" : ", 1 thread per session") +
-            (_single is null ? ")" : options.SingleGraphThreads == 1 ? ", one graph at batch 1 on the caller's thread)" : $", one graph at batch 1 with {options.SingleGraphThreads} threads{(options.AllowSpinning ? ", spinning" : "")})");
+        var segmentThreads = OnnxRuntimeEnvironment.PoolThreads is { } pool && (options.IntraOpThreads is not null || threading.Threads == 1)
+            ? $"shared pool of {pool} thread{(pool == 1 ? "" : "s")}{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")}"
+            : $"{options.IntraOpThreads ?? threading.Threads} thread{((options.IntraOpThreads ?? threading.Threads) == 1 ? "" : "s")} per segment session";
+        Description = $"ONNX Runtime {OrtEnv.Instance().GetVersionString()} ({device}, {segmentThreads}" +
+            (_single is null ? ")" : $", one graph at batch 1: {threading.Describe()})");
     }
 
     /// <summary>
@@ -100,7 +111,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         var cacheGraphs = caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray();
         var segments = EarlyExitOnnx.Segments(baseGraph, cacheGraphs);
         var single = options.SingleGraphAtBatchOne && device == "cpu" ? EarlyExitSingleGraph.Build(baseGraph, cacheGraphs) : null;
-        return new OnnxRuntimeBackend(segments, single, baseGraph, caches.Select(c => c.Layer).ToArray(), device, options);
+        var threading = device == "cpu" ? ThreadingChoice.For(baseGraph, options) : ThreadingChoice.Fixed(1);
+        return new OnnxRuntimeBackend(segments, single, baseGraph, caches.Select(c => c.Layer).ToArray(), device, options, threading);
     }
 
     public string Description { get; }
@@ -156,6 +168,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         foreach (var session in _sessions) session?.Dispose();
         foreach (var session in _gathers) session?.Dispose();
         _single?.Dispose();
+        _singleOne?.Dispose();
         _cudaMemory?.Dispose();
     }
 
@@ -175,7 +188,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         };
     }
 
-    private static SessionOptions SessionOptionsFor(EarlyExitEngineOptions options, string device, bool singleGraph = false)
+    private static SessionOptions SessionOptionsFor(EarlyExitEngineOptions options, string device, int threads, bool singleGraph = false)
     {
         var session = new SessionOptions
         {
@@ -184,8 +197,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         };
         try
         {
-            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options);
-            else OnnxRuntimeEnvironment.Configure(session, options);
+            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options, threads);
+            else OnnxRuntimeEnvironment.Configure(session, options, threads);
             if (device.StartsWith("cuda", StringComparison.Ordinal))
                 session.AppendExecutionProvider_CUDA(CudaIndex(device));
             return session;
@@ -257,7 +270,17 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
                 ];
             }
             image[..owner._inputSizes[0]].CopyTo(_oneInput);
-            owner._single!.Run(_runOptions, owner._singleInputNames, _oneInputs, SingleOutputNames, _oneOutputs);
+            // Alone, a call uses the threads the measurement chose; while another call runs, one thread (no oversubscription).
+            var concurrent = Interlocked.Increment(ref owner._singleInFlight) > 1;
+            try
+            {
+                var session = concurrent && owner._singleOne is { } one ? one : owner._single!;
+                session.Run(_runOptions, owner._singleInputNames, _oneInputs, SingleOutputNames, _oneOutputs);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref owner._singleInFlight);
+            }
             _oneProbabilities.CopyTo(probabilities);
             return (int)_oneExit[0];
         }

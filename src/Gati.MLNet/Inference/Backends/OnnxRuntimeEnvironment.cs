@@ -19,31 +19,35 @@ internal static class OnnxRuntimeEnvironment
     /// <summary>Whether the shared pool's threads spin.</summary>
     public static bool Spinning { get; private set; }
 
-    /// <summary>Applies the thread settings to a session: the shared pool when Gati created the environment, else one thread per session.</summary>
-    public static void Configure(SessionOptions session, EarlyExitEngineOptions options)
+    /// <summary>
+    /// Applies the thread settings to a segment session (calls with several inputs): the shared pool when Gati created the
+    /// environment and the options name its size or the measured choice is one thread; otherwise a pool of
+    /// <paramref name="threads"/> of its own that never spins (a wide network whose calls gain from every core, or an
+    /// environment created by another component such as ML.NET's ApplyOnnxModel).
+    /// </summary>
+    public static void Configure(SessionOptions session, EarlyExitEngineOptions options, int threads)
     {
         Initialize(options);
-        if (_sharedPool == true)
+        if (_sharedPool == true && (options.IntraOpThreads is not null || threads == 1))
         {
             session.DisablePerSessionThreads();
         }
         else
         {
-            // Someone else's environment without a shared pool: one thread per session, never spinning.
-            session.IntraOpNumThreads = 1;
+            session.IntraOpNumThreads = options.IntraOpThreads ?? threads;
             session.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         }
     }
 
     /// <summary>
-    /// Thread settings of the single graph's session (batch 1): its own pool of
-    /// <see cref="EarlyExitEngineOptions.SingleGraphThreads"/> threads, by default none (the caller's thread).
+    /// Thread settings of the single graph's session (batch 1): its own pool of <paramref name="threads"/> threads (one:
+    /// the caller's thread), spinning only where the options allow it.
     /// </summary>
-    public static void ConfigureSingleGraph(SessionOptions session, EarlyExitEngineOptions options)
+    public static void ConfigureSingleGraph(SessionOptions session, EarlyExitEngineOptions options, int threads)
     {
         Initialize(options);
-        session.IntraOpNumThreads = options.SingleGraphThreads;
-        session.AddSessionConfigEntry("session.intra_op.allow_spinning", options.AllowSpinning && options.SingleGraphThreads > 1 ? "1" : "0");
+        session.IntraOpNumThreads = threads;
+        session.AddSessionConfigEntry("session.intra_op.allow_spinning", options.AllowSpinning && threads > 1 ? "1" : "0");
     }
 
     /// <summary>

@@ -22,7 +22,8 @@ internal static class OnnxRuntimeTiming
     {
         var cuts = baseGraph.Cuts.Count;
         var parts = new double[cuts + 1];
-        var overhead = CallOverhead(batch, runs, options);
+        var threads = ThreadingChoice.For(baseGraph, options).Threads;
+        var overhead = CallOverhead(batch, runs, options, threads);
         for (var part = 0; part <= cuts; part++)
         {
             var graph = new OnnxGraphBuilder($"part{part}");
@@ -40,7 +41,7 @@ internal static class OnnxRuntimeTiming
                 outputShape = [batch, .. baseGraph.DimsAt(part + 1)];
             }
             graph.Output(graph.Rename(output, "Output"), TensorProto.Types.DataType.Float, outputShape.Skip(1).Select(d => (long?)d).Prepend(null).ToArray());
-            var ms = Time(graph.ToBytes(), [batch, .. dims], [("Output", outputShape, false)], runs, options);
+            var ms = Time(graph.ToBytes(), [batch, .. dims], [("Output", outputShape, false)], runs, options, threads);
             parts[part] = part == cuts ? ms : Math.Max(0, ms - overhead);
         }
         return parts;
@@ -52,7 +53,12 @@ internal static class OnnxRuntimeTiming
     /// its single graph (<see cref="EarlyExitEngineOptions.SingleGraphAtBatchOne"/>), where a cache adds nodes to the
     /// one call, not a call.
     /// </summary>
-    public static double Cache(LearnedCache cache, int batch, int runs, EarlyExitEngineOptions options)
+    /// <param name="cache">The cache.</param>
+    /// <param name="batch">Rows per call.</param>
+    /// <param name="runs">Timed calls (median kept).</param>
+    /// <param name="options">The engine's settings.</param>
+    /// <param name="threads">The threads the engine's calls use (<see cref="ThreadingChoice"/> of its base model).</param>
+    public static double Cache(LearnedCache cache, int batch, int runs, EarlyExitEngineOptions options, int threads)
     {
         var shape = cache.FeatureShape;
         var classes = cache.Classes;
@@ -63,24 +69,25 @@ internal static class OnnxRuntimeTiming
         var probabilities = graph.Rename(graph.Node("Exp", [logProbabilities]), "Probabilities");
         graph.Output(probabilities, TensorProto.Types.DataType.Float, null, classes);
         graph.Output(hit, TensorProto.Types.DataType.Bool, (long?)null);
-        var ms = Time(graph.ToBytes(), [batch, shape.Channels, shape.Height, shape.Width], [("Probabilities", [batch, classes], false), ("Hit", [batch], true)], runs, options);
-        return batch == 1 && options.SingleGraphAtBatchOne ? Math.Max(0, ms - CallOverhead(batch, runs, options)) : ms;
+        var ms = Time(graph.ToBytes(), [batch, shape.Channels, shape.Height, shape.Width], [("Probabilities", [batch, classes], false), ("Hit", [batch], true)], runs, options, threads);
+        return batch == 1 && options.SingleGraphAtBatchOne ? Math.Max(0, ms - CallOverhead(batch, runs, options, threads)) : ms;
     }
 
-    private static double CallOverhead(int batch, int runs, EarlyExitEngineOptions options)
+    private static double CallOverhead(int batch, int runs, EarlyExitEngineOptions options, int threads)
     {
         var graph = new OnnxGraphBuilder("identity");
         var x = graph.Input("Input", TensorProto.Types.DataType.Float, null, 1);
         graph.Output(graph.Rename(x, "Output"), TensorProto.Types.DataType.Float, null, 1);
-        return Time(graph.ToBytes(), [batch, 1], [("Output", [batch, 1], false)], runs, options);
+        return Time(graph.ToBytes(), [batch, 1], [("Output", [batch, 1], false)], runs, options, threads);
     }
 
-    private static double Time(byte[] model, long[] inputShape, (string Name, long[] Shape, bool Bool)[] outputs, int runs, EarlyExitEngineOptions options)
+    private static double Time(byte[] model, long[] inputShape, (string Name, long[] Shape, bool Bool)[] outputs, int runs, EarlyExitEngineOptions options,
+        int threads)
     {
         using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         // Batch 1 is served by the single graph's session where the engine has one: time it with that session's threads.
-        if (inputShape[0] == 1 && options.SingleGraphAtBatchOne) OnnxRuntimeEnvironment.ConfigureSingleGraph(sessionOptions, options);
-        else OnnxRuntimeEnvironment.Configure(sessionOptions, options);
+        if (inputShape[0] == 1 && options.SingleGraphAtBatchOne) OnnxRuntimeEnvironment.ConfigureSingleGraph(sessionOptions, options, threads);
+        else OnnxRuntimeEnvironment.Configure(sessionOptions, options, threads);
         using var session = new InferenceSession(model, sessionOptions);
         var random = new Random(7);
         var input = new float[inputShape.Aggregate(1L, (a, b) => a * b)];
