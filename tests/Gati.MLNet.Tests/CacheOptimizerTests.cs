@@ -11,18 +11,18 @@ public sealed class CacheOptimizerTests
     /// Candidate A on layer 1 (0.2 ms, 1 MB) exits rows 0-49 and is wrong on row 0; candidate B on layer 2 (0.2 ms, 1 MB)
     /// exits rows 0-79 and is always right.
     /// </summary>
-    private static CacheMeasurements Synthetic()
+    private static CacheMeasurements Synthetic(long cacheBytes = 1 << 20, long baseBytes = 0)
     {
         const int rows = 100;
         var candidates = new[]
         {
-            new CacheCandidate(0, 1, PredictorArchitecture.Conv(), 0.5, 0.98, 0.2, 0.2, 1 << 20),
-            new CacheCandidate(1, 2, PredictorArchitecture.FC(16), 0.8, 1.0, 0.2, 0.2, 1 << 20),
+            new CacheCandidate(0, 1, PredictorArchitecture.Conv(), 0.5, 0.98, 0.2, 0.2, cacheBytes),
+            new CacheCandidate(1, 2, PredictorArchitecture.FC(16), 0.8, 1.0, 0.2, 0.2, cacheBytes),
         };
         var exits = new[] { Enumerable.Range(0, rows).Select(r => r < 50).ToArray(), Enumerable.Range(0, rows).Select(r => r < 80).ToArray() };
         var correct = new[] { Enumerable.Range(0, rows).Select(r => r != 0).ToArray(), Enumerable.Repeat(true, rows).ToArray() };
         double[] parts = [1.1, 1, 1, 0.1];
-        return new CacheMeasurements(candidates, exits, correct, parts, parts, 1, "cpu");
+        return new CacheMeasurements(candidates, exits, correct, parts, parts, 1, "cpu", baseParameterBytes: baseBytes);
     }
 
     [Fact]
@@ -75,6 +75,21 @@ public sealed class CacheOptimizerTests
         var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.98, MemoryBudgetBytes: 1 << 20));
         Assert.Single(plan.Chosen);
         Assert.True(plan.MemoryBytes <= 1 << 20);
+    }
+
+    [Fact]
+    public void Choose_NoBudgetGiven_FollowsTheBaseModelsMemory()
+    {
+        // 40 MB caches: both fit 64 MB only one at a time; a 100 MB base model lifts the default budget to 100 MB.
+        const long cache = 40L << 20;
+        var small = CacheOptimizer.Choose(Synthetic(cache, baseBytes: 1 << 20), new CacheConstraints(MinimumAgreement: 0.98));
+        Assert.Single(small.Chosen);
+        Assert.Contains("cache memory <= 64.0 MB (default", small.Explanation);
+        var large = CacheOptimizer.Choose(Synthetic(cache, baseBytes: 100L << 20), new CacheConstraints(MinimumAgreement: 0.98));
+        Assert.Equal([1, 2], large.Chosen.Select(c => c.Layer));
+        var unlimited = CacheOptimizer.Choose(Synthetic(cache, baseBytes: 1 << 20), new CacheConstraints(MinimumAgreement: 0.98, MemoryBudgetBytes: long.MaxValue));
+        Assert.Equal(2, unlimited.Chosen.Count);
+        Assert.Equal(64L << 20, CacheOptimizer.DefaultMemoryBudget(0));
     }
 
     [Fact]

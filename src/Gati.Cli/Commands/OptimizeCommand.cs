@@ -23,7 +23,7 @@ internal static class OptimizeCommand
         var runtime = new RuntimeArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with candidate caches (gati fit-caches).", Required = true };
         var agreement = new Option<double>("--agreement-target") { Description = "Least agreement with the base model on held-out rows.", DefaultValueFactory = _ => 0.99 }.Share();
-        var memory = new Option<double?>("--memory-budget-mb") { Description = "Most memory for the chosen caches' parameters, in MB (default: no limit)." }.Positive();
+        var memory = new Option<double?>("--memory-budget-mb") { Description = "Most memory for the chosen caches' parameters, in MB (default: the larger of the base model's parameter memory and 64 MB)." }.Positive();
         var batchSize = new Option<int>("--batch-size") { Description = "Batch size to minimise latency for (timings are taken at 1 and at this size).", DefaultValueFactory = _ => 1 }.AtLeast(1);
         var holdoutRows = new Option<long>("--holdout-rows") { Description = "Measure on the last N rows of the training split (held out from predictor training; use fit-caches' value).", DefaultValueFactory = _ => 5000 }.AtLeast(2L);
         var confidence = new Option<double?>("--confidence") { Description = "Require the agreement target at this one-sided confidence (exact Clopper-Pearson lower bound on the held-out rows), e.g. 0.95; default: as a point estimate (the bound is reported either way)." }.Require(v => v is null or (> 0.5 and < 1), "must be above 0.5 and below 1");

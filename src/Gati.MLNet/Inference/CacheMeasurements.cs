@@ -28,8 +28,9 @@ public sealed record CacheCandidate(int Index, int Layer, PredictorArchitecture 
 public sealed class CacheMeasurements
 {
     internal CacheMeasurements(IReadOnlyList<CacheCandidate> candidates, bool[][] exits, bool[][] correct, double[] blockMs, double[] blockBatchMs,
-        int batchSize, string device, ExecutionBackend backend = ExecutionBackend.TorchSharp)
+        int batchSize, string device, ExecutionBackend backend = ExecutionBackend.TorchSharp, long baseParameterBytes = 0)
     {
+        BaseParameterBytes = baseParameterBytes;
         Backend = backend;
         Candidates = candidates;
         Exits = exits;
@@ -63,6 +64,9 @@ public sealed class CacheMeasurements
 
     /// <summary>The device timed.</summary>
     public string Device { get; }
+
+    /// <summary>The base model's parameter memory (float32), which the optimizer's default memory budget follows.</summary>
+    public long BaseParameterBytes { get; }
 
     /// <summary>The runtime timed: the latency model holds for engines on this backend.</summary>
     public ExecutionBackend Backend { get; }
@@ -123,7 +127,7 @@ public sealed class CacheMeasurements
                 hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes));
         }
         return new CacheMeasurements(list, exits, correct, blockMs, blockBatchMs, batchSize,
-            backend == ExecutionBackend.OnnxRuntime ? "cpu" : resnet!.Network.Device.ToString(), backend);
+            backend == ExecutionBackend.OnnxRuntime ? "cpu" : resnet!.Network.Device.ToString(), backend, baseModel.ParameterCount * sizeof(float));
     }
 
     /// <summary>

@@ -6,7 +6,10 @@ namespace Gati.MLNet.Inference;
 
 /// <summary>What a cache plan must satisfy.</summary>
 /// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99).</param>
-/// <param name="MemoryBudgetBytes">Most memory for all chosen caches' parameters (null: no limit).</param>
+/// <param name="MemoryBudgetBytes">Most memory for all chosen caches' parameters. Null: the larger of the base model's own
+/// parameter memory and 64 MB (<see cref="CacheOptimizer.DefaultMemoryBudget"/>), so caches at most double a large model's
+/// memory and an FC(1024) on the 200,704 values of a 224 x 224 ResNet-18's first cut points (822 MB) stays out unless a
+/// budget is given; <see cref="long.MaxValue"/> for no limit.</param>
 /// <param name="BatchSize">Batch size the latency is minimised for (1, or the measurements' batch size).</param>
 /// <param name="Confidence">
 /// When set (e.g. 0.95), the agreement target must hold at this one-sided confidence: the exact (Clopper-Pearson) lower
@@ -87,7 +90,8 @@ public static class CacheOptimizer
         var plans = byLayer.Aggregate(1L, (n, g) => n > ExhaustiveLimit ? n : n * (g.Length + 1));
         var evaluator = new Evaluator(measurements, constraints.BatchSize);
         var best = evaluator.Evaluate([]);
-        bool Better(Evaluator.Result candidate, Evaluator.Result incumbent) => CacheOptimizer.Better(candidate, incumbent, constraints, measurements.Rows);
+        var memoryBudget = constraints.MemoryBudgetBytes ?? DefaultMemoryBudget(measurements.BaseParameterBytes);
+        bool Better(Evaluator.Result candidate, Evaluator.Result incumbent) => CacheOptimizer.Better(candidate, incumbent, constraints, measurements.Rows, memoryBudget);
         long evaluated = 1;
         string search;
         if (plans <= ExhaustiveLimit)
@@ -134,8 +138,11 @@ public static class CacheOptimizer
             PlansEvaluated = evaluated,
             Search = search,
         };
-        return plan with { Explanation = Explain(plan, measurements, constraints, evaluator) };
+        return plan with { Explanation = Explain(plan, measurements, constraints, evaluator, memoryBudget) };
     }
+
+    /// <summary>The memory budget when none is given: the larger of the base model's parameter memory and 64 MB.</summary>
+    public static long DefaultMemoryBudget(long baseParameterBytes) => Math.Max(64L << 20, baseParameterBytes);
 
     /// <summary>A transformer with only the plan's caches (one per layer), ready for the early-exit engine.</summary>
     public static LearnedCachesTransformer Apply(CachePlan plan, LearnedCachesTransformer candidates)
@@ -149,12 +156,12 @@ public static class CacheOptimizer
     private static (long Agreed, long Exits) Counts(Evaluator.Result result, int rows) =>
         ((long)Math.Round(result.Agreement * rows), (long)Math.Round(result.HitRate * rows));
 
-    private static bool Better(Evaluator.Result candidate, Evaluator.Result best, CacheConstraints constraints, int rows)
+    private static bool Better(Evaluator.Result candidate, Evaluator.Result best, CacheConstraints constraints, int rows, long budget)
     {
         if (candidate.Agreement < constraints.MinimumAgreement) return false;
         if (constraints.Confidence is { } confidence && candidate.Set.Count > 0
             && Online.Proportion.ClopperPearsonLower(Counts(candidate, rows).Agreed, rows, confidence) < constraints.MinimumAgreement) return false;
-        if (constraints.MemoryBudgetBytes is { } budget && candidate.Bytes > budget) return false;
+        if (candidate.Bytes > budget) return false;
         if (candidate.Ms < best.Ms - 1e-9) return true;
         return Math.Abs(candidate.Ms - best.Ms) <= 1e-9 && candidate.Set.Count < best.Set.Count;
     }
@@ -169,11 +176,12 @@ public static class CacheOptimizer
         return false;
     }
 
-    private static string Explain(CachePlan plan, CacheMeasurements m, CacheConstraints constraints, Evaluator evaluator)
+    private static string Explain(CachePlan plan, CacheMeasurements m, CacheConstraints constraints, Evaluator evaluator, long memoryBudget)
     {
         var unit = constraints.BatchSize == 1 ? "ms per input (batch 1)" : $"ms per batch of {constraints.BatchSize}";
         var text = new StringBuilder();
-        var budget = constraints.MemoryBudgetBytes is { } b ? string.Create(CultureInfo.InvariantCulture, $", cache memory <= {b / 1048576.0:F1} MB") : "";
+        var budget = memoryBudget == long.MaxValue ? ""
+            : string.Create(CultureInfo.InvariantCulture, $", cache memory <= {memoryBudget / 1048576.0:F1} MB{(constraints.MemoryBudgetBytes is null ? " (default: the larger of the base model's and 64 MB)" : "")}");
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Measured on {m.Rows} held-out rows on {m.Device} with {(m.Backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp")}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{(constraints.Confidence is { } conf ? string.Create(CultureInfo.InvariantCulture, $" at {conf:P0} confidence (exact lower bound)") : " (point estimate)")}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
         text.AppendLine();
