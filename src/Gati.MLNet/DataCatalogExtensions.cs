@@ -103,7 +103,7 @@ public static class DataCatalogExtensions
 
     /// <summary>
     /// Writes Fashion-MNIST images as PNG files into class sub-folders of <paramref name="outputDirectory"/> (28 x 28
-    /// grayscale, <c>{class}/{index}.png</c>): the product photos as an image folder, for pipelines that load image files
+    /// grayscale, <c>{class}/{index:D6}.png</c>): the product photos as an image folder, for pipelines that load image files
     /// (<see cref="LoadImagePaths"/>). Resumable: files already written are kept.
     /// </summary>
     /// <param name="catalog">mlContext.Data.</param>

@@ -107,6 +107,12 @@ public sealed class BaseModelImportTests(CachesFixture fixture) : IClassFixture<
         var actualLabels = ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(scored).Transform(scored).GetColumn<string>("PredictedLabel").ToArray();
         Assert.Equal(expectedLabels, actualLabels);
         Assert.All(expectedScores.Zip(actualScores), p => Assert.True(p.First.Zip(p.Second).All(s => Math.Abs(s.First - s.Second) < 1e-4)));
+
+        // The imported base model alone is a Gati model zip (what gati import writes and gati fit-caches reads).
+        var path = temp.File("imported.zip");
+        ml.Gati().SaveModel(imported, data.Schema, path);
+        var loaded = ml.Gati().LoadModel(path, out _);
+        Assert.Equal(actualScores, loaded.Transform(test).GetColumn<float[]>("Score").ToArray());
     }
 
     [Fact]

@@ -187,7 +187,7 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
         using var layer8Only = fixture.Context.Gati().ExtractFeatures(fixture.Model, 8).Fit(Rows(1));
         var error = Assert.Throws<InvalidOperationException>(() =>
             FeatureDump.Write(layer8Only, Rows(40), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" }));
-        Assert.Contains("layers (3,8, not yet complete, vs 8", error.Message);
+        Assert.Contains("layers (layer3,layer8, not yet complete, vs layer8", error.Message);
     }
 
     [Fact]

@@ -109,6 +109,29 @@ public sealed class OnnxExportTests
     }
 
     [Theory]
+    [InlineData(8, 8, 8, 4)]   // the grid divides the map: equal cells
+    [InlineData(6, 7, 5, 3)]   // it does not: PyTorch's adaptive bins, overlapping
+    [InlineData(4, 5, 5, 1)]   // one cell: the channel means
+    public void Predictor_Grid_LogProbabilitiesMatchTorchSharpOnTheFeatureMap(int channels, int height, int width, int grid)
+    {
+        var shape = new Models.TensorShape(channels, height, width);
+        using var generator = new Generator(14);
+        using var predictor = SeededInit.Create(6, () => PredictorNetwork.Create(PredictorArchitecture.Grid(grid, 12), shape.Size, 5, shape));
+        predictor.eval();
+        var features = Random(generator, 3, shape.Size);
+        float[] expected;
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+            expected = predictor.forward(tensor(features, [3, shape.Size])).data<float>().ToArray();
+
+        var graph = new OnnxGraphBuilder("predictor");
+        var input = graph.Input("Features", global::Onnx.TensorProto.Types.DataType.Float, null, channels, height, width);
+        graph.Output(graph.Rename(CacheOnnx.Predictor(graph, predictor, input, "p", [channels, height, width]), "LogProbabilities"),
+            global::Onnx.TensorProto.Types.DataType.Float, null, 5);
+        AssertClose(expected, Run(graph.ToBytes(), "Features", features, [3, channels, height, width], "LogProbabilities"), 1e-4);
+    }
+
+    [Theory]
     [InlineData("sorted:16")]
     [InlineData("raw:8")]
     [InlineData("reference")]

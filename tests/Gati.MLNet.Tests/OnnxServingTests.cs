@@ -130,7 +130,7 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         var path = Path.Combine(AppContext.BaseDirectory, "Assets", "learned-caches-format-1.1.zip");
         var (exit, log) = Processes.RunDotnet(Processes.SiblingAssembly("Gati.MLNet.ModelProbe"), ["engine-description", path, "2"]);
         Assert.True(exit == 0, log);
-        Assert.Contains("(cpu, shared pool of 2 threads, one graph at batch 1 on the caller's thread)", log);
+        Assert.Contains("(cpu, shared pool of 2 threads, one graph at batch 1: ", log);
     }
 
     [Fact]

@@ -99,6 +99,7 @@ internal static class ModelFiles
         Transforms.ResNetTransformer.LoaderSignature, Transforms.ChannelNormalizingTransformer.LoaderSignature,
         Transforms.FeatureExtractingTransformer.LoaderSignature, Transforms.PredictorTransformer.LoaderSignature,
         Transforms.SelectorTransformer.LoaderSignature, Transforms.LearnedCachesTransformer.LoaderSignature,
+        Transforms.ImportedModelTransformer.LoaderSignature,
     ];
 
     /// <summary>
