@@ -78,6 +78,23 @@ public sealed class CacheOptimizerTests
     }
 
     [Fact]
+    public void Choose_OracleSelectors_ExitWhereverThePredictorAgrees()
+    {
+        // With oracles, A exits rows 1-99 at layer 1 (1.3 ms) and B takes row 0 at layer 2 (2.5 ms): 1.312 ms, all agreeing.
+        var plan = CacheOptimizer.Choose(Synthetic(), new CacheConstraints(MinimumAgreement: 0.995));
+        var oracle = Assert.IsType<CachePlan>(plan.Oracle);
+        Assert.Equal([1, 2], oracle.Chosen.Select(c => c.Layer));
+        Assert.Equal(1.312, oracle.ExpectedMs, 6);
+        Assert.Equal(1.0, oracle.ExpectedAgreement, 9);
+        Assert.Equal(1.0, oracle.ExpectedHitRate, 9);
+        Assert.Null(oracle.Oracle);
+        Assert.Contains("With oracle selectors", plan.Explanation);
+        Assert.Contains("1.312 ms (2.44x)", plan.Explanation);
+        // The predictor agreement column is the predictor's, not the selector's: A agrees on 99 of 100 rows.
+        Assert.Contains("| 1 | Conv(3, 1) | 99.00 % | 50.0 % |", plan.Explanation);
+    }
+
+    [Fact]
     public void Choose_NoBudgetGiven_FollowsTheBaseModelsMemory()
     {
         // 40 MB caches: both fit 64 MB only one at a time; a 100 MB base model lifts the default budget to 100 MB.

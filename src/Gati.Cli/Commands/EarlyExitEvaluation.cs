@@ -19,15 +19,18 @@ internal sealed record EarlyExitEvaluationSettings(string Model, DatasetSpec Dat
 
 /// <summary>Figures of one batch size.</summary>
 internal sealed record EarlyExitResult(int BatchSize, long Images, double Agreement, double Accuracy, double FullAccuracy, double HitRate,
-    IReadOnlyDictionary<int, double> ExitShare, double MeanMs, double P50Ms, double P99Ms, double FullMeanMs, double FullP50Ms, double FullP99Ms)
+    IReadOnlyDictionary<int, double> ExitShare, double MeanMs, double P50Ms, double P99Ms, double FullMeanMs, double FullP50Ms, double FullP99Ms,
+    string FullModel = "", string FullModelRace = "")
 {
     public double Speedup => FullMeanMs / MeanMs;
 }
 
 /// <summary>
 /// Early exit against the full base model on the same device and batch sizes: agreement with the base model,
-/// accuracy on ground truth, exits per layer, and per-call latency (mean, p50, p99). The full model runs through the
-/// same engine without caches, and the two are interleaved batch by batch so that both see the same machine state.
+/// accuracy on ground truth, exits per layer, and per-call latency (mean, p50, p99). The full model is the fastest way
+/// to run it on these cores at each batch size (<see cref="FullModelBaseline"/>: Gati's engine without caches, or the
+/// whole graph in a plain ONNX Runtime session on 1 thread, every core, or every core spinning), and the two are
+/// interleaved batch by batch so that both see the same machine state.
 /// </summary>
 internal sealed class EarlyExitEvaluation(IAnsiConsole console)
 {
@@ -43,7 +46,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         {
             var parts = LoadedModel.Parts(model, settings.Model);
             using var early = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(model, settings.Serving);
-            using var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(parts.BaseTransformer, settings.Serving);
+            using var full = new FullModelBaseline(context, parts.BaseTransformer, parts.BaseModel, settings.Serving);
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var size = parts.BaseModel.InputShape.Size;
             var (images, labels) = Load(parts.Inputs(data), parts.ImageColumn, size);
@@ -98,21 +101,23 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         return (images.ToArray(), labels.ToArray());
     }
 
-    private EarlyExitResult Measure(EarlyExitPredictionEngine<ImageInput, EarlyExitPrediction> early, EarlyExitPredictionEngine<ImageInput, EarlyExitPrediction> full,
+    private EarlyExitResult Measure(EarlyExitPredictionEngine<ImageInput, EarlyExitPrediction> early, FullModelBaseline baseline,
         float[] images, uint[] labels, int batchSize, int size)
     {
         var rows = labels.Length;
         if (rows == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to evaluate (check --rows and the dataset files).");
+        var (full, race) = baseline.Fastest(images, rows, size, batchSize);
+        console.MarkupLineInterpolated($"batch {batchSize}: {race}");
         var earlyTimes = new List<double>();
         var fullTimes = new List<double>();
         var earlyAnswers = new EarlyExitPrediction[rows];
-        var fullAnswers = new EarlyExitPrediction[rows];
+        var fullAnswers = new uint[rows];
         var span = images.AsSpan();
         for (var warm = 0; warm < WarmupCalls; warm++)
         {
             var n = Math.Min(batchSize, rows);
             early.Predict(span[..(n * size)], n);
-            full.Predict(span[..(n * size)], n);
+            full.Predict(span[..(n * size)].ToArray(), n);
         }
         var call = 0;
         for (var start = 0; start < rows; start += batchSize)
@@ -120,7 +125,8 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
             var n = Math.Min(batchSize, rows - start);
             var batch = span.Slice(start * size, n * size).ToArray();
             // Alternate which runs first, so neither always finds the caches warm.
-            EarlyExitPrediction[] e, f;
+            EarlyExitPrediction[] e;
+            uint[] f;
             if (call++ % 2 == 0)
             {
                 e = Timed(() => early.Predict(batch, n), earlyTimes);
@@ -134,19 +140,19 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
             e.CopyTo(earlyAnswers, start);
             f.CopyTo(fullAnswers, start);
         }
-        var agreement = earlyAnswers.Zip(fullAnswers).Count(p => p.First.PredictedLabel == p.Second.PredictedLabel) / (double)rows;
+        var agreement = earlyAnswers.Zip(fullAnswers).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
         var accuracy = earlyAnswers.Zip(labels).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
-        var fullAccuracy = fullAnswers.Zip(labels).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
+        var fullAccuracy = fullAnswers.Zip(labels).Count(p => p.First == p.Second) / (double)rows;
         var exitShare = earlyAnswers.GroupBy(a => a.ExitLayer).ToDictionary(g => g.Key, g => g.Count() / (double)rows);
         var result = new EarlyExitResult(batchSize, rows, agreement, accuracy, fullAccuracy, 1 - exitShare.GetValueOrDefault(0),
             exitShare, earlyTimes.Average(), Percentile(earlyTimes, 0.5), Percentile(earlyTimes, 0.99),
-            fullTimes.Average(), Percentile(fullTimes, 0.5), Percentile(fullTimes, 0.99));
+            fullTimes.Average(), Percentile(fullTimes, 0.5), Percentile(fullTimes, 0.99), full.Name, race);
         console.MarkupLineInterpolated(
-            $"batch {batchSize}: agreement {result.Agreement:P2}, accuracy {result.Accuracy:P2} (full {result.FullAccuracy:P2}), {result.HitRate:P1} exit early, mean {result.MeanMs:F3} ms vs {result.FullMeanMs:F3} ms: [bold]{result.Speedup:F2}x[/]");
+            $"batch {batchSize}: agreement {result.Agreement:P2}, accuracy {result.Accuracy:P2} (full {result.FullAccuracy:P2}), {result.HitRate:P1} exit early, mean {result.MeanMs:F3} ms vs {result.FullMeanMs:F3} ms ({full.Name}): [bold]{result.Speedup:F2}x[/]");
         return result;
     }
 
-    private static EarlyExitPrediction[] Timed(Func<EarlyExitPrediction[]> call, List<double> times)
+    private static T Timed<T>(Func<T> call, List<double> times)
     {
         var start = Stopwatch.GetTimestamp();
         var result = call();
@@ -185,6 +191,10 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
             md.AppendLine(CultureInfo.InvariantCulture, $"| {r.BatchSize} | {string.Join(" | ", results[0].ExitShare.Keys.Order().Select(k => r.ExitShare.GetValueOrDefault(k).ToString("P1", CultureInfo.InvariantCulture)))} |");
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture, $"Latency is per engine call (one batch), measured after {WarmupCalls} warm-up calls, early exit and full model interleaved. Wall time {seconds:F0} s.");
+        md.AppendLine();
+        md.AppendLine("The full model at each batch size is the fastest way found to run it on these cores (raced before the timed run):");
+        md.AppendLine();
+        foreach (var r in results) md.AppendLine(CultureInfo.InvariantCulture, $"- batch {r.BatchSize}: **{r.FullModel}**; {r.FullModelRace}.");
         md.AppendLine();
         md.AppendLine("```");
         md.AppendLine(settings.CommandLine);

@@ -54,7 +54,16 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
             if (labels.Length == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure.");
 
             var engines = new List<string>();
-            foreach (var options in settings.Backends)
+            var backends = settings.Backends;
+            if (parts.BaseModel is not Gati.MLNet.Models.ResNetBaseModel && backends.Any(b => b.Backend == ExecutionBackend.TorchSharp))
+            {
+                // An imported network is served by ONNX Runtime only.
+                backends = backends.Where(b => b.Backend != ExecutionBackend.TorchSharp).ToArray();
+                if (backends.Count == 0)
+                    throw new InvalidOperationException($"{parts.BaseModel.Description} is served by ONNX Runtime only: use --backend onnxruntime.");
+                console.MarkupLineInterpolated($"[yellow]{parts.BaseModel.Description} is served by ONNX Runtime only: TorchSharp is left out.[/]");
+            }
+            foreach (var options in backends)
             {
                 var name = ServingArguments.Name(options.Backend);
                 var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(baseModel, options);

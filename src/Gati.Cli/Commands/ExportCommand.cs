@@ -31,7 +31,7 @@ internal static class ExportCommand
         };
         var updateModel = new Option<bool>("--update-model")
         {
-            Description = "Re-save a model zip of an older format with its ONNX segment graphs inside (format 1.2), so that serving does not export them at load.",
+            Description = "Re-save a model zip of an older format in the current one (1.3): the base model's and each cache's ONNX graph inside, so that serving builds its segments from them instead of exporting the TorchSharp networks at load.",
         };
         var dataset = new DatasetArguments();
         var verify = new Option<bool>("--verify")

@@ -15,7 +15,7 @@ internal static class FitCachesCommand
         var runtime = new RuntimeArguments();
         var baseModel = new Option<string?>("--base-model", "-b") { Description = "Base model zip (gati train-base): predictors are trained here." };
         var predictorsModel = new Option<string?>("--predictors-model") { Description = "Model zip from gati train-predictors: reuse its base model and predictors, train only selectors." };
-        var layers = new Option<string?>("--layers") { Description = "Layers that get caches, e.g. 2-7 (default: all layers of --predictors-model, else 1-8)." }.ParsedBy(v => LayerList.Parse(v!));
+        var layers = new Option<string?>("--layers") { Description = "Layers that get caches, e.g. 2-7 (default: all layers of --predictors-model, else every cut point of the base model)." }.ParsedBy(v => LayerList.Parse(v!));
         var architectures = new Option<string?>("--architectures") { Description = "Predictor architectures (candidates per layer), e.g. conv or conv,fc:64 (default: conv; with --predictors-model: all of its)." }.ParsedBy(v => ArchitectureList.Parse(v!));
         var selector = new Option<string>("--selector") { Description = "Selector network: sorted[:hidden] (MLP over sorted log-probabilities), raw[:hidden], or reference (Linear(k, 2) as in the paper's code).", DefaultValueFactory = _ => "sorted:16" }.ParsedBy(v => SelectorArchitecture.Parse(v));
         var precision = new Option<double>("--target-precision") { Description = "Precision of exits (agreement with the base model among rows that exit) each threshold is calibrated to.", DefaultValueFactory = _ => 0.995 }.Share();

@@ -19,4 +19,16 @@ internal sealed record HeldOutSplit(IDataView Split, IDataView Training, IDataVi
         var training = Math.Min(trainRows ?? available, available);
         return new HeldOutSplit(split, context.Data.TakeRows(split, training), context.Data.SkipRows(split, available), training, holdoutRows);
     }
+
+    /// <summary>
+    /// The <paramref name="rows"/> training rows just before the held-out rows: rows that neither predictors (trained
+    /// on fewer rows from the start) nor selectors and thresholds (fitted on the held-out rows) have seen.
+    /// </summary>
+    public IDataView Fresh(MLContext context, long rows)
+    {
+        var available = (Split.GetRowCount() ?? 0) - HeldOutRows;
+        if (rows < 2 || rows > available)
+            throw new ArgumentException($"--fresh-rows must be between 2 and {available} (the rows before the {HeldOutRows} held-out rows).");
+        return context.Data.SkipRows(context.Data.TakeRows(Split, available), available - rows);
+    }
 }

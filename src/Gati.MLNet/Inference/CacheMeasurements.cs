@@ -74,6 +74,30 @@ public sealed class CacheMeasurements
     /// <summary>Full-model time at batch 1, ms.</summary>
     public double FullMs => BlockMs.Sum();
 
+    /// <summary>True when every selector was replaced by the oracle (<see cref="WithOracleSelectors"/>).</summary>
+    public bool OracleSelectors { get; private init; }
+
+    /// <summary>
+    /// The same predictors and timings with an oracle for every selector: a cache exits exactly on the rows where its
+    /// predictor's label equals the base model's. No selector can do better with these predictors, so the optimizer's
+    /// plan on these measurements (always at 100 % agreement) is the ceiling the selectors fall short of.
+    /// </summary>
+    public CacheMeasurements WithOracleSelectors()
+    {
+        var candidates = Candidates.Select((c, i) =>
+        {
+            var hits = Correct[i].Count(x => x);
+            return c with { HitRate = (double)hits / Math.Max(1, Rows), Precision = hits == 0 ? double.NaN : 1.0 };
+        }).ToArray();
+        return new CacheMeasurements(candidates, Correct, Correct, [.. BlockMs], [.. BlockBatchMs], BatchSize, Device, Backend, BaseParameterBytes)
+        {
+            OracleSelectors = true,
+        };
+    }
+
+    /// <summary>Share of the measured rows on which candidate <paramref name="index"/>'s predictor agrees with the base model.</summary>
+    public double PredictorAgreement(int index) => Correct[index].Count(x => x) / (double)Math.Max(1, Rows);
+
     /// <summary>
     /// Runs every candidate of <paramref name="candidates"/> on every row of <paramref name="heldOut"/> (an image column
     /// as the base model reads it) and times the base model's parts and each candidate on random inputs.
@@ -96,6 +120,8 @@ public sealed class CacheMeasurements
         var baseModel = candidates.BaseModel;
         if (backend == ExecutionBackend.TorchSharp && baseModel is not Models.ResNetBaseModel)
             throw new NotSupportedException($"{baseModel.Description} is served by ONNX Runtime only; measure it for ONNX Runtime.");
+        // The process-wide ONNX Runtime settings come from the engine options, before feature extraction opens a session.
+        if (backend == ExecutionBackend.OnnxRuntime) Backends.OnnxRuntimeEnvironment.Initialize(engineOptions ?? new EarlyExitEngineOptions());
         var (exits, correct) = Decisions(candidates, heldOut);
 
         var batchRuns = Math.Max(5, timingRuns / 5);

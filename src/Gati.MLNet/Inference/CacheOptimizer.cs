@@ -60,6 +60,13 @@ public sealed record CachePlan
     /// <summary>Expected speedup over the full model.</summary>
     public double ExpectedSpeedup => FullMs / ExpectedMs;
 
+    /// <summary>
+    /// The plan the same predictors would give with oracle selectors (each cache exits exactly where its predictor agrees
+    /// with the base model; <see cref="CacheMeasurements.WithOracleSelectors"/>), under the same memory budget: the best
+    /// any selector could reach. Null on a plan that was itself made with oracle selectors.
+    /// </summary>
+    public CachePlan? Oracle { get; init; }
+
     /// <summary>Human-readable reasons: candidates, constraints, the chosen set and each cache's contribution.</summary>
     public string Explanation { get; init; } = "";
 }
@@ -138,7 +145,16 @@ public static class CacheOptimizer
             PlansEvaluated = evaluated,
             Search = search,
         };
-        return plan with { Explanation = Explain(plan, measurements, constraints, evaluator, memoryBudget) };
+        plan = plan with { Explanation = Explain(plan, measurements, constraints, evaluator, memoryBudget) };
+        if (measurements.OracleSelectors) return plan;
+        var oracle = Choose(measurements.WithOracleSelectors(), constraints with { MemoryBudgetBytes = memoryBudget, Confidence = null });
+        var text = oracle.Chosen.Count == 0
+            ? "With oracle selectors (each cache exiting exactly where its predictor agrees with the base model) no cache would pay off either."
+            : string.Create(CultureInfo.InvariantCulture,
+                $"With oracle selectors (each cache exiting exactly where its predictor agrees with the base model: the best any selector could do with these predictors): " +
+                $"{string.Join(", ", oracle.Chosen.Select(c => $"layer {c.Layer} {c.Architecture}"))}, {oracle.ExpectedMs:F3} ms ({oracle.ExpectedSpeedup:F2}x), " +
+                $"{oracle.ExpectedHitRate:P1} of inputs exit early, agreement 100 %. The selectors reach {plan.ExpectedSpeedup:F2}x of that {oracle.ExpectedSpeedup:F2}x.");
+        return plan with { Oracle = oracle, Explanation = plan.Explanation + Environment.NewLine + text + Environment.NewLine };
     }
 
     /// <summary>The memory budget when none is given: the larger of the base model's parameter memory and 64 MB.</summary>
@@ -185,11 +201,11 @@ public static class CacheOptimizer
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Measured on {m.Rows} held-out rows on {m.Device} with {(m.Backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp")}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{(constraints.Confidence is { } conf ? string.Create(CultureInfo.InvariantCulture, $" at {conf:P0} confidence (exact lower bound)") : " (point estimate)")}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
         text.AppendLine();
-        text.AppendLine("| layer | predictor | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
-        text.AppendLine("|---|---|---|---|---|---|---|");
+        text.AppendLine("| layer | predictor | predictor agreement | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
+        text.AppendLine("|---|---|---|---|---|---|---|---|");
         foreach (var c in m.Candidates.OrderBy(c => c.Layer))
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"| {c.Layer} | {c.Architecture} | {c.HitRate:P1} | {(double.IsNaN(c.Precision) ? "-" : c.Precision.ToString("P2", CultureInfo.InvariantCulture))} | {c.CostMs:F3} | {c.ParameterBytes / 1048576.0:F2} MB | {(plan.Chosen.Contains(c) ? "yes" : "")} |");
+                $"| {c.Layer} | {c.Architecture} | {m.PredictorAgreement(c.Index):P2} | {c.HitRate:P1} | {(double.IsNaN(c.Precision) ? "-" : c.Precision.ToString("P2", CultureInfo.InvariantCulture))} | {c.CostMs:F3} | {c.ParameterBytes / 1048576.0:F2} MB | {(plan.Chosen.Contains(c) ? "yes" : "")} |");
         text.AppendLine();
         if (plan.Chosen.Count == 0)
         {
