@@ -124,6 +124,38 @@ public sealed class PredictorNetworkTests
             network.InitializeAsHead(net.HeadLinear.weight!, net.HeadLinear.bias!, net.LayerOutputShape(8)));
     }
 
+    [Theory]
+    [InlineData("fc:32")]
+    [InlineData("pool:100:16")]
+    [InlineData("grid:2:16")]
+    [InlineData("conv:3:1")]
+    [InlineData("conv:5:2")]
+    public void FoldInputStandardization_EveryKind_ReadsRawFeaturesAsItReadStandardisedOnes(string architecture)
+    {
+        var shape = new TensorShape(4, 6, 6);
+        using var network = PredictorNetwork.Create(PredictorArchitecture.Parse(architecture), (int)shape.Size, 10, shape);
+        network.eval();
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var raw = rand(5, shape.Size).mul(300).add(20);
+        const double mean = 170, scale = 85;
+        var before = network.forward(raw.sub(mean).div(scale));
+        network.FoldInputStandardization(mean, scale);
+        var after = network.forward(raw);
+        Assert.True(after.allclose(before, rtol: 1e-4, atol: 1e-4), $"max difference {after.sub(before).abs().max().item<float>()}");
+    }
+
+    [Theory]
+    [InlineData(0.0, 0.0)]
+    [InlineData(0.0, -1.0)]
+    [InlineData(double.NaN, 1.0)]
+    [InlineData(0.0, double.PositiveInfinity)]
+    public void FoldInputStandardization_InvalidMoments_AreRefused(double mean, double scale)
+    {
+        using var network = PredictorNetwork.Create(PredictorArchitecture.FC(8), 12, 3);
+        Assert.Throws<ArgumentOutOfRangeException>(() => network.FoldInputStandardization(mean, scale));
+    }
+
     [Fact]
     public void ConvPredictor_StartsAsAPassThroughConvolution_SoNoPositionStartsDead()
     {

@@ -108,15 +108,15 @@ public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixt
         Assert.All(scores, s => Assert.Equal(1f, s.Sum(v => MathF.Exp(v)), 3));
     }
 
-    /// <summary>Layer 2 of <paramref name="data"/> times <paramref name="factor"/>, with the teacher's logits and label.</summary>
-    private IDataView ScaledLayer2(IDataView data, float factor)
+    /// <summary>Layer 2 of <paramref name="data"/> times <paramref name="factor"/> plus <paramref name="offset"/>, with the teacher's logits and label.</summary>
+    private IDataView ScaledLayer2(IDataView data, float factor, float offset = 0)
     {
         var features = FeatureExtractionTests.Column(data, "Layer2");
         var logits = FeatureExtractionTests.Column(data, "BaseLogits");
         var labels = FeatureExtractionTests.Column(data, "BasePredictedLabel");
         var rows = features.Select((f, i) => new ScaledRow
         {
-            Layer2 = f.Select(v => v * factor).ToArray(),
+            Layer2 = f.Select(v => v * factor + offset).ToArray(),
             BaseLogits = logits[i],
             BasePredictedLabel = (uint)labels[i][0] - 1, // ML.NET adds 1 when it reads a key from a row class
         });
@@ -147,6 +147,7 @@ public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixt
         {
             var options = PredictorFixture.Options(new PredictorSpec(2, PredictorArchitecture.FC(64)));
             options.InputStepBound = bound;
+            options.StandardizeInputs = false; // the step bound alone
             options.ValidationSet = heldOut;
             var reports = new List<PredictorTrainingProgress>();
             options.Progress = new SynchronousProgress<PredictorTrainingProgress>(reports.Add);
@@ -158,6 +159,36 @@ public sealed class PredictorTrainerTests(PredictorFixture fixture) : IClassFixt
         Assert.Null(results["reference"].Scale);
         Assert.True(results["bounded"].Agreement > Math.Max(0.6, chance + 0.2), summary);
         Assert.True(results["bounded"].Agreement > results["reference"].Agreement + 0.05, summary);
+    }
+
+    [Theory]
+    [InlineData("fc:64")]
+    [InlineData("conv:3:1")]
+    public void Fit_FeaturesInTheHundreds_LearnOnlyWhenStandardised_AndTheSavedNetworkReadsThemRaw(string architecture)
+    {
+        // Real layer-2 features times 40 plus 200: all positive and in the hundreds, like a pretrained backbone's fed
+        // 0-255 pixels. Standardised while training (then folded into the first layer) the predictor learns; read raw,
+        // plain SGD at the recipe's rate does not get far from a constant.
+        var train = ScaledLayer2(fixture.Train, 40, 200);
+        var heldOut = ScaledLayer2(fixture.HeldOut, 40, 200);
+        var chance = MajorityShare();
+        var results = new Dictionary<bool, double>();
+        foreach (var standardize in new[] { true, false })
+        {
+            var options = PredictorFixture.Options(new PredictorSpec(2, PredictorArchitecture.Parse(architecture)));
+            options.StandardizeInputs = standardize;
+            options.ValidationSet = heldOut;
+            using var chain = fixture.Context.Gati().Predictors(options).Fit(train);
+            var predictor = chain.Cast<PredictorTransformer>().Single();
+            // The transformer applies the saved network to the features as they are: its agreement is the one measured
+            // while training on the standardised ones, so the fold is exact (up to float rounding of a few rows at most).
+            var measured = Agreement(predictor.Transform(heldOut), predictor.PredictedLabelColumnName);
+            Assert.InRange(measured, predictor.Summary.ValidationAgreement - 0.006, predictor.Summary.ValidationAgreement + 0.006);
+            results[standardize] = measured;
+        }
+        var summary = $"standardised {results[true]:P1}, raw {results[false]:P1}, majority class {chance:P1}";
+        Assert.True(results[true] > Math.Max(0.6, chance + 0.2), summary);
+        Assert.True(results[true] > results[false] + 0.05, summary);
     }
 
     [Fact]

@@ -43,9 +43,15 @@ internal static class PredictorTraining
 {
     private const string CheckpointKind = "predictors";
 
-    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, double[] rateScales, int featureIndex, bool fromHead) : IDisposable
+    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, double[] rateScales, int featureIndex, bool fromHead,
+        (double Mean, double Scale) input = default) : IDisposable
     {
         public bool FromHead { get; } = fromHead; // started as the base model's head (BaseHeadStart)
+        // Trains on (features - Mean) / Scale; folded into the network at the end (Scale 0: as they are).
+        public (double Mean, double Scale) Input { get; } = input.Scale > 0 ? input : (0, 1);
+
+        /// <summary>What the network reads while it trains: the standardised features.</summary>
+        public Tensor Scaled(Tensor features) => Input is (0, 1) ? features : features.sub(Input.Mean).div(Input.Scale);
         public PredictorSpec Spec { get; } = spec;
         public PredictorNetwork Network { get; } = network;
         public SGD Optimizer { get; } = optimizer;
@@ -128,17 +134,21 @@ internal static class PredictorTraining
             try
             {
                 var fromHead = BaseHeadStart.Apply(host, input, options, specs, networks);
-                var norms = options.InputStepBound is not null && networks.Any(n => n.InputLayerParameters.Count > 0)
-                    ? MeanSquaredNorms(reader, options.BatchSize)
-                    : null;
+                var moments = Moments(reader, options.BatchSize);
                 for (var i = 0; i < specs.Count; i++)
                 {
                     var network = networks[i];
                     network.to(device);
                     var f = Array.IndexOf(features, specs[i].Feature);
-                    var scale = norms is null ? 1 : PredictorOptimizer.InputRateScale(network, options.LearningRate, norms[f], options.InputStepBound);
+                    // Features are standardised while the network trains (one mean and one spread per feature column: a
+                    // pretrained backbone's activations can be hundreds, all positive, where the recipe's rate makes plain
+                    // SGD diverge); a network started as the base model's head reads them as they are.
+                    var standardized = !fromHead[i] && options.StandardizeInputs;
+                    var standardization = standardized ? (moments[f].Mean, moments[f].Scale) : (0.0, 1.0);
+                    var meanSquaredNorm = standardized ? reader.Sizes[f] : moments[f].MeanSquaredNorm;
+                    var scale = options.InputStepBound is null ? 1 : PredictorOptimizer.InputRateScale(network, options.LearningRate, meanSquaredNorm, options.InputStepBound);
                     var optimizer = PredictorOptimizer.Create(network, options.LearningRate, options.Momentum, options.WeightDecay, scale, out var rateScales);
-                    trainees.Add(new Trainee(specs[i], network, optimizer, rateScales, f, fromHead[i]));
+                    trainees.Add(new Trainee(specs[i], network, optimizer, rateScales, f, fromHead[i], standardization));
                 }
             }
             catch
@@ -165,6 +175,7 @@ internal static class PredictorTraining
                     TrainingCheckpoint.LoadModule(best, trainee.Network, $"{trainee.Spec} predictor");
                     trainee.Network.to(device);
                 }
+                trainee.Network.FoldInputStandardization(trainee.Input.Mean, trainee.Input.Scale);
                 trainee.Network.eval();
                 var state = trainee.State;
                 var summary = new PredictorTrainingSummary(state.KeptEpoch ?? state.EpochsRun, state.EpochsRun,
@@ -219,7 +230,7 @@ internal static class PredictorTraining
                             var trainee = active[i];
                             var f = trainee.FeatureIndex;
                             inputs[f] ??= tensor(buffers[f], [options.BatchSize, reader.Sizes[f]]).narrow(0, 0, count).to(device);
-                            var loss = DistillationLoss.Compute(trainee.Network.forward(inputs[f]!), teacher, hard, options.Alpha, options.Temperature);
+                            var loss = DistillationLoss.Compute(trainee.Network.forward(trainee.Scaled(inputs[f]!)), teacher, hard, options.Alpha, options.Temperature);
                             trainee.Optimizer.zero_grad();
                             loss.backward();
                             NonFiniteGuard.Check(loss, trainee.Network, $"{trainee.Spec} predictor", epoch + 1, batch + 1, lr);
@@ -311,25 +322,40 @@ internal static class PredictorTraining
     }
 
     /// <summary>
-    /// Mean squared norm of each feature column over the first <see cref="PredictorOptimizer.NormRows"/> training rows in
-    /// file order: the same rows in every run and on resume, so the scales derived from it are too.
+    /// Per feature column, over the first <see cref="PredictorOptimizer.NormRows"/> training rows in file order (the same
+    /// rows in every run and on resume, so what is derived from them is too): the mean squared norm of a row, and the
+    /// mean and standard deviation of one value (a spread of 0 or one that is not finite gives 1).
     /// </summary>
-    private static double[] MeanSquaredNorms(VectorBatchReader reader, int batchSize)
+    private static (double MeanSquaredNorm, double Mean, double Scale)[] Moments(VectorBatchReader reader, int batchSize)
     {
         var buffers = reader.AllocateBuffers(batchSize);
         var labels = new long[batchSize];
+        var squares = new double[reader.Sizes.Count];
         var sums = new double[reader.Sizes.Count];
         var rows = 0;
         foreach (var count in reader.Read(batchSize, buffers, labels, shuffle: null))
         {
             var take = Math.Min(count, PredictorOptimizer.NormRows - rows);
             for (var f = 0; f < sums.Length; f++)
-                sums[f] += take * PredictorOptimizer.MeanSquaredNorm(buffers[f].AsSpan(0, take * reader.Sizes[f]), reader.Sizes[f]);
+            {
+                var values = buffers[f].AsSpan(0, take * reader.Sizes[f]);
+                squares[f] += take * PredictorOptimizer.MeanSquaredNorm(values, reader.Sizes[f]);
+                double sum = 0;
+                foreach (var v in values) sum += v;
+                sums[f] += sum;
+            }
             rows += take;
             if (rows >= PredictorOptimizer.NormRows) break;
         }
         if (rows == 0) throw new ArgumentException("The training data has no rows.");
-        return sums.Select(s => s / rows).ToArray();
+        return squares.Select((s, f) =>
+        {
+            var meanSquaredNorm = s / rows;
+            var mean = sums[f] / ((double)rows * reader.Sizes[f]);
+            var variance = meanSquaredNorm / reader.Sizes[f] - mean * mean;
+            var spread = Math.Sqrt(Math.Max(0, variance));
+            return spread > 0 && double.IsFinite(spread) && double.IsFinite(mean) ? (meanSquaredNorm, mean, spread) : (meanSquaredNorm, 0.0, 1.0);
+        }).ToArray();
     }
 
     /// <summary>Agreement of each predictor's argmax with the teacher label on held-out data.</summary>
@@ -354,7 +380,7 @@ internal static class PredictorTraining
                 {
                     var f = Array.IndexOf(features, trainees[i].Spec.Feature);
                     inputs[f] ??= tensor(buffers[f], [batchSize, reader.Sizes[f]]).narrow(0, 0, count).to(device);
-                    agree[i] += trainees[i].Network.forward(inputs[f]!).argmax(1).eq(hard).sum().item<long>();
+                    agree[i] += trainees[i].Network.forward(trainees[i].Scaled(inputs[f]!)).argmax(1).eq(hard).sum().item<long>();
                 }
                 total += count;
             }
@@ -372,6 +398,7 @@ internal static class PredictorTraining
         ["batchSize"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
         ["learningRate"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture),
         ["inputStepBound"] = options.InputStepBound?.ToString("R", CultureInfo.InvariantCulture) ?? "none",
+        ["standardizeInputs"] = options.StandardizeInputs ? "yes" : "no",
         ["halvingEpochs"] = options.LearningRateHalvingEpochs.ToString(CultureInfo.InvariantCulture),
         ["momentum"] = options.Momentum.ToString("R", CultureInfo.InvariantCulture),
         ["weightDecay"] = options.WeightDecay.ToString("R", CultureInfo.InvariantCulture),

@@ -54,6 +54,15 @@ public abstract class PredictorTrainingOptions
     public double? InputStepBound { get; set; } = DefaultInputStepBound;
 
     /// <summary>
+    /// Train each predictor (except one started as the base model's head) on standardised features, (x - mean) / spread
+    /// with one mean and one standard deviation per feature column (over the first 256 training rows), then fold both
+    /// into its first linear map, so the saved network reads the features as they are. Activations of a pretrained
+    /// backbone fed raw pixels (ML.NET's ResNet-18 reads 0-255 values) are in the hundreds and all positive, where the
+    /// recipe's learning rate makes plain SGD diverge; Gati's own ResNets' are near 1, where this changes little.
+    /// </summary>
+    public bool StandardizeInputs { get; set; } = true;
+
+    /// <summary>
     /// Start FC, Pool and Grid predictors on layers shaped like the base model's last layer (the channels its head averages:
     /// the last stage of a ResNet) as the base model's head — channel averages into the head's linear layer — so their
     /// first held-out agreement is the head's own on that layer, and keep that start ("epoch 0") unless an epoch beats

@@ -47,6 +47,27 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     /// </summary>
     internal virtual IReadOnlyList<Parameter> InputLayerParameters => [];
 
+    /// <summary>The first linear map applied to the features (every kind applies one, after at most an average pooling, before any ReLU).</summary>
+    private protected abstract (Parameter Weight, Parameter Bias) InputMap { get; }
+
+    /// <summary>
+    /// Makes a network trained on standardised features, (x - <paramref name="mean"/>) / <paramref name="scale"/>, read the
+    /// features as they are. The first linear map W x + b (W on the features, or on their averages: pools, grids and
+    /// convolution windows average or sum them linearly) becomes (W / s) x + b - (m / s) W 1: its weight is divided by
+    /// the scale and its bias takes the mean's part; everything after it stays.
+    /// </summary>
+    internal void FoldInputStandardization(double mean, double scale)
+    {
+        if (!(scale > 0) || !double.IsFinite(scale)) throw new ArgumentOutOfRangeException(nameof(scale), scale, "The input scale must be positive and finite.");
+        if (!double.IsFinite(mean)) throw new ArgumentOutOfRangeException(nameof(mean), mean, "The input mean must be finite.");
+        if (scale == 1 && mean == 0) return;
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var (weight, bias) = InputMap;
+        weight.div_(scale);
+        bias.sub_(weight.flatten(1).sum(1).mul(mean));
+    }
+
     /// <summary>
     /// Sets the weights so that this predictor computes the base model's head — global average pool over the layer's
     /// <paramref name="layer"/>.Channels channels, then the linear <paramref name="weight"/> [k, C] and
@@ -132,6 +153,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
 
         internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
 
+        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
+
         /// <remarks>Hidden unit c averages channel c: 1/(H·W) on its positions.</remarks>
         internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
         {
@@ -165,6 +188,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
             fc2 = nn.Linear(architecture.Hidden, classes);
             RegisterComponents();
         }
+
+        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
 
         /// <remarks>
         /// Hidden unit c averages channel c through the pooled values: adaptive pooling maps the D inputs to P bin
@@ -258,6 +283,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
 
         internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
 
+        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
+
         internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
         {
             if (HeadMismatch(weight, bias, layer, Architecture.Hidden) is { } mismatch) return mismatch;
@@ -314,6 +341,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         }
 
         internal override void ClipGradients() => nn.utils.clip_grad_norm_(parameters(), GradientNorm);
+
+        private protected override (Parameter Weight, Parameter Bias) InputMap => (conv.weight!, conv.bias!);
 
         /// <remarks>
         /// The convolution is computed as the weighted sum of its kernel's shifted, strided views of the input — the
