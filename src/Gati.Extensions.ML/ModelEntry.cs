@@ -142,7 +142,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         OnlineCaches? online;
         lock (_stateGate) online = _online;
         return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
-            engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.Config.InputShape, engine.InputNormalization, engine.ClassNames,
+            engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.InputShape, engine.InputNormalization, engine.ClassNames,
             engine.BackendDescription, generation.Source, online is null ? null : OnlineCacheStatus.Of(online));
     }
 

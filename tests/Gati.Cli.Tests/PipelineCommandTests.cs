@@ -125,6 +125,51 @@ public sealed class PipelineCommandTests
     }
 
     [Fact]
+    public void ImportedOnnxBase_TrainPredictorsReportFitCachesOptimizeEvaluate_Work()
+    {
+        // A Gati ResNet exported to ONNX and imported back is an imported base model (no TorchSharp network): every
+        // command after the import works on it as on a ResNet trained here.
+        using var temp = new TempDirectory();
+        var trained = temp.File("trained.zip");
+        Ok(CliHost.Invoke("train-base", "--data-dir", Data, "--width", "4", "--epochs", "1", "--train-rows", "600", "--test-rows", "100", "--device", "cpu", "--output", trained));
+        var onnx = temp.File("resnet.onnx");
+        Ok(CliHost.Invoke("export", "onnx", "--model", trained, "--output", onnx));
+        var imported = temp.File("imported.zip");
+        var (exit, output) = CliHost.Invoke("import", "onnx", "--model", onnx, "--output", imported);
+        Assert.True(exit == 0, output);
+        Assert.Contains("8 cut points", output);
+
+        var predictors = temp.File("predictors.zip");
+        (exit, output) = CliHost.Invoke("train-predictors", "--base-model", imported, "--data-dir", Data, "--layers", "6-7", "--architectures", "conv,pool:64:8",
+            "--train-rows", "500", "--holdout-rows", "300", "--epochs", "1", "--device", "cpu", "--output", predictors);
+        Assert.True(exit == 0, output);
+        (exit, output) = CliHost.Invoke("train-predictors", "--base-model", imported, "--data-dir", Data, "--layers", "9",
+            "--train-rows", "500", "--holdout-rows", "300", "--epochs", "1", "--device", "cpu", "--output", temp.File("refused.zip"));
+        Assert.Equal(1, exit);
+        Assert.Contains("--layers: 9 is not a cut point of", output);
+
+        var reportDir = temp.File("report");
+        (exit, output) = CliHost.Invoke("report", "predictors", "--model", predictors, "--data-dir", Data, "--rows", "200", "--output-dir", reportDir,
+            "--latency-runs", "5", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        Assert.Contains("| layer | Conv(3, 1) | Pool(64, 8) |", File.ReadAllText(Path.Combine(reportDir, "predictors.md")));
+
+        var caches = temp.File("caches.zip");
+        (exit, output) = CliHost.Invoke("fit-caches", "--predictors-model", predictors, "--data-dir", Data, "--holdout-rows", "300",
+            "--selector-epochs", "2", "--device", "cpu", "--output", caches);
+        Assert.True(exit == 0, output);
+        Assert.Contains("Reusing 4 trained predictors", output);
+        var chosen = temp.File("chosen.zip");
+        Ok(CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
+            "--device", "cpu", "--output", chosen));
+        (exit, output) = CliHost.Invoke("evaluate", "--model", chosen, "--data-dir", Data, "--rows", "100", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        (exit, output) = CliHost.Invoke("evaluate-early-exit", "--model", chosen, "--data-dir", Data, "--rows", "100", "--batch-sizes", "1,4", "--device", "cpu");
+        Assert.True(exit == 0, output);
+        Assert.Contains("fastest full model at batch 1 of 4 (30 calls each, interleaved in blocks of 10)", output);
+    }
+
+    [Fact]
     public void FitCaches_BothOrNeitherModel_IsAnError()
     {
         var (exit, output) = CliHost.Invoke("fit-caches", "--output", "x.zip", "--device", "cpu");

@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Import;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
@@ -44,6 +45,56 @@ public sealed class BaseModelImportTests(CachesFixture fixture) : IClassFixture<
             Assert.Equal(a.Select(p => (p.ExitLayer, p.PredictedLabel)), b.Select(p => (p.ExitLayer, p.PredictedLabel)));
             Assert.All(a.Zip(b), p => Assert.True(p.First.Score.Zip(p.Second.Score).All(s => Math.Abs(s.First - s.Second) < 1e-5)));
         }
+    }
+
+    /// <summary>What a server that decodes images itself hands the engine: the base model's input, under the conventional name.</summary>
+    public sealed class DecodedImage
+    {
+        public float[] Image { get; set; } = [];
+    }
+
+    /// <summary>The input of ML.NET's image tutorial's prediction engine.</summary>
+    public sealed class ImageFile
+    {
+        public string ImagePath { get; set; } = "";
+    }
+
+    public sealed class Unrelated
+    {
+        public string Name { get; set; } = "";
+    }
+
+    [Fact]
+    public void EarlyExitEngine_ImportedPipelineWithImageTransforms_ReadsWhatTheyReadOrAnImageMemberHoldingTheBaseInput()
+    {
+        // The tutorial's shape on real image files: LoadImages, ResizeImages, ExtractPixels (kept before the imported
+        // base model, which reads 'Pixels'), a featurizer and a linear trainer.
+        using var temp = new TempDirectory();
+        var ml = new MLContext(1);
+        ml.Data.ExportFashionMnistImages(temp.Sub("images"), DatasetSplit.Test, 60);
+        var featurizer = temp.File("featurizer.onnx");
+        File.WriteAllBytes(featurizer, OnnxImportTests.ResidualFeaturizer(seed: 7, withHead: false));
+        var data = ml.Data.LoadImagePaths(temp.Sub("images"), shuffleSeed: 0);
+        var prepare = ml.Transforms.LoadImages("ImageObject", imageFolder: "", "ImagePath")
+            .Append(ml.Transforms.ResizeImages("ImageObject", 16, 16))
+            .Append(ml.Transforms.ExtractPixels("Pixels", "ImageObject"));
+        var pipeline = prepare
+            .Append(ml.Transforms.ApplyOnnxModel(["Features"], ["Pixels"], featurizer))
+            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy("Label", "Features"))
+            .Fit(data);
+        var imported = ml.Gati().ImportBaseModel(pipeline, data.Schema);
+        var paths = data.GetColumn<string>("ImagePath").Take(12).ToArray();
+        var pixels = prepare.Fit(data).Transform(ml.Data.TakeRows(data, 12)).GetColumn<float[]>("Pixels").ToArray();
+
+        using var byTransforms = ml.Gati().CreateEarlyExitEngine<ImageFile, EarlyExitPrediction>(imported, Onnx);
+        using var byImage = ml.Gati().CreateEarlyExitEngine<DecodedImage, EarlyExitPrediction>(imported, Onnx);
+        var a = paths.Select(p => byTransforms.Predict(new ImageFile { ImagePath = p })).ToArray();
+        var b = pixels.Select(p => byImage.Predict(new DecodedImage { Image = p })).ToArray();
+        Assert.Equal(a.Select(p => p.PredictedLabel), b.Select(p => p.PredictedLabel));
+        Assert.All(a.Zip(b), p => Assert.True(p.First.Score.Zip(p.Second.Score).All(s => Math.Abs(s.First - s.Second) < 1e-6)));
+
+        var refused = Assert.Throws<ArgumentException>(() => ml.Gati().CreateEarlyExitEngine<Unrelated, EarlyExitPrediction>(imported, Onnx));
+        Assert.Contains("Unrelated has no float[] 'Pixels' (nor a float[] 'Image' holding it)", refused.Message);
     }
 
     /// <summary>Rows of a 3 x 16 x 16 "image" and a label that depends on it (three classes by the mean of the red plane).</summary>

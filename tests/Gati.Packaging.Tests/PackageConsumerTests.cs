@@ -76,6 +76,28 @@ public sealed class PackageConsumerTests(PackageWorkspace workspace, ITestOutput
     }
 
     [Fact]
+    public void ConsoleApp_OutsideTheRepository_AddsCachesToTheTutorialsPretrainedPipelineAndPredictsByPath()
+    {
+        // The app references Gati.MLNet from the packed feed and Microsoft.ML.DnnImageFeaturizer.ResNet18 from NuGet, as
+        // a user following ML.NET's image classification tutorial would; it runs on real Fashion-MNIST image files.
+        var app = workspace.TrainedApp.App;
+        var images = Path.Combine(app.ModelFolder, "images");
+        var ml = new Microsoft.ML.MLContext(0);
+        Gati.MLNet.DataCatalogExtensions.ExportFashionMnistImages(ml.Data, Path.Combine(images, "train"), Gati.MLNet.Data.DatasetSplit.Train, 150);
+        Gati.MLNet.DataCatalogExtensions.ExportFashionMnistImages(ml.Data, Path.Combine(images, "test"), Gati.MLNet.Data.DatasetSplit.Test, 30);
+
+        var run = app.Run(TimeSpan.FromMinutes(10), "pretrained").EnsureSuccess();
+        output.WriteLine(run.Output);
+
+        Assert.Contains("pretrained: caches on cut points 3,5, 30 test images", run.Lines);
+        Assert.True(File.Exists(Path.Combine(app.ModelFolder, "pretrained-early-exit.zip")));
+        Assert.Single(run.Lines, l => Regex.IsMatch(l, @"^early exits: \d+ of 30 "));
+        var agree = int.Parse(Regex.Match(Assert.Single(run.Lines, l => l.StartsWith("answers equal to the ML.NET pipeline's:", StringComparison.Ordinal)),
+            @": (\d+) of 30").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(agree, 21, 30); // a wrong import would agree by chance (about 3 of 30)
+    }
+
+    [Fact]
     public void GatiTool_InstalledFromThePackage_ShowsHelpAndEvaluatesASavedModel()
     {
         var model = workspace.TrainedApp.App.ModelPath;

@@ -56,7 +56,7 @@ internal sealed class EvaluateRunner(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
-            LoadedModel.ResNet(model, settings.Model); // a zip of other Gati components says so, not "column not found"
+            LoadedModel.Parts(model, settings.Model); // a zip of other Gati components says so, not "column not found"
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var evaluation = Evaluation.Run(context, model, data);

@@ -25,6 +25,7 @@ internal static class FitCachesCommand
         var patience = new Option<int>("--patience") { Description = "Early stop after N epochs without held-out improvement.", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var selectorEpochs = new Option<int>("--selector-epochs") { Description = "Selector epochs.", DefaultValueFactory = _ => 30 }.AtLeast(1);
         var lr = new Option<double>("--lr") { Description = "Predictor learning rate (halved every 5 epochs).", DefaultValueFactory = _ => 0.05 }.Positive();
+        var noStandardize = new Option<bool>("--no-standardize") { Description = "Train predictors on the features as they are (by default on features standardised per cut point, folded into the predictor's first layer afterwards)." };
         var dumpDir = new Option<string?>("--dump-dir") { Description = "Dump predictor training features here instead of streaming them from the base model each epoch." };
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write: base model + learned caches (every candidate).", Required = true };
@@ -32,7 +33,7 @@ internal static class FitCachesCommand
         command.Options.Add(baseModel);
         command.Options.Add(predictorsModel);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, dumpDir, seed, output })
+        foreach (var option in new Option[] { layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, noStandardize, dumpDir, seed, output })
             command.Options.Add(option);
         runtime.AddTo(command);
         command.Validators.Add(r =>
@@ -58,6 +59,7 @@ internal static class FitCachesCommand
                 Patience = result.GetValue(patience),
                 SelectorEpochs = result.GetValue(selectorEpochs),
                 LearningRate = result.GetValue(lr),
+                StandardizeInputs = !result.GetValue(noStandardize),
                 DumpDir = result.GetValue(dumpDir),
                 Seed = result.GetValue(seed),
                 Output = result.GetValue(output)!,

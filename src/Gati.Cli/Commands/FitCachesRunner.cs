@@ -29,6 +29,7 @@ internal sealed record FitCachesSettings
     public int Patience { get; init; } = 5;
     public int SelectorEpochs { get; init; } = 30;
     public double LearningRate { get; init; } = 0.05;
+    public bool StandardizeInputs { get; init; } = true;
     public string? DumpDir { get; init; }
     public int Seed { get; init; }
     public required string Output { get; init; }
@@ -73,6 +74,7 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
                     Epochs = settings.Epochs,
                     Patience = settings.Patience,
                     LearningRate = settings.LearningRate,
+                    StandardizeInputs = settings.StandardizeInputs,
                     Seed = settings.Seed,
                     CancellationToken = cancellation,
                     Progress = new Progress<PredictorTrainingProgress>(p =>

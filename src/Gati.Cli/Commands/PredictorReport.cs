@@ -73,13 +73,13 @@ internal sealed class PredictorReport(IAnsiConsole console)
                 .Select(p => Cost(p, settings.LatencyRuns)).ToArray();
 
             Directory.CreateDirectory(settings.OutputDir);
-            var baseModel = LoadedModel.ResNet(model, settings.Model);
-            var title = $"{baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()} split, {agreements[0].Rows} images)";
+            var parts = LoadedModel.Parts(model, settings.Model);
+            var title = $"{parts.Describe} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()} split, {agreements[0].Rows} images)";
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "agreement.csv"), AgreementCsv(agreements));
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "cost.csv"), CostCsv(costs));
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "confidence.csv"), ConfidenceCsv(agreements, confidence));
             Plot(agreements, layers, architectures, title, Path.Combine(settings.OutputDir, "agreement.png"));
-            var markdown = Markdown(settings, title, agreements, confidence, layers, architectures, costs, costLayer, baseModel.Device, evaluationSeconds, clock.Elapsed.TotalSeconds);
+            var markdown = Markdown(settings, title, agreements, confidence, layers, architectures, costs, costLayer, parts.Device, evaluationSeconds, clock.Elapsed.TotalSeconds);
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "predictors.md"), markdown);
             console.WriteLine(markdown);
             console.MarkupLineInterpolated($"Wrote predictors.md, agreement.csv, confidence.csv, cost.csv and agreement.png to [bold]{settings.OutputDir}[/].");

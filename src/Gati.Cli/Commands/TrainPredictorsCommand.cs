@@ -13,7 +13,7 @@ internal static class TrainPredictorsCommand
     {
         var dataset = new DatasetArguments();
         var runtime = new RuntimeArguments();
-        var baseModel = new Option<string>("--base-model", "-b") { Description = "The base model zip written by gati train-base.", Required = true };
+        var baseModel = new Option<string>("--base-model", "-b") { Description = "The base model zip written by gati train-base or gati import.", Required = true };
         var layers = new Option<string>("--layers") { Description = "Layers (residual block outputs) to attach predictors to, e.g. 1-8 or 2,4,6.", DefaultValueFactory = _ => "1-8" }.ParsedBy(v => LayerList.Parse(v));
         var architectures = new Option<string>("--architectures") { Description = "Predictor architectures, comma-separated: fc, pool, conv (or with parameters, e.g. fc:512,conv:5:2).", DefaultValueFactory = _ => "fc,pool,conv" }.ParsedBy(ParseArchitectureNames);
         var fcHidden = new Option<int>("--fc-hidden") { Description = "Hidden units of fc predictors (the seed's FC(1024)).", DefaultValueFactory = _ => 1024 }.AtLeast(1);
@@ -46,6 +46,10 @@ internal static class TrainPredictorsCommand
         {
             Description = "Start every predictor from random weights. By default FC and Pool predictors on the base model's last stage start as its head (channel averages into its linear layer) and keep that start unless an epoch beats it on the held-out rows.",
         };
+        var noStandardize = new Option<bool>("--no-standardize")
+        {
+            Description = "Train predictors on the features as they are. By default each predictor trains on features standardised per cut point (mean and spread of the first 256 training rows), folded into its first layer afterwards.",
+        };
         var halving = new Option<int>("--lr-halving") { Description = "Epochs between learning-rate halvings.", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var alpha = new Option<double>("--alpha") { Description = "Weight of the distillation (KL) term; 1 - alpha weighs cross-entropy with the base model's label.", DefaultValueFactory = _ => 0.5 }.Between(0.0, 1.0);
         var temperature = new Option<double>("--temperature") { Description = "Distillation temperature.", DefaultValueFactory = _ => 6 }.Positive();
@@ -58,7 +62,7 @@ internal static class TrainPredictorsCommand
         command.Options.Add(baseModel);
         dataset.AddTo(command);
         foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
-                     trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, halving, alpha, temperature, seed, output, checkpoint, resume })
+                     trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, noStandardize, halving, alpha, temperature, seed, output, checkpoint, resume })
             command.Options.Add(option);
         runtime.AddTo(command);
 
@@ -92,6 +96,7 @@ internal static class TrainPredictorsCommand
                 LearningRate = result.GetValue(lr),
                 InputStepBound = result.GetValue(stepBound) is > 0 and var bound ? bound : null,
                 HeadStart = !result.GetValue(noHeadStart),
+                StandardizeInputs = !result.GetValue(noStandardize),
                 HalvingEpochs = result.GetValue(halving),
                 Alpha = result.GetValue(alpha),
                 Temperature = result.GetValue(temperature),

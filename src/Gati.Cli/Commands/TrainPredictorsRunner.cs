@@ -33,6 +33,8 @@ internal sealed record TrainPredictorsSettings
     public double LearningRate { get; init; } = 0.05;
     public double? InputStepBound { get; init; } = PredictorTrainingOptions.DefaultInputStepBound;
     public bool HeadStart { get; init; } = true;
+
+    public bool StandardizeInputs { get; init; } = true;
     public int HalvingEpochs { get; init; } = 5;
     public double Alpha { get; init; } = 0.5;
     public double Temperature { get; init; } = 6;
@@ -54,13 +56,24 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
         var loaded = context.Gati().LoadModel(settings.BaseModel, out _);
         try
         {
-            var baseModel = LoadedModel.ResNet(loaded, settings.BaseModel);
-            foreach (var layer in settings.Layers) baseModel.Network.Spec.CheckLayer(layer, "--layers");
+            var parts = LoadedModel.Parts(loaded, settings.BaseModel);
+            var baseModel = parts.BaseTransformer;
+            var cutPoints = parts.BaseModel.CutPoints.Count;
+            foreach (var layer in settings.Layers)
+                if (layer < 1 || layer > cutPoints)
+                    throw new ArgumentException($"--layers: {layer} is not a cut point of {parts.Describe} (1-{cutPoints}).");
 
             var (split, trainImages, holdoutImages, imageRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
             // Augmented copies follow the original rows; the held-out rows stay as they are (they pick the kept epoch).
             // Without copies the split is used as it is (a wrapper would only add a per-row copy and hide its shuffling).
-            if (settings.AugmentedCopies > 0) trainImages = context.Data.AugmentImages(trainImages, settings.AugmentedCopies, seed: settings.Seed);
+            if (settings.AugmentedCopies > 0)
+            {
+                if (parts.Prefix.Count > 0)
+                    throw new ArgumentException($"--augmented-copies shifts and mirrors the dataset's Image column; {parts.Describe} reads {parts.ImageColumn} through its own transforms.");
+                trainImages = context.Data.AugmentImages(trainImages, settings.AugmentedCopies, seed: settings.Seed);
+            }
+            trainImages = parts.Inputs(trainImages);
+            holdoutImages = parts.Inputs(holdoutImages);
             var trainRows = imageRows * (settings.AugmentedCopies + 1);
             using var extractor = context.Gati().ExtractFeatures(baseModel, new FeatureExtractingEstimator.Options { Layers = settings.Layers }).Fit(trainImages);
 
@@ -70,7 +83,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var dumpDir = settings.DumpDir ?? settings.Output + ".features";
             var (useDump, reason) = ChooseMode(settings, estimate, dumpDir);
             console.MarkupLineInterpolated(
-                $"Base model {baseModel.Config.Architecture} width {baseModel.Config.BaseWidth} on {baseModel.Device}; {settings.Dataset.Name}: {trainRows} training rows{(settings.AugmentedCopies > 0 ? $" ({imageRows} images and {settings.AugmentedCopies} augmented copies of each)" : "")}, {settings.HoldoutRows} held-out rows (the last of the training split).");
+                $"Base model {parts.Describe} on {parts.Device}; {settings.Dataset.Name}: {trainRows} training rows{(settings.AugmentedCopies > 0 ? $" ({imageRows} images and {settings.AugmentedCopies} augmented copies of each)" : "")}, {settings.HoldoutRows} held-out rows (the last of the training split).");
             console.MarkupLineInterpolated($"Features: [bold]{(useDump ? "dump" : "stream")}[/] ({reason}).");
 
             IDataView train, holdout;
@@ -110,6 +123,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
                 LearningRate = settings.LearningRate,
                 InputStepBound = settings.InputStepBound,
                 InitializeFromBaseHead = settings.HeadStart,
+                StandardizeInputs = settings.StandardizeInputs,
                 BaseModel = baseModel,
                 LearningRateHalvingEpochs = settings.HalvingEpochs,
                 Alpha = settings.Alpha,
@@ -125,7 +139,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var predictors = LiveProgress.Run(console, "training predictors", settings.Epochs,
                 bar => trainer(new Reporter(console, bar, trainRows)).Fit(train).Cast<PredictorTransformer>().ToArray());
 
-            var chain = new TransformerChain<ITransformer>([baseModel, extractor, .. predictors]);
+            var chain = new TransformerChain<ITransformer>([.. parts.Prefix, baseModel, extractor, .. predictors]);
             context.Gati().SaveModel(chain, split.Schema, settings.Output);
             var table = new Table().AddColumn("layer");
             foreach (var architecture in settings.Architectures) table.AddColumn(new TableColumn(architecture.ToString()).RightAligned());

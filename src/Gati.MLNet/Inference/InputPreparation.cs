@@ -7,10 +7,11 @@ namespace Gati.MLNet.Inference;
 
 /// <summary>
 /// How an early-exit engine gets the base model's input from a <typeparamref name="TInput"/>: an <see cref="ImageInput"/>'s
-/// <c>Image</c>; a float[] member named like the model's image column; or — when the model's chain starts with ML.NET
+/// <c>Image</c>; a float[] member named like the model's image column; when the model's chain starts with ML.NET
 /// transforms that make that column (an imported pipeline's LoadImages, ResizeImages, ExtractPixels) and
-/// <typeparamref name="TInput"/> has what they read (e.g. <c>ImagePath</c>) — those transforms, run through pooled ML.NET
-/// prediction engines (one per concurrent call: ML.NET's are not thread-safe).
+/// <typeparamref name="TInput"/> has what they read (e.g. <c>ImagePath</c>), those transforms, run through pooled ML.NET
+/// prediction engines (one per concurrent call: ML.NET's are not thread-safe); otherwise a float[] <c>Image</c> member,
+/// read as the base model's input itself.
 /// </summary>
 internal sealed class InputPreparation<TInput> : IDisposable where TInput : class
 {
@@ -30,21 +31,23 @@ internal sealed class InputPreparation<TInput> : IDisposable where TInput : clas
             Describe = nameof(ImageInput.Image);
             return;
         }
-        var member = Members(typeof(TInput)).FirstOrDefault(m => ColumnName(m) == imageColumnName && MemberType(m) == typeof(float[]));
-        if (member is not null)
+        if (FloatArray(imageColumnName) is { } named)
         {
-            _member = member switch
-            {
-                PropertyInfo p when p.CanRead => input => (float[]?)p.GetValue(input),
-                FieldInfo f => input => (float[]?)f.GetValue(input),
-                _ => throw new ArgumentException($"{typeof(TInput).Name}.{member.Name} is not readable."),
-            };
-            Describe = member.Name;
+            (_member, Describe) = (named.Read, named.Name);
             return;
         }
+        // The conventional 'Image' member (what ImageInput and Gati's own models use) holds the base model's input as
+        // it reads it when nothing else can make it: a server that decodes images itself (the web sample) serves an
+        // imported pipeline's model, whose base model reads 'Pixels' after the pipeline's ExtractPixels, this way.
+        var image = imageColumnName == DefaultColumnNames.Image ? null : FloatArray(DefaultColumnNames.Image);
         if (prefix is null)
-            throw new ArgumentException(
-                $"{typeof(TInput).Name} needs a public float[] property or field named '{imageColumnName}' (or marked [ColumnName(\"{imageColumnName}\")]) holding the model's input.");
+        {
+            if (image is null)
+                throw new ArgumentException(
+                    $"{typeof(TInput).Name} needs a public float[] property or field named '{imageColumnName}' (or marked [ColumnName(\"{imageColumnName}\")]) holding the model's input.");
+            (_member, Describe) = (image.Value.Read, $"{image.Value.Name} (as the base model's '{imageColumnName}')");
+            return;
+        }
         // The model's own transforms make the image column from what TInput holds (checked now, not at the first request).
         _prefix = prefix;
         _context = context;
@@ -56,10 +59,27 @@ internal sealed class InputPreparation<TInput> : IDisposable where TInput : clas
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
         {
-            throw new ArgumentException(
-                $"{typeof(TInput).Name} has no float[] '{imageColumnName}', and the model's transforms before its base model cannot make it from {typeof(TInput).Name}: {ex.Message}", ex);
+            if (image is null)
+                throw new ArgumentException(
+                    $"{typeof(TInput).Name} has no float[] '{imageColumnName}' (nor a float[] '{DefaultColumnNames.Image}' holding it), and the model's transforms before its base model cannot make it from {typeof(TInput).Name}: {ex.Message}", ex);
+            (_prefix, _context, _outputSchema) = (null, null, null);
+            (_member, Describe) = (image.Value.Read, $"{image.Value.Name} (as the base model's '{imageColumnName}'; the model's transforms before it are not run)");
+            return;
         }
         Describe = $"'{imageColumnName}' made by the model's transforms";
+    }
+
+    /// <summary>A readable public float[] member of <typeparamref name="TInput"/> for the column <paramref name="column"/>.</summary>
+    private static (Func<TInput, float[]?> Read, string Name)? FloatArray(string column)
+    {
+        var member = Members(typeof(TInput)).FirstOrDefault(m => ColumnName(m) == column && MemberType(m) == typeof(float[]));
+        return member switch
+        {
+            null => null,
+            PropertyInfo p when p.CanRead => (input => (float[]?)p.GetValue(input), p.Name),
+            FieldInfo f => (input => (float[]?)f.GetValue(input), f.Name),
+            _ => throw new ArgumentException($"{typeof(TInput).Name}.{member.Name} is not readable."),
+        };
     }
 
     public string ImageColumnName { get; }

@@ -247,6 +247,7 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
             WeightDecay = p.WeightDecay,
             LearningRateHalvingEpochs = p.LearningRateHalvingEpochs,
             InputStepBound = p.InputStepBound,
+            StandardizeInputs = p.StandardizeInputs,
             InitializeFromBaseHead = p.InitializeFromBaseHead,
             BaseModel = p.BaseModel,
             KnownBaseNetwork = ((IBaseModelHolder)extractor).Base,

@@ -97,6 +97,8 @@ public sealed class PackageWorkspace : IDisposable
         var appFolder = Path.Combine(Root, "app");
         RunDotnet(Root, TimeSpan.FromMinutes(5), "new", "console", "-n", ConsumerApp.Name, "-o", appFolder, "--no-restore", "--no-update-check").EnsureSuccess();
         RunDotnet(appFolder, TimeSpan.FromMinutes(5), "add", "package", "Gati.MLNet", "--version", LibraryVersion).EnsureSuccess();
+        // The tutorial's pretrained featurizer, for the app's "pretrained" command (the version the repository pins).
+        RunDotnet(appFolder, TimeSpan.FromMinutes(5), "add", "package", "Microsoft.ML.DnnImageFeaturizer.ResNet18", "--version", "0.24.0").EnsureSuccess();
         File.Copy(Path.Combine(AppContext.BaseDirectory, "ConsumerApp", "Program.cs"), Path.Combine(appFolder, "Program.cs"), overwrite: true);
         var build = RunDotnet(appFolder, TimeSpan.FromMinutes(10), "build", "-c", "Release", "-nodeReuse:false", "-p:UseSharedCompilation=false").EnsureSuccess();
 
