@@ -140,9 +140,10 @@ internal static class PredictorTraining
                     var network = networks[i];
                     network.to(device);
                     var f = Array.IndexOf(features, specs[i].Feature);
-                    // Features are standardised while the network trains (one mean and one spread per feature column: a
-                    // pretrained backbone's activations can be hundreds, all positive, where the recipe's rate makes plain
-                    // SGD diverge); a network started as the base model's head reads them as they are.
+                    // Features are standardised while the network trains (one mean and one spread per feature column:
+                    // post-ReLU features are all positive with a mean above their spread, and on a pretrained backbone's
+                    // early cut points plain SGD at the recipe's rate stayed at a constant answer); a network started as the
+                    // base model's head reads them as they are.
                     var standardized = !fromHead[i] && options.StandardizeInputs;
                     var standardization = standardized ? (moments[f].Mean, moments[f].Scale) : (0.0, 1.0);
                     var meanSquaredNorm = standardized ? reader.Sizes[f] : moments[f].MeanSquaredNorm;

@@ -56,9 +56,10 @@ public abstract class PredictorTrainingOptions
     /// <summary>
     /// Train each predictor (except one started as the base model's head) on standardised features, (x - mean) / spread
     /// with one mean and one standard deviation per feature column (over the first 256 training rows), then fold both
-    /// into its first linear map, so the saved network reads the features as they are. Activations of a pretrained
-    /// backbone fed raw pixels (ML.NET's ResNet-18 reads 0-255 values) are in the hundreds and all positive, where the
-    /// recipe's learning rate makes plain SGD diverge; Gati's own ResNets' are near 1, where this changes little.
+    /// into its first linear map, so the saved network reads the features as they are. Post-ReLU features are all
+    /// positive with a mean larger than their spread (1.7 ± 1.2 at the second cut point of ML.NET's pretrained ResNet-18,
+    /// averaged over a 4 x 4 grid): at the recipe's learning rate that network's Grid predictors on its first two blocks
+    /// stayed at a constant answer. False trains on the features as they are (the reference's recipe).
     /// </summary>
     public bool StandardizeInputs { get; set; } = true;
 
