@@ -10,6 +10,7 @@ using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Training;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 
 var ml = new MLContext(seed: 1);
 var folder = args[1];
