@@ -5,7 +5,7 @@
 # model (checked against the pipeline on the test rows), candidate caches fitted on its cut points, the set chosen on
 # fresh rows at 99 % agreement (95 % lower bound), and early exit evaluated against the full model on the test rows at
 # batch 1 and 16. Both run on ONNX Runtime with the threading measured on this machine; the full model is one graph.
-# About 35 minutes on 2 CPU cores (docs/your-own-model.md). Everything goes to ./out/pretrained/ (reused when rerun).
+# About 30 minutes on 2 CPU cores (docs/your-own-model.md). Everything goes to ./out/pretrained/ (reused when rerun).
 #
 # Sizes (environment): CLASSIFIER_ROWS (4000), CACHE_ROWS (10000, predictor training), HOLDOUT_ROWS (3000, selectors
 # and thresholds), FRESH_ROWS (3000, the optimizer's rows), TEST_ROWS (2000).
