@@ -135,23 +135,15 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
         }
         // Interleaved in blocks of calls (FullModelBaseline.BlockCalls), the order alternating, so that both see the same
         // machine state and neither always finds the caches warm or pays for the other's spinning threads.
-        var blockRows = batchSize * FullModelBaseline.BlockCalls;
-        for (var block = 0; block * blockRows < rows; block++)
-        {
-            var first = block * blockRows;
-            var end = Math.Min(rows, first + blockRows);
-            for (var turn = 0; turn < 2; turn++)
+        foreach (var (earlyTurn, firstCall, endCall) in FullModelBaseline.Turns((rows + batchSize - 1) / batchSize))
+            for (var call = firstCall; call < endCall; call++)
             {
-                var earlyTurn = (turn == 0) == (block % 2 == 0);
-                for (var start = first; start < end; start += batchSize)
-                {
-                    var n = Math.Min(batchSize, end - start);
-                    var batch = span.Slice(start * size, n * size).ToArray();
-                    if (earlyTurn) Timed(() => early.Predict(batch, n), earlyTimes).CopyTo(earlyAnswers, start);
-                    else Timed(() => full.Predict(batch, n), fullTimes).CopyTo(fullAnswers, start);
-                }
+                var start = call * batchSize;
+                var n = Math.Min(batchSize, rows - start);
+                var batch = span.Slice(start * size, n * size).ToArray();
+                if (earlyTurn) Timed(() => early.Predict(batch, n), earlyTimes).CopyTo(earlyAnswers, start);
+                else Timed(() => full.Predict(batch, n), fullTimes).CopyTo(fullAnswers, start);
             }
-        }
         var agreement = earlyAnswers.Zip(fullAnswers).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
         var accuracy = earlyAnswers.Zip(labels).Count(p => p.First.PredictedLabel == p.Second) / (double)rows;
         var fullAccuracy = fullAnswers.Zip(labels).Count(p => p.First == p.Second) / (double)rows;

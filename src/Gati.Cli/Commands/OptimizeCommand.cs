@@ -157,19 +157,16 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
         }
         double earlyMs = 0, fullMs = 0;
         // In blocks of calls, the order alternating (FullModelBaseline.BlockCalls says why).
-        var blocks = (batches.Length + FullModelBaseline.BlockCalls - 1) / FullModelBaseline.BlockCalls;
-        for (var block = 0; block < blocks; block++)
-            for (var turn = 0; turn < 2; turn++)
+        foreach (var (earlyTurn, first, end) in FullModelBaseline.Turns(batches.Length))
+        {
+            var start = Stopwatch.GetTimestamp();
+            for (var i = first; i < end; i++)
             {
-                var earlyTurn = (turn == 0) == (block % 2 == 0);
-                var start = Stopwatch.GetTimestamp();
-                for (var i = block * FullModelBaseline.BlockCalls; i < Math.Min(batches.Length, (block + 1) * FullModelBaseline.BlockCalls); i++)
-                {
-                    if (earlyTurn) early.Predict(batches[i], batch); else full.Predict(batches[i], batch);
-                }
-                var ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-                if (earlyTurn) earlyMs += ms; else fullMs += ms;
+                if (earlyTurn) early.Predict(batches[i], batch); else full.Predict(batches[i], batch);
             }
+            var ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            if (earlyTurn) earlyMs += ms; else fullMs += ms;
+        }
         return (fullMs / earlyMs, earlyMs / batches.Length, fullMs / batches.Length, batches.Length, full.Name);
     }
 }

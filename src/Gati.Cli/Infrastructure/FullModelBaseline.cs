@@ -30,6 +30,22 @@ internal sealed class FullModelBaseline : IDisposable
     /// </summary>
     internal const int BlockCalls = 10;
 
+    /// <summary>
+    /// The order in which two ways of running take turns over <paramref name="calls"/> calls: blocks of
+    /// <see cref="BlockCalls"/> calls [First, End), each run by one way then the other (<c>FirstWay</c> true: the first
+    /// way goes first), the order alternating from block to block.
+    /// </summary>
+    internal static IEnumerable<(bool FirstWay, int First, int End)> Turns(int calls)
+    {
+        for (var block = 0; block * BlockCalls < calls; block++)
+        {
+            var first = block * BlockCalls;
+            var end = Math.Min(calls, first + BlockCalls);
+            yield return (block % 2 == 0, first, end);
+            yield return (block % 2 != 0, first, end);
+        }
+    }
+
     private readonly List<FullModelRunner> _runners = [];
 
     public FullModelBaseline(MLContext context, ITransformer baseTransformer, BaseModel baseModel, EarlyExitEngineOptions serving)
