@@ -58,6 +58,7 @@ public sealed class OptionValidationTests
         Add("--agreement-target", "optimize -m {model} -o {out} --agreement-target 1.01", "demo -o {dir} --agreement-target 0");
         Add("--memory-budget-mb", "optimize -m {model} -o {out} --memory-budget-mb 0");
         Add("--timing-runs", "optimize -m {model} -o {out} --timing-runs 0");
+        Add("--precision-targets", "optimize -m {model} -o {out} --precision-targets 1.5", "optimize -m {model} -o {out} --precision-targets 0.99,x");
         Add("--batch-sizes", "evaluate-early-exit -m {model} --batch-sizes 1,0", "bench engine -m {model} --batch-sizes x");
         Add("--rounds", "bench engine -m {model} --rounds 0");
         Add("--images-per-round", "bench engine -m {model} --images-per-round 0");

@@ -78,9 +78,19 @@ public sealed class PipelineCommandTests
         Assert.Contains("Reusing 2 trained predictors", output);
 
         var chosen = temp.File("chosen.zip");
-        Ok(CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
-            "--device", "cpu", "--output", chosen));
-        Assert.Contains($"\ngati optimize --model {caches} ", File.ReadAllText(chosen + ".plan.md"));
+        (exit, output) = CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
+            "--device", "cpu", "--output", chosen);
+        Assert.True(exit == 0, output);
+        var plan = File.ReadAllText(chosen + ".plan.md");
+        Assert.Contains($"\ngati optimize --model {caches} ", plan);
+        // Every fitted cache is also a candidate at the default precision targets' thresholds (from its calibration curve).
+        Assert.Matches(@"2 fitted caches, \d+ more candidates re-thresholded for exit precisions 97\.0 %, 98\.0 %, 99\.0 %, 99\.5 %, 99\.8 %, 99\.9 %", output);
+        Assert.True(plan.Split('\n').Count(l => l.StartsWith("| 7 | Conv(3, 1) | ", StringComparison.Ordinal)) >= 2, plan);
+        var fittedOnly = temp.File("fitted-only.zip");
+        (exit, output) = CliHost.Invoke("optimize", "--model", caches, "--data-dir", Data, "--holdout-rows", "300", "--agreement-target", "0.5", "--timing-runs", "5",
+            "--precision-targets", "none", "--device", "cpu", "--output", fittedOnly);
+        Assert.True(exit == 0, output);
+        Assert.Single(File.ReadAllLines(fittedOnly + ".plan.md"), l => l.StartsWith("| 7 | Conv(3, 1) | ", StringComparison.Ordinal));
 
         // Caches of another architecture, fitted later on the same base model, join the candidates.
         var fcCaches = temp.File("fc-caches.zip");

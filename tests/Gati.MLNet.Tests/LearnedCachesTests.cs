@@ -278,6 +278,46 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
         Assert.Empty(tight.Chosen);
     }
 
+    [Fact]
+    public void Optimizer_ThresholdVariants_ShareNetworksAndDecideAsEachThresholdAlone()
+    {
+        using var variants = fixture.Caches.WithThresholdVariants([0.9, 0.95, 0.99, 0.999]);
+        // Each fitted cache first, then its re-thresholded copies: one threshold each, sharing the fitted networks.
+        foreach (var cache in fixture.Caches.Caches)
+        {
+            var mine = variants.Caches.Where(c => c.Layer == cache.Layer).ToArray();
+            Assert.True(mine.Length >= 2, $"layer {cache.Layer}: no variant besides the fitted threshold");
+            Assert.Equal(cache.Calibration.Threshold, mine[0].Calibration.Threshold);
+            Assert.Equal(mine.Length, mine.Select(c => c.Calibration.Threshold).Distinct().Count());
+            Assert.All(mine, c => Assert.Same(cache.Predictor, c.Predictor));
+            Assert.All(mine, c => Assert.False(c.Calibration.NeverExits));
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => fixture.Caches.WithThresholdVariants([1.5]));
+
+        var heldOut = fixture.Context.Data.SkipRows(fixture.Context.Data.TakeRows(fixture.Base.Train, 2000), 1600);
+        var measurements = CacheMeasurements.Measure(variants, heldOut, batchSize: 1, timingRuns: 5);
+        Assert.Equal(variants.Caches.Count, measurements.Candidates.Count);
+        // The networks run once per group of variants; every variant's exits are what its threshold alone decides.
+        for (var i = 0; i < variants.Caches.Count; i++)
+        {
+            using var alone = variants.WithCaches([variants.Caches[i]]);
+            var single = CacheMeasurements.Measure(alone, heldOut, batchSize: 1, timingRuns: 1);
+            Assert.Equal(single.Exits[0], measurements.Exits[i]);
+            Assert.Equal(single.Correct[0], measurements.Correct[i]);
+            Assert.Equal(variants.Caches[i].Calibration.Threshold, measurements.Candidates[i].Threshold);
+        }
+        // A looser threshold exits on a superset of a stricter one's rows.
+        foreach (var layer in measurements.Candidates.GroupBy(c => c.Layer))
+        foreach (var (loose, strict) in layer.SelectMany(a => layer.Where(b => b.Threshold > a.Threshold).Select(b => (a, b))))
+            Assert.All(Enumerable.Range(0, measurements.Rows), r => Assert.True(!measurements.Exits[strict.Index][r] || measurements.Exits[loose.Index][r]));
+
+        var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(MinimumAgreement: 0.9));
+        Assert.Equal(plan.Chosen.Select(c => c.Layer).Distinct().Count(), plan.Chosen.Count);
+        using var chosen = CacheOptimizer.Apply(plan, variants);
+        Assert.Equal(plan.Chosen.Select(c => c.Threshold), chosen.Caches.Select(c => c.Calibration.Threshold));
+        Assert.Contains("threshold (calibrated precision)", plan.Explanation);
+    }
+
     public sealed class WrongInput
     {
         public double[] Pixels { get; set; } = [];

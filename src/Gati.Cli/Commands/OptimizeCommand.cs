@@ -30,11 +30,16 @@ internal static class OptimizeCommand
         var freshRows = new Option<long?>("--fresh-rows") { Description = "Measure on the N training rows just before the held-out rows instead: rows no predictor, selector or threshold was fitted on (fit-caches' --train-rows must stop before them), so the agreement bound is not flattered by the rows the thresholds were calibrated on." }.Require(v => v is null or >= 2, "must be at least 2");
         var timingRuns = new Option<int>("--timing-runs") { Description = "Timed repetitions per model part.", DefaultValueFactory = _ => 200 }.AtLeast(1);
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write with the chosen caches only (plus the plan as <output>.plan.md).", Required = true };
+        var targets = new Option<string>("--precision-targets")
+        {
+            Description = "Exit precisions, comma-separated, to re-threshold every candidate for (from its calibration curve, no data needed), so the plan picks each cache's threshold as well as its layer: a looser one early, a stricter one later; 'none' keeps the fitted thresholds only.",
+            DefaultValueFactory = _ => string.Join(",", CacheOptimizer.DefaultPrecisionTargets.Select(t => t.ToString(CultureInfo.InvariantCulture))),
+        }.ParsedBy(v => ParsePrecisionTargets(v));
         var more = new Option<string[]>("--more-candidates") { Description = "Further fit-caches zips on the same base model (e.g. other predictor architectures fitted later) whose caches join the candidates.", AllowMultipleArgumentsPerToken = true };
         var command = new Command("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, freshRows, timingRuns, output, more }) command.Options.Add(option);
+        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, freshRows, timingRuns, targets, output, more }) command.Options.Add(option);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
@@ -44,9 +49,23 @@ internal static class OptimizeCommand
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
                 result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
-                CommandLineText.Of(result)) { Confidence = result.GetValue(confidence), MoreCandidates = result.GetValue(more) ?? [], FreshRows = result.GetValue(freshRows) });
+                CommandLineText.Of(result)) {
+                    Confidence = result.GetValue(confidence), MoreCandidates = result.GetValue(more) ?? [], FreshRows = result.GetValue(freshRows),
+                    PrecisionTargets = ParsePrecisionTargets(result.GetValue(targets)!),
+                });
         })));
         return command;
+    }
+
+    /// <summary><c>--precision-targets</c>: comma-separated precisions in (0, 1], or <c>none</c>.</summary>
+    internal static double[] ParsePrecisionTargets(string text)
+    {
+        if (text.Trim() == "none") return [];
+        var targets = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v is > 0 and <= 1 ? v
+                : throw new ArgumentException($"Precision target '{s}' is not a number in (0, 1]."))
+            .ToArray();
+        return targets.Length > 0 ? targets : throw new ArgumentException("Name at least one precision target, or 'none'.");
     }
 }
 
@@ -61,6 +80,9 @@ internal sealed record OptimizeSettings(string Model, DatasetSpec Dataset, doubl
 
     /// <summary>Further model zips whose caches (on the same base model) join the candidates.</summary>
     public IReadOnlyList<string> MoreCandidates { get; init; } = [];
+
+    /// <summary>Exit precisions every candidate is also re-thresholded for (empty: the fitted thresholds only).</summary>
+    public IReadOnlyList<double> PrecisionTargets { get; init; } = CacheOptimizer.DefaultPrecisionTargets;
 }
 
 /// <summary>Runs <c>gati optimize</c>.</summary>
@@ -93,6 +115,14 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
                     caches.AddRange(more.Caches);
                 }
                 candidates = merged = candidates.WithCaches(caches);
+            }
+            if (settings.PrecisionTargets.Count > 0)
+            {
+                var fitted = candidates.Caches.Count;
+                var variants = candidates.WithThresholdVariants(settings.PrecisionTargets);
+                merged?.Dispose();
+                candidates = merged = variants;
+                console.MarkupLineInterpolated($"{fitted} fitted caches, {candidates.Caches.Count - fitted} more candidates re-thresholded for exit precisions {string.Join(", ", settings.PrecisionTargets.Select(t => t.ToString("P1", CultureInfo.InvariantCulture)))}.");
             }
             var split = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows);
             var heldOut = parts.Inputs(settings.FreshRows is { } fresh ? split.Fresh(context, fresh) : split.HeldOut);

@@ -18,7 +18,17 @@ namespace Gati.MLNet.Inference;
 /// <param name="CostMs">Predictor + selector + decision time at batch 1, ms.</param>
 /// <param name="CostBatchMs">The same at the measurement batch size, ms per batch.</param>
 /// <param name="ParameterBytes">Memory of predictor and selector parameters.</param>
-public sealed record CacheCandidate(int Index, int Layer, PredictorArchitecture Architecture, double HitRate, double Precision, double CostMs, double CostBatchMs, long ParameterBytes);
+/// <param name="Threshold">The selector's exit threshold (several candidates may share networks and differ only here:
+/// <see cref="Transforms.LearnedCachesTransformer.WithThresholdVariants"/>); NaN when not given.</param>
+/// <param name="CalibrationPrecision">Precision of exits on the calibration rows the threshold was set on; NaN when not given.</param>
+public sealed record CacheCandidate(int Index, int Layer, PredictorArchitecture Architecture, double HitRate, double Precision, double CostMs, double CostBatchMs, long ParameterBytes,
+    float Threshold = float.NaN, double CalibrationPrecision = double.NaN)
+{
+    /// <summary>The candidate in a plan's words: layer, predictor and, when known, the exit threshold.</summary>
+    public string Describe() => float.IsNaN(Threshold)
+        ? $"layer {Layer} {Architecture}"
+        : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"layer {Layer} {Architecture} (threshold {Threshold:G4}, calibrated precision {CalibrationPrecision:P1})");
+}
 
 /// <summary>
 /// What the cache optimizer decides from, measured on held-out data on the serving device: for every candidate
@@ -142,15 +152,21 @@ public sealed class CacheMeasurements
         var blockMs = Parts(1, timingRuns);
         var blockBatchMs = batchSize == 1 ? blockMs : Parts(batchSize, batchRuns);
         var list = new List<CacheCandidate>();
+        // Candidates that differ only in their threshold run the same networks: timed once.
+        var timed = new Dictionary<(object, object), (double One, double Batch)>();
         for (var i = 0; i < caches.Count; i++)
         {
             var cache = caches[i];
-            var one = Cache(cache, 1, timingRuns);
-            var batch = batchSize == 1 ? one : Cache(cache, batchSize, batchRuns);
+            if (!timed.TryGetValue((cache.Predictor, cache.Selector), out var cost))
+            {
+                var first = Cache(cache, 1, timingRuns);
+                timed[(cache.Predictor, cache.Selector)] = cost = (first, batchSize == 1 ? first : Cache(cache, batchSize, batchRuns));
+            }
+            var (one, batch) = cost;
             var hits = exits[i].Count(e => e);
             var good = exits[i].Zip(correct[i]).Count(p => p.First && p.Second);
             list.Add(new CacheCandidate(i, cache.Layer, cache.PredictorArchitecture, (double)hits / exits[i].Length,
-                hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes));
+                hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes, cache.Calibration.Threshold, cache.Calibration.Precision));
         }
         return new CacheMeasurements(list, exits, correct, blockMs, blockBatchMs, batchSize,
             backend == ExecutionBackend.OnnxRuntime ? "cpu" : resnet!.Network.Device.ToString(), backend, baseModel.ParameterCount * sizeof(float));
@@ -180,9 +196,10 @@ public sealed class CacheMeasurements
         foreach (var count in reader.Read(chunk, buffers, unused, shuffle: null))
         {
             extraction.Extract(buffers[0], count, features.Cast<float[]?>().ToArray(), null, predicted);
-            for (var i = 0; i < caches.Count; i++)
+            // Candidates that share networks (threshold variants) are run once; each applies its own threshold.
+            foreach (var group in Enumerable.Range(0, caches.Count).GroupBy(i => (caches[i].Predictor, caches[i].Selector)))
             {
-                var cache = caches[i];
+                var cache = caches[group.First()];
                 var f = Array.IndexOf(layers, cache.Layer);
                 using (cache.Predictor.Use())
                 using (cache.Selector.Use())
@@ -191,10 +208,19 @@ public sealed class CacheMeasurements
                 {
                     var device = cache.Predictor.Device;
                     var x = tensor(features[f], [chunk, sizes[f]]).narrow(0, 0, count).to(device);
-                    var (logp, hits) = cache.Lookup(x);
+                    var (logp, probability, _) = cache.Lookup(x, cache.Calibration.Threshold);
                     var label = logp.argmax(1).cpu().data<long>().ToArray();
-                    exits[i].AddRange(hits.cpu().data<bool>().ToArray());
-                    for (var r = 0; r < count; r++) correct[i].Add(label[r] + 1 == predicted[r]);
+                    var p = probability.cpu().data<float>().ToArray();
+                    foreach (var i in group)
+                    {
+                        // float32 comparison, as Lookup and the ONNX graphs make it
+                        var threshold = caches[i].Calibration.Threshold;
+                        for (var r = 0; r < count; r++)
+                        {
+                            exits[i].Add(p[r] >= threshold);
+                            correct[i].Add(label[r] + 1 == predicted[r]);
+                        }
+                    }
                 }
             }
         }

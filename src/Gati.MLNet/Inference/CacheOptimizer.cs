@@ -84,7 +84,10 @@ public static class CacheOptimizer
     private const long ExhaustiveLimit = 1 << 18;
 
     /// <summary>Chooses the caches.</summary>
-    public static CachePlan Choose(CacheMeasurements measurements, CacheConstraints constraints)
+    public static CachePlan Choose(CacheMeasurements measurements, CacheConstraints constraints) => Choose(measurements, constraints, ExhaustiveLimit);
+
+    /// <summary>Chooses the caches, enumerating every plan only when there are at most <paramref name="exhaustiveLimit"/>.</summary>
+    internal static CachePlan Choose(CacheMeasurements measurements, CacheConstraints constraints, long exhaustiveLimit)
     {
         ArgumentNullException.ThrowIfNull(measurements);
         ArgumentNullException.ThrowIfNull(constraints);
@@ -94,14 +97,14 @@ public static class CacheOptimizer
         if (constraints.BatchSize != 1 && constraints.BatchSize != measurements.BatchSize)
             throw new ArgumentException($"Latency was measured at batch 1 and {measurements.BatchSize}; optimise for one of those.", nameof(constraints));
         var byLayer = measurements.Candidates.GroupBy(c => c.Layer).OrderBy(g => g.Key).Select(g => g.ToArray()).ToArray();
-        var plans = byLayer.Aggregate(1L, (n, g) => n > ExhaustiveLimit ? n : n * (g.Length + 1));
+        var plans = byLayer.Aggregate(1L, (n, g) => n > exhaustiveLimit ? n : n * (g.Length + 1));
         var evaluator = new Evaluator(measurements, constraints.BatchSize);
         var best = evaluator.Evaluate([]);
         var memoryBudget = constraints.MemoryBudgetBytes ?? DefaultMemoryBudget(measurements.BaseParameterBytes);
         bool Better(Evaluator.Result candidate, Evaluator.Result incumbent) => CacheOptimizer.Better(candidate, incumbent, constraints, measurements.Rows, memoryBudget);
         long evaluated = 1;
         string search;
-        if (plans <= ExhaustiveLimit)
+        if (plans <= exhaustiveLimit)
         {
             search = $"exhaustive over {plans} plans";
             var choice = new int[byLayer.Length];
@@ -115,7 +118,14 @@ public static class CacheOptimizer
         }
         else
         {
-            search = "greedy (too many plans to enumerate)";
+            // Too many plans to enumerate (several thresholds or architectures per layer). Starting points: greedy (add the
+            // candidate that lowers latency most while the constraints hold) and, for each strictness rank, the best plan
+            // among the candidates of that rank (the r-th highest threshold of each layer and architecture: for thresholds
+            // calibrated at a few precision targets, roughly one target everywhere). Greedy alone spends the agreement budget
+            // on the first cache that pays most; from each start, moves that change one or two layers' choice (another
+            // candidate there, e.g. a stricter threshold, or none) run until none helps, and the best end point wins.
+            var empty = best;
+            var starts = new List<Evaluator.Result>();
             while (true)
             {
                 var current = best;
@@ -127,6 +137,40 @@ public static class CacheOptimizer
                 }
                 if (ReferenceEquals(best, current)) break;
             }
+            starts.Add(best);
+            var ranked = measurements.Candidates.GroupBy(c => (c.Layer, c.Architecture.ToString()))
+                .SelectMany(g => g.OrderByDescending(c => float.IsNaN(c.Threshold) ? float.PositiveInfinity : c.Threshold).Select((c, rank) => (c, rank)))
+                .GroupBy(x => x.rank, x => x.c).ToArray();
+            foreach (var rank in ranked)
+            {
+                var subset = rank.GroupBy(c => c.Layer).OrderBy(g => g.Key).Select(g => g.ToArray()).ToArray();
+                if (subset.Aggregate(1L, (n, g) => n > exhaustiveLimit ? n : n * (g.Length + 1)) > exhaustiveLimit) continue;
+                var top = empty;
+                var choice = new int[subset.Length];
+                while (Increment(choice, subset))
+                {
+                    var result = evaluator.Evaluate(choice.Select((c, l) => c == 0 ? null : subset[l][c - 1]).OfType<CacheCandidate>().ToArray());
+                    evaluated++;
+                    if (Better(result, top)) top = result;
+                }
+                starts.Add(top);
+            }
+            foreach (var start in starts)
+            {
+                var local = start;
+                while (true)
+                {
+                    var current = local;
+                    foreach (var result in Neighbours(local.Set, byLayer).Select(evaluator.Evaluate))
+                    {
+                        evaluated++;
+                        if (Better(result, local)) local = result;
+                    }
+                    if (ReferenceEquals(local, current)) break;
+                }
+                if (Better(local, best)) best = local;
+            }
+            search = $"greedy and {starts.Count - 1} single-rank plans as starting points, then moves of one or two layers until none helps (too many plans to enumerate)";
         }
         var confidence = constraints.Confidence ?? 0.95;
         var (agreed, exits) = Counts(best, measurements.Rows);
@@ -147,15 +191,21 @@ public static class CacheOptimizer
         };
         plan = plan with { Explanation = Explain(plan, measurements, constraints, evaluator, memoryBudget) };
         if (measurements.OracleSelectors) return plan;
-        var oracle = Choose(measurements.WithOracleSelectors(), constraints with { MemoryBudgetBytes = memoryBudget, Confidence = null });
+        var oracle = Choose(measurements.WithOracleSelectors(), constraints with { MemoryBudgetBytes = memoryBudget, Confidence = null }, exhaustiveLimit);
         var text = oracle.Chosen.Count == 0
             ? "With oracle selectors (each cache exiting exactly where its predictor agrees with the base model) no cache would pay off either."
             : string.Create(CultureInfo.InvariantCulture,
                 $"With oracle selectors (each cache exiting exactly where its predictor agrees with the base model: the best any selector could do with these predictors): " +
-                $"{string.Join(", ", oracle.Chosen.Select(c => $"layer {c.Layer} {c.Architecture}"))}, {oracle.ExpectedMs:F3} ms ({oracle.ExpectedSpeedup:F2}x), " +
+                $"{string.Join(", ", oracle.Chosen.Select(c => $"layer {c.Layer} {c.Architecture}").Distinct())}, {oracle.ExpectedMs:F3} ms ({oracle.ExpectedSpeedup:F2}x), " +
                 $"{oracle.ExpectedHitRate:P1} of inputs exit early, agreement 100 %. The selectors reach {plan.ExpectedSpeedup:F2}x of that {oracle.ExpectedSpeedup:F2}x.");
         return plan with { Oracle = oracle, Explanation = plan.Explanation + Environment.NewLine + text + Environment.NewLine };
     }
+
+    /// <summary>
+    /// The exit precisions <c>gati optimize</c> re-thresholds every candidate for
+    /// (<see cref="Transforms.LearnedCachesTransformer.WithThresholdVariants"/>) before choosing.
+    /// </summary>
+    public static IReadOnlyList<double> DefaultPrecisionTargets { get; } = [0.97, 0.98, 0.99, 0.995, 0.998, 0.999];
 
     /// <summary>The memory budget when none is given: the larger of the base model's parameter memory and 64 MB.</summary>
     public static long DefaultMemoryBudget(long baseParameterBytes) => Math.Max(64L << 20, baseParameterBytes);
@@ -182,6 +232,36 @@ public static class CacheOptimizer
         return Math.Abs(candidate.Ms - best.Ms) <= 1e-9 && candidate.Set.Count < best.Set.Count;
     }
 
+    /// <summary>The plans that differ from <paramref name="set"/> in the choice (a candidate or none) of one layer, or of two.</summary>
+    private static IEnumerable<CacheCandidate[]> Neighbours(IReadOnlyList<CacheCandidate> set, CacheCandidate[][] byLayer)
+    {
+        var choice = byLayer.Select(g => set.FirstOrDefault(c => c.Layer == g[0].Layer)).ToArray();
+        CacheCandidate?[] Options(int l) => [null, .. byLayer[l]];
+        CacheCandidate[] Plan(CacheCandidate?[] c) => c.OfType<CacheCandidate>().ToArray();
+        for (var a = 0; a < byLayer.Length; a++)
+        {
+            var keepA = choice[a];
+            foreach (var optionA in Options(a))
+            {
+                if (optionA == keepA) continue;
+                choice[a] = optionA;
+                yield return Plan(choice);
+                for (var b = a + 1; b < byLayer.Length; b++)
+                {
+                    var keepB = choice[b];
+                    foreach (var optionB in Options(b))
+                    {
+                        if (optionB == keepB) continue;
+                        choice[b] = optionB;
+                        yield return Plan(choice);
+                    }
+                    choice[b] = keepB;
+                }
+            }
+            choice[a] = keepA;
+        }
+    }
+
     private static bool Increment(int[] choice, CacheCandidate[][] byLayer)
     {
         for (var i = 0; i < choice.Length; i++)
@@ -201,11 +281,11 @@ public static class CacheOptimizer
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Measured on {m.Rows} held-out rows on {m.Device} with {(m.Backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp")}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{(constraints.Confidence is { } conf ? string.Create(CultureInfo.InvariantCulture, $" at {conf:P0} confidence (exact lower bound)") : " (point estimate)")}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
         text.AppendLine();
-        text.AppendLine("| layer | predictor | predictor agreement | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
-        text.AppendLine("|---|---|---|---|---|---|---|---|");
-        foreach (var c in m.Candidates.OrderBy(c => c.Layer))
+        text.AppendLine("| layer | predictor | threshold (calibrated precision) | predictor agreement | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
+        text.AppendLine("|---|---|---|---|---|---|---|---|---|");
+        foreach (var c in m.Candidates.OrderBy(c => c.Layer).ThenBy(c => c.Index))
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"| {c.Layer} | {c.Architecture} | {m.PredictorAgreement(c.Index):P2} | {c.HitRate:P1} | {(double.IsNaN(c.Precision) ? "-" : c.Precision.ToString("P2", CultureInfo.InvariantCulture))} | {c.CostMs:F3} | {c.ParameterBytes / 1048576.0:F2} MB | {(plan.Chosen.Contains(c) ? "yes" : "")} |");
+                $"| {c.Layer} | {c.Architecture} | {(float.IsNaN(c.Threshold) ? "-" : $"{c.Threshold:G4} ({c.CalibrationPrecision:P1})")} | {m.PredictorAgreement(c.Index):P2} | {c.HitRate:P1} | {(double.IsNaN(c.Precision) ? "-" : c.Precision.ToString("P2", CultureInfo.InvariantCulture))} | {c.CostMs:F3} | {c.ParameterBytes / 1048576.0:F2} MB | {(plan.Chosen.Contains(c) ? "yes" : "")} |");
         text.AppendLine();
         if (plan.Chosen.Count == 0)
         {
@@ -213,7 +293,7 @@ public static class CacheOptimizer
             return text.ToString();
         }
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"Chosen: {string.Join(", ", plan.Chosen.Select(c => $"layer {c.Layer} {c.Architecture}"))}. Expected {plan.ExpectedMs:F3} {unit} " +
+            $"Chosen: {string.Join(", ", plan.Chosen.Select(c => c.Describe()))}. Expected {plan.ExpectedMs:F3} {unit} " +
             $"({plan.ExpectedSpeedup:F2}x faster), agreement {plan.ExpectedAgreement:P2}, {plan.ExpectedHitRate:P1} of inputs exit early, caches use {plan.MemoryBytes / 1048576.0:F2} MB.");
         text.AppendLine(CultureInfo.InvariantCulture,
             $"Finite-sample figures ({plan.Confidence:P0} one-sided, exact Clopper-Pearson over the {plan.Rows} held-out rows): agreement at least {plan.AgreementLowerBound:P2}; " +

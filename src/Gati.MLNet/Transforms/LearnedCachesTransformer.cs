@@ -128,6 +128,45 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     public LearnedCachesTransformer WithPrecisionTarget(double targetPrecision) =>
         new(Host, _base.Acquire(), ImageColumnName, _caches.Select(c => c.WithCalibration(c.Calibration.ForPrecision(targetPrecision))).ToArray(), OutputColumns, BatchSize);
 
+    /// <summary>
+    /// Candidates for the cache optimizer: every cache as fitted, plus, for each of <paramref name="precisionTargets"/>, the
+    /// same networks re-thresholded from the calibration curve for that exit precision (data-free, like
+    /// <see cref="WithPrecisionTarget"/>). A threshold already present on the cache, or one that never exits, is not
+    /// repeated. The optimizer then spends the agreement budget where exits save most (a looser threshold on an early cut
+    /// point, a stricter one later) instead of every cache holding one precision. Several candidates share a layer: choose
+    /// one per layer (<see cref="Inference.CacheOptimizer.Choose(Inference.CacheMeasurements, Inference.CacheConstraints)"/>) before serving.
+    /// </summary>
+    /// <param name="precisionTargets">Exit precisions to re-threshold for, each in (0, 1], e.g. 0.98, 0.99, 0.998.</param>
+    public LearnedCachesTransformer WithThresholdVariants(IEnumerable<double> precisionTargets)
+    {
+        ArgumentNullException.ThrowIfNull(precisionTargets);
+        var targets = precisionTargets.Distinct().Order().ToArray();
+        foreach (var t in targets)
+            if (t is <= 0 or > 1 || double.IsNaN(t)) throw new ArgumentOutOfRangeException(nameof(precisionTargets), t, "Each precision target must be in (0, 1].");
+        var caches = new List<LearnedCache>();
+        try
+        {
+            foreach (var cache in _caches)
+            {
+                caches.Add(cache.Share());
+                if (cache.Calibration.Curve.Count == 0) continue;
+                var thresholds = new HashSet<float> { cache.Calibration.Threshold };
+                foreach (var target in targets)
+                {
+                    var calibration = cache.Calibration.ForPrecision(target);
+                    if (calibration.NeverExits || !thresholds.Add(calibration.Threshold)) continue;
+                    caches.Add(cache.WithCalibration(calibration));
+                }
+            }
+            return new(Host, _base.Acquire(), ImageColumnName, caches.ToArray(), OutputColumns, BatchSize);
+        }
+        catch
+        {
+            foreach (var cache in caches) cache.Dispose();
+            throw;
+        }
+    }
+
     private static VersionInfo GetVersionInfo() => new(
         modelSignature: "GATICACH",
         verWrittenCur: 0x00010003,   // 1.2: ONNX segment graphs; 1.3: any base model, the base and cache graphs (segments are built from them)
