@@ -19,12 +19,22 @@ public static class PredictionApi
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
-        app.MapGet("/model", (EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool) =>
+        app.MapGet("/model", IResult (EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool) =>
         {
-            var status = pool.GetStatus();
+            var health = pool.GetHealth();
+            ModelStatus status;
+            try
+            {
+                status = pool.GetStatus();
+            }
+            catch (ModelUnavailableException ex)
+            {
+                return Unavailable(ex, health);
+            }
             return TypedResults.Ok(new
             {
-                status.Path, status.Generation, status.LoadedAt, status.CacheLayers, status.Device, status.Backend, status.FailedReloads, status.LastError,
+                Model = health.Name, State = health.State.ToString(), health.Reason, status.Path, status.Generation, status.LoadedAt, status.CacheLayers,
+                status.Device, status.Backend, status.FailedReloads, status.LastError, health.NextRetryAt, Warnings = status.Warnings ?? [],
                 InputShape = status.InputShape.ToString(), status.ClassNames,
             });
         });
@@ -77,6 +87,12 @@ public static class PredictionApi
         {
             return BadRequest(ex.Message);
         }
+        catch (ModelUnavailableException ex)
+        {
+            if (ex.NextRetryAt is { } next)
+                request.HttpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling((next - DateTimeOffset.UtcNow).TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return TypedResults.Problem(ex.Message, statusCode: StatusCodes.Status503ServiceUnavailable, title: "Model unavailable");
+        }
         catch (ObjectDisposedException)
         {
             return TypedResults.Problem("The server is shutting down; retry.", statusCode: StatusCodes.Status503ServiceUnavailable, title: "Shutting down");
@@ -86,6 +102,13 @@ public static class PredictionApi
         for (var i = 0; i < status.ClassNames.Count; i++) scores[status.ClassNames[i]] = prediction.Score[i];
         return TypedResults.Ok(new PredictionResponse(prediction.PredictedClass, prediction.PredictedLabel, scores, prediction.ExitLayer,
             prediction.ExitedEarly, prediction.LatencyMs));
+    }
+
+    /// <summary>503 with the reason the model is not loaded, when the next attempt runs, and a Retry-After header.</summary>
+    private static IResult Unavailable(ModelUnavailableException ex, ModelHealth health)
+    {
+        var extensions = new Dictionary<string, object?> { ["model"] = health.Name, ["failedLoads"] = health.FailedLoads, ["nextRetryAt"] = health.NextRetryAt };
+        return TypedResults.Problem(ex.Message, statusCode: StatusCodes.Status503ServiceUnavailable, title: "Model unavailable", extensions: extensions);
     }
 
     private static ProblemHttpResult BadRequest(string detail) =>

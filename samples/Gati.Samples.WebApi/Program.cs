@@ -8,7 +8,7 @@ app.Use(app.Services.GetRequiredService<ShutdownDrain>().CloseConnectionsWhileDr
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.MapPredictionApi();
-app.MapHealthChecks("/health");
+app.MapHealthChecks("/health", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions { ResponseWriter = HealthResponse.WriteAsync });
 app.MapPrometheusScrapingEndpoint("/metrics");
 app.Run();
 

@@ -25,6 +25,9 @@ public static class ServiceSetup
         builder.Services.AddEarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>()
             .FromFile(modelPath, serving.WatchForChanges)
             .Configure(section.GetSection("Pool"));
+        // The pool is built (and the model loaded) as the host starts: a model that cannot be loaded stops the process with
+        // the reason, unless Gati:Pool:StartupLoadFailure is KeepRetrying (then /health answers 503 with the reason).
+        builder.Services.AddHostedService<ModelStartup>();
         builder.Services.AddSingleton<ShutdownDrain>();
         builder.Services.AddHostedService(services => services.GetRequiredService<ShutdownDrain>());
         builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
@@ -37,21 +40,54 @@ public static class ServiceSetup
 }
 
 /// <summary>
-/// Unhealthy while the server drains before stopping; healthy while a model generation serves; degraded when the last reload failed, or (online caches) when live agreement
-/// is below the target even at its upper confidence bound.
+/// Builds the prediction pool when the host starts, so that a model that cannot be loaded is known before the first
+/// request: with the default <see cref="StartupLoadFailure.Throw"/> the host fails to start with the reason (logged, and
+/// the process exits non-zero) instead of answering every request with a bare 500 while retrying the load each time.
+/// </summary>
+internal sealed class ModelStartup(IServiceProvider services) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        services.GetRequiredService<EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>>();
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>
+/// Unhealthy while the server drains before stopping, or while no model generation could be loaded yet (KeepRetrying);
+/// degraded when the last reload failed (retried with back-off; the previous generation serves), when the model file was
+/// deleted, or (online caches) when live agreement is below the target even at its upper confidence bound; healthy while
+/// a model generation serves. The description is the reason in words.
 /// </summary>
 internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, ShutdownDrain drain) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         if (drain.Draining) return Task.FromResult(HealthCheckResult.Unhealthy("shutting down: draining requests before the server stops"));
-        var status = pool.GetStatus();
+        var health = pool.GetHealth();
         var data = new Dictionary<string, object>
         {
-            ["generation"] = status.Generation, ["source"] = status.Source, ["caches"] = string.Join(",", status.CacheLayers), ["device"] = status.Device,
-            ["backend"] = status.Backend,
+            ["model"] = health.Name, ["generation"] = health.Generation, ["failedLoads"] = health.FailedLoads,
         };
-        if (status.LastError is not null) return Task.FromResult(HealthCheckResult.Degraded($"the last reload failed: {status.LastError}", data: data));
+        if (health.NextRetryAt is { } next) data["nextRetryAt"] = next;
+        if (health.Warnings.Count > 0) data["warnings"] = health.Warnings;
+        if (health.State == ModelState.Unavailable) return Task.FromResult(HealthCheckResult.Unhealthy(health.Reason, data: data));
+        ModelStatus status;
+        try
+        {
+            status = pool.GetStatus();
+        }
+        catch (ModelUnavailableException ex)
+        {
+            return Task.FromResult(HealthCheckResult.Unhealthy(ex.Message, data: data));
+        }
+        data["source"] = status.Source;
+        data["caches"] = string.Join(",", status.CacheLayers);
+        data["device"] = status.Device;
+        data["backend"] = status.Backend;
+        if (health.State == ModelState.Degraded) return Task.FromResult(HealthCheckResult.Degraded(health.Reason, data: data));
         if (status.Online is { } online)
         {
             var live = online.Agreement;
@@ -64,6 +100,28 @@ internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput,
             if (live.Requests > 0 && live.Upper < online.AgreementTarget)
                 return Task.FromResult(HealthCheckResult.Degraded($"live agreement {live.Estimate:P2} is below the target even at its upper bound", data: data));
         }
-        return Task.FromResult(HealthCheckResult.Healthy($"model generation {status.Generation} loaded ({status.Source})", data));
+        return Task.FromResult(HealthCheckResult.Healthy(health.Reason, data));
+    }
+}
+
+/// <summary>
+/// The body of /health: <c>{"status": "Healthy|Degraded|Unhealthy", "reason": "...", "model": "default", "generation": N, ...}</c>
+/// (status code 200, or 503 when unhealthy).
+/// </summary>
+internal static class HealthResponse
+{
+    private static readonly System.Text.Json.JsonSerializerOptions Json = new(System.Text.Json.JsonSerializerDefaults.Web);
+
+    public static Task WriteAsync(HttpContext context, HealthReport report)
+    {
+        var entry = report.Entries.Values.FirstOrDefault();
+        var body = new Dictionary<string, object?>
+        {
+            ["status"] = report.Status.ToString(),
+            ["reason"] = entry.Description ?? entry.Exception?.Message,
+        };
+        if (entry.Data is not null) foreach (var (key, value) in entry.Data) body[key] = value;
+        context.Response.ContentType = "application/json; charset=utf-8";
+        return context.Response.WriteAsync(System.Text.Json.JsonSerializer.Serialize(body, Json));
     }
 }

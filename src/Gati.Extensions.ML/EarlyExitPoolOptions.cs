@@ -70,6 +70,24 @@ public sealed class EarlyExitPoolOptions
     /// <summary>Attempts to load a changed model file (e.g. while it is still being copied) before keeping the old model.</summary>
     public int ReloadAttempts { get; set; } = 5;
 
+    /// <summary>
+    /// What a model file that cannot be loaded when the pool is built does: <see cref="StartupLoadFailure.Throw"/> (the
+    /// default) fails the pool's creation with the reason, so a host that builds the pool at start-up stops with it;
+    /// <see cref="StartupLoadFailure.KeepRetrying"/> builds the pool anyway, with the model unavailable (its calls throw
+    /// <see cref="ModelUnavailableException"/> naming the reason, <see cref="EarlyExitPredictionEnginePool{TInput, TOutput}.GetHealth"/>
+    /// says why) and the load retried with back-off (<see cref="RetryDelayMs"/>) and whenever a watched file changes.
+    /// </summary>
+    public StartupLoadFailure StartupLoadFailure { get; set; } = StartupLoadFailure.Throw;
+
+    /// <summary>
+    /// After a failed load or reload, the wait before the next attempt, in milliseconds: this for the first failure,
+    /// doubled after each further one, at most <see cref="MaxRetryDelayMs"/>. A change of a watched file tries at once.
+    /// </summary>
+    public double RetryDelayMs { get; set; } = 1000;
+
+    /// <summary>The longest wait between attempts to load a model that keeps failing, in milliseconds.</summary>
+    public double MaxRetryDelayMs { get; set; } = 60_000;
+
     internal void Validate()
     {
         DeviceOptions.Validate(Device, nameof(Device));
@@ -81,5 +99,20 @@ public sealed class EarlyExitPoolOptions
         if (ReloadDebounceMs < 0) throw new ArgumentOutOfRangeException(nameof(ReloadDebounceMs), ReloadDebounceMs, "Must be 0 or more.");
         Online?.Validate();
         if (ReloadAttempts < 1) throw new ArgumentOutOfRangeException(nameof(ReloadAttempts), ReloadAttempts, "Must be positive.");
+        if (!Enum.IsDefined(StartupLoadFailure)) throw new ArgumentOutOfRangeException(nameof(StartupLoadFailure), StartupLoadFailure, "Throw or KeepRetrying.");
+        if (RetryDelayMs is < 10 or > 3_600_000 || double.IsNaN(RetryDelayMs))
+            throw new ArgumentOutOfRangeException(nameof(RetryDelayMs), RetryDelayMs, "Must be from 10 to 3,600,000 (an hour).");
+        if (MaxRetryDelayMs < RetryDelayMs || MaxRetryDelayMs > 86_400_000 || double.IsNaN(MaxRetryDelayMs))
+            throw new ArgumentOutOfRangeException(nameof(MaxRetryDelayMs), MaxRetryDelayMs, "Must be at least RetryDelayMs and at most 86,400,000 (a day).");
     }
+}
+
+/// <summary>What a pool does when a model cannot be loaded as it is built (<see cref="EarlyExitPoolOptions.StartupLoadFailure"/>).</summary>
+public enum StartupLoadFailure
+{
+    /// <summary>The pool's creation fails with the reason (a host that builds the pool at start-up stops).</summary>
+    Throw,
+
+    /// <summary>The pool is built with the model unavailable; the load is retried with back-off and on file changes.</summary>
+    KeepRetrying,
 }

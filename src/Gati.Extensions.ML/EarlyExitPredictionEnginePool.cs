@@ -49,8 +49,8 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
                 if (_entries.ContainsKey(model.Name)) throw new InvalidOperationException($"Model '{model.Name}' is registered twice.");
                 var entry = new ModelEntry<TInput, TOutput>(model.Name, DisplayName, model.Path, model.WatchForChanges, _options, logger, metrics);
                 _entries[model.Name] = entry;
-                if (_options.Batching ?? BatchingPays(entry.Status()))
-                    _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(model.Name, DisplayName, _options, metrics, logger, clock ?? TimeProvider.System);
+                if (_options.Batching ?? BatchingPays(entry))
+                    _batchers[model.Name] = new MicroBatcher<TInput, TOutput>(entry.DisplayName, DisplayName, _options, metrics, logger, clock ?? TimeProvider.System);
             }
         }
         catch
@@ -61,7 +61,11 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     }
 
     /// <summary>Micro-batching by default: on unless ONNX Runtime serves on the CPU (<see cref="EarlyExitPoolOptions.Batching"/>).</summary>
-    private bool BatchingPays(ModelStatus status) => _options.Backend != ExecutionBackend.OnnxRuntime || status.Device != "cpu";
+    /// <remarks>A model not loaded yet (<see cref="StartupLoadFailure.KeepRetrying"/>) is decided by the settings alone: on for a device named cuda.</remarks>
+    private bool BatchingPays(ModelEntry<TInput, TOutput> entry) => _options.Backend != ExecutionBackend.OnnxRuntime
+        || (entry.Health().State == ModelState.Unavailable
+            ? _options.Device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase)
+            : entry.Status().Device != "cpu");
 
     /// <summary>The registered model names ("" is the default model).</summary>
     public IReadOnlyCollection<string> ModelNames => _entries.Keys;
@@ -77,7 +81,7 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
         var generation = entry.Acquire();
         try
         {
-            return PoolPrediction.Run(generation, entry.Name, [input], _metrics)[0];
+            return PoolPrediction.Run(generation, entry.DisplayName, [input], _metrics)[0];
         }
         finally
         {
@@ -93,7 +97,7 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
         var generation = entry.Acquire();
         try
         {
-            return PoolPrediction.Run(generation, entry.Name, inputs, _metrics);
+            return PoolPrediction.Run(generation, entry.DisplayName, inputs, _metrics);
         }
         finally
         {
@@ -158,7 +162,7 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
         if (_batchers.TryGetValue(entry.Name, out var batcher)) return batcher.EnqueueAsync(input, generation, cancellation);
         try
         {
-            return Task.FromResult(PoolPrediction.Run(generation, entry.Name, [input], _metrics)[0]);
+            return Task.FromResult(PoolPrediction.Run(generation, entry.DisplayName, [input], _metrics)[0]);
         }
         catch (Exception ex)
         {
@@ -177,7 +181,14 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     public IChangeToken GetReloadToken(string modelName = DefaultModelName) => Entry(modelName).ReloadToken;
 
     /// <summary>The state of a model (generation, caches, reload failures).</summary>
+    /// <exception cref="ModelUnavailableException">The model has no generation loaded yet (<see cref="StartupLoadFailure.KeepRetrying"/>); <see cref="GetHealth"/> says why.</exception>
     public ModelStatus GetStatus(string modelName = DefaultModelName) => Entry(modelName).Status();
+
+    /// <summary>
+    /// A model's health: serving, degraded (the last reload failed and is retried, or the file is gone; the previous
+    /// generation serves) or unavailable (nothing loaded yet), with the reason in words. Never throws for a registered model.
+    /// </summary>
+    public ModelHealth GetHealth(string modelName = DefaultModelName) => Entry(modelName).Health();
 
     /// <summary>
     /// Saves the model a name serves now, atomically: after online updates, the updated caches (with their base network).
@@ -222,7 +233,7 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
 
-/// <summary>Runs one engine call on a held generation and records it.</summary>
+/// <summary>Runs one engine call on a held generation and records it (under the model's display name).</summary>
 internal static class PoolPrediction
 {
     public static TOutput[] Run<TInput, TOutput>(ModelGeneration<TInput, TOutput> generation, string model, IReadOnlyList<TInput> inputs, ServingMetrics metrics)

@@ -26,14 +26,17 @@ namespace Gati.Extensions.ML;
 /// <param name="Backend">The runtime in words (e.g. "ONNX Runtime 1.31.1 (cpu, shared pool of 1 thread, one graph at batch 1 on the caller's thread)").</param>
 /// <param name="Source">Where the current generation came from: "file", or "online update N".</param>
 /// <param name="Online">Live agreement and updates when the pool runs continuously updated caches (<see cref="EarlyExitPoolOptions.Online"/>); else null.</param>
+/// <param name="Warnings">Conditions that need attention but do not stop serving (see <see cref="ModelHealth.Warnings"/>); null reads as none.</param>
 public sealed record ModelStatus(string Name, string Path, int Generation, DateTimeOffset LoadedAt, IReadOnlyList<int> CacheLayers, string Device,
     int FailedReloads, string? LastError, Gati.MLNet.Models.TensorShape InputShape, Gati.MLNet.Data.ChannelNormalization? InputNormalization,
-    IReadOnlyList<string> ClassNames, string Backend = "", string Source = "file", OnlineCacheStatus? Online = null);
+    IReadOnlyList<string> ClassNames, string Backend = "", string Source = "file", OnlineCacheStatus? Online = null, IReadOnlyList<string>? Warnings = null);
 
 /// <summary>
 /// One named model: loads the file, serves the current generation, and — when watched — reloads it after the file
-/// changes (change events coalesced over a quiet period; failed loads retried, then the old generation kept). With
-/// online caches, the updater's accepted candidates become generations too; a reload of the file starts afresh.
+/// changes (change events coalesced over a quiet period). A load that fails, whatever the error, is counted, keeps the
+/// old generation serving (or, at start-up with <see cref="StartupLoadFailure.KeepRetrying"/>, leaves the model
+/// unavailable), and is tried again with back-off until one succeeds. With online caches, the updater's accepted
+/// candidates become generations too; a reload of the file starts afresh.
 /// </summary>
 internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : class where TOutput : class, new()
 {
@@ -45,10 +48,15 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private readonly object _stateGate = new();    // guards _current swaps and the online caches (short)
     private readonly FileSystemWatcher? _watcher;
     private readonly Timer? _debounce;
+    private readonly Timer _retry;
     private ModelGeneration<TInput, TOutput>? _current;
     private int _generations;
     private int _failedReloads;
     private string? _lastError;
+    private int _consecutiveFailures;
+    // UTC ticks (0: none), read by status calls on other threads: whole values, never torn.
+    private long _nextRetryTicks;
+    private long _fileMissingTicks;
     private bool _disposed;
     // Cancelled (and replaced) each time a new generation starts serving: the reload token's source.
     private CancellationTokenSource _reloaded = new();
@@ -66,19 +74,36 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     public ModelEntry(string name, string owner, string path, bool watchForChanges, EarlyExitPoolOptions options, ILogger logger, ServingMetrics metrics)
     {
         Name = name;
+        DisplayName = ModelNames.Display(name);
         _owner = owner;
         Path = System.IO.Path.GetFullPath(path);
         _options = options;
         _logger = logger;
         _metrics = metrics;
-        _current = Load();
+        _retry = new Timer(_ => ReloadFromWatcher(), null, Timeout.Infinite, Timeout.Infinite);
         try
         {
-            StartOnline(_current);
+            _current = Load();
+        }
+        catch (Exception ex) when (options.StartupLoadFailure == StartupLoadFailure.KeepRetrying)
+        {
+            // Unavailable until a load succeeds: tried again with back-off, and at once when a watched file changes.
+            Failed(ex, "Loading");
+        }
+        catch (Exception ex)
+        {
+            _retry.Dispose();
+            _logger.LogCritical("Model '{Model}' could not be loaded from {Path}: {Reason}", DisplayName, Path, ex.Message);
+            throw new InvalidOperationException($"Model '{DisplayName}' could not be loaded from {Path}: {ex.Message}", ex);
+        }
+        try
+        {
+            if (_current is not null) StartOnline(_current);
         }
         catch
         {
-            _current.Release();
+            _retry.Dispose();
+            _current!.Release();
             throw;
         }
         if (watchForChanges)
@@ -91,23 +116,86 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             _watcher.Changed += OnFileEvent;
             _watcher.Created += OnFileEvent;
             _watcher.Renamed += OnFileEvent;
+            _watcher.Deleted += OnFileEvent;
             _watcher.EnableRaisingEvents = true;
         }
     }
 
     public string Name { get; }
 
+    /// <summary>The name in logs, metrics and health ("default" for the default model).</summary>
+    public string DisplayName { get; }
+
     public string Path { get; }
 
     /// <summary>The current generation, with a reference the caller must release.</summary>
+    /// <exception cref="ModelUnavailableException">No generation was loaded yet (the message says why).</exception>
     public ModelGeneration<TInput, TOutput> Acquire()
     {
         while (true)
         {
-            var generation = Volatile.Read(ref _current) ?? throw new ObjectDisposedException(_owner, $"The prediction pool was disposed: model '{Name}' no longer serves.");
+            var generation = Volatile.Read(ref _current);
+            if (generation is null)
+            {
+                if (Volatile.Read(ref _disposed)) throw new ObjectDisposedException(_owner, $"The prediction pool was disposed: model '{DisplayName}' no longer serves.");
+                throw new ModelUnavailableException(Unavailable(), _nextRetryAt);
+            }
             if (generation.TryAcquire()) return generation;
             // Retired and released between the read and the acquire: the next read sees its successor.
         }
+    }
+
+    private DateTimeOffset? _nextRetryAt
+    {
+        get => Ticks(ref _nextRetryTicks);
+        set => Volatile.Write(ref _nextRetryTicks, value?.UtcTicks ?? 0);
+    }
+
+    private DateTimeOffset? _fileMissingSince
+    {
+        get => Ticks(ref _fileMissingTicks);
+        set => Volatile.Write(ref _fileMissingTicks, value?.UtcTicks ?? 0);
+    }
+
+    private static DateTimeOffset? Ticks(ref long field) => Volatile.Read(ref field) is var t && t != 0 ? new DateTimeOffset(t, TimeSpan.Zero) : null;
+
+    private string Unavailable() =>
+        $"Model '{DisplayName}' is not loaded: {_lastError ?? "its file could not be loaded"}{RetryText()}";
+
+    private string RetryText() => _nextRetryAt is { } at
+        ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $" (attempt {_failedReloads} failed; next attempt at {at:HH:mm:ss} UTC)")
+        : "";
+
+    /// <summary>State, reason and what serves: answers even when no generation is loaded.</summary>
+    public ModelHealth Health()
+    {
+        var generation = Volatile.Read(ref _current);
+        var warnings = Warnings(generation);
+        var failed = Volatile.Read(ref _failedReloads);
+        var error = _lastError;
+        var next = _nextRetryAt;
+        if (generation is null)
+            return new ModelHealth(DisplayName, Path, ModelState.Unavailable, Unavailable(), 0, failed, error, next, warnings);
+        if (error is not null)
+            return new ModelHealth(DisplayName, Path, ModelState.Degraded,
+                $"the last load of the file failed: {error}{RetryText()}; generation {generation.Number} keeps serving", generation.Number, failed, error, next, warnings);
+        if (_fileMissingSince is { } missing)
+            return new ModelHealth(DisplayName, Path, ModelState.Degraded,
+                string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"the model file was deleted at {missing:HH:mm:ss} UTC; generation {generation.Number} keeps serving, but a restart would fail"),
+                generation.Number, failed, null, null, warnings);
+        return new ModelHealth(DisplayName, Path, ModelState.Serving, $"model generation {generation.Number} loaded ({generation.Source})", generation.Number, failed,
+            null, null, warnings);
+    }
+
+    private string[] Warnings(ModelGeneration<TInput, TOutput>? generation)
+    {
+        var warnings = new List<string>();
+        if (generation is not null && !generation.IsDisposed && generation.Engine.Caches.Count == 0)
+            warnings.Add("the model has no learned caches: every request runs the full base model");
+        if (_fileMissingSince is { } missing)
+            warnings.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"the model file {Path} was deleted at {missing:O}"));
+        return [.. warnings];
     }
 
     /// <summary>Retired generations not yet disposed (calls still running on them).</summary>
@@ -143,7 +231,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         lock (_stateGate) online = _online;
         return new ModelStatus(Name, Path, generation.Number, generation.LoadedAt, engine.Caches.Select(c => c.Layer).ToArray(),
             engine.Device, Volatile.Read(ref _failedReloads), _lastError, engine.InputShape, engine.InputNormalization, engine.ClassNames,
-            engine.BackendDescription, generation.Source, online is null ? null : OnlineCacheStatus.Of(online));
+            engine.BackendDescription, generation.Source, online is null ? null : OnlineCacheStatus.Of(online), Warnings(generation));
     }
 
     /// <summary>Fires the reload token and hands out a fresh one (outside every lock: a callback may reload or read the status).</summary>
@@ -169,12 +257,11 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             {
                 next = LoadWithRetries();
             }
-            catch (Exception ex) when (ex is IOException or InvalidDataException or InvalidOperationException or UnauthorizedAccessException or ArgumentException or FormatException)
+            catch (Exception ex)
             {
-                Interlocked.Increment(ref _failedReloads);
-                _lastError = ex.Message;
-                _metrics.RecordReload(Name, success: false);
-                _logger.LogError(ex, "Reloading model '{Model}' from {Path} failed; generation {Generation} keeps serving.", Name, Path, _current?.Number);
+                // Whatever failed (a missing or half-written file, a corrupt ONNX graph that ONNX Runtime refuses, a bad
+                // model): counted, visible in the status and health, and tried again with back-off.
+                Failed(ex, "Reloading");
                 return;
             }
             ModelGeneration<TInput, TOutput>? previous;
@@ -193,8 +280,21 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             }
             swapped = true;
             _lastError = null;
-            _metrics.RecordReload(Name, success: true);
-            _logger.LogInformation("Model '{Model}' generation {Generation} replaces generation {Previous}.", Name, next.Number, previous?.Number);
+            _consecutiveFailures = 0;
+            _nextRetryAt = null;
+            _fileMissingSince = null;
+            try
+            {
+                _retry.Change(Timeout.Infinite, Timeout.Infinite);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+            _metrics.RecordReload(DisplayName, success: true);
+            if (previous is null)
+                _logger.LogInformation("Model '{Model}' generation {Generation} serves after {Failures} failed loads.", DisplayName, next.Number, Volatile.Read(ref _failedReloads));
+            else
+                _logger.LogInformation("Model '{Model}' generation {Generation} replaces generation {Previous}.", DisplayName, next.Number, previous.Number);
             // Stop the old updater before its generation can be disposed (it may be reading those caches).
             StopOnline(stopped);
             Retire(previous);
@@ -204,8 +304,34 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             }
             catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or NotSupportedException)
             {
-                _logger.LogError(ex, "Online caches for model '{Model}' generation {Generation} could not start; it serves its caches as loaded.", Name, next.Number);
+                _logger.LogError(ex, "Online caches for model '{Model}' generation {Generation} could not start; it serves its caches as loaded.", DisplayName, next.Number);
             }
+        }
+    }
+
+    /// <summary>A load that failed: counted and reported, and the next attempt scheduled with back-off (called under the reload lock or from the constructor).</summary>
+    private void Failed(Exception ex, string what)
+    {
+        var failures = Interlocked.Increment(ref _failedReloads);
+        var consecutive = ++_consecutiveFailures;
+        var delay = TimeSpan.FromMilliseconds(Math.Min(_options.MaxRetryDelayMs, _options.RetryDelayMs * Math.Pow(2, Math.Min(30, consecutive - 1))));
+        _lastError = $"{ex.GetType().Name}: {ex.Message}";
+        _nextRetryAt = DateTimeOffset.UtcNow + delay;
+        _metrics.RecordReload(DisplayName, success: false);
+        var serving = Volatile.Read(ref _current);
+        if (serving is null)
+            _logger.LogError(ex, "{What} model '{Model}' from {Path} failed ({Failures} failures); the model is unavailable; next attempt in {Delay:F1} s.",
+                what, DisplayName, Path, failures, delay.TotalSeconds);
+        else
+            _logger.LogError(ex, "{What} model '{Model}' from {Path} failed ({Failures} failures); generation {Generation} keeps serving; next attempt in {Delay:F1} s.",
+                what, DisplayName, Path, failures, serving.Number, delay.TotalSeconds);
+        try
+        {
+            if (!Volatile.Read(ref _disposed)) _retry.Change(delay, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed meanwhile: nothing to retry for.
         }
     }
 
@@ -249,7 +375,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         var caches = Flatten(generation.Model).OfType<LearnedCachesTransformer>().LastOrDefault();
         if (caches is null || caches.Caches.Count == 0)
         {
-            _logger.LogWarning("Model '{Model}' has no learned caches: online caches are off for it.", Name);
+            _logger.LogWarning("Model '{Model}' has no learned caches: online caches are off for it.", DisplayName);
             return;
         }
         OnlineCaches? online = null;
@@ -257,15 +383,15 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             (engine, model) => InstallUpdate(online!, engine, model));
         online.Sampler.Reacted += (_, reaction) =>
         {
-            _metrics.RecordReaction(Name, reaction.Layer);
-            _logger.LogWarning("Model '{Model}': cache on layer {Layer} threshold {Old} -> {New}: {Reason}", Name, reaction.Layer, reaction.OldThreshold,
+            _metrics.RecordReaction(DisplayName, reaction.Layer);
+            _logger.LogWarning("Model '{Model}': cache on layer {Layer} threshold {Old} -> {New}: {Reason}", DisplayName, reaction.Layer, reaction.OldThreshold,
                 reaction.NewThreshold, reaction.Reason);
         };
         online.Updated += (_, outcome) =>
         {
-            _metrics.RecordUpdate(Name, outcome);
+            _metrics.RecordUpdate(DisplayName, outcome);
             _logger.Log(outcome.Accepted ? LogLevel.Information : LogLevel.Debug, "Model '{Model}' online update {Number}: {Reason} ({Cpu:F1} s of CPU)",
-                Name, outcome.Number, outcome.Reason, outcome.CpuSeconds);
+                DisplayName, outcome.Number, outcome.Reason, outcome.CpuSeconds);
         };
         var started = false;
         lock (_stateGate)
@@ -273,7 +399,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             if (!Volatile.Read(ref _disposed) && ReferenceEquals(_current, generation))
             {
                 _online = online;
-                _metrics.TrackOnline(Name, online);
+                _metrics.TrackOnline(DisplayName, online);
                 started = true;
             }
         }
@@ -283,7 +409,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private void StopOnline(OnlineCaches? online)
     {
         if (online is null) return;
-        _metrics.UntrackOnline(Name, online);
+        _metrics.UntrackOnline(DisplayName, online);
         online.Dispose();
     }
 
@@ -309,11 +435,21 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
         Retire(previous);
         AnnounceNewGeneration();
-        _logger.LogInformation("Model '{Model}' generation {Generation} ({Source}) replaces generation {Previous}.", Name, next.Number, next.Source, previous?.Number);
+        _logger.LogInformation("Model '{Model}' generation {Generation} ({Source}) replaces generation {Previous}.", DisplayName, next.Number, next.Source, previous?.Number);
     }
 
     private void OnFileEvent(object sender, FileSystemEventArgs e)
     {
+        var gone = e.ChangeType == WatcherChangeTypes.Deleted
+            || (e is RenamedEventArgs away && string.Equals(away.OldFullPath, Path, StringComparison.Ordinal) && !string.Equals(away.FullPath, Path, StringComparison.Ordinal));
+        if (gone)
+        {
+            if (File.Exists(Path)) return;
+            _fileMissingSince = DateTimeOffset.UtcNow;
+            _logger.LogWarning("The file of model '{Model}', {Path}, was deleted; generation {Generation} keeps serving, but a restart would fail to load it.",
+                DisplayName, Path, Volatile.Read(ref _current)?.Number);
+            return;
+        }
         if (e is RenamedEventArgs renamed && !string.Equals(renamed.FullPath, Path, StringComparison.Ordinal)) return;
         // Editors and copies raise several events per change: wait for a quiet period, then reload once.
         _debounce?.Change(TimeSpan.FromMilliseconds(_options.ReloadDebounceMs), Timeout.InfiniteTimeSpan);
@@ -327,7 +463,8 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
         catch (Exception ex)
         {
-            _logger.LogError(ex, "Unexpected error reloading model '{Model}'.", Name);
+            // Reload reports every load failure itself; this is a fault after the swap (e.g. an event handler).
+            _logger.LogError(ex, "Unexpected error reloading model '{Model}'.", DisplayName);
         }
     }
 
@@ -341,7 +478,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             }
             catch (Exception ex) when (attempt < _options.ReloadAttempts && ex is IOException or InvalidDataException or UnauthorizedAccessException)
             {
-                _logger.LogWarning("Loading model '{Model}' failed (attempt {Attempt} of {Attempts}): {Message}", Name, attempt, _options.ReloadAttempts, ex.Message);
+                _logger.LogWarning("Loading model '{Model}' failed (attempt {Attempt} of {Attempts}): {Message}", DisplayName, attempt, _options.ReloadAttempts, ex.Message);
                 Thread.Sleep(TimeSpan.FromMilliseconds(Math.Min(2000, 100 * Math.Pow(2, attempt))));
             }
         }
@@ -357,10 +494,14 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         try
         {
             if (_options.ExitPrecisionTarget is { } target) model = Rethreshold(model, target);
+            // Every ONNX Runtime session is created here, before the generation can be swapped in: a graph ONNX Runtime
+            // refuses fails the load, not a request.
             var engine = context.Gati().CreateEarlyExitEngine<TInput, TOutput>(model, _options.EngineOptions());
             var number = Interlocked.Increment(ref _generations);
             _logger.LogInformation("Loaded model '{Model}' generation {Generation} from {Path} in {Milliseconds:F0} ms: caches on layers [{Layers}], {Backend}.",
-                Name, number, Path, clock.Elapsed.TotalMilliseconds, string.Join(", ", engine.Caches.Select(c => c.Layer)), engine.BackendDescription);
+                DisplayName, number, Path, clock.Elapsed.TotalMilliseconds, string.Join(", ", engine.Caches.Select(c => c.Layer)), engine.BackendDescription);
+            if (engine.Caches.Count == 0)
+                _logger.LogWarning("Model '{Model}' generation {Generation} has no learned caches: every request runs the full base model.", DisplayName, number);
             return new ModelGeneration<TInput, TOutput>(number, Path, model, inputSchema, engine);
         }
         catch
@@ -396,6 +537,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
         _watcher?.Dispose();
         _debounce?.Dispose();
+        _retry.Dispose();
         StopOnline(online);
         lock (_stateGate) Interlocked.Exchange(ref _current, null)?.Release();
     }

@@ -9,7 +9,8 @@ namespace Gati.Extensions.ML;
 /// <list type="table">
 /// <item><term>gati.predictions</term><description>counter, tags model and exit ("full" or the layer number)</description></item>
 /// <item><term>gati.cache.hit_ratio</term><description>gauge, share of predictions answered by a cache, per model</description></item>
-/// <item><term>gati.prediction.duration</term><description>histogram (ms) of engine calls, tags model and batch size bucket</description></item>
+/// <item><term>gati.prediction.duration</term><description>histogram (ms) of engine calls (one per batch), tag model</description></item>
+/// <item><term>gati.prediction.latency</term><description>histogram (ms) per input: the engine call that answered it, tags model and exit ("full" or the layer number), so each exit's latency is visible</description></item>
 /// <item><term>gati.batch.size</term><description>histogram of engine batch sizes, tag model</description></item>
 /// <item><term>gati.batch.wait</term><description>histogram (ms) from a micro-batch's first request to its start: the batch delay as really waited, tag model</description></item>
 /// <item><term>gati.model.reloads</term><description>counter, tags model and outcome (success, failure)</description></item>
@@ -29,6 +30,7 @@ public sealed class ServingMetrics : IDisposable
     private readonly Meter _meter;
     private readonly Counter<long> _predictions;
     private readonly Histogram<double> _duration;
+    private readonly Histogram<double> _latency;
     private readonly Histogram<int> _batchSize;
     private readonly Histogram<double> _batchWait;
     private readonly Counter<long> _reloads;
@@ -44,6 +46,7 @@ public sealed class ServingMetrics : IDisposable
         _meter = factory?.Create(MeterName) ?? new Meter(MeterName);
         _predictions = _meter.CreateCounter<long>("gati.predictions", "{prediction}", "Predictions served, by exit layer.");
         _duration = _meter.CreateHistogram<double>("gati.prediction.duration", "ms", "Wall time of an engine call (one batch).");
+        _latency = _meter.CreateHistogram<double>("gati.prediction.latency", "ms", "Per input, the wall time of the engine call that answered it, by exit layer.");
         _batchSize = _meter.CreateHistogram<int>("gati.batch.size", "{input}", "Inputs per engine call.");
         _batchWait = _meter.CreateHistogram<double>("gati.batch.wait", "ms", "Time from a micro-batch's first request to the start of its engine call.");
         _reloads = _meter.CreateCounter<long>("gati.model.reloads", "{reload}", "Model loads after a change of the model file.");
@@ -65,8 +68,9 @@ public sealed class ServingMetrics : IDisposable
         foreach (var layer in exitLayers)
         {
             if (layer > 0) early++;
-            _predictions.Add(1, new KeyValuePair<string, object?>("model", model),
-                new KeyValuePair<string, object?>("exit", layer == 0 ? "full" : layer.ToString(CultureInfo.InvariantCulture)));
+            var exit = new KeyValuePair<string, object?>("exit", layer == 0 ? "full" : layer.ToString(CultureInfo.InvariantCulture));
+            _predictions.Add(1, new KeyValuePair<string, object?>("model", model), exit);
+            _latency.Record(milliseconds, new KeyValuePair<string, object?>("model", model), exit);
         }
         _duration.Record(milliseconds, new KeyValuePair<string, object?>("model", model));
         _batchSize.Record(exitLayers.Count, new KeyValuePair<string, object?>("model", model));

@@ -166,9 +166,18 @@ public sealed class WebApiTests(ServingModels models) : IClassFixture<ServingMod
         using var client = factory.CreateClient();
         using (var response = await client.PostAsync("/predict", Body(LoadTest.LoadTest.Png(models.RawImages[0], 28, 28), "image/png")))
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal("Healthy", await client.GetStringAsync("/health"));
+        using (var health = JsonDocument.Parse(await client.GetStringAsync("/health")))
+        {
+            Assert.Equal("Healthy", health.RootElement.GetProperty("status").GetString());
+            Assert.Equal("model generation 1 loaded (file)", health.RootElement.GetProperty("reason").GetString());
+            Assert.Equal(1, health.RootElement.GetProperty("generation").GetInt32());
+            Assert.Equal("default", health.RootElement.GetProperty("model").GetString());
+        }
         using var model = JsonDocument.Parse(await client.GetStringAsync("/model"));
         Assert.Equal(1, model.RootElement.GetProperty("generation").GetInt32());
+        Assert.Equal("Serving", model.RootElement.GetProperty("state").GetString());
+        Assert.Equal("default", model.RootElement.GetProperty("model").GetString());
+        Assert.Equal(0, model.RootElement.GetProperty("warnings").GetArrayLength());
         Assert.Equal("1x28x28", model.RootElement.GetProperty("inputShape").GetString());
         var metrics = await client.GetStringAsync("/metrics");
         Assert.Contains("gati_predictions", metrics);
