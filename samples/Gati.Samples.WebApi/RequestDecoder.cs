@@ -1,36 +1,69 @@
+using System.Globalization;
 using System.Text.Json;
 using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
 using Gati.MLNet.Models;
-using SkiaSharp;
 
 namespace Gati.Samples.WebApi;
 
 /// <summary>
-/// Turns uploaded images and pixel arrays into the model's input, the way the training images were prepared:
-/// decode (PNG or JPEG), composite transparency over black, resize to the model's size, grayscale (BT.601 luma) for
-/// one-channel models, scale to [0, 1], normalise per channel.
+/// Turns a request body into the model's input: an image (PNG or JPEG) through the library's
+/// <see cref="ImageDecoder"/> (the decoding <c>gati predict</c> uses too), or a JSON pixel array read strictly.
 /// </summary>
-public static class ImageDecoder
+public static class RequestDecoder
 {
-    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
-
     /// <summary>
     /// The model input for a request body of <paramref name="mediaType"/> (image/png, image/jpeg or application/json).
     /// Throws <see cref="InvalidDataException"/> for a body that cannot be decoded and <see cref="ArgumentException"/> for
     /// one that decodes to the wrong input; nothing else.
     /// </summary>
-    public static float[] FromBody(string mediaType, ReadOnlySpan<byte> body, TensorShape shape, ChannelNormalization? normalization) => mediaType switch
+    /// <param name="mediaType">The body's media type, lower case, without parameters.</param>
+    /// <param name="body">The body.</param>
+    /// <param name="shape">The model's input [C, H, W].</param>
+    /// <param name="normalization">The model's input normalisation, or null.</param>
+    /// <param name="limits">What images may be decoded; null: <see cref="ImageDecodingLimits.ForInput"/> of <paramref name="shape"/>.</param>
+    public static float[] FromBody(string mediaType, ReadOnlySpan<byte> body, TensorShape shape, ChannelNormalization? normalization, ImageDecodingLimits? limits = null) => mediaType switch
     {
-        "application/json" => FromPixels(ParseJson(body), shape, normalization),
-        "image/png" or "image/jpeg" => FromEncoded(body, shape, normalization),
+        "application/json" => FromPixels(ParsePixels(body), shape, normalization),
+        "image/png" or "image/jpeg" => ImageDecoder.Decode(body, shape, normalization, limits),
         _ => throw new ArgumentException($"Unsupported media type '{mediaType}'.", nameof(mediaType)),
     };
 
-    private static float[]? ParseJson(ReadOnlySpan<byte> body)
+    /// <summary>
+    /// The "pixels" array of a JSON body, read strictly: one object whose only property is "pixels" (exact case, once),
+    /// an array of JSON numbers; no strings, nulls or nested values, no comments or trailing commas. Returns null when
+    /// the object has no "pixels"; throws <see cref="InvalidDataException"/> ("The JSON body is not valid: ...") for
+    /// anything else, <see cref="ArgumentException"/> for a number no float can hold.
+    /// </summary>
+    internal static float[]? ParsePixels(ReadOnlySpan<byte> body)
     {
+        var reader = new Utf8JsonReader(body, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow, AllowTrailingCommas = false });
         try
         {
-            return JsonSerializer.Deserialize<PixelRequest>(body, JsonOptions)?.Pixels;
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+                throw Invalid($"it must be one object, {{\"pixels\": [...]}}, not {Describe(reader.TokenType)}");
+            List<float>? pixels = null;
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                if (!reader.ValueTextEquals("pixels"u8))
+                    throw Invalid($"it has a property \"{Shown(reader.ValueSpan)}\"; the only property is \"pixels\" (names are case-sensitive)");
+                if (pixels is not null) throw Invalid("it has \"pixels\" twice");
+                reader.Read();
+                if (reader.TokenType != JsonTokenType.StartArray) throw Invalid($"\"pixels\" must be an array of numbers, not {Describe(reader.TokenType)}");
+                pixels = [];
+                while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+                {
+                    if (reader.TokenType != JsonTokenType.Number)
+                        throw Invalid($"\"pixels\"[{pixels.Count}] is {Describe(reader.TokenType)}; pixels are JSON numbers from 0 to 255");
+                    if (!reader.TryGetSingle(out var value) || !float.IsFinite(value))
+                        throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                            $"\"pixels\"[{pixels.Count}] is {Shown(reader.ValueSpan)}; pixels must be numbers from 0 to 255."));
+                    pixels.Add(value);
+                }
+            }
+            // The reader itself refuses anything after the object but whitespace.
+            while (reader.Read()) { }
+            return pixels?.ToArray();
         }
         catch (JsonException ex)
         {
@@ -38,44 +71,25 @@ public static class ImageDecoder
         }
     }
 
-    /// <summary>Decodes an encoded image; throws <see cref="InvalidDataException"/> when it is not a readable PNG or JPEG.</summary>
-    public static float[] FromEncoded(ReadOnlySpan<byte> encoded, TensorShape shape, ChannelNormalization? normalization)
+    /// <summary>Raw JSON text for a message: decoded leniently (the reader has not checked a name's UTF-8) and cut at 40 characters.</summary>
+    private static string Shown(ReadOnlySpan<byte> raw)
     {
-        using var data = SKData.CreateCopy(encoded);
-        using var codec = SKCodec.Create(data) ?? throw new InvalidDataException("The body is not a readable PNG or JPEG image.");
-        if (codec.EncodedFormat is not (SKEncodedImageFormat.Png or SKEncodedImageFormat.Jpeg))
-            throw new InvalidDataException($"Images must be PNG or JPEG (got {codec.EncodedFormat}).");
-        var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Premul);
-        if (info.Width < 1 || info.Height < 1 || (long)info.Width * info.Height > 16_000_000)
-            throw new InvalidDataException($"Image size {info.Width}x{info.Height} is out of range.");
-        using var decoded = new SKBitmap(info);
-        var result = codec.GetPixels(info, decoded.GetPixels());
-        if (result is not (SKCodecResult.Success or SKCodecResult.IncompleteInput))
-            throw new InvalidDataException($"The image could not be decoded ({result}).");
-        using var resized = decoded.Width == shape.Width && decoded.Height == shape.Height
-            ? decoded.Copy()
-            : decoded.Resize(new SKImageInfo(shape.Width, shape.Height, SKColorType.Rgba8888, SKAlphaType.Premul), new SKSamplingOptions(SKCubicResampler.Mitchell))
-              ?? throw new InvalidDataException("The image could not be resized.");
-        var pixels = resized.GetPixelSpan();
-        var plane = shape.Height * shape.Width;
-        var values = new float[shape.Size];
-        for (var i = 0; i < plane; i++)
-        {
-            // Premultiplied RGBA: colour already composited over black.
-            float r = pixels[i * 4], g = pixels[i * 4 + 1], b = pixels[i * 4 + 2];
-            if (shape.Channels == 1)
-            {
-                values[i] = (0.299f * r + 0.587f * g + 0.114f * b) / 255f;
-            }
-            else
-            {
-                values[i] = r / 255f;
-                values[plane + i] = g / 255f;
-                values[2 * plane + i] = b / 255f;
-            }
-        }
-        return Normalize(values, normalization);
+        var text = System.Text.Encoding.UTF8.GetString(raw);
+        return text.Length <= 40 ? text : text[..40] + "...";
     }
+
+    private static InvalidDataException Invalid(string problem) => new($"The JSON body is not valid: {problem}.");
+
+    private static string Describe(JsonTokenType token) => token switch
+    {
+        JsonTokenType.StartArray => "an array",
+        JsonTokenType.StartObject => "an object",
+        JsonTokenType.String => "a string",
+        JsonTokenType.Number => "a number",
+        JsonTokenType.True or JsonTokenType.False => "a boolean",
+        JsonTokenType.Null => "null",
+        _ => "empty",
+    };
 
     /// <summary>Raw 0-255 pixels, planar; throws <see cref="ArgumentException"/> naming what is wrong.</summary>
     public static float[] FromPixels(float[]? pixels, TensorShape shape, ChannelNormalization? normalization)
@@ -90,14 +104,9 @@ public static class ImageDecoder
             if (!float.IsFinite(p) || p < 0 || p > 255) throw new ArgumentException($"\"pixels\"[{i}] is {p}; pixels must be numbers from 0 to 255.");
             values[i] = p / 255f;
         }
-        return Normalize(values, normalization);
-    }
-
-    private static float[] Normalize(float[] values, ChannelNormalization? normalization)
-    {
         if (normalization is null) return values;
-        var result = new float[values.Length];
-        normalization.Normalize(values, result);
-        return result;
+        var normalized = new float[values.Length];
+        normalization.Normalize(values, normalized);
+        return normalized;
     }
 }
