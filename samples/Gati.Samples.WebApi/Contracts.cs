@@ -7,10 +7,6 @@ public sealed class ImageInput
     public float[] Image { get; set; } = [];
 }
 
-/// <summary>A JSON prediction request: raw pixel values 0-255, planar [C, H, W] (for Fashion-MNIST: 784 grayscale values, row by row).</summary>
-/// <param name="Pixels">The pixels.</param>
-public sealed record PixelRequest(float[]? Pixels);
-
 /// <summary>A prediction.</summary>
 /// <param name="Label">Predicted class name.</param>
 /// <param name="LabelKey">Predicted class as a 1-based key.</param>

@@ -42,7 +42,8 @@ public static class PredictionApi
     }
 
     internal static async Task<Results<Ok<PredictionResponse>, ProblemHttpResult>> PredictAsync(HttpRequest request,
-        EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, IOptions<ServingOptions> options, RequestMetrics metrics, CancellationToken cancellation)
+        EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction> pool, IOptions<ServingOptions> options, DecodingGate decoding, RequestMetrics metrics,
+        CancellationToken cancellation)
     {
         var started = Stopwatch.GetTimestamp();
         var limit = options.Value.MaxRequestBytes;
@@ -68,20 +69,30 @@ public static class PredictionApi
         // Decoded for, and answered by, one model generation: a hot reload in between cannot pair one model's input size
         // or class names with another's prediction.
         ModelPrediction<EarlyExitPrediction> answer;
-        var decoding = TimeSpan.Zero;
+        var decodeTime = TimeSpan.Zero;
         try
         {
             var waiting = Stopwatch.GetTimestamp();
+            // A decode slot is held from here until the body is decoded (in the callback), never while the request waits
+            // for its micro-batch; the using gives it back on the paths where the callback never runs.
+            using var slot = await decoding.EnterAsync(cancellation);
             answer = await pool.PredictWithStatusAsync(EarlyExitPredictionEnginePool<ImageInput, EarlyExitPrediction>.DefaultModelName,
                 status =>
                 {
-                    var decodeStart = Stopwatch.GetTimestamp();
-                    var input = new ImageInput { Image = ImageDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization) };
-                    decoding = Stopwatch.GetElapsedTime(decodeStart);
-                    return input;
+                    try
+                    {
+                        var decodeStart = Stopwatch.GetTimestamp();
+                        var input = new ImageInput { Image = RequestDecoder.FromBody(mediaType, body, status.InputShape, status.InputNormalization, Limits(options.Value, status)) };
+                        decodeTime = Stopwatch.GetElapsedTime(decodeStart);
+                        return input;
+                    }
+                    finally
+                    {
+                        slot.Dispose();
+                    }
                 }, cancellation);
-            metrics.Decode.Record(decoding.TotalMilliseconds);
-            metrics.Predict.Record((Stopwatch.GetElapsedTime(waiting) - decoding).TotalMilliseconds);
+            metrics.Decode.Record(decodeTime.TotalMilliseconds);
+            metrics.Predict.Record((Stopwatch.GetElapsedTime(waiting) - decodeTime).TotalMilliseconds);
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidDataException)
         {
@@ -110,6 +121,11 @@ public static class PredictionApi
         var extensions = new Dictionary<string, object?> { ["model"] = health.Name, ["failedLoads"] = health.FailedLoads, ["nextRetryAt"] = health.NextRetryAt };
         return TypedResults.Problem(ex.Message, statusCode: StatusCodes.Status503ServiceUnavailable, title: "Model unavailable", extensions: extensions);
     }
+
+    /// <summary>The image limits for the model generation that decodes: Gati:MaxImagePixels, or the model's own.</summary>
+    private static ImageDecodingLimits Limits(ServingOptions options, ModelStatus status) =>
+        (options.MaxImagePixels > 0 ? new ImageDecodingLimits { MaxPixels = options.MaxImagePixels } : ImageDecodingLimits.ForInput(status.InputShape))
+        with { MaxPixelsSetting = "Gati:MaxImagePixels" };
 
     private static ProblemHttpResult BadRequest(string detail) =>
         TypedResults.Problem(detail, statusCode: StatusCodes.Status400BadRequest, title: "Invalid input");

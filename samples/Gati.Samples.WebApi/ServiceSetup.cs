@@ -32,6 +32,7 @@ public static class ServiceSetup
         builder.Services.AddHostedService(services => services.GetRequiredService<ShutdownDrain>());
         builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
         builder.Services.AddSingleton<RequestMetrics>();
+        builder.Services.AddSingleton<DecodingGate>();
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(ServingMetrics.MeterName, RequestMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime")
             .AddPrometheusExporter());

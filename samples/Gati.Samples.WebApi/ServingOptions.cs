@@ -13,6 +13,18 @@ public sealed class ServingOptions
     public long MaxRequestBytes { get; set; } = 1 << 20;
 
     /// <summary>
+    /// Largest image decoded, in pixels (width x height from the image's header, checked before decoding); 0: per model,
+    /// the larger of 2048 x 2048 and 64 times the model's input (<see cref="Gati.MLNet.Inference.ImageDecodingLimits.ForInput"/>).
+    /// </summary>
+    public long MaxImagePixels { get; set; }
+
+    /// <summary>
+    /// Request bodies decoded at once; the others wait their turn (each decode holds up to 4 bytes per pixel of
+    /// <see cref="MaxImagePixels"/>). 0: the processor count.
+    /// </summary>
+    public int MaxConcurrentDecodes { get; set; }
+
+    /// <summary>
     /// On shutdown, seconds to keep serving with /health at 503 and <c>Connection: close</c> on every response before
     /// the server stops (see <see cref="ShutdownDrain"/>); 0 stops at once. Keep it below the host's shutdown timeout
     /// (30 s by default), and at least as long as a load balancer takes to notice the failing health check.

@@ -200,9 +200,9 @@ public static class ImageFolder
     }
 
     /// <summary>
-    /// Refuses an image whose header claims more than <paramref name="maxPixels"/> pixels, or (PNG) more than its
-    /// bytes can encode: deflate expands at most 1032-fold, and a 1-bit PNG holds 8 pixels per byte. Files SkiaSharp
-    /// cannot read are left to ML.NET's loader, whose error the caller names.
+    /// Refuses an image whose header claims more than <paramref name="maxPixels"/> pixels, or (PNG, JPEG) more than its
+    /// bytes can hold (<see cref="Inference.ImageDecodingLimits"/>, the checks <see cref="Inference.ImageDecoder"/> makes).
+    /// Files SkiaSharp cannot read are left to ML.NET's loader, whose error the caller names.
     /// </summary>
     internal static void CheckImageSize(string path, long maxPixels)
     {
@@ -210,12 +210,9 @@ public static class ImageFolder
         var fileBytes = stream.Length;
         using var codec = SKCodec.Create(stream);
         if (codec is null) return;
-        var (width, height) = (codec.Info.Width, codec.Info.Height);
-        var pixels = (long)width * height;
-        if (pixels > maxPixels)
-            throw new DatasetFormatException(path, $"image header claims {width}x{height} = {pixels} pixels, more than the {maxPixels} allowed (ImageFolderOptions.MaxImagePixels)");
-        if (codec.EncodedFormat == SKEncodedImageFormat.Png && pixels > 8 * 1032 * fileBytes)
-            throw new DatasetFormatException(path, $"image header claims {width}x{height} pixels, more than {fileBytes} bytes of PNG can hold: the header is corrupt or the file truncated");
+        var limits = new Inference.ImageDecodingLimits { MaxPixels = maxPixels, MaxPixelsSetting = "ImageFolderOptions.MaxImagePixels" };
+        if (limits.Problem(codec.EncodedFormat, codec.Info.Width, codec.Info.Height, fileBytes) is { } problem)
+            throw new DatasetFormatException(path, problem);
     }
 
     private sealed class ImageFile

@@ -44,6 +44,50 @@ public static class ImageFiles
         return bytes;
     }
 
+    /// <summary>
+    /// The image cut short, its header intact: a PNG at half its length; a JPEG (mostly tables when small) halfway
+    /// through the coded data after its start-of-scan marker.
+    /// </summary>
+    public static byte[] Truncated(byte[] encoded)
+    {
+        if (encoded[0] == 0x89) return encoded[..(encoded.Length / 2)];
+        var scan = encoded.AsSpan().IndexOf([(byte)0xFF, (byte)0xDA]);
+        if (scan < 0) throw new ArgumentException("No start-of-scan marker: not a JPEG.", nameof(encoded));
+        return encoded[..((scan + encoded.Length) / 2)];
+    }
+
+    /// <summary>
+    /// A well-formed PNG of a few dozen bytes whose header claims <paramref name="width"/> x <paramref name="height"/>
+    /// 1-bit grayscale pixels: signature, IHDR, one IDAT holding a deflated first row only, IEND, every CRC correct.
+    /// Decoders believe the header; decoding it would take 4 x width x height bytes for one row of data.
+    /// </summary>
+    public static byte[] TinyPngClaiming(int width, int height)
+    {
+        var row = new byte[1 + (width + 7) / 8]; // filter byte + 1 bit per pixel, all zero
+        using var deflated = new MemoryStream();
+        using (var zlib = new System.IO.Compression.ZLibStream(deflated, System.IO.Compression.CompressionLevel.SmallestSize)) zlib.Write(row);
+        var header = new byte[13];
+        BinaryPrimitives.WriteInt32BigEndian(header, width);
+        BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), height);
+        header[8] = 1; // bit depth 1, colour type 0 (grayscale), deflate, adaptive filtering, no interlace
+        using var png = new MemoryStream();
+        png.Write([0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A]);
+        WriteChunk(png, "IHDR", header);
+        WriteChunk(png, "IDAT", deflated.ToArray());
+        WriteChunk(png, "IEND", []);
+        return png.ToArray();
+    }
+
+    private static void WriteChunk(Stream png, string type, byte[] data)
+    {
+        var chunk = new byte[12 + data.Length];
+        BinaryPrimitives.WriteInt32BigEndian(chunk, data.Length);
+        System.Text.Encoding.ASCII.GetBytes(type, chunk.AsSpan(4));
+        data.CopyTo(chunk, 8);
+        BinaryPrimitives.WriteUInt32BigEndian(chunk.AsSpan(8 + data.Length), Crc32(chunk.AsSpan(4, 4 + data.Length)));
+        png.Write(chunk);
+    }
+
     /// <summary>CRC-32 (ISO-HDLC, as PNG chunks use), bit by bit: only a few header bytes are ever hashed.</summary>
     private static uint Crc32(ReadOnlySpan<byte> data)
     {
