@@ -75,6 +75,8 @@ public sealed class OptionValidationTests
         Add("--cache-train-rows", "demo -o {dir} --cache-train-rows 0");
         Add("--cache-epochs", "demo -o {dir} --cache-epochs 0");
         Add("--eval-rows", "demo -o {dir} --eval-rows 0");
+        Add("--max-image-pixels", "predict -m {model} x.png --max-image-pixels 0");
+        Add("--ort-single-graph-threads", "predict -m {model} --folder {dir} --ort-single-graph-threads 0");
         return data;
     }
 
@@ -88,7 +90,8 @@ public sealed class OptionValidationTests
                 .Replace("{model}", temp.File("model.zip"), StringComparison.Ordinal)
                 .Replace("{dir}", temp.Sub("out"), StringComparison.Ordinal))
             .Concat(["--device", "cpu"]);
-        if (!commandLine.StartsWith("bench base", StringComparison.Ordinal) && !commandLine.StartsWith("demo", StringComparison.Ordinal))
+        if (!commandLine.StartsWith("bench base", StringComparison.Ordinal) && !commandLine.StartsWith("demo", StringComparison.Ordinal)
+            && !commandLine.StartsWith("predict", StringComparison.Ordinal))
             args = args.Concat(["--data-dir", RealData.FashionMnistDirectory]);
 
         var (exit, output) = CliHost.Invoke([.. args]);

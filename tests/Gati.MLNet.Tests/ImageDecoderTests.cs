@@ -2,8 +2,6 @@ using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Models;
 using Gati.MLNet.Tests.Infrastructure;
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using SkiaSharp;
 
 namespace Gati.MLNet.Tests;
@@ -15,18 +13,7 @@ namespace Gati.MLNet.Tests;
 /// </summary>
 public sealed class ImageDecoderTests
 {
-    private static readonly Lazy<byte[][]> RawTestImages = new(() =>
-    {
-        var context = new MLContext(0);
-        var test = context.Data.TakeRows(context.Data.LoadFashionMnist(DatasetSplit.Test, RealData.FashionMnistDirectory, ChannelNormalization.Identity(1)), 16);
-        return context.Data.CreateEnumerable<Row>(test, reuseRowObject: false).Select(r => r.Image.Select(v => (byte)Math.Round(v * 255)).ToArray()).ToArray();
-    });
-
-    private sealed class Row
-    {
-        [VectorType(784)]
-        public float[] Image { get; set; } = [];
-    }
+    private static readonly Lazy<byte[][]> RawTestImages = new(() => RealData.FashionMnistTestPixels(16));
 
     /// <summary>A gray image as RGBA (unpremultiplied), with <paramref name="alpha"/> per pixel index.</summary>
     private static byte[] Rgba(byte[] gray, Func<int, byte> alpha)

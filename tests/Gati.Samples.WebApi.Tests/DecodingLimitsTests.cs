@@ -2,14 +2,10 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using Gati.MLNet;
-using Gati.MLNet.Data;
 using Gati.MLNet.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Xunit.Abstractions;
 
 namespace Gati.Samples.WebApi.Tests;
@@ -49,18 +45,7 @@ public sealed class DecodingLimitsTests
         return json.RootElement.GetProperty("detail").GetString()!;
     }
 
-    private static readonly Lazy<byte[][]> RawTestImages = new(() =>
-    {
-        var context = new MLContext(0);
-        var test = context.Data.TakeRows(context.Data.LoadFashionMnist(DatasetSplit.Test, RealData.FashionMnistDirectory, ChannelNormalization.Identity(1)), 4);
-        return context.Data.CreateEnumerable<Row>(test, reuseRowObject: false).Select(r => r.Image.Select(v => (byte)Math.Round(v * 255)).ToArray()).ToArray();
-    });
-
-    private sealed class Row
-    {
-        [VectorType(784)]
-        public float[] Image { get; set; } = [];
-    }
+    private static readonly Lazy<byte[][]> RawTestImages = new(() => RealData.FashionMnistTestPixels(4));
 
     internal static byte[] TestPng(int index) => LoadTest.LoadTest.Png(RawTestImages.Value[index], 28, 28);
 

@@ -1,4 +1,6 @@
 using Gati.MLNet.Data;
+using Microsoft.ML;
+using Microsoft.ML.Data;
 
 namespace Gati.MLNet.Tests.Infrastructure;
 
@@ -15,5 +17,19 @@ public static class RealData
                     $"Real Fashion-MNIST not found in {dir}: install it with 'apt-get install dataset-fashion-mnist' (done by .ci/run), or set GATI_FASHION_MNIST_DIR.");
             return dir;
         }
+    }
+
+    /// <summary>The first <paramref name="count"/> Fashion-MNIST test images as raw 0-255 pixels, row by row.</summary>
+    public static byte[][] FashionMnistTestPixels(int count)
+    {
+        var context = new MLContext(0);
+        var test = context.Data.TakeRows(context.Data.LoadFashionMnist(DatasetSplit.Test, FashionMnistDirectory, ChannelNormalization.Identity(1)), count);
+        return context.Data.CreateEnumerable<PixelRow>(test, reuseRowObject: false).Select(r => r.Image.Select(v => (byte)Math.Round(v * 255)).ToArray()).ToArray();
+    }
+
+    private sealed class PixelRow
+    {
+        [VectorType(784)]
+        public float[] Image { get; set; } = [];
     }
 }
