@@ -138,20 +138,20 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             if (generation is null)
             {
                 if (Volatile.Read(ref _disposed)) throw new ObjectDisposedException(_owner, $"The prediction pool was disposed: model '{DisplayName}' no longer serves.");
-                throw new ModelUnavailableException(Unavailable(), _nextRetryAt);
+                throw new ModelUnavailableException(Unavailable(), NextRetryAt);
             }
             if (generation.TryAcquire()) return generation;
             // Retired and released between the read and the acquire: the next read sees its successor.
         }
     }
 
-    private DateTimeOffset? _nextRetryAt
+    private DateTimeOffset? NextRetryAt
     {
         get => Ticks(ref _nextRetryTicks);
         set => Volatile.Write(ref _nextRetryTicks, value?.UtcTicks ?? 0);
     }
 
-    private DateTimeOffset? _fileMissingSince
+    private DateTimeOffset? FileMissingSince
     {
         get => Ticks(ref _fileMissingTicks);
         set => Volatile.Write(ref _fileMissingTicks, value?.UtcTicks ?? 0);
@@ -162,7 +162,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private string Unavailable() =>
         $"Model '{DisplayName}' is not loaded: {_lastError ?? "its file could not be loaded"}{RetryText()}";
 
-    private string RetryText() => _nextRetryAt is { } at
+    private string RetryText() => NextRetryAt is { } at
         ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $" (attempt {_failedReloads} failed; next attempt at {at:HH:mm:ss} UTC)")
         : "";
 
@@ -173,13 +173,13 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         var warnings = Warnings(generation);
         var failed = Volatile.Read(ref _failedReloads);
         var error = _lastError;
-        var next = _nextRetryAt;
+        var next = NextRetryAt;
         if (generation is null)
             return new ModelHealth(DisplayName, Path, ModelState.Unavailable, Unavailable(), 0, failed, error, next, warnings);
         if (error is not null)
             return new ModelHealth(DisplayName, Path, ModelState.Degraded,
                 $"the last load of the file failed: {error}{RetryText()}; generation {generation.Number} keeps serving", generation.Number, failed, error, next, warnings);
-        if (_fileMissingSince is { } missing)
+        if (FileMissingSince is { } missing)
             return new ModelHealth(DisplayName, Path, ModelState.Degraded,
                 string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"the model file was deleted at {missing:HH:mm:ss} UTC; generation {generation.Number} keeps serving, but a restart would fail"),
@@ -193,7 +193,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         var warnings = new List<string>();
         if (generation is not null && !generation.IsDisposed && generation.Engine.Caches.Count == 0)
             warnings.Add("the model has no learned caches: every request runs the full base model");
-        if (_fileMissingSince is { } missing)
+        if (FileMissingSince is { } missing)
             warnings.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"the model file {Path} was deleted at {missing:O}"));
         return [.. warnings];
     }
@@ -281,8 +281,8 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
             swapped = true;
             _lastError = null;
             _consecutiveFailures = 0;
-            _nextRetryAt = null;
-            _fileMissingSince = null;
+            NextRetryAt = null;
+            FileMissingSince = null;
             try
             {
                 _retry.Change(Timeout.Infinite, Timeout.Infinite);
@@ -316,7 +316,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         var consecutive = ++_consecutiveFailures;
         var delay = TimeSpan.FromMilliseconds(Math.Min(_options.MaxRetryDelayMs, _options.RetryDelayMs * Math.Pow(2, Math.Min(30, consecutive - 1))));
         _lastError = $"{ex.GetType().Name}: {ex.Message}";
-        _nextRetryAt = DateTimeOffset.UtcNow + delay;
+        NextRetryAt = DateTimeOffset.UtcNow + delay;
         _metrics.RecordReload(DisplayName, success: false);
         var serving = Volatile.Read(ref _current);
         if (serving is null)
@@ -445,7 +445,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         if (gone)
         {
             if (File.Exists(Path)) return;
-            _fileMissingSince = DateTimeOffset.UtcNow;
+            FileMissingSince = DateTimeOffset.UtcNow;
             _logger.LogWarning("The file of model '{Model}', {Path}, was deleted; generation {Generation} keeps serving, but a restart would fail to load it.",
                 DisplayName, Path, Volatile.Read(ref _current)?.Number);
             return;
