@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Gati.Extensions.ML.Tests.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Tests.Infrastructure;
@@ -199,7 +200,7 @@ public sealed class PoolFaultTests(ServingModels models) : IClassFixture<Serving
     [Fact]
     public void Metrics_LatencyPerExitLayer_AndTheDefaultModelNamed()
     {
-        using var meters = new ScopedMeters();
+        using var meters = new ScopedMeterFactory();
         using var provider = Provider(models.First, _ => { }, meters: meters);
         using var listener = new MeterListener();
         var latency = new List<(double Ms, string? Model, string? Exit)>();
@@ -230,19 +231,6 @@ public sealed class PoolFaultTests(ServingModels models) : IClassFixture<Serving
             var exits = answers.Select(a => a.ExitLayer == 0 ? "full" : a.ExitLayer.ToString(System.Globalization.CultureInfo.InvariantCulture)).Order();
             Assert.Equal(exits, latency.Select(l => l.Exit).Order());
             Assert.True(latency.Select(l => l.Exit).Distinct().Count() >= 2, "the test images should take more than one exit");
-        }
-    }
-
-    private sealed class ScopedMeters : IMeterFactory
-    {
-        public Meter Create(MeterOptions options)
-        {
-            options.Scope = this;
-            return new Meter(options);
-        }
-
-        public void Dispose()
-        {
         }
     }
 

@@ -38,20 +38,6 @@ public sealed class PoolTests(ServingModels models) : IClassFixture<ServingModel
         return services.BuildServiceProvider();
     }
 
-    /// <summary>Makes meters scoped to itself (test classes run in parallel, and every pool's meter has the same name).</summary>
-    private sealed class ScopedMeterFactory : IMeterFactory
-    {
-        public Meter Create(MeterOptions options)
-        {
-            options.Scope = this;
-            return new Meter(options);
-        }
-
-        public void Dispose()
-        {
-        }
-    }
-
     /// <summary>
     /// Records the measurements of the pool a provider creates (System.Diagnostics.Metrics) while alive; create it before
     /// the pool is resolved.
