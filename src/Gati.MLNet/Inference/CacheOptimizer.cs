@@ -97,24 +97,33 @@ public static class CacheOptimizer
         if (constraints.BatchSize != 1 && constraints.BatchSize != measurements.BatchSize)
             throw new ArgumentException($"Latency was measured at batch 1 and {measurements.BatchSize}; optimise for one of those.", nameof(constraints));
         var byLayer = measurements.Candidates.GroupBy(c => c.Layer).OrderBy(g => g.Key).Select(g => g.ToArray()).ToArray();
-        var plans = byLayer.Aggregate(1L, (n, g) => n > exhaustiveLimit ? n : n * (g.Length + 1));
         var evaluator = new Evaluator(measurements, constraints.BatchSize);
-        var best = evaluator.Evaluate([]);
+        var empty = evaluator.Evaluate([]);
+        var best = empty;
         var memoryBudget = constraints.MemoryBudgetBytes ?? DefaultMemoryBudget(measurements.BaseParameterBytes);
         bool Better(Evaluator.Result candidate, Evaluator.Result incumbent) => CacheOptimizer.Better(candidate, incumbent, constraints, measurements.Rows, memoryBudget);
         long evaluated = 1;
+        // Plans of at most one candidate per group (layer), none included; counting stops once past the limit.
+        long Plans(CacheCandidate[][] groups) => groups.Aggregate(1L, (n, g) => n > exhaustiveLimit ? n : n * (g.Length + 1));
+        // The best of every such plan, the full model included.
+        Evaluator.Result Exhaustive(CacheCandidate[][] groups)
+        {
+            var top = empty;
+            var choice = new int[groups.Length];
+            while (Increment(choice, groups))
+            {
+                var result = evaluator.Evaluate(choice.Select((c, l) => c == 0 ? null : groups[l][c - 1]).OfType<CacheCandidate>().ToArray());
+                evaluated++;
+                if (Better(result, top)) top = result;
+            }
+            return top;
+        }
         string search;
+        var plans = Plans(byLayer);
         if (plans <= exhaustiveLimit)
         {
             search = $"exhaustive over {plans} plans";
-            var choice = new int[byLayer.Length];
-            while (Increment(choice, byLayer))
-            {
-                var set = choice.Select((c, l) => c == 0 ? null : byLayer[l][c - 1]).OfType<CacheCandidate>().ToArray();
-                var result = evaluator.Evaluate(set);
-                evaluated++;
-                if (Better(result, best)) best = result;
-            }
+            best = Exhaustive(byLayer);
         }
         else
         {
@@ -124,7 +133,6 @@ public static class CacheOptimizer
             // calibrated at a few precision targets, roughly one target everywhere). Greedy alone spends the agreement budget
             // on the first cache that pays most; from each start, moves that change one or two layers' choice (another
             // candidate there, e.g. a stricter threshold, or none) run until none helps, and the best end point wins.
-            var empty = best;
             var starts = new List<Evaluator.Result>();
             while (true)
             {
@@ -144,16 +152,7 @@ public static class CacheOptimizer
             foreach (var rank in ranked)
             {
                 var subset = rank.GroupBy(c => c.Layer).OrderBy(g => g.Key).Select(g => g.ToArray()).ToArray();
-                if (subset.Aggregate(1L, (n, g) => n > exhaustiveLimit ? n : n * (g.Length + 1)) > exhaustiveLimit) continue;
-                var top = empty;
-                var choice = new int[subset.Length];
-                while (Increment(choice, subset))
-                {
-                    var result = evaluator.Evaluate(choice.Select((c, l) => c == 0 ? null : subset[l][c - 1]).OfType<CacheCandidate>().ToArray());
-                    evaluated++;
-                    if (Better(result, top)) top = result;
-                }
-                starts.Add(top);
+                if (Plans(subset) <= exhaustiveLimit) starts.Add(Exhaustive(subset));
             }
             foreach (var start in starts)
             {
@@ -178,7 +177,7 @@ public static class CacheOptimizer
         {
             Chosen = best.Set.OrderBy(c => c.Layer).ToArray(),
             ExpectedMs = best.Ms,
-            FullMs = evaluator.Evaluate([]).Ms,
+            FullMs = empty.Ms,
             ExpectedAgreement = best.Agreement,
             ExpectedHitRate = best.HitRate,
             Rows = measurements.Rows,
