@@ -51,11 +51,12 @@ public static class ImageDecoder
             throw new InvalidDataException($"The image is truncated: its {codec.EncodedFormat.ToString().ToUpperInvariant()} data ends before its last row.");
         if (result != SKCodecResult.Success)
             throw new InvalidDataException($"The image could not be decoded ({result}).");
+        // An image already of the model's size is read as decoded (no copy).
         using var resized = width == shape.Width && height == shape.Height
-            ? decoded.Copy()
+            ? null
             : decoded.Resize(new SKImageInfo(shape.Width, shape.Height, SKColorType.Rgba8888, SKAlphaType.Premul), new SKSamplingOptions(SKCubicResampler.Mitchell))
               ?? throw new InvalidDataException("The image could not be resized.");
-        var pixels = resized.GetPixelSpan();
+        var pixels = (resized ?? decoded).GetPixelSpan();
         var plane = shape.Height * shape.Width;
         var values = new float[shape.Size];
         for (var i = 0; i < plane; i++)
