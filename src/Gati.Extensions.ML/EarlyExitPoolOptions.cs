@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Torch;
 
@@ -5,37 +6,45 @@ namespace Gati.Extensions.ML;
 
 /// <summary>
 /// Settings of an <see cref="EarlyExitPredictionEnginePool{TInput, TOutput}"/>, usually bound from configuration
-/// (e.g. the "Gati:Pool" section: <c>{ "Backend": "OnnxRuntime", "Device": "auto", "MaxBatchSize": 32, "ExitPrecisionTarget": 0.999 }</c>).
+/// (e.g. the "Gati:Pool" section: <c>{ "Backend": "OnnxRuntime", "Device": "auto", "Engine": { "SingleGraphThreads": 2 }, "ExitPrecisionTarget": 0.999 }</c>).
 /// </summary>
 public sealed class EarlyExitPoolOptions
 {
-    /// <summary>The runtime that serves: ONNX Runtime (the default) or TorchSharp (docs/serving.md#backends).</summary>
-    public ExecutionBackend Backend { get; set; } = ExecutionBackend.OnnxRuntime;
+    /// <summary>
+    /// How each model's engine runs: backend, device and the ONNX Runtime settings (threads, spinning, the single graph at
+    /// batch 1); bound from configuration as e.g. <c>"Engine": { "SingleGraphThreads": 2 }</c>. Every engine option is set
+    /// here, where <see cref="EarlyExitEngineOptions"/> documents it; the pool copies it for each model it loads.
+    /// </summary>
+    public EarlyExitEngineOptions Engine { get; set; } = new();
 
-    /// <summary>Where models run: auto, cpu, cuda or cuda:N.</summary>
-    public string Device { get; set; } = DeviceOptions.Auto;
+    /// <summary>The runtime that serves: ONNX Runtime (the default) or TorchSharp (docs/serving.md#backends); the same as <c>Engine.Backend</c>.</summary>
+    public ExecutionBackend Backend { get => Engine.Backend; set => Engine.Backend = value; }
 
-    /// <summary>ONNX Runtime: threads of calls with several inputs (null: follow the measured choice of <see cref="SingleGraphThreads"/>; see <see cref="EarlyExitEngineOptions.IntraOpThreads"/>).</summary>
-    public int? IntraOpThreads { get; set; }
+    /// <summary>Where models run: auto, cpu, cuda or cuda:N; the same as <c>Engine.Device</c>.</summary>
+    public string Device { get => Engine.Device; set => Engine.Device = value; }
 
-    /// <summary>ONNX Runtime: let pool threads spin between calls (see <see cref="EarlyExitEngineOptions.AllowSpinning"/>).</summary>
-    public bool AllowSpinning { get; set; }
+    /// <summary>Kept for configurations written before <see cref="Engine"/>: sets <c>Engine.IntraOpThreads</c>.</summary>
+    [Obsolete("Set Engine.IntraOpThreads (configuration: Gati:Pool:Engine:IntraOpThreads).")]
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public int? IntraOpThreads { get => Engine.IntraOpThreads; set => Engine.IntraOpThreads = value; }
 
-    /// <summary>ONNX Runtime: serve one-input batches with the single graph (see <see cref="EarlyExitEngineOptions.SingleGraphAtBatchOne"/>).</summary>
-    public bool SingleGraphAtBatchOne { get; set; } = true;
+    /// <summary>Kept for configurations written before <see cref="Engine"/>: sets <c>Engine.AllowSpinning</c>.</summary>
+    [Obsolete("Set Engine.AllowSpinning (configuration: Gati:Pool:Engine:AllowSpinning).")]
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public bool AllowSpinning { get => Engine.AllowSpinning; set => Engine.AllowSpinning = value; }
 
-    /// <summary>ONNX Runtime: threads of the single graph's calls (null: chosen by measurement on this machine; see <see cref="EarlyExitEngineOptions.SingleGraphThreads"/>).</summary>
-    public int? SingleGraphThreads { get; set; }
+    /// <summary>Kept for configurations written before <see cref="Engine"/>: sets <c>Engine.SingleGraphAtBatchOne</c>.</summary>
+    [Obsolete("Set Engine.SingleGraphAtBatchOne (configuration: Gati:Pool:Engine:SingleGraphAtBatchOne).")]
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public bool SingleGraphAtBatchOne { get => Engine.SingleGraphAtBatchOne; set => Engine.SingleGraphAtBatchOne = value; }
 
-    internal EarlyExitEngineOptions EngineOptions() => new()
-    {
-        Backend = Backend,
-        Device = Device,
-        IntraOpThreads = IntraOpThreads,
-        AllowSpinning = AllowSpinning,
-        SingleGraphAtBatchOne = SingleGraphAtBatchOne,
-        SingleGraphThreads = SingleGraphThreads,
-    };
+    /// <summary>Kept for configurations written before <see cref="Engine"/>: sets <c>Engine.SingleGraphThreads</c>.</summary>
+    [Obsolete("Set Engine.SingleGraphThreads (configuration: Gati:Pool:Engine:SingleGraphThreads).")]
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public int? SingleGraphThreads { get => Engine.SingleGraphThreads; set => Engine.SingleGraphThreads = value; }
+
+    /// <summary>A copy of <see cref="Engine"/> for one model's engine (a later change of these options reaches the next load only).</summary>
+    internal EarlyExitEngineOptions EngineOptions() => Engine.Clone();
 
     /// <summary>
     /// Gather concurrent <c>PredictAsync</c> calls into one engine batch (a lone request waits at most
@@ -90,8 +99,8 @@ public sealed class EarlyExitPoolOptions
 
     internal void Validate()
     {
-        DeviceOptions.Validate(Device, nameof(Device));
-        EngineOptions().Validated();
+        if (Engine is null) throw new ArgumentNullException(nameof(Engine), "Engine options are required (the defaults: new EarlyExitEngineOptions()).");
+        Engine.Validated();
         if (MaxBatchSize < 1) throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, "Must be positive.");
         if (MaxBatchDelayMs is < 0 or > 60_000 || double.IsNaN(MaxBatchDelayMs))
             throw new ArgumentOutOfRangeException(nameof(MaxBatchDelayMs), MaxBatchDelayMs, "Must be from 0 to 60,000 (a minute).");

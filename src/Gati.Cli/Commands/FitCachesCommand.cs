@@ -51,15 +51,21 @@ internal static class FitCachesCommand
                 Dataset = dataset.Read(result),
                 Layers = result.GetValue(layers) is { } l ? LayerList.Parse(l) : null,
                 Architectures = result.GetValue(architectures) is { } a ? ArchitectureList.Parse(a) : null,
-                Selector = SelectorArchitecture.Parse(result.GetValue(selector)!),
-                TargetPrecision = result.GetValue(precision),
                 TrainRows = result.GetValue(trainRows),
                 HoldoutRows = result.GetValue(holdoutRows),
-                Epochs = result.GetValue(epochs),
-                Patience = result.GetValue(patience),
-                SelectorEpochs = result.GetValue(selectorEpochs),
-                LearningRate = result.GetValue(lr),
-                StandardizeInputs = !result.GetValue(noStandardize),
+                Predictor = new()
+                {
+                    Epochs = result.GetValue(epochs),
+                    Patience = result.GetValue(patience),
+                    LearningRate = result.GetValue(lr),
+                    StandardizeInputs = !result.GetValue(noStandardize),
+                },
+                Selectors = new()
+                {
+                    Architecture = SelectorArchitecture.Parse(result.GetValue(selector)!),
+                    TargetPrecision = result.GetValue(precision),
+                    Epochs = result.GetValue(selectorEpochs),
+                },
                 DumpDir = result.GetValue(dumpDir),
                 Seed = result.GetValue(seed),
                 Output = result.GetValue(output)!,

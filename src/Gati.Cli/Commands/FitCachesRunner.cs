@@ -21,15 +21,14 @@ internal sealed record FitCachesSettings
     public required DatasetSpec Dataset { get; init; }
     public int[]? Layers { get; init; }
     public PredictorArchitecture[]? Architectures { get; init; }
-    public SelectorArchitecture Selector { get; init; } = SelectorArchitecture.Default;
-    public double TargetPrecision { get; init; } = 0.995;
     public long? TrainRows { get; init; }
     public long HoldoutRows { get; init; } = 5000;
-    public int Epochs { get; init; } = 20;
-    public int Patience { get; init; } = 5;
-    public int SelectorEpochs { get; init; } = 30;
-    public double LearningRate { get; init; } = 0.05;
-    public bool StandardizeInputs { get; init; } = true;
+
+    /// <summary>The predictor recipe as the options set it (the runner adds seed, cancellation and progress).</summary>
+    public LearnedCachesEstimator.PredictorOptions Predictor { get; init; } = new LearnedCachesEstimator.Options().Predictor;
+
+    /// <summary>Selector architecture, target precision and training.</summary>
+    public SelectorTrainingSettings Selectors { get; init; } = new();
     public string? DumpDir { get; init; }
     public int Seed { get; init; }
     public required string Output { get; init; }
@@ -69,21 +68,8 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
                 Layers = layers,
                 Architectures = settings.Architectures ?? [PredictorArchitecture.Conv()],
                 Predictors = predictors,
-                Predictor = new LearnedCachesEstimator.PredictorOptions
-                {
-                    Epochs = settings.Epochs,
-                    Patience = settings.Patience,
-                    LearningRate = settings.LearningRate,
-                    StandardizeInputs = settings.StandardizeInputs,
-                    Seed = settings.Seed,
-                    CancellationToken = cancellation,
-                    Progress = new Progress<PredictorTrainingProgress>(p =>
-                    {
-                        if (p.EpochCompleted)
-                            console.MarkupLineInterpolated($"[grey]  epoch {p.Epoch} layer {p.Layer} {p.Architecture}: held-out agreement {p.ValidationAgreement:P2}{(p.Stopped ? ", stopped early" : "")}[/]");
-                    }),
-                },
-                Selector = new SelectorTrainingSettings { Architecture = settings.Selector, TargetPrecision = settings.TargetPrecision, Epochs = settings.SelectorEpochs },
+                Predictor = Recipe(settings, cancellation),
+                Selector = settings.Selectors,
                 HeldOutSet = heldOut,
                 FeatureDumpDirectory = settings.DumpDir,
                 Device = settings.Device,
@@ -93,7 +79,7 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
             var estimator = context.Gati().LearnedCaches(baseModel, options); // validates the settings before the run is announced
             if (predictors is not null) console.MarkupLineInterpolated($"Reusing {predictors.Count} trained predictors from {path}; training selectors only.");
             console.MarkupLineInterpolated(
-                $"Base model {parts.Describe} on {parts.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.TargetPrecision:P1}.");
+                $"Base model {parts.Describe} on {parts.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.Selectors.TargetPrecision:P1}.");
             using var caches = estimator.Fit(training);
             context.Gati().SaveModel(parts.With(caches), split.Schema, settings.Output);
 
@@ -117,5 +103,18 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
         {
             LoadedModel.Dispose(loaded);
         }
+    }
+
+    private LearnedCachesEstimator.PredictorOptions Recipe(FitCachesSettings settings, CancellationToken cancellation)
+    {
+        var recipe = settings.Predictor.CopySettingsTo(new LearnedCachesEstimator.PredictorOptions());
+        recipe.Seed = settings.Seed;
+        recipe.CancellationToken = cancellation;
+        recipe.Progress = new Progress<PredictorTrainingProgress>(p =>
+        {
+            if (p.EpochCompleted)
+                console.MarkupLineInterpolated($"[grey]  epoch {p.Epoch} layer {p.Layer} {p.Architecture}: held-out agreement {p.ValidationAgreement:P2}{(p.Stopped ? ", stopped early" : "")}[/]");
+        });
+        return recipe;
     }
 }

@@ -27,17 +27,9 @@ internal sealed record TrainPredictorsSettings
     public long? TrainRows { get; init; }
     public long HoldoutRows { get; init; } = 5000;
     public int AugmentedCopies { get; init; }
-    public int Epochs { get; init; } = 100;
-    public int Patience { get; init; } = 10;
-    public int BatchSize { get; init; } = 64;
-    public double LearningRate { get; init; } = 0.05;
-    public double? InputStepBound { get; init; } = PredictorTrainingOptions.DefaultInputStepBound;
-    public bool HeadStart { get; init; } = true;
 
-    public bool StandardizeInputs { get; init; } = true;
-    public int HalvingEpochs { get; init; } = 5;
-    public double Alpha { get; init; } = 0.5;
-    public double Temperature { get; init; } = 6;
+    /// <summary>The training recipe as the options set it (the runner adds what it owns: predictors, base model, held-out rows, seed, checkpoint, progress).</summary>
+    public PredictorSetTrainer.Options Recipe { get; init; } = new();
     public int Seed { get; init; }
     public required string Output { get; init; }
     public string? Checkpoint { get; init; }
@@ -114,29 +106,20 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
 
             var specs = settings.Layers.SelectMany(layer => settings.Architectures.Select(a => new PredictorSpec(layer, a))).ToArray();
             console.MarkupLineInterpolated($"Training {specs.Length} predictors: layers {string.Join(",", settings.Layers)} x {string.Join(", ", settings.Architectures.Select(a => a.ToString()))}.");
-            var trainer = (IProgress<PredictorTrainingProgress> reporter) => context.Gati().Predictors(new PredictorSetTrainer.Options
+            var trainer = (IProgress<PredictorTrainingProgress> reporter) =>
             {
-                Predictors = specs,
-                Epochs = settings.Epochs,
-                Patience = settings.Patience,
-                BatchSize = settings.BatchSize,
-                LearningRate = settings.LearningRate,
-                InputStepBound = settings.InputStepBound,
-                InitializeFromBaseHead = settings.HeadStart,
-                StandardizeInputs = settings.StandardizeInputs,
-                BaseModel = baseModel,
-                LearningRateHalvingEpochs = settings.HalvingEpochs,
-                Alpha = settings.Alpha,
-                Temperature = settings.Temperature,
-                Seed = settings.Seed,
-                Device = settings.Device,
-                ValidationSet = holdout,
-                CheckpointPath = settings.Checkpoint ?? settings.Output + ".ckpt",
-                Resume = settings.Resume,
-                CancellationToken = cancellation,
-                Progress = reporter,
-            });
-            var predictors = LiveProgress.Run(console, "training predictors", settings.Epochs,
+                var options = settings.Recipe.CopySettingsTo(new PredictorSetTrainer.Options { Predictors = specs });
+                options.BaseModel = baseModel;
+                options.Seed = settings.Seed;
+                options.Device = settings.Device;
+                options.ValidationSet = holdout;
+                options.CheckpointPath = settings.Checkpoint ?? settings.Output + ".ckpt";
+                options.Resume = settings.Resume;
+                options.CancellationToken = cancellation;
+                options.Progress = reporter;
+                return context.Gati().Predictors(options);
+            };
+            var predictors = LiveProgress.Run(console, "training predictors", settings.Recipe.Epochs,
                 bar => trainer(new Reporter(console, bar, trainRows)).Fit(train).Cast<PredictorTransformer>().ToArray());
 
             var chain = new TransformerChain<ITransformer>([.. parts.Prefix, baseModel, extractor, .. predictors]);

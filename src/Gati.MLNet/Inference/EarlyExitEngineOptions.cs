@@ -51,6 +51,9 @@ public sealed class EarlyExitEngineOptions
     /// </summary>
     public int? SingleGraphThreads { get; set; }
 
+    /// <summary>A copy: holders such as the pool's options hand each engine its own.</summary>
+    internal EarlyExitEngineOptions Clone() => (EarlyExitEngineOptions)MemberwiseClone();
+
     internal EarlyExitEngineOptions Validated()
     {
         if (!Enum.IsDefined(Backend)) throw new ArgumentOutOfRangeException(nameof(Backend), Backend, "Unknown execution backend.");

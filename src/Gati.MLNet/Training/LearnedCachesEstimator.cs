@@ -231,37 +231,13 @@ public sealed class LearnedCachesEstimator : IEstimator<LearnedCachesTransformer
             features = extractor.Transform(training);
         }
         options.Status?.Report($"Training {specs.Length} predictors ({(options.FeatureDumpDirectory is null ? "streaming features from the base model" : "from the feature dump")}).");
-        var p = options.Predictor;
-        var trainer = new PredictorSetTrainer(_host, new PredictorSetTrainer.Options
-        {
-            Predictors = specs,
-            TeacherLogitsColumnName = p.TeacherLogitsColumnName,
-            TeacherLabelColumnName = p.TeacherLabelColumnName,
-            Alpha = p.Alpha,
-            Temperature = p.Temperature,
-            Epochs = p.Epochs,
-            Patience = p.Patience,
-            BatchSize = p.BatchSize,
-            LearningRate = p.LearningRate,
-            Momentum = p.Momentum,
-            WeightDecay = p.WeightDecay,
-            LearningRateHalvingEpochs = p.LearningRateHalvingEpochs,
-            InputStepBound = p.InputStepBound,
-            StandardizeInputs = p.StandardizeInputs,
-            InitializeFromBaseHead = p.InitializeFromBaseHead,
-            BaseModel = p.BaseModel,
-            KnownBaseNetwork = ((IBaseModelHolder)extractor).Base,
-            Seed = seed,
-            Device = options.Device,
-            ValidationSet = extractor.Transform(validation),
-            Progress = p.Progress,
-            ProgressInterval = p.ProgressInterval,
-            ShufflePoolSize = p.ShufflePoolSize,
-            ShufflePoolBytes = p.ShufflePoolBytes,
-            CheckpointPath = p.CheckpointPath,
-            Resume = p.Resume,
-            CancellationToken = p.CancellationToken,
-        });
+        // The recipe is copied whole (a new predictor option needs no edit here); what this estimator owns overrides it.
+        var trainerOptions = options.Predictor.CopySettingsTo(new PredictorSetTrainer.Options { Predictors = specs });
+        trainerOptions.KnownBaseNetwork = ((IBaseModelHolder)extractor).Base;
+        trainerOptions.Seed = seed;
+        trainerOptions.Device = options.Device;
+        trainerOptions.ValidationSet = extractor.Transform(validation);
+        var trainer = new PredictorSetTrainer(_host, trainerOptions);
         return trainer.Fit(features).Cast<PredictorTransformer>().ToList();
     }
 

@@ -118,6 +118,22 @@ public abstract class PredictorTrainingOptions
     /// <summary>Stops training between batches.</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>
+    /// Every setting declared here, copied onto <paramref name="target"/> (e.g. a caches estimator's predictor recipe onto
+    /// the set trainer's options): an option added to this class reaches every trainer with no other edit.
+    /// </summary>
+    internal T CopySettingsTo<T>(T target) where T : PredictorTrainingOptions
+    {
+        ArgumentNullException.ThrowIfNull(target);
+        foreach (var property in SharedSettings) property.SetValue(target, property.GetValue(this));
+        return target;
+    }
+
+    /// <summary>The settable properties declared on this class (public and internal), in declaration order.</summary>
+    internal static IReadOnlyList<System.Reflection.PropertyInfo> SharedSettings { get; } = typeof(PredictorTrainingOptions)
+        .GetProperties(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.DeclaredOnly)
+        .Where(p => p.CanRead && p.CanWrite).ToArray();
+
     internal void ValidateCommon()
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(TeacherLogitsColumnName, nameof(TeacherLogitsColumnName));
