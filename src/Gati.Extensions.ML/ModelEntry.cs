@@ -372,7 +372,7 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     private void StartOnline(ModelGeneration<TInput, TOutput> generation)
     {
         if (_options.Online is not { Enabled: true } settings) return;
-        var caches = Flatten(generation.Model).OfType<LearnedCachesTransformer>().LastOrDefault();
+        var caches = EarlyExitModel.Find(generation.Model)?.Caches;
         if (caches is null || caches.Caches.Count == 0)
         {
             _logger.LogWarning("Model '{Model}' has no learned caches: online caches are off for it.", DisplayName);
@@ -506,24 +506,18 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
         }
         catch
         {
-            foreach (var component in Flatten(model)) (component as IDisposable)?.Dispose();
+            EarlyExitModel.DisposeComponents(model);
             throw;
         }
     }
 
     private static ITransformer Rethreshold(ITransformer model, double target)
     {
-        var components = Flatten(model).ToList();
-        var caches = components.OfType<LearnedCachesTransformer>().LastOrDefault();
-        if (caches is null) return model;
-        var rethresholded = caches.WithPrecisionTarget(target);
-        components[components.IndexOf(caches)] = rethresholded;
+        if (EarlyExitModel.Find(model) is not { Caches: { } caches } parts) return model;
+        var rethresholded = parts.Replacing(caches.WithPrecisionTarget(target));
         caches.Dispose();
-        return new TransformerChain<ITransformer>(components.ToArray());
+        return rethresholded;
     }
-
-    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
-        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [model];
 
     public void Dispose()
     {

@@ -1,4 +1,5 @@
 using Gati.MLNet.Inference;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
 
 namespace Gati.Extensions.ML;
@@ -60,12 +61,9 @@ internal sealed class ModelGeneration<TInput, TOutput> where TInput : class wher
     {
         if (Interlocked.Decrement(ref _references) != 0) return;
         Engine.Dispose();
-        foreach (var component in Components(_model)) (component as IDisposable)?.Dispose();
+        EarlyExitModel.DisposeComponents(_model);
         // The generation's native memory (weights, sessions) is free now: return it to the system, or a server's
         // resident memory climbs with every hot reload (glibc keeps freed pages in its per-thread arenas).
         Gati.MLNet.Torch.NativeHeap.Trim();
     }
-
-    private static IEnumerable<ITransformer> Components(ITransformer model) =>
-        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Components) : [model];
 }

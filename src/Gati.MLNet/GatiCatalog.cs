@@ -173,7 +173,7 @@ public sealed class GatiCatalog
 
     /// <summary>The base-model transformer of a model (itself, or the one in a chain such as <see cref="ImportBaseModel"/> returns).</summary>
     private static ITransformer BaseHolder(ITransformer model, string parameter) =>
-        Flatten(model).LastOrDefault(c => c is IBaseModelHolder)
+        EarlyExitModel.Find(model)?.BaseTransformer
         ?? throw new ArgumentException($"{model.GetType().Name} holds no Gati base model (a ResNetTransformer or ImportedModelTransformer).", parameter);
 
     /// <summary>
@@ -303,28 +303,18 @@ public sealed class GatiCatalog
     internal static (Inference.EarlyExitEngine Engine, string ImageColumn) CreateEngineCore(ITransformer model, Inference.EarlyExitEngineOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var components = Flatten(model).ToArray();
-        if (components.OfType<LearnedCachesTransformer>().LastOrDefault() is { } caches)
+        var parts = EarlyExitModel.Find(model) ?? throw new ArgumentException("The model holds neither learned caches nor a Gati base model.", nameof(model));
+        if (parts.Caches is { } caches)
         {
             if (!caches.OneCachePerLayer)
                 throw new InvalidOperationException("The model holds several candidate caches on one layer: choose one per layer first (CacheOptimizer.Choose / gati optimize).");
             return (Inference.EarlyExitEngine.Create(caches.BaseModel, caches.Caches, options), caches.ImageColumnName);
         }
-        if (components.OfType<IBaseModelHolder>().FirstOrDefault() is { } holder)
-            return (Inference.EarlyExitEngine.Create(holder.Base.Model, [], options), holder.Base.ImageColumnName);
-        throw new ArgumentException("The model holds neither learned caches nor a Gati base model.", nameof(model));
+        return (Inference.EarlyExitEngine.Create(parts.BaseModel, [], options), parts.ImageColumnName);
     }
-
-    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
-        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [model];
 
     /// <summary>The transformers of a model before its base model (which make the base model's input column), or null.</summary>
-    internal static ITransformer? Prefix(ITransformer model)
-    {
-        var components = Flatten(model).ToArray();
-        var first = Array.FindIndex(components, c => c is IBaseModelHolder);
-        return first > 0 ? new TransformerChain<ITransformer>(components[..first]) : null;
-    }
+    internal static ITransformer? Prefix(ITransformer model) => EarlyExitModel.Find(model)?.PrefixChain;
 
     /// <summary>
     /// Writes the base model of <paramref name="model"/> as one standard ONNX graph (opset 17), atomically: input
@@ -340,9 +330,8 @@ public sealed class GatiCatalog
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        var holder = Flatten(model).OfType<IBaseModelHolder>().FirstOrDefault()
+        var baseModel = EarlyExitModel.Find(model)?.BaseModel
             ?? throw new ArgumentException("The model holds no Gati base model to export.", nameof(model));
-        var baseModel = holder.Base.Model;
         ModelFormat.AtomicFile.WriteAllBytes(path, baseModel.Graph.FullModel(Onnx.OnnxMetadata.For(baseModel)));
     }
 

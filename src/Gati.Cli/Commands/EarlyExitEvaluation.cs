@@ -49,9 +49,9 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
             using var full = new FullModelBaseline(context, parts.BaseTransformer, parts.BaseModel, settings.Serving);
             var data = settings.Dataset.Load(context, settings.Split, settings.Rows);
             var size = parts.BaseModel.InputShape.Size;
-            var (images, labels) = Load(parts.Inputs(data), parts.ImageColumn, size);
+            var (images, labels) = Load(parts.Inputs(data), parts.ImageColumnName, size);
             console.MarkupLineInterpolated(
-                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {parts.Describe} on {early.BackendDescription}, {labels.Length} rows of the {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} split.");
+                $"Early exit with caches on layers ({string.Join(", ", early.Caches.Select(c => c.Layer))}) vs the full {parts.Description} on {early.BackendDescription}, {labels.Length} rows of the {settings.Dataset.Name} {settings.Split.ToString().ToLowerInvariant()} split.");
             var results = settings.BatchSizes.Select(b => Measure(early, full, images, labels, b, size)).ToArray();
             return (results, early.Caches.ToArray());
         }

@@ -50,7 +50,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
             var caches = parts.Caches ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
             var size = parts.BaseModel.InputShape.Size;
             var data = settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows);
-            var (images, labels) = EarlyExitEvaluation.Load(parts.Inputs(data), parts.ImageColumn, size);
+            var (images, labels) = EarlyExitEvaluation.Load(parts.Inputs(data), parts.ImageColumnName, size);
             if (labels.Length == 0) throw new InvalidOperationException("The evaluation data has no rows: there is nothing to measure.");
 
             var engines = new List<string>();
@@ -88,7 +88,7 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
 
             var report = new StringBuilder();
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Model: {Path.GetFileName(settings.Model)}, {parts.Describe}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
+                $"Model: {Path.GetFileName(settings.Model)}, {parts.Description}, caches on layers {string.Join(", ", caches.Caches.Select(c => $"{c.Layer} ({c.PredictorArchitecture})"))}.");
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Machine: {Environment.ProcessorCount} logical CPUs ({CpuModel()}), .NET {Environment.Version}, TorchSharp with {torch.get_num_threads()} threads ({TorchRuntime.Kind}), ONNX Runtime {OrtEnv.Instance().GetVersionString()}.");
             foreach (var engine in engines) report.AppendLine(CultureInfo.InvariantCulture, $"Engine: {engine}.");

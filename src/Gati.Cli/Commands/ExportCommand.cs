@@ -111,7 +111,7 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
         var parts = LoadedModel.Parts(model, "the model");
         var test = parts.Inputs(dataset.Load(context, Gati.MLNet.Data.DatasetSplit.Test, rows));
         // The exported graph reads "Image"; an imported base model may read another column (e.g. Pixels).
-        if (parts.ImageColumn != "Image") test = context.Transforms.CopyColumns("Image", parts.ImageColumn).Fit(test).Transform(test);
+        if (parts.ImageColumnName != "Image") test = context.Transforms.CopyColumns("Image", parts.ImageColumnName).Fit(test).Transform(test);
         var scored = parts.BaseTransformer.Transform(test);
         var (scoreColumn, labelColumn) = parts.BaseTransformer switch
         {

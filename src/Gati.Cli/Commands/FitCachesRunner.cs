@@ -79,7 +79,7 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
             var estimator = context.Gati().LearnedCaches(baseModel, options); // validates the settings before the run is announced
             if (predictors is not null) console.MarkupLineInterpolated($"Reusing {predictors.Count} trained predictors from {path}; training selectors only.");
             console.MarkupLineInterpolated(
-                $"Base model {parts.Describe} on {parts.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.Selectors.TargetPrecision:P1}.");
+                $"Base model {parts.Description} on {parts.Device}; {trainRows} predictor training rows, {settings.HoldoutRows} held-out rows; target precision {settings.Selectors.TargetPrecision:P1}.");
             using var caches = estimator.Fit(training);
             context.Gati().SaveModel(parts.With(caches), split.Schema, settings.Output);
 

@@ -131,7 +131,7 @@ internal sealed class ImportMLNetRunner(IAnsiConsole console)
     /// The pipeline and the import on the same rows: predicted labels (all must be equal) and scores; then the imported
     /// graph cut point by cut point against the whole graph (within 1e-4).
     /// </summary>
-    private bool Verify(MLContext context, ITransformer pipeline, ITransformer imported, ModelParts parts, IDataView test)
+    private bool Verify(MLContext context, ITransformer pipeline, ITransformer imported, EarlyExitModel parts, IDataView test)
     {
         var expected = pipeline.Transform(test);
         var actual = imported.Transform(test);
@@ -172,7 +172,7 @@ internal sealed class ImportMLNetRunner(IAnsiConsole console)
 
         // Segments chained cut point by cut point against the whole graph, on a few rows.
         var graph = parts.BaseModel.Graph;
-        var rows = parts.Inputs(context.Data.TakeRows(test, 16)).GetColumn<float[]>(parts.ImageColumn).SelectMany(r => r).ToArray();
+        var rows = parts.Inputs(context.Data.TakeRows(test, 16)).GetColumn<float[]>(parts.ImageColumnName).SelectMany(r => r).ToArray();
         var x = rows;
         for (var part = 0; part <= graph.Cuts.Count; part++)
             x = Run(Part(graph, part), x, graph.DimsAt(part));

@@ -158,7 +158,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
     /// The chosen caches against the fastest way to run the full model on these cores (<see cref="FullModelBaseline"/>),
     /// calls alternating in blocks (<see cref="FullModelBaseline.BlockCalls"/>), on up to 2,000 of the measured images.
     /// </summary>
-    private (double Speedup, double EarlyMs, double FullMs, int Calls, string FullModel) MeasuredSpeedup(MLContext context, ModelParts parts,
+    private (double Speedup, double EarlyMs, double FullMs, int Calls, string FullModel) MeasuredSpeedup(MLContext context, EarlyExitModel parts,
         LearnedCachesTransformer chosen, IDataView heldOut, OptimizeSettings settings)
     {
         using var early = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(chosen, settings.Serving);

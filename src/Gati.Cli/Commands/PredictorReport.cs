@@ -74,7 +74,7 @@ internal sealed class PredictorReport(IAnsiConsole console)
 
             Directory.CreateDirectory(settings.OutputDir);
             var parts = LoadedModel.Parts(model, settings.Model);
-            var title = $"{parts.Describe} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()} split, {agreements[0].Rows} images)";
+            var title = $"{parts.Description} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()} split, {agreements[0].Rows} images)";
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "agreement.csv"), AgreementCsv(agreements));
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "cost.csv"), CostCsv(costs));
             AtomicFile.WriteAllText(Path.Combine(settings.OutputDir, "confidence.csv"), ConfidenceCsv(agreements, confidence));

@@ -53,7 +53,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var cutPoints = parts.BaseModel.CutPoints.Count;
             foreach (var layer in settings.Layers)
                 if (layer < 1 || layer > cutPoints)
-                    throw new ArgumentException($"--layers: {layer} is not a cut point of {parts.Describe} (1-{cutPoints}).");
+                    throw new ArgumentException($"--layers: {layer} is not a cut point of {parts.Description} (1-{cutPoints}).");
 
             var (split, trainImages, holdoutImages, imageRows, _) = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows, settings.TrainRows);
             // Augmented copies follow the original rows; the held-out rows stay as they are (they pick the kept epoch).
@@ -61,7 +61,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             if (settings.AugmentedCopies > 0)
             {
                 if (parts.Prefix.Count > 0)
-                    throw new ArgumentException($"--augmented-copies shifts and mirrors the dataset's Image column; {parts.Describe} reads {parts.ImageColumn} through its own transforms.");
+                    throw new ArgumentException($"--augmented-copies shifts and mirrors the dataset's Image column; {parts.Description} reads {parts.ImageColumnName} through its own transforms.");
                 trainImages = context.Data.AugmentImages(trainImages, settings.AugmentedCopies, seed: settings.Seed);
             }
             trainImages = parts.Inputs(trainImages);
@@ -75,7 +75,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
             var dumpDir = settings.DumpDir ?? settings.Output + ".features";
             var (useDump, reason) = ChooseMode(settings, estimate, dumpDir);
             console.MarkupLineInterpolated(
-                $"Base model {parts.Describe} on {parts.Device}; {settings.Dataset.Name}: {trainRows} training rows{(settings.AugmentedCopies > 0 ? $" ({imageRows} images and {settings.AugmentedCopies} augmented copies of each)" : "")}, {settings.HoldoutRows} held-out rows (the last of the training split).");
+                $"Base model {parts.Description} on {parts.Device}; {settings.Dataset.Name}: {trainRows} training rows{(settings.AugmentedCopies > 0 ? $" ({imageRows} images and {settings.AugmentedCopies} augmented copies of each)" : "")}, {settings.HoldoutRows} held-out rows (the last of the training split).");
             console.MarkupLineInterpolated($"Features: [bold]{(useDump ? "dump" : "stream")}[/] ({reason}).");
 
             IDataView train, holdout;

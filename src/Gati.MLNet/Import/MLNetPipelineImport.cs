@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using System.Globalization;
 using Gati.MLNet.Data;
 using Gati.MLNet.Onnx;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Trainers;
@@ -37,7 +38,7 @@ internal static class MLNetPipelineImport
 
     public static Result Analyze(ITransformer pipeline, DataViewSchema inputSchema)
     {
-        var components = Flatten(pipeline).ToList();
+        var components = EarlyExitModel.ComponentsOf(pipeline).ToList();
         if (components.Count == 0) throw new ArgumentException("The pipeline holds no transformer.", nameof(pipeline));
         var predictorIndex = components.FindLastIndex(c => c is ISingleFeaturePredictionTransformer<object>);
         if (predictorIndex < 0)
@@ -102,8 +103,6 @@ internal static class MLNetPipelineImport
         return new Result(graphs, head, trainerName, classNames, pixelColumn, prefix, normalization);
     }
 
-    private static IEnumerable<ITransformer> Flatten(ITransformer model) =>
-        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Flatten) : [model];
 
     private static string Describe(ITransformer component) => component.GetType().Name.Split('`')[0];
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
 
 namespace Gati.MLNet.ModelFormat;
@@ -81,7 +82,7 @@ internal static class ModelFiles
         }
         // Any ML.NET model zip loads above; one without our components would only fail later, far from its cause
         // (e.g. "Could not find input column"), so say what it is here.
-        var components = Components(model).ToArray();
+        var components = EarlyExitModel.ComponentsOf(model).ToArray();
         if (!components.Any(c => c is Transforms.GatiTransformerBase))
         {
             foreach (var component in components) (component as IDisposable)?.Dispose();
@@ -184,9 +185,6 @@ internal static class ModelFiles
         }
         return copy.ToArray();
     }
-
-    private static IEnumerable<ITransformer> Components(ITransformer model) =>
-        model is IEnumerable<ITransformer> chain ? chain.SelectMany(Components) : [model];
 
     private static InvalidDataException Problem(string path, string problem, Exception? inner = null) => new($"{path}: {problem}", inner);
 
