@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -62,10 +63,8 @@ public sealed class EarlyExitPredictionEnginePool<TInput, TOutput> : IAsyncDispo
 
     /// <summary>Micro-batching by default: on unless ONNX Runtime serves on the CPU (<see cref="EarlyExitPoolOptions.Batching"/>).</summary>
     /// <remarks>A model not loaded yet (<see cref="StartupLoadFailure.KeepRetrying"/>) is decided by the settings alone: on for a device named cuda.</remarks>
-    private bool BatchingPays(ModelEntry<TInput, TOutput> entry) => _options.Backend != ExecutionBackend.OnnxRuntime
-        || (entry.Health().State == ModelState.Unavailable
-            ? _options.Device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase)
-            : entry.Status().Device != "cpu");
+    private bool BatchingPays(ModelEntry<TInput, TOutput> entry) => ExecutionBackends.For(_options.Backend).BatchingPays(
+        entry.Health().State == ModelState.Unavailable ? _options.Device : entry.Status().Device);
 
     /// <summary>The registered model names ("" is the default model).</summary>
     public IReadOnlyCollection<string> ModelNames => _entries.Keys;

@@ -488,8 +488,8 @@ internal sealed class ModelEntry<TInput, TOutput> : IDisposable where TInput : c
     {
         var clock = Stopwatch.StartNew();
         var context = new MLContext(0);
-        // ONNX Runtime serves on its own device; TorchSharp then only holds the weights, so they stay on the CPU.
-        DeviceOptions.ConfigureContext(context, _options.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : _options.Device);
+        // The backend decides where TorchSharp holds the weights (ONNX Runtime runs its own copy: the CPU).
+        DeviceOptions.ConfigureContext(context, Gati.MLNet.Inference.Backends.ExecutionBackends.ResolveLoadDevice(_options.Backend, _options.Device));
         var model = context.Gati().LoadModel(Path, out var inputSchema);
         try
         {

@@ -279,6 +279,21 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
     }
 
     [Fact]
+    public void Measure_OnTorchSharp_TimesTheNetworkOnItsDeviceWithTheSameDecisions()
+    {
+        // The backend factory's TorchSharp timing: same layout as ONNX Runtime's, the device the network was loaded on.
+        var heldOut = fixture.Context.Data.SkipRows(fixture.Context.Data.TakeRows(fixture.Base.Train, 1700), 1600);
+        var torch = CacheMeasurements.Measure(fixture.Caches, heldOut, batchSize: 4, timingRuns: 1, backend: ExecutionBackend.TorchSharp);
+        var onnx = CacheMeasurements.Measure(fixture.Caches, heldOut, batchSize: 1, timingRuns: 1);
+        Assert.Equal(ExecutionBackend.TorchSharp, torch.Backend);
+        Assert.Equal(((Gati.MLNet.Models.ResNetBaseModel)fixture.Caches.BaseModel).Network.Device.ToString(), torch.Device);
+        Assert.Equal(onnx.BlockMs.Count, torch.BlockMs.Count);
+        Assert.All(torch.BlockMs.Concat(torch.BlockBatchMs), ms => Assert.True(ms > 0));
+        Assert.Equal(onnx.Candidates.Select(c => c.HitRate), torch.Candidates.Select(c => c.HitRate));
+        Assert.Contains("with TorchSharp", CacheOptimizer.Choose(torch, new CacheConstraints(MinimumAgreement: 0.9)).Explanation);
+    }
+
+    [Fact]
     public void Optimizer_ThresholdVariants_ShareNetworksAndDecideAsEachThresholdAlone()
     {
         using var variants = fixture.Caches.WithThresholdVariants([0.9, 0.95, 0.99, 0.999]);

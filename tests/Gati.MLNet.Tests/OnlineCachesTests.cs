@@ -226,7 +226,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var images = fixture.Images(64);
         using var engine = Engine();
         var batched = new Recorder(0.25, fullRuns: true);
-        engine.Shadow = batched;
+        engine.Observer = new ShadowObserver(batched);
         var batch = engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
         Assert.Contains(batch.ExitLayer, e => e == 0);
         // Calls 0, 4, 8, ... go to a tap that samples every input, the others to one that samples none: the rows
@@ -235,7 +235,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var notSampling = new Recorder(0, fullRuns: true);
         for (var i = 0; i < images.Length; i++)
         {
-            engine.Shadow = i % 4 == 0 ? sampling : notSampling;
+            engine.Observer = new ShadowObserver(i % 4 == 0 ? sampling : notSampling);
             var one = engine.Run(images[i], 1);
             Assert.Equal(batch.ExitLayer[i], one.ExitLayer[0]);
             Assert.Equal(batch.PredictedClass[i], one.PredictedClass[0]);
@@ -315,7 +315,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var images = fixture.Images(64);
         using var engine = Engine();
         var recorder = new Recorder(0.25, fullRuns: true);
-        engine.Shadow = recorder;
+        engine.Observer = new ShadowObserver(recorder);
         var batch = engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
         var rows = recorder.Rows;
         Assert.Equal(Enumerable.Range(0, 64).Count(i => i % 4 == 0 || batch.ExitLayer[i] == 0), rows.Count);
@@ -372,7 +372,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var images = fixture.Images(300);
         using var engine = Engine();
         var recorder = new Recorder(1, fullRuns: true);
-        engine.Shadow = recorder;
+        engine.Observer = new ShadowObserver(recorder);
         engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
         var rows = recorder.Rows.ToArray();
         foreach (var group in rows.Where(r => r.ExitLayer > 0).GroupBy(r => fixture.Caches.Caches.Select(c => c.Layer).ToList().IndexOf(r.ExitLayer)))

@@ -150,8 +150,6 @@ public sealed class TransformerDisposeTests(UntrainedModelZip zip) : IClassFixtu
 
         public string Device => inner.Device;
 
-        public IReadOnlyList<int> CacheLayers => inner.CacheLayers;
-
         public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds) =>
             new Call(inner.Begin(segment, inputs, count, thresholds), this);
 

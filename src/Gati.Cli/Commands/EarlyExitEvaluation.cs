@@ -6,6 +6,7 @@ using Gati.Cli.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
@@ -40,7 +41,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
     {
         var context = new MLContext(0);
         // Under ONNX Runtime the TorchSharp networks only provide the weights: they stay on the CPU.
-        DeviceOptions.ConfigureContext(context, settings.Serving.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : settings.Device);
+        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
@@ -174,7 +175,7 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
     private static string Markdown(EarlyExitEvaluationSettings settings, EarlyExitResult[] results, LearnedCache[] caches, double seconds)
     {
         var md = new StringBuilder();
-        md.AppendLine(CultureInfo.InvariantCulture, $"# Early exit: {Path.GetFileName(settings.Model)} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()}, {results[0].Images} images, {ServingArguments.Name(settings.Serving.Backend)}, device {settings.Device})");
+        md.AppendLine(CultureInfo.InvariantCulture, $"# Early exit: {Path.GetFileName(settings.Model)} on {settings.Dataset.Name} ({settings.Split.ToString().ToLowerInvariant()}, {results[0].Images} images, {ExecutionBackends.For(settings.Serving.Backend).DisplayName}, device {settings.Device})");
         md.AppendLine();
         md.AppendLine("Caches:");
         md.AppendLine();

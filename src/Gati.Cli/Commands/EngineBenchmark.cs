@@ -6,6 +6,7 @@ using Gati.Cli.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
@@ -39,8 +40,9 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
     {
         var clock = Stopwatch.StartNew();
         var context = new MLContext(0);
-        var torchOnly = settings.Backends.All(b => b.Backend == ExecutionBackend.TorchSharp);
-        DeviceOptions.ConfigureContext(context, torchOnly ? settings.Device : "cpu");
+        // The weights go where every backend measured wants them; where they disagree, ONNX Runtime runs its own copy: the CPU.
+        var loadDevices = settings.Backends.Select(ExecutionBackends.ResolveLoadDevice).Distinct().ToArray();
+        DeviceOptions.ConfigureContext(context, loadDevices.Length == 1 ? loadDevices[0] : "cpu");
         var model = context.Gati().LoadModel(settings.Model, out _);
         var contenders = new List<Contender>();
         try
@@ -55,22 +57,23 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
 
             var engines = new List<string>();
             var backends = settings.Backends;
-            if (parts.BaseModel is not Gati.MLNet.Models.ResNetBaseModel && backends.Any(b => b.Backend == ExecutionBackend.TorchSharp))
+            if (backends.Any(b => !ExecutionBackends.For(b.Backend).Supports(parts.BaseModel)))
             {
                 // An imported network is served by ONNX Runtime only.
-                backends = backends.Where(b => b.Backend != ExecutionBackend.TorchSharp).ToArray();
+                backends = backends.Where(b => ExecutionBackends.For(b.Backend).Supports(parts.BaseModel)).ToArray();
                 if (backends.Count == 0)
                     throw new InvalidOperationException($"{parts.BaseModel.Description} is served by ONNX Runtime only: use --backend onnxruntime.");
                 console.MarkupLineInterpolated($"[yellow]{parts.BaseModel.Description} is served by ONNX Runtime only: TorchSharp is left out.[/]");
             }
             foreach (var options in backends)
             {
-                var name = ServingArguments.Name(options.Backend);
+                var backend = ExecutionBackends.For(options.Backend);
+                var name = backend.DisplayName;
                 var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(baseModel, options);
                 contenders.Add(Wrap($"{name} full", full));
-                if (options.Backend == ExecutionBackend.OnnxRuntime)
+                if (backend.RunsOnnxGraph)
                     contenders.Add(OneGraph(context, model, parts.BaseModel, size));
-                if (options.Backend == ExecutionBackend.OnnxRuntime && options.SingleGraphAtBatchOne)
+                if (backend.HasSingleGraph(options))
                 {
                     // The same engine calling one session per segment at batch 1 too: what the single graph saves.
                     var perSegment = new EarlyExitEngineOptions

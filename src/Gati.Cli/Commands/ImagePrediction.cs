@@ -4,6 +4,7 @@ using System.Text.Json;
 using Gati.Cli.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
 using Gati.MLNet.Torch;
 using Microsoft.ML;
 using Spectre.Console;
@@ -50,7 +51,7 @@ internal sealed class ImagePrediction(IAnsiConsole console)
     {
         var context = new MLContext(0);
         // Under ONNX Runtime the TorchSharp networks only provide the weights: they stay on the CPU.
-        DeviceOptions.ConfigureContext(context, settings.Serving.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : settings.Device);
+        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

@@ -6,6 +6,7 @@ using Gati.Cli.Infrastructure;
 using Gati.MLNet;
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
@@ -92,7 +93,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
     {
         var clock = Stopwatch.StartNew();
         var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, settings.Serving.Backend == ExecutionBackend.OnnxRuntime ? "cpu" : settings.Device);
+        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var loaded = context.Gati().LoadModel(settings.Model, out var schema);
         var others = new List<ITransformer>();
         LearnedCachesTransformer? merged = null;
@@ -127,7 +128,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
             var split = HeldOutSplit.Create(context, settings.Dataset, settings.HoldoutRows);
             var heldOut = parts.Inputs(settings.FreshRows is { } fresh ? split.Fresh(context, fresh) : split.HeldOut);
             var rowsText = settings.FreshRows is { } f ? $"{f} fresh rows (just before the {settings.HoldoutRows} held-out rows)" : $"{settings.HoldoutRows} held-out rows";
-            var backend = ServingArguments.Name(settings.Serving.Backend);
+            var backend = ExecutionBackends.For(settings.Serving.Backend).DisplayName;
             console.MarkupLineInterpolated($"Measuring {candidates.Caches.Count} candidate caches on {rowsText} with {backend} (batch 1 and {settings.BatchSize})...");
             var measurements = CacheMeasurements.Measure(candidates, heldOut, settings.BatchSize, settings.TimingRuns, settings.Serving.Backend, settings.Serving);
             var plan = CacheOptimizer.Choose(measurements, new CacheConstraints(settings.AgreementTarget, settings.MemoryBudgetBytes, settings.BatchSize, settings.Confidence));

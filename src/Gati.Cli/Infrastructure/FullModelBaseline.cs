@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Gati.MLNet;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
 using Gati.MLNet.Models;
 using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
@@ -53,7 +54,7 @@ internal sealed class FullModelBaseline : IDisposable
         var engine = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(baseTransformer, serving);
         _runners.Add(new FullModelRunner($"Gati engine without caches ({engine.BackendDescription})",
             (images, n) => engine.Predict(images.AsSpan(0, n * baseModel.InputShape.Size), n).Select(p => p.PredictedLabel).ToArray(), engine));
-        if (serving.Backend != ExecutionBackend.OnnxRuntime) return;
+        if (!ExecutionBackends.For(serving.Backend).RunsOnnxGraph) return;
         var graph = baseModel.Graph.FullModel(new Dictionary<string, string>());
         var cores = Environment.ProcessorCount;
         _runners.Add(Plain(graph, baseModel, "ONNX Runtime session, whole graph, 1 thread", 1, spinning: false));

@@ -60,6 +60,4 @@ internal sealed class ServingArguments
             SingleGraphThreads = result.GetValue(OrtSingleGraphThreads),
         }).ToArray();
     }
-
-    public static string Name(ExecutionBackend backend) => backend == ExecutionBackend.OnnxRuntime ? "ONNX Runtime" : "TorchSharp";
 }

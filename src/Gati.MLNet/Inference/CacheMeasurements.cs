@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
@@ -128,27 +127,22 @@ public sealed class CacheMeasurements
         var caches = candidates.Caches;
         if (caches.Count == 0) throw new ArgumentException("No candidate caches to measure.", nameof(candidates));
         var baseModel = candidates.BaseModel;
-        if (backend == ExecutionBackend.TorchSharp && baseModel is not Models.ResNetBaseModel)
-            throw new NotSupportedException($"{baseModel.Description} is served by ONNX Runtime only; measure it for ONNX Runtime.");
-        // The process-wide ONNX Runtime settings come from the engine options, before feature extraction opens a session.
-        if (backend == ExecutionBackend.OnnxRuntime) Backends.OnnxRuntimeEnvironment.Initialize(engineOptions ?? new EarlyExitEngineOptions());
+        var descriptor = Backends.ExecutionBackends.For(backend);
+        descriptor.EnsureSupports(baseModel);
+        // The process-wide runtime settings come from the engine options, before feature extraction opens a session.
+        descriptor.Initialize(engineOptions ?? new EarlyExitEngineOptions());
         var (exits, correct) = Decisions(candidates, heldOut);
 
         var batchRuns = Math.Max(5, timingRuns / 5);
-        var onnx = engineOptions ?? new EarlyExitEngineOptions();
-        onnx = new EarlyExitEngineOptions
+        var serving = engineOptions ?? new EarlyExitEngineOptions();
+        // Timed on the CPU with the serving engine's session settings.
+        var timing = descriptor.Timing(baseModel, new EarlyExitEngineOptions
         {
-            Backend = backend, Device = "cpu", IntraOpThreads = onnx.IntraOpThreads, AllowSpinning = onnx.AllowSpinning,
-            SingleGraphAtBatchOne = onnx.SingleGraphAtBatchOne, SingleGraphThreads = onnx.SingleGraphThreads,
-        };
-        var resnet = baseModel as Models.ResNetBaseModel;
-        double[] Parts(int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
-            ? Backends.OnnxRuntimeTiming.Parts(baseModel.Graph, batch, runs, onnx)
-            : TimeParts(resnet!, batch, runs);
-        var threads = backend == ExecutionBackend.OnnxRuntime ? Backends.ThreadingChoice.For(baseModel.Graph, onnx).Threads : 1;
-        double Cache(LearnedCache cache, int batch, int runs) => backend == ExecutionBackend.OnnxRuntime
-            ? Backends.OnnxRuntimeTiming.Cache(cache, batch, runs, onnx, threads)
-            : TimeCache(cache, resnet!.Network.Device, cache.InputSize, batch, runs);
+            Backend = backend, Device = "cpu", IntraOpThreads = serving.IntraOpThreads, AllowSpinning = serving.AllowSpinning,
+            SingleGraphAtBatchOne = serving.SingleGraphAtBatchOne, SingleGraphThreads = serving.SingleGraphThreads,
+        });
+        double[] Parts(int batch, int runs) => timing.Parts(batch, runs);
+        double Cache(LearnedCache cache, int batch, int runs) => timing.Cache(cache, batch, runs);
         var blockMs = Parts(1, timingRuns);
         var blockBatchMs = batchSize == 1 ? blockMs : Parts(batchSize, batchRuns);
         var list = new List<CacheCandidate>();
@@ -168,8 +162,7 @@ public sealed class CacheMeasurements
             list.Add(new CacheCandidate(i, cache.Layer, cache.PredictorArchitecture, (double)hits / exits[i].Length,
                 hits == 0 ? double.NaN : (double)good / hits, one, batch, cache.ParameterBytes, cache.Calibration.Threshold, cache.Calibration.Precision));
         }
-        return new CacheMeasurements(list, exits, correct, blockMs, blockBatchMs, batchSize,
-            backend == ExecutionBackend.OnnxRuntime ? "cpu" : resnet!.Network.Device.ToString(), backend, baseModel.ParameterCount * sizeof(float));
+        return new CacheMeasurements(list, exits, correct, blockMs, blockBatchMs, batchSize, timing.Device, backend, baseModel.ParameterCount * sizeof(float));
     }
 
     /// <summary>
@@ -226,67 +219,5 @@ public sealed class CacheMeasurements
         }
         if (exits[0].Count == 0) throw new ArgumentException("The held-out data has no rows.", nameof(heldOut));
         return (exits.Select(e => e.ToArray()).ToArray(), correct.Select(c => c.ToArray()).ToArray());
-    }
-
-    /// <summary>TorchSharp timings of a Gati ResNet's parts, in the layout of <see cref="BlockMs"/> (the stem counts with block 1).</summary>
-    private static double[] TimeParts(Models.ResNetBaseModel model, int batch, int runs)
-    {
-        var shared = model.Network;
-        using (shared.Use())
-        {
-            var network = shared.Module;
-            var device = shared.Device;
-            var shape = model.InputShape;
-            var parts = new double[network.LayerCount + 1];
-            using var noGrad = no_grad();
-            using var scope = NewDisposeScope();
-            var x = torch.randn(shape.WithBatch(batch), device: device);
-            var inputs = new Tensor[network.LayerCount + 1];
-            inputs[0] = x;
-            var stem = network.Stem(x);
-            for (var layer = 1; layer <= network.LayerCount; layer++) inputs[layer] = network.Block(layer, layer == 1 ? stem : inputs[layer - 1]);
-            parts[0] = Median(runs, device, () => network.Block(1, network.Stem(x)));
-            for (var layer = 2; layer <= network.LayerCount; layer++)
-            {
-                var input = inputs[layer - 1];
-                parts[layer - 1] = Median(runs, device, () => network.Block(layer, input));
-            }
-            var last = inputs[network.LayerCount];
-            parts[network.LayerCount] = Median(runs, device, () => nn.functional.softmax(network.Head(last), 1).cpu());
-            return parts;
-        }
-    }
-
-    private static double TimeCache(LearnedCache cache, Device device, int size, int batch, int runs)
-    {
-        using (cache.Predictor.Use())
-        using (cache.Selector.Use())
-        {
-            using var noGrad = no_grad();
-            using var scope = NewDisposeScope();
-            var x = torch.randn(batch, size, device: device);
-            // The decision needs the flags on the host: include that sync, as the engine does.
-            return Median(runs, device, () => cache.Lookup(x).Hits.cpu());
-        }
-    }
-
-    private static double Median(int runs, Device device, Func<Tensor> work)
-    {
-        for (var i = 0; i < 3; i++)
-        {
-            using var warm = NewDisposeScope();
-            work();
-        }
-        var times = new double[runs];
-        for (var i = 0; i < runs; i++)
-        {
-            using var scope = NewDisposeScope();
-            var start = Stopwatch.GetTimestamp();
-            work();
-            if (device.type == DeviceType.CUDA) torch.cuda.synchronize(device);
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-        Array.Sort(times);
-        return times[runs / 2];
     }
 }

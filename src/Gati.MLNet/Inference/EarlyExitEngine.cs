@@ -52,12 +52,7 @@ internal sealed class EarlyExitEngine : IDisposable
         var held = baseModel.Acquire();
         try
         {
-            IEarlyExitBackend backend = options.Backend switch
-            {
-                ExecutionBackend.TorchSharp => new TorchSharpBackend(held as ResNetBaseModel
-                    ?? throw new NotSupportedException($"The TorchSharp backend runs Gati's own ResNets; {baseModel.Description} is served by ONNX Runtime (Backend = OnnxRuntime)."), ordered),
-                _ => OnnxRuntimeBackend.Create(held, ordered, options),
-            };
+            var backend = ExecutionBackends.For(options.Backend).Create(held, ordered, options);
             var shares = ordered.Select(c => c.Share()).ToArray();
             return new EarlyExitEngine(held, backend, shares, options.Backend);
         }
@@ -90,24 +85,24 @@ internal sealed class EarlyExitEngine : IDisposable
     public string Device => _backend.Device;
 
     /// <summary>
-    /// The online component that shadows served requests (null: none). Needs a backend that exposes activations
-    /// (ONNX Runtime on the CPU).
+    /// Watches every call from inside (null: none); online caches shadow served requests through it. Needs a backend
+    /// that exposes activations (ONNX Runtime on the CPU).
     /// </summary>
-    internal Online.IShadowTap? Shadow
+    internal IEarlyExitObserver? Observer
     {
-        get => Volatile.Read(ref _shadow);
+        get => Volatile.Read(ref _observer);
         set
         {
             if (value is not null && !ExposesActivations)
                 throw new NotSupportedException($"Shadowing served requests needs activations from the backend; {_backend.Description} keeps them to itself. Use the ONNX Runtime backend on the CPU.");
-            Volatile.Write(ref _shadow, value);
+            Volatile.Write(ref _observer, value);
         }
     }
 
-    private Online.IShadowTap? _shadow;
+    private IEarlyExitObserver? _observer;
 
-    /// <summary>Whether this backend can hand out the activations it computed (for shadow rows).</summary>
-    internal bool ExposesActivations => Backend == ExecutionBackend.OnnxRuntime && Device == "cpu";
+    /// <summary>Whether this backend can hand out the activations it computed (for observers).</summary>
+    internal bool ExposesActivations => ExecutionBackends.For(Backend).ExposesActivations(Device);
 
     /// <summary>The exit threshold in force for each cache (in layer order).</summary>
     public IReadOnlyList<float> Thresholds => _thresholds;
@@ -127,8 +122,11 @@ internal sealed class EarlyExitEngine : IDisposable
 
     private int _thresholdVersion;
 
-    /// <summary>Changes with every <see cref="SetThreshold"/>: shadow rows served under older thresholds say nothing about the new ones.</summary>
+    /// <summary>Changes with every <see cref="SetThreshold"/>: rows served under older thresholds say nothing about the new ones.</summary>
     internal int ThresholdVersion => Volatile.Read(ref _thresholdVersion);
+
+    /// <summary>Numbers the rows observers keep, in order of arrival at this engine.</summary>
+    internal long NextRowSequence() => Interlocked.Increment(ref _sequence);
 
     /// <summary>Runs <paramref name="count"/> images (row-major, C*H*W each, already validated).</summary>
     public EarlyExitBatch Run(float[] images, int count)
@@ -139,33 +137,20 @@ internal sealed class EarlyExitEngine : IDisposable
             var classes = ClassCount;
             var result = new EarlyExitBatch(count, classes);
             var clock = Stopwatch.StartNew();
-            var tap = Shadow;
-            var sampled = tap?.Choose(count);
-            var version = ThresholdVersion;
+            // Asked before the thresholds are read: a threshold moved in between makes the rows look older, never newer.
+            var observer = Observer?.Observe(this, count);
             Span<float> thresholds = stackalloc float[_caches.Length];
             for (var i = 0; i < thresholds.Length; i++) thresholds[i] = Volatile.Read(ref _thresholds[i]);
-            // One input: one call through the single graph where the backend has it, shadowed or not. A row the tap
-            // keeps costs the caller a copy of its input; the tap's worker computes its activations later, off the
-            // request's path (the single graph keeps them to itself).
+            // One input: one call through the single graph where the backend has it, observed or not (an observer that
+            // keeps the row copies its input and computes its activations later, off the request's path).
             var size = InputShape.Size;
             if (count == 1 && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
             {
                 Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
                 result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
-                var fullRun = exit == _caches.Length;
-                if (tap is not null && (sampled?[0] == true || (fullRun && tap.CaptureFullRuns)))
-                {
-                    tap.Captured([new Online.ShadowRow(Interlocked.Increment(ref _sequence), result.ExitLayer[0], result.PredictedClass[0], sampled?[0] == true, _caches.Length)
-                    {
-                        Engine = this,
-                        ThresholdVersion = version,
-                        Input = images.AsSpan(0, size).ToArray(),
-                        BaseProbabilities = fullRun ? result.Probabilities.AsSpan(0, classes).ToArray() : null,
-                    }]);
-                }
+                observer?.AnsweredWhole(images.AsSpan(0, size), result);
                 return result;
             }
-            var shadow = tap is null ? null : new ShadowCall(this, tap, count, sampled);
             using (var call = _backend.Begin(0, images, count, thresholds))
             {
                 // Positions (in this call) of the rows still in the batch.
@@ -179,10 +164,10 @@ internal sealed class EarlyExitEngine : IDisposable
                     if (segment == _caches.Length)
                     {
                         for (var i = 0; i < aliveCount; i++) Record(result, output.Probabilities.Slice(i * classes, classes), alive[i], 0);
-                        shadow?.AtEnd(call, output, alive.AsSpan(0, aliveCount));
+                        observer?.AtEnd(call, output, alive.AsSpan(0, aliveCount));
                         break;
                     }
-                    shadow?.AfterCache(call, segment, output, alive.AsSpan(0, aliveCount));
+                    observer?.AfterCache(call, segment, output, alive.AsSpan(0, aliveCount));
                     var layer = _caches[segment].Layer;
                     var kept = 0;
                     for (var i = 0; i < aliveCount; i++)
@@ -196,11 +181,11 @@ internal sealed class EarlyExitEngine : IDisposable
                         aliveCount = kept;
                         if (kept > 0) call.Keep(keep.AsSpan(0, kept));
                     }
-                    shadow?.AfterCompaction(segment, alive.AsSpan(0, aliveCount));
+                    observer?.AfterCompaction(segment, alive.AsSpan(0, aliveCount));
                 }
             }
             result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
-            shadow?.Deliver(result);
+            observer?.Answered(result);
             return result;
         }
         finally
@@ -213,7 +198,7 @@ internal sealed class EarlyExitEngine : IDisposable
     /// Runs rows that exited at cache <paramref name="exitSegment"/> through the rest of the network (no exits), from
     /// that layer's activations: their features at the later cache layers and the base model's probabilities; with
     /// <paramref name="exitSegment"/> = -1, from the input images through every cache layer. Used off the request
-    /// path, for shadow rows.
+    /// path, for observed rows.
     /// </summary>
     internal (float[][] Features, float[] HitProbabilities, int[] PredictedClasses, float[] BaseProbabilities) ContinueToEnd(int exitSegment, float[] activations, int count)
     {
@@ -236,99 +221,12 @@ internal sealed class EarlyExitEngine : IDisposable
                 var size = _caches[segment].InputSize;
                 features[k] = call.Activation(segment)[..(count * size)].ToArray();
                 output.HitProbabilities.CopyTo(hitProbabilities.AsSpan(k * count, count));
-                for (var i = 0; i < count; i++) predicted[k * count + i] = Online.ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
+                for (var i = 0; i < count; i++) predicted[k * count + i] = ArgMax(output.Probabilities.Slice(i * classes, classes));
             }
         }
         finally
         {
             Exit();
-        }
-    }
-
-    /// <summary>Collects, during one call, what the shadow tap asked for: a copy per captured row, nothing else.</summary>
-    private sealed class ShadowCall(EarlyExitEngine engine, Online.IShadowTap tap, int count, bool[]? sampled)
-    {
-        private readonly bool[]? _sampled = sampled;
-        private readonly int _version = engine.ThresholdVersion;
-        private readonly float[][] _hitProbability = engine._caches.Select(_ => new float[count]).ToArray();
-        private readonly int[][] _predicted = engine._caches.Select(_ => Enumerable.Repeat(-1, count).ToArray()).ToArray();
-        private readonly float[]?[][] _features = engine._caches.Select(_ => new float[]?[count]).ToArray();
-        private readonly int[][] _aliveAfter = new int[engine._caches.Length][];
-        private float[]?[]? _base;
-
-        private bool Sampled(int row) => _sampled is { } s && s[row];
-
-        public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
-        {
-            output.HitProbabilities.CopyTo(_hitProbability[segment]);
-            var size = engine._caches[segment].InputSize;
-            var activation = call.Activation(segment);
-            // Sampled rows: copy now, before compaction may overwrite the rows that exit here.
-            for (var i = 0; i < alive.Length; i++)
-                if (Sampled(alive[i])) _features[segment][alive[i]] = Online.ShadowRow.Keep(activation.Slice(i * size, size));
-            // P(hit) and the predictor's class by row, not by position.
-            var byPosition = _hitProbability[segment];
-            var byRow = new float[count];
-            Array.Fill(byRow, float.NaN);
-            var classes = engine.ClassCount;
-            for (var i = 0; i < alive.Length; i++)
-            {
-                byRow[alive[i]] = byPosition[i];
-                // The backend hands out probabilities for every row here (TorchSharp only when some row exits).
-                if (output.Probabilities.Length >= (i + 1) * classes)
-                    _predicted[segment][alive[i]] = Online.ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
-            }
-            _hitProbability[segment] = byRow;
-        }
-
-        public void AfterCompaction(int segment, ReadOnlySpan<int> alive)
-        {
-            if (tap.CaptureFullRuns) _aliveAfter[segment] = alive.ToArray();
-        }
-
-        public void AtEnd(IEarlyExitCall call, SegmentResult output, ReadOnlySpan<int> alive)
-        {
-            var classes = engine.ClassCount;
-            _base = new float[]?[count];
-            for (var i = 0; i < alive.Length; i++)
-            {
-                var row = alive[i];
-                if (!tap.CaptureFullRuns && !Sampled(row)) continue;
-                _base[row] = output.Probabilities.Slice(i * classes, classes).ToArray();
-                if (Sampled(row)) continue; // its features were copied on the way
-                // A row that ran everything is still in every cache's activation buffer, at its place after compaction.
-                for (var s = 0; s < engine._caches.Length; s++)
-                {
-                    var size = engine._caches[s].InputSize;
-                    var position = Array.BinarySearch(_aliveAfter[s], row);
-                    _features[s][row] = Online.ShadowRow.Keep(call.Activation(s).Slice(position * size, size));
-                }
-            }
-        }
-
-        public void Deliver(EarlyExitBatch result)
-        {
-            var rows = new List<Online.ShadowRow>();
-            for (var row = 0; row < count; row++)
-            {
-                var sampled = Sampled(row);
-                var fullRun = result.ExitLayer[row] == 0;
-                if (!sampled && !(fullRun && tap.CaptureFullRuns)) continue;
-                var shadowRow = new Online.ShadowRow(Interlocked.Increment(ref engine._sequence), result.ExitLayer[row], result.PredictedClass[row], sampled, engine._caches.Length)
-                {
-                    Engine = engine,
-                    ThresholdVersion = _version,
-                };
-                for (var s = 0; s < engine._caches.Length; s++)
-                {
-                    shadowRow.Features[s] = _features[s][row];
-                    shadowRow.HitProbabilities[s] = _hitProbability[s][row];
-                    shadowRow.PredictedClasses[s] = _predicted[s][row];
-                }
-                shadowRow.BaseProbabilities = _base?[row];
-                rows.Add(shadowRow);
-            }
-            if (rows.Count > 0) tap.Captured(rows);
         }
     }
 
@@ -342,11 +240,16 @@ internal sealed class EarlyExitEngine : IDisposable
     private static void Label(EarlyExitBatch result, int row, int layer)
     {
         var classes = result.Probabilities.Length / result.PredictedClass.Length;
-        var probabilities = result.Probabilities.AsSpan(row * classes, classes);
-        var best = 0;
-        for (var c = 1; c < classes; c++) if (probabilities[c] > probabilities[best]) best = c;
-        result.PredictedClass[row] = best;
+        result.PredictedClass[row] = ArgMax(result.Probabilities.AsSpan(row * classes, classes));
         result.ExitLayer[row] = layer;
+    }
+
+    /// <summary>The first index of the largest value (ties go to the lower class, as everywhere in Gati).</summary>
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = 0;
+        for (var i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
     }
 
     private void Enter()

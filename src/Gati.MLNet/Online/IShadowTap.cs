@@ -1,6 +1,6 @@
 namespace Gati.MLNet.Online;
 
-/// <summary>What an early-exit engine hands to the online component about the requests it chose to shadow.</summary>
+/// <summary>What the online component is handed about the requests it chose to shadow (by <see cref="ShadowObserver"/>, watching an engine).</summary>
 internal interface IShadowTap
 {
     /// <summary>Rows of a call of <paramref name="count"/> to sample uniformly (null: none).</summary>

@@ -250,9 +250,9 @@ public sealed class OnlineCaches : IDisposable
     private static double[] SegmentCosts(LearnedCachesTransformer model, EarlyExitEngineOptions options)
     {
         // parts[p] reaches cut point p + 1 from cut point p; the last is the head.
-        var parts = Inference.Backends.OnnxRuntimeTiming.Parts(model.BaseModel.Graph, 1, 30, options);
-        var threads = Inference.Backends.ThreadingChoice.For(model.BaseModel.Graph, options).Threads;
-        var caches = model.Caches.Select(c => Inference.Backends.OnnxRuntimeTiming.Cache(c, 1, 30, options, threads)).ToArray();
+        var timing = Inference.Backends.ExecutionBackends.For(options.Backend).Timing(model.BaseModel, options);
+        var parts = timing.Parts(1, 30);
+        var caches = model.Caches.Select(c => timing.Cache(c, 1, 30)).ToArray();
         var segments = new double[model.Caches.Count + 1];
         var first = 0;
         for (var s = 0; s <= model.Caches.Count; s++)

@@ -50,13 +50,15 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         Live = new LiveAgreement(Layers, options.LiveWindow, options.Confidence);
         _minimumSamples = MinimumSamples();
         _samplesToShowKept = SamplesToShowKept();
-        engine.Shadow = this;
+        _observer = new ShadowObserver(this);
+        engine.Observer = _observer;
         // Off the request path, below serving's priority: labelling, judging and continuing sampled rows.
         _worker = new Thread(ContinueLoop) { IsBackground = true, Name = "Gati shadow continuation" };
         _worker.Start();
     }
 
     private readonly int[] _layers;
+    private readonly ShadowObserver _observer;
 
     // Drop: live agreement has shown the target kept on requests served by this generation; the figures a new
     // generation starts from (its validation outcomes) do not count towards it.
@@ -126,9 +128,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     {
         if (!engine.Caches.Select(c => c.Layer).SequenceEqual(Layers))
             throw new ArgumentException("The new engine's caches must sit on the same layers.", nameof(engine));
-        engine.Shadow = this;
+        engine.Observer = _observer;
         var old = Interlocked.Exchange(ref _engine, engine);
-        if (!ReferenceEquals(old, engine)) old.Shadow = null;
+        if (!ReferenceEquals(old, engine)) old.Observer = null;
         lock (_reactionGate)
         {
             // The new caches' exits are new outcomes.
@@ -435,7 +437,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         _pending.Writer.TryComplete();
         _stop.Cancel();
         _worker.Join(TimeSpan.FromSeconds(30));
-        Engine.Shadow = null;
+        Engine.Observer = null;
         _stop.Dispose();
         _running.Dispose();
     }

@@ -104,7 +104,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
                 ThrowIfDisposed();
                 // Transform scores a Gati ResNet with the trained networks themselves; an imported network has only its ONNX form.
                 return _engine ??= EarlyExitEngine.Create(_base, _caches,
-                    new EarlyExitEngineOptions { Backend = _base is ResNetBaseModel ? ExecutionBackend.TorchSharp : ExecutionBackend.OnnxRuntime, Device = "cpu" });
+                    new EarlyExitEngineOptions { Backend = Inference.Backends.ExecutionBackends.Native(_base).Kind, Device = "cpu" });
             }
         }
     }

@@ -13,9 +13,6 @@ internal interface IEarlyExitBackend : IDisposable
     /// <summary>Where it runs, e.g. "cpu" or "cuda:0".</summary>
     string Device { get; }
 
-    /// <summary>The cache layer that ends each segment but the last, ascending.</summary>
-    IReadOnlyList<int> CacheLayers { get; }
-
     /// <summary>
     /// Starts a call on <paramref name="count"/> rows entering segment <paramref name="segment"/>: images (row-major
     /// C*H*W each, validated by the engine) for segment 0, else the activations of the previous cache's layer (a shadow

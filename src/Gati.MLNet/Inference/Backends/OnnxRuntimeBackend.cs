@@ -119,7 +119,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
 
     public string Device { get; }
 
-    public IReadOnlyList<int> CacheLayers { get; }
+    /// <summary>The cache layer that ends each segment but the last, ascending (checks the single graph's answers).</summary>
+    private IReadOnlyList<int> CacheLayers { get; }
 
     public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds)
     {

@@ -20,14 +20,11 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
     {
         _base = baseModel.Network.Acquire();
         _caches = caches.OrderBy(c => c.Layer).Select(c => c.Share()).ToArray();
-        CacheLayers = _caches.Select(c => c.Layer).ToArray();
     }
 
     public string Description => $"TorchSharp ({_base.Device})";
 
     public string Device => _base.Device.ToString();
-
-    public IReadOnlyList<int> CacheLayers { get; }
 
     /// <summary>TorchSharp runs segment by segment (its dispatch cost is per operation, not per call).</summary>
     public bool TryRunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)

@@ -1,0 +1,127 @@
+using Gati.MLNet.Inference;
+using Gati.MLNet.Inference.Backends;
+
+namespace Gati.MLNet.Online;
+
+/// <summary>
+/// Shadows an engine's calls for an <see cref="IShadowTap"/>: during each call, copies what the tap asked for (the rows
+/// it sampled, and every row that ran the whole network when it keeps those) and hands the rows over after the answer.
+/// </summary>
+internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
+{
+    /// <summary>The tap served.</summary>
+    public IShadowTap Tap => tap;
+
+    public IEarlyExitCallObserver? Observe(EarlyExitEngine engine, int count)
+    {
+        var sampled = tap.Choose(count);
+        // A call that keeps no row costs nothing more than the draw.
+        return sampled is null && !tap.CaptureFullRuns ? null : new ShadowCall(engine, tap, count, sampled);
+    }
+
+    /// <summary>Collects, during one call, what the tap asked for: a copy per captured row, nothing else.</summary>
+    private sealed class ShadowCall(EarlyExitEngine engine, IShadowTap tap, int count, bool[]? sampled) : IEarlyExitCallObserver
+    {
+        private readonly int _version = engine.ThresholdVersion;
+        private readonly int _caches = engine.Caches.Count;
+        private float[][]? _hitProbability;
+        private int[][]? _predicted;
+        private float[]?[][]? _features;
+        private int[][]? _aliveAfter;
+        private float[]?[]? _base;
+
+        private bool Sampled(int row) => sampled is { } s && s[row];
+
+        public void AnsweredWhole(ReadOnlySpan<float> input, EarlyExitBatch result)
+        {
+            var fullRun = result.ExitLayer[0] == 0;
+            if (!Sampled(0) && !(fullRun && tap.CaptureFullRuns)) return;
+            // The tap's worker computes the activations later, off the request's path (the single graph keeps them to itself).
+            tap.Captured([new ShadowRow(engine.NextRowSequence(), result.ExitLayer[0], result.PredictedClass[0], Sampled(0), _caches)
+            {
+                Engine = engine,
+                ThresholdVersion = _version,
+                Input = input.ToArray(),
+                BaseProbabilities = fullRun ? result.Probabilities.AsSpan(0, engine.ClassCount).ToArray() : null,
+            }]);
+        }
+
+        public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
+        {
+            // Allocated on the first segment, not for calls that the single graph answers.
+            _hitProbability ??= Enumerable.Range(0, _caches).Select(_ => new float[count]).ToArray();
+            _predicted ??= Enumerable.Range(0, _caches).Select(_ => Enumerable.Repeat(-1, count).ToArray()).ToArray();
+            _features ??= Enumerable.Range(0, _caches).Select(_ => new float[]?[count]).ToArray();
+            _aliveAfter ??= new int[_caches][];
+            output.HitProbabilities.CopyTo(_hitProbability[segment]);
+            var size = engine.Caches[segment].InputSize;
+            var activation = call.Activation(segment);
+            // Sampled rows: copy now, before compaction may overwrite the rows that exit here.
+            for (var i = 0; i < alive.Length; i++)
+                if (Sampled(alive[i])) _features[segment][alive[i]] = ShadowRow.Keep(activation.Slice(i * size, size));
+            // P(hit) and the predictor's class by row, not by position.
+            var byPosition = _hitProbability[segment];
+            var byRow = new float[count];
+            Array.Fill(byRow, float.NaN);
+            var classes = engine.ClassCount;
+            for (var i = 0; i < alive.Length; i++)
+            {
+                byRow[alive[i]] = byPosition[i];
+                // The backend hands out probabilities for every row here (TorchSharp only when some row exits).
+                if (output.Probabilities.Length >= (i + 1) * classes)
+                    _predicted[segment][alive[i]] = ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
+            }
+            _hitProbability[segment] = byRow;
+        }
+
+        public void AfterCompaction(int segment, ReadOnlySpan<int> alive)
+        {
+            if (tap.CaptureFullRuns) _aliveAfter![segment] = alive.ToArray();
+        }
+
+        public void AtEnd(IEarlyExitCall call, SegmentResult output, ReadOnlySpan<int> alive)
+        {
+            var classes = engine.ClassCount;
+            _base = new float[]?[count];
+            for (var i = 0; i < alive.Length; i++)
+            {
+                var row = alive[i];
+                if (!tap.CaptureFullRuns && !Sampled(row)) continue;
+                _base[row] = output.Probabilities.Slice(i * classes, classes).ToArray();
+                if (Sampled(row)) continue; // its features were copied on the way
+                // A row that ran everything is still in every cache's activation buffer, at its place after compaction.
+                for (var s = 0; s < _caches; s++)
+                {
+                    var size = engine.Caches[s].InputSize;
+                    var position = Array.BinarySearch(_aliveAfter![s], row);
+                    _features![s][row] = ShadowRow.Keep(call.Activation(s).Slice(position * size, size));
+                }
+            }
+        }
+
+        public void Answered(EarlyExitBatch result)
+        {
+            var rows = new List<ShadowRow>();
+            for (var row = 0; row < count; row++)
+            {
+                var sampledRow = Sampled(row);
+                var fullRun = result.ExitLayer[row] == 0;
+                if (!sampledRow && !(fullRun && tap.CaptureFullRuns)) continue;
+                var shadowRow = new ShadowRow(engine.NextRowSequence(), result.ExitLayer[row], result.PredictedClass[row], sampledRow, _caches)
+                {
+                    Engine = engine,
+                    ThresholdVersion = _version,
+                };
+                for (var s = 0; s < _caches; s++)
+                {
+                    shadowRow.Features[s] = _features?[s][row];
+                    shadowRow.HitProbabilities[s] = _hitProbability?[s][row] ?? float.NaN;
+                    shadowRow.PredictedClasses[s] = _predicted?[s][row] ?? -1;
+                }
+                shadowRow.BaseProbabilities = _base?[row];
+                rows.Add(shadowRow);
+            }
+            if (rows.Count > 0) tap.Captured(rows);
+        }
+    }
+}
