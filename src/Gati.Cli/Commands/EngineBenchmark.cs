@@ -76,11 +76,8 @@ internal sealed class EngineBenchmark(IAnsiConsole console)
                 if (backend.HasSingleGraph(options))
                 {
                     // The same engine calling one session per segment at batch 1 too: what the single graph saves.
-                    var perSegment = new EarlyExitEngineOptions
-                    {
-                        Backend = options.Backend, Device = options.Device, IntraOpThreads = options.IntraOpThreads, AllowSpinning = options.AllowSpinning,
-                        SingleGraphAtBatchOne = false, SingleGraphThreads = options.SingleGraphThreads,
-                    };
+                    var perSegment = options.Clone();
+                    perSegment.SingleGraphAtBatchOne = false;
                     contenders.Add(Wrap($"{name} early exit (segment calls)", context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(model, perSegment)));
                 }
                 var early = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(model, options);

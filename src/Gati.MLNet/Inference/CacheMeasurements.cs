@@ -134,13 +134,11 @@ public sealed class CacheMeasurements
         var (exits, correct) = Decisions(candidates, heldOut);
 
         var batchRuns = Math.Max(5, timingRuns / 5);
-        var serving = engineOptions ?? new EarlyExitEngineOptions();
         // Timed on the CPU with the serving engine's session settings.
-        var timing = descriptor.Timing(baseModel, new EarlyExitEngineOptions
-        {
-            Backend = backend, Device = "cpu", IntraOpThreads = serving.IntraOpThreads, AllowSpinning = serving.AllowSpinning,
-            SingleGraphAtBatchOne = serving.SingleGraphAtBatchOne, SingleGraphThreads = serving.SingleGraphThreads,
-        });
+        var timingOptions = (engineOptions ?? new EarlyExitEngineOptions()).Clone();
+        timingOptions.Backend = backend;
+        timingOptions.Device = "cpu";
+        var timing = descriptor.Timing(baseModel, timingOptions);
         double[] Parts(int batch, int runs) => timing.Parts(batch, runs);
         double Cache(LearnedCache cache, int batch, int runs) => timing.Cache(cache, batch, runs);
         var blockMs = Parts(1, timingRuns);

@@ -175,18 +175,20 @@ internal sealed class OnnxGraphBuilder
     public void Output(string name, TensorProto.Types.DataType type, params long?[] dims) => _graph.Output.Add(ValueInfo(name, type, dims));
 
     /// <summary>The model, with producer information and metadata.</summary>
-    public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null)
+    public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null) => Model(_graph, Opset, metadata ?? new Dictionary<string, string>());
+
+    /// <summary>A model around <paramref name="graph"/> as Gati writes every ONNX file: IR version 8, Gati.MLNet as producer, one opset, metadata.</summary>
+    internal static ModelProto Model(GraphProto graph, long opset, IEnumerable<KeyValuePair<string, string>> metadata)
     {
         var model = new ModelProto
         {
             IrVersion = 8,
             ProducerName = "Gati.MLNet",
             ProducerVersion = typeof(OnnxGraphBuilder).Assembly.GetName().Version?.ToString() ?? "",
-            Graph = _graph,
+            Graph = graph,
         };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
-        foreach (var (key, value) in metadata ?? new Dictionary<string, string>())
-            model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
+        foreach (var (key, value) in metadata) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
         return model;
     }
 
