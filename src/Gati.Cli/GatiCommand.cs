@@ -1,4 +1,3 @@
-using System.CommandLine;
 using Gati.Cli.Commands;
 
 namespace Gati.Cli;

@@ -1,7 +1,3 @@
-using System.CommandLine;
-using Gati.Cli.Infrastructure;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati bench</c>: reproducible speed measurements (results go to docs/benchmarks.md).</summary>

@@ -1,14 +1,5 @@
-using Gati.MLNet.ModelFormat;
-using System.CommandLine;
-using System.Diagnostics;
 using System.Text.Json;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet.Data;
-using Gati.MLNet.Inference;
-using Gati.MLNet.Models;
-using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

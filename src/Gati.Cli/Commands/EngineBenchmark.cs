@@ -1,19 +1,6 @@
-using Gati.MLNet.Models;
-using System.Diagnostics;
-using System.Globalization;
-using System.Text;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Inference;
 using Gati.MLNet.Inference.Backends;
-using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Onnx;
-using Gati.MLNet.Torch;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
-using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,14 +1,3 @@
-using Gati.MLNet.ModelFormat;
-using System.CommandLine;
-using System.Globalization;
-using System.Text;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Torch;
-using Microsoft.ML;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati evaluate</c>: accuracy, per-class accuracy and confusion matrix of a saved model.</summary>

@@ -1,9 +1,3 @@
-using System.CommandLine;
-using System.Globalization;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet.Data;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati evaluate-early-exit</c>.</summary>

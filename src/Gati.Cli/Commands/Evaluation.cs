@@ -1,6 +1,3 @@
-using Microsoft.ML;
-using Microsoft.ML.Data;
-
 namespace Gati.Cli.Commands;
 
 /// <summary>Accuracy, per-class accuracy and the confusion matrix of a classifier on labelled data.</summary>

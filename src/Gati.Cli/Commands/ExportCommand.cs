@@ -1,14 +1,3 @@
-using System.CommandLine;
-using System.Globalization;
-using System.Text;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-using Microsoft.ML.Data;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati export onnx</c>: the base model as one standard ONNX graph, and the early-exit segments.</summary>

@@ -1,8 +1,4 @@
-using System.CommandLine;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

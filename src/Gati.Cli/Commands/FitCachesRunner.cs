@@ -1,16 +1,4 @@
-using System.Diagnostics;
-using System.Globalization;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
-using Gati.MLNet.Torch;
-using Gati.MLNet.Training;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-using Microsoft.ML.Data;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

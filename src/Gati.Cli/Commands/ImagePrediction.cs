@@ -1,13 +1,5 @@
-using System.Diagnostics;
-using System.Globalization;
 using System.Text.Json;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Inference;
 using Gati.MLNet.Inference.Backends;
-using Gati.MLNet.Torch;
-using Microsoft.ML;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

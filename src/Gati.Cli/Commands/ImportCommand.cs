@@ -1,16 +1,6 @@
-using System.CommandLine;
-using System.Diagnostics;
-using System.Globalization;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
 using Gati.MLNet.Import;
 using Gati.MLNet.Onnx;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.OnnxRuntime;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

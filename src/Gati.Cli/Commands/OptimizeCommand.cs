@@ -1,17 +1,4 @@
-using Gati.MLNet.ModelFormat;
-using System.CommandLine;
-using System.Diagnostics;
-using System.Globalization;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Inference;
 using Gati.MLNet.Inference.Backends;
-using Gati.MLNet.Torch;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-using Microsoft.ML.Data;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

@@ -1,7 +1,3 @@
-using System.CommandLine;
-using Gati.Cli.Infrastructure;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati predict</c>: images (files or a folder) through a model's early exit, one line per image.</summary>

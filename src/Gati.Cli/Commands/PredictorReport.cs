@@ -1,16 +1,3 @@
-using Gati.MLNet.ModelFormat;
-using System.Diagnostics;
-using System.Globalization;
-using System.Text;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Models.Predictors;
-using Gati.MLNet.Torch;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-using Microsoft.ML.Data;
-using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,8 +1,3 @@
-using System.CommandLine;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet.Data;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati report</c>: tables and plots from trained models.</summary>

@@ -1,8 +1,3 @@
-using System.CommandLine;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet.Models;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati train-base</c>: train a CIFAR-style ResNet base model and save it as an ML.NET model zip.</summary>

@@ -1,13 +1,3 @@
-using System.Diagnostics;
-using System.Globalization;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Models;
-using Gati.MLNet.Training;
-using Microsoft.ML;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary>Settings of <c>gati train-base</c>.</summary>

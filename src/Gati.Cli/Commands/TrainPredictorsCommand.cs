@@ -1,9 +1,3 @@
-using System.CommandLine;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet.Models.Predictors;
-using Gati.MLNet.Training;
-using Spectre.Console;
-
 namespace Gati.Cli.Commands;
 
 /// <summary><c>gati train-predictors</c>: predictors for a set of layers x architectures of a trained base model.</summary>

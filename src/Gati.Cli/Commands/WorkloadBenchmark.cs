@@ -1,15 +1,4 @@
-using System.Diagnostics;
-using System.Globalization;
-using System.Text;
-using Gati.Cli.Infrastructure;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Gati.MLNet.Inference;
-using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Online;
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-using Spectre.Console;
 
 namespace Gati.Cli.Commands;
 

@@ -1,5 +1,3 @@
-using Gati.MLNet.Models.Predictors;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>Parses predictor architecture lists such as <c>conv</c> or <c>conv,fc:64</c>.</summary>

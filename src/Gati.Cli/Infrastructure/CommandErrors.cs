@@ -1,7 +1,3 @@
-using System.CommandLine;
-using System.Globalization;
-using Spectre.Console;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>Turns expected failures (bad input, bad files, cancellation) into a one-line error and exit code.</summary>

@@ -1,6 +1,3 @@
-using Gati.MLNet.Torch;
-using Spectre.Console;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>Console behaviour for logs: when output is redirected (CI, files), never wrap lines.</summary>

@@ -1,8 +1,3 @@
-using System.CommandLine;
-using Gati.MLNet;
-using Gati.MLNet.Data;
-using Microsoft.ML;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>The dataset a command reads.</summary>

@@ -1,10 +1,4 @@
-using System.Diagnostics;
-using System.Globalization;
-using Gati.MLNet;
-using Gati.MLNet.Inference;
 using Gati.MLNet.Inference.Backends;
-using Gati.MLNet.Models;
-using Microsoft.ML;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Gati.Cli.Infrastructure;

@@ -1,6 +1,3 @@
-using Gati.MLNet.Data;
-using Microsoft.ML;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>

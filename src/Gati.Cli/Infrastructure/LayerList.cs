@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>Parses layer lists such as <c>1-8</c>, <c>2,4,6</c> or <c>1-3,7</c>.</summary>

@@ -1,6 +1,3 @@
-using Gati.MLNet.Transforms;
-using Microsoft.ML;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>The parts of a loaded model zip (a single transformer or a chain) as the commands need them, read by <see cref="EarlyExitModel"/>.</summary>

@@ -1,5 +1,3 @@
-using System.CommandLine;
-using System.Globalization;
 using System.Numerics;
 
 namespace Gati.Cli.Infrastructure;

@@ -1,5 +1,3 @@
-using System.CommandLine;
-using Gati.MLNet.Torch;
 using TorchSharp;
 
 namespace Gati.Cli.Infrastructure;

@@ -1,6 +1,3 @@
-using System.CommandLine;
-using Gati.MLNet.Inference;
-
 namespace Gati.Cli.Infrastructure;
 
 /// <summary>--backend, --ort-threads and --ort-spinning, shared by every command that serves a model through the early-exit engine.</summary>
