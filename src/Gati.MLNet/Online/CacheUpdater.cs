@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using Gati.MLNet.Inference;
 using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 using Gati.MLNet.Torch;
@@ -107,8 +108,7 @@ internal static class CacheUpdater
         var rows = caches.Count == 0 ? 0 : caches[0].Probability.Length;
         if (segmentMs is not null && segmentMs.Count != caches.Count + 1)
             throw new ArgumentException($"Expected {caches.Count + 1} segment costs (one per cache, then the head), got {segmentMs.Count}.", nameof(segmentMs));
-        var allowed = 0;
-        while (allowed + 1 <= rows && Proportion.ClopperPearsonUpper(allowed + 1, rows, confidence) <= 1 - target) allowed++;
+        var allowed = AgreementBounds.AllowedDisagreements(rows, target, confidence);
         var exitedAt = Enumerable.Repeat(-1, rows).ToArray();
         var disagreements = 0;
         var thresholds = new float[caches.Count];
@@ -140,7 +140,7 @@ internal static class CacheUpdater
         if (segmentMs is not null && rows > 0)
         {
             LowerCost(caches, thresholds, segmentMs, allowed);
-            exitedAt = Enumerable.Range(0, rows).Select(r => ExitOf(caches, thresholds, r)).ToArray();
+            exitedAt = Serve(caches, thresholds).Exit.ToArray();
         }
         return caches.Select((cache, i) =>
         {
@@ -152,15 +152,9 @@ internal static class CacheUpdater
         }).ToArray();
     }
 
-    /// <summary>The cache a row exits at under <paramref name="thresholds"/> (-1: none).</summary>
-    private static int ExitOf(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, float[] thresholds, int row)
-    {
-        for (var i = 0; i < caches.Count; i++)
-        {
-            if (caches[i].Probability[row] >= thresholds[i]) return i;
-        }
-        return -1;
-    }
+    /// <summary>The calibration rows served with <paramref name="thresholds"/> (<see cref="ExitSimulation"/>).</summary>
+    private static ExitOutcomes Serve(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, float[] thresholds) =>
+        ExitSimulation.Serve(caches.Select(c => c.Probability).ToArray(), thresholds, caches.Select(c => c.Correct).ToArray());
 
     /// <summary>
     /// Lowers the mean cost of serving the rows within <paramref name="allowed"/> disagreements, from the greedy
@@ -179,15 +173,10 @@ internal static class CacheUpdater
         for (var s = 0; s <= n; s++) reach[s] = (s == 0 ? 0 : reach[s - 1]) + segmentMs[s];
         (double Cost, int Wrong) Serve(float[] t)
         {
+            var served = CacheUpdater.Serve(caches, t);
             double cost = 0;
-            var wrong = 0;
-            for (var r = 0; r < rows; r++)
-            {
-                var exit = ExitOf(caches, t, r);
-                cost += exit < 0 ? reach[n] : reach[exit];
-                if (exit >= 0 && !caches[exit].Correct[r]) wrong++;
-            }
-            return (cost, wrong);
+            foreach (var exit in served.Exit) cost += exit == ExitSimulation.FullModel ? reach[n] : reach[exit];
+            return (cost, served.Rows - served.Agreed);
         }
         var order = new int[rows];
         var otherCost = new double[rows];
@@ -302,29 +291,22 @@ internal static class CacheUpdater
             var predicted = Enumerable.Range(0, rows.Count).Select(r => ShadowRow.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
             return (probability, predicted);
         }).ToArray();
-        var agreed = 0;
+        var served = ExitSimulation.Serve(outputs.Select(o => o.probability).ToArray(), thresholds,
+            outputs.Select(o => o.predicted.Select((p, r) => p == rows[r].BaseClass).ToArray()).ToArray());
         double cost = 0;
         var exits = new double[caches.Count + 1];
         var outcomes = new (int Exit, bool Agreed)[rows.Count];
         for (var r = 0; r < rows.Count; r++)
         {
-            var exit = caches.Count;
-            for (var i = 0; i < caches.Count; i++)
-            {
-                if (outputs[i].probability[r] >= thresholds[i])
-                {
-                    exit = i;
-                    break;
-                }
-            }
-            var served = exit == caches.Count ? rows[r].BaseClass : outputs[exit].predicted[r];
-            if (served == rows[r].BaseClass) agreed++;
-            outcomes[r] = (exit == caches.Count ? -1 : exit, served == rows[r].BaseClass);
-            exits[exit]++;
-            for (var s = 0; s <= exit; s++) cost += segmentMs[s];
+            var exit = served.Exit[r];
+            // Segment s ends at cache s; the last segment (index caches.Count) is the head.
+            var last = exit == ExitSimulation.FullModel ? caches.Count : exit;
+            outcomes[r] = (exit, served.RowAgreed[r]);
+            exits[last]++;
+            for (var s = 0; s <= last; s++) cost += segmentMs[s];
         }
-        var (lower, upper) = Proportion.Wilson(agreed, rows.Count, z);
-        return new SimulatedServing(rows.Count, agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
+        var (lower, upper) = AgreementBounds.Wilson(served.Agreed, rows.Count, z);
+        return new SimulatedServing(rows.Count, served.Agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
     }
 
     private static TModule Clone<TModule>(SharedModule<TModule> shared, Func<TModule> create) where TModule : nn.Module

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Policy;
 
 namespace Gati.MLNet.Online;
 
@@ -290,7 +291,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     private long FewestSamples(Func<long, long> agreed, double step)
     {
         var n = (long)Math.Max(_options.MinimumExits, 1);
-        while (Proportion.Wilson(agreed(n), n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000) n = Math.Max(n + 1, (long)(n * step));
+        while (AgreementBounds.Wilson(agreed(n), n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000) n = Math.Max(n + 1, (long)(n * step));
         return n;
     }
 
@@ -335,11 +336,11 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             var thresholds = engine.Thresholds.ToArray();
             var changed = new List<string>();
             var guard = 0;
-            while (Serve(rows, thresholds) is var (agreed, disagreements) && Proportion.Wilson(agreed, rows.Length, Live.Z).Lower < _options.AgreementTarget
+            while (Serve(rows, thresholds) is var (agreed, disagreements) && AgreementBounds.Wilson(agreed, rows.Length, Live.Z).Lower < _options.AgreementTarget
                    && guard++ < thresholds.Length)
             {
                 var worst = Enumerable.Range(0, thresholds.Length).Where(i => float.IsFinite(thresholds[i])).MaxBy(i => disagreements[i]);
-                if (disagreements.Length == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
+                if (disagreements.Count == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
                 var raised = Tighten(rows, thresholds, worst);
                 var to = float.IsPositiveInfinity(raised) ? "off" : raised.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
                 changed.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
@@ -378,25 +379,14 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     }
 
     /// <summary>Serves captured rows again with <paramref name="thresholds"/>: how many agree, and the disagreements per cache.</summary>
-    private static (long Agreed, int[] Disagreements) Serve(ShadowRow[] rows, float[] thresholds)
+    private static (long Agreed, IReadOnlyList<int> Disagreements) Serve(ShadowRow[] rows, float[] thresholds)
     {
-        var disagreements = new int[thresholds.Length];
-        long agreed = 0;
-        foreach (var row in rows)
-        {
-            var exit = ExitOf(row, thresholds);
-            if (exit < 0 || row.PredictedClasses[exit] == row.BaseClass) agreed++;
-            else disagreements[exit]++;
-        }
-        return (agreed, disagreements);
+        var served = ExitSimulation.Serve(rows, thresholds.Length, row => ExitOf(row, thresholds), (row, exit) => row.PredictedClasses[exit] == row.BaseClass);
+        return (served.Agreed, served.Disagreements);
     }
 
     /// <summary>The cache a captured row exits at under <paramref name="thresholds"/> (-1: the whole network).</summary>
-    private static int ExitOf(ShadowRow row, float[] thresholds)
-    {
-        for (var i = 0; i < thresholds.Length; i++) if (row.HitProbabilities[i] >= thresholds[i]) return i;
-        return -1;
-    }
+    private static int ExitOf(ShadowRow row, float[] thresholds) => ExitSimulation.ExitOf(row.HitProbabilities, thresholds);
 
     /// <summary>
     /// The lowest threshold above the current one for cache <paramref name="cache"/> under which the rows clear the
@@ -413,7 +403,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             // Exits need P(hit) >= threshold: just above a row's P(hit) removes that row's exit.
             trial[cache] = MathF.BitIncrement(candidate);
             var (agreed, disagreements) = Serve(rows, trial);
-            if (Proportion.Wilson(agreed, rows.Length, Live.Z).Lower >= _options.AgreementTarget) return trial[cache];
+            if (AgreementBounds.Wilson(agreed, rows.Length, Live.Z).Lower >= _options.AgreementTarget) return trial[cache];
             if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => r.HitProbabilities[cache] >= trial[cache])) clean = trial[cache];
         }
         return clean;
