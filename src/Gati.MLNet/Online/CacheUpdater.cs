@@ -37,10 +37,6 @@ internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, doub
 /// </summary>
 internal static class CacheUpdater
 {
-    private const double Alpha = 0.5;
-    private const double Temperature = 6;
-    private const int BatchSize = 64;
-
     public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
         CpuThrottle throttle, CancellationToken cancellation)
     {
@@ -64,7 +60,9 @@ internal static class CacheUpdater
                 selectors.Add(selector);
                 FineTunePredictor(predictor, train, i, options, throttle, cancellation);
                 var (trainLogp, trainCorrect) = Outputs(predictor, train, i);
-                FineTuneSelector(selector, trainLogp, trainCorrect, predictor.Classes, options, throttle, cancellation);
+                // The offline selector recipe, from the serving weights, at the online update's epochs and rate.
+                var selectorSettings = new SelectorTrainingSettings { Architecture = cache.SelectorArchitecture, Epochs = options.Epochs, LearningRate = options.LearningRate };
+                SelectorTraining.FineTune(selector, trainLogp, trainCorrect, predictor.Classes, selectorSettings, options.Seed + 101, CPU, throttle.Step, cancellation);
                 var (calibrationLogp, calibrationCorrect) = Outputs(predictor, calibration, i);
                 outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
             }
@@ -330,88 +328,18 @@ internal static class CacheUpdater
         }
     }
 
+    /// <summary>The offline predictor recipe (<see cref="PredictorTrainingOptions"/>' defaults), from the serving weights, at the update's epochs and rate.</summary>
     private static void FineTunePredictor(PredictorNetwork predictor, ShadowRow[] rows, int cache, OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
     {
-        var size = predictor.InputSize;
-        var classes = predictor.Classes;
-        var random = new Random(options.Seed + cache);
-        var order = Enumerable.Range(0, rows.Length).ToArray();
-        // The same bound on the input layer's step as offline training, from the window's features.
-        var normRows = Math.Min(rows.Length, PredictorOptimizer.NormRows);
-        var meanSquaredNorm = rows.Take(normRows).Sum(r => PredictorOptimizer.MeanSquaredNorm(r.Features[cache]!, size)) / Math.Max(1, normRows);
-        var inputScale = PredictorOptimizer.InputRateScale(predictor, options.LearningRate, meanSquaredNorm, PredictorTrainingOptions.DefaultInputStepBound);
-        using var optimizer = PredictorOptimizer.Create(predictor, options.LearningRate, 0.9, 5e-4, inputScale, out _);
-        predictor.train();
-        var features = new float[BatchSize * size];
-        var teacher = new float[BatchSize * classes];
-        var hard = new long[BatchSize];
-        for (var epoch = 0; epoch < options.Epochs; epoch++)
+        var recipe = new PredictorTrainer.Options { Epochs = options.Epochs, LearningRate = options.LearningRate, CancellationToken = cancellation };
+        PredictorFineTuning.Run(predictor, rows.Length, (r, features, teacher) =>
         {
-            random.Shuffle(order);
-            for (var start = 0; start < rows.Length; start += BatchSize)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                var n = Math.Min(BatchSize, rows.Length - start);
-                for (var i = 0; i < n; i++)
-                {
-                    var row = rows[order[start + i]];
-                    row.Features[cache]!.CopyTo(features, i * size);
-                    // log(probabilities) = logits up to a constant per row: the same softened distribution.
-                    for (var c = 0; c < classes; c++) teacher[i * classes + c] = MathF.Log(Math.Max(row.BaseProbabilities![c], 1e-30f));
-                    hard[i] = row.BaseClass;
-                }
-                throttle.Step(() =>
-                {
-                    using var scope = NewDisposeScope();
-                    var x = tensor(features, [BatchSize, size]).narrow(0, 0, n);
-                    var loss = DistillationLoss.Compute(predictor.forward(x), tensor(teacher, [BatchSize, classes]).narrow(0, 0, n),
-                        tensor(hard, [BatchSize]).narrow(0, 0, n), Alpha, Temperature);
-                    optimizer.zero_grad();
-                    loss.backward();
-                    NonFiniteGuard.Check(loss, predictor, $"layer-{cache} predictor (online update)", epoch + 1, start / BatchSize + 1, options.LearningRate);
-                    predictor.ClipGradients();
-                    optimizer.step();
-                });
-            }
-        }
-        predictor.eval();
-    }
-
-    private static void FineTuneSelector(SelectorNetwork selector, float[] logProbabilities, bool[] correct, int classes, OnlineCacheOptions options,
-        CpuThrottle throttle, CancellationToken cancellation)
-    {
-        var rows = correct.Length;
-        var hits = correct.Count(c => c);
-        float[] weights = [rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits)];
-        var random = new Random(options.Seed + 101);
-        var order = Enumerable.Range(0, rows).ToArray();
-        using var optimizer = new SafeSgd(selector.parameters(), options.LearningRate, 0.9, weightDecay: 5e-4);
-        using var weightTensor = tensor(weights);
-        using var all = tensor(logProbabilities, [rows, classes]);
-        using var targets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]);
-        selector.train();
-        for (var epoch = 0; epoch < options.Epochs; epoch++)
-        {
-            random.Shuffle(order);
-            for (var start = 0; start < rows; start += BatchSize)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                var n = Math.Min(BatchSize, rows - start);
-                var batch = order.AsSpan(start, n).ToArray().Select(i => (long)i).ToArray();
-                throttle.Step(() =>
-                {
-                    using var scope = NewDisposeScope();
-                    var index = tensor(batch, [n]);
-                    var loss = nn.functional.cross_entropy(selector.forward(all.index_select(0, index)), targets.index_select(0, index), weightTensor);
-                    optimizer.zero_grad();
-                    loss.backward();
-                    NonFiniteGuard.Check(loss, selector, "selector (online update)", epoch + 1, start / BatchSize + 1, options.LearningRate);
-                    nn.utils.clip_grad_norm_(selector.parameters(), 1.0);
-                    optimizer.step();
-                });
-            }
-        }
-        selector.eval();
+            var row = rows[r];
+            row.Features[cache]!.AsSpan().CopyTo(features);
+            // log(probabilities) = logits up to a constant per row: the same softened distribution.
+            for (var c = 0; c < teacher.Length; c++) teacher[c] = MathF.Log(Math.Max(row.BaseProbabilities![c], 1e-30f));
+            return row.BaseClass;
+        }, recipe, options.Seed + cache, $"layer-{cache} predictor (online update)", throttle.Step);
     }
 
     /// <summary>The predictor's log-probabilities on the rows' features of one cache, and whether it agrees with the base model.</summary>
