@@ -395,7 +395,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// </summary>
     private float Tighten(ShadowRow[] rows, float[] thresholds, int cache)
     {
-        var candidates = rows.Select(r => r.HitProbabilities[cache]).Where(p => p >= thresholds[cache]).Distinct().Order().ToArray();
+        var candidates = rows.Select(r => r.HitProbabilities[cache]).Where(p => ExitSimulation.Fires(p, thresholds[cache])).Distinct().Order().ToArray();
         var trial = thresholds.ToArray();
         var clean = float.PositiveInfinity;
         foreach (var candidate in candidates)
@@ -404,7 +404,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             trial[cache] = MathF.BitIncrement(candidate);
             var (agreed, disagreements) = Serve(rows, trial);
             if (AgreementBounds.Wilson(agreed, rows.Length, Live.Z).Lower >= _options.AgreementTarget) return trial[cache];
-            if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => r.HitProbabilities[cache] >= trial[cache])) clean = trial[cache];
+            if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => ExitSimulation.Fires(r.HitProbabilities[cache], trial[cache]))) clean = trial[cache];
         }
         return clean;
     }
