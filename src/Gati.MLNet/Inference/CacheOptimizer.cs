@@ -6,7 +6,8 @@ using Gati.MLNet.Transforms;
 namespace Gati.MLNet.Inference;
 
 /// <summary>What a cache plan must satisfy.</summary>
-/// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99).</param>
+/// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99): overall
+/// agreement, the promise online caches' <c>AgreementTarget</c> also keeps.</param>
 /// <param name="MemoryBudgetBytes">Most memory for all chosen caches' parameters. Null: the larger of the base model's own
 /// parameter memory and 64 MB (<see cref="CacheOptimizer.DefaultMemoryBudget"/>), so caches at most double a large model's
 /// memory and an FC(1024) on the 200,704 values of a 224 x 224 ResNet-18's first cut points (822 MB) stays out unless a

@@ -12,7 +12,7 @@ public sealed class SelectorTrainingSettings
     /// <summary>The selector network.</summary>
     public SelectorArchitecture Architecture { get; set; } = SelectorArchitecture.Default;
 
-    /// <summary>Required precision of exits on the calibration rows.</summary>
+    /// <summary>Required precision of this cache's exits on the calibration rows (a per-exit point estimate, not an overall bound).</summary>
     public double TargetPrecision { get; set; } = 0.995;
 
     /// <summary>Fewest calibration exits for a threshold to count.</summary>
