@@ -64,6 +64,15 @@ public sealed class AgreementBoundsTests
         if (rows > 0) Assert.True(AgreementBounds.ClopperPearsonUpper(allowed + 1, rows, 0.95) > 0.01);
     }
 
+    [Fact]
+    public void FewestTrialsToClear_PerfectRecordAt99Percent_Is268()
+    {
+        // With every trial a success the Wilson lower bound is n / (n + z²): at least 0.99 from n = 99 z² = 267.9.
+        Assert.Equal(268, AgreementBounds.FewestTrialsToClear(n => n, 0.99, AgreementBounds.Z95OneSided, 1, 1.0));
+        // A coarser search stops at or a little past it.
+        Assert.InRange(AgreementBounds.FewestTrialsToClear(n => n, 0.99, AgreementBounds.Z95OneSided, 100, 1.05), 268, 268 * 1.05 + 1);
+    }
+
     [Theory]
     [InlineData(0.95, 1.6448536)]
     [InlineData(0.975, 1.9599640)]

@@ -69,6 +69,20 @@ public static class AgreementBounds
         return allowed;
     }
 
+    /// <summary>
+    /// The fewest trials n, searched upwards from <paramref name="start"/> in steps of <paramref name="step"/> (so a
+    /// little more at most; at most 10^7), whose Wilson lower bound at <paramref name="z"/> with
+    /// <paramref name="successes"/>(n) successes reaches <paramref name="target"/>: how many live samples the sampler
+    /// needs before a bound can show the target kept.
+    /// </summary>
+    public static long FewestTrialsToClear(Func<long, long> successes, double target, double z, long start, double step)
+    {
+        ArgumentNullException.ThrowIfNull(successes);
+        var n = Math.Max(start, 1);
+        while (Wilson(successes(n), n, z).Lower < target && n < 10_000_000) n = Math.Max(n + 1, (long)(n * step));
+        return n;
+    }
+
     /// <summary>Wilson's score interval at one-sided <paramref name="confidence"/> (e.g. 0.95), the form live figures use.</summary>
     public static (double Lower, double Upper) WilsonAtConfidence(long successes, long trials, double confidence) =>
         Wilson(successes, trials, NormalQuantile(confidence));
