@@ -63,7 +63,11 @@ public sealed class EarlyExitPoolOptions
     /// </summary>
     public double MaxBatchDelayMs { get; set; } = 1;
 
-    /// <summary>Re-threshold every cache for this exit precision (from the calibration curves saved in the model); null keeps the model's thresholds.</summary>
+    /// <summary>
+    /// Re-threshold every cache for this exit precision (per exit, from the calibration curves saved in the model; the same
+    /// promise as <c>TargetPrecision</c> at fitting time); null keeps the model's thresholds. Online caches then hold their
+    /// own overall <c>AgreementTarget</c>.
+    /// </summary>
     public double? ExitPrecisionTarget { get; set; }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Tests.Infrastructure;
 using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
@@ -58,17 +59,17 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
         {
             using var scope = NewDisposeScope();
             var (logits, outputs) = network.ForwardWithLayers(tensor(images[i], [1, 1, 28, 28]), caches.Caches.Select(c => c.Layer).ToArray());
-            result[i] = (0, (int)logits.argmax(1).item<long>());
+            var hitProbabilities = new float[caches.Caches.Count];
+            var classes = new int[caches.Caches.Count];
             for (var c = 0; c < caches.Caches.Count; c++)
             {
                 var cache = caches.Caches[c];
                 var logp = cache.Predictor.Module.forward(outputs[c].flatten(1));
-                if (cache.Selector.Module.HitProbability(logp).item<float>() >= cache.Calibration.Threshold)
-                {
-                    result[i] = (cache.Layer, (int)logp.argmax(1).item<long>());
-                    break;
-                }
+                hitProbabilities[c] = cache.Selector.Module.HitProbability(logp).item<float>();
+                classes[c] = (int)logp.argmax(1).item<long>();
             }
+            var exit = ExitSimulation.ExitOf(hitProbabilities, caches.Caches.Select(c => c.Calibration.Threshold).ToArray());
+            result[i] = exit == ExitSimulation.FullModel ? (0, (int)logits.argmax(1).item<long>()) : (caches.Caches[exit].Layer, classes[exit]);
         }
         return result;
     }
@@ -190,8 +191,15 @@ public sealed class LearnedCachesTests(CachesFixture fixture) : IClassFixture<Ca
         using var engine = fixture.Context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(fixture.Caches);
         var expected = engine.Predict(fixture.Images(100).Select(i => new ImageInput { Image = i }).ToArray());
         Assert.Equal(expected.Select(e => e.ExitLayer), exits);
+        // Row by row, the transformer's answer and scores are the engine's.
+        Assert.Equal(expected.Select(e => (float)e.PredictedLabel), FeatureExtractionTests.Column(scored, "EarlyExitPredictedLabel").Select(k => k[0]));
+        var scores = FeatureExtractionTests.Column(scored, "EarlyExitScore");
+        for (var i = 0; i < expected.Length; i++) Assert.Equal(expected[i].Score, scores[i], new FloatTolerance(1e-5f));
+        // And so is the accuracy ML.NET's evaluator reports: exactly the share of the engine's answers that equal the label.
+        var labels = FeatureExtractionTests.Column(scored, "Label").Select(k => (uint)k[0]).ToArray();
+        var engineAccuracy = (double)expected.Where((e, i) => e.PredictedLabel == labels[i]).Count() / expected.Length;
         var metrics = fixture.Context.MulticlassClassification.Evaluate(scored, scoreColumnName: "EarlyExitScore", predictedLabelColumnName: "EarlyExitPredictedLabel");
-        Assert.InRange(metrics.MicroAccuracy, 0.3, 1);
+        Assert.Equal(engineAccuracy, metrics.MicroAccuracy, 12);
     }
 
     [Fact]

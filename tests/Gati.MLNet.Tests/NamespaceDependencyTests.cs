@@ -3,14 +3,14 @@ using System.Text.RegularExpressions;
 namespace Gati.MLNet.Tests;
 
 /// <summary>
-/// The library's layers as its source uses them: which of its namespaces (Data, Models, Onnx, Training, Transforms,
-/// Inference, Online) reaches which, through a <c>using</c> directive or a qualified name. Dependencies that close a
+/// The library's layers as its source uses them: which of its namespaces (Policy, Data, Models, Onnx, Training,
+/// Transforms, Inference, Online) reaches which, through a <c>using</c> directive or a qualified name. Dependencies that close a
 /// cycle are a ratchet: the ones listed in <see cref="KnownCycleEdges"/> are being taken apart (docs/architecture.md);
 /// a new one fails here, naming the files that make it.
 /// </summary>
 public sealed partial class NamespaceDependencyTests
 {
-    private static readonly string[] Layers = ["Data", "Models", "Onnx", "Training", "Transforms", "Inference", "Online"];
+    private static readonly string[] Layers = ["Policy", "Data", "Models", "Onnx", "Training", "Transforms", "Inference", "Online"];
 
     /// <summary>Edges inside a cycle today (the tangle issue 26 takes apart); remove an entry when its edge goes.</summary>
     private static readonly HashSet<string> KnownCycleEdges =
@@ -20,8 +20,7 @@ public sealed partial class NamespaceDependencyTests
         "Training -> Data", "Training -> Models", "Training -> Transforms", "Training -> Inference",
         "Transforms -> Data", "Transforms -> Models", "Transforms -> Training", "Transforms -> Onnx", "Transforms -> Inference",
         "Onnx -> Data", "Onnx -> Models",
-        "Inference -> Data", "Inference -> Models", "Inference -> Training", "Inference -> Transforms", "Inference -> Onnx", "Inference -> Online",
-        "Online -> Models", "Online -> Training", "Online -> Transforms", "Online -> Inference",
+        "Inference -> Data", "Inference -> Models", "Inference -> Training", "Inference -> Transforms", "Inference -> Onnx",
     ];
 
     [Fact]
@@ -44,6 +43,8 @@ public sealed partial class NamespaceDependencyTests
         Assert.Contains("Transforms -> Models", edges.Keys);
         Assert.Contains("Training -> Models", edges.Keys);
         Assert.DoesNotContain("Data -> Online", edges.Keys);
+        Assert.DoesNotContain(edges.Keys, e => e.StartsWith("Policy ->", StringComparison.Ordinal)); // the exit policy depends on none of them
+        Assert.Contains("Online -> Inference", edges.Keys); // Online is on top: it uses the engine, nothing uses it
     }
 
     /// <summary>"A -> B" with the files of A that reach B.</summary>

@@ -208,7 +208,7 @@ public sealed class CacheMeasurements
                         var threshold = caches[i].Calibration.Threshold;
                         for (var r = 0; r < count; r++)
                         {
-                            exits[i].Add(p[r] >= threshold);
+                            exits[i].Add(Policy.ExitSimulation.Fires(p[r], threshold));
                             correct[i].Add(label[r] + 1 == predicted[r]);
                         }
                     }

@@ -1,11 +1,13 @@
 using System.Globalization;
 using System.Text;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Transforms;
 
 namespace Gati.MLNet.Inference;
 
 /// <summary>What a cache plan must satisfy.</summary>
-/// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99).</param>
+/// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99): overall
+/// agreement, the promise online caches' <c>AgreementTarget</c> also keeps.</param>
 /// <param name="MemoryBudgetBytes">Most memory for all chosen caches' parameters. Null: the larger of the base model's own
 /// parameter memory and 64 MB (<see cref="CacheOptimizer.DefaultMemoryBudget"/>), so caches at most double a large model's
 /// memory and an FC(1024) on the 200,704 values of a 224 x 224 ResNet-18's first cut points (822 MB) stays out unless a
@@ -182,8 +184,8 @@ public static class CacheOptimizer
             ExpectedHitRate = best.HitRate,
             Rows = measurements.Rows,
             Confidence = confidence,
-            AgreementLowerBound = Online.Proportion.ClopperPearsonLower(agreed, measurements.Rows, confidence),
-            DisagreementAmongExitsUpperBound = exits == 0 ? 0 : Online.Proportion.ClopperPearsonUpper(measurements.Rows - agreed, exits, confidence),
+            AgreementLowerBound = AgreementBounds.ClopperPearsonLower(agreed, measurements.Rows, confidence),
+            DisagreementAmongExitsUpperBound = exits == 0 ? 0 : AgreementBounds.ClopperPearsonUpper(measurements.Rows - agreed, exits, confidence),
             MemoryBytes = best.Bytes,
             PlansEvaluated = evaluated,
             Search = search,
@@ -225,7 +227,7 @@ public static class CacheOptimizer
     {
         if (candidate.Agreement < constraints.MinimumAgreement) return false;
         if (constraints.Confidence is { } confidence && candidate.Set.Count > 0
-            && Online.Proportion.ClopperPearsonLower(Counts(candidate, rows).Agreed, rows, confidence) < constraints.MinimumAgreement) return false;
+            && AgreementBounds.ClopperPearsonLower(Counts(candidate, rows).Agreed, rows, confidence) < constraints.MinimumAgreement) return false;
         if (candidate.Bytes > budget) return false;
         if (candidate.Ms < best.Ms - 1e-9) return true;
         return Math.Abs(candidate.Ms - best.Ms) <= 1e-9 && candidate.Set.Count < best.Set.Count;
@@ -324,23 +326,15 @@ public static class CacheOptimizer
         {
             var ordered = set.OrderBy(c => c.Layer).ToArray();
             var rows = m.Rows;
+            var served = ordered.Length == 0
+                ? null
+                : ExitSimulation.Serve(ordered.Select(c => m.Exits[c.Index]).ToArray(), ordered.Select(c => m.Correct[c.Index]).ToArray());
+            // The layer each row leaves at (L + 1: the head), for the batch timing below.
             var exitAt = new int[rows];
-            var agree = 0;
-            var hits = 0;
             for (var r = 0; r < rows; r++)
-            {
-                exitAt[r] = _layers + 1;
-                var right = true;
-                foreach (var c in ordered)
-                {
-                    if (!m.Exits[c.Index][r]) continue;
-                    exitAt[r] = c.Layer;
-                    right = m.Correct[c.Index][r];
-                    hits++;
-                    break;
-                }
-                if (right) agree++;
-            }
+                exitAt[r] = served is null || served.Exit[r] == ExitSimulation.FullModel ? _layers + 1 : ordered[served.Exit[r]].Layer;
+            var agree = served?.Agreed ?? rows;
+            var hits = served?.EarlyExits ?? 0;
             double total = 0;
             var batches = 0;
             for (var start = 0; start < rows; start += batchSize)

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using Gati.MLNet.Inference;
 using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 using Gati.MLNet.Torch;
@@ -36,10 +37,6 @@ internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, doub
 /// </summary>
 internal static class CacheUpdater
 {
-    private const double Alpha = 0.5;
-    private const double Temperature = 6;
-    private const int BatchSize = 64;
-
     public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
         CpuThrottle throttle, CancellationToken cancellation)
     {
@@ -63,7 +60,9 @@ internal static class CacheUpdater
                 selectors.Add(selector);
                 FineTunePredictor(predictor, train, i, options, throttle, cancellation);
                 var (trainLogp, trainCorrect) = Outputs(predictor, train, i);
-                FineTuneSelector(selector, trainLogp, trainCorrect, predictor.Classes, options, throttle, cancellation);
+                // The offline selector recipe, from the serving weights, at the online update's epochs and rate.
+                var selectorSettings = new SelectorTrainingSettings { Architecture = cache.SelectorArchitecture, Epochs = options.Epochs, LearningRate = options.LearningRate };
+                SelectorTraining.FineTune(selector, trainLogp, trainCorrect, predictor.Classes, selectorSettings, options.Seed + 101, CPU, throttle.Step, cancellation);
                 var (calibrationLogp, calibrationCorrect) = Outputs(predictor, calibration, i);
                 outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
             }
@@ -107,8 +106,7 @@ internal static class CacheUpdater
         var rows = caches.Count == 0 ? 0 : caches[0].Probability.Length;
         if (segmentMs is not null && segmentMs.Count != caches.Count + 1)
             throw new ArgumentException($"Expected {caches.Count + 1} segment costs (one per cache, then the head), got {segmentMs.Count}.", nameof(segmentMs));
-        var allowed = 0;
-        while (allowed + 1 <= rows && Proportion.ClopperPearsonUpper(allowed + 1, rows, confidence) <= 1 - target) allowed++;
+        var allowed = AgreementBounds.AllowedDisagreements(rows, target, confidence);
         var exitedAt = Enumerable.Repeat(-1, rows).ToArray();
         var disagreements = 0;
         var thresholds = new float[caches.Count];
@@ -140,7 +138,7 @@ internal static class CacheUpdater
         if (segmentMs is not null && rows > 0)
         {
             LowerCost(caches, thresholds, segmentMs, allowed);
-            exitedAt = Enumerable.Range(0, rows).Select(r => ExitOf(caches, thresholds, r)).ToArray();
+            exitedAt = Serve(caches, thresholds).Exit.ToArray();
         }
         return caches.Select((cache, i) =>
         {
@@ -152,15 +150,9 @@ internal static class CacheUpdater
         }).ToArray();
     }
 
-    /// <summary>The cache a row exits at under <paramref name="thresholds"/> (-1: none).</summary>
-    private static int ExitOf(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, float[] thresholds, int row)
-    {
-        for (var i = 0; i < caches.Count; i++)
-        {
-            if (caches[i].Probability[row] >= thresholds[i]) return i;
-        }
-        return -1;
-    }
+    /// <summary>The calibration rows served with <paramref name="thresholds"/> (<see cref="ExitSimulation"/>).</summary>
+    private static ExitOutcomes Serve(IReadOnlyList<(float[] Probability, bool[] Correct)> caches, float[] thresholds) =>
+        ExitSimulation.Serve(caches.Select(c => c.Probability).ToArray(), thresholds, caches.Select(c => c.Correct).ToArray());
 
     /// <summary>
     /// Lowers the mean cost of serving the rows within <paramref name="allowed"/> disagreements, from the greedy
@@ -179,15 +171,10 @@ internal static class CacheUpdater
         for (var s = 0; s <= n; s++) reach[s] = (s == 0 ? 0 : reach[s - 1]) + segmentMs[s];
         (double Cost, int Wrong) Serve(float[] t)
         {
+            var served = CacheUpdater.Serve(caches, t);
             double cost = 0;
-            var wrong = 0;
-            for (var r = 0; r < rows; r++)
-            {
-                var exit = ExitOf(caches, t, r);
-                cost += exit < 0 ? reach[n] : reach[exit];
-                if (exit >= 0 && !caches[exit].Correct[r]) wrong++;
-            }
-            return (cost, wrong);
+            foreach (var exit in served.Exit) cost += exit == ExitSimulation.FullModel ? reach[n] : reach[exit];
+            return (cost, served.Rows - served.Agreed);
         }
         var order = new int[rows];
         var otherCost = new double[rows];
@@ -302,29 +289,22 @@ internal static class CacheUpdater
             var predicted = Enumerable.Range(0, rows.Count).Select(r => ShadowRow.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
             return (probability, predicted);
         }).ToArray();
-        var agreed = 0;
+        var served = ExitSimulation.Serve(outputs.Select(o => o.probability).ToArray(), thresholds,
+            outputs.Select(o => o.predicted.Select((p, r) => p == rows[r].BaseClass).ToArray()).ToArray());
         double cost = 0;
         var exits = new double[caches.Count + 1];
         var outcomes = new (int Exit, bool Agreed)[rows.Count];
         for (var r = 0; r < rows.Count; r++)
         {
-            var exit = caches.Count;
-            for (var i = 0; i < caches.Count; i++)
-            {
-                if (outputs[i].probability[r] >= thresholds[i])
-                {
-                    exit = i;
-                    break;
-                }
-            }
-            var served = exit == caches.Count ? rows[r].BaseClass : outputs[exit].predicted[r];
-            if (served == rows[r].BaseClass) agreed++;
-            outcomes[r] = (exit == caches.Count ? -1 : exit, served == rows[r].BaseClass);
-            exits[exit]++;
-            for (var s = 0; s <= exit; s++) cost += segmentMs[s];
+            var exit = served.Exit[r];
+            // Segment s ends at cache s; the last segment (index caches.Count) is the head.
+            var last = exit == ExitSimulation.FullModel ? caches.Count : exit;
+            outcomes[r] = (exit, served.RowAgreed[r]);
+            exits[last]++;
+            for (var s = 0; s <= last; s++) cost += segmentMs[s];
         }
-        var (lower, upper) = Proportion.Wilson(agreed, rows.Count, z);
-        return new SimulatedServing(rows.Count, agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
+        var (lower, upper) = AgreementBounds.Wilson(served.Agreed, rows.Count, z);
+        return new SimulatedServing(rows.Count, served.Agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
     }
 
     private static TModule Clone<TModule>(SharedModule<TModule> shared, Func<TModule> create) where TModule : nn.Module
@@ -348,88 +328,18 @@ internal static class CacheUpdater
         }
     }
 
+    /// <summary>The offline predictor recipe (<see cref="PredictorTrainingOptions"/>' defaults), from the serving weights, at the update's epochs and rate.</summary>
     private static void FineTunePredictor(PredictorNetwork predictor, ShadowRow[] rows, int cache, OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
     {
-        var size = predictor.InputSize;
-        var classes = predictor.Classes;
-        var random = new Random(options.Seed + cache);
-        var order = Enumerable.Range(0, rows.Length).ToArray();
-        // The same bound on the input layer's step as offline training, from the window's features.
-        var normRows = Math.Min(rows.Length, PredictorOptimizer.NormRows);
-        var meanSquaredNorm = rows.Take(normRows).Sum(r => PredictorOptimizer.MeanSquaredNorm(r.Features[cache]!, size)) / Math.Max(1, normRows);
-        var inputScale = PredictorOptimizer.InputRateScale(predictor, options.LearningRate, meanSquaredNorm, PredictorTrainingOptions.DefaultInputStepBound);
-        using var optimizer = PredictorOptimizer.Create(predictor, options.LearningRate, 0.9, 5e-4, inputScale, out _);
-        predictor.train();
-        var features = new float[BatchSize * size];
-        var teacher = new float[BatchSize * classes];
-        var hard = new long[BatchSize];
-        for (var epoch = 0; epoch < options.Epochs; epoch++)
+        var recipe = new PredictorTrainer.Options { Epochs = options.Epochs, LearningRate = options.LearningRate, CancellationToken = cancellation };
+        PredictorFineTuning.Run(predictor, rows.Length, (r, features, teacher) =>
         {
-            random.Shuffle(order);
-            for (var start = 0; start < rows.Length; start += BatchSize)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                var n = Math.Min(BatchSize, rows.Length - start);
-                for (var i = 0; i < n; i++)
-                {
-                    var row = rows[order[start + i]];
-                    row.Features[cache]!.CopyTo(features, i * size);
-                    // log(probabilities) = logits up to a constant per row: the same softened distribution.
-                    for (var c = 0; c < classes; c++) teacher[i * classes + c] = MathF.Log(Math.Max(row.BaseProbabilities![c], 1e-30f));
-                    hard[i] = row.BaseClass;
-                }
-                throttle.Step(() =>
-                {
-                    using var scope = NewDisposeScope();
-                    var x = tensor(features, [BatchSize, size]).narrow(0, 0, n);
-                    var loss = DistillationLoss.Compute(predictor.forward(x), tensor(teacher, [BatchSize, classes]).narrow(0, 0, n),
-                        tensor(hard, [BatchSize]).narrow(0, 0, n), Alpha, Temperature);
-                    optimizer.zero_grad();
-                    loss.backward();
-                    NonFiniteGuard.Check(loss, predictor, $"layer-{cache} predictor (online update)", epoch + 1, start / BatchSize + 1, options.LearningRate);
-                    predictor.ClipGradients();
-                    optimizer.step();
-                });
-            }
-        }
-        predictor.eval();
-    }
-
-    private static void FineTuneSelector(SelectorNetwork selector, float[] logProbabilities, bool[] correct, int classes, OnlineCacheOptions options,
-        CpuThrottle throttle, CancellationToken cancellation)
-    {
-        var rows = correct.Length;
-        var hits = correct.Count(c => c);
-        float[] weights = [rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits)];
-        var random = new Random(options.Seed + 101);
-        var order = Enumerable.Range(0, rows).ToArray();
-        using var optimizer = new SafeSgd(selector.parameters(), options.LearningRate, 0.9, weightDecay: 5e-4);
-        using var weightTensor = tensor(weights);
-        using var all = tensor(logProbabilities, [rows, classes]);
-        using var targets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]);
-        selector.train();
-        for (var epoch = 0; epoch < options.Epochs; epoch++)
-        {
-            random.Shuffle(order);
-            for (var start = 0; start < rows; start += BatchSize)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                var n = Math.Min(BatchSize, rows - start);
-                var batch = order.AsSpan(start, n).ToArray().Select(i => (long)i).ToArray();
-                throttle.Step(() =>
-                {
-                    using var scope = NewDisposeScope();
-                    var index = tensor(batch, [n]);
-                    var loss = nn.functional.cross_entropy(selector.forward(all.index_select(0, index)), targets.index_select(0, index), weightTensor);
-                    optimizer.zero_grad();
-                    loss.backward();
-                    NonFiniteGuard.Check(loss, selector, "selector (online update)", epoch + 1, start / BatchSize + 1, options.LearningRate);
-                    nn.utils.clip_grad_norm_(selector.parameters(), 1.0);
-                    optimizer.step();
-                });
-            }
-        }
-        selector.eval();
+            var row = rows[r];
+            row.Features[cache]!.AsSpan().CopyTo(features);
+            // log(probabilities) = logits up to a constant per row: the same softened distribution.
+            for (var c = 0; c < teacher.Length; c++) teacher[c] = MathF.Log(Math.Max(row.BaseProbabilities![c], 1e-30f));
+            return row.BaseClass;
+        }, recipe, options.Seed + cache, $"layer-{cache} predictor (online update)", throttle.Step);
     }
 
     /// <summary>The predictor's log-probabilities on the rows' features of one cache, and whether it agrees with the base model.</summary>

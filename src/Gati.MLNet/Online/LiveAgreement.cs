@@ -1,3 +1,5 @@
+using Gati.MLNet.Policy;
+
 namespace Gati.MLNet.Online;
 
 /// <summary>One cache's live exit agreement, from the most recent sampled requests that exited there.</summary>
@@ -51,7 +53,7 @@ public sealed class LiveAgreement
         _layerAgreed = new long[layers.Count];
         WindowSize = windowSize;
         Confidence = confidence;
-        Z = NormalQuantile(confidence);
+        Z = AgreementBounds.NormalQuantile(confidence);
     }
 
     /// <summary>Outcomes kept, overall and per cache.</summary>
@@ -101,10 +103,10 @@ public sealed class LiveAgreement
             var layers = new LayerAgreement[_layers.Length];
             for (var i = 0; i < layers.Length; i++)
             {
-                var (lower, upper) = Proportion.Wilson(_layerAgreed[i], _layers[i].Count, Z);
+                var (lower, upper) = AgreementBounds.Wilson(_layerAgreed[i], _layers[i].Count, Z);
                 layers[i] = new LayerAgreement(_layerNumbers[i], _layers[i].Count, _layerAgreed[i], lower, upper, thresholds[i]);
             }
-            var (l, u) = Proportion.Wilson(_overallAgreed, _overall.Count, Z);
+            var (l, u) = AgreementBounds.Wilson(_overallAgreed, _overall.Count, Z);
             return new LiveAgreementSnapshot(layers, _overall.Count, _overallAgreed, l, u, Confidence);
         }
     }
@@ -114,24 +116,5 @@ public sealed class LiveAgreement
         queue.Enqueue(agreed);
         if (agreed) count++;
         if (queue.Count > WindowSize && queue.Dequeue()) count--;
-    }
-
-    /// <summary>The standard normal quantile (Acklam's rational approximation, relative error below 1.2e-9).</summary>
-    internal static double NormalQuantile(double p)
-    {
-        ReadOnlySpan<double> a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00];
-        ReadOnlySpan<double> b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01];
-        ReadOnlySpan<double> c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00];
-        ReadOnlySpan<double> d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00];
-        const double low = 0.02425;
-        if (p < low)
-        {
-            var q = Math.Sqrt(-2 * Math.Log(p));
-            return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-        }
-        if (p > 1 - low) return -NormalQuantile(1 - p);
-        var r = p - 0.5;
-        var s = r * r;
-        return (((((a[0] * s + a[1]) * s + a[2]) * s + a[3]) * s + a[4]) * s + a[5]) * r / (((((b[0] * s + b[1]) * s + b[2]) * s + b[3]) * s + b[4]) * s + 1);
     }
 }

@@ -15,7 +15,11 @@ public sealed class OnlineCacheOptions
     /// <summary>Memory for the sliding window of shadow rows, in megabytes.</summary>
     public double WindowMegabytes { get; set; } = 256;
 
-    /// <summary>Agreement with the base model that every cache's exits, and the whole, must keep.</summary>
+    /// <summary>
+    /// Overall agreement with the base model (over all requests; those that run the whole network agree) that the served
+    /// caches must keep at <see cref="Confidence"/>: judged live with Wilson bounds, and set by updates with the exact
+    /// bound (docs/early-exit.md, "Which promise each component keeps").
+    /// </summary>
     public double AgreementTarget { get; set; } = 0.99;
 
     /// <summary>One-sided confidence of the live bounds and of the thresholds an update calibrates.</summary>

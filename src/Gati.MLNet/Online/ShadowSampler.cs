@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Gati.MLNet.Inference;
+using Gati.MLNet.Policy;
 
 namespace Gati.MLNet.Online;
 
@@ -289,12 +290,8 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// <see cref="ReactionTrigger.Drop"/>: 748 for 99 % at 95 %; below that, a lower bound above the target stands on a
     /// near-perfect record).
     /// </summary>
-    private long FewestSamples(Func<long, long> agreed, double step)
-    {
-        var n = (long)Math.Max(_options.MinimumExits, 1);
-        while (Proportion.Wilson(agreed(n), n, Live.Z).Lower < _options.AgreementTarget && n < 10_000_000) n = Math.Max(n + 1, (long)(n * step));
-        return n;
-    }
+    private long FewestSamples(Func<long, long> agreed, double step) =>
+        AgreementBounds.FewestTrialsToClear(agreed, _options.AgreementTarget, Live.Z, _options.MinimumExits, step);
 
     private long MinimumSamples() => FewestSamples(n => n, 1.05);
 
@@ -337,12 +334,12 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             var thresholds = engine.Thresholds.ToArray();
             var changed = new List<string>();
             var guard = 0;
-            while (Serve(rows, thresholds) is var (agreed, disagreements) && Proportion.Wilson(agreed, rows.Length, Live.Z).Lower < _options.AgreementTarget
+            while (CapturedRows.Serve(rows, thresholds) is var (agreed, disagreements) && AgreementBounds.Wilson(agreed, rows.Length, Live.Z).Lower < _options.AgreementTarget
                    && guard++ < thresholds.Length)
             {
                 var worst = Enumerable.Range(0, thresholds.Length).Where(i => float.IsFinite(thresholds[i])).MaxBy(i => disagreements[i]);
-                if (disagreements.Length == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
-                var raised = Tighten(rows, thresholds, worst);
+                if (disagreements.Count == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
+                var raised = CapturedRows.Tighten(rows, thresholds, worst, _options.AgreementTarget, Live.Z);
                 var to = float.IsPositiveInfinity(raised) ? "off" : raised.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
                 changed.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"layer {_layers[worst]} {thresholds[worst]:G4} -> {to} ({disagreements[worst]} of the disagreements)"));
@@ -373,52 +370,10 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             if (changed.Count == 0) return;
             foreach (var row in rows)
             {
-                var exit = ExitOf(row, thresholds);
+                var exit = CapturedRows.ExitOf(row, thresholds);
                 Live.Add(exit, exit < 0 || row.PredictedClasses[exit] == row.BaseClass);
             }
         }
-    }
-
-    /// <summary>Serves captured rows again with <paramref name="thresholds"/>: how many agree, and the disagreements per cache.</summary>
-    private static (long Agreed, int[] Disagreements) Serve(ShadowRow[] rows, float[] thresholds)
-    {
-        var disagreements = new int[thresholds.Length];
-        long agreed = 0;
-        foreach (var row in rows)
-        {
-            var exit = ExitOf(row, thresholds);
-            if (exit < 0 || row.PredictedClasses[exit] == row.BaseClass) agreed++;
-            else disagreements[exit]++;
-        }
-        return (agreed, disagreements);
-    }
-
-    /// <summary>The cache a captured row exits at under <paramref name="thresholds"/> (-1: the whole network).</summary>
-    private static int ExitOf(ShadowRow row, float[] thresholds)
-    {
-        for (var i = 0; i < thresholds.Length; i++) if (row.HitProbabilities[i] >= thresholds[i]) return i;
-        return -1;
-    }
-
-    /// <summary>
-    /// The lowest threshold above the current one for cache <paramref name="cache"/> under which the rows clear the
-    /// target; failing that (the rows it lets go disagree at a later cache too), the lowest under which this cache's
-    /// own exits all agree, so that the later caches are tightened next; +∞ when neither exists.
-    /// </summary>
-    private float Tighten(ShadowRow[] rows, float[] thresholds, int cache)
-    {
-        var candidates = rows.Select(r => r.HitProbabilities[cache]).Where(p => p >= thresholds[cache]).Distinct().Order().ToArray();
-        var trial = thresholds.ToArray();
-        var clean = float.PositiveInfinity;
-        foreach (var candidate in candidates)
-        {
-            // Exits need P(hit) >= threshold: just above a row's P(hit) removes that row's exit.
-            trial[cache] = MathF.BitIncrement(candidate);
-            var (agreed, disagreements) = Serve(rows, trial);
-            if (Proportion.Wilson(agreed, rows.Length, Live.Z).Lower >= _options.AgreementTarget) return trial[cache];
-            if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => r.HitProbabilities[cache] >= trial[cache])) clean = trial[cache];
-        }
-        return clean;
     }
 
     /// <summary>

@@ -231,12 +231,7 @@ internal static class PredictorTraining
                             var trainee = active[i];
                             var f = trainee.FeatureIndex;
                             inputs[f] ??= tensor(buffers[f], [options.BatchSize, reader.Sizes[f]]).narrow(0, 0, count).to(device);
-                            var loss = DistillationLoss.Compute(trainee.Network.forward(trainee.Scaled(inputs[f]!)), teacher, hard, options.Alpha, options.Temperature);
-                            trainee.Optimizer.zero_grad();
-                            loss.backward();
-                            NonFiniteGuard.Check(loss, trainee.Network, $"{trainee.Spec} predictor", epoch + 1, batch + 1, lr);
-                            trainee.Network.ClipGradients();
-                            trainee.Optimizer.step();
+                            var loss = Step(trainee.Network, trainee.Optimizer, trainee.Scaled(inputs[f]!), teacher, hard, options, $"{trainee.Spec} predictor", epoch + 1, batch + 1, lr);
                             using var noGrad = no_grad();
                             lossSums[i].PlusScaledInPlace(loss.detach().to(ScalarType.Float64), count);
                         }
@@ -292,6 +287,19 @@ internal static class PredictorTraining
                 foreach (var sum in lossSums) sum.Dispose();
             }
         }
+    }
+
+    /// <summary>One SGD step of the distillation recipe: offline training and online fine-tuning (<see cref="PredictorFineTuning"/>) share it.</summary>
+    internal static Tensor Step(PredictorNetwork network, SGD optimizer, Tensor input, Tensor teacher, Tensor hard, PredictorTrainingOptions options,
+        string label, int epoch, int batch, double lr)
+    {
+        var loss = DistillationLoss.Compute(network.forward(input), teacher, hard, options.Alpha, options.Temperature);
+        optimizer.zero_grad();
+        loss.backward();
+        NonFiniteGuard.Check(loss, network, label, epoch, batch, lr);
+        network.ClipGradients();
+        optimizer.step();
+        return loss;
     }
 
     /// <summary>

@@ -12,7 +12,7 @@ public sealed class SelectorTrainingSettings
     /// <summary>The selector network.</summary>
     public SelectorArchitecture Architecture { get; set; } = SelectorArchitecture.Default;
 
-    /// <summary>Required precision of exits on the calibration rows.</summary>
+    /// <summary>Required precision of this cache's exits on the calibration rows (a per-exit point estimate, not an overall bound).</summary>
     public double TargetPrecision { get; set; } = 0.995;
 
     /// <summary>Fewest calibration exits for a threshold to count.</summary>
@@ -77,6 +77,35 @@ internal static class SelectorTraining
     public static SelectorNetwork Train(float[] logProbabilities, bool[] correct, int classes, SelectorTrainingSettings settings, int seed, Device device)
     {
         settings.Validate();
+        if (correct.Length == 0) throw new ArgumentException("No rows to train the selector on.");
+        if (logProbabilities.Length != correct.Length * classes) throw new ArgumentException("Log-probabilities must be rows x classes.");
+        NativeNumerics.EnsureSound(NativeNumerics.ForLinear(settings.BatchSize, [classes], classes), device);
+        var network = SeededInit.Create(seed, () => new SelectorNetwork(settings.Architecture, classes));
+        try
+        {
+            network.to(device);
+            using (var inputs = tensor(logProbabilities, [correct.Length, classes]).to(device))
+                network.StandardizeHiddenLayer(inputs);
+            FineTune(network, logProbabilities, correct, classes, settings, seed, device);
+            return network;
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Trains <paramref name="network"/> from its current weights with the recipe of <paramref name="settings"/>: the
+    /// offline trainer's loop, also used by online updates to fine-tune a serving selector (a warm start). Arguments as
+    /// for <see cref="Train"/>; <paramref name="step"/> runs each SGD step (online updates pass their CPU throttle; null
+    /// runs it directly) and <paramref name="cancellation"/> is checked before each.
+    /// </summary>
+    internal static void FineTune(SelectorNetwork network, float[] logProbabilities, bool[] correct, int classes, SelectorTrainingSettings settings, int seed,
+        Device device, Action<Action>? step = null, CancellationToken cancellation = default)
+    {
+        settings.Validate();
         var rows = correct.Length;
         if (rows == 0) throw new ArgumentException("No rows to train the selector on.");
         if (logProbabilities.Length != rows * classes) throw new ArgumentException("Log-probabilities must be rows x classes.");
@@ -85,46 +114,40 @@ internal static class SelectorTraining
         var weights = settings.BalanceClasses
             ? new float[] { rows - hits == 0 ? 1f : rows / (2f * (rows - hits)), hits == 0 ? 1f : rows / (2f * hits) }
             : [1f, 1f];
-
-        NativeNumerics.EnsureSound(NativeNumerics.ForLinear(settings.BatchSize, [classes], classes), device);
-        var network = SeededInit.Create(seed, () => new SelectorNetwork(settings.Architecture, classes));
-        try
+        network.train();
+        using var optimizer = new SafeSgd(network.parameters(), settings.LearningRate, settings.Momentum, weightDecay: settings.WeightDecay);
+        using var weightTensor = tensor(weights).to(device);
+        using var allInputs = tensor(logProbabilities, [rows, classes]).to(device);
+        using var allTargets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]).to(device);
+        var random = new Random(seed);
+        var order = Enumerable.Range(0, rows).ToArray();
+        for (var epoch = 0; epoch < settings.Epochs; epoch++)
         {
-            network.to(device);
-            network.train();
-            using var optimizer = new SafeSgd(network.parameters(), settings.LearningRate, settings.Momentum, weightDecay: settings.WeightDecay);
-            using var weightTensor = tensor(weights).to(device);
-            using var allInputs = tensor(logProbabilities, [rows, classes]).to(device);
-            using var allTargets = tensor(correct.Select(c => c ? 1L : 0L).ToArray(), [rows]).to(device);
-            network.StandardizeHiddenLayer(allInputs);
-            var random = new Random(seed);
-            var order = Enumerable.Range(0, rows).ToArray();
-            for (var epoch = 0; epoch < settings.Epochs; epoch++)
+            var lr = LearningRates.At(LearningRateSchedule.Step, settings.LearningRate, 0, 1, epoch, settings.LearningRateHalvingEpochs);
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+            random.Shuffle(order);
+            for (var start = 0; start < rows; start += settings.BatchSize)
             {
-                var lr = LearningRates.At(LearningRateSchedule.Step, settings.LearningRate, 0, 1, epoch, settings.LearningRateHalvingEpochs);
-                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-                random.Shuffle(order);
-                for (var start = 0; start < rows; start += settings.BatchSize)
+                cancellation.ThrowIfCancellationRequested();
+                var n = Math.Min(settings.BatchSize, rows - start);
+                var batch = order.AsSpan(start, n).ToArray().Select(i => (long)i).ToArray();
+                var (e, b) = (epoch + 1, start / settings.BatchSize + 1);
+                void Step()
                 {
                     using var scope = NewDisposeScope();
-                    var n = Math.Min(settings.BatchSize, rows - start);
-                    var index = tensor(order.AsSpan(start, n).ToArray().Select(i => (long)i).ToArray(), [n]).to(device);
+                    var index = tensor(batch, [n]).to(device);
                     var loss = nn.functional.cross_entropy(network.forward(allInputs.index_select(0, index)), allTargets.index_select(0, index), weightTensor);
                     optimizer.zero_grad();
                     loss.backward();
-                    NonFiniteGuard.Check(loss, network, "selector", epoch + 1, start / settings.BatchSize + 1, lr);
+                    NonFiniteGuard.Check(loss, network, "selector", e, b, lr);
                     if (settings.GradientClipNorm is { } clip) nn.utils.clip_grad_norm_(network.parameters(), clip);
                     optimizer.step();
                 }
+                if (step is null) Step();
+                else step(Step);
             }
-            network.eval();
-            return network;
         }
-        catch
-        {
-            network.Dispose();
-            throw;
-        }
+        network.eval();
     }
 
     /// <summary>P(hit) for every row, in batches.</summary>

@@ -202,7 +202,7 @@ public sealed class SelectorTransformer : GatiTransformerBase
             }
             if (outputs[0] is float[] p) probabilities.CopyTo(p, 0);
             if (outputs[1] is bool[] exit)
-                for (var i = 0; i < count; i++) exit[i] = probabilities[i] >= _parent.Calibration.Threshold;
+                for (var i = 0; i < count; i++) exit[i] = Policy.ExitSimulation.Fires(probabilities[i], _parent.Calibration.Threshold);
         }
     }
 }

@@ -1,10 +1,25 @@
-namespace Gati.MLNet.Online;
+namespace Gati.MLNet.Policy;
 
 /// <summary>
-/// Confidence bounds for a proportion from <c>successes</c> out of <c>trials</c>: Wilson's score interval (live
-/// agreement, cheap and well-behaved near 0 and 1) and the exact Clopper-Pearson bounds (offline guarantees).
+/// The one home of the confidence bounds on agreement (a proportion: <c>successes</c> out of <c>trials</c>).
 /// </summary>
-public static class Proportion
+/// <remarks>
+/// Which bound each component uses, and why (docs/early-exit.md, "Which promise each component keeps"):
+/// <list type="table">
+/// <listheader><term>component</term><description>bound</description></listheader>
+/// <item><term><c>CacheOptimizer</c> (<c>gati optimize</c>)</term><description>exact (Clopper-Pearson) lower bound of overall
+/// agreement: a one-off offline guarantee, so the conservative bound is worth its cost.</description></item>
+/// <item><term><c>CacheUpdater.CalibrateJointly</c> (online thresholds)</term><description>exact upper bound of the disagreement
+/// rate (<see cref="AllowedDisagreements"/>): the thresholds an update serves with carry the same kind of guarantee as
+/// <c>optimize</c>'s.</description></item>
+/// <item><term><c>LiveAgreement</c>, <c>ShadowSampler</c>, <c>OnlineCaches</c>' accept rule</term><description>Wilson score
+/// bounds: re-evaluated on every sampled request and inside threshold searches, where the exact bound's bisection would
+/// cost too much; Wilson stays well-behaved near 0 and 1 and is close to exact at the window sizes used.</description></item>
+/// <item><term>Exit calibration (<c>ExitCalibration</c>, per exit)</term><description>none: the per-exit precision
+/// target is met by the point estimate on held-out rows with at least <c>MinimumHits</c> exits.</description></item>
+/// </list>
+/// </remarks>
+public static class AgreementBounds
 {
     /// <summary>The normal quantile for a one-sided 95 % bound.</summary>
     public const double Z95OneSided = 1.6448536269514722;
@@ -40,6 +55,56 @@ public static class Proportion
         Check(successes, trials);
         if (successes <= 0) return 0;
         return BetaQuantile(1 - confidence, successes, trials - successes + 1);
+    }
+
+    /// <summary>
+    /// The most disagreements among <paramref name="rows"/> rows under which the exact one-sided upper bound of the
+    /// disagreement rate at <paramref name="confidence"/> stays at or below 1 − <paramref name="target"/>: how many
+    /// mistakes a set of thresholds may make on calibration rows while agreement keeps the target at that confidence.
+    /// </summary>
+    public static int AllowedDisagreements(int rows, double target, double confidence)
+    {
+        var allowed = 0;
+        while (allowed + 1 <= rows && ClopperPearsonUpper(allowed + 1, rows, confidence) <= 1 - target) allowed++;
+        return allowed;
+    }
+
+    /// <summary>
+    /// The fewest trials n, searched upwards from <paramref name="start"/> in steps of <paramref name="step"/> (so a
+    /// little more at most; at most 10^7), whose Wilson lower bound at <paramref name="z"/> with
+    /// <paramref name="successes"/>(n) successes reaches <paramref name="target"/>: how many live samples the sampler
+    /// needs before a bound can show the target kept.
+    /// </summary>
+    public static long FewestTrialsToClear(Func<long, long> successes, double target, double z, long start, double step)
+    {
+        ArgumentNullException.ThrowIfNull(successes);
+        var n = Math.Max(start, 1);
+        while (Wilson(successes(n), n, z).Lower < target && n < 10_000_000) n = Math.Max(n + 1, (long)(n * step));
+        return n;
+    }
+
+    /// <summary>Wilson's score interval at one-sided <paramref name="confidence"/> (e.g. 0.95), the form live figures use.</summary>
+    public static (double Lower, double Upper) WilsonAtConfidence(long successes, long trials, double confidence) =>
+        Wilson(successes, trials, NormalQuantile(confidence));
+
+    /// <summary>The standard normal quantile (Acklam's rational approximation, relative error below 1.2e-9).</summary>
+    public static double NormalQuantile(double p)
+    {
+        if (p is <= 0 or >= 1 || double.IsNaN(p)) throw new ArgumentOutOfRangeException(nameof(p), p, "A quantile needs p in (0, 1).");
+        ReadOnlySpan<double> a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00];
+        ReadOnlySpan<double> b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01];
+        ReadOnlySpan<double> c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00];
+        ReadOnlySpan<double> d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00];
+        const double low = 0.02425;
+        if (p < low)
+        {
+            var q = Math.Sqrt(-2 * Math.Log(p));
+            return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+        }
+        if (p > 1 - low) return -NormalQuantile(1 - p);
+        var r = p - 0.5;
+        var s = r * r;
+        return (((((a[0] * s + a[1]) * s + a[2]) * s + a[3]) * s + a[4]) * s + a[5]) * r / (((((b[0] * s + b[1]) * s + b[2]) * s + b[3]) * s + b[4]) * s + 1);
     }
 
     private static void Check(long successes, long trials)

@@ -1,0 +1,152 @@
+using Gati.MLNet.Inference;
+using Gati.MLNet.Online;
+using Gati.MLNet.Policy;
+using Gati.MLNet.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Gati.MLNet.Tests;
+
+/// <summary>The pieces of continuously updated caches on constructed cases.</summary>
+public sealed class OnlineStatisticsTests
+{
+    [Fact]
+    public void ShadowWindow_RowsBeyondTheBudget_EvictTheOldestAndNeverExceedIt()
+    {
+        var window = new ShadowWindow(64 * 1024);
+        var rows = Enumerable.Range(0, 100).Select(i =>
+        {
+            var row = new ShadowRow(i + 1, 0, 0, sampled: true, caches: 2);
+            row.Features[0] = new float[1000];
+            row.Features[1] = new float[500];
+            return row;
+        }).ToArray();
+        foreach (var row in rows)
+        {
+            window.Add(row);
+            Assert.True(window.Bytes <= window.BudgetBytes, $"{window.Bytes} bytes held");
+        }
+        var kept = window.Snapshot();
+        Assert.Equal(kept.Length, window.Count);
+        Assert.Equal(rows.TakeLast(kept.Length).Select(r => r.Sequence), kept.Select(r => r.Sequence));
+        Assert.Equal(100 - kept.Length, window.Evicted);
+        Assert.InRange(kept.Length, 9, 11); // 64 KB / ~6 KB per row
+        Assert.Equal(kept.Where(r => r.Sequence > 95).Select(r => r.Sequence), window.Since(95).Select(r => r.Sequence));
+    }
+
+    [Fact]
+    public void LiveAgreement_SlidingWindow_ForgetsOldOutcomesAndBoundsTheEstimate()
+    {
+        var live = new LiveAgreement([3, 6], windowSize: 100, confidence: 0.95);
+        for (var i = 0; i < 100; i++) live.Add(0, agreed: false);
+        for (var i = 0; i < 100; i++) live.Add(i % 2 == 0 ? 0 : -1, agreed: true);
+        var snapshot = live.Snapshot([0.5f, 0.7f]);
+        Assert.Equal(100, snapshot.Requests);
+        Assert.Equal(100, snapshot.Agreed); // the failures slid out of the overall window
+        Assert.Equal(100, snapshot.Layers[0].Exits);
+        Assert.Equal(50, snapshot.Layers[0].Agreed); // but 50 of layer 3's last 100 exits were failures
+        Assert.Equal(0, snapshot.Layers[1].Exits);
+        Assert.True(snapshot.Lower is > 0.97 and < 1);
+        Assert.Equal(AgreementBounds.Wilson(100, 100, AgreementBounds.Z95OneSided).Lower, snapshot.Lower, 9);
+        live.Reset(0);
+        Assert.Equal(0, live.Snapshot([0.5f, 0.7f]).Layers[0].Exits);
+    }
+
+    [Fact]
+    public void Workloads_Phased_IsSeededAndDominatedByEachPhasesClasses()
+    {
+        var labels = Enumerable.Range(0, 1000).Select(i => (uint)(i % 10 + 1)).ToArray();
+        var a = Workloads.Phased(labels, 3000, 1000, popular: 3, popularShare: 0.9, seed: 4);
+        var b = Workloads.Phased(labels, 3000, 1000, popular: 3, popularShare: 0.9, seed: 4);
+        Assert.Equal(a.Rows, b.Rows);
+        Assert.Equal(3, a.PopularClasses.Count);
+        for (var phase = 0; phase < 3; phase++)
+        {
+            var classes = a.Rows.Where((_, i) => a.Phases[i] == phase).Select(r => (int)labels[r] - 1).ToArray();
+            var share = classes.Count(c => a.PopularClasses[phase].Contains(c)) / (double)classes.Length;
+            Assert.InRange(share, 0.86, 0.94);
+            if (phase > 0) Assert.Empty(a.PopularClasses[phase].Intersect(a.PopularClasses[phase - 1]));
+        }
+        var uniform = Workloads.Uniform(labels, 5000, 1);
+        Assert.All(Enumerable.Range(0, 10), c => Assert.InRange(uniform.Rows.Count(r => labels[r] - 1 == c), 400, 600));
+    }
+
+    [Fact]
+    public void CalibrateJointly_KeepsTheWholeWithinTheDisagreementsAnExactBoundAllows()
+    {
+        // 500 rows, two caches; the first is right on rows with high P(hit) only. At 99 % with 95 % confidence the
+        // exact bound allows 1 disagreement in 500 (2 would put the upper bound above 1 %).
+        var random = new Random(3);
+        var p1 = Enumerable.Range(0, 500).Select(_ => (float)random.NextDouble()).ToArray();
+        var c1 = p1.Select(p => p > 0.3 || random.NextDouble() < 0.5).ToArray();
+        var p2 = Enumerable.Range(0, 500).Select(_ => (float)random.NextDouble()).ToArray();
+        var c2 = p2.Select(p => p > 0.8).ToArray();
+        var calibrations = Gati.MLNet.Online.CacheUpdater.CalibrateJointly([(p1, c1), (p2, c2)], 0.99, 0.95);
+        var disagreements = 0;
+        for (var r = 0; r < 500; r++)
+        {
+            if (p1[r] >= calibrations[0].Threshold) { if (!c1[r]) disagreements++; }
+            else if (p2[r] >= calibrations[1].Threshold && !c2[r]) disagreements++;
+        }
+        Assert.InRange(disagreements, 0, 1);
+        Assert.True(AgreementBounds.ClopperPearsonUpper(disagreements, 500) <= 0.01);
+        Assert.True(calibrations[0].HitRate > 0.6, $"the first cache should still exit most rows (got {calibrations[0].HitRate:P1})");
+        Assert.True(AgreementBounds.ClopperPearsonUpper(2, 500) > 0.01);
+    }
+
+    [Fact]
+    public void BackgroundPriority_LowersOnlyTheCallingThread()
+    {
+        if (!OperatingSystem.IsLinux()) return; // Thread.Priority does it elsewhere
+        var before = BackgroundPriority.Current();
+        int? inside = null;
+        var lowered = false;
+        var thread = new Thread(() =>
+        {
+            lowered = BackgroundPriority.Lower();
+            inside = BackgroundPriority.Current();
+        });
+        thread.Start();
+        thread.Join();
+        Assert.True(lowered, "setpriority on the thread failed");
+        Assert.Equal(BackgroundPriority.Nice, inside);
+        Assert.Equal(before, BackgroundPriority.Current());
+    }
+
+    [Fact]
+    public void CalibrateJointly_WithSegmentCosts_SpendsTheDisagreementsWhereTheyBuyTheMostAndKeepsTheBound()
+    {
+        // 2,000 rows. The first cache is right above P(hit) 0.95 and on 90 % of the rows below; the second is right
+        // above 0.5 and on 98 % of the rows between 0.1 and 0.5. Greedy, the first cache spends the whole budget of
+        // disagreements (about 10 rows exit per disagreement) and the second is left its sure rows; priced by cost, the
+        // budget goes to the second (about 50 rows per disagreement) and more rows exit early overall.
+        var random = new Random(11);
+        const int Rows = 2000;
+        var p1 = Enumerable.Range(0, Rows).Select(_ => (float)random.NextDouble()).ToArray();
+        var c1 = p1.Select(p => p > 0.95 || random.NextDouble() < 0.9).ToArray();
+        var p2 = Enumerable.Range(0, Rows).Select(_ => (float)random.NextDouble()).ToArray();
+        var c2 = p2.Select(p => p > 0.5 || (p > 0.1 && random.NextDouble() < 0.98)).ToArray();
+        double[] segments = [0.1, 0.1, 0.6];
+        var greedy = Gati.MLNet.Online.CacheUpdater.CalibrateJointly([(p1, c1), (p2, c2)], 0.99, 0.95);
+        var priced = Gati.MLNet.Online.CacheUpdater.CalibrateJointly([(p1, c1), (p2, c2)], 0.99, 0.95, segments);
+
+        (double Cost, int Wrong) Serve(IReadOnlyList<ExitCalibration> calibrations)
+        {
+            double cost = 0;
+            var wrong = 0;
+            for (var r = 0; r < Rows; r++)
+            {
+                if (p1[r] >= calibrations[0].Threshold) { cost += 0.1; if (!c1[r]) wrong++; }
+                else if (p2[r] >= calibrations[1].Threshold) { cost += 0.2; if (!c2[r]) wrong++; }
+                else cost += 0.8;
+            }
+            return (cost / Rows, wrong);
+        }
+        var (greedyCost, greedyWrong) = Serve(greedy);
+        var (pricedCost, pricedWrong) = Serve(priced);
+        Assert.True(AgreementBounds.ClopperPearsonUpper(greedyWrong, Rows) <= 0.01);
+        Assert.True(AgreementBounds.ClopperPearsonUpper(pricedWrong, Rows) <= 0.01, $"{pricedWrong} disagreements in {Rows}");
+        Assert.True(pricedCost < greedyCost * 0.8, $"priced {pricedCost:F3} ms against greedy {greedyCost:F3} ms");
+        Assert.Throws<ArgumentException>(() => Gati.MLNet.Online.CacheUpdater.CalibrateJointly([(p1, c1), (p2, c2)], 0.99, 0.95, [0.1, 0.1]));
+    }
+}
