@@ -173,19 +173,10 @@ internal sealed class OnnxGraph
         var graph = new GraphProto { Name = Name };
         graph.Node.AddRange(Nodes);
         graph.Initializer.AddRange(Initializers.Values);
-        graph.Input.Add(OnnxShapes.ValueInfo(Input, TensorProto.Types.DataType.Float, InputShape));
+        graph.Input.Add(OnnxGraphBuilder.ValueInfo(Input, TensorProto.Types.DataType.Float, InputShape));
         foreach (var output in Outputs)
-            graph.Output.Add(OnnxShapes.ValueInfo(output, TensorProto.Types.DataType.Float, shapes.TryGetValue(output, out var s) ? s : null));
-        var model = new ModelProto
-        {
-            IrVersion = 8,
-            ProducerName = "Gati.MLNet",
-            ProducerVersion = typeof(OnnxGraph).Assembly.GetName().Version?.ToString() ?? "",
-            Graph = graph,
-        };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
-        foreach (var (key, value) in Metadata) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
-        return model;
+            graph.Output.Add(OnnxGraphBuilder.ValueInfo(output, TensorProto.Types.DataType.Float, shapes.TryGetValue(output, out var s) ? s : null));
+        return OnnxGraphBuilder.Model(graph, Opset, Metadata);
     }
 
     /// <summary>A deep copy (nodes are rewritten in place by the normalizer; initializers' data is shared, it is immutable).</summary>

@@ -175,17 +175,20 @@ internal sealed class OnnxGraphBuilder
     public void Output(string name, TensorProto.Types.DataType type, params long?[] dims) => _graph.Output.Add(ValueInfo(name, type, dims));
 
     /// <summary>The model, with producer information and metadata.</summary>
-    public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null)
+    public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null) => Model(_graph, Opset, metadata ?? new Dictionary<string, string>());
+
+    /// <summary>A graph as a model of <paramref name="opset"/>, with producer information and metadata (one definition for every graph Gati writes).</summary>
+    public static ModelProto Model(GraphProto graph, int opset, IEnumerable<KeyValuePair<string, string>> metadata)
     {
         var model = new ModelProto
         {
             IrVersion = 8,
             ProducerName = "Gati.MLNet",
             ProducerVersion = typeof(OnnxGraphBuilder).Assembly.GetName().Version?.ToString() ?? "",
-            Graph = _graph,
+            Graph = graph,
         };
-        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });
-        foreach (var (key, value) in metadata ?? new Dictionary<string, string>())
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
+        foreach (var (key, value) in metadata)
             model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
         return model;
     }
@@ -207,16 +210,22 @@ internal sealed class OnnxGraphBuilder
         public int Counter;
     }
 
-    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long?[] dims)
+    // null marks the batch dimension here.
+    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long?[] dims) =>
+        ValueInfo(name, type, dims.Select(d => d ?? OnnxShapes.Batch).ToArray());
+
+    /// <summary>A tensor value's declaration: <paramref name="dims"/> null leaves the shape unknown; <see cref="OnnxShapes.Batch"/> is the symbolic batch dimension.</summary>
+    public static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long[]? dims)
     {
-        var shape = new TensorShapeProto();
-        foreach (var d in dims)
-            shape.Dim.Add(d is { } value ? new TensorShapeProto.Types.Dimension { DimValue = value } : new TensorShapeProto.Types.Dimension { DimParam = BatchDimension });
-        return new ValueInfoProto
+        var info = new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type } } };
+        if (dims is not null)
         {
-            Name = name,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
-        };
+            var shape = new TensorShapeProto();
+            foreach (var d in dims)
+                shape.Dim.Add(d == OnnxShapes.Batch ? new TensorShapeProto.Types.Dimension { DimParam = BatchDimension } : new TensorShapeProto.Types.Dimension { DimValue = d });
+            info.Type.TensorType.Shape = shape;
+        }
+        return info;
     }
 
     private static AttributeProto Attribute(string name, object value)
