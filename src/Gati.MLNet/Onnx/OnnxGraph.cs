@@ -173,9 +173,9 @@ internal sealed class OnnxGraph
         var graph = new GraphProto { Name = Name };
         graph.Node.AddRange(Nodes);
         graph.Initializer.AddRange(Initializers.Values);
-        graph.Input.Add(OnnxShapes.ValueInfo(Input, TensorProto.Types.DataType.Float, InputShape));
+        graph.Input.Add(OnnxGraphBuilder.ValueInfo(Input, TensorProto.Types.DataType.Float, InputShape));
         foreach (var output in Outputs)
-            graph.Output.Add(OnnxShapes.ValueInfo(output, TensorProto.Types.DataType.Float, shapes.TryGetValue(output, out var s) ? s : null));
+            graph.Output.Add(OnnxGraphBuilder.ValueInfo(output, TensorProto.Types.DataType.Float, shapes.TryGetValue(output, out var s) ? s : null));
         return OnnxGraphBuilder.Model(graph, Opset, Metadata);
     }
 

@@ -177,8 +177,8 @@ internal sealed class OnnxGraphBuilder
     /// <summary>The model, with producer information and metadata.</summary>
     public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null) => Model(_graph, Opset, metadata ?? new Dictionary<string, string>());
 
-    /// <summary>A model around <paramref name="graph"/> as Gati writes every ONNX file: IR version 8, Gati.MLNet as producer, one opset, metadata.</summary>
-    internal static ModelProto Model(GraphProto graph, long opset, IEnumerable<KeyValuePair<string, string>> metadata)
+    /// <summary>A graph as a model of <paramref name="opset"/>, with producer information and metadata (one definition for every graph Gati writes).</summary>
+    public static ModelProto Model(GraphProto graph, int opset, IEnumerable<KeyValuePair<string, string>> metadata)
     {
         var model = new ModelProto
         {
@@ -188,7 +188,8 @@ internal sealed class OnnxGraphBuilder
             Graph = graph,
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = opset });
-        foreach (var (key, value) in metadata) model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
+        foreach (var (key, value) in metadata)
+            model.MetadataProps.Add(new StringStringEntryProto { Key = key, Value = value });
         return model;
     }
 
@@ -209,16 +210,22 @@ internal sealed class OnnxGraphBuilder
         public int Counter;
     }
 
-    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long?[] dims)
+    // null marks the batch dimension here.
+    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long?[] dims) =>
+        ValueInfo(name, type, dims.Select(d => d ?? OnnxShapes.Batch).ToArray());
+
+    /// <summary>A tensor value's declaration: <paramref name="dims"/> null leaves the shape unknown; <see cref="OnnxShapes.Batch"/> is the symbolic batch dimension.</summary>
+    public static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long[]? dims)
     {
-        var shape = new TensorShapeProto();
-        foreach (var d in dims)
-            shape.Dim.Add(d is { } value ? new TensorShapeProto.Types.Dimension { DimValue = value } : new TensorShapeProto.Types.Dimension { DimParam = BatchDimension });
-        return new ValueInfoProto
+        var info = new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type } } };
+        if (dims is not null)
         {
-            Name = name,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
-        };
+            var shape = new TensorShapeProto();
+            foreach (var d in dims)
+                shape.Dim.Add(d == OnnxShapes.Batch ? new TensorShapeProto.Types.Dimension { DimParam = BatchDimension } : new TensorShapeProto.Types.Dimension { DimValue = d });
+            info.Type.TensorType.Shape = shape;
+        }
+        return info;
     }
 
     private static AttributeProto Attribute(string name, object value)

@@ -29,19 +29,6 @@ internal static class OnnxShapes
     public static string Format(long[]? shape) =>
         shape is null ? "?" : "[" + string.Join(", ", shape.Select(d => d == Batch ? "N" : d.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]";
 
-    public static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, long[]? dims)
-    {
-        var info = new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type } } };
-        if (dims is not null)
-        {
-            var shape = new TensorShapeProto();
-            foreach (var d in dims)
-                shape.Dim.Add(d == Batch ? new TensorShapeProto.Types.Dimension { DimParam = OnnxGraphBuilder.BatchDimension } : new TensorShapeProto.Types.Dimension { DimValue = d });
-            info.Type.TensorType.Shape = shape;
-        }
-        return info;
-    }
-
     /// <summary>Shapes of every value of a sorted, normalised graph (initializers included).</summary>
     public static Dictionary<string, long[]> Infer(OnnxGraph graph)
     {

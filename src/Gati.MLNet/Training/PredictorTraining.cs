@@ -15,25 +15,6 @@ using static TorchSharp.torch;
 
 namespace Gati.MLNet.Training;
 
-/// <summary>One predictor to train: its layer, architecture and columns.</summary>
-/// <param name="Layer">1-based layer whose features it reads.</param>
-/// <param name="Architecture">FC, Pool or Conv with hyperparameters.</param>
-/// <param name="FeatureColumnName">The feature column (default Layer{n}).</param>
-/// <param name="ScoreColumnName">Output log-probabilities (default L{n}.{arch}.Score).</param>
-/// <param name="PredictedLabelColumnName">Output predicted class (default L{n}.{arch}.PredictedLabel).</param>
-public sealed record PredictorSpec(int Layer, PredictorArchitecture Architecture, string? FeatureColumnName = null,
-    string? ScoreColumnName = null, string? PredictedLabelColumnName = null)
-{
-    internal string Feature => FeatureColumnName ?? "Layer" + Layer.ToString(CultureInfo.InvariantCulture);
-
-    internal string Score => ScoreColumnName ?? PredictorTransformer.DefaultColumnNames(Layer, Architecture).Score;
-
-    internal string Predicted => PredictedLabelColumnName ?? PredictorTransformer.DefaultColumnNames(Layer, Architecture).PredictedLabel;
-
-    /// <inheritdoc/>
-    public override string ToString() => $"layer {Layer} {Architecture}";
-}
-
 /// <summary>
 /// Trains several predictors together: one pass over the training data per epoch feeds every predictor that is
 /// still training (features are read, or computed by the base model, once per epoch for all of them), each
@@ -41,46 +22,6 @@ public sealed record PredictorSpec(int Layer, PredictorArchitecture Architecture
 /// </summary>
 internal static class PredictorTraining
 {
-    private const string CheckpointKind = "predictors";
-
-    private sealed class Trainee(PredictorSpec spec, PredictorNetwork network, SGD optimizer, double[] rateScales, int featureIndex, bool fromHead,
-        (double Mean, double Scale) input = default) : IDisposable
-    {
-        public bool FromHead { get; } = fromHead; // started as the base model's head (BaseHeadStart)
-        // Trains on (features - Mean) / Scale; folded into the network at the end (Scale 0: as they are).
-        public (double Mean, double Scale) Input { get; } = input.Scale > 0 ? input : (0, 1);
-
-        /// <summary>What the network reads while it trains: the standardised features.</summary>
-        public Tensor Scaled(Tensor features) => Input is (0, 1) ? features : features.sub(Input.Mean).div(Input.Scale);
-        public PredictorSpec Spec { get; } = spec;
-        public PredictorNetwork Network { get; } = network;
-        public SGD Optimizer { get; } = optimizer;
-        public double[] RateScales { get; } = rateScales; // per optimizer group, times the epoch's learning rate
-        public double? InputRateScale => RateScales.Length > 1 ? RateScales[0] : null;
-        public int FeatureIndex { get; } = featureIndex;
-        public TraineeState State { get; set; } = new();
-        public byte[]? Best { get; set; }
-
-        public void Dispose()
-        {
-            Optimizer.Dispose();
-            Network.Dispose();
-        }
-    }
-
-    internal sealed class TraineeState
-    {
-        public int BestEpoch { get; set; } // 0: the starting weights (a base-head start), or none yet when BestAgreement is -inf
-        public double BestAgreement { get; set; } = double.NegativeInfinity;
-        public bool Stopped { get; set; }
-        public int EpochsRun { get; set; }
-        public List<double[]> History { get; set; } = []; // epoch (0: the start), loss, agreement
-
-        /// <summary>The epoch whose weights are kept, once held-out agreement picked one.</summary>
-        [System.Text.Json.Serialization.JsonIgnore]
-        public int? KeptEpoch => double.IsFinite(BestAgreement) ? BestEpoch : null;
-    }
-
     public static IReadOnlyList<PredictorTransformer> Run(IHost host, IDataView input, PredictorTrainingOptions options, IReadOnlyList<PredictorSpec> specs)
     {
         if (specs.Count == 0) throw new ArgumentException("Train at least one predictor.", nameof(specs));
@@ -107,7 +48,7 @@ internal static class PredictorTraining
                 throw new ArgumentException($"Held-out '{options.TeacherLabelColumnName}' has {validationClasses} classes, training data {classes}.");
         }
 
-        var trainees = new List<Trainee>();
+        var trainees = new List<PredictorTrainee>();
         try
         {
             // All networks from one seeded draw, in spec order, so a set trains the same in any process.
@@ -149,7 +90,7 @@ internal static class PredictorTraining
                     var meanSquaredNorm = standardized ? reader.Sizes[f] : moments[f].MeanSquaredNorm;
                     var scale = options.InputStepBound is null ? 1 : PredictorOptimizer.InputRateScale(network, options.LearningRate, meanSquaredNorm, options.InputStepBound);
                     var optimizer = PredictorOptimizer.Create(network, options.LearningRate, options.Momentum, options.WeightDecay, scale, out var rateScales);
-                    trainees.Add(new Trainee(specs[i], network, optimizer, rateScales, f, fromHead[i], standardization));
+                    trainees.Add(new PredictorTrainee(specs[i], network, optimizer, rateScales, f, fromHead[i], standardization));
                 }
             }
             catch
@@ -159,10 +100,10 @@ internal static class PredictorTraining
             }
 
             NativeNumerics.EnsureSoundForTraining(host, NativeNumerics.ForLinear(options.BatchSize, sizes, classes), device);
-            var settings = Settings(options, specs, seed, input.GetRowCount(), classes);
+            var settings = PredictorTrainingCheckpoint.Settings(options, specs, seed, input.GetRowCount(), classes);
             if (BaseHeadStart.Setting(specs, trainees.Select(t => t.FromHead).ToArray()) is { } started) settings["baseHeadStart"] = started;
             var startEpoch = options.Resume && options.CheckpointPath is { } resumePath && File.Exists(resumePath)
-                ? Restore(resumePath, settings, trainees, device, options)
+                ? PredictorTrainingCheckpoint.Restore(resumePath, settings, trainees, device, options)
                 : 0;
 
             Train(options, trainees, reader, startEpoch, seed, device, classes, settings);
@@ -194,7 +135,7 @@ internal static class PredictorTraining
         }
     }
 
-    private static void Train(PredictorTrainingOptions options, List<Trainee> trainees, VectorBatchReader reader, int startEpoch, int seed,
+    private static void Train(PredictorTrainingOptions options, List<PredictorTrainee> trainees, VectorBatchReader reader, int startEpoch, int seed,
         Device device, int classes, Dictionary<string, string> settings)
     {
         var buffers = reader.AllocateBuffers(options.BatchSize);
@@ -280,7 +221,7 @@ internal static class PredictorTraining
                         InputRateScale = trainee.InputRateScale,
                     });
                 }
-                if (options.CheckpointPath is { } path) Checkpoint(path, settings, trainees, epoch + 1);
+                if (options.CheckpointPath is { } path) PredictorTrainingCheckpoint.Write(path, settings, trainees, epoch + 1);
             }
             finally
             {
@@ -308,7 +249,7 @@ internal static class PredictorTraining
     /// agrees on every held-out row cannot be beaten (on the last layer it is the base model's own answer), so that
     /// predictor stops at once.
     /// </summary>
-    private static void EvaluateStart(PredictorTrainingOptions options, List<Trainee> started, IReadOnlyList<int> sizes, Device device)
+    private static void EvaluateStart(PredictorTrainingOptions options, List<PredictorTrainee> started, IReadOnlyList<int> sizes, Device device)
     {
         if (started.Count == 0 || options.ValidationSet is not { } validation) return;
         var agreements = Agreements(validation, started, sizes, options, device);
@@ -368,7 +309,7 @@ internal static class PredictorTraining
     }
 
     /// <summary>Agreement of each predictor's argmax with the teacher label on held-out data.</summary>
-    private static double[] Agreements(IDataView validation, List<Trainee> trainees, IReadOnlyList<int> sizes, PredictorTrainingOptions options, Device device)
+    private static double[] Agreements(IDataView validation, List<PredictorTrainee> trainees, IReadOnlyList<int> sizes, PredictorTrainingOptions options, Device device)
     {
         var features = trainees.Select(t => t.Spec.Feature).Distinct().ToArray();
         var reader = new VectorBatchReader(validation, features, options.TeacherLabelColumnName, poolRows: 1);
@@ -396,73 +337,5 @@ internal static class PredictorTraining
         }
         if (total == 0) throw new ArgumentException("The held-out data (ValidationSet) has no rows.");
         return agree.Select(a => (double)a / total).ToArray();
-    }
-
-    private static Dictionary<string, string> Settings(PredictorTrainingOptions options, IReadOnlyList<PredictorSpec> specs, int seed, long? rows, int classes) => new()
-    {
-        ["predictors"] = string.Join("; ", specs.Select(s => $"{s.Layer}:{s.Architecture.Id}:{s.Feature}")),
-        ["classes"] = classes.ToString(CultureInfo.InvariantCulture),
-        ["epochs"] = options.Epochs.ToString(CultureInfo.InvariantCulture),
-        ["patience"] = options.Patience?.ToString(CultureInfo.InvariantCulture) ?? "none",
-        ["batchSize"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
-        ["learningRate"] = options.LearningRate.ToString("R", CultureInfo.InvariantCulture),
-        ["inputStepBound"] = options.InputStepBound?.ToString("R", CultureInfo.InvariantCulture) ?? "none",
-        ["standardizeInputs"] = options.StandardizeInputs ? "yes" : "no",
-        ["halvingEpochs"] = options.LearningRateHalvingEpochs.ToString(CultureInfo.InvariantCulture),
-        ["momentum"] = options.Momentum.ToString("R", CultureInfo.InvariantCulture),
-        ["weightDecay"] = options.WeightDecay.ToString("R", CultureInfo.InvariantCulture),
-        ["alpha"] = options.Alpha.ToString("R", CultureInfo.InvariantCulture),
-        ["temperature"] = options.Temperature.ToString("R", CultureInfo.InvariantCulture),
-        ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
-        ["trainingRows"] = rows?.ToString(CultureInfo.InvariantCulture) ?? "unknown",
-        ["validation"] = options.ValidationSet is null ? "none" : options.ValidationSet.GetRowCount()?.ToString(CultureInfo.InvariantCulture) ?? "unknown",
-    };
-
-    private static void Checkpoint(string path, Dictionary<string, string> settings, List<Trainee> trainees, int epochsCompleted)
-    {
-        var sections = new List<(string, byte[])>();
-        for (var i = 0; i < trainees.Count; i++)
-        {
-            sections.Add(($"p{i}.current", TrainingCheckpoint.ModuleBytes(trainees[i].Network)));
-            sections.Add(($"p{i}.optimizer", TrainingCheckpoint.OptimizerBytes(trainees[i].Optimizer)));
-            if (trainees[i].Best is { } best) sections.Add(($"p{i}.best", best));
-        }
-        TrainingCheckpoint.Write(path, new TrainingCheckpoint.Header
-        {
-            Kind = CheckpointKind,
-            Settings = settings,
-            EpochsCompleted = epochsCompleted,
-            State = JsonSerializer.Serialize(trainees.Select(t => t.State).ToArray(), TrainingCheckpoint.Json),
-        }, sections);
-    }
-
-    private static int Restore(string path, Dictionary<string, string> settings, List<Trainee> trainees, Device device, PredictorTrainingOptions options)
-    {
-        var header = TrainingCheckpoint.ReadHeader(path);
-        TrainingCheckpoint.CheckCompatible(header, CheckpointKind, settings, path);
-        var states = JsonSerializer.Deserialize<TraineeState[]>(header.State ?? "[]", TrainingCheckpoint.Json) ?? [];
-        if (states.Length != trainees.Count) throw new InvalidDataException($"Checkpoint {path} holds {states.Length} predictors, expected {trainees.Count}.");
-        var sections = TrainingCheckpoint.ReadSections(path);
-        for (var i = 0; i < trainees.Count; i++)
-        {
-            var trainee = trainees[i];
-            trainee.Network.to(torch.CPU);
-            TrainingCheckpoint.LoadModule(TrainingCheckpoint.Section(sections, $"p{i}.current", path), trainee.Network, $"{trainee.Spec} predictor in {path}");
-            trainee.Network.to(device);
-            TrainingCheckpoint.LoadOptimizer(TrainingCheckpoint.Section(sections, $"p{i}.optimizer", path), trainee.Optimizer);
-            trainee.Best = sections.GetValueOrDefault($"p{i}.best");
-            trainee.State = states[i];
-            foreach (var h in states[i].History)
-            {
-                options.Progress?.Report(new PredictorTrainingProgress
-                {
-                    Epoch = (int)h[0], TotalEpochs = options.Epochs, Layer = trainee.Spec.Layer, Architecture = trainee.Spec.Architecture,
-                    Rows = 0, Loss = h[1], RowsPerSecond = double.NaN, ValidationAgreement = double.IsNaN(h[2]) ? null : h[2],
-                    BestEpoch = states[i].KeptEpoch, EpochCompleted = true, Restored = true,
-                    Stopped = states[i].Stopped && (int)h[0] == states[i].EpochsRun, InputRateScale = trainee.InputRateScale,
-                });
-            }
-        }
-        return header.EpochsCompleted;
     }
 }
