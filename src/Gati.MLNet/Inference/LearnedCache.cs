@@ -2,7 +2,6 @@ using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
-using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;

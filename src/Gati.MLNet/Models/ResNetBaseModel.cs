@@ -1,7 +1,6 @@
 using System.Globalization;
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Onnx;
 using Gati.MLNet.Transforms;
 using static TorchSharp.torch;
 

@@ -110,12 +110,12 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     }
 
     /// <summary>The ONNX segment graphs of this model: cut out of the base model's graph, each cache's graph fused in.</summary>
-    internal IReadOnlyList<Onnx.OnnxSegment> OnnxSegments() =>
-        Onnx.EarlyExitOnnx.Segments(_base.Graph, _caches.Select(c => Onnx.CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
+    internal IReadOnlyList<OnnxSegment> OnnxSegments() =>
+        EarlyExitOnnx.Segments(_base.Graph, _caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
 
-    /// <summary>The whole early exit as one graph for one input at a time (<see cref="Onnx.EarlyExitSingleGraph"/>).</summary>
+    /// <summary>The whole early exit as one graph for one input at a time (<see cref="EarlyExitSingleGraph"/>).</summary>
     internal byte[] OnnxSingleGraph() =>
-        Onnx.EarlyExitSingleGraph.Build(_base.Graph, _caches.Select(c => Onnx.CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
+        EarlyExitSingleGraph.Build(_base.Graph, _caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
 
     /// <summary>A transformer over the same base model with another set of caches (e.g. the optimizer's choice).</summary>
     internal LearnedCachesTransformer WithCaches(IEnumerable<LearnedCache> caches) =>

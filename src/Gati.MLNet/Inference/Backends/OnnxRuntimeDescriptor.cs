@@ -1,5 +1,4 @@
 using Gati.MLNet.Models;
-using Gati.MLNet.Onnx;
 
 namespace Gati.MLNet.Inference.Backends;
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;

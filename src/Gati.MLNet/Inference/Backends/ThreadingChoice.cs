@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
-using Gati.MLNet.Onnx;
+using Gati.MLNet.Models;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Gati.MLNet.Inference.Backends;
