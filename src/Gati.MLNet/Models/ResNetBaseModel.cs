@@ -1,7 +1,7 @@
 using System.Globalization;
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Transforms;
+using Gati.MLNet.Torch;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Models;

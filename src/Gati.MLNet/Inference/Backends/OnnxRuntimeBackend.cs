@@ -105,7 +105,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     /// </summary>
     public static OnnxRuntimeBackend Create(BaseModel baseModel, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options)
     {
-        OnnxRuntimeEnvironment.Initialize(options); // before ResolveDevice asks OrtEnv for its providers
+        OnnxRuntimeEnvironment.Initialize(options.OnnxThreading); // before ResolveDevice asks OrtEnv for its providers
         var device = ResolveDevice(options.Device);
         var baseGraph = baseModel.Graph;
         var cacheGraphs = caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray();
@@ -198,8 +198,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         };
         try
         {
-            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options, threads);
-            else OnnxRuntimeEnvironment.Configure(session, options, threads);
+            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options.OnnxThreading, threads);
+            else OnnxRuntimeEnvironment.Configure(session, options.OnnxThreading, threads);
             if (device.StartsWith("cuda", StringComparison.Ordinal))
                 session.AppendExecutionProvider_CUDA(CudaIndex(device));
             return session;
