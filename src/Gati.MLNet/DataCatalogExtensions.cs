@@ -1,4 +1,5 @@
 using Gati.MLNet.Data;
+using Gati.MLNet.Training;
 using Microsoft.ML;
 
 namespace Gati.MLNet;

@@ -1,4 +1,3 @@
-using Gati.MLNet.Models;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;

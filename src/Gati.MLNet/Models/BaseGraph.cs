@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using Gati.MLNet.Data;
 using Gati.MLNet.Onnx;
 using Google.Protobuf;
 using Onnx;

@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Onnx;
 using Onnx;
 using Gati.MLNet.Models.Predictors;

@@ -1,4 +1,4 @@
-using Gati.MLNet.Models;
+using Gati.MLNet.Data;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
