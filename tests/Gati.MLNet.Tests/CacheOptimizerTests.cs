@@ -1,6 +1,6 @@
 using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
-using Gati.MLNet.Training;
+using Gati.MLNet.Policy;
 
 namespace Gati.MLNet.Tests;
 

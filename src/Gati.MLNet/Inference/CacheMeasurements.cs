@@ -1,5 +1,5 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Models.Predictors;
-using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;

@@ -3,8 +3,8 @@ using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Torch;
-using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using static TorchSharp.torch;
 
