@@ -1,6 +1,6 @@
-using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Policy;
+using Gati.MLNet.Training;
 
 namespace Gati.MLNet.Tests;
 

@@ -134,7 +134,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     /// <see cref="WithPrecisionTarget"/>). A threshold already present on the cache, or one that never exits, is not
     /// repeated. The optimizer then spends the agreement budget where exits save most (a looser threshold on an early cut
     /// point, a stricter one later) instead of every cache holding one precision. Several candidates share a layer: choose
-    /// one per layer (<see cref="Inference.CacheOptimizer.Choose(Inference.CacheMeasurements, Inference.CacheConstraints)"/>) before serving.
+    /// one per layer (<see cref="Training.CacheOptimizer.Choose(Training.CacheMeasurements, Training.CacheConstraints)"/>) before serving.
     /// </summary>
     /// <param name="precisionTargets">Exit precisions to re-threshold for, each in (0, 1], e.g. 0.98, 0.99, 0.998.</param>
     public LearnedCachesTransformer WithThresholdVariants(IEnumerable<double> precisionTargets)

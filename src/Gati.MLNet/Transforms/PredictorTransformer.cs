@@ -11,12 +11,6 @@ using static TorchSharp.torch;
 
 namespace Gati.MLNet.Transforms;
 
-/// <summary>Held-out figures of a trained predictor.</summary>
-/// <param name="BestEpoch">The epoch whose weights were kept (0: the starting weights, for a predictor that started as the base model's head and that no epoch beat).</param>
-/// <param name="EpochsRun">Epochs trained (early stopping may end before the maximum).</param>
-/// <param name="ValidationAgreement">Agreement with the base model on the held-out data at <paramref name="BestEpoch"/> (NaN without held-out data).</param>
-public sealed record PredictorTrainingSummary(int BestEpoch, int EpochsRun, double ValidationAgreement);
-
 /// <summary>
 /// A trained predictor of one hidden layer: reads the layer's features and adds its class log-probabilities
 /// (Vector&lt;Single, k&gt; with SlotNames) and predicted class (Key&lt;UInt32, k&gt; with KeyValues), scoring in batches.
