@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Text.Json;
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
-using Gati.MLNet.Models;
 
 namespace Gati.Samples.WebApi;
 

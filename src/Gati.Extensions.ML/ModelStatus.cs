@@ -19,5 +19,5 @@ namespace Gati.Extensions.ML;
 /// <param name="Online">Live agreement and updates when the pool runs continuously updated caches (<see cref="EarlyExitPoolOptions.Online"/>); else null.</param>
 /// <param name="Warnings">Conditions that need attention but do not stop serving (see <see cref="ModelHealth.Warnings"/>); null reads as none.</param>
 public sealed record ModelStatus(string Name, string Path, int Generation, DateTimeOffset LoadedAt, IReadOnlyList<int> CacheLayers, string Device,
-    int FailedReloads, string? LastError, Gati.MLNet.Models.TensorShape InputShape, Gati.MLNet.Data.ChannelNormalization? InputNormalization,
+    int FailedReloads, string? LastError, Gati.MLNet.Data.TensorShape InputShape, Gati.MLNet.Data.ChannelNormalization? InputNormalization,
     IReadOnlyList<string> ClassNames, string Backend = "", string Source = "file", OnlineCacheStatus? Online = null, IReadOnlyList<string>? Warnings = null);

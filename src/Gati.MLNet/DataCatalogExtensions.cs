@@ -1,4 +1,6 @@
 using Gati.MLNet.Data;
+using Gati.MLNet.Training;
+using Gati.MLNet.Transforms;
 using Microsoft.ML;
 
 namespace Gati.MLNet;

@@ -196,7 +196,7 @@ public sealed class GatiCatalog
         options ??= new Import.BaseModelImportOptions();
         var found = Import.MLNetPipelineImport.Analyze(pipeline, inputSchema);
         var network = found.Graphs[^1];
-        var graph = Onnx.OnnxImporter.Import(found.Graphs, Onnx.ImportedOutput.Features, found.Head, options.CutPoints);
+        var graph = OnnxImporter.Import(found.Graphs, ImportedOutput.Features, found.Head, options.CutPoints);
         var description = options.Description ?? $"ONNX featurizer ({graph.Describe()}) + ML.NET {found.TrainerName} head";
         var model = new Models.OnnxBaseModel(graph, graph.ToBytes(), description, found.ClassNames, found.InputNormalization);
         var transformer = new ImportedModelTransformer(Environment, model, found.PixelColumn, batchSize: options.BatchSize);
@@ -226,11 +226,11 @@ public sealed class GatiCatalog
             scores = Import.OnnxScores.Logits;
         }
         var name = Path.GetFileName(modelPath);
-        var graphs = new List<Onnx.ImportedGraph>();
+        var graphs = new List<ImportedGraph>();
         if (options.PreprocessingModelPath is { } pre)
-            graphs.Add(new Onnx.ImportedGraph(Onnx.OnnxModelFile.Read(pre), Path.GetFileName(pre)));
-        graphs.Add(new Onnx.ImportedGraph(model, name, output));
-        var graph = Onnx.OnnxImporter.Import(graphs, scores == Import.OnnxScores.Logits ? Onnx.ImportedOutput.Logits : Onnx.ImportedOutput.Probabilities, null, options.CutPoints);
+            graphs.Add(new ImportedGraph(Onnx.OnnxModelFile.Read(pre), Path.GetFileName(pre)));
+        graphs.Add(new ImportedGraph(model, name, output));
+        var graph = OnnxImporter.Import(graphs, scores == Import.OnnxScores.Logits ? ImportedOutput.Logits : ImportedOutput.Probabilities, null, options.CutPoints);
         var classNames = options.ClassNames ?? RecordedClassNames(metadata) ?? Enumerable.Range(0, graph.ClassCount).Select(c => c.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         if (classNames.Count != graph.ClassCount)
             throw new ArgumentException($"{classNames.Count} class names for a model with {graph.ClassCount} scores.", nameof(options));
@@ -332,7 +332,7 @@ public sealed class GatiCatalog
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         var baseModel = EarlyExitModel.Find(model)?.BaseModel
             ?? throw new ArgumentException("The model holds no Gati base model to export.", nameof(model));
-        ModelFormat.AtomicFile.WriteAllBytes(path, baseModel.Graph.FullModel(Onnx.OnnxMetadata.For(baseModel)));
+        ModelFormat.AtomicFile.WriteAllBytes(path, baseModel.Graph.FullModel(OnnxMetadata.For(baseModel)));
     }
 
     /// <summary>

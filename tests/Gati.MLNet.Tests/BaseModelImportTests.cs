@@ -193,7 +193,7 @@ public sealed class BaseModelImportTests(CachesFixture fixture) : IClassFixture<
         using var caches = ml.Gati().LearnedCaches([1, 2], PredictorArchitecture.Grid(2, 16), options).Fit(imported.Transform(data));
         Assert.Equal([1, 2], caches.Caches.Select(c => c.Layer));
         // Grid predictors trained on 2 x 2 grids of the cut points' maps now read the full maps.
-        Assert.Equal([new Models.TensorShape(8, 16, 16), new(8, 16, 16)], caches.Caches.Select(c => c.FeatureShape));
+        Assert.Equal([new TensorShape(8, 16, 16), new(8, 16, 16)], caches.Caches.Select(c => c.FeatureShape));
         var model = imported.Append(caches);
         var path = temp.File("early-exit.zip");
         ml.Gati().SaveModel(model, data.Schema, path);

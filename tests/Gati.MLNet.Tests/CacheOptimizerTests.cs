@@ -1,5 +1,5 @@
-using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Training;
 
 namespace Gati.MLNet.Tests;

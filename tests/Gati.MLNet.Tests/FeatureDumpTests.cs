@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Gati.MLNet.Data;
 using Gati.MLNet.Tests.Infrastructure;
+using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 
@@ -45,8 +46,8 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
         var full = FeatureExtractionTests.Column(fixture.Context.Data.LoadFeatureDump(dir32), "Layer3").SelectMany(r => r).ToArray();
         var half = FeatureExtractionTests.Column(fixture.Context.Data.LoadFeatureDump(dir16), "Layer3").SelectMany(r => r).ToArray();
         Assert.All(full.Zip(half), pair => Assert.True(Math.Abs(pair.First - pair.Second) <= 1e-3 * Math.Max(1, Math.Abs(pair.First))));
-        var size32 = new FileInfo(FeatureDump.ChunkPath(dir32, "layer3", 0)).Length;
-        var size16 = new FileInfo(FeatureDump.ChunkPath(dir16, "layer3", 0)).Length;
+        var size32 = new FileInfo(FeatureDumpChunks.Path(dir32, "layer3", 0)).Length;
+        var size16 = new FileInfo(FeatureDumpChunks.Path(dir16, "layer3", 0)).Length;
         Assert.Equal(size32 - 32, 2 * (size16 - 32));
     }
 
@@ -80,7 +81,7 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
         using var extractor = Extractor();
         var dir = _temp.Sub("dump");
         FeatureDump.Write(extractor, Rows(50), dir, new FeatureDumpOptions { ChunkRows = 20 });
-        var chunk = FeatureDump.ChunkPath(dir, "layer3", 1);
+        var chunk = FeatureDumpChunks.Path(dir, "layer3", 1);
         DatasetFiles.Truncate(chunk, new FileInfo(chunk).Length - 100);
         var error = Assert.Throws<DatasetFormatException>(() => fixture.Context.Data.LoadFeatureDump(dir));
         Assert.Equal(chunk, error.FilePath);
@@ -93,7 +94,7 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
         using var extractor = Extractor();
         var dir = _temp.Sub("dump");
         FeatureDump.Write(extractor, Rows(50), dir, new FeatureDumpOptions { ChunkRows = 20 });
-        File.Copy(FeatureDump.ChunkPath(dir, "layer8", 1), FeatureDump.ChunkPath(dir, "layer3", 1), overwrite: true);
+        File.Copy(FeatureDumpChunks.Path(dir, "layer8", 1), FeatureDumpChunks.Path(dir, "layer3", 1), overwrite: true);
         var error = Assert.Throws<DatasetFormatException>(() => fixture.Context.Data.LoadFeatureDump(dir));
         Assert.Contains("does not match the manifest", error.Message);
     }
@@ -104,7 +105,7 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
         using var extractor = Extractor();
         var dir = _temp.Sub("dump");
         FeatureDump.Write(extractor, Rows(30), dir, new FeatureDumpOptions { ChunkRows = 16 });
-        var chunk = FeatureDump.ChunkPath(dir, "teacher", 1);
+        var chunk = FeatureDumpChunks.Path(dir, "teacher", 1);
         var bytes = File.ReadAllBytes(chunk);
         bytes[40] ^= 1;
         File.WriteAllBytes(chunk, bytes);
@@ -162,12 +163,12 @@ public sealed class FeatureDumpTests(SmallModelFixture fixture) : IClassFixture<
         using var extractor = Extractor();
         var dir = _temp.Sub("dump");
         FeatureDump.Write(extractor, Rows(30), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" });
-        var stamp = File.GetLastWriteTimeUtc(FeatureDump.ChunkPath(dir, "layer8", 0));
+        var stamp = File.GetLastWriteTimeUtc(FeatureDumpChunks.Path(dir, "layer8", 0));
 
         using var layer8Only = fixture.Context.Gati().ExtractFeatures(fixture.Model, 8).Fit(Rows(1));
         var manifest = FeatureDump.Write(layer8Only, Rows(30), dir, new FeatureDumpOptions { ChunkRows = 16, Source = "s" });
         Assert.Equal([3, 8], manifest.Layers.Select(l => l.Layer));
-        Assert.Equal(stamp, File.GetLastWriteTimeUtc(FeatureDump.ChunkPath(dir, "layer8", 0)));
+        Assert.Equal(stamp, File.GetLastWriteTimeUtc(FeatureDumpChunks.Path(dir, "layer8", 0)));
         var dump = fixture.Context.Data.LoadFeatureDump(dir, [8]);
         Assert.Equal(FeatureExtractionTests.Column(layer8Only.Transform(Rows(30)), "Layer8"), FeatureExtractionTests.Column(dump, "Layer8"));
     }

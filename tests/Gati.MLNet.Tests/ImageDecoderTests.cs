@@ -1,6 +1,5 @@
 using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
-using Gati.MLNet.Models;
 using Gati.MLNet.Tests.Infrastructure;
 using SkiaSharp;
 

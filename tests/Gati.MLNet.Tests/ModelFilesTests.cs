@@ -200,7 +200,7 @@ public sealed class ModelFilesTests(UntrainedModelZip untrained) : IClassFixture
     [InlineData(Models.ResNetArchitecture.ResNet152, 1, 2)]
     public void ParameterCount_EveryArchitecture_MatchesTheBuiltNetwork(Models.ResNetArchitecture architecture, int channels, int width)
     {
-        var config = new Models.ResNetConfig(architecture, new Models.TensorShape(channels, 32, 32), 7, width);
+        var config = new Models.ResNetConfig(architecture, new TensorShape(channels, 32, 32), 7, width);
         using var network = new Models.ResNet(config);
         Assert.Equal(network.parameters().Sum(p => p.numel()), ModelFormat.ResNetConfigFormat.ParameterCount(config));
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Models;
 using Gati.MLNet.Tests.Infrastructure;

@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Tests.Infrastructure;
 using Gati.MLNet.Models;
 using Gati.MLNet.Torch;

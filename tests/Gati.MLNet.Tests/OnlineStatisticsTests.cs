@@ -1,7 +1,6 @@
 using Gati.MLNet.Inference;
 using Gati.MLNet.Online;
 using Gati.MLNet.Policy;
-using Gati.MLNet.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 

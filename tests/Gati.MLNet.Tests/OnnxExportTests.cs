@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
@@ -114,7 +115,7 @@ public sealed class OnnxExportTests
     [InlineData(4, 5, 5, 1)]   // one cell: the channel means
     public void Predictor_Grid_LogProbabilitiesMatchTorchSharpOnTheFeatureMap(int channels, int height, int width, int grid)
     {
-        var shape = new Models.TensorShape(channels, height, width);
+        var shape = new TensorShape(channels, height, width);
         using var generator = new Generator(14);
         using var predictor = SeededInit.Create(6, () => PredictorNetwork.Create(PredictorArchitecture.Grid(grid, 12), shape.Size, 5, shape));
         predictor.eval();

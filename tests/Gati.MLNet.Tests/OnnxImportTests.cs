@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Import;
 using Gati.MLNet.Onnx;
 using Gati.MLNet.Tests.Infrastructure;
@@ -54,7 +55,7 @@ public sealed class OnnxImportTests
         Assert.DoesNotContain(graph.Graph.Nodes, n => n.OpType is "BatchNormalization" or "Dropout" or "Constant" or "Identity");
         // A plain chain: each value that leaves a layer (into a pooling or convolution) is a cut point.
         Assert.Equal(["r1", "p1", "r2"], imported.BaseModel.CutPoints.Select(c => c.Name));
-        Assert.Equal([new Models.TensorShape(8, 16, 16), new(8, 8, 8), new(16, 8, 8)], imported.BaseModel.CutPoints.Select(c => c.Shape));
+        Assert.Equal([new TensorShape(8, 16, 16), new(8, 8, 8), new(16, 8, 8)], imported.BaseModel.CutPoints.Select(c => c.Shape));
 
         // The original reads one image at a time (its Reshape hard-codes batch 1); the import takes any batch.
         var images = RandomImages(5, 3 * 16 * 16, 3);

@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Torch;

@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Text;
 using CsCheck;
 using Gati.MLNet.Data;
-using Gati.MLNet.Models;
 using Gati.MLNet.Tests.Infrastructure;
 using Xunit.Abstractions;
 

@@ -71,8 +71,8 @@ internal sealed class FeatureDumpView : IDataView
         foreach (var chunk in chunks)
         {
             var expectedRows = (int)Math.Min(_manifest.ChunkRows, _manifest.Rows - (long)chunk.Index * _manifest.ChunkRows);
-            foreach (var layer in _layers) CheckChunk(Name(layer), chunk.Index, expectedRows, layer.Size, _width == 2 ? FeatureDump.KindFloat16 : FeatureDump.KindFloat32, layer.Size * (long)_width);
-            CheckChunk("teacher", chunk.Index, expectedRows, _classes, FeatureDump.KindTeacher, (_classes + 2) * 4L);
+            foreach (var layer in _layers) CheckChunk(Name(layer), chunk.Index, expectedRows, layer.Size, _width == 2 ? FeatureDumpChunks.KindFloat16 : FeatureDumpChunks.KindFloat32, layer.Size * (long)_width);
+            CheckChunk("teacher", chunk.Index, expectedRows, _classes, FeatureDumpChunks.KindTeacher, (_classes + 2) * 4L);
         }
     }
 
@@ -80,11 +80,11 @@ internal sealed class FeatureDumpView : IDataView
 
     private void CheckChunk(string name, int chunk, int rows, int valuesPerRow, int kind, long rowBytes)
     {
-        var path = FeatureDump.ChunkPath(_directory, name, chunk);
+        var path = FeatureDumpChunks.Path(_directory, name, chunk);
         if (!File.Exists(path)) throw new DatasetFormatException(path, "chunk file is missing");
         using var file = File.OpenRead(path);
-        Span<byte> header = stackalloc byte[FeatureDump.ChunkHeaderBytes];
-        if (file.Read(header) != header.Length || !header[..8].SequenceEqual(FeatureDump.ChunkMagic))
+        Span<byte> header = stackalloc byte[FeatureDumpChunks.HeaderBytes];
+        if (file.Read(header) != header.Length || !header[..8].SequenceEqual(FeatureDumpChunks.Magic))
             throw new DatasetFormatException(path, "not a Gati feature chunk (bad header)");
         var headerKind = BinaryPrimitives.ReadInt32LittleEndian(header[12..]);
         var headerRows = BinaryPrimitives.ReadInt32LittleEndian(header[16..]);
@@ -94,7 +94,7 @@ internal sealed class FeatureDumpView : IDataView
             throw new DatasetFormatException(path,
                 $"chunk header (kind {headerKind}, {headerRows} rows of {headerValues} values, chunk {headerChunk}) does not match the manifest " +
                 $"(kind {kind}, {rows} rows of {valuesPerRow} values, chunk {chunk}): the file belongs to another dump");
-        var expected = FeatureDump.ChunkHeaderBytes + rowBytes * rows;
+        var expected = FeatureDumpChunks.HeaderBytes + rowBytes * rows;
         if (file.Length != expected)
             throw new DatasetFormatException(path, $"file is {file.Length} bytes, expected {expected}: {(file.Length < expected ? "truncated" : "trailing data")}");
     }
@@ -156,13 +156,13 @@ internal sealed class FeatureDumpView : IDataView
         {
             if (!_handles.TryGetValue((name, chunk), out var handle))
             {
-                handle = File.OpenHandle(FeatureDump.ChunkPath(_parent._directory, name, chunk));
+                handle = File.OpenHandle(FeatureDumpChunks.Path(_parent._directory, name, chunk));
                 _handles[(name, chunk)] = handle;
             }
-            var offset = FeatureDump.ChunkHeaderBytes + inChunk * target.Length;
+            var offset = FeatureDumpChunks.HeaderBytes + inChunk * target.Length;
             var read = RandomAccess.Read(handle, target, offset);
             if (read != target.Length)
-                throw new DatasetFormatException(FeatureDump.ChunkPath(_parent._directory, name, chunk), $"file ends inside row {inChunk} (truncated after it was opened)");
+                throw new DatasetFormatException(FeatureDumpChunks.Path(_parent._directory, name, chunk), $"file ends inside row {inChunk} (truncated after it was opened)");
         }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)

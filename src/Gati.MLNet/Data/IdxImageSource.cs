@@ -1,4 +1,3 @@
-using Gati.MLNet.Models;
 
 namespace Gati.MLNet.Data;
 

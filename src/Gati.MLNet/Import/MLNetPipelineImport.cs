@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Globalization;
 using Gati.MLNet.Data;
+using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;

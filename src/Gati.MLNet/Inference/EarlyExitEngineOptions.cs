@@ -1,3 +1,4 @@
+using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
 
 namespace Gati.MLNet.Inference;
@@ -52,6 +53,9 @@ public sealed class EarlyExitEngineOptions
     public int? SingleGraphThreads { get; set; }
 
     /// <summary>A copy: holders such as the pool's options hand each engine its own.</summary>
+    /// <summary>The settings that shape ONNX Runtime's threads.</summary>
+    internal OnnxRuntimeThreading OnnxThreading => new(IntraOpThreads, AllowSpinning);
+
     internal EarlyExitEngineOptions Clone() => (EarlyExitEngineOptions)MemberwiseClone();
 
     internal EarlyExitEngineOptions Validated()

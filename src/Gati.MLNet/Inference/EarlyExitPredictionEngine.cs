@@ -1,4 +1,5 @@
 using System.Reflection;
+using Gati.MLNet.Data;
 using Gati.MLNet.Models;
 using Microsoft.ML.Data;
 

@@ -1,5 +1,4 @@
 using Gati.MLNet.Data;
-using Gati.MLNet.Models;
 using SkiaSharp;
 
 namespace Gati.MLNet.Inference;

@@ -1,5 +1,5 @@
 using System.Globalization;
-using Gati.MLNet.Models;
+using Gati.MLNet.Data;
 using SkiaSharp;
 
 namespace Gati.MLNet.Inference;

@@ -1,11 +1,10 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
-using Gati.MLNet.Onnx;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Torch;
-using Gati.MLNet.Training;
-using Gati.MLNet.Transforms;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Inference;
@@ -104,7 +103,7 @@ public sealed class LearnedCache : IDisposable
 
     /// <summary>
     /// The cache lookup on a batch of features [N, D]: the predictor's log-probabilities and whether the selector's P(hit)
-    /// reaches the threshold ([N] bools). The TorchSharp backend runs exactly this, and <see cref="CacheMeasurements"/>
+    /// reaches the threshold ([N] bools). The TorchSharp backend runs exactly this, and <see cref="Training.CacheMeasurements"/>
     /// counts exactly this.
     /// </summary>
     internal (Tensor LogProbabilities, Tensor Hits) Lookup(Tensor features)

@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Models;
 
 namespace Gati.MLNet.ModelFormat;

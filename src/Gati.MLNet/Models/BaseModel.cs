@@ -1,6 +1,5 @@
 using System.Globalization;
 using Gati.MLNet.Data;
-using Gati.MLNet.Onnx;
 
 namespace Gati.MLNet.Models;
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Gati.MLNet.Data;
 using Gati.MLNet.Onnx;
 using Onnx;
 using static TorchSharp.torch;

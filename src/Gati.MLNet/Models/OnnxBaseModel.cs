@@ -1,6 +1,4 @@
 using Gati.MLNet.Data;
-using Gati.MLNet.Inference;
-using Gati.MLNet.Inference.Backends;
 using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
@@ -80,7 +78,7 @@ internal sealed class OnnxBaseModel : BaseModel
             {
                 ref var session = ref head ? ref _withHead : ref _featuresOnly;
                 if (session is not null) return session;
-                OnnxRuntimeEnvironment.Initialize(new EarlyExitEngineOptions()); // Gati's process-wide settings first
+                OnnxRuntimeEnvironment.Initialize(OnnxRuntimeThreading.Default); // Gati's process-wide settings first
                 using var options = new SessionOptions
                 {
                     GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,

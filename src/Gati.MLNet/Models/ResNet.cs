@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;

@@ -1,8 +1,7 @@
 using System.Globalization;
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Onnx;
-using Gati.MLNet.Transforms;
+using Gati.MLNet.Torch;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Models;

@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 namespace Gati.MLNet.Models;
 
 /// <summary>Everything needed to rebuild a <see cref="ResNet"/> before loading its weights.</summary>

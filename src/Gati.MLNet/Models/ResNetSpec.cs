@@ -1,4 +1,5 @@
 using System.Globalization;
+using Gati.MLNet.Data;
 
 namespace Gati.MLNet.Models;
 

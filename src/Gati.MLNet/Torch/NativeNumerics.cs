@@ -1,3 +1,4 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.Models;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;

@@ -4,6 +4,7 @@ using Gati.MLNet.Inference;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;

@@ -37,7 +37,7 @@ internal static class PredictorTraining
         var features = specs.Select(s => s.Feature).Distinct().ToArray();
         var sizes = features.Select(f => ((VectorDataViewType)TrainingColumns.RequireImage(input.Schema, f).Type).Size).ToArray();
         // [C, H, W] where the column says (Grid predictors need it; the others read the flattened values).
-        var shapes = features.Select(f => ((VectorDataViewType)input.Schema[f].Type).Dimensions is [var c, var h, var w] ? new Models.TensorShape(c, h, w) : (Models.TensorShape?)null).ToArray();
+        var shapes = features.Select(f => ((VectorDataViewType)input.Schema[f].Type).Dimensions is [var c, var h, var w] ? new TensorShape(c, h, w) : (TensorShape?)null).ToArray();
         var reader = new VectorBatchReader(input, [.. features, options.TeacherLogitsColumnName], options.TeacherLabelColumnName,
             options.ShufflePoolSize, options.ShufflePoolBytes);
         if (options.ValidationSet is { } validation)

@@ -1,4 +1,6 @@
+using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;

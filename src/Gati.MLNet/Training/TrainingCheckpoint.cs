@@ -4,13 +4,11 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Gati.MLNet.ModelFormat;
+using Gati.MLNet.Transforms;
 using TorchSharp;
 using TorchSharp.Modules;
 
 namespace Gati.MLNet.Training;
-
-/// <summary>One finished epoch's figures, kept in checkpoints and reported after training.</summary>
-public sealed record EpochSummary(int Epoch, double Loss, double Accuracy, double? ValidationAccuracy, double ImagesPerSecond, double Seconds);
 
 /// <summary>
 /// A training checkpoint file (docs/model-format.md), written after every epoch through a temporary file, a flush

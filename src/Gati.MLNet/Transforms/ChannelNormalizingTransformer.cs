@@ -1,7 +1,6 @@
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
-using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;

@@ -2,7 +2,6 @@ using System.Globalization;
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
-using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;

@@ -110,12 +110,12 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     }
 
     /// <summary>The ONNX segment graphs of this model: cut out of the base model's graph, each cache's graph fused in.</summary>
-    internal IReadOnlyList<Onnx.OnnxSegment> OnnxSegments() =>
-        Onnx.EarlyExitOnnx.Segments(_base.Graph, _caches.Select(c => Onnx.CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
+    internal IReadOnlyList<OnnxSegment> OnnxSegments() =>
+        EarlyExitOnnx.Segments(_base.Graph, _caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
 
-    /// <summary>The whole early exit as one graph for one input at a time (<see cref="Onnx.EarlyExitSingleGraph"/>).</summary>
+    /// <summary>The whole early exit as one graph for one input at a time (<see cref="EarlyExitSingleGraph"/>).</summary>
     internal byte[] OnnxSingleGraph() =>
-        Onnx.EarlyExitSingleGraph.Build(_base.Graph, _caches.Select(c => Onnx.CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
+        EarlyExitSingleGraph.Build(_base.Graph, _caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray());
 
     /// <summary>A transformer over the same base model with another set of caches (e.g. the optimizer's choice).</summary>
     internal LearnedCachesTransformer WithCaches(IEnumerable<LearnedCache> caches) =>
@@ -134,7 +134,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
     /// <see cref="WithPrecisionTarget"/>). A threshold already present on the cache, or one that never exits, is not
     /// repeated. The optimizer then spends the agreement budget where exits save most (a looser threshold on an early cut
     /// point, a stricter one later) instead of every cache holding one precision. Several candidates share a layer: choose
-    /// one per layer (<see cref="Inference.CacheOptimizer.Choose(Inference.CacheMeasurements, Inference.CacheConstraints)"/>) before serving.
+    /// one per layer (<see cref="Training.CacheOptimizer.Choose(Training.CacheMeasurements, Training.CacheConstraints)"/>) before serving.
     /// </summary>
     /// <param name="precisionTargets">Exit precisions to re-threshold for, each in (0, 1], e.g. 0.98, 0.99, 0.998.</param>
     public LearnedCachesTransformer WithThresholdVariants(IEnumerable<double> precisionTargets)

@@ -1,6 +1,5 @@
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Models;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
@@ -11,12 +10,6 @@ using static TorchSharp.torch;
 [assembly: LoadableClass(typeof(PredictorTransformer), null, typeof(SignatureLoadModel), "Gati Predictor", PredictorTransformer.LoaderSignature)]
 
 namespace Gati.MLNet.Transforms;
-
-/// <summary>Held-out figures of a trained predictor.</summary>
-/// <param name="BestEpoch">The epoch whose weights were kept (0: the starting weights, for a predictor that started as the base model's head and that no epoch beat).</param>
-/// <param name="EpochsRun">Epochs trained (early stopping may end before the maximum).</param>
-/// <param name="ValidationAgreement">Agreement with the base model on the held-out data at <paramref name="BestEpoch"/> (NaN without held-out data).</param>
-public sealed record PredictorTrainingSummary(int BestEpoch, int EpochsRun, double ValidationAgreement);
 
 /// <summary>
 /// A trained predictor of one hidden layer: reads the layer's features and adds its class log-probabilities

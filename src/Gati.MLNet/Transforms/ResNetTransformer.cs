@@ -33,7 +33,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
 
     internal ResNetTransformer(IHostEnvironment environment, ResNet network, Device device, IReadOnlyList<string> classNames,
         string imageColumnName, string scoreColumnName, string predictedLabelColumnName, int batchSize, ChannelNormalization? inputNormalization,
-        IReadOnlyList<Training.EpochSummary>? trainingHistory = null)
+        IReadOnlyList<EpochSummary>? trainingHistory = null)
         : this(environment, new ResNetBaseModel(network.Config, new SharedModule<ResNet>(network, device), classNames, inputNormalization), imageColumnName,
             scoreColumnName, predictedLabelColumnName, batchSize)
     {
@@ -68,7 +68,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     /// The epochs that trained this model (those restored from a checkpoint by a resumed run included), when it was
     /// trained in this process by <see cref="Training.ResNetTrainer.Fit"/>; empty for a model loaded from a file.
     /// </summary>
-    public IReadOnlyList<Training.EpochSummary> TrainingHistory { get; } = [];
+    public IReadOnlyList<EpochSummary> TrainingHistory { get; } = [];
 
     /// <summary>Class names in label order (label key k is ClassNames[k - 1]).</summary>
     public IReadOnlyList<string> ClassNames => _base.ClassNames;

@@ -1,8 +1,8 @@
 using System.Globalization;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models.Selectors;
+using Gati.MLNet.Policy;
 using Gati.MLNet.Torch;
-using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;

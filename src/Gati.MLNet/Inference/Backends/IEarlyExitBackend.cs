@@ -22,7 +22,7 @@ internal interface IEarlyExitBackend : IDisposable
 
     /// <summary>
     /// Runs one image (C*H*W, validated by the engine) through the whole early exit in a single call, where the backend
-    /// has such a path (ONNX Runtime on the CPU: <see cref="Onnx.EarlyExitSingleGraph"/>): writes the answer's
+    /// has such a path (ONNX Runtime on the CPU: <see cref="Models.EarlyExitSingleGraph"/>): writes the answer's
     /// probabilities to <paramref name="probabilities"/> and sets <paramref name="exit"/> to the index of the cache that
     /// answered, or the number of caches when the base model did. False when there is no such path (then nothing is run).
     /// </summary>

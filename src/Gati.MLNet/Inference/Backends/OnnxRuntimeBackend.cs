@@ -48,7 +48,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     /// </summary>
     public static OnnxRuntimeBackend Create(BaseModel baseModel, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options)
     {
-        OnnxRuntimeEnvironment.Initialize(options); // before ResolveDevice asks OrtEnv for its providers
+        OnnxRuntimeEnvironment.Initialize(options.OnnxThreading); // before ResolveDevice asks OrtEnv for its providers
         var device = OnnxRuntimeSessions.ResolveDevice(options.Device);
         var baseGraph = baseModel.Graph;
         var cacheGraphs = caches.Select(c => CacheGraph.Parse(c.Layer, c.Graph)).ToArray();

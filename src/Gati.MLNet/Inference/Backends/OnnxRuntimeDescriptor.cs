@@ -25,7 +25,7 @@ internal sealed class OnnxRuntimeDescriptor : BackendDescriptor
     /// <summary>On CUDA the activations stay on the GPU between segments.</summary>
     public override bool ExposesActivations(string device) => device == "cpu";
 
-    public override void Initialize(EarlyExitEngineOptions options) => OnnxRuntimeEnvironment.Initialize(options);
+    public override void Initialize(EarlyExitEngineOptions options) => OnnxRuntimeEnvironment.Initialize(options.OnnxThreading);
 
     public override IEarlyExitBackend Create(BaseModel baseModel, IReadOnlyList<LearnedCache> caches, EarlyExitEngineOptions options) =>
         OnnxRuntimeBackend.Create(baseModel, caches, options);

@@ -1,3 +1,4 @@
+using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
 using Microsoft.ML.OnnxRuntime;
@@ -40,8 +41,8 @@ internal static class OnnxRuntimeSessions
         };
         try
         {
-            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options, threads);
-            else OnnxRuntimeEnvironment.Configure(session, options, threads);
+            if (singleGraph) OnnxRuntimeEnvironment.ConfigureSingleGraph(session, options.OnnxThreading, threads);
+            else OnnxRuntimeEnvironment.Configure(session, options.OnnxThreading, threads);
             if (IsCuda(device))
                 session.AppendExecutionProvider_CUDA(CudaIndex(device));
             return session;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
@@ -86,8 +87,8 @@ internal static class OnnxRuntimeTiming
     {
         using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
         // Batch 1 is served by the single graph's session where the engine has one: time it with that session's threads.
-        if (inputShape[0] == 1 && options.SingleGraphAtBatchOne) OnnxRuntimeEnvironment.ConfigureSingleGraph(sessionOptions, options, threads);
-        else OnnxRuntimeEnvironment.Configure(sessionOptions, options, threads);
+        if (inputShape[0] == 1 && options.SingleGraphAtBatchOne) OnnxRuntimeEnvironment.ConfigureSingleGraph(sessionOptions, options.OnnxThreading, threads);
+        else OnnxRuntimeEnvironment.Configure(sessionOptions, options.OnnxThreading, threads);
         using var session = new InferenceSession(model, sessionOptions);
         var random = new Random(7);
         var input = new float[inputShape.Aggregate(1L, (a, b) => a * b)];

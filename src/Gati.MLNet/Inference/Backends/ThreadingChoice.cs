@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 
@@ -42,7 +43,7 @@ internal sealed record ThreadingChoice(int Threads, double OneThreadMs, double A
     {
         var cores = Environment.ProcessorCount;
         if (cores <= 1) return new ThreadingChoice(1, double.NaN, double.NaN, cores, true);
-        OnnxRuntimeEnvironment.Initialize(options); // the caller's process-wide settings, if it is the first
+        OnnxRuntimeEnvironment.Initialize(options.OnnxThreading); // the caller's process-wide settings, if it is the first
         var model = baseGraph.FullModel(new Dictionary<string, string>());
         var dims = baseGraph.DimsAt(0);
         var input = new float[dims.Aggregate(1L, (a, b) => a * b)];

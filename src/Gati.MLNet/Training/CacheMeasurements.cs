@@ -1,12 +1,13 @@
+using Gati.MLNet.Data;
+using Gati.MLNet.Inference;
 using Gati.MLNet.Models.Predictors;
-using Gati.MLNet.Training;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Gati.MLNet.Inference;
+namespace Gati.MLNet.Training;
 
 /// <summary>One candidate cache as the optimizer sees it.</summary>
 /// <param name="Index">Position among the candidates.</param>
@@ -127,7 +128,7 @@ public sealed class CacheMeasurements
         var caches = candidates.Caches;
         if (caches.Count == 0) throw new ArgumentException("No candidate caches to measure.", nameof(candidates));
         var baseModel = candidates.BaseModel;
-        var descriptor = Backends.ExecutionBackends.For(backend);
+        var descriptor = Inference.Backends.ExecutionBackends.For(backend);
         descriptor.EnsureSupports(baseModel);
         // The process-wide runtime settings come from the engine options, before feature extraction opens a session.
         descriptor.Initialize(engineOptions ?? new EarlyExitEngineOptions());

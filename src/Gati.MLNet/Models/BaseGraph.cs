@@ -1,10 +1,11 @@
 using System.Globalization;
 using System.Text.Json;
-using Gati.MLNet.Models;
+using Gati.MLNet.Data;
+using Gati.MLNet.Onnx;
 using Google.Protobuf;
 using Onnx;
 
-namespace Gati.MLNet.Onnx;
+namespace Gati.MLNet.Models;
 
 /// <summary>One cut point of a base graph: the value's name in the graph and its dimensions without the batch.</summary>
 /// <param name="Number">1-based, in graph order.</param>

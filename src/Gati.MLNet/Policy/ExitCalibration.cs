@@ -1,4 +1,4 @@
-namespace Gati.MLNet.Training;
+namespace Gati.MLNet.Policy;
 
 /// <summary>Figures of a calibrated exit threshold on held-out data.</summary>
 /// <param name="Threshold">Exit when P(hit) ≥ this (+∞: never exit).</param>

@@ -1,8 +1,10 @@
+using Gati.MLNet.Data;
+using Gati.MLNet.Onnx;
 using Onnx;
 using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 
-namespace Gati.MLNet.Onnx;
+namespace Gati.MLNet.Models;
 
 /// <summary>
 /// Writes a learned cache's networks as ONNX nodes: the predictor (FC, Pool or Conv, ending in LogSoftmax, the same
@@ -28,12 +30,12 @@ internal static class CacheOnnx
                 logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", flat, prefix)]), prefix);
                 break;
             case PredictorKind.Pool:
-                var pooled = Models.FeatureReduction.AdaptiveAveragePool1d(graph, graph.Node("Flatten", [features], ("axis", 1)), predictor.InputSize, architecture.PoolSize, prefix);
+                var pooled = FeatureReduction.AdaptiveAveragePool1d(graph, graph.Node("Flatten", [features], ("axis", 1)), predictor.InputSize, architecture.PoolSize, prefix);
                 logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", pooled, prefix)]), prefix);
                 break;
             case PredictorKind.Grid:
                 if (featureDims is not { Length: 3 }) throw new ArgumentException($"A {architecture} predictor reads a feature map [C, H, W]; its cut point's features are [{string.Join(", ", featureDims ?? [])}].");
-                var grid = Models.FeatureReduction.Grid(architecture.GridSize).Emit(graph, features, featureDims, prefix + ".grid");
+                var grid = FeatureReduction.Grid(architecture.GridSize).Emit(graph, features, featureDims, prefix + ".grid");
                 var cells = graph.Node("Flatten", [grid], ("axis", 1));
                 logits = Gemm(graph, weights, "fc2", graph.Node("Relu", [Gemm(graph, weights, "fc1", cells, prefix)]), prefix);
                 break;
@@ -57,7 +59,7 @@ internal static class CacheOnnx
     /// value as the base graph holds it: [N, C, H, W], or [N, D] when <paramref name="vector"/>), outputs
     /// <c>LogProbabilities</c> [N, k] and <c>HitProbability</c> [N].
     /// </summary>
-    public static byte[] Graph(PredictorNetwork predictor, SelectorNetwork selector, Models.TensorShape featureShape, bool vector = false)
+    public static byte[] Graph(PredictorNetwork predictor, SelectorNetwork selector, TensorShape featureShape, bool vector = false)
     {
         var graph = new OnnxGraphBuilder($"gati-cache-{predictor.Architecture.Id}");
         long[] dims = vector ? [featureShape.Size] : [featureShape.Channels, featureShape.Height, featureShape.Width];

@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace Gati.MLNet.Training;
+namespace Gati.MLNet.Transforms;
 
 /// <summary>SchemaShape columns that estimators declare for their outputs (the constructor is ML.NET-internal).</summary>
 internal static class SchemaShapes

@@ -1,8 +1,8 @@
 using System.Globalization;
-using Gati.MLNet.Models;
+using Gati.MLNet.Onnx;
 using Onnx;
 
-namespace Gati.MLNet.Onnx;
+namespace Gati.MLNet.Models;
 
 /// <summary>
 /// Writes a <see cref="ResNet"/> (every depth, basic and bottleneck blocks, any input channels) as ONNX nodes:
@@ -48,7 +48,7 @@ internal static class ResNetOnnx
     public static string CutName(int layer) => string.Create(CultureInfo.InvariantCulture, $"layer{layer}");
 
     /// <summary>
-    /// The network as its base graph (<see cref="Onnx.BaseGraph"/>): input <c>Input</c> [N, C, H, W], output <c>Logits</c>
+    /// The network as its base graph (<see cref="BaseGraph"/>): input <c>Input</c> [N, C, H, W], output <c>Logits</c>
     /// [N, k], block outputs named <c>layer1</c>..<c>layerL</c> and recorded as its cut points.
     /// </summary>
     public static byte[] BaseGraphModel(ResNet network, IReadOnlyDictionary<string, string> metadata)

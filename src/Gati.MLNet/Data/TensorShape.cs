@@ -1,4 +1,4 @@
-namespace Gati.MLNet.Models;
+namespace Gati.MLNet.Data;
 
 /// <summary>A [channels, height, width] image or feature-map shape.</summary>
 /// <param name="Channels">Number of channels.</param>

@@ -1,7 +1,8 @@
 using System.Globalization;
+using Gati.MLNet.Onnx;
 using Onnx;
 
-namespace Gati.MLNet.Onnx;
+namespace Gati.MLNet.Models;
 
 /// <summary>One ONNX graph of an early-exit model: the base model from one cut point to a cache's with that cache's lookup fused in, or the rest of the network with its head.</summary>
 /// <param name="FirstLayer">First cut point computed (0 when the segment starts at the input).</param>

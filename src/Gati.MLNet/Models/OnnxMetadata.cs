@@ -1,9 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 using Gati.MLNet.Data;
-using Gati.MLNet.Models;
 
-namespace Gati.MLNet.Onnx;
+namespace Gati.MLNet.Models;
 
 /// <summary>The metadata_props Gati writes into its ONNX graphs (docs/model-format.md#onnx-export).</summary>
 internal static class OnnxMetadata

@@ -1,6 +1,7 @@
+using Gati.MLNet.Onnx;
 using Onnx;
 
-namespace Gati.MLNet.Onnx;
+namespace Gati.MLNet.Models;
 
 /// <summary>What the chosen output of an imported graph holds.</summary>
 internal enum ImportedOutput

@@ -1,6 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 
-namespace Gati.MLNet.Inference.Backends;
+namespace Gati.MLNet.Onnx;
 
 /// <summary>
 /// ONNX Runtime's process-wide environment as Gati uses it: one CPU thread pool shared by every session, so that
@@ -25,7 +25,7 @@ internal static class OnnxRuntimeEnvironment
     /// <paramref name="threads"/> of its own that never spins (a wide network whose calls gain from every core, or an
     /// environment created by another component such as ML.NET's ApplyOnnxModel).
     /// </summary>
-    public static void Configure(SessionOptions session, EarlyExitEngineOptions options, int threads)
+    public static void Configure(SessionOptions session, OnnxRuntimeThreading options, int threads)
     {
         Initialize(options);
         if (_sharedPool == true && (options.IntraOpThreads is not null || threads == 1))
@@ -43,7 +43,7 @@ internal static class OnnxRuntimeEnvironment
     /// Thread settings of the single graph's session (batch 1): its own pool of <paramref name="threads"/> threads (one:
     /// the caller's thread), spinning only where the options allow it.
     /// </summary>
-    public static void ConfigureSingleGraph(SessionOptions session, EarlyExitEngineOptions options, int threads)
+    public static void ConfigureSingleGraph(SessionOptions session, OnnxRuntimeThreading options, int threads)
     {
         Initialize(options);
         session.IntraOpNumThreads = threads;
@@ -54,7 +54,7 @@ internal static class OnnxRuntimeEnvironment
     /// Creates ONNX Runtime's environment with the shared pool unless it exists already. Must run before anything
     /// touches <see cref="OrtEnv.Instance"/> (even to list providers), which creates the environment without a pool.
     /// </summary>
-    public static void Initialize(EarlyExitEngineOptions options)
+    public static void Initialize(OnnxRuntimeThreading options)
     {
         lock (Gate)
         {

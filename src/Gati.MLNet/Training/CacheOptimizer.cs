@@ -3,7 +3,7 @@ using System.Text;
 using Gati.MLNet.Policy;
 using Gati.MLNet.Transforms;
 
-namespace Gati.MLNet.Inference;
+namespace Gati.MLNet.Training;
 
 /// <summary>What a cache plan must satisfy.</summary>
 /// <param name="MinimumAgreement">Least share of held-out rows whose answer equals the base model's (e.g. 0.99): overall
@@ -280,7 +280,7 @@ public static class CacheOptimizer
         var budget = memoryBudget == long.MaxValue ? ""
             : string.Create(CultureInfo.InvariantCulture, $", cache memory <= {memoryBudget / 1048576.0:F1} MB{(constraints.MemoryBudgetBytes is null ? " (default: the larger of the base model's and 64 MB)" : "")}");
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"Measured on {m.Rows} held-out rows on {m.Device} with {Backends.ExecutionBackends.For(m.Backend).DisplayName}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{(constraints.Confidence is { } conf ? string.Create(CultureInfo.InvariantCulture, $" at {conf:P0} confidence (exact lower bound)") : " (point estimate)")}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
+            $"Measured on {m.Rows} held-out rows on {m.Device} with {Inference.Backends.ExecutionBackends.For(m.Backend).DisplayName}. Full model: {plan.FullMs:F3} {unit}. Constraints: agreement >= {constraints.MinimumAgreement:P2}{(constraints.Confidence is { } conf ? string.Create(CultureInfo.InvariantCulture, $" at {conf:P0} confidence (exact lower bound)") : " (point estimate)")}{budget}. Search: {plan.Search}, {plan.PlansEvaluated} plans evaluated.");
         text.AppendLine();
         text.AppendLine("| layer | predictor | threshold (calibrated precision) | predictor agreement | alone: hit rate | precision | cost (ms, batch 1) | memory | chosen |");
         text.AppendLine("|---|---|---|---|---|---|---|---|---|");

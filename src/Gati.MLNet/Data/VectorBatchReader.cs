@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace Gati.MLNet.Training;
+namespace Gati.MLNet.Data;
 
 /// <summary>
 /// Reads batches of rows made of known-size Vector&lt;Single&gt; columns and one optional key column from an

@@ -1,8 +1,8 @@
 using static TorchSharp.torch;
 
-namespace Gati.MLNet.Transforms;
+namespace Gati.MLNet.Torch;
 
-/// <summary>Copies a batch's results from TorchSharp tensors into the mappers' output buffers.</summary>
+/// <summary>Copies a batch's results from TorchSharp tensors into output buffers (the mappers', a base model's features).</summary>
 internal static class TensorOutputs
 {
     /// <summary>The first <paramref name="count"/> rows of a [N, width] float tensor, row-major, into <paramref name="target"/>.</summary>

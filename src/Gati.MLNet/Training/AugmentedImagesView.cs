@@ -1,8 +1,7 @@
-using Gati.MLNet.Training;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace Gati.MLNet.Data;
+namespace Gati.MLNet.Training;
 
 /// <summary>
 /// The rows of a source view followed by <c>copies</c> more passes over them in which the image column is augmented as

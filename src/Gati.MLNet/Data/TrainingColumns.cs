@@ -1,8 +1,7 @@
-using Gati.MLNet.Models;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace Gati.MLNet.Training;
+namespace Gati.MLNet.Data;
 
 /// <summary>Schema checks shared by the trainers, with messages that say how to fix the data.</summary>
 internal static class TrainingColumns

@@ -3,34 +3,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace Gati.MLNet.Data;
-
-/// <summary>Settings of <see cref="FeatureDump.Write"/>.</summary>
-public sealed class FeatureDumpOptions
-{
-    /// <summary>Rows per chunk file (also the unit of resuming).</summary>
-    public int ChunkRows { get; set; } = 4096;
-
-    /// <summary>Store features as float16 (half the disk; ~3 significant digits). Logits stay float32.</summary>
-    public bool Float16 { get; set; }
-
-    /// <summary>What is dumped, e.g. "Fashion-MNIST train"; must match when resuming.</summary>
-    public string Source { get; set; } = "unnamed";
-
-    /// <summary>Ground-truth label column to keep (Key&lt;UInt32&gt;); absent labels are stored as 0 (missing).</summary>
-    public string LabelColumnName { get; set; } = DefaultColumnNames.Label;
-
-    /// <summary>Receives (rows written, total rows) after every chunk.</summary>
-    public IProgress<(long Rows, long Total)>? Progress { get; set; }
-
-    /// <summary>Stops between batches; finished chunks stay and the next call resumes after them.</summary>
-    public CancellationToken CancellationToken { get; set; }
-}
+namespace Gati.MLNet.Training;
 
 /// <summary>
 /// Feature dumps: hidden-layer features of a dataset split, computed once by a frozen base model and stored as
@@ -45,11 +24,11 @@ public sealed class FeatureDumpOptions
 /// </remarks>
 public static class FeatureDump
 {
-    internal static readonly byte[] ChunkMagic = Encoding.ASCII.GetBytes("GATIFCHK");
-    internal const int ChunkHeaderBytes = 32;
-    internal const int KindFloat32 = 0;
-    internal const int KindFloat16 = 1;
-    internal const int KindTeacher = 2;
+    private const int ChunkHeaderBytes = FeatureDumpChunks.HeaderBytes;
+    private const int KindFloat32 = FeatureDumpChunks.KindFloat32;
+    private const int KindFloat16 = FeatureDumpChunks.KindFloat16;
+    private const int KindTeacher = FeatureDumpChunks.KindTeacher;
+    private static byte[] ChunkMagic => FeatureDumpChunks.Magic;
 
     /// <summary>Bytes a dump of <paramref name="rows"/> rows would take.</summary>
     /// <param name="rows">Rows.</param>
@@ -72,7 +51,7 @@ public static class FeatureDump
         if (options.ChunkRows < 1) throw new ArgumentOutOfRangeException(nameof(options), options.ChunkRows, "ChunkRows must be positive.");
         var rows = images.GetRowCount() ?? throw new ArgumentException("The data must know its row count to be dumped (e.g. not a filtered view).", nameof(images));
         var inputShape = extractor.BaseModel.InputShape;
-        var imageColumn = Training.TrainingColumns.RequireImage(images.Schema, extractor.ImageColumnName, inputShape.Size);
+        var imageColumn = TrainingColumns.RequireImage(images.Schema, extractor.ImageColumnName, inputShape.Size);
         var labelColumn = images.Schema.GetColumnOrNull(options.LabelColumnName) is { Type: KeyDataViewType { RawType: var raw } } label && raw == typeof(uint) ? label : (DataViewSchema.Column?)null;
         Directory.CreateDirectory(directory);
 
@@ -191,8 +170,7 @@ public static class FeatureDump
         }
     }
 
-    internal static string ChunkPath(string directory, string name, int chunk) =>
-        Path.Combine(directory, name, chunk.ToString("D5", CultureInfo.InvariantCulture) + ".bin");
+    private static string ChunkPath(string directory, string name, int chunk) => FeatureDumpChunks.Path(directory, name, chunk);
 
     private static int[] Shape(FeatureExtractingTransformer extractor, Models.FeatureRequest request)
     {
