@@ -285,7 +285,7 @@ internal static class CacheUpdater
             var (logp, _) = Outputs(cache.Predictor.Module, rows, i);
             var classes = cache.Predictor.Module.Classes;
             var probability = HitProbabilities(cache.Selector.Module, logp, classes);
-            var predicted = Enumerable.Range(0, rows.Count).Select(r => ShadowRow.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
+            var predicted = Enumerable.Range(0, rows.Count).Select(r => EarlyExitEngine.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
             return (probability, predicted);
         }).ToArray();
         var served = ExitSimulation.Serve(outputs.Select(o => o.probability).ToArray(), thresholds,
@@ -367,7 +367,7 @@ internal static class CacheUpdater
         {
             ArrayPool<float>.Shared.Return(features);
         }
-        for (var r = 0; r < rows.Count; r++) correct[r] = ShadowRow.ArgMax(logp.AsSpan(r * classes, classes)) == rows[r].BaseClass;
+        for (var r = 0; r < rows.Count; r++) correct[r] = EarlyExitEngine.ArgMax(logp.AsSpan(r * classes, classes)) == rows[r].BaseClass;
         return (logp, correct);
     }
 

@@ -69,7 +69,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
                 byRow[alive[i]] = byPosition[i];
                 // The backend hands out probabilities for every row here (TorchSharp only when some row exits).
                 if (output.Probabilities.Length >= (i + 1) * classes)
-                    _predicted[segment][alive[i]] = ShadowRow.ArgMax(output.Probabilities.Slice(i * classes, classes));
+                    _predicted[segment][alive[i]] = EarlyExitEngine.ArgMax(output.Probabilities.Slice(i * classes, classes));
             }
             _hitProbability[segment] = byRow;
         }

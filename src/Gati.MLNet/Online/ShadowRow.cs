@@ -1,3 +1,5 @@
+using Gati.MLNet.Inference;
+
 namespace Gati.MLNet.Online;
 
 /// <summary>
@@ -47,7 +49,7 @@ public sealed class ShadowRow
     public float[]? BaseProbabilities { get; internal set; }
 
     /// <summary>The base model's 0-based class, or -1 while unknown.</summary>
-    public int BaseClass => BaseProbabilities is { } p ? ArgMax(p) : -1;
+    public int BaseClass => BaseProbabilities is { } p ? EarlyExitEngine.ArgMax(p) : -1;
 
     /// <summary>Whether the served answer equals the base model's (null while unknown).</summary>
     public bool? Agreed => BaseProbabilities is null ? null : BaseClass == ServedClass;
@@ -77,12 +79,5 @@ public sealed class ShadowRow
         var copy = GC.AllocateUninitializedArray<float>(values.Length, pinned: true);
         values.CopyTo(copy);
         return copy;
-    }
-
-    internal static int ArgMax(ReadOnlySpan<float> values)
-    {
-        var best = 0;
-        for (var i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
     }
 }
