@@ -187,13 +187,13 @@ internal static class CacheUpdater
             for (var r = 0; r < rows; r++)
             {
                 var exit = -1;
-                for (var j = 0; j < i && exit < 0; j++) if (caches[j].Probability[r] >= t[j]) exit = j;
+                for (var j = 0; j < i && exit < 0; j++) if (ExitSimulation.Fires(caches[j].Probability[r], t[j])) exit = j;
                 if (exit >= 0)
                 {
                     if (!caches[exit].Correct[r]) fixedWrong++;
                     continue;
                 }
-                for (var j = i + 1; j < n && exit < 0; j++) if (caches[j].Probability[r] >= t[j]) exit = j;
+                for (var j = i + 1; j < n && exit < 0; j++) if (ExitSimulation.Fires(caches[j].Probability[r], t[j])) exit = j;
                 otherCost[r] = exit < 0 ? reach[n] : reach[exit];
                 otherWrong[r] = exit >= 0 && !caches[exit].Correct[r];
                 if (otherWrong[r]) fixedWrong++;
@@ -215,7 +215,7 @@ internal static class CacheUpdater
                     cost += reach[i] - otherCost[r];
                     wrong += (correct[r] ? 0 : 1) - (otherWrong[r] ? 1 : 0);
                 }
-                if (level >= t[i]) currentCost = cost;
+                if (ExitSimulation.Fires(level, t[i])) currentCost = cost;
                 var objective = cost + price * wrong;
                 if (wrong <= budget && objective < bestObjective - 1e-12)
                 {
