@@ -131,12 +131,13 @@ public sealed class CacheMeasurements
         var descriptor = Inference.Backends.ExecutionBackends.For(backend);
         descriptor.EnsureSupports(baseModel);
         // The process-wide runtime settings come from the engine options, before feature extraction opens a session.
-        descriptor.Initialize(engineOptions ?? new EarlyExitEngineOptions());
+        var serving = engineOptions ?? new EarlyExitEngineOptions();
+        descriptor.Initialize(serving);
         var (exits, correct) = Decisions(candidates, heldOut);
 
         var batchRuns = Math.Max(5, timingRuns / 5);
         // Timed on the CPU with the serving engine's session settings.
-        var timingOptions = (engineOptions ?? new EarlyExitEngineOptions()).Clone();
+        var timingOptions = serving.Clone();
         timingOptions.Backend = backend;
         timingOptions.Device = "cpu";
         var timing = descriptor.Timing(baseModel, timingOptions);
