@@ -39,6 +39,18 @@ public sealed class PoolFaultTests(ServingModels models) : IClassFixture<Serving
     private static EarlyExitPredictionEnginePool<Input, EarlyExitPrediction> Pool(ServiceProvider provider) =>
         provider.GetRequiredService<EarlyExitPredictionEnginePool<Input, EarlyExitPrediction>>();
 
+    /// <summary>
+    /// Replaces a served model file the way docs/serving.md asks: written beside it, then renamed over it. A retry or a
+    /// watcher may be reading the file at that moment, and on Linux .NET's File.Copy onto a file that another .NET stream
+    /// has open fails with a sharing violation (both take advisory locks); a rename never waits for readers.
+    /// </summary>
+    private static void Deploy(string source, string path)
+    {
+        var incoming = path + ".incoming";
+        File.Copy(source, incoming, overwrite: true);
+        File.Move(incoming, path, overwrite: true);
+    }
+
     private static async Task Until(Func<bool> condition, string what)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -152,7 +164,7 @@ public sealed class PoolFaultTests(ServingModels models) : IClassFixture<Serving
 
         // Retried with back-off, still failing: counted each time; then the file is fixed and the next retry serves it.
         await Until(() => pool.GetHealth().FailedLoads >= 3, "the reload was retried");
-        File.Copy(models.Second, path, overwrite: true);
+        Deploy(models.Second, path);
         await Until(() => pool.GetHealth().State == ModelState.Serving, "a retry loads the fixed file");
         Assert.Equal(2, pool.GetHealth().Generation);
     }
@@ -175,7 +187,7 @@ public sealed class PoolFaultTests(ServingModels models) : IClassFixture<Serving
         var chain = (Microsoft.ML.Data.TransformerChain<Microsoft.ML.ITransformer>)loaded;
         context.Gati().SaveModel(new Microsoft.ML.Data.TransformerChain<Microsoft.ML.ITransformer>(chain.Where(t => t is not Gati.MLNet.Transforms.LearnedCachesTransformer).ToArray()), schema, baseOnly);
         foreach (var component in chain) (component as IDisposable)?.Dispose();
-        File.Copy(baseOnly, path, overwrite: true);
+        Deploy(baseOnly, path);
         await Until(() => pool.GetHealth().Generation == 2, "the watched file is reloaded");
         var health = pool.GetHealth();
         Assert.Equal(ModelState.Serving, health.State);
