@@ -46,8 +46,18 @@ internal static class BenchCommand
     {
         var dataset = new DatasetArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
-        var streams = new Option<string>("--stream") { Description = "phased (temporal locality), uniform, or both.", DefaultValueFactory = _ => "both" };
-        streams.Require(s => s is "phased" or "uniform" or "both", "must be phased, uniform or both");
+        var streams = new Option<string>("--stream")
+        {
+            Description = "phased (temporal locality), uniform, both (phased and uniform), drift (the second half through a changed camera), or all.",
+            DefaultValueFactory = _ => "both",
+        };
+        streams.Require(s => s is "phased" or "uniform" or "both" or "drift" or "all", "must be phased, uniform, both, drift or all");
+        var rows = new Option<long?>("--rows") { Description = "Test rows the streams draw from (default: the whole test split)." };
+        rows.Validators.Add(r => { if (r.GetValue(rows) is < 1) r.AddError("--rows must be at least 1"); });
+        var driftContrast = new Option<double>("--drift-contrast") { Description = "Drift stream: contrast the changed camera keeps, in (0, 1].", DefaultValueFactory = _ => 0.5 }
+            .Require(v => v is > 0 and <= 1, "must be in (0, 1]");
+        var driftNoise = new Option<double>("--drift-noise") { Description = "Drift stream: sensor noise, standard deviation as a share of the pixel range.", DefaultValueFactory = _ => 0.05 }
+            .Require(v => v is >= 0 and < 1, "must be in [0, 1)");
         var requests = new Option<int>("--requests") { Description = "Requests per stream.", DefaultValueFactory = _ => 40000 }.AtLeast(100);
         var phaseLength = new Option<int>("--phase-length") { Description = "Requests per phase of the phased stream.", DefaultValueFactory = _ => 10000 }.AtLeast(10);
         var popular = new Option<int>("--popular") { Description = "Popular classes per phase.", DefaultValueFactory = _ => 3 }.AtLeast(1);
@@ -74,7 +84,7 @@ internal static class BenchCommand
             "Replay request streams with and without temporal locality through static and through continuously updated caches: latency, exits, agreement on every request, updates.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { streams, requests, phaseLength, popular, popularShare, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, budget, rate, output })
+        foreach (var option in new Option[] { streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, budget, rate, output })
             command.Options.Add(option);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
@@ -93,8 +103,9 @@ internal static class BenchCommand
             };
             var stream = result.GetValue(streams)!;
             return new WorkloadBenchmark(AnsiConsole.Console).Run(new WorkloadBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
-                stream == "both" ? ["phased", "uniform"] : [stream], result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(popular),
-                result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output), result.GetValue(rate)));
+                stream switch { "both" => ["phased", "uniform"], "all" => ["phased", "uniform", "drift"], _ => [stream] }, result.GetValue(requests),
+                result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output),
+                result.GetValue(rate), result.GetValue(rows), result.GetValue(driftContrast), result.GetValue(driftNoise)));
         })));
         return command;
     }

@@ -3,7 +3,7 @@ using Gati.MLNet.Online;
 namespace Gati.Cli.Commands;
 
 internal sealed record WorkloadBenchmarkSettings(string Model, DatasetSpec Dataset, string[] Streams, int Requests, int PhaseLength, int Popular,
-    double PopularShare, int Seed, OnlineCacheOptions Online, string? Output, double Rate);
+    double PopularShare, int Seed, OnlineCacheOptions Online, string? Output, double Rate, long? Rows = null, double DriftContrast = 0.5, double DriftNoise = 0.05);
 
 /// <summary>
 /// <c>gati bench workload</c>: replays request streams (phased temporal locality, and uniform) one request at a time
@@ -24,17 +24,26 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
-            var baseModel = LoadedModel.ResNet(model, settings.Model);
-            var caches = LoadedModel.Components(model).OfType<LearnedCachesTransformer>().LastOrDefault()
-                ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
-            var size = baseModel.Config.InputShape.Size;
-            var (images, labels) = EarlyExitEvaluation.Load(settings.Dataset.Load(context, DatasetSplit.Test, null), size);
+            var parts = LoadedModel.Parts(model, settings.Model);
+            var caches = parts.Caches ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
+            var size = parts.BaseModel.InputShape.Size;
+            var inputs = parts.Inputs(settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows));
+            var (images, labels) = EarlyExitEvaluation.Load(inputs, parts.ImageColumnName, size);
             var options = new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
-            var baseClass = BaseAnswers(context, baseModel, options, images, labels.Length, size);
+            CameraShift? shift = null;
+            if (settings.Streams.Contains("drift"))
+            {
+                // The shifted copies follow the originals: row labels.Length + r is row r through the changed camera.
+                // Gati's dataset readers give normalised images (the column says how); pipelines' pixels are raw.
+                var normalization = Annotations.TryGetNormalization(inputs.Schema[parts.ImageColumnName]);
+                shift = new CameraShift(settings.DriftContrast, settings.DriftNoise, normalization is null ? CameraShift.RangeOf(images) : 1);
+                images = WithShiftedCopies(images, labels.Length, size, shift, normalization, settings.Seed);
+            }
+            var baseClass = BaseAnswers(parts.BaseModel, options, images, images.Length / size, size);
 
             var report = new StringBuilder();
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Model: {Path.GetFileName(settings.Model)}, caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
+                $"Model: {Path.GetFileName(settings.Model)} ({parts.Description}), caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence ({settings.Online.ReactOn switch
                 {
@@ -42,32 +51,44 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
                     ReactionTrigger.LowerBound => "reacting when the lower bound falls below it",
                     _ => "reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept",
                 }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
+            if (shift is not null)
+                report.AppendLine(CultureInfo.InvariantCulture,
+                    $"Drift: the second half of the drift stream comes through a changed camera: contrast x{shift.Contrast:0.##} about each image's mean, sensor noise sigma {shift.Noise:P0} of the pixel range (0-{shift.Range:0}), seeded; the base model's answer on the shifted image is the reference.");
             report.AppendLine();
             foreach (var stream in settings.Streams)
             {
-                var workload = stream == "uniform"
-                    ? Workloads.Uniform(labels, settings.Requests, settings.Seed)
-                    : Workloads.Phased(labels, settings.Requests, settings.PhaseLength, settings.Popular, settings.PopularShare, seed: settings.Seed);
-                console.MarkupLineInterpolated($"[bold]{stream}[/] stream: {workload.Count} requests in {workload.PopularClasses.Count} phase(s), static and online caches in turns of {Turn}...");
-                // The two replays take turns of Turn requests (which goes first alternates), so that both see the same
-                // machine: on a shared VM, replays a few minutes apart differed by up to 40 % with the same exits. While
-                // the static caches serve, the online caches' shadow worker and updater are paused, so what they cost
-                // falls on the online caches' own requests.
+                var workload = stream switch
+                {
+                    "uniform" => Workloads.Uniform(labels, settings.Requests, settings.Seed),
+                    "drift" => Workloads.Drift(labels, settings.Requests, settings.Seed),
+                    _ => Workloads.Phased(labels, settings.Requests, settings.PhaseLength, settings.Popular, settings.PopularShare, seed: settings.Seed),
+                };
+                // On the drift stream a third replay, online caches that only watch and react, shows what updates add.
+                var reactionsOnly = stream == "drift" && settings.Online.Updates;
+                console.MarkupLineInterpolated($"[bold]{stream}[/] stream: {workload.Count} requests in {workload.PopularClasses.Count} phase(s), static and online caches{(reactionsOnly ? " (with and without updates)" : "")} in turns of {Turn}...");
+                // The replays take turns of Turn requests (which goes first rotates), so that all see the same machine: on
+                // a shared VM, replays a few minutes apart differed by up to 40 % with the same exits. While one serves,
+                // the others' shadow workers and updaters are paused, so what they cost falls on their own requests.
                 using var fixedReplay = new Replayer(caches, options, null, workload, images, size, console);
                 using var onlineReplay = new Replayer(caches, options, settings.Online, workload, images, size, console);
-                onlineReplay.Pause();
+                using var watchReplay = reactionsOnly ? new Replayer(caches, options, WithoutUpdates(settings.Online), workload, images, size, console) : null;
+                Replayer[] replays = watchReplay is null ? [fixedReplay, onlineReplay] : [fixedReplay, onlineReplay, watchReplay];
+                foreach (var replay in replays) replay.Pause();
                 for (var (from, turn) = (0, 0); from < workload.Count; from += Turn, turn++)
                 {
                     var to = Math.Min(from + Turn, workload.Count);
-                    foreach (var replay in turn % 2 == 0 ? new[] { fixedReplay, onlineReplay } : [onlineReplay, fixedReplay])
+                    for (var k = 0; k < replays.Length; k++)
                     {
+                        var replay = replays[(turn + k) % replays.Length];
                         replay.Resume();
                         replay.Serve(from, to, settings.Rate);
                         replay.Pause();
                     }
                 }
                 report.Append(Table(stream, workload, fixedReplay.Answers, onlineReplay.Answers, onlineReplay.Summary()!, baseClass));
-                report.AppendLine(CultureInfo.InvariantCulture, $"Garbage collection during each replay's turns (whole process): static {fixedReplay.Gc}; online {onlineReplay.Gc}.");
+                if (stream == "drift") report.Append(DriftWindows(workload, baseClass, fixedReplay, onlineReplay, watchReplay));
+                report.AppendLine(CultureInfo.InvariantCulture,
+                    $"Garbage collection during each replay's turns (whole process): static {fixedReplay.Gc}; online {onlineReplay.Gc}{(watchReplay is null ? "" : $"; online, reactions only {watchReplay.Gc}")}.");
                 report.AppendLine();
             }
             report.AppendLine(CultureInfo.InvariantCulture, $"Wall time {clock.Elapsed.TotalSeconds:F0} s.");
@@ -81,18 +102,77 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         }
     }
 
-    private static int[] BaseAnswers(MLContext context, ResNetTransformer baseModel, EarlyExitEngineOptions options, float[] images, int rows, int size)
+    private static OnlineCacheOptions WithoutUpdates(OnlineCacheOptions online)
     {
-        using var full = context.Gati().CreateEarlyExitEngine<ImageInput, EarlyExitPrediction>(baseModel, options);
+        var watch = online.Clone();
+        watch.Updates = false;
+        return watch;
+    }
+
+    /// <summary>The images followed by a copy of each through the changed camera (image r's noise seeded by seed and r, the same in every run).</summary>
+    private static float[] WithShiftedCopies(float[] images, int rows, int size, CameraShift shift, ChannelNormalization? normalization, int seed)
+    {
+        var both = GC.AllocateUninitializedArray<float>(checked(2 * rows * size));
+        images.AsSpan(0, rows * size).CopyTo(both);
+        Parallel.For(0, rows, r => shift.Apply(images.AsSpan(r * size, size), both.AsSpan((rows + r) * size, size), unchecked(seed * 1_000_003 + r), normalization));
+        return both;
+    }
+
+    private static int[] BaseAnswers(BaseModel baseModel, EarlyExitEngineOptions options, float[] images, int rows, int size)
+    {
+        using var full = EarlyExitEngine.Create(baseModel, [], options);
         var answers = new int[rows];
+        var batch = new float[64 * size];
         for (var start = 0; start < rows; start += 64)
         {
             var n = Math.Min(64, rows - start);
-            var batch = full.Predict(images.AsSpan(start * size, n * size), n);
-            for (var i = 0; i < n; i++) answers[start + i] = (int)batch[i].PredictedLabel - 1;
+            images.AsSpan(start * size, n * size).CopyTo(batch);
+            var result = full.Run(batch, n);
+            for (var i = 0; i < n; i++) answers[start + i] = result.PredictedClass[i];
         }
         return answers;
     }
+
+    /// <summary>
+    /// Agreement with the base model over consecutive windows of <see cref="DriftWindow"/> requests of the shifted half,
+    /// per replay, and the shifted half's mean latency (the drift stream's promise is judged on every window after the
+    /// first).
+    /// </summary>
+    private static string DriftWindows(Workload workload, int[] baseClass, Replayer fixedReplay, Replayer online, Replayer? watchOnly)
+    {
+        var shifted = Enumerable.Range(0, workload.Count).Where(i => workload.Phases[i] == 1).ToArray();
+        var md = new StringBuilder();
+        md.AppendLine(CultureInfo.InvariantCulture, $"Shifted half, agreement with the base model per window of {DriftWindow} requests, and mean latency:");
+        md.AppendLine();
+        var replays = new List<(string Name, Served[] Answers)> { ("static", fixedReplay.Answers), ("online", online.Answers) };
+        if (watchOnly is not null) replays.Add(("online, reactions only", watchOnly.Answers));
+        var windows = (shifted.Length + DriftWindow - 1) / DriftWindow;
+        md.AppendLine("| caches | " + string.Join(" | ", Enumerable.Range(0, windows).Select(w => $"window {w + 1}")) + " | lowest after the first | mean ms (shifted half) | exit early |");
+        md.AppendLine("|---|" + string.Concat(Enumerable.Repeat("---|", windows)) + "---|---|---|");
+        foreach (var (name, answers) in replays)
+        {
+            var agreements = Enumerable.Range(0, windows).Select(w =>
+            {
+                var rows = shifted.Skip(w * DriftWindow).Take(DriftWindow).ToArray();
+                return rows.Count(i => answers[i].Class == baseClass[workload.Rows[i]]) / (double)rows.Length;
+            }).ToArray();
+            var lowest = windows > 1 ? agreements.Skip(1).Min().ToString("P2", CultureInfo.InvariantCulture) : "-";
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {name} | {string.Join(" | ", agreements.Select(a => a.ToString("P2", CultureInfo.InvariantCulture)))} | {lowest} | {shifted.Average(i => answers[i].Ms):F3} | {shifted.Count(i => answers[i].ExitLayer > 0) / (double)shifted.Length:P1} |");
+        }
+        md.AppendLine();
+        if (watchOnly is not null)
+        {
+            var watch = watchOnly.Summary()!;
+            md.AppendLine(CultureInfo.InvariantCulture, $"Online, reactions only: {watch}.");
+            foreach (var reason in watch.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
+            md.AppendLine();
+        }
+        return md.ToString();
+    }
+
+    /// <summary>Requests per window over which the drift stream's agreement is judged.</summary>
+    private const int DriftWindow = 2000;
 
     /// <summary>Serves the stream one request at a time; with online options, through continuously updated caches.</summary>
     /// <summary>Requests each replay serves before the other takes its turn.</summary>
@@ -206,7 +286,10 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         public OnlineSummary? Summary()
         {
             if (_updater is null) return null;
-            lock (_updates) return new OnlineSummary(_updates.ToArray(), _updater.Sampler.Reactions.ToArray(), _updater.UpdaterCpuSeconds, _updater.Sampler.Dropped);
+            var sampler = _updater.Sampler;
+            lock (_updates)
+                return new OnlineSummary(_updates.ToArray(), sampler.Reactions.ToArray(), _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.Labelled, sampler.Failed,
+                    sampler.LastFailure, sampler.Agreement);
         }
 
         public void Dispose()
@@ -233,7 +316,12 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             $"{Gen0} / {Gen1} / {Gen2} collections (gen 0 / 1 / 2), {Paused.TotalMilliseconds:F0} ms paused");
     }
 
-    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped);
+    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped,
+        long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
+    {
+        public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+            $"{Reactions.Length} threshold reactions; {Labelled} shadow rows labelled, {Dropped} dropped under load, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (Wilson {Live.Lower:P2}-{Live.Upper:P2})");
+    }
 
     /// <summary>
     /// Mean latency and share per exit, static and online, over the whole stream; and the online mean had each exit cost
@@ -283,7 +371,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             var first = rows[0];
             var last = rows[^1];
             var updates = online.Updates.Where(u => all || (u.Request >= first && u.Request <= last)).ToArray();
-            var popular = all ? "all" : workload.PopularClasses[phase].Length == 0 ? "none" : string.Join(", ", workload.PopularClasses[phase]);
+            var popular = all ? "all" : workload.PhaseNames?[phase] ?? (workload.PopularClasses[phase].Length == 0 ? "none" : string.Join(", ", workload.PopularClasses[phase]));
             md.AppendLine(CultureInfo.InvariantCulture,
                 $"| {(all ? "**whole stream**" : (phase + 1).ToString(CultureInfo.InvariantCulture))} | {popular} | {rows.Length} | {Mean(fixedCaches):F3} | {P99(fixedCaches):F3} | {Mean(updated):F3} | {P99(updated):F3} | {Mean(fixedCaches) / Mean(updated):F2}x | {Agreement(fixedCaches):P2} | {Agreement(updated):P2} | {Early(fixedCaches):P1} | {Early(updated):P1} | {updates.Count(u => u.Outcome.Accepted)} / {updates.Length} |");
         }
@@ -291,7 +379,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         md.AppendLine(ExitBreakdown(fixedCaches, updated));
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture,
-            $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Length} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted); threshold reactions: {online.Reactions.Length}; sampled rows dropped under load: {online.Dropped}.");
+            $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Length} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted); {online}.");
         foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}): {outcome.Reason}");
         foreach (var reason in online.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
         md.AppendLine();

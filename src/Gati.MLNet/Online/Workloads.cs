@@ -8,6 +8,9 @@ public sealed record Workload(int[] Rows, int[] Phases, IReadOnlyList<int[]> Pop
 {
     /// <summary>Requests in the stream.</summary>
     public int Count => Rows.Length;
+
+    /// <summary>Per phase, what sets it apart when it is not its popular classes (e.g. "shifted camera"); null if none.</summary>
+    public IReadOnlyList<string>? PhaseNames { get; init; }
 }
 
 /// <summary>
@@ -78,6 +81,31 @@ public static class Workloads
             }
         }
         return new Workload(rows, phases, popularByPhase);
+    }
+
+    /// <summary>
+    /// Rows drawn uniformly with replacement; the second half of the requests comes through a changed camera
+    /// (<see cref="CameraShift"/>): there a request's row is <c>labels.Count + r</c>, meaning the shifted copy of row r.
+    /// Phase 0 is the first half, phase 1 the shifted half.
+    /// </summary>
+    /// <param name="labels">Labels of the dataset's rows (only their number is used).</param>
+    /// <param name="requests">Stream length (at least 2).</param>
+    /// <param name="seed">Seed of the draws.</param>
+    public static Workload Drift(IReadOnlyList<uint> labels, int requests, int seed)
+    {
+        Check(labels, requests);
+        ArgumentOutOfRangeException.ThrowIfLessThan(requests, 2);
+        var random = new Random(seed);
+        var half = requests / 2;
+        var rows = new int[requests];
+        var phases = new int[requests];
+        for (var i = 0; i < requests; i++)
+        {
+            var shifted = i >= half;
+            rows[i] = random.Next(labels.Count) + (shifted ? labels.Count : 0);
+            phases[i] = shifted ? 1 : 0;
+        }
+        return new Workload(rows, phases, [[], []]) { PhaseNames = ["original camera", "shifted camera"] };
     }
 
     private static void Check(IReadOnlyList<uint> labels, int requests)
