@@ -122,7 +122,7 @@ public sealed class PipelineCommandTests
         // The workload benchmark: static and online caches in turns, a table per stream, the exit breakdown.
         var workload = temp.File("workload.md");
         (exit, output) = CliHost.Invoke("bench", "workload", "--model", chosen, "--data-dir", Data, "--requests", "2400", "--phase-length", "1200",
-            "--rate", "2000", "--update-every", "200", "--validation-rows", "50", "--output", workload);
+            "--rate", "2000", "--update-every", "200", "--validation-rows", "50", "--stream", "all", "--output", workload);
         Assert.True(exit == 0, output);
         var report = File.ReadAllText(workload);
         Assert.Contains("in turns of 1000", output);
@@ -132,6 +132,12 @@ public sealed class PipelineCommandTests
         Assert.Contains("By exit, static / online mean latency", report);
         Assert.Contains("Garbage collection during each replay's turns", report);
         Assert.Contains("reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept", report);
+        // The drift stream: the second half through the changed camera, judged per window for all three replays.
+        Assert.Contains("### Drift stream (2400 requests)", report);
+        Assert.Contains("contrast x0.5 about each image's mean, sensor noise sigma 5 % of the pixel range (0-1)", report);
+        Assert.Contains("| 2 | shifted camera | 1200 |", report);
+        Assert.Contains("Shifted half, agreement with the base model per window of 2000 requests", report);
+        Assert.Contains("| online, reactions only |", report);
     }
 
     [Fact]
@@ -177,6 +183,13 @@ public sealed class PipelineCommandTests
         (exit, output) = CliHost.Invoke("evaluate-early-exit", "--model", chosen, "--data-dir", Data, "--rows", "100", "--batch-sizes", "1,4", "--device", "cpu");
         Assert.True(exit == 0, output);
         Assert.Contains("fastest full model at batch 1 of 4 (30 calls each, interleaved in blocks of 10)", output);
+        // The workload benchmark serves the imported model's caches too.
+        var workload = temp.File("workload.md");
+        (exit, output) = CliHost.Invoke("bench", "workload", "--model", chosen, "--data-dir", Data, "--rows", "300", "--stream", "drift", "--requests", "400",
+            "--rate", "2000", "--update-every", "100", "--validation-rows", "20", "--output", workload);
+        Assert.True(exit == 0, output);
+        Assert.Contains("Model: chosen.zip (resnet.onnx (48 nodes", File.ReadAllText(workload));
+        Assert.Contains("### Drift stream (400 requests)", File.ReadAllText(workload));
     }
 
     [Fact]

@@ -97,6 +97,34 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Sampler_SampledRowsGoBeforeFullRuns_WhichAreKeptOnlyForUpdates()
+    {
+        var images = fixture.Images(40);
+        using var engine = Engine();
+        using (var watching = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0, AgreementTarget = 0.01, Updates = false, Seed = 3 }))
+        {
+            foreach (var image in images) engine.Run(image, 1);
+            Assert.True(watching.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
+            // Without updates nothing reads full runs (they never enter the live agreement): none is kept.
+            Assert.Equal(0, watching.Window.Count);
+        }
+
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.5, AgreementTarget = 0.01, Seed = 3 });
+        sampler.Pause();
+        var served = images.Select(image => engine.Run(image, 1)).ToArray();
+        sampler.Resume();
+        Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
+        var rows = sampler.Window.Snapshot();
+        var sampled = rows.Count(r => r.Sampled);
+        Assert.InRange(sampled, 5, 35);
+        // With updates on, every full run is kept, sampled or not.
+        Assert.Equal(served.Count(s => s.ExitLayer[0] == 0), rows.Count(r => r.ExitLayer == 0));
+        Assert.Contains(rows, r => !r.Sampled);
+        // Every row waited together (the worker was paused): the sampled ones, which judge the caches, were done first.
+        Assert.All(rows.Take(sampled), r => Assert.True(r.Sampled));
+    }
+
+    [Fact]
     public void Sampler_RowsServedByTheSingleGraph_AreCompletedFromTheirInputOffTheRequestPath()
     {
         var images = fixture.Images(40);

@@ -9,7 +9,11 @@ public sealed class OnlineCacheOptions
     /// <summary>Share of requests drawn uniformly as shadow rows (their exits are checked against the base model).</summary>
     public double SampleFraction { get; set; } = 0.1;
 
-    /// <summary>Also keep every request that ran the whole network (its label and features cost only a copy).</summary>
+    /// <summary>
+    /// Also keep every request that ran the whole network, as training rows for the updater (on segment calls they cost
+    /// a copy; on the single graph the worker recomputes their activations). Ignored when <see cref="Updates"/> is off:
+    /// these rows never enter the live agreement.
+    /// </summary>
     public bool CaptureFullRuns { get; set; } = true;
 
     /// <summary>Memory for the sliding window of shadow rows, in megabytes.</summary>

@@ -22,11 +22,12 @@ public sealed record ThresholdReaction(int Layer, float OldThreshold, float NewT
 public sealed class ShadowSampler : IShadowTap, IDisposable
 {
     private readonly OnlineCacheOptions _options;
-    private readonly Channel<ShadowRow> _pending = Channel.CreateBounded<ShadowRow>(new BoundedChannelOptions(4096)
-    {
-        FullMode = BoundedChannelFullMode.DropWrite,
-        SingleReader = true,
-    });
+    // Two queues: uniformly sampled rows, which judge the caches in force, go before full runs, which only train the
+    // updater. On the single graph a full run costs the worker a whole forward pass, and where nearly half the requests
+    // run in full (an imported ResNet-18), one queue left the sampled rows of a drift waiting behind thousands of them.
+    private readonly Channel<ShadowRow> _sampled = Pending();
+    private readonly Channel<ShadowRow> _fullRuns = Pending();
+    private readonly ManualResetEventSlim _rowsWaiting = new(false);
     private readonly Thread _worker;
     private readonly CancellationTokenSource _stop = new();
     private readonly object _reactionGate = new();
@@ -143,7 +144,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         }
     }
 
-    bool IShadowTap.CaptureFullRuns => _options.CaptureFullRuns;
+    // Full runs are training rows for the updater and never enter the live agreement: without updates nobody reads them,
+    // and on the single graph each one would cost the worker a whole forward pass.
+    bool IShadowTap.CaptureFullRuns => _options.CaptureFullRuns && _options.Updates;
 
     bool[]? IShadowTap.Choose(int count)
     {
@@ -161,8 +164,16 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         // The request path only hands rows over: completing, judging and continuing happen on the worker.
         foreach (var row in rows)
         {
-            if (_pending.Writer.TryWrite(row)) Interlocked.Increment(ref _handed);
+            if ((row.Sampled ? _sampled : _fullRuns).Writer.TryWrite(row)) Interlocked.Increment(ref _handed);
             else Interlocked.Increment(ref _dropped);
+        }
+        try
+        {
+            _rowsWaiting.Set();
+        }
+        catch (ObjectDisposedException)
+        {
+            // A request that finishes after the sampler was disposed: its rows went into closed queues, as dropped.
         }
     }
 
@@ -191,16 +202,21 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     private void ContinueLoop()
     {
         BackgroundPriority.Lower();
-        var reader = _pending.Reader;
+        var (sampled, fullRuns) = (_sampled.Reader, _fullRuns.Reader);
         var batch = new List<ShadowRow>();
         try
         {
-            while (reader.WaitToReadAsync(_stop.Token).AsTask().GetAwaiter().GetResult())
+            while (true)
             {
+                _rowsWaiting.Wait(_stop.Token);
                 _running.Wait(_stop.Token);
-                if (reader.Count < 64) _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(100));
+                if (sampled.Count + fullRuns.Count < 64) _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(100));
+                // Reset before reading: a row handed over from here on sets it again.
+                _rowsWaiting.Reset();
                 batch.Clear();
-                while (batch.Count < 64 && reader.TryRead(out var row)) batch.Add(row);
+                while (batch.Count < 64 && sampled.TryRead(out var row)) batch.Add(row);
+                while (batch.Count < 64 && fullRuns.TryRead(out var row)) batch.Add(row);
+                if (sampled.Count + fullRuns.Count > 0) _rowsWaiting.Set();
                 try
                 {
                     foreach (var row in batch.Where(r => r.BaseProbabilities is not null && r.Input is null)) Complete(row);
@@ -383,17 +399,25 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// </summary>
     internal void Pause() => _running.Reset();
 
+    private static Channel<ShadowRow> Pending() => Channel.CreateBounded<ShadowRow>(new BoundedChannelOptions(4096)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+        SingleReader = true,
+    });
+
     /// <summary>Lets the shadow worker go on after <see cref="Pause"/>.</summary>
     internal void Resume() => _running.Set();
 
     /// <summary>Stops the background continuation (pending rows are dropped) and detaches from the engine.</summary>
     public void Dispose()
     {
-        _pending.Writer.TryComplete();
+        _sampled.Writer.TryComplete();
+        _fullRuns.Writer.TryComplete();
         _stop.Cancel();
         _worker.Join(TimeSpan.FromSeconds(30));
         Engine.Observer = null;
         _stop.Dispose();
         _running.Dispose();
+        _rowsWaiting.Dispose();
     }
 }
