@@ -143,10 +143,10 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // 1.3: base model block (BaseModelFormat); image column; int32 count + per output: int32 layer, byte reduction kind,
         // int32 reduction size; string prefix, logits column, predicted-label column; int32 batch size

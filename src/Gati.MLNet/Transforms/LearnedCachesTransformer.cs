@@ -177,10 +177,10 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // 1.3: base model block (BaseModelFormat); image column; 3 output column names; int32 batch size;
         // int32 cache count, per cache: int32 layer, predictor architecture, int32 feature channels, height, width,
         // int32 best epoch, int32 epochs run, double agreement, string predictor weights key, selector architecture,

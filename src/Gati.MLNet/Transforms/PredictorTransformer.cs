@@ -125,12 +125,14 @@ public sealed class PredictorTransformer : GatiTransformerBase
         }
     }
 
-    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>
+        new ClassScoreMapper(inputSchema, FeatureColumnName, InputSize,
+        $"the layer-{Layer} {Architecture} predictor", BatchSize, ClassNames, ScoreColumnName, PredictedLabelColumnName, null, Predict);
+
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
 
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // int32 layer; byte kind; int32 hidden, pool size, kernel, stride; int32 input size; class names;
         // string feature, score, predicted-label columns; int32 batch size; int32 best epoch, epochs run;
@@ -227,27 +229,4 @@ public sealed class PredictorTransformer : GatiTransformerBase
     }
 
     private protected override void DisposeCore() => _network.Release();
-
-    private sealed class Mapper : BatchMapper
-    {
-        private readonly PredictorTransformer _parent;
-
-        public Mapper(PredictorTransformer parent, DataViewSchema inputSchema)
-            : base(inputSchema, [parent.FeatureColumnName], parent.BatchSize)
-        {
-            _parent = parent;
-            CheckInputSize(0, parent.InputSize, $"the layer-{parent.Layer} {parent.Architecture} predictor");
-            var k = parent.ClassNames.Count;
-            Outputs =
-            [
-                OutputColumn.Vector(parent.ScoreColumnName, k, Annotations.SlotNames(parent.ClassNames)),
-                OutputColumn.Key(parent.PredictedLabelColumnName, k, Annotations.KeyValues(parent.ClassNames)),
-            ];
-        }
-
-        public override IReadOnlyList<OutputColumn> Outputs { get; }
-
-        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
-            _parent.Predict(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
-    }
 }

@@ -130,12 +130,15 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         }
     }
 
-    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>
+        new ClassScoreMapper(inputSchema, ImageColumnName, Config.InputShape.Size,
+        $"the {Config.Architecture} ({Config.InputShape} images)", BatchSize, ClassNames, ScoreColumnName, PredictedLabelColumnName,
+        ((IBaseModelHolder)this).Base, Score);
+
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
 
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // byte   architecture (ResNetArchitecture)
         // int32  channels, height, width, class count, base width
@@ -186,29 +189,4 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     }
 
     private protected override void DisposeCore() => _base.Release();
-
-    private sealed class Mapper : BatchMapper
-    {
-        private readonly ResNetTransformer _parent;
-
-        public Mapper(ResNetTransformer parent, DataViewSchema inputSchema)
-            : base(inputSchema, [parent.ImageColumnName], parent.BatchSize)
-        {
-            _parent = parent;
-            CheckInputSize(0, parent.Config.InputShape.Size, $"the {parent.Config.Architecture} ({parent.Config.InputShape} images)");
-            var k = parent.Config.ClassCount;
-            // The base-model annotation lets later pipeline stages (ExtractFeatures, LearnedCaches) find this network.
-            var network = ((IBaseModelHolder)parent).Base;
-            Outputs =
-            [
-                OutputColumn.Vector(parent.ScoreColumnName, k, BaseModelAnnotation.Add(Annotations.SlotNames(parent.ClassNames), network)),
-                OutputColumn.Key(parent.PredictedLabelColumnName, k, BaseModelAnnotation.Add(Annotations.KeyValues(parent.ClassNames), network)),
-            ];
-        }
-
-        public override IReadOnlyList<OutputColumn> Outputs { get; }
-
-        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
-            _parent.Score(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
-    }
 }

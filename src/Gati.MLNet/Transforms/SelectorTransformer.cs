@@ -84,10 +84,10 @@ public sealed class SelectorTransformer : GatiTransformerBase
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // int32 layer; selector architecture; int32 classes; string score, exit-probability, exit columns;
         // calibration; int32 batch size; string weights key (GatiShared/)
         var writer = ctx.Writer;
