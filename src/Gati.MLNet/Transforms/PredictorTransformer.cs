@@ -113,16 +113,12 @@ public sealed class PredictorTransformer : GatiTransformerBase
     internal void Predict(float[] features, int count, float[]? logProbabilities, uint[]? predicted)
     {
         ThrowIfDisposed();
-        using (_network.Use())
+        _network.Forward(features, count, [InputSize], (network, x) =>
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var rows = features.Length / InputSize;
-            var x = tensor(features, [rows, InputSize]).narrow(0, 0, count).to(_network.Device);
-            var output = _network.Module.forward(x);
+            var output = network.forward(x);
             if (logProbabilities is not null) TensorOutputs.CopyRows(output, logProbabilities, count, ClassNames.Count);
             if (predicted is not null) TensorOutputs.ArgmaxKeys(output, predicted, count);
-        }
+        });
     }
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>

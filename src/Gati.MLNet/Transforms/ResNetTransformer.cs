@@ -117,17 +117,12 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ThrowIfDisposed();
         var shape = Config.InputShape;
-        var shared = _base.Network;
-        using (shared.Use())
+        _base.Network.Forward(images, count, [shape.Channels, shape.Height, shape.Width], (_, input) =>
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var rows = images.Length / shape.Size;
-            var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(shared.Device);
             var logits = EvalNetwork().forward(input);
             if (probabilities is not null) TensorOutputs.CopyRows(nn.functional.softmax(logits, 1), probabilities, count, Config.ClassCount);
             if (predicted is not null) TensorOutputs.ArgmaxKeys(logits, predicted, count);
-        }
+        });
     }
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>

@@ -191,15 +191,9 @@ public sealed class SelectorTransformer : GatiTransformerBase
         public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active)
         {
             var shared = _parent._network;
-            var classes = shared.Module.Classes;
             var probabilities = new float[count];
-            using (shared.Use())
-            {
-                using var scope = NewDisposeScope();
-                using var noGrad = no_grad();
-                var x = tensor(inputs[0], [inputs[0].Length / classes, classes]).narrow(0, 0, count).to(shared.Device);
-                shared.Module.HitProbability(x).cpu().data<float>().CopyTo(probabilities, 0, 0);
-            }
+            shared.Forward(inputs[0], count, [shared.Module.Classes],
+                (network, x) => network.HitProbability(x).cpu().data<float>().CopyTo(probabilities, 0, 0));
             if (outputs[0] is float[] p) probabilities.CopyTo(p, 0);
             if (outputs[1] is bool[] exit)
                 for (var i = 0; i < count; i++) exit[i] = Policy.ExitSimulation.Fires(probabilities[i], _parent.Calibration.Threshold);
