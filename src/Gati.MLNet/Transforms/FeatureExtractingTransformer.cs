@@ -222,9 +222,7 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
     private static FeatureExtractingTransformer CreateLegacy(IHostEnvironment env, ModelLoadContext ctx)
     {
         var reader = ctx.Reader;
-        var config = ResNetConfigFormat.Read(reader);
-        var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
-        if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+        var (config, classNames) = ResNetConfigFormat.ReadWithClassNames(reader);
         var image = reader.ReadString();
         var count = ModelText.ReadInt(reader, "layer count", 1, 1000);
         var layers = new int[count];

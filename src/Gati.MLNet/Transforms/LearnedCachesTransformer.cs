@@ -238,9 +238,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         else
         {
             // 1.1-1.2: a Gati ResNet's configuration, class names, columns, batch size, weights key, normalisation.
-            var config = ResNetConfigFormat.Read(reader);
-            var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
-            if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+            var (config, classNames) = ResNetConfigFormat.ReadWithClassNames(reader);
             image = reader.ReadString();
             columns = new Columns(reader.ReadString(), reader.ReadString(), reader.ReadString());
             batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);

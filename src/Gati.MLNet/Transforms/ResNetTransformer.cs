@@ -160,10 +160,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ArgumentNullException.ThrowIfNull(env);
         ctx.CheckAtModel(GetVersionInfo());
-        var config = ResNetConfigFormat.Read(ctx.Reader);
-        var classNames = ModelText.ReadStrings(ctx.Reader, "class name", 100_000);
-        if (classNames.Length != config.ClassCount)
-            throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+        var (config, classNames) = ResNetConfigFormat.ReadWithClassNames(ctx.Reader);
         var imageColumn = ctx.Reader.ReadString();
         var scoreColumn = ctx.Reader.ReadString();
         var predictedColumn = ctx.Reader.ReadString();
