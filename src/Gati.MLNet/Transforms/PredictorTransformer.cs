@@ -142,18 +142,33 @@ public sealed class PredictorTransformer : GatiTransformerBase
         writer.Write(ScoreColumnName);
         writer.Write(PredictedLabelColumnName);
         writer.Write(BatchSize);
-        writer.Write(Summary.BestEpoch);
-        writer.Write(Summary.EpochsRun);
-        writer.Write(Summary.ValidationAgreement);
+        WriteSummary(writer, Summary);
         writer.Write(SharedWeights.Save(ctx, _network));
         writer.Write(FeatureShape is not null);
-        if (FeatureShape is { } shape)
-        {
-            writer.Write(shape.Channels);
-            writer.Write(shape.Height);
-            writer.Write(shape.Width);
-        }
+        if (FeatureShape is { } shape) WriteFeatureShape(writer, shape);
     }
+
+    /// <summary>int32 best epoch, int32 epochs run, double validation agreement.</summary>
+    internal static void WriteSummary(BinaryWriter writer, PredictorTrainingSummary summary)
+    {
+        writer.Write(summary.BestEpoch);
+        writer.Write(summary.EpochsRun);
+        writer.Write(summary.ValidationAgreement);
+    }
+
+    internal static PredictorTrainingSummary ReadSummary(BinaryReader reader) => new(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
+
+    /// <summary>int32 C, H, W of the features a predictor reads.</summary>
+    internal static void WriteFeatureShape(BinaryWriter writer, TensorShape shape)
+    {
+        writer.Write(shape.Channels);
+        writer.Write(shape.Height);
+        writer.Write(shape.Width);
+    }
+
+    internal static TensorShape ReadFeatureShape(BinaryReader reader) =>
+        new(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
+            ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
 
     internal static void WriteArchitecture(BinaryWriter writer, PredictorArchitecture architecture)
     {
@@ -200,28 +215,37 @@ public sealed class PredictorTransformer : GatiTransformerBase
         var score = reader.ReadString();
         var predicted = reader.ReadString();
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
-        var summary = new PredictorTrainingSummary(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
+        var summary = ReadSummary(reader);
         var weights = reader.ReadString();
         TensorShape? shape = null;
         if (ctx.Header.ModelVerWritten >= 0x00010002 && reader.ReadBoolean())
         {
-            shape = new TensorShape(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
-                ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
+            shape = ReadFeatureShape(reader);
             if (shape.Value.Size != inputSize) throw new InvalidDataException($"Corrupt model: feature shape {shape} for {inputSize} features.");
         }
+        TorchRuntime.EnsureInitialized();
+        var network = LoadNetwork(ctx, weights, layer, architecture, inputSize, classNames.Length, shape, () => DeviceOptions.ResolveForLoadedModel(env));
+        return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
+    }
+
+    /// <summary>
+    /// A stored layer-<paramref name="layer"/> predictor's network, from the zip's shared weights (built on first use);
+    /// sizes its architecture cannot take mean a corrupt model.
+    /// </summary>
+    internal static SharedModule<PredictorNetwork> LoadNetwork(ModelLoadContext ctx, string key, int layer, PredictorArchitecture architecture, int inputSize,
+        int classes, TensorShape? shape, Func<Device> device)
+    {
         long parameters;
         try
         {
-            parameters = architecture.ParameterCount(inputSize, classNames.Length, shape);
+            parameters = architecture.ParameterCount(inputSize, classes, shape);
         }
         catch (ArgumentException ex)
         {
             throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
         }
-        TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => PredictorNetwork.Create(architecture, inputSize, classNames.Length, shape),
-            () => DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor", parameters);
-        return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
+        return SharedWeights.Load(ctx, key, () => PredictorNetwork.Create(architecture, inputSize, classes, shape), device,
+            $"layer-{layer} {architecture} predictor", parameters);
     }
 
     private protected override void DisposeCore() => _network.Release();

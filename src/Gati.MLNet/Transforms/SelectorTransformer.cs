@@ -167,10 +167,14 @@ public sealed class SelectorTransformer : GatiTransformerBase
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
         var weights = reader.ReadString();
         TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => new SelectorNetwork(architecture, classes), () => DeviceOptions.ResolveForLoadedModel(env),
-            $"layer-{layer} selector", architecture.ParameterCount(classes));
+        var network = LoadNetwork(ctx, weights, layer, architecture, classes, () => DeviceOptions.ResolveForLoadedModel(env));
         return new SelectorTransformer(env, network, layer, score, probability, exit, calibration, batchSize);
     }
+
+    /// <summary>A stored layer-<paramref name="layer"/> selector's network, from the zip's shared weights (built on first use).</summary>
+    internal static SharedModule<SelectorNetwork> LoadNetwork(ModelLoadContext ctx, string key, int layer, SelectorArchitecture architecture, int classes,
+        Func<Device> device) =>
+        SharedWeights.Load(ctx, key, () => new SelectorNetwork(architecture, classes), device, $"layer-{layer} selector", architecture.ParameterCount(classes));
 
     private protected override void DisposeCore() => _network.Release();
 
