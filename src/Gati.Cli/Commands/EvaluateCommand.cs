@@ -8,15 +8,14 @@ internal static class EvaluateCommand
         var dataset = new DatasetArguments();
         var runtime = new RuntimeArguments();
         var model = new Option<string>("--model", "-m") { Description = "The model zip written by gati train-base.", Required = true };
-        var split = new Option<string>("--split") { Description = "Which split to evaluate on: test or train.", DefaultValueFactory = _ => "test" };
-        split.AcceptOnlyFromAmong("test", "train");
+        var split = new SplitArguments("Which split to evaluate on: test or train.");
         var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." }.AtLeast(1L);
         var report = new Option<string?>("--report-dir") { Description = "Also write evaluation.md and confusion-matrix.csv to this folder." };
 
         var command = new Command("evaluate", "Evaluate a saved model on a dataset split: accuracy, per-class accuracy and the confusion matrix.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        command.Options.Add(split);
+        command.Options.Add(split.Split);
         command.Options.Add(rows);
         command.Options.Add(report);
         runtime.AddTo(command);
@@ -24,7 +23,7 @@ internal static class EvaluateCommand
         {
             runtime.Apply(result);
             var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),
-                result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows),
+                split.Read(result), result.GetValue(rows),
                 result.GetValue(report), result.GetValue(runtime.Device)!);
             return new EvaluateRunner(AnsiConsole.Console).Run(settings);
         })));

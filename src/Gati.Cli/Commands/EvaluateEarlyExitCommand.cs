@@ -8,8 +8,7 @@ internal static class EvaluateEarlyExitCommand
         var dataset = new DatasetArguments();
         var runtime = new RuntimeArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize) or any model with learned caches.", Required = true };
-        var split = new Option<string>("--split") { Description = "test or train.", DefaultValueFactory = _ => "test" };
-        split.AcceptOnlyFromAmong("test", "train");
+        var split = new SplitArguments("test or train.");
         var rows = new Option<long?>("--rows") { Description = "Use only the first N rows." }.AtLeast(1L);
         var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes to measure, comma-separated.", DefaultValueFactory = _ => "1,64" }.ParsedBy(v => ParseBatchSizes(v));
         var outputDir = new Option<string?>("--output-dir", "-o") { Description = "Write early-exit.md, early-exit.csv and exits.png here." };
@@ -17,7 +16,7 @@ internal static class EvaluateEarlyExitCommand
             "Early exit against the full base model on the same device and batch sizes: agreement, accuracy, exits per layer, latency mean/p50/p99 and speedup.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { split, rows, batchSizes, outputDir }) command.Options.Add(option);
+        foreach (var option in new Option[] { split.Split, rows, batchSizes, outputDir }) command.Options.Add(option);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
@@ -26,7 +25,7 @@ internal static class EvaluateEarlyExitCommand
             runtime.Apply(result);
             var sizes = ParseBatchSizes(result.GetValue(batchSizes)!);
             return new EarlyExitEvaluation(AnsiConsole.Console).RunAndReport(new EarlyExitEvaluationSettings(result.GetValue(model)!, dataset.Read(result),
-                result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows), sizes, result.GetValue(outputDir),
+                split.Read(result), result.GetValue(rows), sizes, result.GetValue(outputDir),
                 result.GetValue(runtime.Device)!, CommandLineText.Of(result), serving.Read(result, result.GetValue(runtime.Device)!)[0]));
         })));
         return command;

@@ -16,8 +16,7 @@ internal static class ReportCommand
         var runtime = new RuntimeArguments();
         var model = new Option<string>("--model", "-m") { Description = "The model zip written by gati train-predictors (base model + predictors).", Required = true };
         var outputDir = new Option<string>("--output-dir", "-o") { Description = "Folder for predictors.md, agreement.csv, cost.csv and agreement.png.", Required = true };
-        var split = new Option<string>("--split") { Description = "Split on which agreement is measured.", DefaultValueFactory = _ => "test" };
-        split.AcceptOnlyFromAmong("test", "train");
+        var split = new SplitArguments("Split on which agreement is measured.");
         var rows = new Option<long?>("--rows") { Description = "Use only the first N rows of the split." }.AtLeast(1L);
         var costLayer = new Option<int?>("--cost-layer") { Description = "Layer of the cost table (batch-1 latency and memory per architecture); default: the second-to-last trained layer (the seed's layer 7 of ResNet-18)." }.AtLeast(1);
         var latencyRuns = new Option<int>("--latency-runs") { Description = "Timed batch-1 forward passes per architecture (median reported).", DefaultValueFactory = _ => 500 }.AtLeast(1);
@@ -25,13 +24,13 @@ internal static class ReportCommand
             "The seed's tables for a trained model: agreement with the base model per layer and architecture (markdown, CSV, PNG plot), and the cost of each architecture at one layer (batch-1 latency, parameter and activation memory).");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { split, rows, outputDir, costLayer, latencyRuns }) command.Options.Add(option);
+        foreach (var option in new Option[] { split.Split, rows, outputDir, costLayer, latencyRuns }) command.Options.Add(option);
         runtime.AddTo(command);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
             runtime.Apply(result);
             var settings = new PredictorReportSettings(result.GetValue(model)!, dataset.Read(result),
-                result.GetValue(split) == "train" ? DatasetSplit.Train : DatasetSplit.Test, result.GetValue(rows), result.GetValue(outputDir)!,
+                split.Read(result), result.GetValue(rows), result.GetValue(outputDir)!,
                 result.GetValue(costLayer), result.GetValue(latencyRuns), result.GetValue(runtime.Device)!, CommandLineText.Of(result));
             return new PredictorReport(AnsiConsole.Console).Run(settings);
         })));

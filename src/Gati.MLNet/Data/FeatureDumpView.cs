@@ -99,56 +99,40 @@ internal sealed class FeatureDumpView : IDataView
             throw new DatasetFormatException(path, $"file is {file.Length} bytes, expected {expected}: {(file.Length < expected ? "truncated" : "trailing data")}");
     }
 
-    private sealed class Cursor : DataViewRowCursor
+    private sealed class Cursor : NumberedRowCursor
     {
         private readonly FeatureDumpView _parent;
-        private readonly bool[] _active;
-        private readonly int[]? _order;
         private readonly Dictionary<(string, int), SafeFileHandle> _handles = [];
         private readonly byte[][] _rowBytes;
         private readonly byte[] _teacher;
-        private long _position = -1;
         private long _row;
         private bool _disposed;
 
         public Cursor(FeatureDumpView parent, bool[] active, Random? rand)
+            : base(parent.Schema, active, parent._manifest.Rows, rand)
         {
             _parent = parent;
-            _active = active;
             _rowBytes = parent._layers.Select(l => new byte[l.Size * parent._width]).ToArray();
             _teacher = new byte[(parent._classes + 2) * 4];
-            if (rand is not null)
-            {
-                _order = Enumerable.Range(0, checked((int)parent._manifest.Rows)).ToArray();
-                rand.Shuffle(_order);
-            }
         }
-
-        public override DataViewSchema Schema => _parent.Schema;
-
-        public override long Position => _position;
-
-        public override long Batch => 0;
-
-        public override bool IsColumnActive(DataViewSchema.Column column) => _active[column.Index];
 
         public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId value) => value = new DataViewRowId((ulong)_row, 0);
 
         public override bool MoveNext()
         {
-            if (_disposed || _position + 1 >= _parent._manifest.Rows)
+            if (_disposed)
             {
-                _position = _parent._manifest.Rows;
+                End();
                 return false;
             }
-            _position++;
-            _row = _order is null ? _position : _order[_position];
+            if (!Advance()) return false;
+            _row = Row;
             var chunk = (int)(_row / _parent._manifest.ChunkRows);
             var inChunk = _row % _parent._manifest.ChunkRows;
             for (var i = 0; i < _parent._layers.Length; i++)
-                if (_active[i]) Read(Name(_parent._layers[i]), chunk, inChunk, _rowBytes[i]);
+                if (IsActive(i)) Read(Name(_parent._layers[i]), chunk, inChunk, _rowBytes[i]);
             var layers = _parent._layers.Length;
-            if (_active[layers] || _active[layers + 1] || _active[layers + 2]) Read("teacher", chunk, inChunk, _teacher);
+            if (IsActive(layers) || IsActive(layers + 1) || IsActive(layers + 2)) Read("teacher", chunk, inChunk, _teacher);
             return true;
         }
 
@@ -167,7 +151,7 @@ internal sealed class FeatureDumpView : IDataView
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            if (!_active[column.Index]) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
+            if (!IsActive(column.Index)) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
             var layers = _parent._layers.Length;
             var classes = _parent._classes;
             Delegate getter;

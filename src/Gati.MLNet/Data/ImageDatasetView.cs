@@ -54,47 +54,31 @@ internal sealed class ImageDatasetView : IDataView
         return builder.ToSchema();
     }
 
-    private sealed class Cursor : DataViewRowCursor
+    private sealed class Cursor : NumberedRowCursor
     {
         private readonly ImageDatasetView _parent;
-        private readonly bool[] _active;
         private readonly ImageRecordReader _reader;
-        private readonly int[]? _order;
         private readonly byte[] _pixels;
         private int _label;
-        private long _position = -1;
         private bool _disposed;
 
         public Cursor(ImageDatasetView parent, bool[] active, Random? rand)
+            : base(parent.Schema, active, parent._source.RowCount, rand)
         {
             _parent = parent;
-            _active = active;
             _pixels = new byte[parent._source.Shape.Size];
             _reader = parent._source.Open(readImages: active[0]);
-            if (rand is not null)
-            {
-                _order = Enumerable.Range(0, checked((int)parent._source.RowCount)).ToArray();
-                rand.Shuffle(_order);
-            }
         }
-
-        public override DataViewSchema Schema => _parent.Schema;
-
-        public override long Position => _position;
-
-        public override long Batch => 0;
-
-        public override bool IsColumnActive(DataViewSchema.Column column) => _active[column.Index];
 
         public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId value) =>
         {
             EnsurePositioned();
-            value = new DataViewRowId((ulong)(_order is null ? _position : _order[_position]), 0);
+            value = new DataViewRowId((ulong)Row, 0);
         };
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            if (!_active[column.Index])
+            if (!IsActive(column.Index))
                 throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
             if (column.Index == 0)
             {
@@ -132,21 +116,15 @@ internal sealed class ImageDatasetView : IDataView
 
         public override bool MoveNext()
         {
-            if (_disposed) return false;
-            if (_position + 1 >= _parent._source.RowCount)
-            {
-                _position = _parent._source.RowCount;
-                return false;
-            }
-            _position++;
-            if (_order is not null) _reader.Seek(_order[_position]);
+            if (_disposed || !Advance()) return false;
+            if (IsShuffled) _reader.Seek(Row);
             _reader.ReadNext(_pixels, out _label);
             return true;
         }
 
         private void EnsurePositioned()
         {
-            if (_position < 0 || _position >= _parent._source.RowCount)
+            if (!IsOnRow)
                 throw new InvalidOperationException("The cursor is not on a row: call MoveNext first.");
         }
 

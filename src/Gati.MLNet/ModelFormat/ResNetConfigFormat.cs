@@ -69,4 +69,16 @@ internal static class ResNetConfigFormat
         }
         return config;
     }
+
+    /// <summary>
+    /// A configuration followed by its class names (ModelText strings), as a ResNet model stream, and the 1.1-1.2 streams
+    /// of the components that embedded the network, write them; checks that the names are one per class.
+    /// </summary>
+    public static (ResNetConfig Config, string[] ClassNames) ReadWithClassNames(BinaryReader reader)
+    {
+        var config = Read(reader);
+        var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
+        if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+        return (config, classNames);
+    }
 }

@@ -107,6 +107,24 @@ internal sealed class SharedModule<TModule> where TModule : torch.nn.Module
         return new Lease(Gate);
     }
 
+    /// <summary>
+    /// A guarded forward pass over the first <paramref name="count"/> rows of a batch buffer: under <see cref="Use"/>'s lock,
+    /// in a dispose scope, without gradients, the rows (<paramref name="rowShape"/> values each) go to <see cref="Device"/>
+    /// as one tensor; <paramref name="pass"/> runs the module on them and copies what it needs into managed memory.
+    /// </summary>
+    public void Forward(float[] batch, int count, long[] rowShape, Action<TModule, torch.Tensor> pass)
+    {
+        var rowSize = 1L;
+        foreach (var dimension in rowShape) rowSize *= dimension;
+        using (Use())
+        {
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            var rows = torch.tensor(batch, [batch.Length / rowSize, .. rowShape]).narrow(0, 0, count).to(Device);
+            pass(Module, rows);
+        }
+    }
+
     /// <summary>Removes a holder; the last one disposes the module (if it was ever built), once no forward pass is using it.</summary>
     public void Release()
     {

@@ -132,14 +132,9 @@ internal sealed class ResNetBaseModel : BaseModel
             var needHead = logits is not null || predicted is not null;
             var depth = needHead ? _model.Spec.LayerCount : _requests.Where((_, i) => features[i] is not null).Select(r => r.Cut).DefaultIfEmpty(0).Max();
             if (depth == 0) return;
-            var shared = _model._network;
-            using (shared.Use())
+            var input = _model.InputShape;
+            _model._network.Forward(images, count, [input.Channels, input.Height, input.Width], (network, x) =>
             {
-                using var scope = NewDisposeScope();
-                using var noGrad = no_grad();
-                var network = shared.Module;
-                var input = _model.InputShape;
-                var x = tensor(images, input.WithBatch(images.Length / input.Size)).narrow(0, 0, count).to(shared.Device);
                 var h = network.Stem(x);
                 for (var layer = 1; layer <= depth; layer++)
                 {
@@ -155,7 +150,7 @@ internal sealed class ResNetBaseModel : BaseModel
                 var output = network.Head(h);
                 if (logits is not null) TensorOutputs.CopyRows(output, logits, count, _model.ClassCount);
                 if (predicted is not null) TensorOutputs.ArgmaxKeys(output, predicted, count);
-            }
+            });
         }
 
         public void Dispose()

@@ -48,10 +48,10 @@ public sealed class ChannelNormalizingTransformer : GatiTransformerBase
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // string output column, string input column, int32 channels, then channels x (float mean, float std)
         ctx.Writer.Write(OutputColumnName);
         ctx.Writer.Write(InputColumnName);

@@ -143,10 +143,10 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // 1.3: base model block (BaseModelFormat); image column; int32 count + per output: int32 layer, byte reduction kind,
         // int32 reduction size; string prefix, logits column, predicted-label column; int32 batch size
@@ -222,9 +222,7 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
     private static FeatureExtractingTransformer CreateLegacy(IHostEnvironment env, ModelLoadContext ctx)
     {
         var reader = ctx.Reader;
-        var config = ResNetConfigFormat.Read(reader);
-        var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
-        if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+        var (config, classNames) = ResNetConfigFormat.ReadWithClassNames(reader);
         var image = reader.ReadString();
         var count = ModelText.ReadInt(reader, "layer count", 1, 1000);
         var layers = new int[count];

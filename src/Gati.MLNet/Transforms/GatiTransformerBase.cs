@@ -51,6 +51,8 @@ public abstract class GatiTransformerBase : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ThrowIfDisposed();
+        ctx.CheckAtModel();
+        ctx.SetVersionInfo(ModelVersion);
         SaveModel(ctx);
     }
 
@@ -65,6 +67,10 @@ public abstract class GatiTransformerBase : ITransformer, IDisposable
 
     private protected abstract BatchMapper MakeMapper(DataViewSchema inputSchema);
 
+    /// <summary>The model stream's signature and versions: written by every save, checked by the transformer's loader.</summary>
+    private protected abstract VersionInfo ModelVersion { get; }
+
+    /// <summary>Writes the transformer's fields (the header with <see cref="ModelVersion"/> is already set).</summary>
     private protected abstract void SaveModel(ModelSaveContext ctx);
 
     private protected virtual void DisposeCore()

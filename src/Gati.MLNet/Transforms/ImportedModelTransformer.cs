@@ -94,12 +94,15 @@ public sealed class ImportedModelTransformer : GatiTransformerBase, IBaseModelHo
         for (var c = 0; c < logits.Length; c++) probabilities[c] = (float)(Math.Exp(logits[c] - max) / sum);
     }
 
-    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>
+        new ClassScoreMapper(inputSchema, ImageColumnName, _base.InputShape.Size,
+        $"{_base.Description} ({_base.InputShape} inputs)", BatchSize, ClassNames, ScoreColumnName, PredictedLabelColumnName,
+        ((IBaseModelHolder)this).Base, Score);
+
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
 
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // base model block (BaseModelFormat); string image column, score column, predicted-label column; int32 batch size
         BaseModelFormat.Write(ctx, _base);
@@ -133,29 +136,5 @@ public sealed class ImportedModelTransformer : GatiTransformerBase, IBaseModelHo
     {
         if (_scorer.IsValueCreated) _scorer.Value.Dispose();
         _base.Release();
-    }
-
-    private sealed class Mapper : BatchMapper
-    {
-        private readonly ImportedModelTransformer _parent;
-
-        public Mapper(ImportedModelTransformer parent, DataViewSchema inputSchema)
-            : base(inputSchema, [parent.ImageColumnName], parent.BatchSize)
-        {
-            _parent = parent;
-            CheckInputSize(0, parent._base.InputShape.Size, $"{parent._base.Description} ({parent._base.InputShape} inputs)");
-            var k = parent._base.ClassCount;
-            var network = ((IBaseModelHolder)parent).Base;
-            Outputs =
-            [
-                OutputColumn.Vector(parent.ScoreColumnName, k, BaseModelAnnotation.Add(Annotations.SlotNames(parent.ClassNames), network)),
-                OutputColumn.Key(parent.PredictedLabelColumnName, k, BaseModelAnnotation.Add(Annotations.KeyValues(parent.ClassNames), network)),
-            ];
-        }
-
-        public override IReadOnlyList<OutputColumn> Outputs { get; }
-
-        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
-            _parent.Score(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
     }
 }

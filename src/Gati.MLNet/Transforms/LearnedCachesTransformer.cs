@@ -177,10 +177,10 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // 1.3: base model block (BaseModelFormat); image column; 3 output column names; int32 batch size;
         // int32 cache count, per cache: int32 layer, predictor architecture, int32 feature channels, height, width,
         // int32 best epoch, int32 epochs run, double agreement, string predictor weights key, selector architecture,
@@ -197,12 +197,8 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         {
             writer.Write(cache.Layer);
             PredictorTransformer.WriteArchitecture(writer, cache.PredictorArchitecture);
-            writer.Write(cache.FeatureShape.Channels);
-            writer.Write(cache.FeatureShape.Height);
-            writer.Write(cache.FeatureShape.Width);
-            writer.Write(cache.PredictorSummary.BestEpoch);
-            writer.Write(cache.PredictorSummary.EpochsRun);
-            writer.Write(cache.PredictorSummary.ValidationAgreement);
+            PredictorTransformer.WriteFeatureShape(writer, cache.FeatureShape);
+            PredictorTransformer.WriteSummary(writer, cache.PredictorSummary);
             writer.Write(SharedWeights.Save(ctx, cache.Predictor));
             SelectorTransformer.WriteArchitecture(writer, cache.SelectorArchitecture);
             SelectorTransformer.WriteCalibration(writer, cache.Calibration);
@@ -238,9 +234,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         else
         {
             // 1.1-1.2: a Gati ResNet's configuration, class names, columns, batch size, weights key, normalisation.
-            var config = ResNetConfigFormat.Read(reader);
-            var classNames = ModelText.ReadStrings(reader, "class name", 100_000);
-            if (classNames.Length != config.ClassCount) throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+            var (config, classNames) = ResNetConfigFormat.ReadWithClassNames(reader);
             image = reader.ReadString();
             columns = new Columns(reader.ReadString(), reader.ReadString(), reader.ReadString());
             batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
@@ -263,8 +257,7 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
                 TensorShape shape;
                 if (version >= 0x00010003)
                 {
-                    shape = new TensorShape(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
-                        ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
+                    shape = PredictorTransformer.ReadFeatureShape(reader);
                 }
                 else
                 {
@@ -272,28 +265,17 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
                     shape = cut.Shape.Size == inputSize ? cut.Shape : new TensorShape(inputSize, 1, 1);
                 }
                 if (shape != cut.Shape) throw new InvalidDataException($"Corrupt model: the cache on {cut} reads {shape} features.");
-                var summary = new PredictorTrainingSummary(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
+                var summary = PredictorTransformer.ReadSummary(reader);
                 var predictorKey = reader.ReadString();
                 var selectorArchitecture = SelectorTransformer.ReadArchitecture(reader);
                 var calibration = SelectorTransformer.ReadCalibration(reader);
                 var selectorKey = reader.ReadString();
                 var graph = version >= 0x00010003 ? SharedWeights.LoadShared(ctx, reader.ReadString(), "onnx", $"ONNX graph of the layer-{layer} cache", b => b) : null;
-                long parameters;
-                try
-                {
-                    parameters = predictorArchitecture.ParameterCount(shape.Size, classes, shape);
-                }
-                catch (ArgumentException ex)
-                {
-                    throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
-                }
-                var predictor = SharedWeights.Load(ctx, predictorKey, () => PredictorNetwork.Create(predictorArchitecture, shape.Size, classes, shape), device,
-                    $"layer-{layer} {predictorArchitecture} predictor", parameters);
+                var predictor = PredictorTransformer.LoadNetwork(ctx, predictorKey, layer, predictorArchitecture, shape.Size, classes, shape, device);
                 SharedModule<SelectorNetwork> selector;
                 try
                 {
-                    selector = SharedWeights.Load(ctx, selectorKey, () => new SelectorNetwork(selectorArchitecture, classes), device, $"layer-{layer} selector",
-                        selectorArchitecture.ParameterCount(classes));
+                    selector = SelectorTransformer.LoadNetwork(ctx, selectorKey, layer, selectorArchitecture, classes, device);
                 }
                 catch
                 {

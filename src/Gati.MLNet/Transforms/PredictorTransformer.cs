@@ -113,24 +113,22 @@ public sealed class PredictorTransformer : GatiTransformerBase
     internal void Predict(float[] features, int count, float[]? logProbabilities, uint[]? predicted)
     {
         ThrowIfDisposed();
-        using (_network.Use())
+        _network.Forward(features, count, [InputSize], (network, x) =>
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var rows = features.Length / InputSize;
-            var x = tensor(features, [rows, InputSize]).narrow(0, 0, count).to(_network.Device);
-            var output = _network.Module.forward(x);
+            var output = network.forward(x);
             if (logProbabilities is not null) TensorOutputs.CopyRows(output, logProbabilities, count, ClassNames.Count);
             if (predicted is not null) TensorOutputs.ArgmaxKeys(output, predicted, count);
-        }
+        });
     }
 
-    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>
+        new ClassScoreMapper(inputSchema, FeatureColumnName, InputSize,
+        $"the layer-{Layer} {Architecture} predictor", BatchSize, ClassNames, ScoreColumnName, PredictedLabelColumnName, null, Predict);
+
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
 
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // int32 layer; byte kind; int32 hidden, pool size, kernel, stride; int32 input size; class names;
         // string feature, score, predicted-label columns; int32 batch size; int32 best epoch, epochs run;
@@ -144,18 +142,33 @@ public sealed class PredictorTransformer : GatiTransformerBase
         writer.Write(ScoreColumnName);
         writer.Write(PredictedLabelColumnName);
         writer.Write(BatchSize);
-        writer.Write(Summary.BestEpoch);
-        writer.Write(Summary.EpochsRun);
-        writer.Write(Summary.ValidationAgreement);
+        WriteSummary(writer, Summary);
         writer.Write(SharedWeights.Save(ctx, _network));
         writer.Write(FeatureShape is not null);
-        if (FeatureShape is { } shape)
-        {
-            writer.Write(shape.Channels);
-            writer.Write(shape.Height);
-            writer.Write(shape.Width);
-        }
+        if (FeatureShape is { } shape) WriteFeatureShape(writer, shape);
     }
+
+    /// <summary>int32 best epoch, int32 epochs run, double validation agreement.</summary>
+    internal static void WriteSummary(BinaryWriter writer, PredictorTrainingSummary summary)
+    {
+        writer.Write(summary.BestEpoch);
+        writer.Write(summary.EpochsRun);
+        writer.Write(summary.ValidationAgreement);
+    }
+
+    internal static PredictorTrainingSummary ReadSummary(BinaryReader reader) => new(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
+
+    /// <summary>int32 C, H, W of the features a predictor reads.</summary>
+    internal static void WriteFeatureShape(BinaryWriter writer, TensorShape shape)
+    {
+        writer.Write(shape.Channels);
+        writer.Write(shape.Height);
+        writer.Write(shape.Width);
+    }
+
+    internal static TensorShape ReadFeatureShape(BinaryReader reader) =>
+        new(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
+            ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
 
     internal static void WriteArchitecture(BinaryWriter writer, PredictorArchitecture architecture)
     {
@@ -202,52 +215,38 @@ public sealed class PredictorTransformer : GatiTransformerBase
         var score = reader.ReadString();
         var predicted = reader.ReadString();
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
-        var summary = new PredictorTrainingSummary(reader.ReadInt32(), reader.ReadInt32(), reader.ReadDouble());
+        var summary = ReadSummary(reader);
         var weights = reader.ReadString();
         TensorShape? shape = null;
         if (ctx.Header.ModelVerWritten >= 0x00010002 && reader.ReadBoolean())
         {
-            shape = new TensorShape(ModelText.ReadInt(reader, "feature channels", 1, 1 << 24), ModelText.ReadInt(reader, "feature height", 1, 1 << 16),
-                ModelText.ReadInt(reader, "feature width", 1, 1 << 16));
+            shape = ReadFeatureShape(reader);
             if (shape.Value.Size != inputSize) throw new InvalidDataException($"Corrupt model: feature shape {shape} for {inputSize} features.");
         }
+        TorchRuntime.EnsureInitialized();
+        var network = LoadNetwork(ctx, weights, layer, architecture, inputSize, classNames.Length, shape, () => DeviceOptions.ResolveForLoadedModel(env));
+        return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
+    }
+
+    /// <summary>
+    /// A stored layer-<paramref name="layer"/> predictor's network, from the zip's shared weights (built on first use);
+    /// sizes its architecture cannot take mean a corrupt model.
+    /// </summary>
+    internal static SharedModule<PredictorNetwork> LoadNetwork(ModelLoadContext ctx, string key, int layer, PredictorArchitecture architecture, int inputSize,
+        int classes, TensorShape? shape, Func<Device> device)
+    {
         long parameters;
         try
         {
-            parameters = architecture.ParameterCount(inputSize, classNames.Length, shape);
+            parameters = architecture.ParameterCount(inputSize, classes, shape);
         }
         catch (ArgumentException ex)
         {
             throw new InvalidDataException($"Corrupt model: {ex.Message}", ex);
         }
-        TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => PredictorNetwork.Create(architecture, inputSize, classNames.Length, shape),
-            () => DeviceOptions.ResolveForLoadedModel(env), $"layer-{layer} {architecture} predictor", parameters);
-        return new PredictorTransformer(env, network, layer, classNames, feature, score, predicted, batchSize, summary);
+        return SharedWeights.Load(ctx, key, () => PredictorNetwork.Create(architecture, inputSize, classes, shape), device,
+            $"layer-{layer} {architecture} predictor", parameters);
     }
 
     private protected override void DisposeCore() => _network.Release();
-
-    private sealed class Mapper : BatchMapper
-    {
-        private readonly PredictorTransformer _parent;
-
-        public Mapper(PredictorTransformer parent, DataViewSchema inputSchema)
-            : base(inputSchema, [parent.FeatureColumnName], parent.BatchSize)
-        {
-            _parent = parent;
-            CheckInputSize(0, parent.InputSize, $"the layer-{parent.Layer} {parent.Architecture} predictor");
-            var k = parent.ClassNames.Count;
-            Outputs =
-            [
-                OutputColumn.Vector(parent.ScoreColumnName, k, Annotations.SlotNames(parent.ClassNames)),
-                OutputColumn.Key(parent.PredictedLabelColumnName, k, Annotations.KeyValues(parent.ClassNames)),
-            ];
-        }
-
-        public override IReadOnlyList<OutputColumn> Outputs { get; }
-
-        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
-            _parent.Predict(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
-    }
 }

@@ -117,25 +117,23 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ThrowIfDisposed();
         var shape = Config.InputShape;
-        var shared = _base.Network;
-        using (shared.Use())
+        _base.Network.Forward(images, count, [shape.Channels, shape.Height, shape.Width], (_, input) =>
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var rows = images.Length / shape.Size;
-            var input = tensor(images, shape.WithBatch(rows)).narrow(0, 0, count).to(shared.Device);
             var logits = EvalNetwork().forward(input);
             if (probabilities is not null) TensorOutputs.CopyRows(nn.functional.softmax(logits, 1), probabilities, count, Config.ClassCount);
             if (predicted is not null) TensorOutputs.ArgmaxKeys(logits, predicted, count);
-        }
+        });
     }
 
-    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
+    private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) =>
+        new ClassScoreMapper(inputSchema, ImageColumnName, Config.InputShape.Size,
+        $"the {Config.Architecture} ({Config.InputShape} images)", BatchSize, ClassNames, ScoreColumnName, PredictedLabelColumnName,
+        ((IBaseModelHolder)this).Base, Score);
+
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
 
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // *** Binary format (docs/model-format.md) ***
         // byte   architecture (ResNetArchitecture)
         // int32  channels, height, width, class count, base width
@@ -162,10 +160,7 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     {
         ArgumentNullException.ThrowIfNull(env);
         ctx.CheckAtModel(GetVersionInfo());
-        var config = ResNetConfigFormat.Read(ctx.Reader);
-        var classNames = ModelText.ReadStrings(ctx.Reader, "class name", 100_000);
-        if (classNames.Length != config.ClassCount)
-            throw new InvalidDataException($"Corrupt model: {classNames.Length} class names for {config.ClassCount} classes.");
+        var (config, classNames) = ResNetConfigFormat.ReadWithClassNames(ctx.Reader);
         var imageColumn = ctx.Reader.ReadString();
         var scoreColumn = ctx.Reader.ReadString();
         var predictedColumn = ctx.Reader.ReadString();
@@ -186,29 +181,4 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
     }
 
     private protected override void DisposeCore() => _base.Release();
-
-    private sealed class Mapper : BatchMapper
-    {
-        private readonly ResNetTransformer _parent;
-
-        public Mapper(ResNetTransformer parent, DataViewSchema inputSchema)
-            : base(inputSchema, [parent.ImageColumnName], parent.BatchSize)
-        {
-            _parent = parent;
-            CheckInputSize(0, parent.Config.InputShape.Size, $"the {parent.Config.Architecture} ({parent.Config.InputShape} images)");
-            var k = parent.Config.ClassCount;
-            // The base-model annotation lets later pipeline stages (ExtractFeatures, LearnedCaches) find this network.
-            var network = ((IBaseModelHolder)parent).Base;
-            Outputs =
-            [
-                OutputColumn.Vector(parent.ScoreColumnName, k, BaseModelAnnotation.Add(Annotations.SlotNames(parent.ClassNames), network)),
-                OutputColumn.Key(parent.PredictedLabelColumnName, k, BaseModelAnnotation.Add(Annotations.KeyValues(parent.ClassNames), network)),
-            ];
-        }
-
-        public override IReadOnlyList<OutputColumn> Outputs { get; }
-
-        public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active) =>
-            _parent.Score(inputs[0], count, (float[]?)outputs[0], (uint[]?)outputs[1]);
-    }
 }

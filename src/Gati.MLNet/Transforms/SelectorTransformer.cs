@@ -84,10 +84,10 @@ public sealed class SelectorTransformer : GatiTransformerBase
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 
+    private protected override VersionInfo ModelVersion => GetVersionInfo();
+
     private protected override void SaveModel(ModelSaveContext ctx)
     {
-        ctx.CheckAtModel();
-        ctx.SetVersionInfo(GetVersionInfo());
         // int32 layer; selector architecture; int32 classes; string score, exit-probability, exit columns;
         // calibration; int32 batch size; string weights key (GatiShared/)
         var writer = ctx.Writer;
@@ -167,10 +167,14 @@ public sealed class SelectorTransformer : GatiTransformerBase
         var batchSize = ModelText.ReadInt(reader, "batch size", 1, 1 << 20);
         var weights = reader.ReadString();
         TorchRuntime.EnsureInitialized();
-        var network = SharedWeights.Load(ctx, weights, () => new SelectorNetwork(architecture, classes), () => DeviceOptions.ResolveForLoadedModel(env),
-            $"layer-{layer} selector", architecture.ParameterCount(classes));
+        var network = LoadNetwork(ctx, weights, layer, architecture, classes, () => DeviceOptions.ResolveForLoadedModel(env));
         return new SelectorTransformer(env, network, layer, score, probability, exit, calibration, batchSize);
     }
+
+    /// <summary>A stored layer-<paramref name="layer"/> selector's network, from the zip's shared weights (built on first use).</summary>
+    internal static SharedModule<SelectorNetwork> LoadNetwork(ModelLoadContext ctx, string key, int layer, SelectorArchitecture architecture, int classes,
+        Func<Device> device) =>
+        SharedWeights.Load(ctx, key, () => new SelectorNetwork(architecture, classes), device, $"layer-{layer} selector", architecture.ParameterCount(classes));
 
     private protected override void DisposeCore() => _network.Release();
 
@@ -191,15 +195,9 @@ public sealed class SelectorTransformer : GatiTransformerBase
         public override void Map(float[][] inputs, int count, Array?[] outputs, bool[] active)
         {
             var shared = _parent._network;
-            var classes = shared.Module.Classes;
             var probabilities = new float[count];
-            using (shared.Use())
-            {
-                using var scope = NewDisposeScope();
-                using var noGrad = no_grad();
-                var x = tensor(inputs[0], [inputs[0].Length / classes, classes]).narrow(0, 0, count).to(shared.Device);
-                shared.Module.HitProbability(x).cpu().data<float>().CopyTo(probabilities, 0, 0);
-            }
+            shared.Forward(inputs[0], count, [shared.Module.Classes],
+                (network, x) => network.HitProbability(x).cpu().data<float>().CopyTo(probabilities, 0, 0));
             if (outputs[0] is float[] p) probabilities.CopyTo(p, 0);
             if (outputs[1] is bool[] exit)
                 for (var i = 0; i < count; i++) exit[i] = Policy.ExitSimulation.Fires(probabilities[i], _parent.Calibration.Threshold);

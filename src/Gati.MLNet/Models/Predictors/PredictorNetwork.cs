@@ -92,14 +92,6 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         return null;
     }
 
-    /// <summary>The output layer as the head: its first C columns the head's weights, the other columns zero.</summary>
-    private protected static void CopyHead(Linear output, Tensor weight, Tensor bias)
-    {
-        output.weight!.zero_();
-        output.weight!.narrow(1, 0, weight.shape[1]).copy_(weight);
-        output.bias!.copy_(bias);
-    }
-
     /// <summary>Builds an untrained predictor (weights from TorchSharp's current RNG).</summary>
     /// <param name="architecture">The family and its hyperparameters.</param>
     /// <param name="inputSize">D, the flattened features' size.</param>
@@ -139,58 +131,80 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         return rebound;
     }
 
-    private sealed class FcPredictor : PredictorNetwork
+    /// <summary>
+    /// The predictors that reduce the features (or not), then apply fc1, a ReLU and fc2: FC, Pool and Grid. fc1 is the
+    /// first linear map; the base-head start makes its first C hidden units the channel means and fc2 the head.
+    /// </summary>
+    private abstract class TwoLayerPredictor : PredictorNetwork
     {
-        private readonly Linear fc1;
-        private readonly Linear fc2;
+        private protected readonly Linear fc1;
+        private protected readonly Linear fc2;
 
-        public FcPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape)
+        /// <summary>fc1 reads <paramref name="reducedSize"/> values (the features after the reduction).</summary>
+        private protected TwoLayerPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape, long reducedSize)
             : base(architecture.Id, architecture, inputSize, classes, featureShape)
         {
-            fc1 = nn.Linear(inputSize, architecture.Hidden);
+            fc1 = nn.Linear(reducedSize, architecture.Hidden);
             fc2 = nn.Linear(architecture.Hidden, classes);
+        }
+
+        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
+
+        /// <summary>Log-probabilities of the reduced features.</summary>
+        private protected Tensor Classify(Tensor reduced) =>
+            nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(reduced))), 1);
+
+        /// <summary>The head start where every channel's values are averaged with equal weights (1/<paramref name="valuesPerChannel"/>).</summary>
+        private protected string? StartAsHead(int channels, int valuesPerChannel, Tensor weight, Tensor bias)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            StartAsHead(eye(channels, dtype: fc1.weight!.dtype).repeat_interleave(valuesPerChannel, 1).div_(valuesPerChannel), weight, bias);
+            return null;
+        }
+
+        /// <summary>
+        /// Hidden unit c reads channel c through row c of <paramref name="averagers"/> [C, fc1 inputs], without bias; the output
+        /// layer is the head: its first C columns the head's weights, the other columns zero. Callers hold a scope and no_grad.
+        /// </summary>
+        private protected void StartAsHead(Tensor averagers, Tensor weight, Tensor bias)
+        {
+            var channels = averagers.shape[0];
+            fc1.weight!.narrow(0, 0, channels).copy_(averagers);
+            fc1.bias!.narrow(0, 0, channels).zero_();
+            fc2.weight!.zero_();
+            fc2.weight!.narrow(1, 0, weight.shape[1]).copy_(weight);
+            fc2.bias!.copy_(bias);
+        }
+    }
+
+    private sealed class FcPredictor : TwoLayerPredictor
+    {
+        public FcPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape)
+            : base(architecture, inputSize, classes, featureShape, inputSize)
+        {
             RegisterComponents();
         }
 
         internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
 
-        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
-
         /// <remarks>Hidden unit c averages channel c: 1/(H·W) on its positions.</remarks>
-        internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
-        {
-            if (HeadMismatch(weight, bias, layer, Architecture.Hidden) is { } mismatch) return mismatch;
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var channels = layer.Channels;
-            var positions = layer.Height * layer.Width;
-            var averagers = eye(channels, dtype: fc1.weight!.dtype).repeat_interleave(positions, 1).div_(positions);
-            fc1.weight!.narrow(0, 0, channels).copy_(averagers);
-            fc1.bias!.narrow(0, 0, channels).zero_();
-            CopyHead(fc2, weight, bias);
-            return null;
-        }
+        internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer) =>
+            HeadMismatch(weight, bias, layer, Architecture.Hidden) ?? StartAsHead(layer.Channels, layer.Height * layer.Width, weight, bias);
 
-        public override Tensor forward(Tensor input) =>
-            nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(input))), 1);
+        public override Tensor forward(Tensor input) => Classify(input);
     }
 
-    private sealed class PoolPredictor : PredictorNetwork
+    private sealed class PoolPredictor : TwoLayerPredictor
     {
         private readonly AdaptiveAvgPool1d pool;
-        private readonly Linear fc1;
-        private readonly Linear fc2;
 
         public PoolPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape? featureShape)
-            : base(architecture.Id, architecture, inputSize, classes, featureShape)
+            : base(architecture, inputSize, classes, featureShape, architecture.PoolSize)
         {
             pool = nn.AdaptiveAvgPool1d(architecture.PoolSize);
-            fc1 = nn.Linear(architecture.PoolSize, architecture.Hidden);
-            fc2 = nn.Linear(architecture.Hidden, classes);
             RegisterComponents();
         }
-
-        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
 
         /// <remarks>
         /// Hidden unit c averages channel c through the pooled values: adaptive pooling maps the D inputs to P bin
@@ -212,9 +226,7 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
             }
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            fc1.weight!.narrow(0, 0, channels).copy_(tensor(rows, [channels, Architecture.PoolSize]));
-            fc1.bias!.narrow(0, 0, channels).zero_();
-            CopyHead(fc2, weight, bias);
+            StartAsHead(tensor(rows, [channels, Architecture.PoolSize]), weight, bias);
             return null;
         }
 
@@ -258,7 +270,7 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         public override Tensor forward(Tensor input)
         {
             var pooled = pool.forward(input.unsqueeze(1)).squeeze(1);
-            return nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(pooled))), 1);
+            return Classify(pooled);
         }
     }
 
@@ -266,25 +278,18 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     /// The grid's cells are PyTorch's adaptive bins (equal cells when the grid divides the map). The base-head start
     /// needs equal cells: hidden unit c then averages channel c's cells, which is the channel's mean.
     /// </remarks>
-    private sealed class GridPredictor : PredictorNetwork
+    private sealed class GridPredictor : TwoLayerPredictor
     {
-        private readonly Linear fc1;
-        private readonly Linear fc2;
         private readonly TensorShape _shape;
 
         public GridPredictor(PredictorArchitecture architecture, int inputSize, int classes, TensorShape featureShape)
-            : base(architecture.Id, architecture, inputSize, classes, featureShape)
+            : base(architecture, inputSize, classes, featureShape, (long)featureShape.Channels * architecture.GridSize * architecture.GridSize)
         {
             _shape = featureShape;
-            var grid = architecture.GridSize;
-            fc1 = nn.Linear((long)featureShape.Channels * grid * grid, architecture.Hidden);
-            fc2 = nn.Linear(architecture.Hidden, classes);
             RegisterComponents();
         }
 
         internal override IReadOnlyList<Parameter> InputLayerParameters => [fc1.weight!, fc1.bias!];
-
-        private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
 
         internal override string? InitializeAsHead(Tensor weight, Tensor bias, TensorShape layer)
         {
@@ -292,21 +297,14 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
             var grid = Architecture.GridSize;
             if (layer.Height % grid != 0 || layer.Width % grid != 0)
                 return $"the {grid}x{grid} grid does not divide the {layer.Height}x{layer.Width} map into equal cells";
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var cells = grid * grid;
-            var averagers = eye(layer.Channels, dtype: fc1.weight!.dtype).repeat_interleave(cells, 1).div_(cells);
-            fc1.weight!.narrow(0, 0, layer.Channels).copy_(averagers);
-            fc1.bias!.narrow(0, 0, layer.Channels).zero_();
-            CopyHead(fc2, weight, bias);
-            return null;
+            return StartAsHead(layer.Channels, grid * grid, weight, bias);
         }
 
         public override Tensor forward(Tensor input)
         {
             var grid = Architecture.GridSize;
             var pooled = FeatureReduction.Grid(grid).Apply(input, _shape);
-            return nn.functional.log_softmax(fc2.forward(nn.functional.relu(fc1.forward(pooled))), 1);
+            return Classify(pooled);
         }
     }
 
