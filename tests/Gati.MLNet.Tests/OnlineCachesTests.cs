@@ -222,6 +222,26 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Create_WindowTooSmallForAnUpdate_SaysWhichSizesAndHowToFixIt()
+    {
+        using var engine = Engine();
+        var rowBytes = 4.0 * fixture.Caches.Caches.Sum(c => (long)c.FeatureShape.Size) + 1024;
+        // Room for 100 rows; an update needs 200 + 150.
+        var options = new OnlineCacheOptions { WindowMegabytes = 100 * rowBytes / 1048576, ValidationRows = 150 };
+        var error = Assert.Throws<ArgumentException>(() => new OnlineCaches(fixture.Caches, engine, Onnx, options, (_, _) => { }));
+        Assert.Contains("holds about 100 rows", error.Message);
+        Assert.Contains("an update needs at least 350", error.Message);
+        Assert.Contains($"layer {fixture.Caches.Caches[0].Layer} {fixture.Caches.Caches[0].FeatureShape}", error.Message);
+        Assert.Contains("or turn Updates off", error.Message);
+        Assert.Null(engine.Observer);
+
+        // Without updates the same window serves: reactions need no room for training.
+        options.Updates = false;
+        using var watching = new OnlineCaches(fixture.Caches, engine, Onnx, options, (_, _) => { });
+        Assert.NotNull(engine.Observer);
+    }
+
+    [Fact]
     public void Update_WorseThanTheServingCaches_IsRejected()
     {
         // A real update attempt whose fine-tuning ruins the predictors (a learning rate a thousand times the default):

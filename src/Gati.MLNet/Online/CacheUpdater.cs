@@ -36,11 +36,14 @@ internal sealed record SimulatedServing(int Rows, int Agreed, double Lower, doub
 /// </summary>
 internal static class CacheUpdater
 {
+    /// <summary>Labelled rows an update needs in the window: half to fine-tune on, half to calibrate on.</summary>
+    public const int MinimumRows = 200;
+
     public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
         CpuThrottle throttle, CancellationToken cancellation)
     {
         var rows = window.Where(Complete).OrderBy(r => r.Sequence).ToArray();
-        if (rows.Length < 200) return null;
+        if (rows.Length < MinimumRows) return null;
         var split = rows.Length / 2;
         var train = rows[..split];
         var calibration = rows[split..];

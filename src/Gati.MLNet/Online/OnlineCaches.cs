@@ -42,6 +42,7 @@ public sealed class OnlineCaches : IDisposable
         _engineOptions = engineOptions;
         _swap = swap;
         _model = model;
+        if (options.Updates) CheckWindowHoldsAnUpdate(engine.Caches, options);
         Sampler = new ShadowSampler(engine, _options);
         _segmentMs = SegmentCosts(model, engineOptions);
         if (options.Updates)
@@ -49,6 +50,25 @@ public sealed class OnlineCaches : IDisposable
             _updater = new Thread(UpdateLoop) { IsBackground = true, Name = "Gati online updater" };
             _updater.Start();
         }
+    }
+
+    /// <summary>
+    /// An update needs <see cref="CacheUpdater.MinimumRows"/> labelled rows plus <see cref="OnlineCacheOptions.ValidationRows"/>
+    /// fresh ones in the window at once; a window too small for that would never update (and the validation would wait
+    /// for rows the window cannot keep), so it is refused up front with the sizes that decide it.
+    /// </summary>
+    private static void CheckWindowHoldsAnUpdate(IReadOnlyList<LearnedCache> caches, OnlineCacheOptions options)
+    {
+        // A row holds each cache layer's activations as floats (ShadowRow.Bytes; the rest is a few hundred bytes).
+        var rowBytes = 4.0 * caches.Sum(c => (long)c.FeatureShape.Size) + 1024;
+        var needed = CacheUpdater.MinimumRows + options.ValidationRows;
+        var holds = (long)(options.WindowMegabytes * 1048576 / rowBytes);
+        if (holds >= needed) return;
+        var layers = string.Join(", ", caches.Select(c => $"layer {c.Layer} {c.FeatureShape}"));
+        throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+            $"WindowMegabytes: a shadow window of {options.WindowMegabytes:0.#} MB holds about {holds} rows of these caches' activations ({rowBytes / 1048576:0.##} MB a row: {layers}), " +
+            $"and an update needs at least {needed} ({CacheUpdater.MinimumRows} to fine-tune and calibrate on, ValidationRows {options.ValidationRows} fresh ones to validate on). " +
+            $"Raise WindowMegabytes to at least {Math.Ceiling(needed * rowBytes / 1048576):0} or turn Updates off (reactions work on the sampled rows the window holds)."), nameof(options));
     }
 
     /// <summary>The settings in force.</summary>
