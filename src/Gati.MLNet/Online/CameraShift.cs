@@ -1,7 +1,7 @@
 namespace Gati.MLNet.Online;
 
 /// <summary>
-/// A changed camera, for drift workloads (docs/online.md#workloads): the same scenes photographed with lower contrast
+/// A changed camera, for drift workloads (docs/online.md#benchmark): the same scenes photographed with lower contrast
 /// and sensor noise, as when a shop's product photos start coming from a cheaper camera or a dimmer light box. Each
 /// pixel becomes <c>clamp(m + Contrast·(x − m) + Noise·range·z, 0, range)</c>, where m is the image's mean, z is standard
 /// normal noise drawn per pixel from a seed, and range is the pixel scale (255 for ML.NET's ExtractPixels without

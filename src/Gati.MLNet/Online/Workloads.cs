@@ -14,7 +14,7 @@ public sealed record Workload(int[] Rows, int[] Phases, IReadOnlyList<int[]> Pop
 }
 
 /// <summary>
-/// Seeded request streams with and without temporal locality (docs/online.md#workloads), to replay through served
+/// Seeded request streams with and without temporal locality (docs/online.md#benchmark), to replay through served
 /// caches: real prediction traffic is often dominated for a while by a few classes or kinds of input, then by others.
 /// </summary>
 public static class Workloads
