@@ -16,12 +16,9 @@ public sealed record CameraShift
     /// <exception cref="ArgumentOutOfRangeException">A setting is out of its range.</exception>
     public CameraShift(double contrast, double noise, float range)
     {
-        if (!(contrast is > 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(contrast), contrast, "Must be in (0, 1].");
-        if (!(noise is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(noise), noise, "Must be in [0, 1).");
-        if (!(range > 0) || float.IsInfinity(range)) throw new ArgumentOutOfRangeException(nameof(range), range, "Must be positive and finite.");
-        Contrast = contrast;
-        Noise = noise;
-        Range = range;
+        Contrast = contrast is > 0 and <= 1 ? contrast : throw new ArgumentOutOfRangeException(nameof(contrast), contrast, "Must be in (0, 1].");
+        Noise = noise is >= 0 and < 1 ? noise : throw new ArgumentOutOfRangeException(nameof(noise), noise, "Must be in [0, 1).");
+        Range = range > 0 && float.IsFinite(range) ? range : throw new ArgumentOutOfRangeException(nameof(range), range, "Must be positive and finite.");
     }
 
     /// <summary>Contrast kept, in (0, 1].</summary>
