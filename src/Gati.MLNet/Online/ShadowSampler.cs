@@ -399,12 +399,6 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// </summary>
     internal void Pause() => _running.Reset();
 
-    private static Channel<ShadowRow> Pending() => Channel.CreateBounded<ShadowRow>(new BoundedChannelOptions(4096)
-    {
-        FullMode = BoundedChannelFullMode.DropWrite,
-        SingleReader = true,
-    });
-
     /// <summary>Lets the shadow worker go on after <see cref="Pause"/>.</summary>
     internal void Resume() => _running.Set();
 
@@ -420,4 +414,10 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         _running.Dispose();
         _rowsWaiting.Dispose();
     }
+
+    private static Channel<ShadowRow> Pending() => Channel.CreateBounded<ShadowRow>(new BoundedChannelOptions(4096)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+        SingleReader = true,
+    });
 }
