@@ -45,7 +45,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Model: {Path.GetFileName(settings.Model)} ({parts.Description}), caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Online: sample {settings.Online.SampleFraction:P0} of requests (+ every full run), window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence ({settings.Online.ReactOn switch
+                $"Online: sample {settings.Online.SampleFraction:P0} of requests{(settings.Online.Updates ? " (+ every full run, as training rows)" : "")}, window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence ({settings.Online.ReactOn switch
                 {
                     ReactionTrigger.UpperBound => "reacting when the upper bound falls below it",
                     ReactionTrigger.LowerBound => "reacting when the lower bound falls below it",
