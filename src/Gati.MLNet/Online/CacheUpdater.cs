@@ -169,8 +169,7 @@ internal static class CacheUpdater
     {
         var n = caches.Count;
         var rows = caches[0].Probability.Length;
-        var reach = new double[n + 1];
-        for (var s = 0; s <= n; s++) reach[s] = (s == 0 ? 0 : reach[s - 1]) + segmentMs[s];
+        var reach = ReachMs(segmentMs, n);
         (double Cost, int Wrong) Serve(float[] t)
         {
             var served = CacheUpdater.Serve(caches, t);
@@ -273,6 +272,17 @@ internal static class CacheUpdater
         best.CopyTo(thresholds, 0);
     }
 
+    /// <summary>
+    /// What a row costs that stops at segment s: the sum of <paramref name="segmentMs"/>[0..s] (segment s ends at cache s;
+    /// index <paramref name="caches"/> is the head, a full run).
+    /// </summary>
+    private static double[] ReachMs(IReadOnlyList<double> segmentMs, int caches)
+    {
+        var reach = new double[caches + 1];
+        for (var s = 0; s <= caches; s++) reach[s] = (s == 0 ? 0 : reach[s - 1]) + segmentMs[s];
+        return reach;
+    }
+
     /// <summary>A row the update can learn from: every cache layer's features and the base answer.</summary>
     public static bool Complete(ShadowRow row) => row.BaseProbabilities is not null && row.Features.All(f => f is not null);
 
@@ -293,6 +303,7 @@ internal static class CacheUpdater
         }).ToArray();
         var served = ExitSimulation.Serve(outputs.Select(o => o.probability).ToArray(), thresholds,
             outputs.Select(o => o.predicted.Select((p, r) => p == rows[r].BaseClass).ToArray()).ToArray());
+        var reach = ReachMs(segmentMs, caches.Count);
         double cost = 0;
         var exits = new double[caches.Count + 1];
         var outcomes = new (int Exit, bool Agreed)[rows.Count];
@@ -303,7 +314,7 @@ internal static class CacheUpdater
             var last = exit == ExitSimulation.FullModel ? caches.Count : exit;
             outcomes[r] = (exit, served.RowAgreed[r]);
             exits[last]++;
-            for (var s = 0; s <= last; s++) cost += segmentMs[s];
+            cost += reach[last];
         }
         var (lower, upper) = AgreementBounds.Wilson(served.Agreed, rows.Count, z);
         return new SimulatedServing(rows.Count, served.Agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);

@@ -46,14 +46,7 @@ public static class ExitSimulation
         ArgumentNullException.ThrowIfNull(exits);
         ArgumentNullException.ThrowIfNull(agrees);
         if (exits.Count != agrees.Count) throw new ArgumentException("One agreement column per cache.", nameof(agrees));
-        var rows = exits.Count == 0 ? 0 : exits[0].Length;
-        var outcomes = new ExitOutcomes(rows, exits.Count);
-        for (var r = 0; r < rows; r++)
-        {
-            var exit = ExitOf(exits, r);
-            outcomes.Record(r, exit, exit == FullModel || agrees[exit][r]);
-        }
-        return outcomes;
+        return Serve(exits.Count == 0 ? 0 : exits[0].Length, exits.Count, r => ExitOf(exits, r), (r, exit) => agrees[exit][r]);
     }
 
     /// <summary>Serves every row from per-cache columns of P(hit) at <paramref name="thresholds"/>.</summary>
@@ -64,14 +57,8 @@ public static class ExitSimulation
         ArgumentNullException.ThrowIfNull(agrees);
         if (hitProbabilities.Count != thresholds.Count || agrees.Count != thresholds.Count)
             throw new ArgumentException("One P(hit) column, threshold and agreement column per cache.", nameof(thresholds));
-        var rows = hitProbabilities.Count == 0 ? 0 : hitProbabilities[0].Length;
-        var outcomes = new ExitOutcomes(rows, thresholds.Count);
-        for (var r = 0; r < rows; r++)
-        {
-            var exit = ExitOf(hitProbabilities, thresholds, r);
-            outcomes.Record(r, exit, exit == FullModel || agrees[exit][r]);
-        }
-        return outcomes;
+        return Serve(hitProbabilities.Count == 0 ? 0 : hitProbabilities[0].Length, thresholds.Count, r => ExitOf(hitProbabilities, thresholds, r),
+            (r, exit) => agrees[exit][r]);
     }
 
     /// <summary>
@@ -82,11 +69,17 @@ public static class ExitSimulation
     public static ExitOutcomes Serve<TRow>(IReadOnlyList<TRow> rows, int caches, Func<TRow, int> exitOf, Func<TRow, int, bool> agrees)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        var outcomes = new ExitOutcomes(rows.Count, caches);
-        for (var r = 0; r < rows.Count; r++)
+        return Serve(rows.Count, caches, r => exitOf(rows[r]), (r, exit) => agrees(rows[r], exit));
+    }
+
+    /// <summary>The one serving loop: rows 0..<paramref name="rows"/>-1, each at its exit, agreeing by definition on the full model.</summary>
+    private static ExitOutcomes Serve(int rows, int caches, Func<int, int> exitOf, Func<int, int, bool> agrees)
+    {
+        var outcomes = new ExitOutcomes(rows, caches);
+        for (var r = 0; r < rows; r++)
         {
-            var exit = exitOf(rows[r]);
-            outcomes.Record(r, exit, exit == FullModel || agrees(rows[r], exit));
+            var exit = exitOf(r);
+            outcomes.Record(r, exit, exit == FullModel || agrees(r, exit));
         }
         return outcomes;
     }
