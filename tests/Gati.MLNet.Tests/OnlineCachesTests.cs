@@ -225,9 +225,18 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     public void Create_WindowTooSmallForAnUpdate_SaysWhichSizesAndHowToFixIt()
     {
         using var engine = Engine();
-        var rowBytes = 4.0 * fixture.Caches.Caches.Sum(c => (long)c.FeatureShape.Size) + 1024;
+        // What one complete row costs the window, from a real one.
+        long rowBytes;
+        using (var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3 }))
+        {
+            engine.Run(fixture.Images(1)[0], 1);
+            Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
+            var row = Assert.Single(sampler.Window.Snapshot());
+            Assert.True(CacheUpdater.Complete(row));
+            rowBytes = row.Bytes;
+        }
         // Room for 100 rows; an update needs 200 + 150.
-        var options = new OnlineCacheOptions { WindowMegabytes = 100 * rowBytes / 1048576, ValidationRows = 150 };
+        var options = new OnlineCacheOptions { WindowMegabytes = 100.5 * rowBytes / 1048576, ValidationRows = 150 };
         var error = Assert.Throws<ArgumentException>(() => new OnlineCaches(fixture.Caches, engine, Onnx, options, (_, _) => { }));
         Assert.Contains("holds about 100 rows", error.Message);
         Assert.Contains("an update needs at least 350", error.Message);

@@ -59,8 +59,8 @@ public sealed class OnlineCaches : IDisposable
     /// </summary>
     private static void CheckWindowHoldsAnUpdate(IReadOnlyList<LearnedCache> caches, OnlineCacheOptions options)
     {
-        // A row holds each cache layer's activations as floats (ShadowRow.Bytes; the rest is a few hundred bytes).
-        var rowBytes = 4.0 * caches.Sum(c => (long)c.FeatureShape.Size) + 1024;
+        // A complete row, as the window counts it: every cache layer's activations, P(hit) and class per cache, the base answer.
+        double rowBytes = ShadowRow.BytesOf(caches.Sum(c => (long)c.FeatureShape.Size), caches.Count, caches.Count == 0 ? 0 : caches[0].Classes);
         var needed = CacheUpdater.MinimumRows + options.ValidationRows;
         var holds = (long)(options.WindowMegabytes * 1048576 / rowBytes);
         if (holds >= needed) return;

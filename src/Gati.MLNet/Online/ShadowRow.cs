@@ -67,7 +67,13 @@ public sealed class ShadowRow
     internal int ThresholdVersion { get; init; }
 
     /// <summary>Bytes held by this row's arrays (for the window's budget).</summary>
-    public long Bytes => sizeof(float) * (Features.Sum(f => (long)(f?.Length ?? 0)) + 2L * HitProbabilities.Length + (BaseProbabilities?.Length ?? 0) + (Input?.Length ?? 0)) + 96;
+    public long Bytes => BytesOf(Features.Sum(f => (long)(f?.Length ?? 0)) + (Input?.Length ?? 0), HitProbabilities.Length, BaseProbabilities?.Length ?? 0);
+
+    /// <summary>
+    /// Bytes of a row holding <paramref name="values"/> activation (and input) values, P(hit) and class per cache for
+    /// <paramref name="caches"/> caches, and <paramref name="classes"/> base probabilities.
+    /// </summary>
+    internal static long BytesOf(long values, int caches, int classes) => sizeof(float) * (values + 2L * caches + classes) + 96;
 
     /// <summary>
     /// A copy of activations for a row that may live long in the window, on the pinned object heap: the window keeps
