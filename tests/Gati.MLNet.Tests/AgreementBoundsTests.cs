@@ -65,12 +65,26 @@ public sealed class AgreementBoundsTests
     }
 
     [Fact]
-    public void FewestTrialsToClear_PerfectRecordAt99Percent_Is268()
+    public void FewestTrialsToClear_PerfectRecordAt99Percent_Is299()
     {
-        // With every trial a success the Wilson lower bound is n / (n + z²): at least 0.99 from n = 99 z² = 267.9.
-        Assert.Equal(268, AgreementBounds.FewestTrialsToClear(n => n, 0.99, AgreementBounds.Z95OneSided, 1, 1.0));
+        // With every trial a success the exact lower bound is alpha^(1/n): at least 0.99 from n = ln 0.05 / ln 0.99 = 298.07.
+        Assert.Equal(299, AgreementBounds.FewestTrialsToClear(n => n, 0.99, 0.95, 1, 1.0));
         // A coarser search stops at or a little past it.
-        Assert.InRange(AgreementBounds.FewestTrialsToClear(n => n, 0.99, AgreementBounds.Z95OneSided, 100, 1.05), 268, 268 * 1.05 + 1);
+        Assert.InRange(AgreementBounds.FewestTrialsToClear(n => n, 0.99, 0.95, 100, 1.05), 299, 299 * 1.05 + 1);
+        // Wilson's n / (n + z²) would have cleared from n = 268: the exact bound asks for more evidence.
+        Assert.True(AgreementBounds.Wilson(268, 268, AgreementBounds.Z95OneSided).Lower >= 0.99);
+    }
+
+    [Fact]
+    public void Exact_IsTheTwoOneSidedClopperPearsonBounds()
+    {
+        var (lower, upper) = AgreementBounds.Exact(990, 1000, 0.95);
+        Assert.Equal(AgreementBounds.ClopperPearsonLower(990, 1000, 0.95), lower);
+        Assert.Equal(AgreementBounds.ClopperPearsonUpper(990, 1000, 0.95), upper);
+        // Each bound's binomial tail at the bound is alpha: P(X >= 990 | p = lower) = 0.05 and P(X <= 990 | p = upper) = 0.05.
+        Assert.Equal(0.05, Tail(1000, 990, 1000, lower), 6);
+        Assert.Equal(0.05, Tail(1000, 0, 990, upper), 6);
+        Assert.Equal((0.0, 1.0), AgreementBounds.Exact(0, 0, 0.95));
     }
 
     [Theory]
@@ -85,7 +99,15 @@ public sealed class AgreementBoundsTests
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => AgreementBounds.Wilson(11, 10));
         Assert.Throws<ArgumentOutOfRangeException>(() => AgreementBounds.ClopperPearsonLower(-1, 10));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => AgreementBounds.Exact(5, 10, 95));
+        Assert.Contains("confidence must be in (0, 1)", ex.Message, StringComparison.Ordinal);
     }
 
     private static double Binomial(int n, int k) => Enumerable.Range(1, k).Aggregate(1.0, (acc, i) => acc * (n - k + i) / i);
+
+    /// <summary>P(from &lt;= X &lt;= to) for X ~ Binomial(n, p), summed in logs (n up to thousands).</summary>
+    private static double Tail(int n, int from, int to, double p) =>
+        Enumerable.Range(from, to - from + 1).Sum(k => Math.Exp(LogBinomial(n, k) + k * Math.Log(p) + (n - k) * Math.Log(1 - p)));
+
+    private static double LogBinomial(int n, int k) => Enumerable.Range(1, k).Sum(i => Math.Log(n - k + i) - Math.Log(i));
 }

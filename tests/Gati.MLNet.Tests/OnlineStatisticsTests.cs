@@ -46,9 +46,37 @@ public sealed class OnlineStatisticsTests
         Assert.Equal(50, snapshot.Layers[0].Agreed); // but 50 of layer 3's last 100 exits were failures
         Assert.Equal(0, snapshot.Layers[1].Exits);
         Assert.True(snapshot.Lower is > 0.97 and < 1);
-        Assert.Equal(AgreementBounds.Wilson(100, 100, AgreementBounds.Z95OneSided).Lower, snapshot.Lower, 9);
+        // Exact bound of a perfect record: alpha^(1/n).
+        Assert.Equal(Math.Pow(0.05, 1.0 / 100), snapshot.Lower, 9);
+        Assert.Equal(AgreementBounds.ClopperPearsonUpper(50, 100, 0.95), snapshot.Layers[0].Upper, 12);
         live.Reset(0);
         Assert.Equal(0, live.Snapshot([0.5f, 0.7f]).Layers[0].Exits);
+    }
+
+    [Fact]
+    public void Tighten_JudgesTheTargetByTheExactBound_NotWilsons()
+    {
+        // 900 captured rows, one cache; row i has P(hit) (i + 0.5) / 900 and its predictor is wrong on every 100th row
+        // from row 50 (9 wrong rows). Raising the threshold past a wrong row's P(hit) sends it through the whole network
+        // (which agrees). At 99 % and 95 % the exact bound allows 3 disagreements in 900 rows, Wilson's 4: the reaction
+        // must keep the exits of no more than 3 wrong rows, so its threshold is just above row 550's P(hit).
+        var rows = Enumerable.Range(0, 900).Select(i =>
+        {
+            var row = new ShadowRow(i + 1, 3, 0, sampled: true, caches: 1) { BaseProbabilities = [1f, 0f] };
+            row.HitProbabilities[0] = (i + 0.5f) / 900;
+            row.PredictedClasses[0] = i % 100 == 50 ? 1 : 0;
+            return row;
+        }).ToArray();
+        Assert.Equal(3, AgreementBounds.AllowedDisagreements(900, 0.99, 0.95));
+        Assert.True(AgreementBounds.WilsonAtConfidence(896, 900, 0.95).Lower >= 0.99); // Wilson would have stopped at row 450
+
+        var threshold = CapturedRows.Tighten(rows, [0f], 0, target: 0.99, confidence: 0.95);
+
+        Assert.Equal(MathF.BitIncrement(550.5f / 900), threshold);
+        var (agreed, disagreements) = CapturedRows.Serve(rows, [threshold]);
+        Assert.Equal(897, agreed);
+        Assert.Equal(3, disagreements[0]);
+        Assert.True(AgreementBounds.ClopperPearsonLower(agreed, rows.Length, 0.95) >= 0.99);
     }
 
     [Fact]

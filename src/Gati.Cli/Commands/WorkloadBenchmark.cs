@@ -320,7 +320,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-            $"{Reactions.Length} threshold reactions; {Labelled} shadow rows labelled, {Dropped} dropped under load, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (Wilson {Live.Lower:P2}-{Live.Upper:P2})");
+            $"{Reactions.Length} threshold reactions; {Labelled} shadow rows labelled, {Dropped} dropped under load, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
     }
 
     /// <summary>

@@ -291,7 +291,7 @@ internal static class CacheUpdater
     /// in a simulation: each row exits at the first cache whose P(hit) reaches its threshold; cost from the per-segment
     /// timings (<paramref name="segmentMs"/>: segment s ends at cache s, the last one at the head).
     /// </summary>
-    public static SimulatedServing Simulate(IReadOnlyList<LearnedCache> caches, IReadOnlyList<float> thresholds, IReadOnlyList<ShadowRow> rows, double[] segmentMs, double z)
+    public static SimulatedServing Simulate(IReadOnlyList<LearnedCache> caches, IReadOnlyList<float> thresholds, IReadOnlyList<ShadowRow> rows, double[] segmentMs, double confidence)
     {
         var outputs = caches.Select((cache, i) =>
         {
@@ -316,7 +316,7 @@ internal static class CacheUpdater
             exits[last]++;
             cost += reach[last];
         }
-        var (lower, upper) = AgreementBounds.Wilson(served.Agreed, rows.Count, z);
+        var (lower, upper) = AgreementBounds.Exact(served.Agreed, rows.Count, confidence);
         return new SimulatedServing(rows.Count, served.Agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
     }
 

@@ -20,11 +20,11 @@ internal static class CapturedRows
 
     /// <summary>
     /// The lowest threshold above the current one for cache <paramref name="cache"/> under which the rows clear the
-    /// target (Wilson lower bound at normal quantile <paramref name="z"/>); failing that (the rows it lets go disagree
+    /// target (exact lower bound at one-sided <paramref name="confidence"/>); failing that (the rows it lets go disagree
     /// at a later cache too), the lowest under which this cache's own exits all agree, so that the later caches are
     /// tightened next; +∞ when neither exists.
     /// </summary>
-    public static float Tighten(ShadowRow[] rows, float[] thresholds, int cache, double target, double z)
+    public static float Tighten(ShadowRow[] rows, float[] thresholds, int cache, double target, double confidence)
     {
         var candidates = rows.Select(r => r.HitProbabilities[cache]).Where(p => ExitSimulation.Fires(p, thresholds[cache])).Distinct().Order().ToArray();
         var trial = thresholds.ToArray();
@@ -34,7 +34,7 @@ internal static class CapturedRows
             // Exits need P(hit) >= threshold: just above a row's P(hit) removes that row's exit.
             trial[cache] = MathF.BitIncrement(candidate);
             var (agreed, disagreements) = Serve(rows, trial);
-            if (AgreementBounds.Wilson(agreed, rows.Length, z).Lower >= target) return trial[cache];
+            if (AgreementBounds.ClopperPearsonLower(agreed, rows.Length, confidence) >= target) return trial[cache];
             if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => ExitSimulation.Fires(r.HitProbabilities[cache], trial[cache]))) clean = trial[cache];
         }
         return clean;

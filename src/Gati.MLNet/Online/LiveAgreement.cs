@@ -15,7 +15,7 @@ public sealed record LayerAgreement(int Layer, long Exits, long Agreed, double L
     public double Estimate => Exits == 0 ? double.NaN : (double)Agreed / Exits;
 }
 
-/// <summary>Live agreement with the base model, per cache and overall, with confidence bounds (Wilson).</summary>
+/// <summary>Live agreement with the base model, per cache and overall, with exact (Clopper-Pearson) one-sided bounds.</summary>
 /// <param name="Layers">Per cache.</param>
 /// <param name="Requests">Sampled requests counted (overall).</param>
 /// <param name="Agreed">Of those, answers equal to the base model's (requests that ran the whole network agree by definition).</param>
@@ -30,7 +30,8 @@ public sealed record LiveAgreementSnapshot(IReadOnlyList<LayerAgreement> Layers,
 
 /// <summary>
 /// Keeps the outcomes of the last <see cref="WindowSize"/> labelled sampled requests overall and per cache (sliding),
-/// and gives agreement with one-sided Wilson bounds. Only uniformly sampled requests count: requests kept because
+/// and gives agreement with exact one-sided bounds (<see cref="AgreementBounds.Exact"/>), the statistic every
+/// overall target is judged by. Only uniformly sampled requests count: requests kept because
 /// they ran the whole network are the hardest inputs and would bias the estimate.
 /// </summary>
 public sealed class LiveAgreement
@@ -53,7 +54,6 @@ public sealed class LiveAgreement
         _layerAgreed = new long[layers.Count];
         WindowSize = windowSize;
         Confidence = confidence;
-        Z = AgreementBounds.NormalQuantile(confidence);
     }
 
     /// <summary>Outcomes kept, overall and per cache.</summary>
@@ -63,7 +63,8 @@ public sealed class LiveAgreement
     public double Confidence { get; }
 
     /// <summary>The normal quantile of <see cref="Confidence"/>.</summary>
-    public double Z { get; }
+    [Obsolete("Live bounds are exact (Clopper-Pearson) at Confidence, no longer Wilson bounds at this quantile; use Confidence.")]
+    public double Z => AgreementBounds.NormalQuantile(Confidence);
 
     /// <summary>Counts one labelled sampled request: where it exited (cache index, or -1 for the whole network) and whether it agreed.</summary>
     public void Add(int cacheIndex, bool agreed)
@@ -103,10 +104,10 @@ public sealed class LiveAgreement
             var layers = new LayerAgreement[_layers.Length];
             for (var i = 0; i < layers.Length; i++)
             {
-                var (lower, upper) = AgreementBounds.Wilson(_layerAgreed[i], _layers[i].Count, Z);
+                var (lower, upper) = AgreementBounds.Exact(_layerAgreed[i], _layers[i].Count, Confidence);
                 layers[i] = new LayerAgreement(_layerNumbers[i], _layers[i].Count, _layerAgreed[i], lower, upper, thresholds[i]);
             }
-            var (l, u) = AgreementBounds.Wilson(_overallAgreed, _overall.Count, Z);
+            var (l, u) = AgreementBounds.Exact(_overallAgreed, _overall.Count, Confidence);
             return new LiveAgreementSnapshot(layers, _overall.Count, _overallAgreed, l, u, Confidence);
         }
     }

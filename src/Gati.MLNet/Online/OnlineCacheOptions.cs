@@ -21,7 +21,7 @@ public sealed class OnlineCacheOptions
 
     /// <summary>
     /// Overall agreement with the base model (over all requests; those that run the whole network agree) that the served
-    /// caches must keep at <see cref="Confidence"/>: judged live with Wilson bounds, and set by updates with the exact
+    /// caches must keep at <see cref="Confidence"/>: judged live, and set by updates, with the exact (Clopper-Pearson)
     /// bound (docs/early-exit.md, "Which promise each component keeps").
     /// </summary>
     public double AgreementTarget { get; set; } = 0.99;
@@ -44,8 +44,8 @@ public sealed class OnlineCacheOptions
 
     /// <summary>
     /// Fewest sampled requests before live agreement is judged; raised, when reacting on the lower bound, to
-    /// about the fewest whose perfect record clears the target at the confidence (the search steps by 5 %: 275 for 99 %
-    /// at 95 %, where the fewest is 268), below which every judgement would fail.
+    /// about the fewest whose perfect record clears the target at the confidence (the search steps by 5 %: 302 for 99 %
+    /// at 95 %, where the fewest is 299), below which every judgement would fail.
     /// </summary>
     public int MinimumExits { get; set; } = 100;
 

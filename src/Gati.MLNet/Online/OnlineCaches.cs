@@ -210,8 +210,8 @@ public sealed class OnlineCaches : IDisposable
             }
             _stop.Token.ThrowIfCancellationRequested();
             var engine = Sampler.Engine;
-            var now = CacheUpdater.Simulate(model.Caches, engine.Thresholds, fresh, _segmentMs, Sampler.Live.Z);
-            var next = CacheUpdater.Simulate(candidate.Caches, candidate.Caches.Select(c => c.Calibration.Threshold).ToArray(), fresh, _segmentMs, Sampler.Live.Z);
+            var now = CacheUpdater.Simulate(model.Caches, engine.Thresholds, fresh, _segmentMs, Sampler.Live.Confidence);
+            var next = CacheUpdater.Simulate(candidate.Caches, candidate.Caches.Select(c => c.Calibration.Threshold).ToArray(), fresh, _segmentMs, Sampler.Live.Confidence);
             var reason = string.Create(CultureInfo.InvariantCulture,
                 $"on {fresh.Length} fresh sampled rows: serving caches {now.Agreement:P2} agreement, {now.ExpectedMs:F3} ms expected; candidate {next.Agreement:P2}, {next.ExpectedMs:F3} ms " +
                 $"(trained on {candidate.TrainRows} rows, calibrated on {candidate.CalibrationRows}: {candidate.Summary})");

@@ -303,11 +303,11 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     /// <paramref name="step"/>, so a little more at most) whose lower bound clears the target with
     /// <paramref name="agreed"/>(n) of n agreeing. A perfect record (<see cref="MinimumSamples"/>: judging fewer would
     /// always fail them) or half the disagreements the target allows (<see cref="SamplesToShowKept"/>, for
-    /// <see cref="ReactionTrigger.Drop"/>: 748 for 99 % at 95 %; below that, a lower bound above the target stands on a
+    /// <see cref="ReactionTrigger.Drop"/>: 777 for 99 % at 95 %; below that, a lower bound above the target stands on a
     /// near-perfect record).
     /// </summary>
     private long FewestSamples(Func<long, long> agreed, double step) =>
-        AgreementBounds.FewestTrialsToClear(agreed, _options.AgreementTarget, Live.Z, _options.MinimumExits, step);
+        AgreementBounds.FewestTrialsToClear(agreed, _options.AgreementTarget, Live.Confidence, _options.MinimumExits, step);
 
     private long MinimumSamples() => FewestSamples(n => n, 1.05);
 
@@ -350,12 +350,12 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
             var thresholds = engine.Thresholds.ToArray();
             var changed = new List<string>();
             var guard = 0;
-            while (CapturedRows.Serve(rows, thresholds) is var (agreed, disagreements) && AgreementBounds.Wilson(agreed, rows.Length, Live.Z).Lower < _options.AgreementTarget
+            while (CapturedRows.Serve(rows, thresholds) is var (agreed, disagreements) && AgreementBounds.ClopperPearsonLower(agreed, rows.Length, Live.Confidence) < _options.AgreementTarget
                    && guard++ < thresholds.Length)
             {
                 var worst = Enumerable.Range(0, thresholds.Length).Where(i => float.IsFinite(thresholds[i])).MaxBy(i => disagreements[i]);
                 if (disagreements.Count == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
-                var raised = CapturedRows.Tighten(rows, thresholds, worst, _options.AgreementTarget, Live.Z);
+                var raised = CapturedRows.Tighten(rows, thresholds, worst, _options.AgreementTarget, Live.Confidence);
                 var to = float.IsPositiveInfinity(raised) ? "off" : raised.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
                 changed.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"layer {_layers[worst]} {thresholds[worst]:G4} -> {to} ({disagreements[worst]} of the disagreements)"));
