@@ -251,6 +251,84 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Window_GridCaches_KeepsTheReducedFeatures_WhichAnUpdateTrainsOnForTheFullOnes()
+    {
+        // Grid(2, 16) predictors read each channel's 2x2 cell means: the window keeps those (C·4 values a layer instead of
+        // C·H·W), and everything the updater does with them must match what the serving predictors do with the full maps.
+        var options = new LearnedCachesEstimator.Options
+        {
+            Predictor = new LearnedCachesEstimator.PredictorOptions { Epochs = 1, Patience = null },
+            Selector = new SelectorTrainingSettings { TargetPrecision = 0.95, Epochs = 5 },
+            HeldOutRows = 400,
+            Device = "cpu",
+            Seed = 5,
+        };
+        using var model = fixture.Context.Gati().LearnedCaches([3, 6], Models.Predictors.PredictorArchitecture.Grid(2, 16), options)
+            .Fit(fixture.Base.Model.Transform(fixture.Base.Train));
+        var caches = model.Caches;
+        Assert.All(caches, c => Assert.Equal(new Data.TensorShape(c.FeatureShape.Channels, 2, 2), c.ReducedFeatureShape));
+        using var engine = EarlyExitEngine.Create(model.BaseModel, caches, Onnx);
+        var images = fixture.Images(240);
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3 });
+        foreach (var image in images) engine.Run(image, 1);
+        Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
+        Assert.Equal(0, sampler.Failed);
+        var rows = sampler.Window.Snapshot();
+        Assert.Equal(images.Length, rows.Length);
+
+        // The kept features are the grid of the base network's activations, not the activations.
+        for (var i = 0; i < 8; i++)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var (_, layers) = model.BaseNetwork.Module.ForwardWithLayers(tensor(images[i], [1, 1, 28, 28]), caches.Select(c => c.Layer).ToArray());
+            for (var c = 0; c < caches.Count; c++)
+            {
+                var expected = Models.FeatureReduction.Grid(2).Apply(layers[c].flatten(1), caches[c].FeatureShape).flatten().data<float>().ToArray();
+                Close(expected, rows[i].Features[c]!, 1e-4);
+            }
+        }
+
+        // Served again in simulation from the kept features, the rows exit where the engine sent them (away from a threshold).
+        var segmentMs = new double[caches.Count + 1];
+        Array.Fill(segmentMs, 1.0);
+        var simulated = CacheUpdater.Simulate(caches, engine.Thresholds, rows, segmentMs, 0.95);
+        var compared = 0;
+        for (var r = 0; r < rows.Length; r++)
+        {
+            if (Enumerable.Range(0, caches.Count).Any(c => Math.Abs(rows[r].HitProbabilities[c] - engine.Thresholds[c]) < 1e-4)) continue;
+            var exit = simulated.Outcomes[r].Exit;
+            Assert.Equal(rows[r].ExitLayer, exit < 0 ? 0 : caches[exit].Layer);
+            compared++;
+        }
+        Assert.True(compared >= rows.Length / 2, $"only {compared} of {rows.Length} rows were away from a threshold");
+
+        // An update fine-tunes on the kept features and hands back caches that read the full maps, computing the same.
+        var candidate = CacheUpdater.Train(caches, rows, new OnlineCacheOptions { Epochs = 1, Seed = 3 }, segmentMs, new CpuThrottle(1), CancellationToken.None);
+        Assert.NotNull(candidate);
+        try
+        {
+            for (var c = 0; c < caches.Count; c++)
+            {
+                var trained = candidate.Caches[c];
+                Assert.Equal(caches[c].FeatureShape, trained.FeatureShape);
+                Assert.Equal(caches[c].FeatureShape.Size, trained.Predictor.Module.InputSize);
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                var (_, layers) = model.BaseNetwork.Module.ForwardWithLayers(tensor(images[0], [1, 1, 28, 28]), [caches[c].Layer]);
+                var full = trained.Predictor.Module.forward(layers[0].flatten(1)).data<float>().ToArray();
+                using var onReduced = trained.Predictor.Module.For(trained.ReducedFeatureShape);
+                var reduced = onReduced.forward(tensor(rows[0].Features[c]!, [1, rows[0].Features[c]!.Length])).data<float>().ToArray();
+                Close(full, reduced, 1e-4);
+            }
+        }
+        finally
+        {
+            foreach (var cache in candidate.Caches) cache.Dispose();
+        }
+    }
+
+    [Fact]
     public void Update_WorseThanTheServingCaches_IsRejected()
     {
         // A real update attempt whose fine-tuning ruins the predictors (a learning rate a thousand times the default):

@@ -56,6 +56,26 @@ public sealed class LearnedCache : IDisposable
     /// <summary>Values per row the cache reads.</summary>
     public int InputSize => FeatureShape.Size;
 
+    /// <summary>
+    /// The shape of the features after the predictor's parameter-free first step (Grid's cells, Pool's 1-D pooling;
+    /// <see cref="FeatureShape"/> itself for FC and Conv): a predictor of the same weights reads these as it reads the full
+    /// features, so whoever keeps features to train the predictor on (online updates) keeps these.
+    /// </summary>
+    internal TensorShape ReducedFeatureShape =>
+        PredictorArchitecture.Reduction.Reduces(FeatureShape) ? PredictorArchitecture.Reduction.Apply(FeatureShape) : FeatureShape;
+
+    /// <summary>Reduces one row's full features (<see cref="InputSize"/> values) to <see cref="ReducedFeatureShape"/>; the same array when nothing reduces.</summary>
+    internal float[] Reduce(float[] features)
+    {
+        if (features.Length != InputSize)
+            throw new ArgumentException($"Layer {Layer}'s cache reads {InputSize} values a row ({FeatureShape}), got {features.Length}.", nameof(features));
+        if (!PredictorArchitecture.Reduction.Reduces(FeatureShape)) return features;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var reduced = PredictorArchitecture.Reduction.Apply(from_array(features).view(1, InputSize), FeatureShape).contiguous();
+        return reduced.data<float>().ToArray();
+    }
+
     /// <summary>Classes predicted.</summary>
     public int Classes { get; }
 

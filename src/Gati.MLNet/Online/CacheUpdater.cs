@@ -56,7 +56,9 @@ internal static class CacheUpdater
             {
                 cancellation.ThrowIfCancellationRequested();
                 var cache = current[i];
-                var predictor = Clone(cache.Predictor, () => PredictorNetwork.Create(cache.PredictorArchitecture, cache.InputSize, cache.Classes, cache.FeatureShape));
+                // Window rows hold the reduced features (ShadowSampler.KeepReduced): the update trains the same weights
+                // read as a network on those, and puts them back on the full features when done.
+                var predictor = ReducedCopy(cache);
                 predictors.Add(predictor);
                 var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Classes));
                 selectors.Add(selector);
@@ -69,6 +71,13 @@ internal static class CacheUpdater
                 outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
             }
             var calibrations = CalibrateJointly(outputs, options.AgreementTarget, options.Confidence, segmentMs);
+            for (var i = 0; i < current.Count; i++)
+            {
+                var full = predictors[i].For(current[i].FeatureShape);
+                if (ReferenceEquals(full, predictors[i])) continue;
+                predictors[i].Dispose();
+                predictors[i] = full;
+            }
             var caches = new LearnedCache[current.Count];
             var summary = new List<string>();
             for (var i = 0; i < current.Count; i++)
@@ -295,8 +304,9 @@ internal static class CacheUpdater
     {
         var outputs = caches.Select((cache, i) =>
         {
-            var (logp, _) = Outputs(cache.Predictor.Module, rows, i);
-            var classes = cache.Predictor.Module.Classes;
+            float[] logp;
+            using (var predictor = ReducedCopy(cache)) (logp, _) = Outputs(predictor, rows, i);
+            var classes = cache.Classes;
             var probability = HitProbabilities(cache.Selector.Module, logp, classes);
             var predicted = Enumerable.Range(0, rows.Count).Select(r => EarlyExitEngine.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
             return (probability, predicted);
@@ -318,6 +328,16 @@ internal static class CacheUpdater
         }
         var (lower, upper) = AgreementBounds.Exact(served.Agreed, rows.Count, confidence);
         return new SimulatedServing(rows.Count, served.Agreed, lower, upper, rows.Count == 0 ? 0 : cost / rows.Count, exits.Select(e => e / Math.Max(1, rows.Count)).ToArray(), outcomes);
+    }
+
+    /// <summary>
+    /// A CPU copy of the cache's predictor that reads its reduced features (<see cref="LearnedCache.ReducedFeatureShape"/>,
+    /// what window rows hold): the same parameters, without the parameter-free first step.
+    /// </summary>
+    private static PredictorNetwork ReducedCopy(LearnedCache cache)
+    {
+        var reduced = cache.ReducedFeatureShape;
+        return Clone(cache.Predictor, () => PredictorNetwork.Create(cache.PredictorArchitecture, reduced.Size, cache.Classes, reduced));
     }
 
     private static TModule Clone<TModule>(SharedModule<TModule> shared, Func<TModule> create) where TModule : nn.Module
@@ -348,6 +368,7 @@ internal static class CacheUpdater
         PredictorFineTuning.Run(predictor, rows.Length, (r, features, teacher) =>
         {
             var row = rows[r];
+            CheckSize(row, cache, features.Length);
             row.Features[cache]!.AsSpan().CopyTo(features);
             // log(probabilities) = logits up to a constant per row: the same softened distribution.
             for (var c = 0; c < teacher.Length; c++) teacher[c] = MathF.Log(Math.Max(row.BaseProbabilities![c], 1e-30f));
@@ -373,7 +394,11 @@ internal static class CacheUpdater
             {
                 using var scope = NewDisposeScope();
                 var n = Math.Min(Chunk, rows.Count - start);
-                for (var i = 0; i < n; i++) rows[start + i].Features[cache]!.CopyTo(features, i * size);
+                for (var i = 0; i < n; i++)
+                {
+                    CheckSize(rows[start + i], cache, size);
+                    rows[start + i].Features[cache]!.CopyTo(features, i * size);
+                }
                 predictor.forward(from_array(features).narrow(0, 0, n * size).view(n, size)).data<float>().CopyTo(logp, start * classes, 0);
             }
         }
@@ -383,6 +408,14 @@ internal static class CacheUpdater
         }
         for (var r = 0; r < rows.Count; r++) correct[r] = EarlyExitEngine.ArgMax(logp.AsSpan(r * classes, classes)) == rows[r].BaseClass;
         return (logp, correct);
+    }
+
+    /// <summary>A window row must hold the reduced features the predictor copy reads: anything else is a capture bug, not data.</summary>
+    private static void CheckSize(ShadowRow row, int cache, int size)
+    {
+        var length = row.Features[cache]?.Length ?? 0;
+        if (length != size)
+            throw new InvalidOperationException($"Shadow row {row.Sequence} holds {length} feature values for cache {cache}; its predictor reads {size} (the reduced features the window keeps).");
     }
 
     private static float[] HitProbabilities(SelectorNetwork selector, float[] logProbabilities, int classes)

@@ -59,14 +59,14 @@ public sealed class OnlineCaches : IDisposable
     /// </summary>
     private static void CheckWindowHoldsAnUpdate(IReadOnlyList<LearnedCache> caches, OnlineCacheOptions options)
     {
-        // A complete row, as the window counts it: every cache layer's activations, P(hit) and class per cache, the base answer.
-        double rowBytes = ShadowRow.BytesOf(caches.Sum(c => (long)c.FeatureShape.Size), caches.Count, caches.Count == 0 ? 0 : caches[0].Classes);
+        // A complete row, as the window counts it: every cache layer's reduced features, P(hit) and class per cache, the base answer.
+        double rowBytes = ShadowRow.BytesOf(caches.Sum(c => (long)c.ReducedFeatureShape.Size), caches.Count, caches.Count == 0 ? 0 : caches[0].Classes);
         var needed = CacheUpdater.MinimumRows + options.ValidationRows;
         var holds = (long)(options.WindowMegabytes * 1048576 / rowBytes);
         if (holds >= needed) return;
-        var layers = string.Join(", ", caches.Select(c => $"layer {c.Layer} {c.FeatureShape}"));
+        var layers = string.Join(", ", caches.Select(c => $"layer {c.Layer} {c.ReducedFeatureShape}"));
         throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
-            $"WindowMegabytes: a shadow window of {options.WindowMegabytes:0.#} MB holds about {holds} rows of these caches' activations ({rowBytes / 1048576:0.##} MB a row: {layers}), " +
+            $"WindowMegabytes: a shadow window of {options.WindowMegabytes:0.#} MB holds about {holds} rows of these caches' features, reduced as their predictors read them ({rowBytes / 1048576:0.##} MB a row: {layers}), " +
             $"and an update needs at least {needed} ({CacheUpdater.MinimumRows} to fine-tune and calibrate on, ValidationRows {options.ValidationRows} fresh ones to validate on). " +
             $"Raise WindowMegabytes to at least {Math.Ceiling(needed * rowBytes / 1048576):0} or turn Updates off (reactions work on the sampled rows the window holds)."), nameof(options));
     }

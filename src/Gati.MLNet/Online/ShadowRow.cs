@@ -36,7 +36,11 @@ public sealed class ShadowRow
     /// </summary>
     public bool Sampled { get; }
 
-    /// <summary>Per cache (in layer order), the flattened activation of its layer; null where it was not computed.</summary>
+    /// <summary>
+    /// Per cache (in layer order), the flattened activation of its layer (null where it was not computed); once the row is
+    /// complete and kept in the window, what the cache's predictor reads after its parameter-free first step
+    /// (<c>LearnedCache.ReducedFeatureShape</c>: Grid cells, 1-D pooling; the activation itself for FC and Conv).
+    /// </summary>
     public float[]?[] Features { get; }
 
     /// <summary>Per cache, the selector's P(hit); NaN where the row did not reach it.</summary>
