@@ -125,6 +125,28 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Sampler_FullRunFraction_LeavesOutThatShareOfFullRunsBeforeAnyWork()
+    {
+        var images = fixture.Images(120);
+        using var engine = Engine();
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.25, FullRunFraction = 0, AgreementTarget = 0.01, Seed = 3 });
+        var served = images.Select(image => engine.Run(image, 1)).ToArray();
+        Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
+        var rows = sampler.Window.Snapshot();
+        // Only sampled rows are kept; every full run the sample did not draw was left out, and counted.
+        Assert.All(rows, r => Assert.True(r.Sampled));
+        var fullRuns = served.Count(s => s.ExitLayer[0] == 0);
+        Assert.True(fullRuns > 0);
+        Assert.Equal(fullRuns, sampler.FullRunsSkipped + rows.Count(r => r.ExitLayer == 0));
+        Assert.Equal(0, sampler.Dropped);
+
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => new OnlineCacheOptions { FullRunFraction = 1.5 }.Validate());
+        Assert.Equal(nameof(OnlineCacheOptions.FullRunFraction), error.ParamName);
+        error = Assert.Throws<ArgumentOutOfRangeException>(() => new OnlineCacheOptions { UpdateRows = 100 }.Validate());
+        Assert.Contains("half to fine-tune on", error.Message);
+    }
+
+    [Fact]
     public void Sampler_RowsServedByTheSingleGraph_AreCompletedFromTheirInputOffTheRequestPath()
     {
         var images = fixture.Images(40);
@@ -303,9 +325,12 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         }
         Assert.True(compared >= rows.Length / 2, $"only {compared} of {rows.Length} rows were away from a threshold");
 
-        // An update fine-tunes on the kept features and hands back caches that read the full maps, computing the same.
-        var candidate = CacheUpdater.Train(caches, rows, new OnlineCacheOptions { Epochs = 1, Seed = 3 }, segmentMs, new CpuThrottle(1), CancellationToken.None);
+        // An update fine-tunes on the most recent UpdateRows of the kept features and hands back caches that read the full
+        // maps, computing the same.
+        var candidate = CacheUpdater.Train(caches, rows, new OnlineCacheOptions { Epochs = 1, Seed = 3, UpdateRows = 220 }, segmentMs, new CpuThrottle(1), CancellationToken.None);
         Assert.NotNull(candidate);
+        Assert.Equal(220, candidate.TrainRows + candidate.CalibrationRows);
+        Assert.Equal(rows[^1].Sequence, candidate.TrainedThrough);
         try
         {
             for (var c = 0; c < caches.Count; c++)

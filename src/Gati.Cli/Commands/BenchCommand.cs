@@ -77,6 +77,9 @@ internal static class BenchCommand
         var noUpdates = new Option<bool>("--no-updates") { Description = "Online caches only watch and react (no background updater): what shadowing and reactions cost alone." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
+        var fullRuns = new Option<double>("--full-run-fraction") { Description = "Share of the requests that ran the whole network kept as training rows.", DefaultValueFactory = _ => 1 }
+            .Require(v => v is >= 0 and <= 1, "must be in [0, 1]");
+        var updateRows = new Option<int>("--update-rows") { Description = "Most recent labelled rows an update fine-tunes and calibrates on.", DefaultValueFactory = _ => 4000 }.AtLeast(200);
         var budget = new Option<double>("--cpu-budget") { Description = "Share of one core the updater may use.", DefaultValueFactory = _ => 0.5 }.Share();
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var rate = new Option<double>("--rate") { Description = "Requests per second (arrivals at a fixed rate; the updater works in between).", DefaultValueFactory = _ => 500 }.Positive();
@@ -84,7 +87,7 @@ internal static class BenchCommand
             "Replay request streams with and without temporal locality through static and through continuously updated caches: latency, exits, agreement on every request, updates.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, budget, rate, output })
+        foreach (var option in new Option[] { streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, budget, rate, output })
             command.Options.Add(option);
         command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
         {
@@ -92,7 +95,7 @@ internal static class BenchCommand
             {
                 SampleFraction = result.GetValue(sample), WindowMegabytes = result.GetValue(window), AgreementTarget = result.GetValue(target),
                 Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
-                CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed),
+                CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed), FullRunFraction = result.GetValue(fullRuns), UpdateRows = result.GetValue(updateRows),
                 Updates = !result.GetValue(noUpdates),
                 ReactOn = result.GetValue(reactOn) switch
                 {

@@ -45,12 +45,12 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             report.AppendLine(CultureInfo.InvariantCulture,
                 $"Model: {Path.GetFileName(settings.Model)} ({parts.Description}), caches on layers {string.Join(", ", caches.Caches.Select(c => c.Layer))}; {labels.Length} test images; ONNX Runtime on the CPU, one request at a time, {settings.Rate:F0} requests/s.");
             report.AppendLine(CultureInfo.InvariantCulture,
-                $"Online: sample {settings.Online.SampleFraction:P0} of requests{(settings.Online.Updates ? " (+ every full run, as training rows)" : "")}, window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence ({settings.Online.ReactOn switch
+                $"Online: sample {settings.Online.SampleFraction:P0} of requests{(settings.Online.Updates ? settings.Online.FullRunFraction >= 1 ? " (+ every full run, as training rows)" : $" (+ {settings.Online.FullRunFraction:P0} of full runs, as training rows)" : "")}, window {settings.Online.WindowMegabytes:F0} MB, target {settings.Online.AgreementTarget:P1} at {settings.Online.Confidence:P0} confidence ({settings.Online.ReactOn switch
                 {
                     ReactionTrigger.UpperBound => "reacting when the upper bound falls below it",
                     ReactionTrigger.LowerBound => "reacting when the lower bound falls below it",
                     _ => "reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept",
-                }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
+                }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows on the last {settings.Online.UpdateRows}, validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
             if (shift is not null)
                 report.AppendLine(CultureInfo.InvariantCulture,
                     $"Drift: the second half of the drift stream comes through a changed camera: contrast x{shift.Contrast:0.##} about each image's mean, sensor noise sigma {shift.Noise:P0} of the pixel range (0-{shift.Range:0}), seeded; the base model's answer on the shifted image is the reference.");
@@ -288,7 +288,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
             if (_updater is null) return null;
             var sampler = _updater.Sampler;
             lock (_updates)
-                return new OnlineSummary(_updates.ToArray(), sampler.Reactions.ToArray(), _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.Labelled, sampler.Failed,
+                return new OnlineSummary(_updates.ToArray(), sampler.Reactions.ToArray(), _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.FullRunsSkipped, sampler.Labelled, sampler.Failed,
                     sampler.LastFailure, sampler.Agreement);
         }
 
@@ -317,10 +317,10 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
     }
 
     private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped,
-        long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
+        long FullRunsSkipped, long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-            $"{Reactions.Length} threshold reactions; {Labelled} shadow rows labelled, {Dropped} dropped under load, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
+            $"{Reactions.Length} threshold reactions; {Labelled} shadow rows labelled, {Dropped} dropped under load, {FullRunsSkipped} full runs left out, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
     }
 
     /// <summary>

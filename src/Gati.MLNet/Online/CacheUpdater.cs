@@ -42,7 +42,7 @@ internal static class CacheUpdater
     public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
         CpuThrottle throttle, CancellationToken cancellation)
     {
-        var rows = window.Where(Complete).OrderBy(r => r.Sequence).ToArray();
+        var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
         if (rows.Length < MinimumRows) return null;
         var split = rows.Length / 2;
         var train = rows[..split];

@@ -33,6 +33,8 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
     private readonly object _reactionGate = new();
     private readonly object _randomGate = new();
     private readonly Random _random;
+    private readonly Random _fullRunRandom;
+    private long _fullRunsSkipped;
     private EarlyExitEngine _engine;
     private long _dropped;
     private long _handed;
@@ -47,6 +49,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         _options = options;
         _engine = engine;
         _random = new Random(options.Seed);
+        _fullRunRandom = new Random(unchecked(options.Seed * 31 + 7));
         _layers = engine.Caches.Select(c => c.Layer).ToArray();
         Window = new ShadowWindow((long)(options.WindowMegabytes * 1048576));
         Live = new LiveAgreement(Layers, options.LiveWindow, options.Confidence);
@@ -80,6 +83,9 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
 
     /// <summary>Sampled rows dropped because the continuation queue was full (the sample thins under overload).</summary>
     public long Dropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Full runs left out by <see cref="OnlineCacheOptions.FullRunFraction"/> (never queued, never computed).</summary>
+    public long FullRunsSkipped => Interlocked.Read(ref _fullRunsSkipped);
 
     /// <summary>Sampled rows whose continuation failed (see <see cref="LastFailure"/>); they are left out of the window.</summary>
     public long Failed => Interlocked.Read(ref _failed);
@@ -159,11 +165,23 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
         return chosen;
     }
 
+    /// <summary>Whether to keep one more full run (<see cref="OnlineCacheOptions.FullRunFraction"/>, seeded).</summary>
+    private bool KeepFullRun()
+    {
+        if (_options.FullRunFraction >= 1) return true;
+        lock (_randomGate) return _fullRunRandom.NextDouble() < _options.FullRunFraction;
+    }
+
     void IShadowTap.Captured(IReadOnlyList<ShadowRow> rows)
     {
         // The request path only hands rows over: completing, judging and continuing happen on the worker.
         foreach (var row in rows)
         {
+            if (!row.Sampled && !KeepFullRun())
+            {
+                Interlocked.Increment(ref _fullRunsSkipped);
+                continue;
+            }
             if ((row.Sampled ? _sampled : _fullRuns).Writer.TryWrite(row)) Interlocked.Increment(ref _handed);
             else Interlocked.Increment(ref _dropped);
         }
