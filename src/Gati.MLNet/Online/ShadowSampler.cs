@@ -319,7 +319,7 @@ public sealed class ShadowSampler : IShadowTap, IDisposable
 
     /// <summary>
     /// Replaces each cache's activation in a completed row by what its predictor reads after its parameter-free first step
-    /// (Grid cells, 1-D pooling): all the updater trains on, and on the imported ResNet-18's Grid(4, 256) caches 2,048
+    /// (Grid cells, 1-D pooling): all the updater trains on, and on the imported ResNet-18's Grid(4, 256) caches 1,024-2,048
     /// values a layer instead of 100,352-200,704, so a window of the same memory holds about a hundred times more rows.
     /// Generations share their caches' architectures and shapes (an update fine-tunes, it does not reshape).
     /// </summary>
