@@ -87,6 +87,14 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
                 }
                 report.Append(Table(stream, workload, fixedReplay.Answers, onlineReplay.Answers, onlineReplay.Summary()!, baseClass));
                 if (stream == "drift") report.Append(DriftWindows(workload, baseClass, fixedReplay, onlineReplay, watchReplay));
+                if (settings.Output is { } reportPath)
+                {
+                    var plotted = new List<WorkloadActivityPlot.Replay> { fixedReplay.ForPlot("static", baseClass), onlineReplay.ForPlot("online", baseClass) };
+                    if (watchReplay is not null) plotted.Add(watchReplay.ForPlot("online, reactions only", baseClass));
+                    var plotPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(reportPath))!, $"{Path.GetFileNameWithoutExtension(reportPath)}-{stream}.png");
+                    report.AppendLine(WorkloadActivityPlot.Write(plotPath, $"{Path.GetFileName(settings.Model)}: {stream} stream", plotted, workload.Phases));
+                    report.AppendLine();
+                }
                 report.AppendLine(CultureInfo.InvariantCulture,
                     $"Garbage collection during each replay's turns (whole process): static {fixedReplay.Gc}; online {onlineReplay.Gc}{(watchReplay is null ? "" : $"; online, reactions only {watchReplay.Gc}")}.");
                 report.AppendLine();
@@ -188,6 +196,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
         private readonly OnlineCaches? _updater;
         private readonly List<IDisposable> _retired = [];
         private readonly List<(int Request, UpdateOutcome Outcome)> _updates = [];
+        private readonly List<int> _reactions = [];
         private EarlyExitEngine _engine;
         private LearnedCachesTransformer _served;
         private int _request;
@@ -221,6 +230,10 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
                     {
                         lock (_updates) _updates.Add((Volatile.Read(ref _request), outcome));
                         console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref _request)}: {(outcome.Accepted ? "[green]accepted[/]" : "rejected")} ({outcome.CpuSeconds:F1} s of CPU)");
+                    };
+                    _updater.Sampler.Reacted += (_, _) =>
+                    {
+                        lock (_reactions) _reactions.Add(Volatile.Read(ref _request));
                     };
                 }
                 for (var i = 0; i < 200; i++)
@@ -281,6 +294,17 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
                 }
             }
             Gc += GcActivity.Now() - gcBefore;
+        }
+
+        /// <summary>This replay for the activity plot: per-request latency and agreement, and its events by request.</summary>
+        public WorkloadActivityPlot.Replay ForPlot(string name, int[] baseClass)
+        {
+            (int, bool)[] updates;
+            int[] reactions;
+            lock (_updates) updates = _updates.Select(u => (u.Request, u.Outcome.Accepted)).ToArray();
+            lock (_reactions) reactions = _reactions.ToArray();
+            return new WorkloadActivityPlot.Replay(name, Answers.Select(a => a.Ms).ToArray(),
+                Answers.Select((a, i) => a.Class == baseClass[_workload.Rows[i]]).ToArray(), updates, reactions);
         }
 
         public OnlineSummary? Summary()
