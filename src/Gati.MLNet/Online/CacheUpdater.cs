@@ -305,7 +305,14 @@ internal static class CacheUpdater
         var outputs = caches.Select((cache, i) =>
         {
             float[] logp;
-            using (var predictor = ReducedCopy(cache)) (logp, _) = Outputs(predictor, rows, i);
+            // Window rows hold reduced features: a predictor that reduces reads them through a copy without that step;
+            // one that does not (FC, Conv) reads them as they are, and copying its weights would cost for nothing.
+            if (cache.ReducedFeatureShape == cache.FeatureShape) (logp, _) = Outputs(cache.Predictor.Module, rows, i);
+            else
+            {
+                using var predictor = ReducedCopy(cache);
+                (logp, _) = Outputs(predictor, rows, i);
+            }
             var classes = cache.Classes;
             var probability = HitProbabilities(cache.Selector.Module, logp, classes);
             var predicted = Enumerable.Range(0, rows.Count).Select(r => EarlyExitEngine.ArgMax(logp.AsSpan(r * classes, classes))).ToArray();
