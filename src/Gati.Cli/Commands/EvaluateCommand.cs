@@ -19,14 +19,13 @@ internal static class EvaluateCommand
         command.Options.Add(rows);
         command.Options.Add(report);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, _) =>
         {
-            runtime.Apply(result);
             var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),
                 split.Read(result), result.GetValue(rows),
                 result.GetValue(report), result.GetValue(runtime.Device)!);
             return new EvaluateRunner(AnsiConsole.Console).Run(settings);
-        })));
+        });
         return command;
     }
 }
@@ -39,8 +38,7 @@ internal sealed class EvaluateRunner(IAnsiConsole console)
 {
     public int Run(EvaluateSettings settings)
     {
-        var context = new MLContext();
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        var context = DeviceContext.Create(settings.Device, seed: null);
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

@@ -16,18 +16,17 @@ internal static class EvaluateEarlyExitCommand
             "Early exit against the full base model on the same device and batch sizes: agreement, accuracy, exits per layer, latency mean/p50/p99 and speedup.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { split.Split, rows, batchSizes, outputDir }) command.Options.Add(option);
+        command.AddOptions(split.Split, rows, batchSizes, outputDir);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, _) =>
         {
-            runtime.Apply(result);
             var sizes = ParseBatchSizes(result.GetValue(batchSizes)!);
             return new EarlyExitEvaluation(AnsiConsole.Console).RunAndReport(new EarlyExitEvaluationSettings(result.GetValue(model)!, dataset.Read(result),
                 split.Read(result), result.GetValue(rows), sizes, result.GetValue(outputDir),
                 result.GetValue(runtime.Device)!, CommandLineText.Of(result), serving.Read(result, result.GetValue(runtime.Device)!)[0]));
-        })));
+        });
         return command;
     }
 

@@ -29,17 +29,15 @@ internal static class FitCachesCommand
         command.Options.Add(baseModel);
         command.Options.Add(predictorsModel);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, noStandardize, dumpDir, seed, output })
-            command.Options.Add(option);
+        command.AddOptions(layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, noStandardize, dumpDir, seed, output);
         runtime.AddTo(command);
         command.Validators.Add(r =>
         {
             if ((r.GetValue(baseModel) is null) == (r.GetValue(predictorsModel) is null))
                 r.AddError("Give exactly one of --base-model (train predictors) and --predictors-model (reuse trained predictors).");
         });
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var settings = new FitCachesSettings
             {
                 BaseModel = result.GetValue(baseModel),
@@ -68,7 +66,7 @@ internal static class FitCachesCommand
                 Device = result.GetValue(runtime.Device)!,
             };
             return new FitCachesRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 }

@@ -27,13 +27,12 @@ internal static class OptimizeCommand
         var command = new Command("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, freshRows, timingRuns, targets, output, more }) command.Options.Add(option);
+        command.AddOptions(agreement, confidence, memory, batchSize, holdoutRows, freshRows, timingRuns, targets, output, more);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, _) =>
         {
-            runtime.Apply(result);
             return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
                 result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
@@ -41,7 +40,7 @@ internal static class OptimizeCommand
                     Confidence = result.GetValue(confidence), MoreCandidates = result.GetValue(more) ?? [], FreshRows = result.GetValue(freshRows),
                     PrecisionTargets = ParsePrecisionTargets(result.GetValue(targets)!),
                 });
-        })));
+        });
         return command;
     }
 
@@ -79,8 +78,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
     public int Run(OptimizeSettings settings)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
+        var context = DeviceContext.Create(ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var loaded = context.Gati().LoadModel(settings.Model, out var schema);
         var others = new List<ITransformer>();
         LearnedCachesTransformer? merged = null;

@@ -3,12 +3,9 @@ namespace Gati.Cli.Commands;
 /// <summary><c>gati report</c>: tables and plots from trained models.</summary>
 internal static class ReportCommand
 {
-    public static Command Create()
-    {
-        var command = new Command("report", "Write reports (markdown, CSV, PNG) about trained models.");
-        command.Subcommands.Add(CreatePredictors());
-        return command;
-    }
+    public static Command Create() =>
+        CommandActions.Group("report", "Write reports (markdown, CSV, PNG) about trained models.",
+            CreatePredictors());
 
     private static Command CreatePredictors()
     {
@@ -24,16 +21,15 @@ internal static class ReportCommand
             "The seed's tables for a trained model: agreement with the base model per layer and architecture (markdown, CSV, PNG plot), and the cost of each architecture at one layer (batch-1 latency, parameter and activation memory).");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { split.Split, rows, outputDir, costLayer, latencyRuns }) command.Options.Add(option);
+        command.AddOptions(split.Split, rows, outputDir, costLayer, latencyRuns);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, _) =>
         {
-            runtime.Apply(result);
             var settings = new PredictorReportSettings(result.GetValue(model)!, dataset.Read(result),
                 split.Read(result), result.GetValue(rows), result.GetValue(outputDir)!,
                 result.GetValue(costLayer), result.GetValue(latencyRuns), result.GetValue(runtime.Device)!, CommandLineText.Of(result));
             return new PredictorReport(AnsiConsole.Console).Run(settings);
-        })));
+        });
         return command;
     }
 }

@@ -27,13 +27,11 @@ internal static class TrainBaseCommand
 
         var command = new Command("train-base", "Train a CIFAR-style ResNet base model on a dataset and save it as an ML.NET model zip; evaluates it on the test split at the end.");
         dataset.AddTo(command);
-        foreach (var option in new Option[] { arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume, epochsThisRun })
-            command.Options.Add(option);
+        command.AddOptions(arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume, epochsThisRun);
         runtime.AddTo(command);
 
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var settings = new TrainBaseSettings
             {
                 Dataset = dataset.Read(result),
@@ -57,7 +55,7 @@ internal static class TrainBaseCommand
                 Device = result.GetValue(runtime.Device)!,
             };
             return new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 }

@@ -55,14 +55,12 @@ internal static class TrainPredictorsCommand
         var command = new Command("train-predictors", "Train predictors (FC, Pool, Conv) on hidden layers of a base model by distillation, and save base + predictors as one model zip.");
         command.Options.Add(baseModel);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
-                     trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, noStandardize, halving, alpha, temperature, seed, output, checkpoint, resume })
-            command.Options.Add(option);
+        command.AddOptions(layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
+            trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, noStandardize, halving, alpha, temperature, seed, output, checkpoint, resume);
         runtime.AddTo(command);
 
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var architectureList = ArchitectureList.Names(result.GetValue(architectures)!)
                 .Select(name => name.ToLowerInvariant() switch
                 {
@@ -104,7 +102,7 @@ internal static class TrainPredictorsCommand
                 Device = result.GetValue(runtime.Device)!,
             };
             return new TrainPredictorsRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 
