@@ -1,0 +1,33 @@
+namespace Gati.Cli.Infrastructure;
+
+/// <summary>
+/// --model, the dataset, --split, --rows and the runtime options: what the commands that measure a saved model on one
+/// dataset split share (evaluate, evaluate-early-exit, report predictors).
+/// </summary>
+internal sealed class EvaluationArguments(string modelDescription, string splitDescription, string rowsDescription)
+{
+    public Option<string> Model { get; } = new("--model", "-m") { Description = modelDescription, Required = true };
+
+    public DatasetArguments Dataset { get; } = new();
+
+    public SplitArguments Split { get; } = new(splitDescription);
+
+    public Option<long?> Rows { get; } = new Option<long?>("--rows") { Description = rowsDescription }.AtLeast(1L);
+
+    public RuntimeArguments Runtime { get; } = new();
+
+    /// <summary>The command with, in this order: --model, the dataset's options, --split, --rows, <paramref name="options"/> and the runtime's.</summary>
+    public Command CreateCommand(string name, string description, params Option[] options)
+    {
+        var command = new Command(name, description);
+        command.Options.Add(Model);
+        Dataset.AddTo(command);
+        command.AddOptions([Split.Split, Rows, .. options]);
+        Runtime.AddTo(command);
+        return command;
+    }
+
+    public string ModelPath(ParseResult result) => result.GetValue(Model)!;
+
+    public string Device(ParseResult result) => result.GetValue(Runtime.Device)!;
+}
