@@ -68,13 +68,17 @@ internal sealed class DemoRunner(IAnsiConsole console)
             new TrainBaseRunner(console).Run(new TrainBaseSettings
             {
                 Dataset = dataset,
-                Architecture = ResNetArchitecture.ResNet18,
-                BaseWidth = settings.Width,
-                Epochs = settings.BaseEpochs,
+                Recipe = new()
+                {
+                    Architecture = ResNetArchitecture.ResNet18,
+                    BaseWidth = settings.Width,
+                    Epochs = settings.BaseEpochs,
+                    Seed = 0,
+                    Resume = true,
+                    Device = settings.Device,
+                },
                 TrainRows = settings.BaseTrainRows,
                 Output = basePath,
-                Resume = true,
-                Device = settings.Device,
             }, cancellation);
             AtomicFile.WriteAllText(stamp, baseSettings);
         }

@@ -35,24 +35,27 @@ internal static class TrainBaseCommand
             var settings = new TrainBaseSettings
             {
                 Dataset = dataset.Read(result),
-                Architecture = ResNetSpec.Parse(result.GetValue(arch)!),
-                BaseWidth = result.GetValue(width),
-                Epochs = result.GetValue(epochs),
-                LearningRate = result.GetValue(lr),
-                BatchSize = result.GetValue(batchSize),
-                Momentum = result.GetValue(momentum),
-                WeightDecay = result.GetValue(weightDecay),
-                CropPadding = result.GetValue(cropPadding),
-                HorizontalFlip = !result.GetValue(noFlip),
-                Seed = result.GetValue(seed),
+                Recipe = new()
+                {
+                    Architecture = ResNetSpec.Parse(result.GetValue(arch)!),
+                    BaseWidth = result.GetValue(width),
+                    Epochs = result.GetValue(epochs),
+                    LearningRate = result.GetValue(lr),
+                    BatchSize = result.GetValue(batchSize),
+                    Momentum = result.GetValue(momentum),
+                    WeightDecay = result.GetValue(weightDecay),
+                    RandomCropPadding = result.GetValue(cropPadding),
+                    HorizontalFlip = !result.GetValue(noFlip),
+                    Seed = result.GetValue(seed),
+                    Resume = result.GetValue(resume),
+                    EpochsThisRun = result.GetValue(epochsThisRun),
+                    Device = result.GetValue(runtime.Device)!,
+                },
                 TrainRows = result.GetValue(trainRows),
                 TestRows = result.GetValue(testRows),
                 ValidateEachEpoch = result.GetValue(validate),
                 Output = result.GetValue(output)!,
                 Checkpoint = result.GetValue(checkpoint),
-                Resume = result.GetValue(resume),
-                EpochsThisRun = result.GetValue(epochsThisRun),
-                Device = result.GetValue(runtime.Device)!,
             };
             return new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation);
         });
