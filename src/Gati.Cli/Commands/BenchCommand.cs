@@ -9,8 +9,7 @@ internal static class BenchCommand
 
     private static Command CreateEngine()
     {
-        var runtime = new RuntimeArguments();
-        var dataset = new DatasetArguments();
+        var arguments = new CommandArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
         var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes, comma-separated.", DefaultValueFactory = _ => "1,64" }
             .ParsedBy(v => EvaluateEarlyExitCommand.ParseBatchSizes(v));
@@ -20,17 +19,14 @@ internal static class BenchCommand
         var rounds = new Option<int>("--rounds") { Description = "Rounds per batch size; each round times every engine on the same slice of images.", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var imagesPerRound = new Option<int>("--images-per-round") { Description = "Images each engine runs per round (rounded to whole batches).", DefaultValueFactory = _ => 1000 }.AtLeast(1);
         var serving = new ServingArguments(defaultBackend: "both", allowBoth: true);
-        var command = new Command("engine", "The full model and early exit on each backend (TorchSharp, ONNX Runtime) side by side: answers on the test split, latency per call (mean/p50/p99) at several batch sizes, and resident memory over many predictions.");
-        command.Options.Add(model);
-        dataset.AddTo(command);
-        command.AddOptions(batchSizes, rows, memoryPredictions, output, rounds, imagesPerRound);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("engine", "The full model and early exit on each backend (TorchSharp, ONNX Runtime) side by side: answers on the test split, latency per call (mean/p50/p99) at several batch sizes, and resident memory over many predictions.",
+            [model], batchSizes, rows, memoryPredictions, output, rounds, imagesPerRound);
         serving.AddTo(command);
-        command.SetRun(runtime, (result, _) =>
+        command.SetRun(arguments.Runtime, (result, _) =>
         {
-            return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
+            return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, arguments.Dataset.Read(result),
                 EvaluateEarlyExitCommand.ParseBatchSizes(result.GetValue(batchSizes)!), result.GetValue(rows), result.GetValue(memoryPredictions),
-                result.GetValue(runtime.Device)!, result.GetValue(output), serving.Read(result, result.GetValue(runtime.Device)!),
+                arguments.Device(result), result.GetValue(output), serving.Read(result, arguments.Device(result)),
                 result.GetValue(rounds), result.GetValue(imagesPerRound)));
         });
         return command;
