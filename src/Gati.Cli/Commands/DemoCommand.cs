@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Gati.MLNet.Models.Selectors;
 
 namespace Gati.Cli.Commands;
 

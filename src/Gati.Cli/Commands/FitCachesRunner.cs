@@ -1,5 +1,3 @@
-using Gati.MLNet.Models.Selectors;
-
 namespace Gati.Cli.Commands;
 
 internal sealed record FitCachesSettings

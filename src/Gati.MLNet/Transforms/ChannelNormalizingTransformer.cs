@@ -1,6 +1,5 @@
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Models;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;

@@ -4,7 +4,6 @@ using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 
 [assembly: LoadableClass(typeof(FeatureExtractingTransformer), null, typeof(SignatureLoadModel), "Gati Feature Extractor", FeatureExtractingTransformer.LoaderSignature)]

@@ -2,7 +2,6 @@ using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
-using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;

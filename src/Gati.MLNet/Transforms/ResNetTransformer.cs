@@ -5,7 +5,6 @@ using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
-using TorchSharp;
 using static TorchSharp.torch;
 
 [assembly: LoadableClass(typeof(ResNetTransformer), null, typeof(SignatureLoadModel), "Gati ResNet", ResNetTransformer.LoaderSignature)]
