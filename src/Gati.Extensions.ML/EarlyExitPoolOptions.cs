@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using Gati.MLNet.Inference;
-using Gati.MLNet.Torch;
 
 namespace Gati.Extensions.ML;
 

@@ -5,7 +5,6 @@ using Gati.MLNet.Transforms;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 
 namespace Gati.Extensions.ML;
 

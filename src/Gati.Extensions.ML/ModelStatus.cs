@@ -1,5 +1,3 @@
-using Gati.MLNet.Online;
-
 namespace Gati.Extensions.ML;
 
 /// <summary>The state of a named model in the pool.</summary>

@@ -1,4 +1,3 @@
-using Gati.MLNet;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Online;
 using Gati.MLNet.Transforms;

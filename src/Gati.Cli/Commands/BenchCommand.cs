@@ -3,19 +3,13 @@ namespace Gati.Cli.Commands;
 /// <summary><c>gati bench</c>: reproducible speed measurements (results go to docs/benchmarks.md).</summary>
 internal static class BenchCommand
 {
-    public static Command Create()
-    {
-        var command = new Command("bench", "Measure speed: base-model training and inference throughput, and the ML.NET transformer path against a plain TorchSharp loop.");
-        command.Subcommands.Add(CreateBase());
-        command.Subcommands.Add(CreateEngine());
-        command.Subcommands.Add(CreateWorkload());
-        return command;
-    }
+    public static Command Create() =>
+        CommandActions.Group("bench", "Measure speed: base-model training and inference throughput, and the ML.NET transformer path against a plain TorchSharp loop.",
+            CreateBase(), CreateEngine(), CreateWorkload());
 
     private static Command CreateEngine()
     {
-        var runtime = new RuntimeArguments();
-        var dataset = new DatasetArguments();
+        var arguments = new CommandArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
         var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes, comma-separated.", DefaultValueFactory = _ => "1,64" }
             .ParsedBy(v => EvaluateEarlyExitCommand.ParseBatchSizes(v));
@@ -25,20 +19,16 @@ internal static class BenchCommand
         var rounds = new Option<int>("--rounds") { Description = "Rounds per batch size; each round times every engine on the same slice of images.", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var imagesPerRound = new Option<int>("--images-per-round") { Description = "Images each engine runs per round (rounded to whole batches).", DefaultValueFactory = _ => 1000 }.AtLeast(1);
         var serving = new ServingArguments(defaultBackend: "both", allowBoth: true);
-        var command = new Command("engine", "The full model and early exit on each backend (TorchSharp, ONNX Runtime) side by side: answers on the test split, latency per call (mean/p50/p99) at several batch sizes, and resident memory over many predictions.");
-        command.Options.Add(model);
-        dataset.AddTo(command);
-        foreach (var option in new Option[] { batchSizes, rows, memoryPredictions, output, rounds, imagesPerRound }) command.Options.Add(option);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("engine", "The full model and early exit on each backend (TorchSharp, ONNX Runtime) side by side: answers on the test split, latency per call (mean/p50/p99) at several batch sizes, and resident memory over many predictions.",
+            [model], batchSizes, rows, memoryPredictions, output, rounds, imagesPerRound);
         serving.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(arguments.Runtime, (result, _) =>
         {
-            runtime.Apply(result);
-            return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
+            return new EngineBenchmark(AnsiConsole.Console).Run(new EngineBenchmarkSettings(result.GetValue(model)!, arguments.Dataset.Read(result),
                 EvaluateEarlyExitCommand.ParseBatchSizes(result.GetValue(batchSizes)!), result.GetValue(rows), result.GetValue(memoryPredictions),
-                result.GetValue(runtime.Device)!, result.GetValue(output), serving.Read(result, result.GetValue(runtime.Device)!),
+                arguments.Device(result), result.GetValue(output), serving.Read(result, arguments.Device(result)),
                 result.GetValue(rounds), result.GetValue(imagesPerRound)));
-        })));
+        });
         return command;
     }
 
@@ -87,9 +77,8 @@ internal static class BenchCommand
             "Replay request streams with and without temporal locality through static and through continuously updated caches: latency, exits, agreement on every request, updates.");
         command.Options.Add(model);
         dataset.AddTo(command);
-        foreach (var option in new Option[] { streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, budget, rate, output })
-            command.Options.Add(option);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, budget, rate, output);
+        command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
             {
@@ -109,7 +98,7 @@ internal static class BenchCommand
                 stream switch { "both" => ["phased", "uniform"], "all" => ["phased", "uniform", "drift"], _ => [stream] }, result.GetValue(requests),
                 result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output),
                 result.GetValue(rate), result.GetValue(rows), result.GetValue(driftContrast), result.GetValue(driftNoise)));
-        })));
+        });
         return command;
     }
 
@@ -124,15 +113,14 @@ internal static class BenchCommand
         var dataDir = new Option<string?>("--data-dir") { Description = "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)." };
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var command = new Command("base", "ResNet-18 (1x28x28 Fashion-MNIST input) training images/s, inference images/s at batch 1 and 64, and ML.NET transformer vs plain TorchSharp throughput at batch 64.");
-        foreach (var option in new Option[] { widths, trainSteps, repeats, rows, dataDir, output }) command.Options.Add(option);
+        command.AddOptions(widths, trainSteps, repeats, rows, dataDir, output);
         runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, _) =>
         {
-            runtime.Apply(result);
             var settings = new BaseBenchmarkSettings(result.GetValue(widths)!, result.GetValue(trainSteps), result.GetValue(repeats),
                 result.GetValue(rows), result.GetValue(dataDir), result.GetValue(runtime.Device)!, result.GetValue(output));
             return new BaseBenchmark(AnsiConsole.Console).Run(settings);
-        })));
+        });
         return command;
     }
 }

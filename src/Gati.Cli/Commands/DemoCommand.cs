@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Gati.MLNet.Models.Selectors;
 
 namespace Gati.Cli.Commands;
 
@@ -24,14 +23,12 @@ internal static class DemoCommand
         var evalRows = new Option<long?>("--eval-rows") { Description = "Test rows to evaluate on (default: all 10,000)." }.AtLeast(1L);
         var command = new Command("demo",
             "End to end on Fashion-MNIST: train (or reuse) a narrow ResNet-18, fit learned caches, choose layers, and evaluate early exit against the full model at batch 1 and 64.");
-        foreach (var option in new Option[] { output, dataDir, width, baseRows, baseEpochs, cacheLayers, cacheArchitectures, cacheRows, cacheEpochs, holdout, precision, agreement, evalRows })
-            command.Options.Add(option);
+        command.AddOptions(output, dataDir, width, baseRows, baseEpochs, cacheLayers, cacheArchitectures, cacheRows, cacheEpochs, holdout, precision, agreement, evalRows);
         runtime.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command);
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var settings = new DemoSettings(result.GetValue(output)!, result.GetValue(dataDir), result.GetValue(width), result.GetValue(baseRows), result.GetValue(baseEpochs),
                 LayerList.Parse(result.GetValue(cacheLayers)!),
                 ArchitectureList.Parse(result.GetValue(cacheArchitectures)!),
@@ -39,7 +36,7 @@ internal static class DemoCommand
                 result.GetValue(evalRows), result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
                 CommandLineText.Of(result));
             return new DemoRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 }
@@ -70,13 +67,17 @@ internal sealed class DemoRunner(IAnsiConsole console)
             new TrainBaseRunner(console).Run(new TrainBaseSettings
             {
                 Dataset = dataset,
-                Architecture = ResNetArchitecture.ResNet18,
-                BaseWidth = settings.Width,
-                Epochs = settings.BaseEpochs,
+                Recipe = new()
+                {
+                    Architecture = ResNetArchitecture.ResNet18,
+                    BaseWidth = settings.Width,
+                    Epochs = settings.BaseEpochs,
+                    Seed = 0,
+                    Resume = true,
+                    Device = settings.Device,
+                },
                 TrainRows = settings.BaseTrainRows,
                 Output = basePath,
-                Resume = true,
-                Device = settings.Device,
             }, cancellation);
             AtomicFile.WriteAllText(stamp, baseSettings);
         }

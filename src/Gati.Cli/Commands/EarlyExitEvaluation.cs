@@ -26,9 +26,8 @@ internal sealed class EarlyExitEvaluation(IAnsiConsole console)
 
     public (EarlyExitResult[] Results, LearnedCache[] Caches) Run(EarlyExitEvaluationSettings settings)
     {
-        var context = new MLContext(0);
         // Under ONNX Runtime the TorchSharp networks only provide the weights: they stay on the CPU.
-        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
+        var context = DeviceContext.Create(ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

@@ -1,5 +1,4 @@
 using Gati.MLNet.Inference.Backends;
-using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 using TorchSharp;
 using static TorchSharp.torch;

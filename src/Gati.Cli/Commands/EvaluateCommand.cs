@@ -5,28 +5,18 @@ internal static class EvaluateCommand
 {
     public static Command Create()
     {
-        var dataset = new DatasetArguments();
-        var runtime = new RuntimeArguments();
-        var model = new Option<string>("--model", "-m") { Description = "The model zip written by gati train-base.", Required = true };
-        var split = new SplitArguments("Which split to evaluate on: test or train.");
-        var rows = new Option<long?>("--rows") { Description = "Evaluate on the first N rows only." }.AtLeast(1L);
+        var arguments = new EvaluationArguments("The model zip written by gati train-base.", "Which split to evaluate on: test or train.",
+            "Evaluate on the first N rows only.");
         var report = new Option<string?>("--report-dir") { Description = "Also write evaluation.md and confusion-matrix.csv to this folder." };
 
-        var command = new Command("evaluate", "Evaluate a saved model on a dataset split: accuracy, per-class accuracy and the confusion matrix.");
-        command.Options.Add(model);
-        dataset.AddTo(command);
-        command.Options.Add(split.Split);
-        command.Options.Add(rows);
-        command.Options.Add(report);
-        runtime.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        var command = arguments.CreateCommand("evaluate", "Evaluate a saved model on a dataset split: accuracy, per-class accuracy and the confusion matrix.", report);
+        command.SetRun(arguments.Runtime, (result, _) =>
         {
-            runtime.Apply(result);
-            var settings = new EvaluateSettings(result.GetValue(model)!, dataset.Read(result),
-                split.Read(result), result.GetValue(rows),
-                result.GetValue(report), result.GetValue(runtime.Device)!);
+            var settings = new EvaluateSettings(arguments.ModelPath(result), arguments.Dataset.Read(result),
+                arguments.Split.Read(result), result.GetValue(arguments.Rows),
+                result.GetValue(report), arguments.Device(result));
             return new EvaluateRunner(AnsiConsole.Console).Run(settings);
-        })));
+        });
         return command;
     }
 }
@@ -39,8 +29,7 @@ internal sealed class EvaluateRunner(IAnsiConsole console)
 {
     public int Run(EvaluateSettings settings)
     {
-        var context = new MLContext();
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        var context = DeviceContext.Create(settings.Device, seed: null);
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

@@ -5,29 +5,22 @@ internal static class EvaluateEarlyExitCommand
 {
     public static Command Create()
     {
-        var dataset = new DatasetArguments();
-        var runtime = new RuntimeArguments();
-        var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize) or any model with learned caches.", Required = true };
-        var split = new SplitArguments("test or train.");
-        var rows = new Option<long?>("--rows") { Description = "Use only the first N rows." }.AtLeast(1L);
+        var arguments = new EvaluationArguments("Model zip with chosen caches (gati optimize) or any model with learned caches.", "test or train.",
+            "Use only the first N rows.");
         var batchSizes = new Option<string>("--batch-sizes") { Description = "Batch sizes to measure, comma-separated.", DefaultValueFactory = _ => "1,64" }.ParsedBy(v => ParseBatchSizes(v));
         var outputDir = new Option<string?>("--output-dir", "-o") { Description = "Write early-exit.md, early-exit.csv and exits.png here." };
-        var command = new Command("evaluate-early-exit",
-            "Early exit against the full base model on the same device and batch sizes: agreement, accuracy, exits per layer, latency mean/p50/p99 and speedup.");
-        command.Options.Add(model);
-        dataset.AddTo(command);
-        foreach (var option in new Option[] { split.Split, rows, batchSizes, outputDir }) command.Options.Add(option);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("evaluate-early-exit",
+            "Early exit against the full base model on the same device and batch sizes: agreement, accuracy, exits per layer, latency mean/p50/p99 and speedup.",
+            batchSizes, outputDir);
         var serving = new ServingArguments();
         serving.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(arguments.Runtime, (result, _) =>
         {
-            runtime.Apply(result);
             var sizes = ParseBatchSizes(result.GetValue(batchSizes)!);
-            return new EarlyExitEvaluation(AnsiConsole.Console).RunAndReport(new EarlyExitEvaluationSettings(result.GetValue(model)!, dataset.Read(result),
-                split.Read(result), result.GetValue(rows), sizes, result.GetValue(outputDir),
-                result.GetValue(runtime.Device)!, CommandLineText.Of(result), serving.Read(result, result.GetValue(runtime.Device)!)[0]));
-        })));
+            return new EarlyExitEvaluation(AnsiConsole.Console).RunAndReport(new EarlyExitEvaluationSettings(arguments.ModelPath(result), arguments.Dataset.Read(result),
+                arguments.Split.Read(result), result.GetValue(arguments.Rows), sizes, result.GetValue(outputDir),
+                arguments.Device(result), CommandLineText.Of(result), serving.Read(result, arguments.Device(result))[0]));
+        });
         return command;
     }
 

@@ -3,12 +3,9 @@ namespace Gati.Cli.Commands;
 /// <summary><c>gati export onnx</c>: the base model as one standard ONNX graph, and the early-exit segments.</summary>
 internal static class ExportCommand
 {
-    public static Command Create()
-    {
-        var command = new Command("export", "Export a model to another format.");
-        command.Subcommands.Add(CreateOnnx());
-        return command;
-    }
+    public static Command Create() =>
+        CommandActions.Group("export", "Export a model to another format.",
+            CreateOnnx());
 
     private static Command CreateOnnx()
     {
@@ -29,11 +26,11 @@ internal static class ExportCommand
         };
         var verifyRows = new Option<long?>("--verify-rows") { Description = "Verify on the first N test rows only (default: all)." }.AtLeast(1L);
         var command = new Command("onnx", "Export the base model as one standard ONNX graph (opset 17) that ML.NET's ApplyOnnxModel, ONNX Runtime and other tools read; optionally the early-exit segment graphs.");
-        foreach (var option in new Option[] { model, output, segmentsDir, updateModel, verify, verifyRows }) command.Options.Add(option);
+        command.AddOptions(model, output, segmentsDir, updateModel, verify, verifyRows);
         dataset.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun((result, _) =>
             new ExportOnnxRunner(AnsiConsole.Console).Run(result.GetValue(model)!, result.GetValue(output)!, result.GetValue(segmentsDir), result.GetValue(updateModel),
-                result.GetValue(verify) ? dataset.Read(result) : null, result.GetValue(verifyRows)))));
+                result.GetValue(verify) ? dataset.Read(result) : null, result.GetValue(verifyRows)));
         return command;
     }
 }
@@ -44,8 +41,7 @@ internal sealed class ExportOnnxRunner(IAnsiConsole console)
     public int Run(string modelPath, string output, string? segmentsDir, bool updateModel, DatasetSpec? verifyOn = null, long? verifyRows = null)
     {
         // The networks are only read: keep them on the CPU whatever the machine has.
-        var context = new MLContext(0);
-        Gati.MLNet.Torch.DeviceOptions.ConfigureContext(context, "cpu");
+        var context = DeviceContext.Create("cpu");
         var model = context.Gati().LoadModel(modelPath, out var schema);
         try
         {

@@ -7,8 +7,7 @@ internal static class FitCachesCommand
 {
     public static Command Create()
     {
-        var dataset = new DatasetArguments();
-        var runtime = new RuntimeArguments();
+        var arguments = new CommandArguments();
         var baseModel = new Option<string?>("--base-model", "-b") { Description = "Base model zip (gati train-base): predictors are trained here." };
         var predictorsModel = new Option<string?>("--predictors-model") { Description = "Model zip from gati train-predictors: reuse its base model and predictors, train only selectors." };
         var layers = new Option<string?>("--layers") { Description = "Layers that get caches, e.g. 2-7 (default: all layers of --predictors-model, else every cut point of the base model)." }.ParsedBy(v => LayerList.Parse(v!));
@@ -25,26 +24,20 @@ internal static class FitCachesCommand
         var dumpDir = new Option<string?>("--dump-dir") { Description = "Dump predictor training features here instead of streaming them from the base model each epoch." };
         var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write: base model + learned caches (every candidate).", Required = true };
-        var command = new Command("fit-caches", "Fit learned caches — predictor, selector and an exit threshold calibrated to a target precision — on layers of a base model.");
-        command.Options.Add(baseModel);
-        command.Options.Add(predictorsModel);
-        dataset.AddTo(command);
-        foreach (var option in new Option[] { layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, noStandardize, dumpDir, seed, output })
-            command.Options.Add(option);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("fit-caches", "Fit learned caches — predictor, selector and an exit threshold calibrated to a target precision — on layers of a base model.",
+            [baseModel, predictorsModel], layers, architectures, selector, precision, trainRows, holdoutRows, epochs, patience, selectorEpochs, lr, noStandardize, dumpDir, seed, output);
         command.Validators.Add(r =>
         {
             if ((r.GetValue(baseModel) is null) == (r.GetValue(predictorsModel) is null))
                 r.AddError("Give exactly one of --base-model (train predictors) and --predictors-model (reuse trained predictors).");
         });
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(arguments.Runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var settings = new FitCachesSettings
             {
                 BaseModel = result.GetValue(baseModel),
                 PredictorsModel = result.GetValue(predictorsModel),
-                Dataset = dataset.Read(result),
+                Dataset = arguments.Dataset.Read(result),
                 Layers = result.GetValue(layers) is { } l ? LayerList.Parse(l) : null,
                 Architectures = result.GetValue(architectures) is { } a ? ArchitectureList.Parse(a) : null,
                 TrainRows = result.GetValue(trainRows),
@@ -65,10 +58,10 @@ internal static class FitCachesCommand
                 DumpDir = result.GetValue(dumpDir),
                 Seed = result.GetValue(seed),
                 Output = result.GetValue(output)!,
-                Device = result.GetValue(runtime.Device)!,
+                Device = arguments.Device(result),
             };
             return new FitCachesRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 }

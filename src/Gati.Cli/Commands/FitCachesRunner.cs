@@ -1,5 +1,3 @@
-using Gati.MLNet.Models.Selectors;
-
 namespace Gati.Cli.Commands;
 
 internal sealed record FitCachesSettings
@@ -29,8 +27,7 @@ internal sealed class FitCachesRunner(IAnsiConsole console)
     public int Run(FitCachesSettings settings, CancellationToken cancellation)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(settings.Seed);
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        var context = DeviceContext.Create(settings.Device, settings.Seed);
         var path = settings.BaseModel ?? settings.PredictorsModel!;
         var loaded = context.Gati().LoadModel(path, out _);
         try

@@ -41,9 +41,8 @@ internal sealed class ImagePrediction(IAnsiConsole console)
 
     public int Run(ImagePredictionSettings settings, CancellationToken cancellation = default)
     {
-        var context = new MLContext(0);
         // Under ONNX Runtime the TorchSharp networks only provide the weights: they stay on the CPU.
-        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
+        var context = DeviceContext.Create(ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

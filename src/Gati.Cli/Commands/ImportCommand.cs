@@ -7,13 +7,9 @@ namespace Gati.Cli.Commands;
 /// <summary><c>gati import onnx</c> and <c>gati import mlnet</c>: make an existing network a Gati base model.</summary>
 internal static class ImportCommand
 {
-    public static Command Create()
-    {
-        var command = new Command("import", "Make an existing network a Gati base model, so that learned caches can be fitted on it (gati fit-caches).");
-        command.Subcommands.Add(CreateOnnx());
-        command.Subcommands.Add(CreateMLNet());
-        return command;
-    }
+    public static Command Create() =>
+        CommandActions.Group("import", "Make an existing network a Gati base model, so that learned caches can be fitted on it (gati fit-caches).",
+            CreateOnnx(), CreateMLNet());
 
     private static Option<string?> CutPoints() => new("--cut-points")
     {
@@ -32,8 +28,8 @@ internal static class ImportCommand
         var cutPoints = CutPoints();
         var output = new Option<string>("--output", "-o") { Description = "Model zip to write (the imported base model).", Required = true };
         var command = new Command("onnx", "Import an ONNX image classifier: its graph normalised to Gati's opset (batch norms folded, batch dimension symbolic) and cut into cut points.");
-        foreach (var option in new Option[] { model, preprocess, outputName, scores, classNames, imageColumn, cutPoints, output }) command.Options.Add(option);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.AddOptions(model, preprocess, outputName, scores, classNames, imageColumn, cutPoints, output);
+        command.SetRun((result, _) =>
         {
             var context = new MLContext(0);
             var options = new OnnxImportOptions
@@ -52,7 +48,7 @@ internal static class ImportCommand
             context.Gati().SaveModel(imported, schema.ToSchema(), result.GetValue(output)!);
             Report(AnsiConsole.Console, imported.BaseModel, result.GetValue(output)!);
             return 0;
-        })));
+        });
         return command;
     }
 
@@ -70,11 +66,11 @@ internal static class ImportCommand
         var command = new Command("mlnet",
             "Import a fitted ML.NET image pipeline (featurizer + linear trainer, as in ML.NET's image classification tutorial): one ONNX graph from the pixels to the trainer's scores, " +
             $"cut into cut points. Supported trainers: {MLNetPipelineImport.SupportedTrainers}.");
-        foreach (var option in new Option[] { pipeline, cutPoints, verifyRows, output }) command.Options.Add(option);
+        command.AddOptions(pipeline, cutPoints, verifyRows, output);
         dataset.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun((result, _) =>
             new ImportMLNetRunner(AnsiConsole.Console).Run(result.GetValue(pipeline)!, Names(result.GetValue(cutPoints)), dataset.Read(result),
-                result.GetValue(verifyRows), result.GetValue(output)!))));
+                result.GetValue(verifyRows), result.GetValue(output)!));
         return command;
     }
 
@@ -202,8 +198,8 @@ internal static class ImagesCommand
         var trainRows = new Option<long?>("--train-rows") { Description = "Images of the training split to write (default: all 60,000)." }.AtLeast(1L);
         var testRows = new Option<long?>("--test-rows") { Description = "Images of the test split to write (default: all 10,000)." }.AtLeast(1L);
         var command = new Command("images", "Write Fashion-MNIST's product photos as PNG files in class folders (the input of ML.NET's image tutorials); resumable: files already written are kept.");
-        foreach (var option in new Option[] { output, dataDir, trainRows, testRows }) command.Options.Add(option);
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.AddOptions(output, dataDir, trainRows, testRows);
+        command.SetRun((result, cancellation) =>
         {
             var clock = Stopwatch.StartNew();
             var context = new MLContext(0);
@@ -212,7 +208,7 @@ internal static class ImagesCommand
             written += context.Data.ExportFashionMnistImages(Path.Combine(root, "test"), DatasetSplit.Test, result.GetValue(testRows), dataDirectory: result.GetValue(dataDir));
             AnsiConsole.MarkupLineInterpolated($"Wrote {written} PNG files under [bold]{root}[/] (train/, test/) in {clock.Elapsed.TotalSeconds:F0} s.");
             return 0;
-        })));
+        });
         return command;
     }
 }

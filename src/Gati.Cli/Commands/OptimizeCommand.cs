@@ -7,8 +7,7 @@ internal static class OptimizeCommand
 {
     public static Command Create()
     {
-        var dataset = new DatasetArguments();
-        var runtime = new RuntimeArguments();
+        var arguments = new CommandArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with candidate caches (gati fit-caches).", Required = true };
         var agreement = new Option<double>("--agreement-target") { Description = "Least agreement with the base model on held-out rows.", DefaultValueFactory = _ => 0.99 }.Share();
         var memory = new Option<double?>("--memory-budget-mb") { Description = "Most memory for the chosen caches' parameters, in MB (default: the larger of the base model's parameter memory and 64 MB)." }.Positive();
@@ -24,24 +23,20 @@ internal static class OptimizeCommand
             DefaultValueFactory = _ => string.Join(",", CacheOptimizer.DefaultPrecisionTargets.Select(t => t.ToString(CultureInfo.InvariantCulture))),
         }.ParsedBy(v => ParsePrecisionTargets(v));
         var more = new Option<string[]>("--more-candidates") { Description = "Further fit-caches zips on the same base model (e.g. other predictor architectures fitted later) whose caches join the candidates.", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.");
-        command.Options.Add(model);
-        dataset.AddTo(command);
-        foreach (var option in new Option[] { agreement, confidence, memory, batchSize, holdoutRows, freshRows, timingRuns, targets, output, more }) command.Options.Add(option);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("optimize", "Choose the layers (and architecture per layer) whose caches minimise expected latency on this device under an agreement target and a memory budget; explain the choice.",
+            [model], agreement, confidence, memory, batchSize, holdoutRows, freshRows, timingRuns, targets, output, more);
         var serving = new ServingArguments();
         serving.AddTo(command);
-        command.SetAction((result, _) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(arguments.Runtime, (result, _) =>
         {
-            runtime.Apply(result);
-            return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(agreement),
+            return new OptimizeRunner(AnsiConsole.Console).Run(new OptimizeSettings(result.GetValue(model)!, arguments.Dataset.Read(result), result.GetValue(agreement),
                 result.GetValue(memory) is { } mb ? (long)(mb * 1048576) : null, result.GetValue(batchSize), result.GetValue(holdoutRows),
-                result.GetValue(timingRuns), result.GetValue(output)!, result.GetValue(runtime.Device)!, serving.Read(result, result.GetValue(runtime.Device)!)[0],
+                result.GetValue(timingRuns), result.GetValue(output)!, arguments.Device(result), serving.Read(result, arguments.Device(result))[0],
                 CommandLineText.Of(result)) {
                     Confidence = result.GetValue(confidence), MoreCandidates = result.GetValue(more) ?? [], FreshRows = result.GetValue(freshRows),
                     PrecisionTargets = ParsePrecisionTargets(result.GetValue(targets)!),
                 });
-        })));
+        });
         return command;
     }
 
@@ -79,8 +74,7 @@ internal sealed class OptimizeRunner(IAnsiConsole console)
     public int Run(OptimizeSettings settings)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
+        var context = DeviceContext.Create(ExecutionBackends.ResolveLoadDevice(settings.Serving.Backend, settings.Device));
         var loaded = context.Gati().LoadModel(settings.Model, out var schema);
         var others = new List<ITransformer>();
         LearnedCachesTransformer? merged = null;

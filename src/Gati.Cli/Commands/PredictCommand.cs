@@ -23,7 +23,7 @@ internal static class PredictCommand
             "Predict images with a model: class, exit layer (0 = the full model) and latency per image, decoded exactly as the web sample decodes uploads.");
         command.Arguments.Add(images);
         command.Options.Add(model);
-        foreach (var option in new Option[] { folder, json, maxPixels }) command.Options.Add(option);
+        command.AddOptions(folder, json, maxPixels);
         runtime.AddTo(command);
         serving.AddTo(command);
         command.Validators.Add(result =>
@@ -31,14 +31,14 @@ internal static class PredictCommand
             if (result.GetValue(images) is not { Length: > 0 } && result.GetValue(folder) is null)
                 result.AddError("Name image files, or a folder with --folder.");
         });
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun((result, cancellation) =>
         {
             var files = ImagePrediction.Files(result.GetValue(images) ?? [], result.GetValue(folder));
             runtime.Apply(result);
             var device = result.GetValue(runtime.Device)!;
             return new ImagePrediction(AnsiConsole.Console).Run(new ImagePredictionSettings(result.GetValue(model)!, files, result.GetValue(json),
                 result.GetValue(maxPixels), device, serving.Read(result, device)[0]), cancellation);
-        })));
+        });
         return command;
     }
 }

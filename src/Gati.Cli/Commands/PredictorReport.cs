@@ -38,8 +38,7 @@ internal sealed class PredictorReport(IAnsiConsole console)
     public int Run(PredictorReportSettings settings)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(0);
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        var context = DeviceContext.Create(settings.Device);
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

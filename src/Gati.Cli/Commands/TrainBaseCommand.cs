@@ -5,8 +5,7 @@ internal static class TrainBaseCommand
 {
     public static Command Create()
     {
-        var dataset = new DatasetArguments();
-        var runtime = new RuntimeArguments();
+        var arguments = new CommandArguments();
         var arch = new Option<string>("--arch") { Description = "Architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.", DefaultValueFactory = _ => "resnet18" }.ParsedBy(v => ResNetSpec.Parse(v));
         var width = new Option<int>("--width") { Description = "Base width (channels of the first stage): 64 is the paper's; 8-16 make CPU training practical.", DefaultValueFactory = _ => 64 }.Between(1, 1024);
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training data.", DefaultValueFactory = _ => 30 }.AtLeast(1);
@@ -25,39 +24,38 @@ internal static class TrainBaseCommand
         var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint if it exists (e.g. after the process was killed)." };
         var epochsThisRun = new Option<int?>("--epochs-this-run") { Description = "Stop after this many epochs and save the model as it stands; --resume later continues the schedule. 0 with --resume saves the checkpoint's model without training." }.AtLeast(0);
 
-        var command = new Command("train-base", "Train a CIFAR-style ResNet base model on a dataset and save it as an ML.NET model zip; evaluates it on the test split at the end.");
-        dataset.AddTo(command);
-        foreach (var option in new Option[] { arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume, epochsThisRun })
-            command.Options.Add(option);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("train-base", "Train a CIFAR-style ResNet base model on a dataset and save it as an ML.NET model zip; evaluates it on the test split at the end.",
+            [], arch, width, epochs, lr, batchSize, momentum, weightDecay, cropPadding, noFlip, seed, trainRows, testRows, validate, output, checkpoint, resume, epochsThisRun);
 
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(arguments.Runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var settings = new TrainBaseSettings
             {
-                Dataset = dataset.Read(result),
-                Architecture = ResNetSpec.Parse(result.GetValue(arch)!),
-                BaseWidth = result.GetValue(width),
-                Epochs = result.GetValue(epochs),
-                LearningRate = result.GetValue(lr),
-                BatchSize = result.GetValue(batchSize),
-                Momentum = result.GetValue(momentum),
-                WeightDecay = result.GetValue(weightDecay),
-                CropPadding = result.GetValue(cropPadding),
-                HorizontalFlip = !result.GetValue(noFlip),
-                Seed = result.GetValue(seed),
+                Dataset = arguments.Dataset.Read(result),
+                Recipe = new()
+                {
+                    Architecture = ResNetSpec.Parse(result.GetValue(arch)!),
+                    BaseWidth = result.GetValue(width),
+                    Epochs = result.GetValue(epochs),
+                    LearningRate = result.GetValue(lr),
+                    BatchSize = result.GetValue(batchSize),
+                    Momentum = result.GetValue(momentum),
+                    WeightDecay = result.GetValue(weightDecay),
+                    RandomCropPadding = result.GetValue(cropPadding),
+                    HorizontalFlip = !result.GetValue(noFlip),
+                    Seed = result.GetValue(seed),
+                    Resume = result.GetValue(resume),
+                    EpochsThisRun = result.GetValue(epochsThisRun),
+                    Device = arguments.Device(result),
+                },
                 TrainRows = result.GetValue(trainRows),
                 TestRows = result.GetValue(testRows),
                 ValidateEachEpoch = result.GetValue(validate),
                 Output = result.GetValue(output)!,
                 Checkpoint = result.GetValue(checkpoint),
-                Resume = result.GetValue(resume),
-                EpochsThisRun = result.GetValue(epochsThisRun),
-                Device = result.GetValue(runtime.Device)!,
             };
             return new TrainBaseRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 }

@@ -4,24 +4,17 @@ namespace Gati.Cli.Commands;
 internal sealed record TrainBaseSettings
 {
     public required DatasetSpec Dataset { get; init; }
-    public ResNetArchitecture Architecture { get; init; } = ResNetArchitecture.ResNet18;
-    public int BaseWidth { get; init; } = 64;
-    public int Epochs { get; init; } = 30;
-    public double LearningRate { get; init; } = 0.1;
-    public int BatchSize { get; init; } = 128;
-    public double Momentum { get; init; } = 0.9;
-    public double WeightDecay { get; init; } = 5e-4;
-    public int CropPadding { get; init; } = 4;
-    public bool HorizontalFlip { get; init; } = true;
-    public int Seed { get; init; }
+
+    /// <summary>
+    /// The trainer's settings with the library's defaults (architecture, width, schedule, augmentation, seed, device,
+    /// resuming); the runner fills in the checkpoint path, validation set, progress and cancellation.
+    /// </summary>
+    public ResNetTrainer.Options Recipe { get; init; } = new();
     public long? TrainRows { get; init; }
     public long? TestRows { get; init; }
     public bool ValidateEachEpoch { get; init; }
     public required string Output { get; init; }
     public string? Checkpoint { get; init; }
-    public bool Resume { get; init; }
-    public int? EpochsThisRun { get; init; }
-    public string Device { get; init; } = "auto";
 }
 
 /// <summary>Runs <c>gati train-base</c>: train, save atomically, evaluate on the test split.</summary>
@@ -30,44 +23,33 @@ internal sealed class TrainBaseRunner(IAnsiConsole console)
     public int Run(TrainBaseSettings settings, CancellationToken cancellation)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(settings.Seed);
+        var recipe = settings.Recipe;
+        var context = new MLContext(recipe.Seed ?? 0);
         var train = settings.Dataset.Load(context, DatasetSplit.Train, settings.TrainRows);
         var test = settings.Dataset.Load(context, DatasetSplit.Test, settings.TestRows);
         var checkpoint = settings.Checkpoint ?? settings.Output + ".ckpt";
-        var trainer = (IProgress<ResNetTrainingProgress>? reporter) => context.Gati().ResNet(new ResNetTrainer.Options
+        recipe.CheckpointPath = checkpoint;
+        recipe.ValidationSet = settings.ValidateEachEpoch ? test : null;
+        recipe.CancellationToken = cancellation;
+        var trainer = (IProgress<ResNetTrainingProgress>? reporter) =>
         {
-            Architecture = settings.Architecture,
-            BaseWidth = settings.BaseWidth,
-            Epochs = settings.Epochs,
-            BatchSize = settings.BatchSize,
-            LearningRate = settings.LearningRate,
-            Momentum = settings.Momentum,
-            WeightDecay = settings.WeightDecay,
-            RandomCropPadding = settings.CropPadding,
-            HorizontalFlip = settings.HorizontalFlip,
-            Seed = settings.Seed,
-            Device = settings.Device,
-            CheckpointPath = checkpoint,
-            Resume = settings.Resume,
-            EpochsThisRun = settings.EpochsThisRun,
-            ValidationSet = settings.ValidateEachEpoch ? test : null,
-            Progress = reporter,
-            CancellationToken = cancellation,
-        });
+            recipe.Progress = reporter;
+            return context.Gati().ResNet(recipe);
+        };
         trainer(null); // the trainer validates its settings: reject a bad one before announcing the run
 
         var rowCount = train.GetRowCount()?.ToString(CultureInfo.InvariantCulture) ?? "?";
         console.MarkupLineInterpolated(
-            $"Training [bold]{settings.Architecture}[/] (width {settings.BaseWidth}) on [bold]{settings.Dataset.Name}[/] ({rowCount} rows), {settings.Epochs} epochs, batch {settings.BatchSize}, lr {settings.LearningRate}, device {settings.Device}.");
-        console.MarkupLineInterpolated($"Checkpoint: {checkpoint}{(settings.Resume ? " (resuming if present)" : "")}");
-        using var model = LiveProgress.Run(console, "training", settings.Epochs, bar => trainer(new TrainingReporter(console, bar)).Fit(train));
+            $"Training [bold]{recipe.Architecture}[/] (width {recipe.BaseWidth}) on [bold]{settings.Dataset.Name}[/] ({rowCount} rows), {recipe.Epochs} epochs, batch {recipe.BatchSize}, lr {recipe.LearningRate}, device {recipe.Device}.");
+        console.MarkupLineInterpolated($"Checkpoint: {checkpoint}{(recipe.Resume ? " (resuming if present)" : "")}");
+        using var model = LiveProgress.Run(console, "training", recipe.Epochs, bar => trainer(new TrainingReporter(console, bar)).Fit(train));
         var trainTime = clock.Elapsed;
 
         context.Gati().SaveModel(model, train.Schema, settings.Output);
         console.MarkupLineInterpolated($"Saved model to [bold]{settings.Output}[/] (device used: {model.Device}).");
-        if (model.TrainingHistory.Count < settings.Epochs)
+        if (model.TrainingHistory.Count < recipe.Epochs)
             console.MarkupLineInterpolated(
-                $"[yellow]note:[/] stopped after epoch {model.TrainingHistory.Count} of {settings.Epochs} (--epochs-this-run); run again with --resume to continue the schedule from {checkpoint}.");
+                $"[yellow]note:[/] stopped after epoch {model.TrainingHistory.Count} of {recipe.Epochs} (--epochs-this-run); run again with --resume to continue the schedule from {checkpoint}.");
 
         var evaluation = Evaluation.Run(context, model, test);
         console.MarkupLineInterpolated(

@@ -5,8 +5,7 @@ internal static class TrainPredictorsCommand
 {
     public static Command Create()
     {
-        var dataset = new DatasetArguments();
-        var runtime = new RuntimeArguments();
+        var arguments = new CommandArguments();
         var baseModel = new Option<string>("--base-model", "-b") { Description = "The base model zip written by gati train-base or gati import.", Required = true };
         var layers = new Option<string>("--layers") { Description = "Layers (residual block outputs) to attach predictors to, e.g. 1-8 or 2,4,6.", DefaultValueFactory = _ => "1-8" }.ParsedBy(v => LayerList.Parse(v));
         var architectures = new Option<string>("--architectures") { Description = "Predictor architectures, comma-separated: fc, pool, conv (or with parameters, e.g. fc:512,conv:5:2).", DefaultValueFactory = _ => "fc,pool,conv" }.ParsedBy(ParseArchitectureNames);
@@ -52,17 +51,11 @@ internal static class TrainPredictorsCommand
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Checkpoint written after every epoch (default: <output>.ckpt)." };
         var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint (and the dump) if present." };
 
-        var command = new Command("train-predictors", "Train predictors (FC, Pool, Conv) on hidden layers of a base model by distillation, and save base + predictors as one model zip.");
-        command.Options.Add(baseModel);
-        dataset.AddTo(command);
-        foreach (var option in new Option[] { layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16,
-                     trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, noStandardize, halving, alpha, temperature, seed, output, checkpoint, resume })
-            command.Options.Add(option);
-        runtime.AddTo(command);
+        var command = arguments.CreateCommand("train-predictors", "Train predictors (FC, Pool, Conv) on hidden layers of a base model by distillation, and save base + predictors as one model zip.",
+            [baseModel], layers, architectures, fcHidden, poolSize, poolHidden, convKernel, convStride, features, dumpDir, maxDump, float16, trainRows, holdoutRows, augmented, epochs, patience, batchSize, lr, stepBound, noHeadStart, noStandardize, halving, alpha, temperature, seed, output, checkpoint, resume);
 
-        command.SetAction((result, cancellation) => Task.FromResult(CommandErrors.Run(AnsiConsole.Console, () =>
+        command.SetRun(arguments.Runtime, (result, cancellation) =>
         {
-            runtime.Apply(result);
             var architectureList = ArchitectureList.Names(result.GetValue(architectures)!)
                 .Select(name => name.ToLowerInvariant() switch
                 {
@@ -74,7 +67,7 @@ internal static class TrainPredictorsCommand
             var settings = new TrainPredictorsSettings
             {
                 BaseModel = result.GetValue(baseModel)!,
-                Dataset = dataset.Read(result),
+                Dataset = arguments.Dataset.Read(result),
                 Layers = LayerList.Parse(result.GetValue(layers)!),
                 Architectures = architectureList,
                 Features = result.GetValue(features)!,
@@ -101,10 +94,10 @@ internal static class TrainPredictorsCommand
                 Output = result.GetValue(output)!,
                 Checkpoint = result.GetValue(checkpoint),
                 Resume = result.GetValue(resume),
-                Device = result.GetValue(runtime.Device)!,
+                Device = arguments.Device(result),
             };
             return new TrainPredictorsRunner(AnsiConsole.Console).Run(settings, cancellation);
-        })));
+        });
         return command;
     }
 

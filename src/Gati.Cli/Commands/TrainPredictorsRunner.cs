@@ -30,8 +30,7 @@ internal sealed class TrainPredictorsRunner(IAnsiConsole console)
     public int Run(TrainPredictorsSettings settings, CancellationToken cancellation)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(settings.Seed);
-        DeviceOptions.ConfigureContext(context, settings.Device);
+        var context = DeviceContext.Create(settings.Device, settings.Seed);
         var loaded = context.Gati().LoadModel(settings.BaseModel, out _);
         try
         {

@@ -19,8 +19,7 @@ internal sealed class WorkloadBenchmark(IAnsiConsole console)
     public int Run(WorkloadBenchmarkSettings settings)
     {
         var clock = Stopwatch.StartNew();
-        var context = new MLContext(0);
-        Gati.MLNet.Torch.DeviceOptions.ConfigureContext(context, "cpu");
+        var context = DeviceContext.Create("cpu");
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {

@@ -1,7 +1,6 @@
 using System.Reflection;
 using Gati.MLNet.Data;
 using Gati.MLNet.Models;
-using Microsoft.ML.Data;
 
 namespace Gati.MLNet.Inference;
 

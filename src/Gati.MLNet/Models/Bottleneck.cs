@@ -1,5 +1,4 @@
 using Gati.MLNet.Torch;
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using Gati.MLNet.Data;
 using Gati.MLNet.Onnx;
-using Onnx;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Models;

@@ -1,6 +1,5 @@
 using Gati.MLNet.Data;
 using Gati.MLNet.Torch;
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 

@@ -4,7 +4,6 @@ using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Training;

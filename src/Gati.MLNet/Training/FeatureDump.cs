@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
-using System.Text;
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Transforms;

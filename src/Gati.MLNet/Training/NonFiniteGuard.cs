@@ -1,6 +1,5 @@
 using System.Globalization;
 using Gati.MLNet.Torch;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Training;

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models.Predictors;

@@ -5,7 +5,6 @@ using Gati.MLNet.Models;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;

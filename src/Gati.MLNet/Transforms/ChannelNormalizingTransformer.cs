@@ -1,6 +1,5 @@
 using Gati.MLNet.Data;
 using Gati.MLNet.ModelFormat;
-using Gati.MLNet.Models;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -38,13 +37,7 @@ public sealed class ChannelNormalizingTransformer : GatiTransformerBase
     /// <summary>Per-channel mean and standard deviation.</summary>
     public ChannelNormalization Normalization { get; }
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATINRMC",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(ChannelNormalizingTransformer).Assembly.FullName);
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATINRMC", 0x00010001, LoaderSignature);
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 

@@ -4,7 +4,6 @@ using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 
 [assembly: LoadableClass(typeof(FeatureExtractingTransformer), null, typeof(SignatureLoadModel), "Gati Feature Extractor", FeatureExtractingTransformer.LoaderSignature)]
@@ -123,13 +122,8 @@ public sealed class FeatureExtractingTransformer : GatiTransformerBase, IBaseMod
 
     BaseNetwork IBaseModelHolder.Base => new(_base, ImageColumnName);
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATIFEAT",
-        verWrittenCur: 0x00010003, // 1.2: input normalisation; 1.3: any base model, reductions
-        verReadableCur: 0x00010003,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(FeatureExtractingTransformer).Assembly.FullName);
+    // 1.2: input normalisation; 1.3: any base model, reductions
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATIFEAT", 0x00010003, LoaderSignature);
 
     /// <summary>
     /// Runs the base model on <paramref name="count"/> images and copies out the requested features (null entries are

@@ -70,6 +70,19 @@ public abstract class GatiTransformerBase : ITransformer, IDisposable
     /// <summary>The model stream's signature and versions: written by every save, checked by the transformer's loader.</summary>
     private protected abstract VersionInfo ModelVersion { get; }
 
+    /// <summary>
+    /// The model stream header of a Gati transformer at format <paramref name="version"/> (0x00010003 = 1.3). Each new
+    /// version has added fields, so only readers of that version or later can read it; every reader still reads its
+    /// format back to 1.1.
+    /// </summary>
+    private protected static VersionInfo ModelStreamVersion(string modelSignature, uint version, string loaderSignature) => new(
+        modelSignature: modelSignature,
+        verWrittenCur: version,
+        verReadableCur: version,
+        verWeCanReadBack: 0x00010001,
+        loaderSignature: loaderSignature,
+        loaderAssemblyName: typeof(GatiTransformerBase).Assembly.FullName);
+
     /// <summary>Writes the transformer's fields (the header with <see cref="ModelVersion"/> is already set).</summary>
     private protected abstract void SaveModel(ModelSaveContext ctx);
 

@@ -1,6 +1,5 @@
 using Gati.MLNet.Data;
 using Microsoft.ML;
-using Microsoft.ML.Data;
 using Microsoft.ML.Transforms.Image;
 using SkiaSharp;
 

@@ -66,13 +66,7 @@ public sealed class ImportedModelTransformer : GatiTransformerBase, IBaseModelHo
 
     BaseNetwork IBaseModelHolder.Base => new(_base, ImageColumnName);
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATIIMPT",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(ImportedModelTransformer).Assembly.FullName);
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATIIMPT", 0x00010001, LoaderSignature);
 
     /// <summary>Class probabilities and predicted keys for <paramref name="count"/> rows of a batch buffer.</summary>
     internal void Score(float[] images, int count, float[]? probabilities, uint[]? predicted)

@@ -2,7 +2,6 @@ using Gati.MLNet.Data;
 using Gati.MLNet.Inference;
 using Gati.MLNet.ModelFormat;
 using Gati.MLNet.Models;
-using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
@@ -167,13 +166,8 @@ public sealed class LearnedCachesTransformer : GatiTransformerBase, IBaseModelHo
         }
     }
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATICACH",
-        verWrittenCur: 0x00010003,   // 1.2: ONNX segment graphs; 1.3: any base model, the base and cache graphs (segments are built from them)
-        verReadableCur: 0x00010003,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(LearnedCachesTransformer).Assembly.FullName);
+    // 1.2: ONNX segment graphs; 1.3: any base model, the base and cache graphs (segments are built from them)
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATICACH", 0x00010003, LoaderSignature);
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 

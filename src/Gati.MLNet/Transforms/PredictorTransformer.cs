@@ -101,13 +101,8 @@ public sealed class PredictorTransformer : GatiTransformerBase
         return (prefix + ".Score", prefix + ".PredictedLabel");
     }
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATIPRED",
-        verWrittenCur: 0x00010002, // 1.2: the features' shape
-        verReadableCur: 0x00010002,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(PredictorTransformer).Assembly.FullName);
+    // 1.2: the features' shape
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATIPRED", 0x00010002, LoaderSignature);
 
     /// <summary>Log-probabilities and predicted keys for <paramref name="count"/> rows of a feature buffer.</summary>
     internal void Predict(float[] features, int count, float[]? logProbabilities, uint[]? predicted)

@@ -5,7 +5,6 @@ using Gati.MLNet.Torch;
 using Gati.MLNet.Transforms;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
-using TorchSharp;
 using static TorchSharp.torch;
 
 [assembly: LoadableClass(typeof(ResNetTransformer), null, typeof(SignatureLoadModel), "Gati ResNet", ResNetTransformer.LoaderSignature)]
@@ -104,13 +103,8 @@ public sealed class ResNetTransformer : GatiTransformerBase, IBaseModelHolder
         return network;
     }
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATIRSNT",
-        verWrittenCur: 0x00010003, // 1.2: input normalisation; 1.3: the ONNX graph
-        verReadableCur: 0x00010003,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(ResNetTransformer).Assembly.FullName);
+    // 1.2: input normalisation; 1.3: the ONNX graph
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATIRSNT", 0x00010003, LoaderSignature);
 
     /// <summary>Class probabilities and predicted keys for <paramref name="count"/> rows of a batch buffer.</summary>
     internal void Score(float[] images, int count, float[]? probabilities, uint[]? predicted)

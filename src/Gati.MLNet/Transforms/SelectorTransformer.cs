@@ -74,13 +74,7 @@ public sealed class SelectorTransformer : GatiTransformerBase
     public static (string ExitProbability, string Exit) DefaultColumnNames(int layer) =>
         (string.Create(CultureInfo.InvariantCulture, $"L{layer}.ExitProbability"), string.Create(CultureInfo.InvariantCulture, $"L{layer}.Exit"));
 
-    private static VersionInfo GetVersionInfo() => new(
-        modelSignature: "GATISELE",
-        verWrittenCur: 0x00010001,
-        verReadableCur: 0x00010001,
-        verWeCanReadBack: 0x00010001,
-        loaderSignature: LoaderSignature,
-        loaderAssemblyName: typeof(SelectorTransformer).Assembly.FullName);
+    private static VersionInfo GetVersionInfo() => ModelStreamVersion("GATISELE", 0x00010001, LoaderSignature);
 
     private protected override BatchMapper MakeMapper(DataViewSchema inputSchema) => new Mapper(this, inputSchema);
 

@@ -1,4 +1,3 @@
-using Gati.MLNet.Models;
 using Gati.MLNet.Onnx;
 using Gati.MLNet.Torch;
 using Microsoft.ML.OnnxRuntime;

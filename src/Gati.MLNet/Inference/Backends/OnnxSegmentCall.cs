@@ -1,5 +1,4 @@
 using Gati.MLNet.Models;
-using Gati.MLNet.Onnx;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Gati.MLNet.Inference.Backends;

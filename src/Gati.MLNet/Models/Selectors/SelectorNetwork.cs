@@ -1,4 +1,3 @@
-using Gati.MLNet.Torch;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
