@@ -7,7 +7,6 @@ using Gati.MLNet.Models.Predictors;
 using Gati.MLNet.Models.Selectors;
 using Gati.MLNet.Torch;
 using Gati.MLNet.Training;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Gati.MLNet.Online;
