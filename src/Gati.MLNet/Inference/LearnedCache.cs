@@ -65,14 +65,19 @@ public sealed class LearnedCache : IDisposable
         PredictorArchitecture.Reduction.Reduces(FeatureShape) ? PredictorArchitecture.Reduction.Apply(FeatureShape) : FeatureShape;
 
     /// <summary>Reduces one row's full features (<see cref="InputSize"/> values) to <see cref="ReducedFeatureShape"/>; the same array when nothing reduces.</summary>
-    internal float[] Reduce(float[] features)
+    internal float[] Reduce(float[] features) => features.Length == InputSize && !PredictorArchitecture.Reduction.Reduces(FeatureShape) ? features : Reduce(features, 1);
+
+    /// <summary>
+    /// Reduces <paramref name="rows"/> rows of full features held one after another in <paramref name="features"/> to
+    /// <see cref="ReducedFeatureShape"/>, in one call: rows × the reduced size, row after row.
+    /// </summary>
+    internal float[] Reduce(float[] features, int rows)
     {
-        if (features.Length != InputSize)
-            throw new ArgumentException($"Layer {Layer}'s cache reads {InputSize} values a row ({FeatureShape}), got {features.Length}.", nameof(features));
-        if (!PredictorArchitecture.Reduction.Reduces(FeatureShape)) return features;
+        if (rows < 1 || features.Length != (long)rows * InputSize)
+            throw new ArgumentException($"Layer {Layer}'s cache reads {InputSize} values a row ({FeatureShape}); got {features.Length} values for {rows} rows.", nameof(features));
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var reduced = PredictorArchitecture.Reduction.Apply(from_array(features).view(1, InputSize), FeatureShape).contiguous();
+        var reduced = PredictorArchitecture.Reduction.Apply(from_array(features).view(rows, InputSize), FeatureShape).contiguous();
         return reduced.data<float>().ToArray();
     }
 

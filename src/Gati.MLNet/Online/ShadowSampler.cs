@@ -286,13 +286,17 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         for (var i = 0; i < rows.Length; i++) source[i].CopyTo(activations, i * size);
         var (features, hitProbabilities, predicted, baseProbabilities) = engine.ContinueToEnd(exitSegment, activations, rows.Length);
         var classes = baseProbabilities.Length / rows.Length;
+        // What the window keeps of each later layer, reduced in one call per layer from the engine's output: no row holds
+        // (or pins) a copy of the full activations it would drop at once (KeepReduced).
+        var kept = features.Select((layer, k) => engine.Caches[exitSegment + 1 + k].ReducedFeatureShape == engine.Caches[exitSegment + 1 + k].FeatureShape
+            ? layer : engine.Caches[exitSegment + 1 + k].Reduce(layer, rows.Length)).ToArray();
         for (var i = 0; i < rows.Length; i++)
         {
             for (var k = 0; k < features.Length; k++)
             {
                 var cache = exitSegment + 1 + k;
-                var layerSize = features[k].Length / rows.Length;
-                rows[i].Features[cache] = ShadowRow.Keep(features[k].AsSpan(i * layerSize, layerSize));
+                var layerSize = kept[k].Length / rows.Length;
+                rows[i].Features[cache] = ShadowRow.Keep(kept[k].AsSpan(i * layerSize, layerSize));
                 rows[i].HitProbabilities[cache] = hitProbabilities[k * rows.Length + i];
                 rows[i].PredictedClasses[cache] = predicted[k * rows.Length + i];
             }
