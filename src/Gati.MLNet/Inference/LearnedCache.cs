@@ -61,11 +61,10 @@ public sealed class LearnedCache : IDisposable
     /// <see cref="FeatureShape"/> itself for FC and Conv): a predictor of the same weights reads these as it reads the full
     /// features, so whoever keeps features to train the predictor on (online updates) keeps these.
     /// </summary>
-    internal TensorShape ReducedFeatureShape =>
-        PredictorArchitecture.Reduction.Reduces(FeatureShape) ? PredictorArchitecture.Reduction.Apply(FeatureShape) : FeatureShape;
+    internal TensorShape ReducedFeatureShape => ReducesFeatures ? PredictorArchitecture.Reduction.Apply(FeatureShape) : FeatureShape;
 
-    /// <summary>Reduces one row's full features (<see cref="InputSize"/> values) to <see cref="ReducedFeatureShape"/>; the same array when nothing reduces.</summary>
-    internal float[] Reduce(float[] features) => features.Length == InputSize && !PredictorArchitecture.Reduction.Reduces(FeatureShape) ? features : Reduce(features, 1);
+    /// <summary>Whether the predictor's first step reduces this cache's features (Grid, Pool smaller than the map).</summary>
+    internal bool ReducesFeatures => PredictorArchitecture.Reduction.Reduces(FeatureShape);
 
     /// <summary>
     /// Reduces <paramref name="rows"/> rows of full features held one after another in <paramref name="features"/> to

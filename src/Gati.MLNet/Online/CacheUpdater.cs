@@ -96,7 +96,7 @@ internal static partial class CacheUpdater
             float[] logp;
             // Window rows hold reduced features: a predictor that reduces reads them through a copy without that step;
             // one that does not (FC, Conv) reads them as they are, and copying its weights would cost for nothing.
-            if (cache.ReducedFeatureShape == cache.FeatureShape) (logp, _) = Outputs(cache.Predictor.Module, rows, i);
+            if (!cache.ReducesFeatures) (logp, _) = Outputs(cache.Predictor.Module, rows, i);
             else
             {
                 using var predictor = ReducedCopy(cache);

@@ -288,8 +288,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         var classes = baseProbabilities.Length / rows.Length;
         // What the window keeps of each later layer, reduced in one call per layer from the engine's output: no row holds
         // (or pins) a copy of the full activations it would drop at once (KeepReduced).
-        var kept = features.Select((layer, k) => engine.Caches[exitSegment + 1 + k].ReducedFeatureShape == engine.Caches[exitSegment + 1 + k].FeatureShape
-            ? layer : engine.Caches[exitSegment + 1 + k].Reduce(layer, rows.Length)).ToArray();
+        var kept = features.Select((layer, k) => engine.Caches[exitSegment + 1 + k] is { ReducesFeatures: true } cache ? cache.Reduce(layer, rows.Length) : layer).ToArray();
         for (var i = 0; i < rows.Length; i++)
         {
             for (var k = 0; k < features.Length; k++)
@@ -332,8 +331,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         for (var s = 0; s < row.Features.Length && s < caches.Count; s++)
         {
             if (row.Features[s] is not { } full || full.Length == caches[s].ReducedFeatureShape.Size) continue;
-            var reduced = caches[s].Reduce(full);
-            row.Features[s] = ReferenceEquals(reduced, full) ? full : ShadowRow.Keep(reduced);
+            row.Features[s] = ShadowRow.Keep(caches[s].Reduce(full, 1));
         }
     }
 
