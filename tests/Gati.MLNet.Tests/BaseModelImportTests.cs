@@ -182,14 +182,7 @@ public sealed class BaseModelImportTests(CachesFixture fixture) : IClassFixture<
         using var temp = new TempDirectory();
         var (ml, data, pipeline, _) = TrainedPipeline(temp, normalize: true);
         var imported = ml.Gati().ImportBaseModel(pipeline, data.Schema);
-        var options = new LearnedCachesEstimator.Options
-        {
-            Predictor = new LearnedCachesEstimator.PredictorOptions { Epochs = 2, Patience = null },
-            Selector = new SelectorTrainingSettings { TargetPrecision = 0.9, Epochs = 5 },
-            HeldOutRows = 100,
-            Device = "cpu",
-            Seed = 1,
-        };
+        var options = CachesFixture.SmallCachesOptions(predictorEpochs: 2, targetPrecision: 0.9, selectorEpochs: 5, heldOutRows: 100, seed: 1);
         using var caches = ml.Gati().LearnedCaches([1, 2], PredictorArchitecture.Grid(2, 16), options).Fit(imported.Transform(data));
         Assert.Equal([1, 2], caches.Caches.Select(c => c.Layer));
         // Grid predictors trained on 2 x 2 grids of the cut points' maps now read the full maps.

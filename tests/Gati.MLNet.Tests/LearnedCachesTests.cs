@@ -16,16 +16,19 @@ public sealed class CachesFixture : IDisposable
     public CachesFixture()
     {
         Base = new SmallModelFixture();
-        var options = new LearnedCachesEstimator.Options
-        {
-            Predictor = new LearnedCachesEstimator.PredictorOptions { Epochs = 2, Patience = null },
-            Selector = new SelectorTrainingSettings { TargetPrecision = 0.95, Epochs = 10 },
-            HeldOutRows = 800,
-            Device = "cpu",
-            Seed = 5,
-        };
+        var options = SmallCachesOptions(predictorEpochs: 2, targetPrecision: 0.95, selectorEpochs: 10, heldOutRows: 800, seed: 5);
         Caches = Base.Context.Gati().LearnedCaches([3, 6, 8], PredictorArchitecture.Conv(), options).Fit(Base.Model.Transform(Base.Train));
     }
+
+    /// <summary>Settings for caches small enough for a test: on the CPU, predictors without early stopping.</summary>
+    public static LearnedCachesEstimator.Options SmallCachesOptions(int predictorEpochs, double targetPrecision, int selectorEpochs, int heldOutRows, int seed) => new()
+    {
+        Predictor = new LearnedCachesEstimator.PredictorOptions { Epochs = predictorEpochs, Patience = null },
+        Selector = new SelectorTrainingSettings { TargetPrecision = targetPrecision, Epochs = selectorEpochs },
+        HeldOutRows = heldOutRows,
+        Device = "cpu",
+        Seed = seed,
+    };
 
     public SmallModelFixture Base { get; }
 

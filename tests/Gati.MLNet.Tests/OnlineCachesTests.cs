@@ -277,14 +277,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     {
         // Grid(2, 16) predictors read each channel's 2x2 cell means: the window keeps those (C·4 values a layer instead of
         // C·H·W), and everything the updater does with them must match what the serving predictors do with the full maps.
-        var options = new LearnedCachesEstimator.Options
-        {
-            Predictor = new LearnedCachesEstimator.PredictorOptions { Epochs = 1, Patience = null },
-            Selector = new SelectorTrainingSettings { TargetPrecision = 0.95, Epochs = 5 },
-            HeldOutRows = 400,
-            Device = "cpu",
-            Seed = 5,
-        };
+        var options = CachesFixture.SmallCachesOptions(predictorEpochs: 1, targetPrecision: 0.95, selectorEpochs: 5, heldOutRows: 400, seed: 5);
         using var model = fixture.Context.Gati().LearnedCaches([3, 6], Models.Predictors.PredictorArchitecture.Grid(2, 16), options)
             .Fit(fixture.Base.Model.Transform(fixture.Base.Train));
         var caches = model.Caches;
