@@ -225,6 +225,14 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var reference = Reference(images[Position(exited)]);
         Close(reference.Probabilities, baseProbabilities, 1e-4);
         for (var j = 0; j < features.Length; j++) Close(reference.Layers[exitCache + 1 + j], features[j], 1e-4);
+
+        // The shadow worker computes that on an engine of its own, every operator on its below-normal thread: the same answers.
+        using var worker = engine.CreateBackgroundWorker();
+        Assert.Contains("every call on its caller's thread", worker.BackendDescription);
+        Assert.Equal(engine.Caches.Select(c => c.Layer), worker.Caches.Select(c => c.Layer));
+        var (workerFeatures, _, _, workerProbabilities) = worker.ContinueToEnd(exitCache, exited.Features[exitCache]!, 1);
+        Close(reference.Probabilities, workerProbabilities, 1e-4);
+        for (var j = 0; j < workerFeatures.Length; j++) Close(reference.Layers[exitCache + 1 + j], workerFeatures[j], 1e-4);
     }
 
     [Fact]

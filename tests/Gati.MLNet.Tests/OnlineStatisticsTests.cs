@@ -80,6 +80,32 @@ public sealed class OnlineStatisticsTests
     }
 
     [Fact]
+    public void Tighten_WithTheNewestRows_ClearsTheTargetOnThemToo()
+    {
+        // 1,800 captured rows, one cache; row i has P(hit) (i % 900 + 0.5) / 900. The older 900 all agree; among the newest 900
+        // the predictor is wrong on every 100th row from row 50 of that half. Over all 1,800 rows the exact bound at 99 % and 95 %
+        // allows 10 disagreements, so all 9 exits may stay (threshold unchanged); the newest half alone allows 3, as in the
+        // test above, so with it the threshold must rise just past the 6th wrong row's P(hit).
+        var rows = Enumerable.Range(0, 1800).Select(i =>
+        {
+            var row = new ShadowRow(i + 1, 3, 0, sampled: true, caches: 1) { BaseProbabilities = [1f, 0f] };
+            row.HitProbabilities[0] = (i % 900 + 0.5f) / 900;
+            row.PredictedClasses[0] = i >= 900 && i % 100 == 50 ? 1 : 0;
+            return row;
+        }).ToArray();
+        var newest = rows[900..];
+        Assert.Equal(10, AgreementBounds.AllowedDisagreements(1800, 0.99, 0.95));
+        Assert.True(CapturedRows.Clear(rows, [0f], 0.99, 0.95));
+        Assert.False(CapturedRows.Clear(rows, [0f], 0.99, 0.95, newest));
+
+        var threshold = CapturedRows.Tighten(rows, [0f], 0, target: 0.99, confidence: 0.95, newest);
+
+        Assert.Equal(MathF.BitIncrement(550.5f / 900), threshold);
+        Assert.True(CapturedRows.Clear(rows, [threshold], 0.99, 0.95, newest));
+        Assert.Equal(3, CapturedRows.Serve(newest, [threshold]).Disagreements[0]);
+    }
+
+    [Fact]
     public void Workloads_Phased_IsSeededAndDominatedByEachPhasesClasses()
     {
         var labels = Enumerable.Range(0, 1000).Select(i => (uint)(i % 10 + 1)).ToArray();

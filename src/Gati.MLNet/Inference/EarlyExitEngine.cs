@@ -55,7 +55,7 @@ internal sealed class EarlyExitEngine : IDisposable
         {
             var backend = ExecutionBackends.For(options.Backend).Create(held, ordered, options);
             var shares = ordered.Select(c => c.Share()).ToArray();
-            return new EarlyExitEngine(held, backend, shares, options.Backend);
+            return new EarlyExitEngine(held, backend, shares, options.Backend) { Options = options.Clone() };
         }
         catch
         {
@@ -66,6 +66,18 @@ internal sealed class EarlyExitEngine : IDisposable
 
     /// <summary>The base model served.</summary>
     public BaseModel BaseModel { get; }
+
+    /// <summary>What the engine was created with (null for one built around a backend directly, as tests do).</summary>
+    internal EarlyExitEngineOptions? Options { get; private init; }
+
+    /// <summary>
+    /// A second engine over the same base model and caches for a background thread: its own segment sessions, which run
+    /// every operator on the calling thread, so that the thread's low priority (BackgroundPriority) covers all of the work.
+    /// Run on the serving engine's sessions, part of each call ran on their pool threads at serving's priority and held
+    /// those threads from the requests. Costs one more copy of the weights.
+    /// </summary>
+    internal EarlyExitEngine CreateBackgroundWorker() =>
+        Create(BaseModel, _caches, (Options ?? new EarlyExitEngineOptions { Backend = Backend }).ForBackgroundWork(Device));
 
     /// <summary>[C, H, W] of the inputs.</summary>
     public TensorShape InputShape { get; }

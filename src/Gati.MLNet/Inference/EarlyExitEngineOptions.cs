@@ -52,11 +52,27 @@ public sealed class EarlyExitEngineOptions
     /// </summary>
     public int? SingleGraphThreads { get; set; }
 
-    /// <summary>A copy: holders such as the pool's options hand each engine its own.</summary>
-    /// <summary>The settings that shape ONNX Runtime's threads.</summary>
-    internal OnnxRuntimeThreading OnnxThreading => new(IntraOpThreads, AllowSpinning);
+    /// <summary>Segment sessions run every operator on the calling thread (<see cref="ForBackgroundWork"/>).</summary>
+    internal bool OnCallerThread { get; private init; }
 
+    /// <summary>The settings that shape ONNX Runtime's threads.</summary>
+    internal OnnxRuntimeThreading OnnxThreading => new(IntraOpThreads, AllowSpinning, OnCallerThread);
+
+    /// <summary>A copy: holders such as the pool's options hand each engine its own.</summary>
     internal EarlyExitEngineOptions Clone() => (EarlyExitEngineOptions)MemberwiseClone();
+
+    /// <summary>
+    /// The options of an engine that a below-normal background thread calls on <paramref name="device"/> (the serving
+    /// engine's resolved device): segment sessions only, all work on the calling thread, nothing measured.
+    /// </summary>
+    internal EarlyExitEngineOptions ForBackgroundWork(string device) => new()
+    {
+        Backend = Backend,
+        Device = device,
+        SingleGraphAtBatchOne = false,
+        SingleGraphThreads = 1,
+        OnCallerThread = true,
+    };
 
     internal EarlyExitEngineOptions Validated()
     {

@@ -54,15 +54,22 @@ public sealed partial class ShadowSampler
             var rows = Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.ThresholdVersion == engine.ThresholdVersion
                                                     && r.BaseProbabilities is not null
                                                     && r.PredictedClasses.All(c => c >= 0)).TakeLast(_options.LiveWindow).ToArray();
+            // The newest half of them must clear the target too, where it holds enough rows for a perfect record to: when the
+            // traffic has just changed, the older rows still agree as before and would let thresholds that fail on the new
+            // inputs stand (the drift test: the rows of the first 1,050 requests, 600 before a drift, cleared 90 % with
+            // thresholds that gave 89.6 % from then on).
+            var newest = rows.Length / 2 >= _minimumSamples ? rows[(rows.Length - rows.Length / 2)..] : null;
             var thresholds = engine.Thresholds.ToArray();
             var changed = new List<string>();
             var guard = 0;
-            while (CapturedRows.Serve(rows, thresholds) is var (agreed, disagreements) && AgreementBounds.ClopperPearsonLower(agreed, rows.Length, Live.Confidence) < _options.AgreementTarget
-                   && guard++ < thresholds.Length)
+            while (!CapturedRows.Clear(rows, thresholds, _options.AgreementTarget, Live.Confidence, newest) && guard++ < thresholds.Length)
             {
+                // The cache with the most disagreements among the rows that fail: the newest ones when only they do.
+                var failing = newest is not null && CapturedRows.Clear(rows, thresholds, _options.AgreementTarget, Live.Confidence) ? newest : rows;
+                var (_, disagreements) = CapturedRows.Serve(failing, thresholds);
                 var worst = Enumerable.Range(0, thresholds.Length).Where(i => float.IsFinite(thresholds[i])).MaxBy(i => disagreements[i]);
                 if (disagreements.Count == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
-                var raised = CapturedRows.Tighten(rows, thresholds, worst, _options.AgreementTarget, Live.Confidence);
+                var raised = CapturedRows.Tighten(rows, thresholds, worst, _options.AgreementTarget, Live.Confidence, newest);
                 var to = float.IsPositiveInfinity(raised) ? "off" : raised.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
                 changed.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"layer {_layers[worst]} {thresholds[worst]:G4} -> {to} ({disagreements[worst]} of the disagreements)"));

@@ -271,6 +271,30 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
         }
+        finally
+        {
+            _continuation?.Dispose();
+        }
+    }
+
+    // The worker's own engine over the serving generation's base model and caches (worker thread only).
+    private EarlyExitEngine? _continuation;
+    private EarlyExitEngine? _continuationOf;
+
+    /// <summary>
+    /// The engine the worker computes on for <paramref name="serving"/>'s generation: its own sessions, on this thread
+    /// alone (<see cref="EarlyExitEngine.CreateBackgroundWorker"/>), built on first need and again after each swap.
+    /// </summary>
+    private EarlyExitEngine ContinuationFor(EarlyExitEngine serving)
+    {
+        if (!ReferenceEquals(_continuationOf, serving))
+        {
+            _continuation?.Dispose();
+            _continuation = null;
+            _continuation = serving.CreateBackgroundWorker();
+            _continuationOf = serving;
+        }
+        return _continuation!;
     }
 
     /// <summary>
@@ -284,7 +308,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         var size = source[0].Length;
         var activations = new float[rows.Length * size];
         for (var i = 0; i < rows.Length; i++) source[i].CopyTo(activations, i * size);
-        var (features, hitProbabilities, predicted, baseProbabilities) = engine.ContinueToEnd(exitSegment, activations, rows.Length);
+        var (features, hitProbabilities, predicted, baseProbabilities) = ContinuationFor(engine).ContinueToEnd(exitSegment, activations, rows.Length);
         var classes = baseProbabilities.Length / rows.Length;
         // What the window keeps of each later layer, reduced in one call per layer from the engine's output: no row holds
         // (or pins) a copy of the full activations it would drop at once (KeepReduced).

@@ -28,7 +28,12 @@ internal static class OnnxRuntimeEnvironment
     public static void Configure(SessionOptions session, OnnxRuntimeThreading options, int threads)
     {
         Initialize(options);
-        if (_sharedPool == true && (options.IntraOpThreads is not null || threads == 1))
+        if (options.OnCallerThread)
+        {
+            session.IntraOpNumThreads = 1;
+            session.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        }
+        else if (_sharedPool == true && (options.IntraOpThreads is not null || threads == 1))
         {
             session.DisablePerSessionThreads();
         }

@@ -34,7 +34,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
             Dispose();
             throw;
         }
-        var segmentThreads = OnnxRuntimeEnvironment.PoolThreads is { } pool && (options.IntraOpThreads is not null || threading.Threads == 1)
+        var segmentThreads = options.OnCallerThread ? "every call on its caller's thread"
+            : OnnxRuntimeEnvironment.PoolThreads is { } pool && (options.IntraOpThreads is not null || threading.Threads == 1)
             ? $"shared pool of {pool} thread{(pool == 1 ? "" : "s")}{(OnnxRuntimeEnvironment.Spinning ? ", spinning" : "")}"
             : $"{options.IntraOpThreads ?? threading.Threads} thread{((options.IntraOpThreads ?? threading.Threads) == 1 ? "" : "s")} per segment session";
         Description = $"ONNX Runtime {OrtEnv.Instance().GetVersionString()} ({device}, {segmentThreads}" +
