@@ -106,6 +106,29 @@ public sealed class OnlineStatisticsTests
     }
 
     [Fact]
+    public void AcceptRule_FasterAndAgreeingOnAsManyRows_IsBetterEvenBelowTheTargetsPointEstimate()
+    {
+        // Fresh rows as in the imported ResNet-18's phased run: 152 rows, both sets of caches agree on 150 (98.68 %, below
+        // 99 % as a point estimate; the serving caches' upper bound is above it, so they are not shown to miss it).
+        SimulatedServing Served(int rows, int agreed, double ms) => new(rows, agreed, AgreementBounds.ClopperPearsonLower(agreed, rows, 0.95),
+            AgreementBounds.ClopperPearsonUpper(agreed, rows, 0.95), ms, [], []);
+        var now = Served(152, 150, 17.405);
+        Assert.True(now.Upper >= 0.99);
+
+        Assert.True(OnlineCaches.IsBetter(now, Served(152, 150, 16.290), 0.99)); // 6 % faster, as many rows agree
+        Assert.False(OnlineCaches.IsBetter(now, Served(152, 150, 17.0), 0.99)); // 2 % faster: not worth a swap
+        Assert.False(OnlineCaches.IsBetter(now, Served(152, 149, 12.0), 0.99)); // one row fewer, and below the target
+        Assert.True(OnlineCaches.IsBetter(Served(200, 199, 17.4), Served(200, 198, 12.0), 0.99)); // one fewer, at the target (99.0 %)
+        Assert.False(OnlineCaches.IsBetter(Served(200, 200, 17.4), Served(200, 198, 12.0), 0.99)); // two fewer
+
+        // Serving caches shown below the target: only more agreement counts, whatever it costs.
+        var missing = Served(300, 285, 15.0);
+        Assert.True(missing.Upper < 0.99);
+        Assert.True(OnlineCaches.IsBetter(missing, Served(300, 290, 20.0), 0.99));
+        Assert.False(OnlineCaches.IsBetter(missing, Served(300, 285, 10.0), 0.99));
+    }
+
+    [Fact]
     public void Workloads_Phased_IsSeededAndDominatedByEachPhasesClasses()
     {
         var labels = Enumerable.Range(0, 1000).Select(i => (uint)(i % 10 + 1)).ToArray();

@@ -35,6 +35,9 @@ internal static partial class CacheUpdater
         try
         {
             var outputs = new List<(float[] Probability, bool[] Correct)>();
+            // What the serving predictors agree on among the calibration rows, beside the fine-tuned ones in the summary:
+            // whether fine-tuning taught them anything about the current traffic.
+            var servingAgreement = new double[current.Count];
             for (var i = 0; i < current.Count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -43,6 +46,7 @@ internal static partial class CacheUpdater
                 // read as a network on those, and puts them back on the full features when done.
                 var predictor = ReducedCopy(cache);
                 predictors.Add(predictor);
+                servingAgreement[i] = Outputs(predictor, calibration, i).Correct.Count(c => c) / (double)calibration.Length;
                 var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Classes));
                 selectors.Add(selector);
                 FineTunePredictor(predictor, train, i, options, throttle, cancellation);
@@ -69,7 +73,7 @@ internal static partial class CacheUpdater
                 caches[i] = new LearnedCache(current[i].Layer, current[i].FeatureShape, new SharedModule<PredictorNetwork>(predictors[i], CPU),
                     new SharedModule<SelectorNetwork>(selectors[i], CPU), calibrations[i], new PredictorTrainingSummary(options.Epochs, options.Epochs, agreement));
                 summary.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                    $"layer {current[i].Layer}: predictor agreement {agreement:P2}, threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}"));
+                    $"layer {current[i].Layer}: predictor agreement {agreement:P2} (serving {servingAgreement[i]:P2}), threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}"));
             }
             return new UpdateCandidate(caches, train.Length, calibration.Length, rows[^1].Sequence, string.Join("; ", summary));
         }
