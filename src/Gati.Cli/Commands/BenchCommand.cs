@@ -77,6 +77,9 @@ internal static class BenchCommand
             "Replay request streams with and without temporal locality through static and through continuously updated caches: latency, exits, agreement on every request, updates.");
         command.Options.Add(model);
         dataset.AddTo(command);
+        // Online caches shadow requests on ONNX Runtime on the CPU: its thread options, no backend choice.
+        var serving = new ServingArguments();
+        serving.AddTo(command, withBackend: false);
         command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, budget, rate, output);
         command.SetRun((result, _) =>
         {
@@ -97,7 +100,7 @@ internal static class BenchCommand
             return new WorkloadBenchmark(AnsiConsole.Console).Run(new WorkloadBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
                 stream switch { "both" => ["phased", "uniform"], "all" => ["phased", "uniform", "drift"], _ => [stream] }, result.GetValue(requests),
                 result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output),
-                result.GetValue(rate), result.GetValue(rows), result.GetValue(driftContrast), result.GetValue(driftNoise)));
+                result.GetValue(rate), serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(rows), result.GetValue(driftContrast), result.GetValue(driftNoise)));
         });
         return command;
     }

@@ -20,6 +20,9 @@ internal sealed partial class WorkloadBenchmark
         private LearnedCachesTransformer _served;
         private int _request;
 
+        /// <summary>The serving engine's backend and threads (the same settings for every replay and generation).</summary>
+        public string EngineDescription => Volatile.Read(ref _engine).BackendDescription;
+
         public Replayer(LearnedCachesTransformer caches, EarlyExitEngineOptions options, OnlineCacheOptions? online, Workload workload, float[] images, int size,
             IAnsiConsole console)
         {

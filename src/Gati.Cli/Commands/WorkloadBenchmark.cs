@@ -3,7 +3,8 @@ using Gati.MLNet.Online;
 namespace Gati.Cli.Commands;
 
 internal sealed record WorkloadBenchmarkSettings(string Model, DatasetSpec Dataset, string[] Streams, int Requests, int PhaseLength, int Popular,
-    double PopularShare, int Seed, OnlineCacheOptions Online, string? Output, double Rate, long? Rows = null, double DriftContrast = 0.5, double DriftNoise = 0.05);
+    double PopularShare, int Seed, OnlineCacheOptions Online, string? Output, double Rate, EarlyExitEngineOptions Engine, long? Rows = null, double DriftContrast = 0.5,
+    double DriftNoise = 0.05);
 
 /// <summary>
 /// <c>gati bench workload</c>: replays request streams (phased temporal locality, and uniform) one request at a time
@@ -28,7 +29,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
             var size = parts.BaseModel.InputShape.Size;
             var inputs = parts.Inputs(settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows));
             var (images, labels) = EarlyExitEvaluation.Load(inputs, parts.ImageColumnName, size);
-            var options = new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
+            var options = settings.Engine;
             CameraShift? shift = null;
             if (settings.Streams.Contains("drift"))
             {
@@ -85,6 +86,8 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
                     }
                 }
                 report.Append(Table(stream, workload, fixedReplay.Answers, onlineReplay.Answers, onlineReplay.Summary()!, baseClass));
+                report.AppendLine(CultureInfo.InvariantCulture, $"Every replay's engine: {fixedReplay.EngineDescription}.");
+                report.AppendLine();
                 if (stream == "drift") report.Append(DriftWindows(workload, baseClass, fixedReplay, onlineReplay, watchReplay));
                 if (settings.Output is { } reportPath)
                 {

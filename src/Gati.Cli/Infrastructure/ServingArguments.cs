@@ -31,9 +31,10 @@ internal sealed class ServingArguments
         Description = "Let ONNX Runtime's pool threads spin between calls (lower latency for back-to-back calls, busy cores in between).",
     };
 
-    public void AddTo(Command command)
+    /// <summary>Adds the options; without <paramref name="withBackend"/>, only ONNX Runtime's (commands that serve on it alone).</summary>
+    public void AddTo(Command command, bool withBackend = true)
     {
-        command.Options.Add(Backend);
+        if (withBackend) command.Options.Add(Backend);
         command.Options.Add(OrtThreads);
         command.Options.Add(OrtSpinning);
         command.Options.Add(OrtSingleGraphThreads);
@@ -48,13 +49,18 @@ internal sealed class ServingArguments
             "both" => [ExecutionBackend.TorchSharp, ExecutionBackend.OnnxRuntime],
             _ => [ExecutionBackend.OnnxRuntime],
         };
-        return backends.Select(b => new EarlyExitEngineOptions
-        {
-            Backend = b,
-            Device = device,
-            IntraOpThreads = result.GetValue(OrtThreads),
-            AllowSpinning = result.GetValue(OrtSpinning),
-            SingleGraphThreads = result.GetValue(OrtSingleGraphThreads),
-        }).ToArray();
+        return backends.Select(b => For(b, result, device)).ToArray();
     }
+
+    /// <summary>The engine options on ONNX Runtime, for commands added without the backend choice.</summary>
+    public EarlyExitEngineOptions ReadOnnxRuntime(ParseResult result, string device) => For(ExecutionBackend.OnnxRuntime, result, device);
+
+    private EarlyExitEngineOptions For(ExecutionBackend backend, ParseResult result, string device) => new()
+    {
+        Backend = backend,
+        Device = device,
+        IntraOpThreads = result.GetValue(OrtThreads),
+        AllowSpinning = result.GetValue(OrtSpinning),
+        SingleGraphThreads = result.GetValue(OrtSingleGraphThreads),
+    };
 }
