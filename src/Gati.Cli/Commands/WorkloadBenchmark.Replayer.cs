@@ -51,7 +51,11 @@ internal sealed partial class WorkloadBenchmark
                     _updater.Updated += (_, outcome) =>
                     {
                         lock (_updates) _updates.Add((Volatile.Read(ref _request), outcome));
-                        console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref _request)}: {(outcome.Accepted ? "[green]accepted[/]" : "rejected")} ({outcome.CpuSeconds:F1} s of CPU)");
+                        // Markup inside an interpolation hole is escaped: the colour goes in the format string.
+                        if (outcome.Accepted)
+                            console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref _request)}: [green]accepted[/] ({outcome.CpuSeconds:F1} s of CPU)");
+                        else
+                            console.MarkupLineInterpolated($"  update {outcome.Number} at request {Volatile.Read(ref _request)}: rejected ({outcome.CpuSeconds:F1} s of CPU)");
                     };
                     _updater.Sampler.Reacted += (_, _) =>
                     {
