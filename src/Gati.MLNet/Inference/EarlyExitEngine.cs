@@ -73,8 +73,8 @@ internal sealed class EarlyExitEngine : IDisposable
     /// <summary>
     /// A second engine over the same base model and caches for a background thread: its own segment sessions, which run
     /// every operator on the calling thread, so that the thread's low priority (BackgroundPriority) covers all of the work.
-    /// Run on the serving engine's sessions, part of each call ran on their pool threads at serving's priority and held
-    /// those threads from the requests. Costs one more copy of the weights.
+    /// On the serving engine's sessions, part of each call ran on their pool threads at serving's priority, and competed
+    /// there with requests served segment by segment. Costs one more copy of the weights.
     /// </summary>
     internal EarlyExitEngine CreateBackgroundWorker() =>
         Create(BaseModel, _caches, (Options ?? new EarlyExitEngineOptions { Backend = Backend }).ForBackgroundWork(Device));
