@@ -201,7 +201,8 @@ public sealed class PoolFaultTests(ServingModels models) : IClassFixture<Serving
         health = pool.GetHealth();
         Assert.Contains("the model file was deleted", health.Reason);
         Assert.Contains(health.Warnings, w => w.Contains("was deleted"));
-        Assert.Contains(logs.Lines, l => l.Level == LogLevel.Warning && l.Text.Contains("was deleted"));
+        // The watcher marks the file missing (what the health reads) before it runs the callback that logs it.
+        await Until(() => logs.Lines.Any(l => l.Level == LogLevel.Warning && l.Text.Contains("was deleted")), "the deletion is logged");
         Assert.NotNull(pool.Predict(new Input { Image = models.Images[0] }));
 
         File.Copy(models.First, path);
