@@ -55,7 +55,7 @@ internal sealed class EarlyExitEngine : IDisposable
         {
             var backend = ExecutionBackends.For(options.Backend).Create(held, ordered, options);
             var shares = ordered.Select(c => c.Share()).ToArray();
-            return new EarlyExitEngine(held, backend, shares, options.Backend) { Options = options.Clone() };
+            return new EarlyExitEngine(held, backend, shares, options.Backend);
         }
         catch
         {
@@ -67,9 +67,6 @@ internal sealed class EarlyExitEngine : IDisposable
     /// <summary>The base model served.</summary>
     public BaseModel BaseModel { get; }
 
-    /// <summary>What the engine was created with (null for one built around a backend directly, as tests do).</summary>
-    internal EarlyExitEngineOptions? Options { get; private init; }
-
     /// <summary>
     /// A second engine over the same base model and caches for a background thread: its own segment sessions, which run
     /// every operator on the calling thread, so that the thread's low priority (BackgroundPriority) covers all of the work.
@@ -77,7 +74,7 @@ internal sealed class EarlyExitEngine : IDisposable
     /// there with requests served segment by segment. Costs one more copy of the weights.
     /// </summary>
     internal EarlyExitEngine CreateBackgroundWorker() =>
-        Create(BaseModel, _caches, (Options ?? new EarlyExitEngineOptions { Backend = Backend }).ForBackgroundWork(Device));
+        Create(BaseModel, _caches, EarlyExitEngineOptions.ForBackgroundWork(Backend, Device));
 
     /// <summary>[C, H, W] of the inputs.</summary>
     public TensorShape InputShape { get; }

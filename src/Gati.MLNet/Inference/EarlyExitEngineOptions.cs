@@ -62,12 +62,13 @@ public sealed class EarlyExitEngineOptions
     internal EarlyExitEngineOptions Clone() => (EarlyExitEngineOptions)MemberwiseClone();
 
     /// <summary>
-    /// The options of an engine that a below-normal background thread calls on <paramref name="device"/> (the serving
-    /// engine's resolved device): segment sessions only, all work on the calling thread, nothing measured.
+    /// The options of an engine that a below-normal background thread calls on <paramref name="backend"/> and
+    /// <paramref name="device"/> (the serving engine's, resolved): segment sessions only, all work on the calling thread,
+    /// nothing measured.
     /// </summary>
-    internal EarlyExitEngineOptions ForBackgroundWork(string device) => new()
+    internal static EarlyExitEngineOptions ForBackgroundWork(ExecutionBackend backend, string device) => new()
     {
-        Backend = Backend,
+        Backend = backend,
         Device = device,
         SingleGraphAtBatchOne = false,
         SingleGraphThreads = 1,
