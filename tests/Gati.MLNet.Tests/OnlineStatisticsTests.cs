@@ -96,12 +96,13 @@ public sealed class OnlineStatisticsTests
         var newest = rows[900..];
         Assert.Equal(10, AgreementBounds.AllowedDisagreements(1800, 0.99, 0.95));
         Assert.True(CapturedRows.Clear(rows, [0f], 0.99, 0.95));
-        Assert.False(CapturedRows.Clear(rows, [0f], 0.99, 0.95, newest));
+        Assert.False(CapturedRows.Clear(newest, [0f], 0.99, 0.95));
 
         var threshold = CapturedRows.Tighten(rows, [0f], 0, target: 0.99, confidence: 0.95, newest);
 
         Assert.Equal(MathF.BitIncrement(550.5f / 900), threshold);
-        Assert.True(CapturedRows.Clear(rows, [threshold], 0.99, 0.95, newest));
+        Assert.True(CapturedRows.Clear(rows, [threshold], 0.99, 0.95));
+        Assert.True(CapturedRows.Clear(newest, [threshold], 0.99, 0.95));
         Assert.Equal(3, CapturedRows.Serve(newest, [threshold]).Disagreements[0]);
     }
 

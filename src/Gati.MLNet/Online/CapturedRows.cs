@@ -19,25 +19,20 @@ internal static class CapturedRows
     public static int ExitOf(ShadowRow row, float[] thresholds) => ExitSimulation.ExitOf(row.HitProbabilities, thresholds);
 
     /// <summary>
-    /// Whether <paramref name="rows"/> served again with <paramref name="thresholds"/> clear <paramref name="target"/>
-    /// (exact lower bound at one-sided <paramref name="confidence"/>), and so do the <paramref name="newest"/> of them
-    /// when given.
+    /// Whether <paramref name="rows"/> served again with <paramref name="thresholds"/> clear <paramref name="target"/>:
+    /// the exact lower bound of their agreement at one-sided <paramref name="confidence"/>.
     /// </summary>
-    public static bool Clear(ShadowRow[] rows, float[] thresholds, double target, double confidence, ShadowRow[]? newest = null)
-    {
-        foreach (var set in newest is null ? [rows] : new[] { rows, newest })
-        {
-            var (agreed, _) = Serve(set, thresholds);
-            if (AgreementBounds.ClopperPearsonLower(agreed, set.Length, confidence) < target) return false;
-        }
-        return true;
-    }
+    public static bool Clear(ShadowRow[] rows, float[] thresholds, double target, double confidence) =>
+        Clears(Serve(rows, thresholds).Agreed, rows.Length, target, confidence);
+
+    private static bool Clears(long agreed, int rows, double target, double confidence) =>
+        AgreementBounds.ClopperPearsonLower(agreed, rows, confidence) >= target;
 
     /// <summary>
     /// The lowest threshold above the current one for cache <paramref name="cache"/> under which the rows clear the
-    /// target (<see cref="Clear"/>, with <paramref name="newest"/>); failing that (the rows it lets go disagree at a later
-    /// cache too), the lowest under which this cache's own exits all agree, so that the later caches are tightened next;
-    /// +∞ when neither exists.
+    /// target (<see cref="Clear"/>), and so do the <paramref name="newest"/> of them when given; failing that (the rows it
+    /// lets go disagree at a later cache too), the lowest under which this cache's own exits all agree, so that the later
+    /// caches are tightened next; +∞ when neither exists.
     /// </summary>
     public static float Tighten(ShadowRow[] rows, float[] thresholds, int cache, double target, double confidence, ShadowRow[]? newest = null)
     {
@@ -48,8 +43,8 @@ internal static class CapturedRows
         {
             // Exits need P(hit) >= threshold: just above a row's P(hit) removes that row's exit.
             trial[cache] = MathF.BitIncrement(candidate);
-            if (Clear(rows, trial, target, confidence, newest)) return trial[cache];
-            var (_, disagreements) = Serve(rows, trial);
+            var (agreed, disagreements) = Serve(rows, trial);
+            if (Clears(agreed, rows.Length, target, confidence) && (newest is null || Clear(newest, trial, target, confidence))) return trial[cache];
             if (float.IsPositiveInfinity(clean) && disagreements[cache] == 0 && rows.Any(r => ExitSimulation.Fires(r.HitProbabilities[cache], trial[cache]))) clean = trial[cache];
         }
         return clean;

@@ -62,14 +62,15 @@ public sealed partial class ShadowSampler
             var thresholds = engine.Thresholds.ToArray();
             var changed = new List<string>();
             var guard = 0;
-            while (!CapturedRows.Clear(rows, thresholds, _options.AgreementTarget, Live.Confidence, newest) && guard++ < thresholds.Length)
+            while (guard++ < thresholds.Length)
             {
+                var allClear = CapturedRows.Clear(rows, thresholds, target, Live.Confidence);
+                if (allClear && (newest is null || CapturedRows.Clear(newest, thresholds, target, Live.Confidence))) break;
                 // The cache with the most disagreements among the rows that fail: the newest ones when only they do.
-                var failing = newest is not null && CapturedRows.Clear(rows, thresholds, _options.AgreementTarget, Live.Confidence) ? newest : rows;
-                var (_, disagreements) = CapturedRows.Serve(failing, thresholds);
+                var (_, disagreements) = CapturedRows.Serve(allClear ? newest! : rows, thresholds);
                 var worst = Enumerable.Range(0, thresholds.Length).Where(i => float.IsFinite(thresholds[i])).MaxBy(i => disagreements[i]);
                 if (disagreements.Count == 0 || !float.IsFinite(thresholds[worst]) || disagreements[worst] == 0) break;
-                var raised = CapturedRows.Tighten(rows, thresholds, worst, _options.AgreementTarget, Live.Confidence, newest);
+                var raised = CapturedRows.Tighten(rows, thresholds, worst, target, Live.Confidence, newest);
                 var to = float.IsPositiveInfinity(raised) ? "off" : raised.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
                 changed.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"layer {_layers[worst]} {thresholds[worst]:G4} -> {to} ({disagreements[worst]} of the disagreements)"));
