@@ -332,6 +332,9 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.NotNull(candidate);
         Assert.Equal(220, candidate.TrainRows + candidate.CalibrationRows);
         Assert.Equal(rows[^1].Sequence, candidate.TrainedThrough);
+        // Each cache took one of its three predictors, and the summary says which and what each agreed on.
+        Assert.Equal(caches.Count, System.Text.RegularExpressions.Regex.Matches(candidate.Summary,
+            @"layer \d+: (serving|class prior|fine-tuned) predictor, agreement [\d.]+ % \(serving [\d.]+ %, class prior [\d.]+ %, fine-tuned [\d.]+ %\)").Count);
         try
         {
             for (var c = 0; c < caches.Count; c++)

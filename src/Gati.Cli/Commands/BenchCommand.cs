@@ -70,6 +70,10 @@ internal static class BenchCommand
         var fullRuns = new Option<double>("--full-run-fraction") { Description = "Share of the requests that ran the whole network kept as training rows.", DefaultValueFactory = _ => 1 }
             .Require(v => v is >= 0 and <= 1, "must be in [0, 1]");
         var updateRows = new Option<int>("--update-rows") { Description = "Most recent labelled rows an update fine-tunes and calibrates on.", DefaultValueFactory = _ => 4000 }.AtLeast(200);
+        var priorRows = new Option<int>("--class-prior-rows")
+        {
+            Description = "Newest training rows each update fits its predictors' class-prior correction on (0: no correction).", DefaultValueFactory = _ => 150,
+        }.AtLeast(0);
         var budget = new Option<double>("--cpu-budget") { Description = "Share of one core the updater may use.", DefaultValueFactory = _ => 0.5 }.Share();
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var rate = new Option<double>("--rate") { Description = "Requests per second (arrivals at a fixed rate; the updater works in between).", DefaultValueFactory = _ => 500 }.Positive();
@@ -80,7 +84,7 @@ internal static class BenchCommand
         // Online caches shadow requests on ONNX Runtime on the CPU: its thread options, no backend choice.
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
-        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, budget, rate, output);
+        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, priorRows, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -88,6 +92,7 @@ internal static class BenchCommand
                 SampleFraction = result.GetValue(sample), WindowMegabytes = result.GetValue(window), AgreementTarget = result.GetValue(target),
                 Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
                 CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed), FullRunFraction = result.GetValue(fullRuns), UpdateRows = result.GetValue(updateRows),
+                ClassPriorRows = result.GetValue(priorRows),
                 Updates = !result.GetValue(noUpdates),
                 ReactOn = result.GetValue(reactOn) switch
                 {

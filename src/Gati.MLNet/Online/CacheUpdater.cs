@@ -12,10 +12,11 @@ using static TorchSharp.torch;
 namespace Gati.MLNet.Online;
 
 /// <summary>
-/// One online update of learned caches (docs/online.md): each cache's predictor and selector fine-tuned from their
-/// current weights on the older half of the window (distillation from the base model's answers, as offline), the
-/// thresholds calibrated together on the newer half (which the update did not train on) so that the agreement target
-/// holds with the stated confidence, and the simulation that compares a candidate with the serving caches on fresh rows.
+/// One online update of learned caches (docs/online.md): for each cache, the best of its serving predictor, that
+/// predictor corrected for the recent rows' class mix, and a copy fine-tuned on half the window's rows (distillation
+/// from the base model's answers, as offline), then its selector fine-tuned on those rows; the thresholds calibrated
+/// together on the other half (which the update did not train on) so that the agreement target holds with the stated
+/// confidence; and the simulation that compares a candidate with the serving caches on fresh rows.
 /// </summary>
 internal static partial class CacheUpdater
 {
@@ -27,35 +28,34 @@ internal static partial class CacheUpdater
     {
         var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
         if (rows.Length < MinimumRows) return null;
-        var split = rows.Length / 2;
-        var train = rows[..split];
-        var calibration = rows[split..];
+        // Every other row each: both halves reach the newest traffic, which an older/newer split left to calibration
+        // alone (a change of popular classes in the newer half was then never trained on).
+        var train = rows.Where((_, r) => r % 2 == 0).ToArray();
+        var calibration = rows.Where((_, r) => r % 2 == 1).ToArray();
+        var recent = train.TakeLast(options.ClassPriorRows).ToArray();
         var predictors = new List<PredictorNetwork>();
         var selectors = new List<SelectorNetwork>();
         try
         {
             var outputs = new List<(float[] Probability, bool[] Correct)>();
-            // What the serving predictors agree on among the calibration rows, beside the fine-tuned ones in the summary:
-            // whether fine-tuning taught them anything about the current traffic.
-            var servingAgreement = new double[current.Count];
+            var summary = new List<string>();
             for (var i = 0; i < current.Count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
                 var cache = current[i];
                 // Window rows hold the reduced features (ShadowSampler.KeepReduced): the update trains the same weights
                 // read as a network on those, and puts them back on the full features when done.
-                var predictor = ReducedCopy(cache);
+                var (predictor, choice) = ChoosePredictor(cache, i, train, recent, calibration, options, throttle, cancellation);
                 predictors.Add(predictor);
-                servingAgreement[i] = Outputs(predictor, calibration, i).Correct.Count(c => c) / (double)calibration.Length;
                 var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Classes));
                 selectors.Add(selector);
-                FineTunePredictor(predictor, train, i, options, throttle, cancellation);
                 var (trainLogp, trainCorrect) = Outputs(predictor, train, i);
                 // The offline selector recipe, from the serving weights, at the online update's epochs and rate.
                 var selectorSettings = new SelectorTrainingSettings { Architecture = cache.SelectorArchitecture, Epochs = options.Epochs, LearningRate = options.LearningRate };
                 SelectorTraining.FineTune(selector, trainLogp, trainCorrect, predictor.Classes, selectorSettings, options.Seed + 101, CPU, throttle.Step, cancellation);
                 var (calibrationLogp, calibrationCorrect) = Outputs(predictor, calibration, i);
                 outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
+                summary.Add(choice);
             }
             var calibrations = CalibrateJointly(outputs, options.AgreementTarget, options.Confidence, segmentMs);
             for (var i = 0; i < current.Count; i++)
@@ -66,14 +66,13 @@ internal static partial class CacheUpdater
                 predictors[i] = full;
             }
             var caches = new LearnedCache[current.Count];
-            var summary = new List<string>();
             for (var i = 0; i < current.Count; i++)
             {
                 var agreement = outputs[i].Correct.Count(c => c) / (double)calibration.Length;
                 caches[i] = new LearnedCache(current[i].Layer, current[i].FeatureShape, new SharedModule<PredictorNetwork>(predictors[i], CPU),
                     new SharedModule<SelectorNetwork>(selectors[i], CPU), calibrations[i], new PredictorTrainingSummary(options.Epochs, options.Epochs, agreement));
-                summary.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                    $"layer {current[i].Layer}: predictor agreement {agreement:P2} (serving {servingAgreement[i]:P2}), threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}"));
+                summary[i] = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"layer {current[i].Layer}: {summary[i]}, threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}");
             }
             return new UpdateCandidate(caches, train.Length, calibration.Length, rows[^1].Sequence, string.Join("; ", summary));
         }
@@ -83,6 +82,58 @@ internal static partial class CacheUpdater
             foreach (var network in selectors) network.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The predictor a candidate takes for one cache (on the reduced features), of three: the serving weights as they
+    /// are; the serving weights with the class-prior correction fitted on the <paramref name="recent"/> training rows
+    /// (<see cref="ClassPriorShift"/>); and the serving weights fine-tuned on all training rows, then corrected the same
+    /// way. Fine-tuning on a few hundred rows of unchanged traffic often leaves a predictor worse than it was, and the
+    /// correction cannot help where the traffic's classes did not change, so the one that agrees with the base model on
+    /// the most <paramref name="calibration"/> rows is kept (ties to the earlier, simpler one). Choosing among three on
+    /// the rows the thresholds are then calibrated on flatters the winner by little; the fresh rows every candidate is
+    /// validated on before it serves (OnlineCaches) are not part of that choice.
+    /// </summary>
+    /// <returns>The chosen network and how it was chosen, for the update's summary.</returns>
+    private static (PredictorNetwork Predictor, string Choice) ChoosePredictor(LearnedCache cache, int index, ShadowRow[] train, ShadowRow[] recent, ShadowRow[] calibration,
+        OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
+    {
+        var choices = new List<(string Name, PredictorNetwork Network, double Agreement)>();
+        try
+        {
+            double Agreement(PredictorNetwork network) => Outputs(network, calibration, index).Correct.Count(c => c) / (double)calibration.Length;
+            var serving = ReducedCopy(cache);
+            choices.Add(("serving", serving, Agreement(serving)));
+            if (recent.Length > 0)
+            {
+                var shifted = ReducedCopy(cache);
+                choices.Add(("class prior", shifted, 0));
+                ShiftToRecentClasses(shifted, recent, index);
+                choices[^1] = choices[^1] with { Agreement = Agreement(shifted) };
+            }
+            var tuned = ReducedCopy(cache);
+            choices.Add(("fine-tuned", tuned, 0));
+            FineTunePredictor(tuned, train, index, options, throttle, cancellation);
+            if (recent.Length > 0) ShiftToRecentClasses(tuned, recent, index);
+            choices[^1] = choices[^1] with { Agreement = Agreement(tuned) };
+            var best = choices[0];
+            foreach (var option in choices) if (option.Agreement > best.Agreement) best = option;
+            foreach (var option in choices) if (!ReferenceEquals(option.Network, best.Network)) option.Network.Dispose();
+            var others = string.Join(", ", choices.Select(o => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{o.Name} {o.Agreement:P2}")));
+            return (best.Network, $"{best.Name} predictor, agreement {best.Agreement.ToString("P2", System.Globalization.CultureInfo.InvariantCulture)} ({others})");
+        }
+        catch
+        {
+            foreach (var option in choices) option.Network.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Adds the class-prior correction fitted on <paramref name="recent"/> rows to the predictor's class scores.</summary>
+    private static void ShiftToRecentClasses(PredictorNetwork predictor, ShadowRow[] recent, int cache)
+    {
+        var (logp, _) = Outputs(predictor, recent, cache);
+        predictor.ShiftClassScores(ClassPriorShift.Fit(logp, recent.Select(r => r.BaseClass).ToArray(), predictor.Classes));
     }
 
     /// <summary>A row the update can learn from: every cache layer's features and the base answer.</summary>

@@ -51,6 +51,25 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
     /// <summary>The first linear map applied to the features (every kind applies one, after at most an average pooling, before any ReLU).</summary>
     private protected abstract (Parameter Weight, Parameter Bias) InputMap { get; }
 
+    /// <summary>The bias of the linear layer that gives the class scores (every kind ends in one, then a log-softmax).</summary>
+    private protected abstract Parameter ScoreBias { get; }
+
+    /// <summary>
+    /// Adds <paramref name="offsets"/> (one per class) to the class scores before the log-softmax: the predictor's
+    /// log-probabilities become log p(y|x) + b_y, renormalised. With b_y = log(π'(y) / π(y)) this is the Bayes
+    /// correction for a change of class priors from π to π' (<see cref="Online.ClassPriorShift"/> fits it).
+    /// </summary>
+    internal void ShiftClassScores(ReadOnlySpan<float> offsets)
+    {
+        if (offsets.Length != Classes) throw new ArgumentException($"Expected {Classes} offsets, one per class; got {offsets.Length}.", nameof(offsets));
+        foreach (var offset in offsets)
+            if (!float.IsFinite(offset)) throw new ArgumentException($"Class score offsets must be finite; got {offset}.", nameof(offsets));
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var bias = ScoreBias;
+        bias.add_(tensor(offsets.ToArray()).to(bias.device));
+    }
+
     /// <summary>
     /// Makes a network trained on standardised features, (x - <paramref name="mean"/>) / <paramref name="scale"/>, read the
     /// features as they are. The first linear map W x + b (W on the features, or on their averages: pools, grids and
@@ -149,6 +168,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         }
 
         private protected override (Parameter Weight, Parameter Bias) InputMap => (fc1.weight!, fc1.bias!);
+
+        private protected override Parameter ScoreBias => fc2.bias!;
 
         /// <summary>Log-probabilities of the reduced features.</summary>
         private protected Tensor Classify(Tensor reduced) =>
@@ -342,6 +363,8 @@ public abstract class PredictorNetwork : nn.Module<Tensor, Tensor>
         internal override void ClipGradients() => nn.utils.clip_grad_norm_(parameters(), GradientNorm);
 
         private protected override (Parameter Weight, Parameter Bias) InputMap => (conv.weight!, conv.bias!);
+
+        private protected override Parameter ScoreBias => fc.bias!;
 
         /// <remarks>
         /// The convolution is computed as the weighted sum of its kernel's shifted, strided views of the input — the
