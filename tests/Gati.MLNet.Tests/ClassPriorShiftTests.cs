@@ -136,3 +136,51 @@ public sealed class ClassPriorShiftTests
         Assert.Throws<ArgumentException>(() => network.ShiftClassScores([0, 0, float.PositiveInfinity, 0, 0]));
     }
 }
+
+public sealed class ClassMixTests
+{
+    private static ShadowRow Row(long sequence, int baseClass, int classes = 4)
+    {
+        var probabilities = new float[classes];
+        probabilities[baseClass] = 1;
+        return new ShadowRow(sequence, 0, baseClass, sampled: true, caches: 1) { BaseProbabilities = probabilities };
+    }
+
+    [Fact]
+    public void Of_SharesOfTheBaseAnswers_SkippingUnlabelledRows()
+    {
+        var rows = new[] { Row(1, 0), Row(2, 0), Row(3, 2), Row(4, 3), new ShadowRow(5, 0, 1, sampled: true, caches: 1) };
+        Assert.Equal([0.5, 0, 0.25, 0.25], ClassMix.Of(rows, 4));
+        Assert.Equal(new double[4], ClassMix.Of([], 4));
+    }
+
+    [Fact]
+    public void Distance_IsTotalVariation()
+    {
+        Assert.Equal(0, ClassMix.Distance([0.5, 0.5, 0], [0.5, 0.5, 0]));
+        Assert.Equal(1, ClassMix.Distance([0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]));
+        Assert.Equal(0.25, ClassMix.Distance([0.5, 0.25, 0.25], [0.25, 0.25, 0.5]), 12);
+        Assert.Throws<ArgumentException>(() => ClassMix.Distance([1.0], [0.5, 0.5]));
+    }
+
+    [Fact]
+    public void ChangedAbove_SeparatesTwoPhasesAndNotTwoSamplesOfOne()
+    {
+        // Samples of 150 rows as the workload's phases draw them: three popular classes take 90 %.
+        double[] Phase(int[] popular, int seed)
+        {
+            var random = new Random(seed);
+            var rows = Enumerable.Range(0, 150).Select(i =>
+            {
+                var label = random.NextDouble() < 0.9 ? popular[random.Next(3)] : random.Next(10);
+                return Row(i, label, 10);
+            });
+            return ClassMix.Of(rows, 10);
+        }
+        for (var seed = 0; seed < 20; seed++)
+        {
+            Assert.True(ClassMix.Distance(Phase([4, 9, 7], seed), Phase([4, 9, 7], seed + 100)) <= ClassMix.ChangedAbove);
+            Assert.True(ClassMix.Distance(Phase([4, 9, 7], seed), Phase([5, 0, 3], seed + 100)) > ClassMix.ChangedAbove);
+        }
+    }
+}

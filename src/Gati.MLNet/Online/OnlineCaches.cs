@@ -148,10 +148,13 @@ public sealed class OnlineCaches : IDisposable
         var lastTrained = 0L;
         var attempt = 0;
         // Attempts that change nothing still cost serving their CPU: after each one that is not accepted the updater waits
-        // for twice as many new rows (up to MaxBackOff times UpdateEveryRows); an accepted update or a reaction (the
-        // traffic or the caches changed) brings it back to UpdateEveryRows.
+        // for twice as many new rows (up to MaxBackOff times UpdateEveryRows); an accepted update, a reaction or a new
+        // mix of classes (the traffic or the caches changed) brings it back to UpdateEveryRows.
         var every = (long)_options.UpdateEveryRows;
         var reactionsSeen = 0;
+        // The class mix of the newest rows at the last attempt, and the newest of those rows.
+        double[]? mix = null;
+        var mixThrough = 0L;
         try
         {
             while (!_stop.IsCancellationRequested)
@@ -162,14 +165,21 @@ public sealed class OnlineCaches : IDisposable
                     reactionsSeen = reactions;
                     every = _options.UpdateEveryRows;
                 }
-                // Wait for enough new labelled rows.
-                if (Sampler.Labelled - lastTrained < every)
+                // Wait for enough new labelled rows; a backed-off wait ends early when the rows since the last attempt
+                // show another mix of classes than the rows it trained on (the popular classes changed).
+                var fresh = Sampler.Labelled - lastTrained;
+                if (fresh < every && fresh >= _options.UpdateEveryRows && mix is not null
+                    && ClassMix.Distance(mix, ClassMix.Of(Sampler.Window.Since(mixThrough).Where(CacheUpdater.Complete), mix.Length)) > ClassMix.ChangedAbove)
+                    every = _options.UpdateEveryRows;
+                if (fresh < every)
                 {
                     _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(200));
                     continue;
                 }
                 _running.Wait(_stop.Token);
                 lastTrained = Sampler.Labelled;
+                var recent = Sampler.Window.Snapshot().Where(CacheUpdater.Complete).TakeLast(_options.UpdateEveryRows).ToArray();
+                if (recent.Length > 0 && Model.Caches.Count > 0) (mix, mixThrough) = (ClassMix.Of(recent, Model.Caches[0].Classes), recent[^1].Sequence);
                 attempt++;
                 var outcome = Attempt(attempt);
                 every = outcome.Accepted ? _options.UpdateEveryRows : Math.Min(every * 2, (long)_options.UpdateEveryRows * MaxBackOff);
