@@ -74,6 +74,8 @@ internal static class BenchCommand
         {
             Description = "Newest training rows each update fits its predictors' class-prior correction on (0: no correction).", DefaultValueFactory = _ => 150,
         }.AtLeast(0);
+        var epochs = new Option<int>("--update-epochs") { Description = "Epochs of fine-tuning per update, from the serving weights.", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var learningRate = new Option<double>("--update-learning-rate") { Description = "Learning rate of an update's fine-tuning.", DefaultValueFactory = _ => 0.005 }.Positive();
         var budget = new Option<double>("--cpu-budget") { Description = "Share of one core the updater may use.", DefaultValueFactory = _ => 0.5 }.Share();
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var rate = new Option<double>("--rate") { Description = "Requests per second (arrivals at a fixed rate; the updater works in between).", DefaultValueFactory = _ => 500 }.Positive();
@@ -84,7 +86,7 @@ internal static class BenchCommand
         // Online caches shadow requests on ONNX Runtime on the CPU: its thread options, no backend choice.
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
-        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, priorRows, budget, rate, output);
+        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -92,7 +94,7 @@ internal static class BenchCommand
                 SampleFraction = result.GetValue(sample), WindowMegabytes = result.GetValue(window), AgreementTarget = result.GetValue(target),
                 Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
                 CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed), FullRunFraction = result.GetValue(fullRuns), UpdateRows = result.GetValue(updateRows),
-                ClassPriorRows = result.GetValue(priorRows),
+                ClassPriorRows = result.GetValue(priorRows), Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate),
                 Updates = !result.GetValue(noUpdates),
                 ReactOn = result.GetValue(reactOn) switch
                 {
