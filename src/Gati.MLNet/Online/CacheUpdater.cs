@@ -98,6 +98,7 @@ internal static partial class CacheUpdater
     private static (PredictorNetwork Predictor, string Choice) ChoosePredictor(LearnedCache cache, int index, ShadowRow[] train, ShadowRow[] recent, ShadowRow[] calibration,
         OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
     {
+        // Each network is listed before its work starts, so that a failure or a cancellation disposes it.
         var choices = new List<(string Name, PredictorNetwork Network, double Agreement)>();
         try
         {
@@ -116,17 +117,17 @@ internal static partial class CacheUpdater
             FineTunePredictor(tuned, train, index, options, throttle, cancellation);
             if (recent.Length > 0) ShiftToRecentClasses(tuned, recent, index);
             choices[^1] = choices[^1] with { Agreement = Agreement(tuned) };
-            var best = choices[0];
-            foreach (var option in choices) if (option.Agreement > best.Agreement) best = option;
-            foreach (var option in choices) if (!ReferenceEquals(option.Network, best.Network)) option.Network.Dispose();
-            var others = string.Join(", ", choices.Select(o => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{o.Name} {o.Agreement:P2}")));
-            return (best.Network, $"{best.Name} predictor, agreement {best.Agreement.ToString("P2", System.Globalization.CultureInfo.InvariantCulture)} ({others})");
         }
         catch
         {
             foreach (var option in choices) option.Network.Dispose();
             throw;
         }
+        var best = choices[0];
+        foreach (var option in choices) if (option.Agreement > best.Agreement) best = option;
+        foreach (var option in choices) if (!ReferenceEquals(option.Network, best.Network)) option.Network.Dispose();
+        var all = string.Join(", ", choices.Select(o => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{o.Name} {o.Agreement:P2}")));
+        return (best.Network, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{best.Name} predictor, agreement {best.Agreement:P2} ({all})"));
     }
 
     /// <summary>Adds the class-prior correction fitted on <paramref name="recent"/> rows to the predictor's class scores.</summary>
