@@ -31,7 +31,7 @@ internal static class BackgroundPriority
             // With PRIO_PROCESS, Linux takes a thread id for "who": only this thread changes; sched_setscheduler too.
             var tid = GetThreadId();
             var niced = SetPriority(PrioProcess, tid, Nice) == 0;
-            var parameters = new SchedulingParameters();
+            var parameters = new SchedulingParameters { Priority = 0 }; // SCHED_IDLE takes static priority 0
             var idle = SetScheduler(tid, IdlePolicy, ref parameters) == 0;
             return niced || idle;
         }
