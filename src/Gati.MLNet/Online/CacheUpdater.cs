@@ -39,14 +39,17 @@ internal static partial class CacheUpdater
         {
             var outputs = new List<(float[] Probability, bool[] Correct)>();
             var summary = new List<string>();
+            // Per cache, the fine-tuning epochs its chosen predictor kept (0: the serving weights, corrected or not).
+            var keptEpochs = new List<int>();
             for (var i = 0; i < current.Count; i++)
             {
                 cancellation.ThrowIfCancellationRequested();
                 var cache = current[i];
                 // Window rows hold the reduced features (ShadowSampler.KeepReduced): the update trains the same weights
                 // read as a network on those, and puts them back on the full features when done.
-                var (predictor, choice) = ChoosePredictor(cache, i, train, recent, calibration, options, throttle, cancellation);
+                var (predictor, fineTuned, choice) = ChoosePredictor(cache, i, train, recent, calibration, options, throttle, cancellation);
                 predictors.Add(predictor);
+                keptEpochs.Add(fineTuned ? options.Epochs : 0);
                 var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Classes));
                 selectors.Add(selector);
                 var (trainLogp, trainCorrect) = Outputs(predictor, train, i);
@@ -70,7 +73,7 @@ internal static partial class CacheUpdater
             {
                 var agreement = outputs[i].Correct.Count(c => c) / (double)calibration.Length;
                 caches[i] = new LearnedCache(current[i].Layer, current[i].FeatureShape, new SharedModule<PredictorNetwork>(predictors[i], CPU),
-                    new SharedModule<SelectorNetwork>(selectors[i], CPU), calibrations[i], new PredictorTrainingSummary(options.Epochs, options.Epochs, agreement));
+                    new SharedModule<SelectorNetwork>(selectors[i], CPU), calibrations[i], new PredictorTrainingSummary(keptEpochs[i], options.Epochs, agreement));
                 summary[i] = string.Create(System.Globalization.CultureInfo.InvariantCulture,
                     $"layer {current[i].Layer}: {summary[i]}, threshold {calibrations[i].Threshold:G4}, exits {calibrations[i].HitRate:P1}");
             }
@@ -94,8 +97,8 @@ internal static partial class CacheUpdater
     /// the rows the thresholds are then calibrated on flatters the winner by little; the fresh rows every candidate is
     /// validated on before it serves (OnlineCaches) are not part of that choice.
     /// </summary>
-    /// <returns>The chosen network and how it was chosen, for the update's summary.</returns>
-    private static (PredictorNetwork Predictor, string Choice) ChoosePredictor(LearnedCache cache, int index, ShadowRow[] train, ShadowRow[] recent, ShadowRow[] calibration,
+    /// <returns>The chosen network, whether it is the fine-tuned one, and how it was chosen, for the update's summary.</returns>
+    private static (PredictorNetwork Predictor, bool FineTuned, string Choice) ChoosePredictor(LearnedCache cache, int index, ShadowRow[] train, ShadowRow[] recent, ShadowRow[] calibration,
         OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
     {
         // Each network is listed before its work starts, so that a failure or a cancellation disposes it.
@@ -127,7 +130,7 @@ internal static partial class CacheUpdater
         foreach (var option in choices) if (option.Agreement > best.Agreement) best = option;
         foreach (var option in choices) if (!ReferenceEquals(option.Network, best.Network)) option.Network.Dispose();
         var all = string.Join(", ", choices.Select(o => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{o.Name} {o.Agreement:P2}")));
-        return (best.Network, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{best.Name} predictor, agreement {best.Agreement:P2} ({all})"));
+        return (best.Network, ReferenceEquals(best.Network, choices[^1].Network), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{best.Name} predictor, agreement {best.Agreement:P2} ({all})"));
     }
 
     /// <summary>Adds the class-prior correction fitted on <paramref name="recent"/> rows to the predictor's class scores.</summary>

@@ -166,7 +166,7 @@ public sealed class OnlineCaches : IDisposable
                     every = _options.UpdateEveryRows;
                 }
                 // Wait for enough new labelled rows; a backed-off wait ends early when the rows since the last attempt
-                // show another mix of classes than the rows it trained on (the popular classes changed).
+                // show another mix of classes than the newest rows did when it began (the popular classes changed).
                 var fresh = Sampler.Labelled - lastTrained;
                 if (fresh < every && fresh >= _options.UpdateEveryRows && mix is not null
                     && ClassMix.Distance(mix, ClassMix.Of(Sampler.Window.Since(mixThrough).Where(CacheUpdater.Complete), mix.Length)) > ClassMix.ChangedAbove)
