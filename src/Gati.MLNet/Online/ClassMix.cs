@@ -10,7 +10,7 @@ internal static class ClassMix
     /// <summary>
     /// Total variation distance above which two mixes count as different traffic: half the summed differences of the
     /// shares. Two samples of 150 rows from one mix of ten classes lie about 0.1 apart; phases with disjoint popular
-    /// classes (90 % of requests) about 0.8.
+    /// classes (90 % of requests) about 0.9.
     /// </summary>
     public const double ChangedAbove = 0.3;
 
