@@ -47,7 +47,7 @@ internal static partial class CacheUpdater
                 var cache = current[i];
                 // Window rows hold the reduced features (ShadowSampler.KeepReduced): the update trains the same weights
                 // read as a network on those, and puts them back on the full features when done.
-                var (predictor, fineTuned, choice) = ChoosePredictor(cache, i, train, recent, calibration, options, throttle, cancellation);
+                var (predictor, fineTuned, calibrationLogp, calibrationCorrect, choice) = ChoosePredictor(cache, i, train, recent, calibration, options, throttle, cancellation);
                 predictors.Add(predictor);
                 keptEpochs.Add(fineTuned ? options.Epochs : 0);
                 var selector = Clone(cache.Selector, () => new SelectorNetwork(cache.SelectorArchitecture, cache.Classes));
@@ -56,7 +56,6 @@ internal static partial class CacheUpdater
                 // The offline selector recipe, from the serving weights, at the online update's epochs and rate.
                 var selectorSettings = new SelectorTrainingSettings { Architecture = cache.SelectorArchitecture, Epochs = options.Epochs, LearningRate = options.LearningRate };
                 SelectorTraining.FineTune(selector, trainLogp, trainCorrect, predictor.Classes, selectorSettings, options.Seed + 101, CPU, throttle.Step, cancellation);
-                var (calibrationLogp, calibrationCorrect) = Outputs(predictor, calibration, i);
                 outputs.Add((HitProbabilities(selector, calibrationLogp, predictor.Classes), calibrationCorrect));
                 summary.Add(choice);
             }
@@ -97,29 +96,35 @@ internal static partial class CacheUpdater
     /// the rows the thresholds are then calibrated on flatters the winner by little; the fresh rows every candidate is
     /// validated on before it serves (OnlineCaches) are not part of that choice.
     /// </summary>
-    /// <returns>The chosen network, whether it is the fine-tuned one, and how it was chosen, for the update's summary.</returns>
-    private static (PredictorNetwork Predictor, bool FineTuned, string Choice) ChoosePredictor(LearnedCache cache, int index, ShadowRow[] train, ShadowRow[] recent, ShadowRow[] calibration,
+    /// <returns>
+    /// The chosen network, whether it is the fine-tuned one, its outputs on the calibration rows (what it was chosen by),
+    /// and how it was chosen, for the update's summary.
+    /// </returns>
+    private static (PredictorNetwork Predictor, bool FineTuned, float[] CalibrationLogp, bool[] CalibrationCorrect, string Choice) ChoosePredictor(LearnedCache cache, int index, ShadowRow[] train, ShadowRow[] recent, ShadowRow[] calibration,
         OnlineCacheOptions options, CpuThrottle throttle, CancellationToken cancellation)
     {
         // Each network is listed before its work starts, so that a failure or a cancellation disposes it.
-        var choices = new List<(string Name, PredictorNetwork Network, double Agreement)>();
+        var choices = new List<(string Name, PredictorNetwork Network, (float[] Logp, bool[] Correct) Outputs, double Agreement)>();
         try
         {
-            double Agreement(PredictorNetwork network) => Outputs(network, calibration, index).Correct.Count(c => c) / (double)calibration.Length;
-            var serving = ReducedCopy(cache);
-            choices.Add(("serving", serving, Agreement(serving)));
+            // Scores the network listed last on the calibration rows.
+            void Score()
+            {
+                var outputs = Outputs(choices[^1].Network, calibration, index);
+                choices[^1] = choices[^1] with { Outputs = outputs, Agreement = outputs.Correct.Count(c => c) / (double)calibration.Length };
+            }
+            choices.Add(("serving", ReducedCopy(cache), default, 0));
+            Score();
             if (recent.Length > 0)
             {
-                var shifted = ReducedCopy(cache);
-                choices.Add(("class prior", shifted, 0));
-                ShiftToRecentClasses(shifted, recent, index);
-                choices[^1] = choices[^1] with { Agreement = Agreement(shifted) };
+                choices.Add(("class prior", ReducedCopy(cache), default, 0));
+                ShiftToRecentClasses(choices[^1].Network, recent, index);
+                Score();
             }
-            var tuned = ReducedCopy(cache);
-            choices.Add(("fine-tuned", tuned, 0));
-            FineTunePredictor(tuned, train, index, options, throttle, cancellation);
-            if (recent.Length > 0) ShiftToRecentClasses(tuned, recent, index);
-            choices[^1] = choices[^1] with { Agreement = Agreement(tuned) };
+            choices.Add(("fine-tuned", ReducedCopy(cache), default, 0));
+            FineTunePredictor(choices[^1].Network, train, index, options, throttle, cancellation);
+            if (recent.Length > 0) ShiftToRecentClasses(choices[^1].Network, recent, index);
+            Score();
         }
         catch
         {
@@ -130,7 +135,7 @@ internal static partial class CacheUpdater
         foreach (var option in choices) if (option.Agreement > best.Agreement) best = option;
         foreach (var option in choices) if (!ReferenceEquals(option.Network, best.Network)) option.Network.Dispose();
         var all = string.Join(", ", choices.Select(o => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{o.Name} {o.Agreement:P2}")));
-        return (best.Network, ReferenceEquals(best.Network, choices[^1].Network), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{best.Name} predictor, agreement {best.Agreement:P2} ({all})"));
+        return (best.Network, ReferenceEquals(best.Network, choices[^1].Network), best.Outputs.Logp, best.Outputs.Correct, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{best.Name} predictor, agreement {best.Agreement:P2} ({all})"));
     }
 
     /// <summary>Adds the class-prior correction fitted on <paramref name="recent"/> rows to the predictor's class scores.</summary>
