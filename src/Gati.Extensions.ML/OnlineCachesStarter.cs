@@ -41,8 +41,8 @@ internal static class OnlineCachesStarter
         online.Updated += (_, outcome) =>
         {
             metrics.RecordUpdate(displayName, outcome);
-            logger.Log(outcome.Accepted ? LogLevel.Information : LogLevel.Debug, "Model '{Model}' online update {Number}: {Reason} ({Cpu:F1} s of CPU)",
-                displayName, outcome.Number, outcome.Reason, outcome.CpuSeconds);
+            logger.Log(outcome.Accepted ? LogLevel.Information : LogLevel.Debug, "Model '{Model}' online update {Number} after {Trigger}: {Reason} ({Cpu:F1} s of CPU)",
+                displayName, outcome.Number, outcome.Trigger, outcome.Reason, outcome.CpuSeconds);
         };
         return online;
     }

@@ -384,6 +384,8 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var outcome = Assert.Single(online.Updates);
         Assert.False(outcome.Accepted, outcome.Reason);
         Assert.StartsWith("rejected", outcome.Reason);
+        // The first attempt waited for the rows it needed, no more (nothing had backed it off or cut a wait short).
+        Assert.Matches(@"^\d+ new labelled rows$", outcome.Trigger);
         // The candidate really was worse on the fresh rows: less agreement, or no faster than the serving caches.
         var figures = System.Text.RegularExpressions.Regex.Match(outcome.Reason,
             @"serving caches ([\d.]+) % agreement, ([\d.]+) ms expected; candidate ([\d.]+) %, ([\d.]+) ms");

@@ -149,6 +149,35 @@ public sealed class OnlineStatisticsTests
     }
 
     [Fact]
+    public void UpdateSplit_CalibratesOnEveryOtherSampledRowAndTrainsOnTheRest()
+    {
+        // A window as the phased stream fills it: a uniform sample, with full runs kept besides as training rows.
+        var random = new Random(5);
+        var rows = Enumerable.Range(0, 1000).Select(i =>
+        {
+            var fullRun = random.NextDouble() < 0.45;
+            var sampled = !fullRun || random.NextDouble() < 0.5;
+            return new ShadowRow(i + 1, fullRun ? 0 : 2, 0, sampled, caches: 1);
+        }).ToArray();
+        var (train, calibration) = Gati.MLNet.Online.CacheUpdater.Split(rows);
+
+        // Every row in exactly one half, in order of arrival.
+        Assert.Equal(rows.Length, train.Length + calibration.Length);
+        Assert.Empty(train.Select(r => r.Sequence).Intersect(calibration.Select(r => r.Sequence)));
+        Assert.Equal(train.OrderBy(r => r.Sequence), train);
+        Assert.Equal(calibration.OrderBy(r => r.Sequence), calibration);
+        // Calibration: every other row of the uniform sample, so its full-run share is the sample's, not the window's.
+        var sampled = rows.Where(r => r.Sampled).ToArray();
+        Assert.Equal(sampled.Where((_, i) => i % 2 == 1), calibration);
+        Assert.All(rows.Where(r => !r.Sampled), r => Assert.Contains(r, train));
+        double FullRuns(IEnumerable<ShadowRow> of) => of.Average(r => r.ExitLayer == 0 ? 1.0 : 0.0);
+        Assert.InRange(FullRuns(calibration), FullRuns(sampled) - 0.05, FullRuns(sampled) + 0.05);
+        Assert.True(FullRuns(rows) > FullRuns(sampled) + 0.1, $"{FullRuns(rows):P1} of the window ran the whole network, {FullRuns(sampled):P1} of the sample");
+        // Both halves reach the newest traffic.
+        Assert.True(rows[^1].Sequence - train[^1].Sequence < 5 && rows[^1].Sequence - calibration[^1].Sequence < 5);
+    }
+
+    [Fact]
     public void CalibrateJointly_KeepsTheWholeWithinTheDisagreementsAnExactBoundAllows()
     {
         // 500 rows, two caches; the first is right on rows with high P(hit) only. At 99 % with 95 % confidence the

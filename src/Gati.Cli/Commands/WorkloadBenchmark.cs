@@ -251,7 +251,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture,
             $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Length} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted); {online}.");
-        foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}): {outcome.Reason}");
+        foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}, after {outcome.Trigger}): {outcome.Reason}");
         foreach (var reason in online.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
         md.AppendLine();
         return md.ToString();

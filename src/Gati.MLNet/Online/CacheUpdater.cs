@@ -20,19 +20,21 @@ namespace Gati.MLNet.Online;
 /// </summary>
 internal static partial class CacheUpdater
 {
-    /// <summary>Labelled rows an update needs in the window: half to fine-tune on, half to calibrate on.</summary>
+    /// <summary>
+    /// Labelled rows an update needs in the window; at least half of them must be calibration rows (every other sampled
+    /// row, <see cref="Split"/>).
+    /// </summary>
     public const int MinimumRows = 200;
 
     public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
         CpuThrottle throttle, CancellationToken cancellation)
     {
         var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
-        if (rows.Length < MinimumRows) return null;
-        // Every other row each: both halves reach the newest traffic, which an older/newer split left to calibration
-        // alone (a change of popular classes in the newer half was then never trained on).
-        var train = rows.Where((_, r) => r % 2 == 0).ToArray();
-        var calibration = rows.Where((_, r) => r % 2 == 1).ToArray();
-        var recent = train.TakeLast(options.ClassPriorRows).ToArray();
+        var (train, calibration) = Split(rows);
+        if (rows.Length < MinimumRows || calibration.Length < MinimumRows / 2) return null;
+        // The class mix of the traffic: the uniform sample's newest training rows (kept full runs are the hardest inputs'
+        // classes, not the traffic's).
+        var recent = train.Where(r => r.Sampled).TakeLast(options.ClassPriorRows).ToArray();
         var predictors = new List<PredictorNetwork>();
         var selectors = new List<SelectorNetwork>();
         try
@@ -143,6 +145,31 @@ internal static partial class CacheUpdater
     {
         var (logp, _) = Outputs(predictor, recent, cache);
         predictor.ShiftClassScores(ClassPriorShift.Fit(logp, recent.Select(r => r.BaseClass).ToArray(), predictor.Classes));
+    }
+
+    /// <summary>
+    /// The rows an update trains on and those its choice of predictors and its thresholds are calibrated on. The
+    /// calibration rows are every other row of the uniform sample (<see cref="ShadowRow.Sampled"/>), so that both halves
+    /// reach the newest traffic (an older/newer split left a change of popular classes to calibration alone) and so that
+    /// the exact bound the thresholds are held to is a bound on the traffic's agreement. The full runs kept as training
+    /// rows (<see cref="OnlineCacheOptions.CaptureFullRuns"/>) all go to training: they are the inputs no cache was sure
+    /// of, over-represented against the traffic (on the imported ResNet-18's phased stream 45 % of the requests ran the
+    /// whole network; at a 20 % sample and a quarter of full runs kept, about 62 % of the labelled rows did). While they
+    /// were calibration rows too, a candidate's budget of disagreements was counted over rows it mostly did not exit on,
+    /// and candidates held to 99 % at 95 % confidence there agreed on 98.0-98.7 % of the fresh sampled rows in four of
+    /// seven attempts (two runs of that stream).
+    /// </summary>
+    internal static (ShadowRow[] Train, ShadowRow[] Calibration) Split(IReadOnlyList<ShadowRow> rows)
+    {
+        var train = new List<ShadowRow>(rows.Count);
+        var calibration = new List<ShadowRow>(rows.Count / 2);
+        var sampled = 0;
+        foreach (var row in rows)
+        {
+            if (row.Sampled && sampled++ % 2 == 1) calibration.Add(row);
+            else train.Add(row);
+        }
+        return (train.ToArray(), calibration.ToArray());
     }
 
     /// <summary>A row the update can learn from: every cache layer's features and the base answer.</summary>

@@ -64,14 +64,16 @@ public sealed class OnlineCacheOptions
     public int UpdateEveryRows { get; set; } = 1500;
 
     /// <summary>
-    /// The most recent labelled rows of the window an update fine-tunes and calibrates on (every other row each, so both
-    /// halves reach the newest traffic): bounds an update's work however many rows the window holds, and keeps it on
-    /// current traffic.
+    /// The most recent labelled rows of the window an update fine-tunes and calibrates on: every other row of the uniform
+    /// sample calibrates (so both halves reach the newest traffic, and the thresholds are certified on the traffic's mix),
+    /// the other sampled rows and the kept full runs train. Bounds an update's work however many rows the window holds,
+    /// and keeps it on current traffic.
     /// </summary>
     public int UpdateRows { get; set; } = 4000;
 
     /// <summary>
-    /// Newest training rows of an update on which each predictor's class-prior correction is fitted
+    /// Newest sampled training rows of an update (the traffic's class mix; kept full runs are not) on which each
+    /// predictor's class-prior correction is fitted
     /// (<see cref="ClassPriorShift"/>; docs/online.md, "Specialising to the window"): few enough to follow a change of the
     /// popular classes within a phase, enough to estimate ten or so class offsets. 0 turns the correction off.
     /// </summary>
@@ -109,7 +111,7 @@ public sealed class OnlineCacheOptions
         if (UpdateEveryRows < 10) throw new ArgumentOutOfRangeException(nameof(UpdateEveryRows), UpdateEveryRows, "At least 10.");
         if (FullRunFraction is < 0 or > 1 || double.IsNaN(FullRunFraction)) throw new ArgumentOutOfRangeException(nameof(FullRunFraction), FullRunFraction, "Must be in [0, 1].");
         if (UpdateRows < CacheUpdater.MinimumRows)
-            throw new ArgumentOutOfRangeException(nameof(UpdateRows), UpdateRows, $"At least {CacheUpdater.MinimumRows}: half to fine-tune on, half to calibrate on.");
+            throw new ArgumentOutOfRangeException(nameof(UpdateRows), UpdateRows, $"At least {CacheUpdater.MinimumRows}: half of the sampled ones to calibrate on, the rest to fine-tune on.");
         if (ClassPriorRows < 0) throw new ArgumentOutOfRangeException(nameof(ClassPriorRows), ClassPriorRows, "Must not be negative (0 turns the correction off).");
         if (ValidationRows < 10) throw new ArgumentOutOfRangeException(nameof(ValidationRows), ValidationRows, "At least 10.");
         if (Epochs < 1) throw new ArgumentOutOfRangeException(nameof(Epochs), Epochs, "At least one.");

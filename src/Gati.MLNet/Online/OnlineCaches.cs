@@ -12,7 +12,14 @@ namespace Gati.MLNet.Online;
 /// <param name="Accepted">Whether the candidate replaced the serving caches.</param>
 /// <param name="Reason">Why, in words: the simulated figures of both on fresh rows.</param>
 /// <param name="CpuSeconds">Time the updater worked (not sleeping) on this attempt.</param>
-public sealed record UpdateOutcome(int Number, bool Accepted, string Reason, double CpuSeconds);
+public sealed record UpdateOutcome(int Number, bool Accepted, string Reason, double CpuSeconds)
+{
+    /// <summary>
+    /// What started the attempt, in words: the new labelled rows it waited for (and the wait, when backed off), and
+    /// whether a reaction or a change of the class mix ended a backed-off wait early.
+    /// </summary>
+    public string Trigger { get; init; } = "";
+}
 
 /// <summary>
 /// Continuously updated caches for one served model (docs/online.md): a <see cref="ShadowSampler"/> on the serving
@@ -152,6 +159,8 @@ public sealed class OnlineCaches : IDisposable
         // mix of classes (the traffic or the caches changed) brings it back to UpdateEveryRows.
         var every = (long)_options.UpdateEveryRows;
         var reactionsSeen = 0;
+        // Why the wait for the next attempt was cut back to UpdateEveryRows (null: it was not).
+        string? cutShort = null;
         // The class mix of the newest rows at the last attempt, and the newest of those rows.
         double[]? mix = null;
         var mixThrough = 0L;
@@ -163,14 +172,21 @@ public sealed class OnlineCaches : IDisposable
                 if (reactions != reactionsSeen)
                 {
                     reactionsSeen = reactions;
+                    if (every > _options.UpdateEveryRows) cutShort = "a reaction ended the backed-off wait";
                     every = _options.UpdateEveryRows;
                 }
                 // Wait for enough new labelled rows; a backed-off wait ends early when the rows since the last attempt
                 // show another mix of classes than the newest rows did when it began (the popular classes changed).
                 var fresh = Sampler.Labelled - lastTrained;
-                if (fresh < every && fresh >= _options.UpdateEveryRows && mix is not null
-                    && ClassMix.Distance(mix, ClassMix.Of(Sampler.Window.Since(mixThrough).Where(CacheUpdater.Complete), mix.Length)) > ClassMix.ChangedAbove)
-                    every = _options.UpdateEveryRows;
+                if (fresh < every && fresh >= _options.UpdateEveryRows && mix is not null)
+                {
+                    var distance = ClassMix.Distance(mix, ClassMix.Of(Sampler.Window.Since(mixThrough).Where(CacheUpdater.Complete), mix.Length));
+                    if (distance > ClassMix.ChangedAbove)
+                    {
+                        cutShort = string.Create(CultureInfo.InvariantCulture, $"the class mix changed (total variation {distance:F2} > {ClassMix.ChangedAbove:F2}), which ended a wait for {every}");
+                        every = _options.UpdateEveryRows;
+                    }
+                }
                 if (fresh < every)
                 {
                     _stop.Token.WaitHandle.WaitOne(TimeSpan.FromMilliseconds(200));
@@ -181,7 +197,11 @@ public sealed class OnlineCaches : IDisposable
                 var recent = Sampler.Window.Snapshot().Where(CacheUpdater.Complete).TakeLast(_options.UpdateEveryRows).ToArray();
                 if (recent.Length > 0 && Model.Caches.Count > 0) (mix, mixThrough) = (ClassMix.Of(recent, Model.Caches[0].Classes), recent[^1].Sequence);
                 attempt++;
-                var outcome = Attempt(attempt);
+                var trigger = string.Create(CultureInfo.InvariantCulture, $"{fresh} new labelled rows") + (cutShort is null
+                    ? every > _options.UpdateEveryRows ? string.Create(CultureInfo.InvariantCulture, $" (backed off: waited for {every})") : ""
+                    : $" ({cutShort})");
+                cutShort = null;
+                var outcome = Attempt(attempt) with { Trigger = trigger };
                 every = outcome.Accepted ? _options.UpdateEveryRows : Math.Min(every * 2, (long)_options.UpdateEveryRows * MaxBackOff);
                 lock (_gate)
                 {
@@ -207,7 +227,7 @@ public sealed class OnlineCaches : IDisposable
         try
         {
             candidate = CacheUpdater.Train(model.Caches, Sampler.Window.Snapshot(), _options, _segmentMs, throttle, _stop.Token);
-            if (candidate is null) return new UpdateOutcome(number, false, "not enough labelled rows in the window", throttle.Busy.TotalSeconds);
+            if (candidate is null) return new UpdateOutcome(number, false, $"not enough labelled rows in the window: an update needs {CacheUpdater.MinimumRows}, {CacheUpdater.MinimumRows / 2} of them sampled ones to calibrate on (every other sampled row)", throttle.Busy.TotalSeconds);
             lock (_gate) _currentBusy = throttle.Busy.TotalSeconds;
 
             // Validate on fresh sampled rows the candidate never saw.
