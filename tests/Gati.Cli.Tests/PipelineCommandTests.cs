@@ -190,6 +190,22 @@ public sealed class PipelineCommandTests
         Assert.True(exit == 0, output);
         Assert.Contains("Model: chosen.zip (resnet.onnx (48 nodes", File.ReadAllText(workload));
         Assert.Contains("### Drift stream (400 requests)", File.ReadAllText(workload));
+        // The phase ceiling: per phase, a candidate made from training-split rows of the phase's class mix, against the
+        // static caches on the phase's requests, and the control candidate from uniform rows.
+        var ceiling = temp.File("ceiling.md");
+        (exit, output) = CliHost.Invoke("bench", "phase-ceiling", "--model", chosen, "--data-dir", Data, "--rows", "300", "--requests", "400", "--phase-length", "200",
+            "--rows-per-phase", "300", "--train-skip", "1000", "--train-pool", "600", "--agreement-target", "0.9", "--output", ceiling);
+        Assert.True(exit == 0, output);
+        var table = File.ReadAllText(ceiling);
+        Assert.Contains("Phased stream: 400 requests over the test split, phases of 200", table);
+        Assert.Matches(@"\| 1 \| \d, \d, \d \| 200 \| [\d.]+ \| [\d.]+ % \|", table);
+        Assert.Matches(@"\| 2 \| \d, \d, \d \| 200 \|", table);
+        Assert.Contains("| **whole stream** | all | 400 |", table);
+        Assert.Contains("- control (uniform rows): layer ", table);
+        (exit, output) = CliHost.Invoke("bench", "phase-ceiling", "--model", chosen, "--data-dir", Data, "--rows", "300", "--requests", "400",
+            "--train-skip", "60000");
+        Assert.Equal(1, exit);
+        Assert.Contains("no rows after the first 60000", output);
     }
 
     [Fact]

@@ -130,6 +130,24 @@ public sealed class OnlineStatisticsTests
     }
 
     [Fact]
+    public void Workloads_Phase_DrawsTheGivenClassesByZipfRankAndSaysWhatIsWrong()
+    {
+        var labels = Enumerable.Range(0, 1000).Select(i => (uint)(i % 10 + 1)).ToArray();
+        var a = Workloads.Phase(labels, 6000, [7, 2, 5], popularShare: 0.9, seed: 2);
+        Assert.Equal(a.Rows, Workloads.Phase(labels, 6000, [7, 2, 5], popularShare: 0.9, seed: 2).Rows);
+        Assert.Equal([7, 2, 5], Assert.Single(a.PopularClasses));
+        double Share(int c) => a.Rows.Count(r => labels[r] - 1 == c) / 6000.0;
+        // Zipf weights 1, 1/2, 1/3 over 90 %: 49.1 %, 24.5 %, 16.4 %; the other seven classes 1.4 % each.
+        Assert.InRange(Share(7), 0.46, 0.52);
+        Assert.InRange(Share(2), 0.22, 0.27);
+        Assert.InRange(Share(5), 0.14, 0.19);
+        Assert.All(new[] { 0, 1, 3, 4, 6, 8, 9 }, c => Assert.InRange(Share(c), 0.005, 0.025));
+        Assert.Contains("11", Assert.Throws<ArgumentException>(() => Workloads.Phase(labels, 100, [1, 11])).Message);
+        Assert.Throws<ArgumentException>(() => Workloads.Phase(labels, 100, [1, 1]));
+        Assert.Throws<ArgumentException>(() => Workloads.Phase(labels, 100, []));
+    }
+
+    [Fact]
     public void Workloads_Phased_IsSeededAndDominatedByEachPhasesClasses()
     {
         var labels = Enumerable.Range(0, 1000).Select(i => (uint)(i % 10 + 1)).ToArray();

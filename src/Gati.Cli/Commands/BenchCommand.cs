@@ -5,7 +5,7 @@ internal static class BenchCommand
 {
     public static Command Create() =>
         CommandActions.Group("bench", "Measure speed: base-model training and inference throughput, and the ML.NET transformer path against a plain TorchSharp loop.",
-            CreateBase(), CreateEngine(), CreateWorkload());
+            CreateBase(), CreateEngine(), CreateWorkload(), CreatePhaseCeiling());
 
     private static Command CreateEngine()
     {
@@ -108,6 +108,52 @@ internal static class BenchCommand
                 stream switch { "both" => ["phased", "uniform"], "all" => ["phased", "uniform", "drift"], _ => [stream] }, result.GetValue(requests),
                 result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output),
                 result.GetValue(rate), serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(rows), result.GetValue(driftContrast), result.GetValue(driftNoise)));
+        });
+        return command;
+    }
+
+    private static Command CreatePhaseCeiling()
+    {
+        var dataset = new DatasetArguments();
+        var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
+        var rows = new Option<long?>("--rows") { Description = "Test rows the stream draws from (default: the whole test split)." };
+        rows.Validators.Add(r => { if (r.GetValue(rows) is < 1) r.AddError("--rows must be at least 1"); });
+        var requests = new Option<int>("--requests") { Description = "Requests of the phased stream (as gati bench workload).", DefaultValueFactory = _ => 8000 }.AtLeast(100);
+        var phaseLength = new Option<int>("--phase-length") { Description = "Requests per phase.", DefaultValueFactory = _ => 2000 }.AtLeast(10);
+        var popular = new Option<int>("--popular") { Description = "Popular classes per phase.", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var popularShare = new Option<double>("--popular-share") { Description = "Their share of a phase's requests.", DefaultValueFactory = _ => 0.9 }.Share();
+        var seed = new Option<int>("--seed") { Description = "Seed of the stream, the training rows and fine-tuning.", DefaultValueFactory = _ => 0 };
+        var perPhase = new Option<int>("--rows-per-phase") { Description = "Training-split rows each phase's candidate is made from (half calibrate).", DefaultValueFactory = _ => 3000 }.AtLeast(200);
+        var skip = new Option<long>("--train-skip")
+        {
+            Description = "Leading rows of the training split left out: those the offline predictors were fitted on (fit-caches --train-rows; scripts/demo-pretrained.sh uses the first 10000; selectors, thresholds and the choice of caches used rows at the end of the split).",
+            DefaultValueFactory = _ => 10000,
+        }.AtLeast(0L);
+        var pool = new Option<long>("--train-pool") { Description = "Training-split rows (after the skipped ones) the phases' rows are drawn from.", DefaultValueFactory = _ => 6000 }.AtLeast(100L);
+        var target = new Option<double>("--agreement-target") { Description = "Agreement with the base model the candidates are calibrated to.", DefaultValueFactory = _ => 0.99 }.Share();
+        var confidence = new Option<double>("--confidence") { Description = "One-sided confidence of the calibrated thresholds.", DefaultValueFactory = _ => 0.95 }
+            .Require(v => v is > 0.5 and < 1, "must be between 0.5 and 1");
+        var priorRows = new Option<int>("--class-prior-rows") { Description = "Newest sampled training rows the class-prior correction is fitted on (0: none).", DefaultValueFactory = _ => 150 }.AtLeast(0);
+        var epochs = new Option<int>("--update-epochs") { Description = "Epochs of fine-tuning, from the serving weights.", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var learningRate = new Option<double>("--update-learning-rate") { Description = "Learning rate of fine-tuning.", DefaultValueFactory = _ => 0.005 }.Positive();
+        var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
+        var command = new Command("phase-ceiling",
+            "What an update could buy on each phase of the phased stream at most: candidates made by the updater's recipe from many rows of each phase's class mix, against the static caches, served in simulation.");
+        command.Options.Add(model);
+        dataset.AddTo(command);
+        var serving = new ServingArguments();
+        serving.AddTo(command, withBackend: false);
+        command.AddOptions(rows, requests, phaseLength, popular, popularShare, seed, perPhase, skip, pool, target, confidence, priorRows, epochs, learningRate, output);
+        command.SetRun((result, _) =>
+        {
+            var update = new Gati.MLNet.Online.OnlineCacheOptions
+            {
+                AgreementTarget = result.GetValue(target), Confidence = result.GetValue(confidence), ClassPriorRows = result.GetValue(priorRows),
+                Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate), Seed = result.GetValue(seed), CpuBudget = 1,
+            };
+            return new PhaseCeilingBenchmark(AnsiConsole.Console).Run(new PhaseCeilingSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(rows),
+                result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed),
+                result.GetValue(perPhase), result.GetValue(skip), result.GetValue(pool), update, serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(output)));
         });
         return command;
     }

@@ -81,6 +81,12 @@ public sealed class OnlineCaches : IDisposable
     /// <summary>The settings in force.</summary>
     public OnlineCacheOptions Options => _options;
 
+    /// <summary>
+    /// The measured cost of each segment at batch 1, in ms (segment s ends at cache s, the last one at the head): what
+    /// updates price exits with.
+    /// </summary>
+    internal double[] SegmentMs => _segmentMs;
+
     /// <summary>Shadow rows, live agreement and threshold reactions.</summary>
     public ShadowSampler Sampler { get; }
 

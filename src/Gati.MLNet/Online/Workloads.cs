@@ -61,26 +61,53 @@ public static class Workloads
             var choice = classes.Except(previous).OrderBy(_ => random.Next()).Take(popular).ToArray();
             popularByPhase.Add(choice);
             previous = choice;
-            var weights = new double[classes.Length];
-            var zipfSum = Enumerable.Range(1, popular).Sum(rank => 1 / Math.Pow(rank, zipf));
-            for (var rank = 0; rank < popular; rank++) weights[Array.IndexOf(classes, choice[rank])] = popularShare / Math.Pow(rank + 1, zipf) / zipfSum;
-            var others = classes.Length - popular;
-            for (var c = 0; c < classes.Length; c++) if (!choice.Contains(classes[c])) weights[c] = (1 - popularShare) / others;
-            for (var i = start; i < Math.Min(requests, start + phaseLength); i++)
-            {
-                var u = random.NextDouble();
-                var c = 0;
-                while (c < weights.Length - 1 && u >= weights[c])
-                {
-                    u -= weights[c];
-                    c++;
-                }
-                var members = byClass[classes[c]];
-                rows[i] = members[random.Next(members.Length)];
-                phases[i] = phase;
-            }
+            Draw(random, byClass, classes, choice, popularShare, zipf, rows.AsSpan(start, Math.Min(requests, start + phaseLength) - start));
+            phases.AsSpan(start, Math.Min(requests, start + phaseLength) - start).Fill(phase);
         }
         return new Workload(rows, phases, popularByPhase);
+    }
+
+    /// <summary>
+    /// One phase of <see cref="Phased"/> with the popular classes given (in Zipf rank order): what a phase of that stream
+    /// looks like on another dataset split, e.g. the training rows an update of the phase could have had.
+    /// </summary>
+    public static Workload Phase(IReadOnlyList<uint> labels, int requests, IReadOnlyList<int> popularClasses, double popularShare = 0.9, double zipf = 1.0, int seed = 0)
+    {
+        Check(labels, requests);
+        ArgumentNullException.ThrowIfNull(popularClasses);
+        var byClass = labels.Select((label, row) => (label, row)).GroupBy(p => (int)p.label - 1).OrderBy(g => g.Key).ToDictionary(g => g.Key, g => g.Select(p => p.row).ToArray());
+        var classes = byClass.Keys.ToArray();
+        var missing = popularClasses.Where(c => !byClass.ContainsKey(c)).ToArray();
+        if (missing.Length > 0) throw new ArgumentException($"Popular classes {string.Join(", ", missing)} have no rows in the dataset (classes present: {string.Join(", ", classes)}).", nameof(popularClasses));
+        if (popularClasses.Count < 1 || popularClasses.Count >= classes.Length || popularClasses.Distinct().Count() != popularClasses.Count)
+            throw new ArgumentException($"Between 1 and {classes.Length - 1} distinct popular classes, got {popularClasses.Count}.", nameof(popularClasses));
+        if (popularShare is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(popularShare), popularShare, "Must be in (0, 1].");
+        var rows = new int[requests];
+        Draw(new Random(seed), byClass, classes, popularClasses.ToArray(), popularShare, zipf, rows);
+        return new Workload(rows, new int[requests], [popularClasses.ToArray()]);
+    }
+
+    /// <summary>Draws rows of one phase: the popular classes by Zipf rank, the others evenly, rows within a class uniformly.</summary>
+    private static void Draw(Random random, Dictionary<int, int[]> byClass, int[] classes, int[] choice, double popularShare, double zipf, Span<int> rows)
+    {
+        var popular = choice.Length;
+        var weights = new double[classes.Length];
+        var zipfSum = Enumerable.Range(1, popular).Sum(rank => 1 / Math.Pow(rank, zipf));
+        for (var rank = 0; rank < popular; rank++) weights[Array.IndexOf(classes, choice[rank])] = popularShare / Math.Pow(rank + 1, zipf) / zipfSum;
+        var others = classes.Length - popular;
+        for (var c = 0; c < classes.Length; c++) if (!choice.Contains(classes[c])) weights[c] = (1 - popularShare) / others;
+        for (var i = 0; i < rows.Length; i++)
+        {
+            var u = random.NextDouble();
+            var c = 0;
+            while (c < weights.Length - 1 && u >= weights[c])
+            {
+                u -= weights[c];
+                c++;
+            }
+            var members = byClass[classes[c]];
+            rows[i] = members[random.Next(members.Length)];
+        }
     }
 
     /// <summary>
