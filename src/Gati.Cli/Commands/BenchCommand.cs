@@ -72,7 +72,7 @@ internal static class BenchCommand
         var updateRows = new Option<int>("--update-rows") { Description = "Most recent labelled rows an update fine-tunes and calibrates on.", DefaultValueFactory = _ => 4000 }.AtLeast(200);
         var priorRows = new Option<int>("--class-prior-rows")
         {
-            Description = "Newest training rows each update fits its predictors' class-prior correction on (0: no correction).", DefaultValueFactory = _ => 150,
+            Description = "Newest sampled training rows each update fits its predictors' class-prior correction on (0: no correction).", DefaultValueFactory = _ => 150,
         }.AtLeast(0);
         var epochs = new Option<int>("--update-epochs") { Description = "Epochs of fine-tuning per update, from the serving weights.", DefaultValueFactory = _ => 3 }.AtLeast(1);
         var learningRate = new Option<double>("--update-learning-rate") { Description = "Learning rate of an update's fine-tuning.", DefaultValueFactory = _ => 0.005 }.Positive();

@@ -50,7 +50,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
                     ReactionTrigger.UpperBound => "reacting when the upper bound falls below it",
                     ReactionTrigger.LowerBound => "reacting when the lower bound falls below it",
                     _ => "reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept",
-                }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows on the last {settings.Online.UpdateRows} (class-prior correction on the newest {settings.Online.ClassPriorRows} training rows, fine-tuning {settings.Online.Epochs} epochs at {settings.Online.LearningRate}), validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
+                }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows on the last {settings.Online.UpdateRows} (class-prior correction on the newest {settings.Online.ClassPriorRows} sampled training rows, fine-tuning {settings.Online.Epochs} epochs at {settings.Online.LearningRate}), validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
             if (shift is not null)
                 report.AppendLine(CultureInfo.InvariantCulture,
                     $"Drift: the second half of the drift stream comes through a changed camera: contrast x{shift.Contrast:0.##} about each image's mean, sensor noise sigma {shift.Noise:P0} of the pixel range (0-{shift.Range:0}), seeded; the base model's answer on the shifted image is the reference.");
