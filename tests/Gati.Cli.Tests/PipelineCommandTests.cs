@@ -198,10 +198,15 @@ public sealed class PipelineCommandTests
         Assert.True(exit == 0, output);
         var table = File.ReadAllText(ceiling);
         Assert.Contains("Phased stream: 400 requests over the test split, phases of 200", table);
-        Assert.Matches(@"\| 1 \| \d, \d, \d \| 200 \| [\d.]+ \| [\d.]+ % \|", table);
-        Assert.Matches(@"\| 2 \| \d, \d, \d \| 200 \|", table);
-        Assert.Contains("| **whole stream** | all | 400 |", table);
+        Assert.Matches(@"\| 1 \(\d, \d, \d\) \| 200 \| [\d.]+ \| [\d.]+ % \| [\d.]+ \| [\d.]+ % \| [\d.]+ \| [\d.]+ % \|", table);
+        Assert.Matches(@"\| 2 \(\d, \d, \d\) \| 200 \|", table);
+        Assert.Contains("| **whole stream** | 400 |", table);
         Assert.Contains("- control (uniform rows): layer ", table);
+        (exit, output) = CliHost.Invoke("bench", "phase-ceiling", "--model", chosen, "--data-dir", Data, "--stream", "drift", "--rows", "300", "--requests", "400",
+            "--rows-per-phase", "300", "--train-skip", "1000", "--train-pool", "600", "--agreement-target", "0.9");
+        Assert.True(exit == 0, output);
+        Assert.Contains("the second half through a changed camera (contrast x0.5, sensor noise sigma 5 % of the pixel range", output);
+        Assert.Contains("| 2 (shifted camera) | 200 |", output);
         (exit, output) = CliHost.Invoke("bench", "phase-ceiling", "--model", chosen, "--data-dir", Data, "--rows", "300", "--requests", "400",
             "--train-skip", "60000");
         Assert.Equal(1, exit);

@@ -116,9 +116,15 @@ internal static class BenchCommand
     {
         var dataset = new DatasetArguments();
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
+        var stream = new Option<string>("--stream") { Description = "phased (popular classes per phase) or drift (the second half through a changed camera).", DefaultValueFactory = _ => "phased" };
+        stream.Require(s => s is "phased" or "drift", "must be phased or drift");
         var rows = new Option<long?>("--rows") { Description = "Test rows the stream draws from (default: the whole test split)." };
         rows.Validators.Add(r => { if (r.GetValue(rows) is < 1) r.AddError("--rows must be at least 1"); });
-        var requests = new Option<int>("--requests") { Description = "Requests of the phased stream (as gati bench workload).", DefaultValueFactory = _ => 8000 }.AtLeast(100);
+        var driftContrast = new Option<double>("--drift-contrast") { Description = "Drift stream: contrast the changed camera keeps, in (0, 1].", DefaultValueFactory = _ => 0.5 }
+            .Require(v => v is > 0 and <= 1, "must be in (0, 1]");
+        var driftNoise = new Option<double>("--drift-noise") { Description = "Drift stream: sensor noise, standard deviation as a share of the pixel range.", DefaultValueFactory = _ => 0.05 }
+            .Require(v => v is >= 0 and < 1, "must be in [0, 1)");
+        var requests = new Option<int>("--requests") { Description = "Requests of the stream (as gati bench workload).", DefaultValueFactory = _ => 8000 }.AtLeast(100);
         var phaseLength = new Option<int>("--phase-length") { Description = "Requests per phase.", DefaultValueFactory = _ => 2000 }.AtLeast(10);
         var popular = new Option<int>("--popular") { Description = "Popular classes per phase.", DefaultValueFactory = _ => 3 }.AtLeast(1);
         var popularShare = new Option<double>("--popular-share") { Description = "Their share of a phase's requests.", DefaultValueFactory = _ => 0.9 }.Share();
@@ -138,12 +144,13 @@ internal static class BenchCommand
         var learningRate = new Option<double>("--update-learning-rate") { Description = "Learning rate of fine-tuning.", DefaultValueFactory = _ => 0.005 }.Positive();
         var output = new Option<string?>("--output", "-o") { Description = "Also write the results as markdown to this file." };
         var command = new Command("phase-ceiling",
-            "What an update could buy on each phase of the phased stream at most: candidates made by the updater's recipe from many rows of each phase's class mix, against the static caches, served in simulation.");
+            "What an update could buy on each phase of a workload stream at most: candidates made by the updater's recipe from many rows drawn as each phase draws its requests, against the static caches and their thresholds recalibrated alone, served in simulation.");
         command.Options.Add(model);
         dataset.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
-        command.AddOptions(rows, requests, phaseLength, popular, popularShare, seed, perPhase, skip, pool, target, confidence, priorRows, epochs, learningRate, output);
+        command.AddOptions(stream, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, perPhase, skip, pool, target, confidence, priorRows,
+            epochs, learningRate, output);
         command.SetRun((result, _) =>
         {
             var update = new Gati.MLNet.Online.OnlineCacheOptions
@@ -151,9 +158,10 @@ internal static class BenchCommand
                 AgreementTarget = result.GetValue(target), Confidence = result.GetValue(confidence), ClassPriorRows = result.GetValue(priorRows),
                 Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate), Seed = result.GetValue(seed), CpuBudget = 1,
             };
-            return new PhaseCeilingBenchmark(AnsiConsole.Console).Run(new PhaseCeilingSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(rows),
-                result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed),
-                result.GetValue(perPhase), result.GetValue(skip), result.GetValue(pool), update, serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(output)));
+            return new PhaseCeilingBenchmark(AnsiConsole.Console).Run(new PhaseCeilingSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(stream)!,
+                result.GetValue(rows), result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed),
+                result.GetValue(perPhase), result.GetValue(skip), result.GetValue(pool), update, serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(output),
+                result.GetValue(driftContrast), result.GetValue(driftNoise)));
         });
         return command;
     }

@@ -120,7 +120,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
     }
 
     /// <summary>The images followed by a copy of each through the changed camera (image r's noise seeded by seed and r, the same in every run).</summary>
-    private static float[] WithShiftedCopies(float[] images, int rows, int size, CameraShift shift, ChannelNormalization? normalization, int seed)
+    internal static float[] WithShiftedCopies(float[] images, int rows, int size, CameraShift shift, ChannelNormalization? normalization, int seed)
     {
         var both = GC.AllocateUninitializedArray<float>(checked(2 * rows * size));
         images.AsSpan(0, rows * size).CopyTo(both);

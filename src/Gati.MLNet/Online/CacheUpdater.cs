@@ -89,6 +89,25 @@ internal static partial class CacheUpdater
     }
 
     /// <summary>
+    /// The thresholds the serving caches, predictors and selectors unchanged, would get from an update's calibration on
+    /// <paramref name="window"/> (the same rows, split and joint calibration as <see cref="Train"/>): what recalibrating
+    /// thresholds alone can buy, the most a reaction could; null when the window holds too few rows.
+    /// </summary>
+    public static ExitCalibration[]? Recalibrate(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs)
+    {
+        var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
+        var (_, calibration) = Split(rows);
+        if (rows.Length < MinimumRows || calibration.Length < MinimumRows / 2) return null;
+        var outputs = current.Select((cache, i) =>
+        {
+            using var predictor = ReducedCopy(cache);
+            var (logp, correct) = Outputs(predictor, calibration, i);
+            return (HitProbabilities(cache.Selector.Module, logp, cache.Classes), correct);
+        }).ToList();
+        return CalibrateJointly(outputs, options.AgreementTarget, options.Confidence, segmentMs);
+    }
+
+    /// <summary>
     /// The predictor a candidate takes for one cache (on the reduced features), of three: the serving weights as they
     /// are; the serving weights with the class-prior correction fitted on the <paramref name="recent"/> training rows
     /// (<see cref="ClassPriorShift"/>); and the serving weights fine-tuned on all training rows, then corrected the same
