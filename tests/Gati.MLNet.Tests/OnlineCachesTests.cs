@@ -326,6 +326,17 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         }
         Assert.True(compared >= rows.Length / 2, $"only {compared} of {rows.Length} rows were away from a threshold");
 
+        // Thresholds recalibrated alone (the serving predictors and selectors) keep the exact bound on the update's
+        // calibration rows: every other of the newest UpdateRows rows, all sampled here.
+        var recalibration = new OnlineCacheOptions { AgreementTarget = 0.8, Confidence = 0.95, UpdateRows = 220 };
+        var recalibrated = CacheUpdater.Recalibrate(caches, rows, recalibration, segmentMs);
+        Assert.NotNull(recalibrated);
+        var calibrationRows = rows.TakeLast(220).Where((_, i) => i % 2 == 1).ToArray();
+        var onThem = CacheUpdater.Simulate(caches, recalibrated.Select(c => c.Threshold).ToArray(), calibrationRows, segmentMs, 0.95);
+        Assert.True(onThem.Rows - onThem.Agreed <= Policy.AgreementBounds.AllowedDisagreements(calibrationRows.Length, 0.8, 0.95),
+            $"{onThem.Rows - onThem.Agreed} disagreements on {onThem.Rows} rows");
+        Assert.Null(CacheUpdater.Recalibrate(caches, rows.Take(150).ToArray(), recalibration, segmentMs));
+
         // An update fine-tunes on the most recent UpdateRows of the kept features and hands back caches that read the full
         // maps, computing the same.
         var candidate = CacheUpdater.Train(caches, rows, new OnlineCacheOptions { Epochs = 1, Seed = 3, UpdateRows = 220 }, segmentMs, new CpuThrottle(1), CancellationToken.None);
