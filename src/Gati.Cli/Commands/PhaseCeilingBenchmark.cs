@@ -73,7 +73,8 @@ internal sealed class PhaseCeilingBenchmark(IAnsiConsole console)
 
             ShadowRow[] WindowRows(float[] images, IReadOnlyList<int> rows, string what)
             {
-                var before = online.Sampler.Window.Snapshot().LastOrDefault()?.Sequence ?? 0;
+                // Every row served before is complete (the worker caught up on them): the new ones come after the newest.
+                var before = online.Sampler.Window.Snapshot().Select(r => r.Sequence).DefaultIfEmpty(0).Max();
                 const int Batch = 16;
                 for (var start = 0; start < rows.Count; start += Batch)
                 {
