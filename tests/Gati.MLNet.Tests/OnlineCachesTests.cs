@@ -143,7 +143,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => new OnlineCacheOptions { FullRunFraction = 1.5 }.Validate());
         Assert.Equal(nameof(OnlineCacheOptions.FullRunFraction), error.ParamName);
         error = Assert.Throws<ArgumentOutOfRangeException>(() => new OnlineCacheOptions { UpdateRows = 100 }.Validate());
-        Assert.Contains("half to fine-tune on", error.Message);
+        Assert.Contains("half of the sampled ones to calibrate on", error.Message);
     }
 
     [Fact]
@@ -265,14 +265,23 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
             Assert.True(CacheUpdater.Complete(row));
             rowBytes = row.Bytes;
         }
-        // Room for 100 rows; an update needs 200 + 150.
-        var options = new OnlineCacheOptions { WindowMegabytes = 100.5 * rowBytes / 1048576, ValidationRows = 150 };
+        // Room for 100 rows; an update needs 2 x 299 sampled rows (every other one calibrates, and 299 are the fewest on
+        // which a perfect record shows 99 % at 95 %) + 150 to validate on.
+        var options = new OnlineCacheOptions { WindowMegabytes = 100.5 * rowBytes / 1048576, ValidationRows = 150, AgreementTarget = 0.99, Confidence = 0.95 };
         var error = Assert.Throws<ArgumentException>(() => new OnlineCaches(fixture.Caches, engine, Onnx, options, (_, _) => { }));
         Assert.Contains("holds about 100 rows", error.Message);
-        Assert.Contains("an update needs at least 350", error.Message);
+        Assert.Contains("an update needs at least 748", error.Message);
+        Assert.Contains("299 for 99.0 % at 95 % confidence", error.Message);
         Assert.Contains($"layer {fixture.Caches.Caches[0].Layer} {fixture.Caches.Caches[0].FeatureShape}", error.Message);
         Assert.Contains("or turn Updates off", error.Message);
         Assert.Null(engine.Observer);
+
+        // Updates that could never gather the calibration rows they need are refused too, saying what to raise.
+        var few = new OnlineCacheOptions { UpdateRows = 400, AgreementTarget = 0.99, Confidence = 0.95 };
+        error = Assert.Throws<ArgumentException>(() => new OnlineCaches(fixture.Caches, engine, Onnx, few, (_, _) => { }));
+        Assert.Contains("raise UpdateRows to at least 598", error.Message);
+        error = Assert.Throws<ArgumentException>(() => new OnlineCaches(fixture.Caches, engine, Onnx, new OnlineCacheOptions { AgreementTarget = 1 }, (_, _) => { }));
+        Assert.Contains("no number of rows shows a target of 100 %", error.Message);
 
         // Without updates the same window serves: reactions need no room for training.
         options.Updates = false;
@@ -339,7 +348,11 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
 
         // An update fine-tunes on the most recent UpdateRows of the kept features and hands back caches that read the full
         // maps, computing the same.
-        var candidate = CacheUpdater.Train(caches, rows, new OnlineCacheOptions { Epochs = 1, Seed = 3, UpdateRows = 220 }, segmentMs, new CpuThrottle(1), CancellationToken.None);
+        // 110 calibration rows cannot show 99 % at 95 % confidence even with no disagreement (299 can): no candidate.
+        Assert.Equal(299, CacheUpdater.CalibrationRowsNeeded(new OnlineCacheOptions { AgreementTarget = 0.99, Confidence = 0.95 }));
+        Assert.Null(CacheUpdater.Train(caches, rows, new OnlineCacheOptions { AgreementTarget = 0.99, Confidence = 0.95, Epochs = 1, UpdateRows = 220 }, segmentMs,
+            new CpuThrottle(1), CancellationToken.None));
+        var candidate = CacheUpdater.Train(caches, rows, new OnlineCacheOptions { AgreementTarget = 0.8, Epochs = 1, Seed = 3, UpdateRows = 220 }, segmentMs, new CpuThrottle(1), CancellationToken.None);
         Assert.NotNull(candidate);
         Assert.Equal(220, candidate.TrainRows + candidate.CalibrationRows);
         Assert.Equal(rows[^1].Sequence, candidate.TrainedThrough);

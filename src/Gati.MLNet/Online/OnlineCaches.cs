@@ -19,6 +19,9 @@ public sealed record UpdateOutcome(int Number, bool Accepted, string Reason, dou
     /// whether a reaction or a change of the class mix ended a backed-off wait early.
     /// </summary>
     public string Trigger { get; init; } = "";
+
+    /// <summary>The window did not hold the rows an update needs yet: nothing was trained, and the wait does not back off.</summary>
+    internal bool TooFewRows { get; init; }
 }
 
 /// <summary>
@@ -68,15 +71,26 @@ public sealed class OnlineCaches : IDisposable
     {
         // A complete row, as the window counts it: every cache layer's reduced features, P(hit) and class per cache, the base answer.
         double rowBytes = ShadowRow.BytesOf(caches.Sum(c => (long)c.ReducedFeatureShape.Size), caches.Count, caches.Count == 0 ? 0 : caches[0].Classes);
-        var needed = CacheUpdater.MinimumRows + options.ValidationRows;
+        var calibration = CacheUpdater.CalibrationRowsNeeded(options);
+        if (calibration == int.MaxValue)
+            throw new ArgumentException("AgreementTarget: no number of rows shows a target of 100 % at a confidence below 1, so updates could never calibrate a candidate; lower it or turn Updates off.", nameof(options));
+        if (options.UpdateRows < 2L * calibration)
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                $"UpdateRows: an update calibrates on every other sampled row of the newest UpdateRows ({options.UpdateRows}) labelled rows, and {options.AgreementTarget:P1} at {options.Confidence:P0} confidence needs {calibration} calibration rows (the fewest on which a perfect record shows it): raise UpdateRows to at least {2L * calibration}, or lower the target or the confidence."), nameof(options));
+        // Calibration rows are every other sampled row: an update needs twice as many sampled rows, and the validation rows.
+        var needed = Math.Max(CacheUpdater.MinimumRows, 2L * calibration) + options.ValidationRows;
         var holds = (long)(options.WindowMegabytes * 1048576 / rowBytes);
         if (holds >= needed) return;
         var layers = string.Join(", ", caches.Select(c => $"layer {c.Layer} {c.ReducedFeatureShape}"));
         throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
             $"WindowMegabytes: a shadow window of {options.WindowMegabytes:0.#} MB holds about {holds} rows of these caches' features, reduced as their predictors read them ({rowBytes / 1048576:0.##} MB a row: {layers}), " +
-            $"and an update needs at least {needed} ({CacheUpdater.MinimumRows} to fine-tune and calibrate on, ValidationRows {options.ValidationRows} fresh ones to validate on). " +
+            $"and an update needs at least {needed} ({needed - options.ValidationRows} to fine-tune and calibrate on, every other sampled one of them calibrating: {calibration} for {options.AgreementTarget:P1} at {options.Confidence:P0} confidence; ValidationRows {options.ValidationRows} fresh ones to validate on). " +
             $"Raise WindowMegabytes to at least {Math.Ceiling(needed * rowBytes / 1048576):0} or turn Updates off (reactions work on the sampled rows the window holds)."), nameof(options));
     }
+
+    /// <summary>Why an update had nothing to train on, with the rows it needs.</summary>
+    internal static string NotEnoughRows(OnlineCacheOptions options) => string.Create(CultureInfo.InvariantCulture,
+        $"not enough labelled rows in the window: an update needs {CacheUpdater.MinimumRows} among the newest UpdateRows ({options.UpdateRows}), with {CacheUpdater.CalibrationRowsNeeded(options)} sampled ones to calibrate on (every other sampled row), the fewest on which a perfect record shows {options.AgreementTarget:P1} at {options.Confidence:P0} confidence");
 
     /// <summary>The settings in force.</summary>
     public OnlineCacheOptions Options => _options;
@@ -208,7 +222,8 @@ public sealed class OnlineCaches : IDisposable
                     : $" ({cutShort})");
                 cutShort = null;
                 var outcome = Attempt(attempt) with { Trigger = trigger };
-                every = outcome.Accepted ? _options.UpdateEveryRows : Math.Min(every * 2, (long)_options.UpdateEveryRows * MaxBackOff);
+                // An attempt that found too few rows cost nothing: it does not back off.
+                every = outcome.Accepted || outcome.TooFewRows ? _options.UpdateEveryRows : Math.Min(every * 2, (long)_options.UpdateEveryRows * MaxBackOff);
                 lock (_gate)
                 {
                     _updates.Add(outcome);
@@ -233,7 +248,7 @@ public sealed class OnlineCaches : IDisposable
         try
         {
             candidate = CacheUpdater.Train(model.Caches, Sampler.Window.Snapshot(), _options, _segmentMs, throttle, _stop.Token);
-            if (candidate is null) return new UpdateOutcome(number, false, $"not enough labelled rows in the window: an update needs {CacheUpdater.MinimumRows}, {CacheUpdater.MinimumRows / 2} of them sampled ones to calibrate on (every other sampled row)", throttle.Busy.TotalSeconds);
+            if (candidate is null) return new UpdateOutcome(number, false, NotEnoughRows(_options), throttle.Busy.TotalSeconds) { TooFewRows = true };
             lock (_gate) _currentBusy = throttle.Busy.TotalSeconds;
 
             // Validate on fresh sampled rows the candidate never saw.
