@@ -118,6 +118,9 @@ public sealed class OnlineStatisticsTests
 
         Assert.True(OnlineCaches.IsBetter(now, Served(152, 150, 16.290), 0.99)); // 6 % faster, as many rows agree
         Assert.False(OnlineCaches.IsBetter(now, Served(152, 150, 17.0), 0.99)); // 2 % faster: not worth a swap
+        Assert.True(OnlineCaches.IsBetter(now, Served(152, 152, 17.0), 0.99)); // 2 % faster and two more rows agree: better on both counts
+        Assert.True(OnlineCaches.IsBetter(now, Served(152, 151, 17.405), 0.99)); // as fast, one more row agrees
+        Assert.False(OnlineCaches.IsBetter(now, Served(152, 152, 17.5), 0.99)); // more agreement, but slower: not while the target is not shown missed
         Assert.False(OnlineCaches.IsBetter(now, Served(152, 149, 12.0), 0.99)); // one row fewer, and below the target
         Assert.True(OnlineCaches.IsBetter(Served(200, 199, 17.4), Served(200, 198, 12.0), 0.99)); // one fewer, at the target (99.0 %)
         Assert.False(OnlineCaches.IsBetter(Served(200, 200, 17.4), Served(200, 198, 12.0), 0.99)); // two fewer
