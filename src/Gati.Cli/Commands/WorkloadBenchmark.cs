@@ -241,7 +241,8 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
             double Early(Served[] s) => rows.Count(i => s[i].ExitLayer > 0) / (double)rows.Length;
             var first = rows[0];
             var last = rows[^1];
-            var updates = online.Updates.Where(u => all || (u.Request >= first && u.Request <= last)).ToArray();
+            // Attempts that stopped for too few rows trained nothing: they are not counted as tried (the list below shows them).
+            var updates = online.Updates.Where(u => !u.Outcome.TooFewRows && (all || (u.Request >= first && u.Request <= last))).ToArray();
             var popular = all ? "all" : workload.PhaseNames?[phase] ?? (workload.PopularClasses[phase].Length == 0 ? "none" : string.Join(", ", workload.PopularClasses[phase]));
             md.AppendLine(CultureInfo.InvariantCulture,
                 $"| {(all ? "**whole stream**" : (phase + 1).ToString(CultureInfo.InvariantCulture))} | {popular} | {rows.Length} | {Mean(fixedCaches):F3} | {P99(fixedCaches):F3} | {Mean(updated):F3} | {P99(updated):F3} | {Mean(fixedCaches) / Mean(updated):F2}x | {Agreement(fixedCaches):P2} | {Agreement(updated):P2} | {Early(fixedCaches):P1} | {Early(updated):P1} | {updates.Count(u => u.Outcome.Accepted)} / {updates.Length} |");
@@ -250,7 +251,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         md.AppendLine(ExitBreakdown(fixedCaches, updated));
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture,
-            $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Length} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted); {online}.");
+            $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Count(u => !u.Outcome.TooFewRows)} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted{(online.Updates.Any(u => u.Outcome.TooFewRows) ? $"; {online.Updates.Count(u => u.Outcome.TooFewRows)} more stopped before training, for too few rows" : "")}); {online}.");
         foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}, after {outcome.Trigger}): {outcome.Reason}");
         foreach (var reason in online.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
         md.AppendLine();
