@@ -30,25 +30,22 @@ internal sealed class PhaseCeilingBenchmark(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
-            var parts = LoadedModel.Parts(model, settings.Model);
-            var caches = parts.Caches ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
-            var size = parts.BaseModel.InputShape.Size;
+            var (parts, caches, size) = WorkloadBenchmark.CachesOf(model, settings.Model);
             var testInputs = parts.Inputs(settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows));
             var (testImages, testLabels) = EarlyExitEvaluation.Load(testInputs, parts.ImageColumnName, size);
-            var (trainImages, trainLabels) = EarlyExitEvaluation.Load(
-                parts.Inputs(context.Data.TakeRows(context.Data.SkipRows(settings.Dataset.Load(context, DatasetSplit.Train), settings.TrainSkip), settings.TrainPool)),
-                parts.ImageColumnName, size);
+            var trainInputs = parts.Inputs(context.Data.TakeRows(context.Data.SkipRows(settings.Dataset.Load(context, DatasetSplit.Train), settings.TrainSkip), settings.TrainPool));
+            var (trainImages, trainLabels) = EarlyExitEvaluation.Load(trainInputs, parts.ImageColumnName, size);
             if (trainLabels.Length == 0)
                 throw new ArgumentException($"The training split has no rows after the first {settings.TrainSkip} (--train-skip).");
             var drift = settings.Stream == "drift";
             CameraShift? shift = null;
             if (drift)
             {
-                // As the workload benchmark: row labels.Length + r is row r through the changed camera.
-                var normalization = Annotations.TryGetNormalization(testInputs.Schema[parts.ImageColumnName]);
-                shift = new CameraShift(settings.DriftContrast, settings.DriftNoise, normalization is null ? CameraShift.RangeOf(testImages) : 1);
-                testImages = WorkloadBenchmark.WithShiftedCopies(testImages, testLabels.Length, size, shift, normalization, settings.Seed);
-                trainImages = WorkloadBenchmark.WithShiftedCopies(trainImages, trainLabels.Length, size, shift, normalization, settings.Seed + 1);
+                // As the workload benchmark: row labels.Length + r is row r through the changed camera (the training rows' noise seeded apart).
+                (testImages, shift) = WorkloadBenchmark.WithChangedCamera(testInputs, parts.ImageColumnName, testImages, testLabels.Length, size, settings.DriftContrast,
+                    settings.DriftNoise, settings.Seed);
+                (trainImages, _) = WorkloadBenchmark.WithChangedCamera(trainInputs, parts.ImageColumnName, trainImages, trainLabels.Length, size, settings.DriftContrast,
+                    settings.DriftNoise, settings.Seed + 1);
             }
             var workload = drift
                 ? Workloads.Drift(testLabels, settings.Requests, settings.Seed)

@@ -24,21 +24,13 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         var model = context.Gati().LoadModel(settings.Model, out _);
         try
         {
-            var parts = LoadedModel.Parts(model, settings.Model);
-            var caches = parts.Caches ?? throw new InvalidOperationException($"{settings.Model} holds no learned caches: choose them with gati optimize.");
-            var size = parts.BaseModel.InputShape.Size;
+            var (parts, caches, size) = CachesOf(model, settings.Model);
             var inputs = parts.Inputs(settings.Dataset.Load(context, DatasetSplit.Test, settings.Rows));
             var (images, labels) = EarlyExitEvaluation.Load(inputs, parts.ImageColumnName, size);
             var options = settings.Engine;
             CameraShift? shift = null;
             if (settings.Streams.Contains("drift"))
-            {
-                // The shifted copies follow the originals: row labels.Length + r is row r through the changed camera.
-                // Gati's dataset readers give normalised images (the column says how); pipelines' pixels are raw.
-                var normalization = Annotations.TryGetNormalization(inputs.Schema[parts.ImageColumnName]);
-                shift = new CameraShift(settings.DriftContrast, settings.DriftNoise, normalization is null ? CameraShift.RangeOf(images) : 1);
-                images = WithShiftedCopies(images, labels.Length, size, shift, normalization, settings.Seed);
-            }
+                (images, shift) = WithChangedCamera(inputs, parts.ImageColumnName, images, labels.Length, size, settings.DriftContrast, settings.DriftNoise, settings.Seed);
             var baseClass = BaseAnswers(parts.BaseModel, options, images, images.Length / size, size);
 
             var report = new StringBuilder();
@@ -119,8 +111,29 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         return watch;
     }
 
+    /// <summary>A model file's parts, its learned caches (an error naming the file when it has none) and its input size.</summary>
+    internal static (EarlyExitModel Parts, LearnedCachesTransformer Caches, int Size) CachesOf(ITransformer model, string path)
+    {
+        var parts = LoadedModel.Parts(model, path);
+        var caches = parts.Caches ?? throw new InvalidOperationException($"{path} holds no learned caches: choose them with gati optimize.");
+        return (parts, caches, parts.BaseModel.InputShape.Size);
+    }
+
+    /// <summary>
+    /// The drift stream's images: the originals followed by their shifted copies (row rows + r is row r through the
+    /// changed camera), and the camera. Gati's dataset readers give normalised images (the column says how); pipelines'
+    /// pixels are raw, and the noise is then a share of their range.
+    /// </summary>
+    internal static (float[] Images, CameraShift Shift) WithChangedCamera(IDataView inputs, string imageColumn, float[] images, int rows, int size, double contrast,
+        double noise, int seed)
+    {
+        var normalization = Annotations.TryGetNormalization(inputs.Schema[imageColumn]);
+        var shift = new CameraShift(contrast, noise, normalization is null ? CameraShift.RangeOf(images) : 1);
+        return (WithShiftedCopies(images, rows, size, shift, normalization, seed), shift);
+    }
+
     /// <summary>The images followed by a copy of each through the changed camera (image r's noise seeded by seed and r, the same in every run).</summary>
-    internal static float[] WithShiftedCopies(float[] images, int rows, int size, CameraShift shift, ChannelNormalization? normalization, int seed)
+    private static float[] WithShiftedCopies(float[] images, int rows, int size, CameraShift shift, ChannelNormalization? normalization, int seed)
     {
         var both = GC.AllocateUninitializedArray<float>(checked(2 * rows * size));
         images.AsSpan(0, rows * size).CopyTo(both);
