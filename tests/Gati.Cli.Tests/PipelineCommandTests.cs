@@ -211,6 +211,11 @@ public sealed class PipelineCommandTests
             "--train-skip", "60000");
         Assert.Equal(1, exit);
         Assert.Contains("no rows after the first 60000", output);
+        (exit, output) = CliHost.Invoke("bench", "phase-ceiling", "--model", chosen, "--data-dir", Data, "--rows", "300", "--requests", "400",
+            "--rows-per-phase", "300", "--train-skip", "1000", "--train-pool", "600");
+        Assert.Equal(1, exit);
+        Assert.Contains("--rows-per-phase 300 is too few", output);
+        Assert.Contains("299 sampled ones to calibrate on", output);
     }
 
     [Fact]

@@ -67,6 +67,9 @@ internal sealed class PhaseCeilingBenchmark(IAnsiConsole console)
             var thresholds = engine.Thresholds.ToArray();
             var options = settings.Update.Clone();
             options.UpdateRows = settings.RowsPerPhase;
+            // Every row here is sampled, so every other one calibrates.
+            if (settings.RowsPerPhase < 2L * CacheUpdater.CalibrationRowsNeeded(options))
+                throw new ArgumentException($"--rows-per-phase {settings.RowsPerPhase} is too few: {OnlineCaches.NotEnoughRows(options)}.");
 
             ShadowRow[] WindowRows(float[] images, IReadOnlyList<int> rows, string what)
             {
@@ -92,7 +95,7 @@ internal sealed class PhaseCeilingBenchmark(IAnsiConsole console)
 
             UpdateCandidate Candidate(ShadowRow[] rows) =>
                 CacheUpdater.Train(served.Caches, rows, options, segmentMs, new CpuThrottle(1), CancellationToken.None)
-                ?? throw new InvalidOperationException($"{rows.Length} rows are too few for an update ({CacheUpdater.MinimumRows} needed).");
+                ?? throw new InvalidOperationException($"{rows.Length} rows: {OnlineCaches.NotEnoughRows(options)}.");
 
             SimulatedServing Serve(UpdateCandidate candidate, ShadowRow[] requests) =>
                 CacheUpdater.Simulate(candidate.Caches, candidate.Caches.Select(c => c.Calibration.Threshold).ToArray(), requests, segmentMs, options.Confidence);
@@ -111,7 +114,8 @@ internal sealed class PhaseCeilingBenchmark(IAnsiConsole console)
                         : Workloads.Phase(trainLabels, settings.RowsPerPhase, workload.PopularClasses[p], settings.PopularShare, seed: settings.Seed + 1000 + p).Rows;
                     var train = WindowRows(trainImages, trainRows, $"phase {p + 1} training");
                     var requests = WindowRows(testImages, workload.Rows.Where((_, i) => workload.Phases[i] == p).ToArray(), $"phase {p + 1} request");
-                    var recalibrated = CacheUpdater.Recalibrate(served.Caches, train, options, segmentMs)!;
+                    var recalibrated = CacheUpdater.Recalibrate(served.Caches, train, options, segmentMs)
+                        ?? throw new InvalidOperationException($"{train.Length} rows: {OnlineCaches.NotEnoughRows(options)}.");
                     var candidate = Candidate(train);
                     try
                     {
