@@ -45,9 +45,7 @@ internal static partial class CacheUpdater
     public static UpdateCandidate? Train(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs,
         CpuThrottle throttle, CancellationToken cancellation)
     {
-        var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
-        var (train, calibration) = Split(rows);
-        if (rows.Length < MinimumRows || calibration.Length < CalibrationRowsNeeded(options)) return null;
+        if (UpdateRowsOf(window, options) is not var (rows, train, calibration)) return null;
         // The class mix of the traffic: the uniform sample's newest training rows (kept full runs are the hardest inputs'
         // classes, not the traffic's).
         var recent = train.Where(r => r.Sampled).TakeLast(options.ClassPriorRows).ToArray();
@@ -111,9 +109,7 @@ internal static partial class CacheUpdater
     /// </summary>
     public static ExitCalibration[]? Recalibrate(IReadOnlyList<LearnedCache> current, IReadOnlyList<ShadowRow> window, OnlineCacheOptions options, IReadOnlyList<double> segmentMs)
     {
-        var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
-        var (_, calibration) = Split(rows);
-        if (rows.Length < MinimumRows || calibration.Length < CalibrationRowsNeeded(options)) return null;
+        if (UpdateRowsOf(window, options) is not var (_, _, calibration)) return null;
         var outputs = current.Select((cache, i) =>
         {
             using var predictor = ReducedCopy(cache);
@@ -205,6 +201,17 @@ internal static partial class CacheUpdater
             else train.Add(row);
         }
         return (train.ToArray(), calibration.ToArray());
+    }
+
+    /// <summary>
+    /// An update's rows: the window's newest <see cref="OnlineCacheOptions.UpdateRows"/> complete rows in order of arrival,
+    /// split (<see cref="Split"/>); null while they are too few (<see cref="MinimumRows"/>, <see cref="CalibrationRowsNeeded"/>).
+    /// </summary>
+    private static (ShadowRow[] Rows, ShadowRow[] Train, ShadowRow[] Calibration)? UpdateRowsOf(IReadOnlyList<ShadowRow> window, OnlineCacheOptions options)
+    {
+        var rows = window.Where(Complete).OrderBy(r => r.Sequence).TakeLast(options.UpdateRows).ToArray();
+        var (train, calibration) = Split(rows);
+        return rows.Length < MinimumRows || calibration.Length < CalibrationRowsNeeded(options) ? null : (rows, train, calibration);
     }
 
     /// <summary>A row the update can learn from: every cache layer's features and the base answer.</summary>
