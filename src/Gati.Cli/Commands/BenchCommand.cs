@@ -65,6 +65,7 @@ internal static class BenchCommand
         };
         reactOn.Require(v => v is "drop" or "lower" or "upper", "must be drop, lower or upper");
         var noUpdates = new Option<bool>("--no-updates") { Description = "Online caches only watch and react (no background updater): what shadowing and reactions cost alone." };
+        var noExitMix = new Option<bool>("--no-exit-mix-watch") { Description = "Online caches judge the live window alone, not also the requests since a change of where requests exit." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
         var fullRuns = new Option<double>("--full-run-fraction") { Description = "Share of the requests that ran the whole network kept as training rows.", DefaultValueFactory = _ => 1 }
@@ -86,7 +87,7 @@ internal static class BenchCommand
         // Online caches shadow requests on ONNX Runtime on the CPU: its thread options, no backend choice.
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
-        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
+        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -95,7 +96,7 @@ internal static class BenchCommand
                 Confidence = result.GetValue(confidence), UpdateEveryRows = result.GetValue(every), ValidationRows = result.GetValue(validation),
                 CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed), FullRunFraction = result.GetValue(fullRuns), UpdateRows = result.GetValue(updateRows),
                 ClassPriorRows = result.GetValue(priorRows), Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate),
-                Updates = !result.GetValue(noUpdates),
+                Updates = !result.GetValue(noUpdates), WatchExitMix = !result.GetValue(noExitMix),
                 ReactOn = result.GetValue(reactOn) switch
                 {
                     "upper" => Gati.MLNet.Online.ReactionTrigger.UpperBound,

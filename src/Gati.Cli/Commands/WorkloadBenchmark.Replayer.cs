@@ -16,6 +16,7 @@ internal sealed partial class WorkloadBenchmark
         private readonly List<IDisposable> _retired = [];
         private readonly List<(int Request, UpdateOutcome Outcome)> _updates = [];
         private readonly List<int> _reactions = [];
+        private readonly List<(int Request, TrafficChange Change)> _changes = [];
         private EarlyExitEngine _engine;
         private LearnedCachesTransformer _served;
         private int _request;
@@ -60,6 +61,10 @@ internal sealed partial class WorkloadBenchmark
                     _updater.Sampler.Reacted += (_, _) =>
                     {
                         lock (_reactions) _reactions.Add(Volatile.Read(ref _request));
+                    };
+                    _updater.Sampler.TrafficChanged += (_, change) =>
+                    {
+                        lock (_changes) _changes.Add((Volatile.Read(ref _request), change));
                     };
                 }
                 for (var i = 0; i < 200; i++)
@@ -137,9 +142,11 @@ internal sealed partial class WorkloadBenchmark
         {
             if (_updater is null) return null;
             var sampler = _updater.Sampler;
+            (int, TrafficChange)[] changes;
+            lock (_changes) changes = _changes.ToArray();
             lock (_updates)
-                return new OnlineSummary(_updates.ToArray(), sampler.Reactions.ToArray(), _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.FullRunsSkipped, sampler.Labelled, sampler.Failed,
-                    sampler.LastFailure, sampler.Agreement);
+                return new OnlineSummary(_updates.ToArray(), sampler.Reactions.ToArray(), changes, _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.FullRunsSkipped, sampler.Labelled,
+                    sampler.Failed, sampler.LastFailure, sampler.Agreement);
         }
 
         public void Dispose()

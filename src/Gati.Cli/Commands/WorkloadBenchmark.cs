@@ -42,7 +42,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
                     ReactionTrigger.UpperBound => "reacting when the upper bound falls below it",
                     ReactionTrigger.LowerBound => "reacting when the lower bound falls below it",
                     _ => "reacting when the upper bound falls below it, or the estimate after the lower bound had shown it kept",
-                }}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows on the last {settings.Online.UpdateRows} (class-prior correction on the newest {settings.Online.ClassPriorRows} sampled training rows, fine-tuning {settings.Online.Epochs} epochs at {settings.Online.LearningRate}), validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
+                }}{(settings.Online.WatchExitMix ? "; the requests since a change of the exit mix judged apart" : "")}), {(settings.Online.Updates ? $"update every {settings.Online.UpdateEveryRows} labelled rows on the last {settings.Online.UpdateRows} (class-prior correction on the newest {settings.Online.ClassPriorRows} sampled training rows, fine-tuning {settings.Online.Epochs} epochs at {settings.Online.LearningRate}), validation on {settings.Online.ValidationRows} fresh rows, updater CPU budget {settings.Online.CpuBudget:P0} of a core" : "no updates (watch and react only)")}.");
             if (shift is not null)
                 report.AppendLine(CultureInfo.InvariantCulture,
                     $"Drift: the second half of the drift stream comes through a changed camera: contrast x{shift.Contrast:0.##} about each image's mean, sensor noise sigma {shift.Noise:P0} of the pixel range (0-{shift.Range:0}), seeded; the base model's answer on the shifted image is the reference.");
@@ -188,7 +188,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         {
             var watch = watchOnly.Summary()!;
             md.AppendLine(CultureInfo.InvariantCulture, $"Online, reactions only: {watch}.");
-            foreach (var reason in watch.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
+            AppendEvents(md, watch);
             md.AppendLine();
         }
         return md.ToString();
@@ -200,11 +200,11 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
     /// <summary>Requests each replay serves before the other takes its turn.</summary>
     private const int Turn = 1000;
 
-    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, double CpuSeconds, long Dropped,
-        long FullRunsSkipped, long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
+    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, (int Request, TrafficChange Change)[] Changes,
+        double CpuSeconds, long Dropped, long FullRunsSkipped, long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-            $"{Reactions.Length} threshold reactions; {Labelled} shadow rows labelled, {Dropped} dropped under load, {FullRunsSkipped} full runs left out, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
+            $"{Reactions.Length} threshold reactions; {Changes.Length} changes of traffic seen in the exit mix; {Labelled} shadow rows labelled, {Dropped} dropped under load, {FullRunsSkipped} full runs left out, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
     }
 
     /// <summary>
@@ -266,8 +266,17 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         md.AppendLine(CultureInfo.InvariantCulture,
             $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Count(u => !u.Outcome.TooFewRows)} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted{(online.Updates.Any(u => u.Outcome.TooFewRows) ? $"; {online.Updates.Count(u => u.Outcome.TooFewRows)} more stopped before training, for too few rows" : "")}); {online}.");
         foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}, after {outcome.Trigger}): {outcome.Reason}");
-        foreach (var reason in online.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
+        AppendEvents(md, online);
         md.AppendLine();
         return md.ToString();
+    }
+
+    /// <summary>A replay's changes of traffic seen and its reactions, one line each.</summary>
+    private static void AppendEvents(StringBuilder md, OnlineSummary online)
+    {
+        foreach (var (request, change) in online.Changes)
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"- change of traffic seen at request {request}: the exit mix of the newest sampled requests lay {change.Distance:F2} from the one before (total variation); sampled requests from number {change.BeganAtSample} on judged apart");
+        foreach (var reason in online.Reactions.Select(r => r.Reason).Distinct()) md.AppendLine(CultureInfo.InvariantCulture, $"- reaction: {reason}");
     }
 }

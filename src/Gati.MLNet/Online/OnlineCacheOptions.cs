@@ -51,6 +51,15 @@ public sealed class OnlineCacheOptions
     public ReactionTrigger ReactOn { get; set; } = ReactionTrigger.Drop;
 
     /// <summary>
+    /// Watch where sampled requests exit for a change of traffic (<see cref="ExitMixWatch"/>; docs/online.md, "Changes of
+    /// traffic"): once the exit mix of the newest 150 sampled requests lies far from that of the 200 before them, the
+    /// sampled requests since the change are judged on their own as well, and a reaction they fire sets the thresholds on
+    /// them alone. A live window mostly from before a change of camera showed its shortfall only after thousands of
+    /// requests; false: judge the live window alone.
+    /// </summary>
+    public bool WatchExitMix { get; set; } = true;
+
+    /// <summary>
     /// Fewest sampled requests before live agreement is judged; raised, when reacting on the lower bound, to
     /// about the fewest whose perfect record clears the target at the confidence (the search steps by 5 %: 302 for 99 %
     /// at 95 %, where the fewest is 299), below which every judgement would fail.

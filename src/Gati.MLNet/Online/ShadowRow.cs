@@ -70,6 +70,9 @@ public sealed class ShadowRow
     /// <summary>That engine's threshold version when the row was served.</summary>
     internal int ThresholdVersion { get; init; }
 
+    /// <summary>Place of a sampled row in the sampler's uniform sample, in order of capture (-1 for rows not sampled).</summary>
+    internal long SampleIndex { get; set; } = -1;
+
     /// <summary>Bytes held by this row's arrays (for the window's budget).</summary>
     public long Bytes => BytesOf(Features.Sum(f => (long)(f?.Length ?? 0)) + (Input?.Length ?? 0), HitProbabilities.Length, BaseProbabilities?.Length ?? 0);
 

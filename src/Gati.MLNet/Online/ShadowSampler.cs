@@ -55,6 +55,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         Live = new LiveAgreement(Layers, options.LiveWindow, options.Confidence);
         _minimumSamples = MinimumSamples();
         _samplesToShowKept = SamplesToShowKept();
+        _exitMix = new ExitMixWatch(_layers.Length);
         _observer = new ShadowObserver(this);
         engine.Observer = _observer;
         // Off the request path, below serving's priority: labelling, judging and continuing sampled rows.
@@ -144,6 +145,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
             // The new caches' exits are new outcomes.
             _shownKept = false;
             Interlocked.Exchange(ref _judgedThisGeneration, 0);
+            _exitMix.Reset();
             for (var i = 0; i < Layers.Count; i++) Live.Reset(i);
             Live.ResetOverall();
             foreach (var (exit, agreed) in validated ?? []) Live.Add(exit, agreed);
@@ -156,6 +158,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     bool[]? IShadowTap.Choose(int count)
     {
+        Interlocked.Add(ref _requestsSeen, count);
         if (_options.SampleFraction <= 0) return null;
         var chosen = new bool[count];
         lock (_randomGate)
@@ -174,9 +177,11 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     void IShadowTap.Captured(IReadOnlyList<ShadowRow> rows)
     {
-        // The request path only hands rows over: completing, judging and continuing happen on the worker.
+        // The request path only hands rows over: completing, judging and continuing happen on the worker. It only counts
+        // where sampled rows exited, to see a change of traffic (Judging).
         foreach (var row in rows)
         {
+            if (row.Sampled) Watch(row);
             if (!row.Sampled && !KeepFullRun())
             {
                 Interlocked.Increment(ref _fullRunsSkipped);
