@@ -8,7 +8,8 @@ namespace Gati.Cli.Commands;
 internal static class WorkloadActivityPlot
 {
     /// <summary>One replay's per-request answers and its events (request number at which each was seen).</summary>
-    public sealed record Replay(string Name, double[] Ms, bool[] Agreed, IReadOnlyList<(int Request, bool Accepted)> Updates, IReadOnlyList<int> Reactions);
+    public sealed record Replay(string Name, double[] Ms, bool[] Agreed, IReadOnlyList<(int Request, bool Accepted)> Updates, IReadOnlyList<int> Reactions,
+        IReadOnlyList<int> TrafficChanges);
 
     /// <summary>Requests per plotted point.</summary>
     public const int Window = 250;
@@ -53,6 +54,8 @@ internal static class WorkloadActivityPlot
             }
             foreach (var request in replay.Reactions)
                 plot.Add.Marker(request, 100.3 - 0.15 * k, ScottPlot.MarkerShape.FilledCircle, 5, color);
+            foreach (var request in replay.TrafficChanges)
+                plot.Add.Marker(request, 100.3 - 0.15 * k, ScottPlot.MarkerShape.OpenDiamond, 8, color);
         }
         for (var i = 1; i < count; i++)
         {
@@ -65,7 +68,7 @@ internal static class WorkloadActivityPlot
         AtomicFile.Write(path, stream => stream.Write(plot.GetImageBytes(1100, 560, ScottPlot.ImageFormat.Png)));
         return string.Create(CultureInfo.InvariantCulture,
             $"Plot {Path.GetFileName(path)}: agreement (solid, left axis) and mean latency (dashed, right axis) per {Window} requests for each replay; " +
-            $"above the lines, updates accepted (green triangles) and rejected (red crosses), and threshold reactions (dots in the replay's colour); dotted lines mark phase changes.");
+            $"above the lines, updates accepted (green triangles) and rejected (red crosses), threshold reactions (dots in the replay's colour) and changes of traffic seen in the exit mix (open diamonds); dotted lines mark phase changes.");
     }
 
     private static IEnumerable<T> Slice<T>(T[] values, int window, int count) => values.Skip(window * Window).Take(Math.Min(Window, count - window * Window));

@@ -134,8 +134,10 @@ internal sealed partial class WorkloadBenchmark
             int[] reactions;
             lock (_updates) updates = _updates.Select(u => (u.Request, u.Outcome.Accepted)).ToArray();
             lock (_reactions) reactions = _reactions.ToArray();
+            int[] changes;
+            lock (_changes) changes = _changes.Select(c => c.Request).ToArray();
             return new WorkloadActivityPlot.Replay(name, Answers.Select(a => a.Ms).ToArray(),
-                Answers.Select((a, i) => a.Class == baseClass[_workload.Rows[i]]).ToArray(), updates, reactions);
+                Answers.Select((a, i) => a.Class == baseClass[_workload.Rows[i]]).ToArray(), updates, reactions, changes);
         }
 
         public OnlineSummary? Summary()
