@@ -42,16 +42,9 @@ internal static class BenchCommand
             DefaultValueFactory = _ => "both",
         };
         streams.Require(s => s is "phased" or "uniform" or "both" or "drift" or "all", "must be phased, uniform, both, drift or all");
-        var rows = new Option<long?>("--rows") { Description = "Test rows the streams draw from (default: the whole test split)." };
-        rows.Validators.Add(r => { if (r.GetValue(rows) is < 1) r.AddError("--rows must be at least 1"); });
-        var driftContrast = new Option<double>("--drift-contrast") { Description = "Drift stream: contrast the changed camera keeps, in (0, 1].", DefaultValueFactory = _ => 0.5 }
-            .Require(v => v is > 0 and <= 1, "must be in (0, 1]");
-        var driftNoise = new Option<double>("--drift-noise") { Description = "Drift stream: sensor noise, standard deviation as a share of the pixel range.", DefaultValueFactory = _ => 0.05 }
-            .Require(v => v is >= 0 and < 1, "must be in [0, 1)");
+        var shape = new StreamArguments();
         var requests = new Option<int>("--requests") { Description = "Requests per stream.", DefaultValueFactory = _ => 40000 }.AtLeast(100);
         var phaseLength = new Option<int>("--phase-length") { Description = "Requests per phase of the phased stream.", DefaultValueFactory = _ => 10000 }.AtLeast(10);
-        var popular = new Option<int>("--popular") { Description = "Popular classes per phase.", DefaultValueFactory = _ => 3 }.AtLeast(1);
-        var popularShare = new Option<double>("--popular-share") { Description = "Their share of a phase's requests.", DefaultValueFactory = _ => 0.9 }.Share();
         var seed = new Option<int>("--seed") { Description = "Seed of the streams, the sampling and fine-tuning.", DefaultValueFactory = _ => 0 };
         var sample = new Option<double>("--sample-fraction") { Description = "Share of requests sampled as shadow rows.", DefaultValueFactory = _ => 0.2 }.Share();
         var window = new Option<double>("--window-mb") { Description = "Memory of the shadow window, MB.", DefaultValueFactory = _ => 256 }.Positive();
@@ -87,7 +80,8 @@ internal static class BenchCommand
         // Online caches shadow requests on ONNX Runtime on the CPU: its thread options, no backend choice.
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
-        command.AddOptions(streams, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
+        shape.AddTo(command);
+        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -107,8 +101,8 @@ internal static class BenchCommand
             var stream = result.GetValue(streams)!;
             return new WorkloadBenchmark(AnsiConsole.Console).Run(new WorkloadBenchmarkSettings(result.GetValue(model)!, dataset.Read(result),
                 stream switch { "both" => ["phased", "uniform"], "all" => ["phased", "uniform", "drift"], _ => [stream] }, result.GetValue(requests),
-                result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed), online, result.GetValue(output),
-                result.GetValue(rate), serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(rows), result.GetValue(driftContrast), result.GetValue(driftNoise)));
+                result.GetValue(phaseLength), result.GetValue(shape.Popular), result.GetValue(shape.PopularShare), result.GetValue(seed), online, result.GetValue(output),
+                result.GetValue(rate), serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(shape.Rows), result.GetValue(shape.DriftContrast), result.GetValue(shape.DriftNoise)));
         });
         return command;
     }
@@ -119,16 +113,9 @@ internal static class BenchCommand
         var model = new Option<string>("--model", "-m") { Description = "Model zip with chosen caches (gati optimize).", Required = true };
         var stream = new Option<string>("--stream") { Description = "phased (popular classes per phase) or drift (the second half through a changed camera).", DefaultValueFactory = _ => "phased" };
         stream.Require(s => s is "phased" or "drift", "must be phased or drift");
-        var rows = new Option<long?>("--rows") { Description = "Test rows the stream draws from (default: the whole test split)." };
-        rows.Validators.Add(r => { if (r.GetValue(rows) is < 1) r.AddError("--rows must be at least 1"); });
-        var driftContrast = new Option<double>("--drift-contrast") { Description = "Drift stream: contrast the changed camera keeps, in (0, 1].", DefaultValueFactory = _ => 0.5 }
-            .Require(v => v is > 0 and <= 1, "must be in (0, 1]");
-        var driftNoise = new Option<double>("--drift-noise") { Description = "Drift stream: sensor noise, standard deviation as a share of the pixel range.", DefaultValueFactory = _ => 0.05 }
-            .Require(v => v is >= 0 and < 1, "must be in [0, 1)");
+        var shape = new StreamArguments();
         var requests = new Option<int>("--requests") { Description = "Requests of the stream (as gati bench workload).", DefaultValueFactory = _ => 8000 }.AtLeast(100);
         var phaseLength = new Option<int>("--phase-length") { Description = "Requests per phase.", DefaultValueFactory = _ => 2000 }.AtLeast(10);
-        var popular = new Option<int>("--popular") { Description = "Popular classes per phase.", DefaultValueFactory = _ => 3 }.AtLeast(1);
-        var popularShare = new Option<double>("--popular-share") { Description = "Their share of a phase's requests.", DefaultValueFactory = _ => 0.9 }.Share();
         var seed = new Option<int>("--seed") { Description = "Seed of the stream, the training rows and fine-tuning.", DefaultValueFactory = _ => 0 };
         var perPhase = new Option<int>("--rows-per-phase") { Description = "Training-split rows each phase's candidate is made from (half calibrate).", DefaultValueFactory = _ => 3000 }.AtLeast(200);
         var skip = new Option<long>("--train-skip")
@@ -150,7 +137,8 @@ internal static class BenchCommand
         dataset.AddTo(command);
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
-        command.AddOptions(stream, rows, requests, phaseLength, popular, popularShare, driftContrast, driftNoise, seed, perPhase, skip, pool, target, confidence, priorRows,
+        shape.AddTo(command);
+        command.AddOptions(stream, requests, phaseLength, seed, perPhase, skip, pool, target, confidence, priorRows,
             epochs, learningRate, output);
         command.SetRun((result, _) =>
         {
@@ -160,9 +148,9 @@ internal static class BenchCommand
                 Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate), Seed = result.GetValue(seed), CpuBudget = 1,
             };
             return new PhaseCeilingBenchmark(AnsiConsole.Console).Run(new PhaseCeilingSettings(result.GetValue(model)!, dataset.Read(result), result.GetValue(stream)!,
-                result.GetValue(rows), result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(popular), result.GetValue(popularShare), result.GetValue(seed),
+                result.GetValue(shape.Rows), result.GetValue(requests), result.GetValue(phaseLength), result.GetValue(shape.Popular), result.GetValue(shape.PopularShare), result.GetValue(seed),
                 result.GetValue(perPhase), result.GetValue(skip), result.GetValue(pool), update, serving.ReadOnnxRuntime(result, "cpu"), result.GetValue(output),
-                result.GetValue(driftContrast), result.GetValue(driftNoise)));
+                result.GetValue(shape.DriftContrast), result.GetValue(shape.DriftNoise)));
         });
         return command;
     }
