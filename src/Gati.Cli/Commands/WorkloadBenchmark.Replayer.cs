@@ -16,6 +16,8 @@ internal sealed partial class WorkloadBenchmark
         private readonly List<IDisposable> _retired = [];
         private readonly List<(int Request, UpdateOutcome Outcome)> _updates = [];
         private readonly List<int> _reactions = [];
+        // The request at which each attempt began, by attempt number (guarded by _updates).
+        private readonly Dictionary<int, int> _starts = [];
         private readonly List<(int Request, TrafficChange Change)> _changes = [];
         private EarlyExitEngine _engine;
         private LearnedCachesTransformer _served;
@@ -49,6 +51,10 @@ internal sealed partial class WorkloadBenchmark
                             _retired.Add(oldModel);
                         }
                     });
+                    _updater.UpdateStarting += (_, number) =>
+                    {
+                        lock (_updates) _starts[number] = Volatile.Read(ref _request);
+                    };
                     _updater.Updated += (_, outcome) =>
                     {
                         lock (_updates) _updates.Add((Volatile.Read(ref _request), outcome));
@@ -147,7 +153,7 @@ internal sealed partial class WorkloadBenchmark
             (int, TrafficChange)[] changes;
             lock (_changes) changes = _changes.ToArray();
             lock (_updates)
-                return new OnlineSummary(_updates.ToArray(), sampler.Reactions.ToArray(), changes, _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.FullRunsSkipped, sampler.Labelled,
+                return new OnlineSummary(_updates.ToArray(), new Dictionary<int, int>(_starts), sampler.Reactions.ToArray(), changes, _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.FullRunsSkipped, sampler.Labelled,
                     sampler.Failed, sampler.LastFailure, sampler.Agreement);
         }
 

@@ -200,7 +200,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
     /// <summary>Requests each replay serves before the other takes its turn.</summary>
     private const int Turn = 1000;
 
-    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, ThresholdReaction[] Reactions, (int Request, TrafficChange Change)[] Changes,
+    private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, IReadOnlyDictionary<int, int> Starts, ThresholdReaction[] Reactions, (int Request, TrafficChange Change)[] Changes,
         double CpuSeconds, long Dropped, long FullRunsSkipped, long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture,
@@ -265,7 +265,13 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         md.AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture,
             $"Updater: {online.CpuSeconds:F1} s of CPU in {online.Updates.Count(u => !u.Outcome.TooFewRows)} attempts ({online.Updates.Count(u => u.Outcome.Accepted)} accepted{(online.Updates.Any(u => u.Outcome.TooFewRows) ? $"; {online.Updates.Count(u => u.Outcome.TooFewRows)} more stopped before training, for too few rows" : "")}); {online}.");
-        foreach (var (request, outcome) in online.Updates) md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} (request {request}, after {outcome.Trigger}): {outcome.Reason}");
+        foreach (var (request, outcome) in online.Updates)
+        {
+            var started = online.Starts.TryGetValue(outcome.Number, out var start) && start != request
+                ? string.Create(CultureInfo.InvariantCulture, $"began at request {start}, ended at {request}")
+                : string.Create(CultureInfo.InvariantCulture, $"request {request}");
+            md.AppendLine(CultureInfo.InvariantCulture, $"- update {outcome.Number} ({started}, after {outcome.Trigger}): {outcome.Reason}");
+        }
         AppendEvents(md, online);
         md.AppendLine();
         return md.ToString();

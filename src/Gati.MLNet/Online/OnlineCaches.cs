@@ -129,6 +129,12 @@ public sealed class OnlineCaches : IDisposable
     /// <summary>Raised after each update attempt (on the updater's thread).</summary>
     public event EventHandler<UpdateOutcome>? Updated;
 
+    /// <summary>
+    /// Raised on the updater's thread when an attempt begins, with its number (<see cref="UpdateOutcome.Number"/>): an
+    /// attempt trains, then waits for fresh rows to validate on, so its outcome comes later, at <see cref="Updated"/>.
+    /// </summary>
+    public event EventHandler<int>? UpdateStarting;
+
     /// <summary>The learned caches served now.</summary>
     public LearnedCachesTransformer Model
     {
@@ -221,6 +227,7 @@ public sealed class OnlineCaches : IDisposable
                     ? every > _options.UpdateEveryRows ? string.Create(CultureInfo.InvariantCulture, $" (backed off: waited for {every})") : ""
                     : $" ({cutShort})");
                 cutShort = null;
+                UpdateStarting?.Invoke(this, attempt);
                 var outcome = Attempt(attempt) with { Trigger = trigger };
                 // An attempt that found too few rows cost nothing: it does not back off.
                 every = outcome.Accepted || outcome.TooFewRows ? _options.UpdateEveryRows : Math.Min(every * 2, (long)_options.UpdateEveryRows * MaxBackOff);
