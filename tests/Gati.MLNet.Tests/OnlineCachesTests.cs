@@ -526,7 +526,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.True(change.Request is > 2000 and <= 2800, what);
         Assert.Empty(unwatched.Changes);
         // The rows since it are judged apart: the first reaction comes sooner than the live window (mostly from before the
-        // change) allows, and the last 2,000 requests keep the target (96.2 % against 92.4 % unwatched, on a Zen 4 machine).
+        // change) allows, and the last 2,000 requests keep the target (97.3 % against 92.4 % unwatched, on a Zen 4 machine).
         Assert.True(watched.Reactions.Any(r => r > 2000), what);
         Assert.True(watched.Reactions.First(r => r > 2000) < unwatched.Reactions.Where(r => r > 2000).DefaultIfEmpty(6000).First(), what);
         Assert.True(watched.Agreed.Skip(4000).Count(a => a) / 2000.0 >= 0.9, what);
