@@ -48,6 +48,32 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Engine_NewGeneration_NumbersItsRowsAfterEveryRowOfTheOldOne()
+    {
+        // An update validates on the rows "since" the newest it trained on, and trains on the newest rows by number: a new
+        // generation's rows must come after the old generation's, whichever engine served them.
+        var images = fixture.Images(16).SelectMany(i => i).ToArray();
+        var old = new Recorder(1, fullRuns: true);
+        var next = new Recorder(1, fullRuns: true);
+        using (var engine = Engine())
+        {
+            engine.Observer = new ShadowObserver(old);
+            engine.Run(images, 16);
+            engine.Run(images, 16);
+        }
+        using (var engine = Engine())
+        {
+            engine.Observer = new ShadowObserver(next);
+            engine.Run(images, 16);
+        }
+        Assert.Equal(32, old.Rows.Count);
+        Assert.Equal(16, next.Rows.Count);
+        Assert.True(next.Rows.Min(r => r.Sequence) > old.Rows.Max(r => r.Sequence),
+            $"old generation's rows {old.Rows.Min(r => r.Sequence)}-{old.Rows.Max(r => r.Sequence)}, new one's {next.Rows.Min(r => r.Sequence)}-{next.Rows.Max(r => r.Sequence)}");
+        Assert.Equal(old.Rows.Count, old.Rows.Select(r => r.Sequence).Distinct().Count());
+    }
+
+    [Fact]
     public void Engine_AtBatchOne_ShadowsTheSameRowsAsInABatch()
     {
         // One input per call takes the single graph unless the tap sampled it; a row that ran in full is run again by

@@ -16,7 +16,11 @@ internal sealed class EarlyExitEngine : IDisposable
     private readonly IEarlyExitBackend _backend;
     private readonly LearnedCache[] _caches;
     private readonly float[] _thresholds;
-    private long _sequence;
+    // Process-wide, not per engine: online updates compare the sequences of rows that different generations served
+    // (a candidate validates on rows "since" the newest it trained on). Numbered per engine, a new generation's rows
+    // started again from 1, and the next update's validation waited until they outnumbered the old generation's: on the
+    // imported ResNet-18's drift stream, 3,300 requests where 750 bring its 150 fresh sampled rows.
+    private static long s_rowSequence;
     private readonly object _gate = new();
     private int _inFlight;
     private bool _disposed;
@@ -135,8 +139,8 @@ internal sealed class EarlyExitEngine : IDisposable
     /// <summary>Changes with every <see cref="SetThreshold"/>: rows served under older thresholds say nothing about the new ones.</summary>
     internal int ThresholdVersion => Volatile.Read(ref _thresholdVersion);
 
-    /// <summary>Numbers the rows observers keep, in order of arrival at this engine.</summary>
-    internal long NextRowSequence() => Interlocked.Increment(ref _sequence);
+    /// <summary>Numbers the rows observers keep, in order of arrival, across every engine of the process.</summary>
+    internal static long NextRowSequence() => Interlocked.Increment(ref s_rowSequence);
 
     /// <summary>Runs <paramref name="count"/> images (row-major, C*H*W each, already validated).</summary>
     public EarlyExitBatch Run(float[] images, int count)

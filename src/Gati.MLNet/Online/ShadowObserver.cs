@@ -37,7 +37,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             var fullRun = result.ExitLayer[0] == 0;
             if (!Sampled(0) && !(fullRun && tap.CaptureFullRuns)) return;
             // The tap's worker computes the activations later, off the request's path (the single graph keeps them to itself).
-            tap.Captured([new ShadowRow(engine.NextRowSequence(), result.ExitLayer[0], result.PredictedClass[0], Sampled(0), _caches)
+            tap.Captured([new ShadowRow(EarlyExitEngine.NextRowSequence(), result.ExitLayer[0], result.PredictedClass[0], Sampled(0), _caches)
             {
                 Engine = engine,
                 ThresholdVersion = _version,
@@ -107,7 +107,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
                 var sampledRow = Sampled(row);
                 var fullRun = result.ExitLayer[row] == 0;
                 if (!sampledRow && !(fullRun && tap.CaptureFullRuns)) continue;
-                var shadowRow = new ShadowRow(engine.NextRowSequence(), result.ExitLayer[row], result.PredictedClass[row], sampledRow, _caches)
+                var shadowRow = new ShadowRow(EarlyExitEngine.NextRowSequence(), result.ExitLayer[row], result.PredictedClass[row], sampledRow, _caches)
                 {
                     Engine = engine,
                     ThresholdVersion = _version,
