@@ -138,7 +138,8 @@ internal sealed partial class WorkloadBenchmark
         {
             (int, bool)[] updates;
             int[] reactions;
-            lock (_updates) updates = _updates.Select(u => (u.Request, u.Outcome.Accepted)).ToArray();
+            // Attempts that stopped for too few rows tried nothing: they are not plotted as rejected.
+            lock (_updates) updates = _updates.Where(u => !u.Outcome.TooFewRows).Select(u => (u.Request, u.Outcome.Accepted)).ToArray();
             lock (_reactions) reactions = _reactions.ToArray();
             int[] changes;
             lock (_changes) changes = _changes.Select(c => c.Request).ToArray();
