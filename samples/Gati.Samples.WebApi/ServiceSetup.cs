@@ -97,6 +97,7 @@ internal sealed class ModelHealthCheck(EarlyExitPredictionEnginePool<ImageInput,
             data["updates"] = $"{online.UpdatesAccepted} accepted, {online.UpdatesRejected} rejected";
             data["reactions"] = online.Reactions;
             if (online.LastReaction is { } reaction) data["lastReaction"] = reaction;
+            data["trafficChanges"] = online.TrafficChanges;
             // The pool has already reacted (thresholds raised) when this is seen; it says the promise is under watch.
             if (live.Requests > 0 && live.Upper < online.AgreementTarget)
                 return Task.FromResult(HealthCheckResult.Degraded($"live agreement {live.Estimate:P2} is below the target even at its upper bound", data: data));

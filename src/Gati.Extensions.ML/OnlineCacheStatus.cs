@@ -20,13 +20,24 @@ public sealed record OnlineCacheStatus(LiveAgreementSnapshot Agreement, IReadOnl
     long WindowBytes, int UpdatesAccepted, int UpdatesRejected, string? LastUpdate, int Reactions, string? LastReaction, double UpdaterCpuSeconds,
     double AgreementTarget)
 {
+    /// <summary>Changes of traffic seen in where sampled requests exit (<see cref="OnlineCacheOptions.WatchExitMix"/>).</summary>
+    public int TrafficChanges { get; init; }
+
+    /// <summary>The last change of traffic seen, if any.</summary>
+    public TrafficChange? LastTrafficChange { get; init; }
+
     internal static OnlineCacheStatus Of(OnlineCaches online)
     {
         var sampler = online.Sampler;
         var updates = online.Updates;
         var reactions = sampler.Reactions;
+        var changes = sampler.TrafficChanges;
         return new OnlineCacheStatus(sampler.Agreement, sampler.Agreement.Layers.Select(l => l.Threshold).ToArray(), sampler.Labelled, sampler.Dropped,
             sampler.Window.Count, sampler.Window.Bytes, updates.Count(u => u.Accepted), updates.Count(u => !u.Accepted), (updates.Count > 0 ? updates[^1].Reason : null),
-            reactions.Count, reactions.Count > 0 ? reactions[^1].Reason : null, online.UpdaterCpuSeconds, online.Options.AgreementTarget);
+            reactions.Count, reactions.Count > 0 ? reactions[^1].Reason : null, online.UpdaterCpuSeconds, online.Options.AgreementTarget)
+        {
+            TrafficChanges = changes.Count,
+            LastTrafficChange = changes.Count > 0 ? changes[^1] : null,
+        };
     }
 }

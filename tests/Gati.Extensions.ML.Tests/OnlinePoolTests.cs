@@ -122,6 +122,9 @@ public sealed class OnlinePoolTests(ServingModels models) : IClassFixture<Servin
         Assert.InRange(status.Agreement.Upper, status.Agreement.Estimate, 1);
         Assert.Equal(pool.GetStatus().CacheLayers.Count, status.Thresholds.Count);
         Assert.InRange(status.WindowBytes, 1, (long)(online.Options.WindowMegabytes * 1024 * 1024));
+        // The status counts the sampler's changes of traffic (one stream of the same images: none, or those it saw).
+        Assert.Equal(online.Sampler.TrafficChanges.Count, status.TrafficChanges);
+        Assert.Equal(online.Sampler.TrafficChanges.LastOrDefault(), status.LastTrafficChange);
 
         listener.RecordObservableInstruments();
         Assert.Equal(status.Agreement.Estimate, gauges["gati.agreement.live/all"], 6);
