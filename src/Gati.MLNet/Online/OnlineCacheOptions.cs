@@ -51,8 +51,7 @@ public sealed class OnlineCacheOptions
     public ReactionTrigger ReactOn { get; set; } = ReactionTrigger.Drop;
 
     /// <summary>
-    /// Watch where sampled requests exit for a change of traffic (<see cref="ExitMixWatch"/>; docs/online.md, "Changes of
-    /// traffic"): once the exit mix of the newest 150 sampled requests lies far from that of the 200 before them, the
+    /// Watch where sampled requests exit for a change of traffic (docs/online.md, "Changes of traffic"): once the exit mix of the newest 150 sampled requests lies far from that of the 200 before them, the
     /// sampled requests since the change are judged on their own as well, and a reaction they fire sets the thresholds on
     /// them alone. A live window mostly from before a change of camera showed its shortfall only after thousands of
     /// requests; false: judge the live window alone.
