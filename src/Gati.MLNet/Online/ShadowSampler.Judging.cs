@@ -57,6 +57,13 @@ public sealed partial class ShadowSampler
     public event EventHandler<TrafficChange>? TrafficChanged;
 
     /// <summary>
+    /// A row a judgement can serve again in simulation: sampled, labelled, served by <paramref name="engine"/>'s caches
+    /// (whose P(hit) and classes it carries, for every cache).
+    /// </summary>
+    private static bool Judgeable(ShadowRow row, EarlyExitEngine engine) =>
+        row.Sampled && ReferenceEquals(row.Engine, engine) && row.BaseProbabilities is not null && row.PredictedClasses.All(c => c >= 0);
+
+    /// <summary>
     /// The sampled rows since the latest change of traffic when they show the target missed, with the evidence in words;
     /// null when there is none, or they do not. They are served again under the thresholds in force (those served under
     /// earlier ones too), and the change is judged apart until a live window's worth of rows came after it. Missed: the
@@ -67,8 +74,7 @@ public sealed partial class ShadowSampler
     {
         var from = Interlocked.Read(ref _changeFrom);
         if (from < 0) return null;
-        var rows = Window.Snapshot().Where(r => r.Sampled && r.SampleIndex >= from && ReferenceEquals(r.Engine, engine) && r.BaseProbabilities is not null
-                                                && r.PredictedClasses.All(c => c >= 0)).ToArray();
+        var rows = Window.Snapshot().Where(r => r.SampleIndex >= from && Judgeable(r, engine)).ToArray();
         if (rows.Length >= _options.LiveWindow)
         {
             Interlocked.CompareExchange(ref _changeFrom, -1, from);
@@ -122,9 +128,8 @@ public sealed partial class ShadowSampler
             // The rows the live figure stands on: sampled, served by this engine under its current thresholds.
             // After a change of traffic that the live window does not show, the rows since it are judged, and the thresholds
             // set, on their own (all of them served again under the thresholds in force).
-            var rows = missed ? Window.Snapshot().Where(r => r.Sampled && ReferenceEquals(r.Engine, engine) && r.ThresholdVersion == engine.ThresholdVersion
-                                                    && r.BaseProbabilities is not null
-                                                    && r.PredictedClasses.All(c => c >= 0)).TakeLast(_options.LiveWindow).ToArray()
+            var rows = missed
+                ? Window.Snapshot().Where(r => r.ThresholdVersion == engine.ThresholdVersion && Judgeable(r, engine)).TakeLast(_options.LiveWindow).ToArray()
                 : since!.Value.Rows;
             // The newest half of them must clear the target too, where it holds enough rows for a perfect record to: when the
             // traffic has just changed, the older rows still agree as before and would let thresholds that fail on the new
