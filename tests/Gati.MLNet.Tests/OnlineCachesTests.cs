@@ -15,11 +15,17 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     private EarlyExitEngine Engine() => EarlyExitEngine.Create(fixture.Caches.BaseModel, fixture.Caches.Caches, Onnx);
 
     /// <summary>Collects what an engine shadows.</summary>
-    private sealed class Recorder(double fraction, bool fullRuns) : IShadowTap
+    private sealed class Recorder(double fraction, bool fullRuns, bool copy = false) : IShadowTap
     {
         public List<ShadowRow> Rows { get; } = [];
 
         public bool CaptureFullRuns => fullRuns;
+
+        public bool[]? KeepFullRuns(int count) => null;
+
+        public void LeftOut(int count) => throw new InvalidOperationException("every full run is kept");
+
+        public bool CopyActivations => copy;
 
         public bool[]? Choose(int count) => fraction <= 0 ? null : Enumerable.Range(0, count).Select(i => i % (int)Math.Round(1 / fraction) == 0).ToArray();
 
@@ -108,6 +114,67 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
     }
 
     [Fact]
+    public void Engine_AtBatchOne_CopyingTap_RunsKeptRowsBySegmentsAndCopiesTheirActivations()
+    {
+        // A tap that copies activations makes a kept request run segment by segment: the row carries its layers' features
+        // up to where it stopped (every layer and the base answer for a full run), no input, and the same exit and class.
+        var images = fixture.Images(48);
+        using var engine = Engine();
+        var batch = engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
+        Assert.Contains(batch.ExitLayer, e => e == 0);
+        Assert.Contains(batch.ExitLayer, e => e > 0);
+        var sampling = new Recorder(1, fullRuns: false, copy: true);
+        var fullRunsOnly = new Recorder(0, fullRuns: true, copy: true);
+        for (var i = 0; i < images.Length; i++)
+        {
+            engine.Observer = new ShadowObserver(i % 2 == 0 ? sampling : fullRunsOnly);
+            var one = engine.Run(images[i], 1);
+            Assert.Equal(batch.ExitLayer[i], one.ExitLayer[0]);
+            Assert.Equal(batch.PredictedClass[i], one.PredictedClass[0]);
+        }
+        Assert.Equal(images.Length / 2, sampling.Rows.Count);
+        Assert.Equal(Enumerable.Range(0, images.Length).Count(i => i % 2 == 1 && batch.ExitLayer[i] == 0), fullRunsOnly.Rows.Count);
+        var layers = fixture.Caches.Caches.Select(c => c.Layer).ToArray();
+        void Check(ShadowRow row, int position)
+        {
+            Assert.Null(row.Input);
+            Assert.Equal(batch.ExitLayer[position], row.ExitLayer);
+            var (reference, probabilities) = Reference(images[position]);
+            for (var c = 0; c < layers.Length; c++)
+            {
+                if (row.ExitLayer == 0 || layers[c] <= row.ExitLayer) Close(reference[c], row.Features[c]!, 1e-4);
+                else Assert.Null(row.Features[c]);
+            }
+            if (row.ExitLayer == 0) Close(probabilities, row.BaseProbabilities!, 1e-4);
+            else Assert.Null(row.BaseProbabilities);
+        }
+        for (var k = 0; k < sampling.Rows.Count; k++) Check(sampling.Rows[k], 2 * k);
+        var fullRunPositions = Enumerable.Range(0, images.Length).Where(i => i % 2 == 1 && batch.ExitLayer[i] == 0).ToArray();
+        for (var k = 0; k < fullRunsOnly.Rows.Count; k++) Check(fullRunsOnly.Rows[k], fullRunPositions[k]);
+    }
+
+    [Fact]
+    public void Sampler_ActivationSource_IsChosenByTimingAWholeRequestBothWays()
+    {
+        using var engine = Engine();
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.5, AgreementTarget = 0.01, Updates = false, Seed = 3 });
+        var choice = sampler.CopyActivations;
+        Assert.True(choice.SingleGraphMs > 0 && double.IsFinite(choice.SingleGraphMs), choice.Reason);
+        Assert.True(choice.SegmentsMs > 0 && double.IsFinite(choice.SegmentsMs), choice.Reason);
+        Assert.Equal(choice.SegmentsMs <= choice.SingleGraphMs * (1 + ActivationCopy.MostExtra), choice.Copy);
+        Assert.Contains("whole-network request", choice.Reason);
+        Assert.Equal(choice.Copy, sampler.CopiesActivations);
+
+        // Without a single graph every call runs segment by segment: activations are copied, nothing is timed.
+        using var segments = EarlyExitEngine.Create(fixture.Caches.BaseModel, fixture.Caches.Caches,
+            new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu", SingleGraphAtBatchOne = false });
+        using var segmentSampler = new ShadowSampler(segments, new OnlineCacheOptions { SampleFraction = 0.5, AgreementTarget = 0.01, Updates = false, Seed = 3 });
+        Assert.True(segmentSampler.CopiesActivations);
+        Assert.True(double.IsNaN(segmentSampler.CopyActivations.SingleGraphMs));
+        Assert.Contains("no single graph", segmentSampler.ActivationSource);
+    }
+
+    [Fact]
     public void Sampler_Paused_HoldsItsWorkerUntilResumed()
     {
         var images = fixture.Images(10);
@@ -122,8 +189,10 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.Equal(images.Length, sampler.Window.Snapshot().Count(r => r.BaseProbabilities is not null && r.Features.All(f => f is not null)));
     }
 
-    [Fact]
-    public void Sampler_SampledRowsGoBeforeFullRuns_WhichAreKeptOnlyForUpdates()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Sampler_SampledRowsGoBeforeFullRuns_WhichAreKeptOnlyForUpdates(bool copy)
     {
         var images = fixture.Images(40);
         using var engine = Engine();
@@ -135,7 +204,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
             Assert.Equal(0, watching.Window.Count);
         }
 
-        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.5, AgreementTarget = 0.01, Seed = 3 });
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.5, AgreementTarget = 0.01, Seed = 3, CopyActivationsOnRequest = copy });
         sampler.Pause();
         var served = images.Select(image => engine.Run(image, 1)).ToArray();
         sampler.Resume();
@@ -150,12 +219,14 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.All(rows.Take(sampled), r => Assert.True(r.Sampled));
     }
 
-    [Fact]
-    public void Sampler_FullRunFraction_LeavesOutThatShareOfFullRunsBeforeAnyWork()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Sampler_FullRunFraction_LeavesOutThatShareOfFullRunsBeforeAnyWork(bool copy)
     {
         var images = fixture.Images(120);
         using var engine = Engine();
-        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.25, FullRunFraction = 0, AgreementTarget = 0.01, Seed = 3 });
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.25, FullRunFraction = 0, AgreementTarget = 0.01, Seed = 3, CopyActivationsOnRequest = copy });
         var served = images.Select(image => engine.Run(image, 1)).ToArray();
         Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
         var rows = sampler.Window.Snapshot();
@@ -172,12 +243,18 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         Assert.Contains("half of the sampled ones to calibrate on", error.Message);
     }
 
-    [Fact]
-    public void Sampler_RowsServedByTheSingleGraph_AreCompletedFromTheirInputOffTheRequestPath()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Sampler_KeptRows_AreCompletedOffTheRequestPath_FromTheirInputOrTheirCopiedActivations(bool copy)
     {
+        // false: the single graph answers and the worker recomputes every layer from the input; true: the request runs
+        // segment by segment and copies its activations, and the worker continues rows that exited early.
         var images = fixture.Images(40);
         using var engine = Engine();
-        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3 });
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3, CopyActivationsOnRequest = copy });
+        Assert.Equal(copy, sampler.CopiesActivations);
+        Assert.EndsWith("(set)", sampler.ActivationSource);
         var served = images.Select(image => engine.Run(image, 1)).ToArray();
         Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
         Assert.Equal(0, sampler.Failed);

@@ -58,6 +58,12 @@ internal static class BenchCommand
         };
         reactOn.Require(v => v is "drop" or "lower" or "upper", "must be drop, lower or upper");
         var noUpdates = new Option<bool>("--no-updates") { Description = "Online caches only watch and react (no background updater): what shadowing and reactions cost alone." };
+        var copyActivations = new Option<string>("--copy-activations")
+        {
+            Description = "Where kept rows' activations come from at batch 1: auto (timed: segment calls when they cost at most 5 % more than the single graph), on (the request copies them on segment calls) or off (the worker recomputes them after the single graph).",
+            DefaultValueFactory = _ => "auto",
+        };
+        copyActivations.Require(v => v is "auto" or "on" or "off", "must be auto, on or off");
         var noExitMix = new Option<bool>("--no-exit-mix-watch") { Description = "Online caches judge the live window alone, not also the requests since a change of where requests exit." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
@@ -81,7 +87,7 @@ internal static class BenchCommand
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
         shape.AddTo(command);
-        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
+        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, copyActivations, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -91,6 +97,7 @@ internal static class BenchCommand
                 CpuBudget = result.GetValue(budget), Seed = result.GetValue(seed), FullRunFraction = result.GetValue(fullRuns), UpdateRows = result.GetValue(updateRows),
                 ClassPriorRows = result.GetValue(priorRows), Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate),
                 Updates = !result.GetValue(noUpdates), WatchExitMix = !result.GetValue(noExitMix),
+                CopyActivationsOnRequest = result.GetValue(copyActivations) switch { "on" => true, "off" => false, _ => null },
                 ReactOn = result.GetValue(reactOn) switch
                 {
                     "upper" => Gati.MLNet.Online.ReactionTrigger.UpperBound,

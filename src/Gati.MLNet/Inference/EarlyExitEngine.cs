@@ -155,10 +155,11 @@ internal sealed class EarlyExitEngine : IDisposable
             var observer = Observer?.Observe(this, count);
             Span<float> thresholds = stackalloc float[_caches.Length];
             for (var i = 0; i < thresholds.Length; i++) thresholds[i] = Volatile.Read(ref _thresholds[i]);
-            // One input: one call through the single graph where the backend has it, observed or not (an observer that
-            // keeps the row copies its input and computes its activations later, off the request's path).
+            // One input: one call through the single graph where the backend has it, unless the observer wants this call's
+            // activations as they pass (then segment by segment; an observer that keeps a row answered by the single graph
+            // copies its input and computes its activations later, off the request's path).
             var size = InputShape.Size;
-            if (count == 1 && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
+            if (count == 1 && observer is not { WantsActivations: true } && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
             {
                 Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
                 result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
@@ -201,6 +202,57 @@ internal sealed class EarlyExitEngine : IDisposable
             result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
             observer?.Answered(result);
             return result;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    /// <summary>
+    /// What a whole-network request at batch 1 costs on the single graph and segment by segment with every cache
+    /// layer's activations copied out (what an observer that keeps the row pays), median ms of <paramref name="runs"/>
+    /// alternating calls on a fixed random image with every cache off; null where the backend has no single graph.
+    /// </summary>
+    internal (double SingleGraphMs, double SegmentsMs)? TimeWholeRuns(int runs)
+    {
+        Enter();
+        try
+        {
+            var size = InputShape.Size;
+            var image = new float[size];
+            var random = new Random(5);
+            for (var i = 0; i < size; i++) image[i] = (float)random.NextDouble();
+            Span<float> never = stackalloc float[_caches.Length];
+            never.Fill(float.PositiveInfinity);
+            var probabilities = new float[ClassCount];
+            var copies = _caches.Select(c => new float[c.InputSize]).ToArray();
+            bool Single(ReadOnlySpan<float> thresholds) => _backend.TryRunOne(image, thresholds, probabilities, out _);
+            void Segments(ReadOnlySpan<float> thresholds)
+            {
+                using var call = _backend.Begin(0, image, 1, thresholds);
+                for (var segment = 0; segment <= _caches.Length; segment++)
+                {
+                    call.Run(segment);
+                    if (segment < _caches.Length) call.Activation(segment)[..copies[segment].Length].CopyTo(copies[segment]);
+                }
+            }
+            if (!Single(never)) return null;
+            Segments(never);
+            var single = new double[runs];
+            var segments = new double[runs];
+            for (var i = 0; i < runs; i++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                Single(never);
+                single[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                start = Stopwatch.GetTimestamp();
+                Segments(never);
+                segments[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+            Array.Sort(single);
+            Array.Sort(segments);
+            return (single[runs / 2], segments[runs / 2]);
         }
         finally
         {

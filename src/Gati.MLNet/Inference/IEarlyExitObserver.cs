@@ -18,6 +18,12 @@ internal interface IEarlyExitObserver
 /// <summary>One call as an observer sees it; not shared between threads. Spans are valid only during each callback.</summary>
 internal interface IEarlyExitCallObserver
 {
+    /// <summary>
+    /// This call must run segment by segment even at batch 1, where the single graph would answer it: the observer copies
+    /// activations as they pass instead of having them recomputed later.
+    /// </summary>
+    bool WantsActivations { get; }
+
     /// <summary>The call of one input was answered by the single graph: no activations, only the input and the answer.</summary>
     void AnsweredWhole(ReadOnlySpan<float> input, EarlyExitBatch result);
 

@@ -11,18 +11,33 @@ public sealed class OnlineCacheOptions
 
     /// <summary>
     /// Also keep every request that ran the whole network, as training rows for the updater (on segment calls they cost
-    /// a copy; on the single graph the worker recomputes their activations). Ignored when <see cref="Updates"/> is off:
+    /// a copy; on the single graph the worker recomputes their activations: <see cref="CopyActivationsOnRequest"/>). Ignored when <see cref="Updates"/> is off:
     /// these rows never enter the live agreement.
     /// </summary>
     public bool CaptureFullRuns { get; set; } = true;
 
     /// <summary>
-    /// Share of the requests that ran the whole network kept as training rows (drawn with <see cref="Seed"/>; with
-    /// <see cref="CaptureFullRuns"/>). On a large model served by the single graph each kept row costs the shadow worker a
-    /// whole forward pass, and full runs can be half of all requests (the imported ResNet-18): keeping a quarter of them
-    /// cuts that background work by three quarters, while the window still fills with current rows.
+    /// Share of the requests that ran the whole network kept as training rows (with <see cref="CaptureFullRuns"/>; drawn
+    /// with <see cref="Seed"/> before each request, so that a row left out costs nothing). Full runs can be half of all
+    /// requests (the imported ResNet-18): a kept one costs the shadow worker a whole forward pass where the worker
+    /// recomputes activations, and makes its request run segment by segment where requests copy them
+    /// (<see cref="CopyActivationsOnRequest"/>). Keeping a quarter of them cuts that by three quarters, while the window
+    /// still fills with current rows.
     /// </summary>
     public double FullRunFraction { get; set; } = 1;
+
+    /// <summary>
+    /// Where a kept row's activations come from when ONNX Runtime on the CPU would answer its request with the single
+    /// graph (one input per call), which keeps them to itself. True: a request that is sampled, or whose full run would be
+    /// kept, runs segment by segment and copies each cache layer's activations as it passes; the shadow worker then only
+    /// continues sampled rows that exited early. False: the request takes the single graph and hands over a copy of its
+    /// input; the worker recomputes every cache layer from it, a whole forward pass per row beside serving. Null (the
+    /// default) times a whole-network request both ways when the sampler starts and copies when segment calls cost at most
+    /// 5 % more: on a large network (the imported ResNet-18) they cost about the same, on a small one (Fashion-MNIST's
+    /// width-16 ResNet) the calls' fixed overhead decides against them. <see cref="ShadowSampler.ActivationSource"/> says
+    /// which was chosen and why.
+    /// </summary>
+    public bool? CopyActivationsOnRequest { get; set; }
 
     /// <summary>Memory for the sliding window of shadow rows, in megabytes.</summary>
     public double WindowMegabytes { get; set; } = 256;

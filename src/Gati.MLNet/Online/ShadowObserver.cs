@@ -15,12 +15,43 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
     public IEarlyExitCallObserver? Observe(EarlyExitEngine engine, int count)
     {
         var sampled = tap.Choose(count);
-        // A call that keeps no row costs nothing more than the draw.
-        return sampled is null && !tap.CaptureFullRuns ? null : new ShadowCall(engine, tap, count, sampled);
+        var keepFullRuns = tap.CaptureFullRuns ? tap.KeepFullRuns(count) ?? Enumerable.Repeat(true, count).ToArray() : null;
+        // A call that keeps no row costs nothing more than the draws.
+        if (sampled?.Contains(true) != true && keepFullRuns?.Contains(true) != true)
+        {
+            if (keepFullRuns is not null) return new LeavingOut(tap);
+            return null;
+        }
+        return new ShadowCall(engine, tap, count, sampled, keepFullRuns);
+    }
+
+    /// <summary>A call none of whose rows is kept: only counts its full runs as left out.</summary>
+    private sealed class LeavingOut(IShadowTap tap) : IEarlyExitCallObserver
+    {
+        public bool WantsActivations => false;
+
+        public void AnsweredWhole(ReadOnlySpan<float> input, EarlyExitBatch result)
+        {
+            if (result.ExitLayer[0] == 0) tap.LeftOut(1);
+        }
+
+        public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
+        {
+        }
+
+        public void AfterCompaction(int segment, ReadOnlySpan<int> alive)
+        {
+        }
+
+        public void AtEnd(IEarlyExitCall call, SegmentResult output, ReadOnlySpan<int> alive) => tap.LeftOut(alive.Length);
+
+        public void Answered(EarlyExitBatch result)
+        {
+        }
     }
 
     /// <summary>Collects, during one call, what the tap asked for: a copy per captured row, nothing else.</summary>
-    private sealed class ShadowCall(EarlyExitEngine engine, IShadowTap tap, int count, bool[]? sampled) : IEarlyExitCallObserver
+    private sealed class ShadowCall(EarlyExitEngine engine, IShadowTap tap, int count, bool[]? sampled, bool[]? keepFullRuns) : IEarlyExitCallObserver
     {
         private readonly int _version = engine.ThresholdVersion;
         private readonly int _caches = engine.Caches.Count;
@@ -32,10 +63,27 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
 
         private bool Sampled(int row) => sampled is { } s && s[row];
 
+        // Kept should it run the whole network (drawn before the call).
+        private bool KeepsFullRun(int row) => keepFullRuns is { } k && k[row];
+
+        // Whether a row is handed over, once it is known whether it ran the whole network; counts a full run left out.
+        private bool Kept(int row, bool fullRun)
+        {
+            if (Sampled(row)) return true;
+            if (!fullRun || keepFullRuns is null) return false;
+            if (KeepsFullRun(row)) return true;
+            tap.LeftOut(1);
+            return false;
+        }
+
+        // One input whose row is kept whatever it does runs segment by segment when the tap copies activations; one that is
+        // kept only if it runs the whole network does too (which it does about as often as the caches miss).
+        public bool WantsActivations => count == 1 && tap.CopyActivations && (Sampled(0) || KeepsFullRun(0));
+
         public void AnsweredWhole(ReadOnlySpan<float> input, EarlyExitBatch result)
         {
             var fullRun = result.ExitLayer[0] == 0;
-            if (!Sampled(0) && !(fullRun && tap.CaptureFullRuns)) return;
+            if (!Kept(0, fullRun)) return;
             // The tap's worker computes the activations later, off the request's path (the single graph keeps them to itself).
             tap.Captured([new ShadowRow(EarlyExitEngine.NextRowSequence(), result.ExitLayer[0], result.PredictedClass[0], Sampled(0), _caches)
             {
@@ -76,7 +124,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
 
         public void AfterCompaction(int segment, ReadOnlySpan<int> alive)
         {
-            if (tap.CaptureFullRuns) _aliveAfter![segment] = alive.ToArray();
+            if (keepFullRuns is not null) _aliveAfter![segment] = alive.ToArray();
         }
 
         public void AtEnd(IEarlyExitCall call, SegmentResult output, ReadOnlySpan<int> alive)
@@ -86,7 +134,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             for (var i = 0; i < alive.Length; i++)
             {
                 var row = alive[i];
-                if (!tap.CaptureFullRuns && !Sampled(row)) continue;
+                if (!Kept(row, fullRun: true)) continue;
                 _base[row] = output.Probabilities.Slice(i * classes, classes).ToArray();
                 if (Sampled(row)) continue; // its features were copied on the way
                 // A row that ran everything is still in every cache's activation buffer, at its place after compaction.
@@ -105,8 +153,8 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             for (var row = 0; row < count; row++)
             {
                 var sampledRow = Sampled(row);
-                var fullRun = result.ExitLayer[row] == 0;
-                if (!sampledRow && !(fullRun && tap.CaptureFullRuns)) continue;
+                // Full runs were kept or left out (and counted) at the end.
+                if (!sampledRow && _base?[row] is null) continue;
                 var shadowRow = new ShadowRow(EarlyExitEngine.NextRowSequence(), result.ExitLayer[row], result.PredictedClass[row], sampledRow, _caches)
                 {
                     Engine = engine,

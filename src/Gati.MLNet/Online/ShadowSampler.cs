@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Policy;
@@ -56,6 +57,8 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         _minimumSamples = MinimumSamples();
         _samplesToShowKept = SamplesToShowKept();
         _exitMix = new ExitMixWatch(_layers.Length);
+        // Timed before the observer is attached, on the serving engine's own sessions.
+        CopyActivations = ActivationCopy.For(engine, options);
         _observer = new ShadowObserver(this);
         engine.Observer = _observer;
         // Off the request path, below serving's priority: labelling, judging and continuing sampled rows.
@@ -72,6 +75,18 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
     private long _judgedThisGeneration;
     private readonly long _samplesToShowKept;
     private readonly long _minimumSamples;
+
+    /// <summary>Where the activations of rows kept at batch 1 come from, and why.</summary>
+    internal ActivationCopy CopyActivations { get; }
+
+    /// <summary>
+    /// Whether a request kept at batch 1 runs segment by segment and copies its activations (true) or takes the single
+    /// graph, the worker recomputing them (<see cref="OnlineCacheOptions.CopyActivationsOnRequest"/>).
+    /// </summary>
+    public bool CopiesActivations => CopyActivations.Copy;
+
+    /// <summary>How <see cref="CopiesActivations"/> was decided, in words (the timings when measured).</summary>
+    public string ActivationSource => CopyActivations.Reason;
 
     /// <summary>The cache layers (the window's feature layers), in order.</summary>
     public IReadOnlyList<int> Layers => _layers;
@@ -93,6 +108,14 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     /// <summary>Why the last continuation failed, if one did.</summary>
     public string? LastFailure => Volatile.Read(ref _lastFailure);
+
+    /// <summary>
+    /// Time the shadow worker has spent computing and completing rows (not waiting): the background work shadowing costs,
+    /// beside the updater's.
+    /// </summary>
+    public TimeSpan WorkerBusy => TimeSpan.FromTicks(Interlocked.Read(ref _workerBusyTicks));
+
+    private long _workerBusyTicks;
 
     /// <summary>Rows completed so far (their base answer known).</summary>
     public long Labelled => Interlocked.Read(ref _labelled);
@@ -168,12 +191,20 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         return chosen;
     }
 
-    /// <summary>Whether to keep one more full run (<see cref="OnlineCacheOptions.FullRunFraction"/>, seeded).</summary>
-    private bool KeepFullRun()
+    bool[]? IShadowTap.KeepFullRuns(int count)
     {
-        if (_options.FullRunFraction >= 1) return true;
-        lock (_randomGate) return _fullRunRandom.NextDouble() < _options.FullRunFraction;
+        if (_options.FullRunFraction >= 1) return null;
+        var kept = new bool[count];
+        lock (_randomGate)
+        {
+            for (var i = 0; i < count; i++) kept[i] = _fullRunRandom.NextDouble() < _options.FullRunFraction;
+        }
+        return kept;
     }
+
+    void IShadowTap.LeftOut(int count) => Interlocked.Add(ref _fullRunsSkipped, count);
+
+    bool IShadowTap.CopyActivations => CopyActivations.Copy;
 
     void IShadowTap.Captured(IReadOnlyList<ShadowRow> rows)
     {
@@ -182,11 +213,6 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         foreach (var row in rows)
         {
             if (row.Sampled) Watch(row);
-            if (!row.Sampled && !KeepFullRun())
-            {
-                Interlocked.Increment(ref _fullRunsSkipped);
-                continue;
-            }
             if ((row.Sampled ? _sampled : _fullRuns).Writer.TryWrite(row)) Interlocked.Increment(ref _handed);
             else Interlocked.Increment(ref _dropped);
         }
@@ -240,19 +266,13 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
                 while (batch.Count < 64 && sampled.TryRead(out var row)) batch.Add(row);
                 while (batch.Count < 64 && fullRuns.TryRead(out var row)) batch.Add(row);
                 if (sampled.Count + fullRuns.Count > 0) _rowsWaiting.Set();
-                try
-                {
-                    foreach (var row in batch.Where(r => r.BaseProbabilities is not null && r.Input is null)) Complete(row);
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    Interlocked.Increment(ref _failed);
-                    Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
-                }
+                var busySince = Stopwatch.GetTimestamp();
                 // Rows served by the single graph carry their input: every cache layer is computed here. Rows that exited
-                // early on the segment path carry the activations of their exit layer: the rest is.
+                // early on the segment path carry the activations of their exit layer: the rest is. Rows that ran in full
+                // on the segment path carry everything already.
                 var groups = batch.Where(r => r.Input is not null).GroupBy(_ => -1)
                     .Concat(batch.Where(r => r.Input is null && r.BaseProbabilities is null).GroupBy(r => Array.IndexOf(_layers, r.ExitLayer)));
+                var lost = new HashSet<ShadowRow>(ReferenceEqualityComparer.Instance);
                 foreach (var group in groups)
                 {
                     try
@@ -262,14 +282,32 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
                     catch (ObjectDisposedException)
                     {
                         // The engine of that generation was retired meanwhile: these rows are lost, the next ones are not.
+                        lost.UnionWith(group);
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
                         // Never let a shadow row take the server down: count it, keep the reason, go on.
+                        lost.UnionWith(group);
                         Interlocked.Add(ref _failed, group.Count());
                         Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
                     }
                 }
+                // Completed in the batch's order (sampled rows first, each queue in order of arrival), however their work
+                // was grouped: the window stays oldest first within each kind, and sampled rows are judged first.
+                foreach (var row in batch)
+                {
+                    if (lost.Contains(row)) continue;
+                    try
+                    {
+                        Complete(row);
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        Interlocked.Increment(ref _failed);
+                        Volatile.Write(ref _lastFailure, $"{ex.GetType().Name}: {ex.Message}");
+                    }
+                }
+                Interlocked.Add(ref _workerBusyTicks, Stopwatch.GetElapsedTime(busySince).Ticks);
                 Interlocked.Add(ref _processed, batch.Count);
             }
         }
@@ -303,8 +341,8 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
     }
 
     /// <summary>
-    /// Completes rows from where they stopped: the activations of cache <paramref name="exitSegment"/>, or, for -1,
-    /// their input.
+    /// Runs rows on from where they stopped: the activations of cache <paramref name="exitSegment"/>, or, for -1, their
+    /// input; fills in their later layers' features, P(hit), classes and base answer (the loop then completes them).
     /// </summary>
     private void Continue(int exitSegment, ShadowRow[] rows)
     {
@@ -331,7 +369,6 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
             // A full run served by the single graph already has the answer it was served.
             rows[i].BaseProbabilities ??= baseProbabilities.AsSpan(i * classes, classes).ToArray();
             rows[i].Input = null;
-            Complete(rows[i]);
         }
     }
 
