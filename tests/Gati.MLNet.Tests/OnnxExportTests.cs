@@ -133,6 +133,35 @@ public sealed class OnnxExportTests
     }
 
     [Theory]
+    [InlineData("grid", 8, 8, 8, 4)]   // equal cells
+    [InlineData("grid", 6, 7, 5, 3)]   // PyTorch's adaptive bins, overlapping
+    [InlineData("grid", 4, 5, 5, 1)]   // the channel means
+    [InlineData("flat", 3, 7, 9, 50)]  // uneven 1-D windows
+    [InlineData("flat", 4, 4, 4, 16)]  // equal 1-D windows
+    public void Reduction_OneRowInManagedCode_MatchesTorchSharp(string kind, int channels, int height, int width, int size)
+    {
+        // The shadow window reduces a kept request's features in managed code, on the request's thread; the predictor and
+        // the extraction transformer reduce with TorchSharp. Both must give the predictor the same input.
+        var shape = new TensorShape(channels, height, width);
+        var reduction = kind == "grid" ? FeatureReduction.Grid(size) : FeatureReduction.Flat(size);
+        using var generator = new Generator(15);
+        var features = Random(generator, 2, shape.Size);
+        float[] expected;
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+            expected = reduction.Apply(tensor(features, [2, shape.Size]), shape).contiguous().data<float>().ToArray();
+        var reducedSize = reduction.Apply(shape).Size;
+        for (var row = 0; row < 2; row++)
+        {
+            var actual = new float[reducedSize];
+            reduction.Apply(features.AsSpan(row * shape.Size, shape.Size), shape, actual);
+            AssertClose(expected.AsSpan(row * reducedSize, reducedSize).ToArray(), actual, 1e-5);
+        }
+        var error = Assert.Throws<ArgumentException>(() => reduction.Apply(features.AsSpan(0, shape.Size - 1), shape, new float[reducedSize]));
+        Assert.Contains(shape.ToString(), error.Message);
+    }
+
+    [Theory]
     [InlineData("sorted:16")]
     [InlineData("raw:8")]
     [InlineData("reference")]

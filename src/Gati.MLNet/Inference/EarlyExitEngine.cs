@@ -211,8 +211,9 @@ internal sealed class EarlyExitEngine : IDisposable
 
     /// <summary>
     /// What a whole-network request at batch 1 costs on the single graph and segment by segment with every cache
-    /// layer's activations copied out (what an observer that keeps the row pays), median ms of <paramref name="runs"/>
-    /// alternating calls on a fixed random image with every cache off; null where the backend has no single graph.
+    /// layer's activations copied out (what an observer that keeps the row pays), ms (<see cref="ThreadingChoice.Fast"/>
+    /// of <paramref name="runs"/> alternating calls) on a fixed random image with every cache off; null where the backend
+    /// has no single graph.
     /// </summary>
     internal (double SingleGraphMs, double SegmentsMs)? TimeWholeRuns(int runs)
     {
@@ -250,9 +251,7 @@ internal sealed class EarlyExitEngine : IDisposable
                 Segments(never);
                 segments[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             }
-            Array.Sort(single);
-            Array.Sort(segments);
-            return (single[runs / 2], segments[runs / 2]);
+            return (ThreadingChoice.Fast(single), ThreadingChoice.Fast(segments));
         }
         finally
         {
@@ -266,7 +265,12 @@ internal sealed class EarlyExitEngine : IDisposable
     /// <paramref name="exitSegment"/> = -1, from the input images through every cache layer. Used off the request
     /// path, for observed rows.
     /// </summary>
-    internal (float[][] Features, float[] HitProbabilities, int[] PredictedClasses, float[] BaseProbabilities) ContinueToEnd(int exitSegment, float[] activations, int count)
+    /// <param name="exitSegment">The cache the rows exited at (-1: the rows are input images).</param>
+    /// <param name="activations">That layer's activations (or the images), row after row.</param>
+    /// <param name="count">Rows.</param>
+    /// <param name="beforeSegment">Called before each segment runs (a background caller steps aside for requests there).</param>
+    internal (float[][] Features, float[] HitProbabilities, int[] PredictedClasses, float[] BaseProbabilities) ContinueToEnd(int exitSegment, float[] activations, int count,
+        Action? beforeSegment = null)
     {
         Enter();
         try
@@ -281,6 +285,7 @@ internal sealed class EarlyExitEngine : IDisposable
             using var call = _backend.Begin(exitSegment + 1, activations, count, never);
             for (var segment = exitSegment + 1; ; segment++)
             {
+                beforeSegment?.Invoke();
                 var output = call.Run(segment);
                 if (segment == _caches.Length) return (features, hitProbabilities, predicted, output.Probabilities[..(count * classes)].ToArray());
                 var k = segment - exitSegment - 1;
@@ -318,6 +323,26 @@ internal sealed class EarlyExitEngine : IDisposable
         return best;
     }
 
+    /// <summary>
+    /// Waits until no call is running (no request in flight, on a serving engine), at most <paramref name="most"/>:
+    /// how background work on the same cores steps aside for requests. True when it was idle in time.
+    /// </summary>
+    internal bool WaitUntilIdle(TimeSpan most)
+    {
+        lock (_gate)
+        {
+            if (_inFlight == 0) return true;
+            var deadline = Stopwatch.GetTimestamp() + (long)(most.TotalSeconds * Stopwatch.Frequency);
+            while (_inFlight > 0)
+            {
+                var left = deadline - Stopwatch.GetTimestamp();
+                if (left <= 0) return false;
+                Monitor.Wait(_gate, TimeSpan.FromSeconds((double)left / Stopwatch.Frequency));
+            }
+            return true;
+        }
+    }
+
     private void Enter()
     {
         lock (_gate)
@@ -331,7 +356,8 @@ internal sealed class EarlyExitEngine : IDisposable
     {
         lock (_gate)
         {
-            if (--_inFlight == 0 && _disposed) Monitor.PulseAll(_gate);
+            // Wakes Dispose, and background work waiting for the engine to be idle (WaitUntilIdle).
+            if (--_inFlight == 0) Monitor.PulseAll(_gate);
         }
     }
 

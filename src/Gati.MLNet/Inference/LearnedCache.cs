@@ -67,17 +67,15 @@ public sealed class LearnedCache : IDisposable
     internal bool ReducesFeatures => PredictorArchitecture.Reduction.Reduces(FeatureShape);
 
     /// <summary>
-    /// Reduces <paramref name="rows"/> rows of full features held one after another in <paramref name="features"/> to
-    /// <see cref="ReducedFeatureShape"/>, in one call: rows × the reduced size, row after row.
+    /// One row of full features reduced to <see cref="ReducedFeatureShape"/> in managed code, as a copy that may live long
+    /// (pinned, as <see cref="Online.ShadowRow.Keep"/>): what the predictor's first step computes from them, up to float
+    /// rounding.
     /// </summary>
-    internal float[] Reduce(float[] features, int rows)
+    internal float[] ReduceRow(ReadOnlySpan<float> features)
     {
-        if (rows < 1 || features.Length != (long)rows * InputSize)
-            throw new ArgumentException($"Layer {Layer}'s cache reads {InputSize} values a row ({FeatureShape}); got {features.Length} values for {rows} rows.", nameof(features));
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        var reduced = PredictorArchitecture.Reduction.Apply(from_array(features).view(rows, InputSize), FeatureShape).contiguous();
-        return reduced.data<float>().ToArray();
+        var reduced = GC.AllocateUninitializedArray<float>(ReducedFeatureShape.Size, pinned: true);
+        PredictorArchitecture.Reduction.Apply(features, FeatureShape, reduced);
+        return reduced;
     }
 
     /// <summary>Classes predicted.</summary>

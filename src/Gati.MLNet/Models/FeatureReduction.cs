@@ -70,6 +70,56 @@ public sealed record FeatureReduction
     }
 
     /// <summary>
+    /// Reduces one row of features of a map shaped <paramref name="shape"/> into <paramref name="reduced"/>
+    /// (<see cref="Apply(TensorShape)"/>'s size) in managed code, with the same windows as <see cref="Apply(Tensor, TensorShape)"/>
+    /// (PyTorch's adaptive bins: floor(i·n/p) to ceil((i+1)·n/p)): for one row at a time on a request's or a background
+    /// thread, where a TorchSharp call costs more than the sums and brings libtorch's threads along.
+    /// </summary>
+    internal void Apply(ReadOnlySpan<float> features, TensorShape shape, Span<float> reduced)
+    {
+        if (features.Length != shape.Size) throw new ArgumentException($"A row of {shape} has {shape.Size} values, not {features.Length}.", nameof(features));
+        var size = Apply(shape).Size;
+        if (reduced.Length != size) throw new ArgumentException($"{this} of {shape} gives {size} values, not {reduced.Length}.", nameof(reduced));
+        switch (Kind)
+        {
+            case FeatureReductionKind.Flat:
+                for (var i = 0; i < Size; i++)
+                {
+                    var (start, end) = Window(i, features.Length, Size);
+                    var sum = 0.0;
+                    foreach (var value in features[start..end]) sum += value;
+                    reduced[i] = (float)(sum / (end - start));
+                }
+                break;
+            case FeatureReductionKind.Grid:
+                var (height, width) = (shape.Height, shape.Width);
+                for (var c = 0; c < shape.Channels; c++)
+                {
+                    var map = features.Slice(c * height * width, height * width);
+                    for (var i = 0; i < Size; i++)
+                    {
+                        var (top, bottom) = Window(i, height, Size);
+                        for (var j = 0; j < Size; j++)
+                        {
+                            var (left, right) = Window(j, width, Size);
+                            var sum = 0.0;
+                            for (var y = top; y < bottom; y++)
+                                foreach (var value in map.Slice(y * width + left, right - left)) sum += value;
+                            reduced[(c * Size + i) * Size + j] = (float)(sum / ((bottom - top) * (right - left)));
+                        }
+                    }
+                }
+                break;
+            default:
+                features.CopyTo(reduced);
+                break;
+        }
+    }
+
+    // Adaptive pooling's window i of p over n values: [floor(i·n/p), ceil((i+1)·n/p)).
+    private static (int Start, int End) Window(int i, int n, int p) => ((int)((long)i * n / p), (int)(((long)(i + 1) * n + p - 1) / p));
+
+    /// <summary>
     /// Writes the reduction as ONNX nodes on <paramref name="value"/> ([N, ...<paramref name="dims"/>]); returns the
     /// reduced value: [N, C, g, g] for Grid, [N, P] for Flat.
     /// </summary>

@@ -10,7 +10,7 @@ namespace Gati.MLNet.Online;
 /// fixes it.
 /// </summary>
 /// <param name="Copy">True: segment by segment, activations copied on the way.</param>
-/// <param name="SingleGraphMs">A whole-network request on the single graph, median ms (NaN when not measured).</param>
+/// <param name="SingleGraphMs">A whole-network request on the single graph, ms (NaN when not measured).</param>
 /// <param name="SegmentsMs">The same request segment by segment with every cache layer's activations copied (NaN when not measured).</param>
 /// <param name="Reason">Why, in words.</param>
 internal sealed record ActivationCopy(bool Copy, double SingleGraphMs, double SegmentsMs, string Reason)

@@ -246,7 +246,11 @@ public sealed class OnlineCaches : IDisposable
 
     private UpdateOutcome Attempt(int number)
     {
-        var throttle = new CpuThrottle(_options.CpuBudget, () => _running.Wait(_stop.Token));
+        var throttle = new CpuThrottle(_options.CpuBudget, () =>
+        {
+            _running.Wait(_stop.Token);
+            Sampler.StepAside();
+        });
         var model = Model;
         var threads = torch.get_num_threads();
         // The updater's work is single-threaded, within its CPU budget; serving runs on ONNX Runtime's own pool.

@@ -102,11 +102,19 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             _features ??= Enumerable.Range(0, _caches).Select(_ => new float[]?[count]).ToArray();
             _aliveAfter ??= new int[_caches][];
             output.HitProbabilities.CopyTo(_hitProbability[segment]);
-            var size = engine.Caches[segment].InputSize;
+            var cache = engine.Caches[segment];
+            var size = cache.InputSize;
             var activation = call.Activation(segment);
-            // Sampled rows: copy now, before compaction may overwrite the rows that exit here.
+            // Sampled rows: copy now, before compaction may overwrite the rows that exit here. A row that exits here keeps
+            // its activations whole (the worker runs the rest of the network from them); a row that goes on keeps only
+            // what the window keeps of them (the cache's reduction: a few thousand values instead of a hundred thousand,
+            // which spares the collector most of what a kept request would allocate).
             for (var i = 0; i < alive.Length; i++)
-                if (Sampled(alive[i])) _features[segment][alive[i]] = ShadowRow.Keep(activation.Slice(i * size, size));
+            {
+                if (!Sampled(alive[i])) continue;
+                var row = activation.Slice(i * size, size);
+                _features[segment][alive[i]] = output.Hits[i] || !cache.ReducesFeatures ? ShadowRow.Keep(row) : cache.ReduceRow(row);
+            }
             // P(hit) and the predictor's class by row, not by position.
             var byPosition = _hitProbability[segment];
             var byRow = new float[count];
@@ -140,9 +148,11 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
                 // A row that ran everything is still in every cache's activation buffer, at its place after compaction.
                 for (var s = 0; s < _caches; s++)
                 {
-                    var size = engine.Caches[s].InputSize;
+                    var cache = engine.Caches[s];
+                    var size = cache.InputSize;
                     var position = Array.BinarySearch(_aliveAfter![s], row);
-                    _features![s][row] = ShadowRow.Keep(call.Activation(s).Slice(position * size, size));
+                    var features = call.Activation(s).Slice(position * size, size);
+                    _features![s][row] = cache.ReducesFeatures ? cache.ReduceRow(features) : ShadowRow.Keep(features);
                 }
             }
         }

@@ -117,6 +117,31 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     private long _workerBusyTicks;
 
+    /// <summary>The longest background work waits at a time for requests to finish (<see cref="OnlineCacheOptions.StepAsideForRequests"/>).</summary>
+    internal static readonly TimeSpan MostStepAside = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// Before each piece of background work (a segment the worker runs, a training step of the updater): waits while the
+    /// serving engine has a request in flight, at most <see cref="MostStepAside"/>, so that a server kept busy still
+    /// gets its rows completed (<see cref="OnlineCacheOptions.StepAsideForRequests"/>).
+    /// </summary>
+    internal void StepAside()
+    {
+        if (!_options.StepAsideForRequests) return;
+        var start = Stopwatch.GetTimestamp();
+        if (!Engine.WaitUntilIdle(MostStepAside)) Interlocked.Increment(ref _stepAsideTimeouts);
+        Interlocked.Add(ref _steppedAsideTicks, Stopwatch.GetElapsedTime(start).Ticks);
+    }
+
+    private long _steppedAsideTicks;
+    private long _stepAsideTimeouts;
+
+    /// <summary>Time background work spent waiting for requests to finish (<see cref="OnlineCacheOptions.StepAsideForRequests"/>).</summary>
+    public TimeSpan SteppedAside => TimeSpan.FromTicks(Interlocked.Read(ref _steppedAsideTicks));
+
+    /// <summary>Times background work stopped waiting for requests after <see cref="MostStepAside"/> (the server stayed busy).</summary>
+    public long StepAsideTimeouts => Interlocked.Read(ref _stepAsideTimeouts);
+
     /// <summary>Rows completed so far (their base answer known).</summary>
     public long Labelled => Interlocked.Read(ref _labelled);
 
@@ -351,18 +376,18 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         var size = source[0].Length;
         var activations = new float[rows.Length * size];
         for (var i = 0; i < rows.Length; i++) source[i].CopyTo(activations, i * size);
-        var (features, hitProbabilities, predicted, baseProbabilities) = ContinuationFor(engine).ContinueToEnd(exitSegment, activations, rows.Length);
+        var (features, hitProbabilities, predicted, baseProbabilities) = ContinuationFor(engine).ContinueToEnd(exitSegment, activations, rows.Length, StepAside);
         var classes = baseProbabilities.Length / rows.Length;
-        // What the window keeps of each later layer, reduced in one call per layer from the engine's output: no row holds
-        // (or pins) a copy of the full activations it would drop at once (KeepReduced).
-        var kept = features.Select((layer, k) => engine.Caches[exitSegment + 1 + k] is { ReducesFeatures: true } cache ? cache.Reduce(layer, rows.Length) : layer).ToArray();
+        // What the window keeps of each later layer, reduced straight from the engine's output: no row holds (or pins) a
+        // copy of the full activations it would drop at once (KeepReduced).
         for (var i = 0; i < rows.Length; i++)
         {
             for (var k = 0; k < features.Length; k++)
             {
                 var cache = exitSegment + 1 + k;
-                var layerSize = kept[k].Length / rows.Length;
-                rows[i].Features[cache] = ShadowRow.Keep(kept[k].AsSpan(i * layerSize, layerSize));
+                var layer = engine.Caches[cache];
+                var full = features[k].AsSpan(i * layer.InputSize, layer.InputSize);
+                rows[i].Features[cache] = layer.ReducesFeatures ? layer.ReduceRow(full) : ShadowRow.Keep(full);
                 rows[i].HitProbabilities[cache] = hitProbabilities[k * rows.Length + i];
                 rows[i].PredictedClasses[cache] = predicted[k * rows.Length + i];
             }
@@ -397,7 +422,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         for (var s = 0; s < row.Features.Length && s < caches.Count; s++)
         {
             if (row.Features[s] is not { } full || full.Length == caches[s].ReducedFeatureShape.Size) continue;
-            row.Features[s] = ShadowRow.Keep(caches[s].Reduce(full, 1));
+            row.Features[s] = caches[s].ReduceRow(full);
         }
     }
 
