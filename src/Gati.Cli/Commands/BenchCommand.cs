@@ -64,7 +64,7 @@ internal static class BenchCommand
             DefaultValueFactory = _ => "auto",
         };
         copyActivations.Require(v => v is "auto" or "on" or "off", "must be auto, on or off");
-        var noStepAside = new Option<bool>("--no-step-aside") { Description = "Background work does not wait for requests in flight (only its lower priority keeps it apart from serving)." };
+        var stepAside = new Option<bool>("--step-aside") { Description = "Background work waits while a request is in flight (at most 50 ms at a time), beside running below serving's priority." };
         var noExitMix = new Option<bool>("--no-exit-mix-watch") { Description = "Online caches judge the live window alone, not also the requests since a change of where requests exit." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
@@ -88,7 +88,7 @@ internal static class BenchCommand
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
         shape.AddTo(command);
-        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, copyActivations, noStepAside, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
+        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, copyActivations, stepAside, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -99,7 +99,7 @@ internal static class BenchCommand
                 ClassPriorRows = result.GetValue(priorRows), Epochs = result.GetValue(epochs), LearningRate = result.GetValue(learningRate),
                 Updates = !result.GetValue(noUpdates), WatchExitMix = !result.GetValue(noExitMix),
                 CopyActivationsOnRequest = result.GetValue(copyActivations) switch { "on" => true, "off" => false, _ => null },
-                StepAsideForRequests = !result.GetValue(noStepAside),
+                StepAsideForRequests = result.GetValue(stepAside),
                 ReactOn = result.GetValue(reactOn) switch
                 {
                     "upper" => Gati.MLNet.Online.ReactionTrigger.UpperBound,

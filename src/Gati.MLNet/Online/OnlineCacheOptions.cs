@@ -42,11 +42,11 @@ public sealed class OnlineCacheOptions
     /// <summary>
     /// Background work waits while a request is being served: the shadow worker before each segment it runs, the updater
     /// before each training step, each for at most 50 ms at a time (so that rows still get completed on a server that is
-    /// never idle). Below serving's priority alone, on 2 cores, a background thread still held a core for a scheduler
-    /// slice whenever a request's second thread woke up, and that slowed every request of the online turns. False: only
-    /// the priority keeps them apart.
+    /// never idle). Off by default: on the imported ResNet-18 at 25 requests a second on 2 cores it did not make the
+    /// online turns' requests measurably faster (docs/benchmarks.md); below serving's priority alone, background work
+    /// already yields the cores to requests.
     /// </summary>
-    public bool StepAsideForRequests { get; set; } = true;
+    public bool StepAsideForRequests { get; set; }
 
     /// <summary>Memory for the sliding window of shadow rows, in megabytes.</summary>
     public double WindowMegabytes { get; set; } = 256;
