@@ -1,3 +1,4 @@
+using Xunit.Abstractions;
 using Gati.MLNet.Inference;
 using Gati.MLNet.Online;
 using Gati.MLNet.Policy;
@@ -8,7 +9,7 @@ using static TorchSharp.torch;
 namespace Gati.MLNet.Tests;
 
 /// <summary>Shadowing, thresholds, reactions and updates on a real engine (ONNX Runtime) with trained caches.</summary>
-public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<CachesFixture>
+public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper output) : IClassFixture<CachesFixture>
 {
     private static readonly EarlyExitEngineOptions Onnx = new() { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu" };
 
@@ -159,6 +160,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture) : IClassFixture<Cac
         using var engine = Engine();
         using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 0.5, AgreementTarget = 0.01, Updates = false, Seed = 3 });
         var choice = sampler.CopyActivations;
+        output.WriteLine(choice.Reason);
         Assert.True(choice.SingleGraphMs > 0 && double.IsFinite(choice.SingleGraphMs), choice.Reason);
         Assert.True(choice.SegmentsMs > 0 && double.IsFinite(choice.SegmentsMs), choice.Reason);
         Assert.Equal(choice.SegmentsMs <= choice.SingleGraphMs * (1 + ActivationCopy.MostExtra), choice.Copy);

@@ -16,12 +16,14 @@ namespace Gati.MLNet.Online;
 internal sealed record ActivationCopy(bool Copy, double SingleGraphMs, double SegmentsMs, string Reason)
 {
     /// <summary>
-    /// Segment calls win when a whole-network request costs at most this much more that way than on the single graph.
-    /// A recomputed row costs the worker a whole forward pass on one thread beside serving, which on the imported
-    /// ResNet-18 (24 ms a request on 2 cores) made every request of the online turns 8-16 % slower; copying moves that
-    /// work off the worker and onto the kept requests only, at their segment calls' overhead.
+    /// Segment calls win unless a whole-network request costs more than this much more that way than on the single
+    /// graph. A recomputed row costs the worker a whole forward pass on one thread beside serving: on the imported
+    /// ResNet-18 at 25 requests a second, about half a core against a fifth when copying (docs/online.md), with requests
+    /// no slower either way. There segment calls measured 2.5-4 % more in quiet runs, but 12 % and 21 % in one run that
+    /// held more engines, which a margin of 5 % turned into recomputing: the margin is there for a small network, where
+    /// the calls' fixed cost is a large share of a request.
     /// </summary>
-    internal const double MostExtra = 0.05;
+    internal const double MostExtra = 0.25;
 
     /// <summary>The choice for rows kept by a sampler on <paramref name="engine"/> with <paramref name="options"/>.</summary>
     public static ActivationCopy For(EarlyExitEngine engine, OnlineCacheOptions options)
@@ -33,8 +35,8 @@ internal sealed record ActivationCopy(bool Copy, double SingleGraphMs, double Se
         var first = engine.TimeWholeRuns(1);
         if (first is not { } one)
             return new ActivationCopy(true, double.NaN, double.NaN, "copied on segment calls (no single graph: every call runs segment by segment)");
-        // About half a second of measuring on a large model, a few dozen calls on a small one.
-        var runs = (int)Math.Clamp(600 / Math.Max(one.SingleGraphMs + one.SegmentsMs, 0.01), 5, 51) | 1;
+        // About a second and a half of measuring on a large model, a hundred calls each on a small one.
+        var runs = (int)Math.Clamp(1500 / Math.Max(one.SingleGraphMs + one.SegmentsMs, 0.01), 11, 101) | 1;
         var (single, segments) = engine.TimeWholeRuns(runs)!.Value;
         var copy = segments <= single * (1 + MostExtra);
         var measured = string.Create(CultureInfo.InvariantCulture, $"a whole-network request {single:F3} ms on the single graph, {segments:F3} ms segment by segment with its activations copied");

@@ -32,10 +32,9 @@ public sealed class OnlineCacheOptions
     /// kept, runs segment by segment and copies each cache layer's activations as it passes; the shadow worker then only
     /// continues sampled rows that exited early. False: the request takes the single graph and hands over a copy of its
     /// input; the worker recomputes every cache layer from it, a whole forward pass per row beside serving. Null (the
-    /// default) times a whole-network request both ways when the sampler starts and copies when segment calls cost at most
-    /// 5 % more: on a large network (the imported ResNet-18) they cost about the same, on a small one (Fashion-MNIST's
-    /// width-16 ResNet) the calls' fixed overhead decides against them. <see cref="ShadowSampler.ActivationSource"/> says
-    /// which was chosen and why.
+    /// default) times a whole-network request both ways when the sampler starts and copies unless segment calls cost more
+    /// than 25 % more: on a large network (the imported ResNet-18) they cost a few percent more, on a small one the calls'
+    /// fixed overhead can decide against them. <see cref="ShadowSampler.ActivationSource"/> says which was chosen and why.
     /// </summary>
     public bool? CopyActivationsOnRequest { get; set; }
 
