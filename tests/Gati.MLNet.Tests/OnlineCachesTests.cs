@@ -394,8 +394,10 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
         Assert.NotNull(engine.Observer);
     }
 
-    [Fact]
-    public void Window_GridCaches_KeepsTheReducedFeatures_WhichAnUpdateTrainsOnForTheFullOnes()
+    [Theory]
+    [InlineData(false)] // the worker reduces what it recomputed
+    [InlineData(true)]  // the request reduces what it passed, the worker what it ran on
+    public void Window_GridCaches_KeepsTheReducedFeatures_WhichAnUpdateTrainsOnForTheFullOnes(bool copy)
     {
         // Grid(2, 16) predictors read each channel's 2x2 cell means: the window keeps those (C·4 values a layer instead of
         // C·H·W), and everything the updater does with them must match what the serving predictors do with the full maps.
@@ -406,7 +408,7 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
         Assert.All(caches, c => Assert.Equal(new Data.TensorShape(c.FeatureShape.Channels, 2, 2), c.ReducedFeatureShape));
         using var engine = EarlyExitEngine.Create(model.BaseModel, caches, Onnx);
         var images = fixture.Images(240);
-        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3 });
+        using var sampler = new ShadowSampler(engine, new OnlineCacheOptions { SampleFraction = 1, AgreementTarget = 0.01, Updates = false, Seed = 3, CopyActivationsOnRequest = copy });
         foreach (var image in images) engine.Run(image, 1);
         Assert.True(sampler.WaitForPending(TimeSpan.FromMinutes(1)), "the shadow worker did not catch up");
         Assert.Equal(0, sampler.Failed);
