@@ -110,8 +110,9 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
     public string? LastFailure => Volatile.Read(ref _lastFailure);
 
     /// <summary>
-    /// Time the shadow worker has spent computing and completing rows (not waiting): the background work shadowing costs,
-    /// beside the updater's.
+    /// Time the shadow worker has spent computing and completing rows (not waiting for rows; with
+    /// <see cref="OnlineCacheOptions.StepAsideForRequests"/>, its waits for requests are included): the background work
+    /// shadowing costs, beside the updater's.
     /// </summary>
     public TimeSpan WorkerBusy => TimeSpan.FromTicks(Interlocked.Read(ref _workerBusyTicks));
 
