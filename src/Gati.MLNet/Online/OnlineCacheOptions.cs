@@ -29,8 +29,9 @@ public sealed class OnlineCacheOptions
     /// <summary>
     /// Where a kept row's activations come from when ONNX Runtime on the CPU would answer its request with the single
     /// graph (one input per call), which keeps them to itself. True: a request that is sampled, or whose full run would be
-    /// kept, runs segment by segment and copies each cache layer's activations as it passes; the shadow worker then only
-    /// continues sampled rows that exited early. False: the request takes the single graph and hands over a copy of its
+    /// kept, runs segment by segment and keeps each cache layer's activations as it passes (reduced as the window keeps
+    /// them, whole at the layer a sampled row exits at); the shadow worker then only continues sampled rows that exited
+    /// early. False: the request takes the single graph and hands over a copy of its
     /// input; the worker recomputes every cache layer from it, a whole forward pass per row beside serving. Null (the
     /// default) times a whole-network request both ways when the sampler starts and copies unless segment calls cost more
     /// than 25 % more: on a large network (the imported ResNet-18) they cost a few percent more, on a small one the calls'
@@ -42,8 +43,8 @@ public sealed class OnlineCacheOptions
     /// Background work waits while a request is being served: the shadow worker before each segment it runs, the updater
     /// before each training step, each for at most 50 ms at a time (so that rows still get completed on a server that is
     /// never idle). Off by default: on the imported ResNet-18 at 25 requests a second on 2 cores it did not make the
-    /// online turns' requests measurably faster (docs/benchmarks.md); below serving's priority alone, background work
-    /// already yields the cores to requests.
+    /// online turns' requests measurably faster (docs/benchmarks.md). Off, only its lower priority keeps background
+    /// work apart from requests.
     /// </summary>
     public bool StepAsideForRequests { get; set; }
 
