@@ -113,7 +113,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             {
                 if (!Sampled(alive[i])) continue;
                 var row = activation.Slice(i * size, size);
-                _features[segment][alive[i]] = output.Hits[i] || !cache.ReducesFeatures ? ShadowRow.Keep(row) : cache.ReduceRow(row);
+                _features[segment][alive[i]] = output.Hits[i] ? ShadowRow.Keep(row) : cache.ReduceRow(row);
             }
             // P(hit) and the predictor's class by row, not by position.
             var byPosition = _hitProbability[segment];
@@ -152,7 +152,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
                     var size = cache.InputSize;
                     var position = Array.BinarySearch(_aliveAfter![s], row);
                     var features = call.Activation(s).Slice(position * size, size);
-                    _features![s][row] = cache.ReducesFeatures ? cache.ReduceRow(features) : ShadowRow.Keep(features);
+                    _features![s][row] = cache.ReduceRow(features);
                 }
             }
         }

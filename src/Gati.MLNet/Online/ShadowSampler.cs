@@ -388,7 +388,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
                 var cache = exitSegment + 1 + k;
                 var layer = engine.Caches[cache];
                 var full = features[k].AsSpan(i * layer.InputSize, layer.InputSize);
-                rows[i].Features[cache] = layer.ReducesFeatures ? layer.ReduceRow(full) : ShadowRow.Keep(full);
+                rows[i].Features[cache] = layer.ReduceRow(full);
                 rows[i].HitProbabilities[cache] = hitProbabilities[k * rows.Length + i];
                 rows[i].PredictedClasses[cache] = predicted[k * rows.Length + i];
             }
