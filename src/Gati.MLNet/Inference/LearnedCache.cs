@@ -68,14 +68,14 @@ public sealed class LearnedCache : IDisposable
 
     /// <summary>
     /// One row of full features reduced to <see cref="ReducedFeatureShape"/> in managed code, as a copy that may live long
-    /// (pinned, as <see cref="Online.ShadowRow.Keep"/>): what the predictor's first step computes from them, up to float
+    /// (pinned, as the shadow window keeps its rows): what the predictor's first step computes from them, up to float
     /// rounding; a plain copy where the predictor reads them as they are.
     /// </summary>
     internal float[] ReduceRow(ReadOnlySpan<float> features)
     {
-        if (!ReducesFeatures) return Online.ShadowRow.Keep(features);
         var reduced = GC.AllocateUninitializedArray<float>(ReducedFeatureShape.Size, pinned: true);
-        PredictorArchitecture.Reduction.Apply(features, FeatureShape, reduced);
+        if (ReducesFeatures) PredictorArchitecture.Reduction.Apply(features, FeatureShape, reduced);
+        else features.CopyTo(reduced);
         return reduced;
     }
 
