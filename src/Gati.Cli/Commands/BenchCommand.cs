@@ -65,12 +65,6 @@ internal static class BenchCommand
         };
         copyActivations.Require(v => v is "auto" or "on" or "off", "must be auto, on or off");
         var stepAside = new Option<bool>("--step-aside") { Description = "Background work waits while a request is in flight (at most 50 ms at a time), beside running below serving's priority." };
-        var scheduling = new Option<string>("--background-scheduling")
-        {
-            Description = "How the shadow worker and the updater yield to requests: idle (Linux's SCHED_IDLE: only on cores no request thread wants) or nice (a raised nice value).",
-            DefaultValueFactory = _ => "idle",
-        };
-        scheduling.Require(v => v is "idle" or "nice", "must be idle or nice");
         var noExitMix = new Option<bool>("--no-exit-mix-watch") { Description = "Online caches judge the live window alone, not also the requests since a change of where requests exit." };
         var every = new Option<int>("--update-every") { Description = "New labelled rows between update attempts.", DefaultValueFactory = _ => 600 }.AtLeast(10);
         var validation = new Option<int>("--validation-rows") { Description = "Fresh sampled rows a candidate is validated on.", DefaultValueFactory = _ => 250 }.AtLeast(10);
@@ -94,7 +88,7 @@ internal static class BenchCommand
         var serving = new ServingArguments();
         serving.AddTo(command, withBackend: false);
         shape.AddTo(command);
-        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, copyActivations, stepAside, scheduling, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
+        command.AddOptions(streams, requests, phaseLength, seed, sample, window, target, confidence, reactOn, noUpdates, noExitMix, copyActivations, stepAside, every, validation, fullRuns, updateRows, priorRows, epochs, learningRate, budget, rate, output);
         command.SetRun((result, _) =>
         {
             var online = new Gati.MLNet.Online.OnlineCacheOptions
@@ -106,7 +100,6 @@ internal static class BenchCommand
                 Updates = !result.GetValue(noUpdates), WatchExitMix = !result.GetValue(noExitMix),
                 CopyActivationsOnRequest = result.GetValue(copyActivations) switch { "on" => true, "off" => false, _ => null },
                 StepAsideForRequests = result.GetValue(stepAside),
-                Scheduling = result.GetValue(scheduling) == "nice" ? Gati.MLNet.Online.BackgroundScheduling.LowPriority : Gati.MLNet.Online.BackgroundScheduling.IdleCores,
                 ReactOn = result.GetValue(reactOn) switch
                 {
                     "upper" => Gati.MLNet.Online.ReactionTrigger.UpperBound,

@@ -155,7 +155,7 @@ internal sealed partial class WorkloadBenchmark
             lock (_changes) changes = _changes.ToArray();
             lock (_updates)
                 return new OnlineSummary(_updates.ToArray(), new Dictionary<int, int>(_starts), sampler.Reactions.ToArray(), changes, _updater.UpdaterCpuSeconds, sampler.Dropped, sampler.FullRunsSkipped, sampler.Labelled,
-                    sampler.Failed, sampler.LastFailure, sampler.Agreement, sampler.WorkerBusy.TotalSeconds, sampler.ActivationSource, _updater.Options.StepAsideForRequests, sampler.SteppedAside.TotalSeconds, sampler.StepAsideTimeouts, sampler.Scheduling);
+                    sampler.Failed, sampler.LastFailure, sampler.Agreement, sampler.WorkerBusy.TotalSeconds, sampler.ActivationSource, _updater.Options.StepAsideForRequests, sampler.SteppedAside.TotalSeconds, sampler.StepAsideTimeouts);
         }
 
         public void Dispose()

@@ -202,10 +202,10 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
 
     private sealed record OnlineSummary((int Request, UpdateOutcome Outcome)[] Updates, IReadOnlyDictionary<int, int> Starts, ThresholdReaction[] Reactions, (int Request, TrafficChange Change)[] Changes,
         double CpuSeconds, long Dropped, long FullRunsSkipped, long Labelled, long Failed, string? LastFailure, LiveAgreementSnapshot Live, double WorkerSeconds,
-        string ActivationSource, bool StepAside, double SteppedAsideSeconds, long StepAsideTimeouts, BackgroundScheduling? Scheduling)
+        string ActivationSource, bool StepAside, double SteppedAsideSeconds, long StepAsideTimeouts)
     {
         public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-            $"{Reactions.Length} threshold reactions; {Changes.Length} changes of traffic seen in the exit mix; {Labelled} shadow rows labelled ({WorkerSeconds:F1} s of the shadow worker's time{(StepAside ? ", its waits included" : "")}, scheduled {Scheduling switch { BackgroundScheduling.IdleCores => "on idle cores only (SCHED_IDLE)", BackgroundScheduling.LowPriority => "at low priority (nice 10)", _ => "at normal priority (could not be lowered)" }}; activations {ActivationSource}), {(StepAside ? $"background work waited {SteppedAsideSeconds:F1} s for requests in flight ({StepAsideTimeouts} waits cut short at 50 ms), " : "")} {Dropped} dropped under load, {FullRunsSkipped} full runs left out, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
+            $"{Reactions.Length} threshold reactions; {Changes.Length} changes of traffic seen in the exit mix; {Labelled} shadow rows labelled ({WorkerSeconds:F1} s of the shadow worker's time{(StepAside ? ", its waits included" : "")}; activations {ActivationSource}), {(StepAside ? $"background work waited {SteppedAsideSeconds:F1} s for requests in flight ({StepAsideTimeouts} waits cut short at 50 ms), " : "")} {Dropped} dropped under load, {FullRunsSkipped} full runs left out, {Failed} failed{(LastFailure is null ? "" : $" (last: {LastFailure})")}; live agreement at the end {Live.Estimate:P2} over {Live.Requests} sampled requests (exact {Live.Confidence:P0} bounds {Live.Lower:P2}-{Live.Upper:P2})");
     }
 
     /// <summary>

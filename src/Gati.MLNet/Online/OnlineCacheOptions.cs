@@ -48,13 +48,6 @@ public sealed class OnlineCacheOptions
     /// </summary>
     public bool StepAsideForRequests { get; set; }
 
-    /// <summary>
-    /// How the shadow worker's and the updater's threads yield to requests (<see cref="BackgroundScheduling"/>); on Linux
-    /// the default runs them only on cores that no request thread wants. <see cref="ShadowSampler.Scheduling"/> says what
-    /// the operating system granted.
-    /// </summary>
-    public BackgroundScheduling Scheduling { get; set; } = BackgroundScheduling.IdleCores;
-
     /// <summary>Memory for the sliding window of shadow rows, in megabytes.</summary>
     public double WindowMegabytes { get; set; } = 256;
 
@@ -145,7 +138,6 @@ public sealed class OnlineCacheOptions
         if (AgreementTarget is <= 0 or > 1 || double.IsNaN(AgreementTarget)) throw new ArgumentOutOfRangeException(nameof(AgreementTarget), AgreementTarget, "Must be in (0, 1].");
         if (Confidence is <= 0.5 or >= 1 || double.IsNaN(Confidence)) throw new ArgumentOutOfRangeException(nameof(Confidence), Confidence, "Must be in (0.5, 1).");
         if (LiveWindow < 10) throw new ArgumentOutOfRangeException(nameof(LiveWindow), LiveWindow, "At least 10.");
-        if (!Enum.IsDefined(Scheduling)) throw new ArgumentOutOfRangeException(nameof(Scheduling), Scheduling, "Unknown background scheduling.");
         if (!Enum.IsDefined(ReactOn)) throw new ArgumentOutOfRangeException(nameof(ReactOn), ReactOn, "Unknown reaction trigger.");
         if (MinimumExits < 1) throw new ArgumentOutOfRangeException(nameof(MinimumExits), MinimumExits, "Must be positive.");
         if (UpdateEveryRows < 10) throw new ArgumentOutOfRangeException(nameof(UpdateEveryRows), UpdateEveryRows, "At least 10.");

@@ -177,7 +177,7 @@ public sealed class OnlineCaches : IDisposable
 
     private void UpdateLoop()
     {
-        BackgroundPriority.Lower(_options.Scheduling);
+        BackgroundPriority.Lower();
         var lastTrained = 0L;
         var attempt = 0;
         // Attempts that change nothing still cost serving their CPU: after each one that is not accepted the updater waits

@@ -118,12 +118,6 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     private long _workerBusyTicks;
 
-    /// <summary>
-    /// How the operating system schedules the shadow worker's thread (<see cref="OnlineCacheOptions.Scheduling"/>, or the
-    /// weaker setting it fell back to); null before the thread started, or where it could not be lowered.
-    /// </summary>
-    public BackgroundScheduling? Scheduling { get; private set; }
-
     /// <summary>The longest background work waits at a time for requests to finish (<see cref="OnlineCacheOptions.StepAsideForRequests"/>).</summary>
     internal static readonly TimeSpan MostStepAside = TimeSpan.FromMilliseconds(50);
 
@@ -282,7 +276,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
     /// </summary>
     private void ContinueLoop()
     {
-        Scheduling = BackgroundPriority.Lower(_options.Scheduling);
+        BackgroundPriority.Lower();
         var (sampled, fullRuns) = (_sampled.Reader, _fullRuns.Reader);
         var batch = new List<ShadowRow>();
         try
