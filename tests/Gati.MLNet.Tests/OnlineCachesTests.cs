@@ -219,6 +219,8 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
         Assert.Contains(rows, r => !r.Sampled);
         // Every row waited together (the worker was paused): the sampled ones, which judge the caches, were done first.
         Assert.All(rows.Take(sampled), r => Assert.True(r.Sampled));
+        // Every request was drawn before its call: sampled, or kept should it run the whole network (all full runs are).
+        Assert.Equal(images.Length, sampler.RowsDrawn);
     }
 
     [Theory]
@@ -238,6 +240,8 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
         Assert.True(fullRuns > 0);
         Assert.Equal(fullRuns, sampler.FullRunsSkipped + rows.Count(r => r.ExitLayer == 0));
         Assert.Equal(0, sampler.Dropped);
+        // Only the sampled requests were drawn to keep a row before their call (the rest kept none, on either path).
+        Assert.Equal(rows.Length, sampler.RowsDrawn);
 
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => new OnlineCacheOptions { FullRunFraction = 1.5 }.Validate());
         Assert.Equal(nameof(OnlineCacheOptions.FullRunFraction), error.ParamName);

@@ -118,9 +118,11 @@ internal sealed partial class WorkloadBenchmark
                 }
                 Volatile.Write(ref _request, i);
                 _images.AsSpan(_workload.Rows[i] * _size, _size).CopyTo(_input);
+                var drawnBefore = _updater?.Sampler.RowsDrawn ?? 0;
                 var start = Stopwatch.GetTimestamp();
                 var result = Volatile.Read(ref _engine).Run(_input, 1);
-                Answers[i] = new Served(Stopwatch.GetElapsedTime(start).TotalMilliseconds, result.ExitLayer[0], result.PredictedClass[0]);
+                var ms = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                Answers[i] = new Served(ms, result.ExitLayer[0], result.PredictedClass[0], (_updater?.Sampler.RowsDrawn ?? 0) > drawnBefore);
                 if (_retired.Count > 0)
                 {
                     lock (_retired)

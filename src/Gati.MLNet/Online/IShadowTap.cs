@@ -19,6 +19,14 @@ internal interface IShadowTap
     void LeftOut(int count);
 
     /// <summary>
+    /// Counts the rows of a call that its draws may keep (sampled, or kept should they run the whole network), told before
+    /// the call runs.
+    /// </summary>
+    void Drawn(int rows)
+    {
+    }
+
+    /// <summary>
     /// A call of one input that keeps its row runs segment by segment and copies the activations as they pass, instead of
     /// taking the single graph and leaving the worker to recompute them from a copy of the input.
     /// </summary>

@@ -22,6 +22,10 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             if (keepFullRuns is not null) return new LeavingOut(tap);
             return null;
         }
+        var drawn = 0;
+        for (var i = 0; i < count; i++)
+            if (sampled?[i] == true || keepFullRuns?[i] == true) drawn++;
+        tap.Drawn(drawn);
         return new ShadowCall(engine, tap, count, sampled, keepFullRuns);
     }
 

@@ -230,6 +230,16 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     void IShadowTap.LeftOut(int count) => Interlocked.Add(ref _fullRunsSkipped, count);
 
+    void IShadowTap.Drawn(int rows) => Interlocked.Add(ref _rowsDrawn, rows);
+
+    /// <summary>
+    /// Rows that calls drew to keep before they ran: sampled, or kept should they run the whole network. At batch 1 with
+    /// <see cref="CopiesActivations"/>, each such request ran segment by segment instead of on the single graph.
+    /// </summary>
+    public long RowsDrawn => Interlocked.Read(ref _rowsDrawn);
+
+    private long _rowsDrawn;
+
     bool IShadowTap.CopyActivations => CopyActivations.Copy;
 
     void IShadowTap.Captured(IReadOnlyList<ShadowRow> rows)
