@@ -114,13 +114,18 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
         });
     }
 
-    [Fact]
-    public void Engine_AtBatchOne_CopyingTap_RunsKeptRowsBySegmentsAndCopiesTheirActivations()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Engine_AtBatchOne_CopyingTap_KeepsWhatEachCacheSaw(bool singleGraph)
     {
-        // A tap that copies activations makes a kept request run segment by segment: the row carries its layers' features
-        // up to where it stopped (every layer and the base answer for a full run), no input, and the same exit and class.
+        // A tap that copies activations makes a kept request run on the single graph's tapped form (segment by segment
+        // without a single graph): the row carries its layers' features up to where it stopped (every layer and the base
+        // answer for a full run), what each cache it passed said, no input, and the same exit and class.
         var images = fixture.Images(48);
-        using var engine = Engine();
+        using var engine = EarlyExitEngine.Create(fixture.Caches.BaseModel, fixture.Caches.Caches,
+            new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu", SingleGraphAtBatchOne = singleGraph });
+        Assert.Equal(singleGraph, engine.PrepareTapped());
         var batch = engine.Run(images.SelectMany(i => i).ToArray(), images.Length);
         Assert.Contains(batch.ExitLayer, e => e == 0);
         Assert.Contains(batch.ExitLayer, e => e > 0);
@@ -148,6 +153,18 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
             }
             if (row.ExitLayer == 0) Close(probabilities, row.BaseProbabilities!, 1e-4);
             else Assert.Null(row.BaseProbabilities);
+            // The caches it passed judged it (P(hit) below the threshold until the one it exited at); none after.
+            for (var c = 0; c < layers.Length; c++)
+            {
+                var passed = row.ExitLayer == 0 || layers[c] <= row.ExitLayer;
+                Assert.Equal(passed, !float.IsNaN(row.HitProbabilities[c]));
+                Assert.Equal(passed, row.PredictedClasses[c] >= 0);
+                if (!passed) continue;
+                var threshold = engine.Thresholds[c];
+                if (layers[c] == row.ExitLayer) Assert.True(row.HitProbabilities[c] >= threshold, $"layer {layers[c]}: exited with P(hit) {row.HitProbabilities[c]} < {threshold}");
+                else Assert.True(row.HitProbabilities[c] < threshold, $"layer {layers[c]}: went on with P(hit) {row.HitProbabilities[c]} >= {threshold}");
+                if (layers[c] == row.ExitLayer) Assert.Equal(row.ServedClass, row.PredictedClasses[c]);
+            }
         }
         for (var k = 0; k < sampling.Rows.Count; k++) Check(sampling.Rows[k], 2 * k);
         var fullRunPositions = Enumerable.Range(0, images.Length).Where(i => i % 2 == 1 && batch.ExitLayer[i] == 0).ToArray();
@@ -162,8 +179,8 @@ public sealed class OnlineCachesTests(CachesFixture fixture, ITestOutputHelper o
         var choice = sampler.CopyActivations;
         output.WriteLine(choice.Reason);
         Assert.True(choice.SingleGraphMs > 0 && double.IsFinite(choice.SingleGraphMs), choice.Reason);
-        Assert.True(choice.SegmentsMs > 0 && double.IsFinite(choice.SegmentsMs), choice.Reason);
-        Assert.Equal(choice.SegmentsMs <= choice.SingleGraphMs * (1 + ActivationCopy.MostExtra), choice.Copy);
+        Assert.True(choice.CopyingMs > 0 && double.IsFinite(choice.CopyingMs), choice.Reason);
+        Assert.Equal(choice.CopyingMs <= choice.SingleGraphMs * (1 + ActivationCopy.MostExtra), choice.Copy);
         Assert.Contains("whole-network request", choice.Reason);
         Assert.Equal(choice.Copy, sampler.CopiesActivations);
 

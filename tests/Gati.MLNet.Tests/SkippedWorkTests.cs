@@ -63,6 +63,14 @@ public sealed class SkippedWorkTests(CachesFixture fixture) : IClassFixture<Cach
             return false;
         }
 
+        public SingleGraphTaps? TryRunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+        {
+            exit = -1;
+            return null;
+        }
+
+        public bool PrepareTapped() => false;
+
         public void Dispose() => inner.Dispose();
 
         private sealed class Call(IEarlyExitCall inner, CountingBackend owner, int classes) : IEarlyExitCall

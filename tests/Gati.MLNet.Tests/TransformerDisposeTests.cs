@@ -160,6 +160,14 @@ public sealed class TransformerDisposeTests(UntrainedModelZip zip) : IClassFixtu
             return false;
         }
 
+        public SingleGraphTaps? TryRunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+        {
+            exit = -1;
+            return null;
+        }
+
+        public bool PrepareTapped() => false;
+
         public void Dispose()
         {
             InnerDisposed = true;

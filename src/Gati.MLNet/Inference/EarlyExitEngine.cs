@@ -115,6 +115,12 @@ internal sealed class EarlyExitEngine : IDisposable
 
     private IEarlyExitObserver? _observer;
 
+    /// <summary>
+    /// Opens the single graph's tapped form ahead of the first call that keeps its activations (no request waits for the
+    /// session); false where the backend has none (such calls run segment by segment).
+    /// </summary>
+    internal bool PrepareTapped() => _backend.PrepareTapped();
+
     /// <summary>Whether this backend can hand out the activations it computed (for observers).</summary>
     internal bool ExposesActivations => ExecutionBackends.For(Backend).ExposesActivations(Device);
 
@@ -155,11 +161,22 @@ internal sealed class EarlyExitEngine : IDisposable
             var observer = Observer?.Observe(this, count);
             Span<float> thresholds = stackalloc float[_caches.Length];
             for (var i = 0; i < thresholds.Length; i++) thresholds[i] = Volatile.Read(ref _thresholds[i]);
-            // One input: one call through the single graph where the backend has it, unless the observer wants this call's
-            // activations as they pass (then segment by segment; an observer that keeps a row answered by the single graph
-            // copies its input and computes its activations later, off the request's path).
+            // One input: one call through the single graph where the backend has it; through its tapped form when the
+            // observer wants this call's activations (segment by segment where there is none). An observer that keeps a
+            // row answered by the plain single graph copies its input and computes its activations later, off the request's path.
             var size = InputShape.Size;
-            if (count == 1 && observer is not { WantsActivations: true } && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
+            if (count == 1 && observer is { WantsActivations: true })
+            {
+                using var taps = _backend.TryRunOneTapped(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var tappedExit);
+                if (taps is not null)
+                {
+                    Label(result, 0, tappedExit == _caches.Length ? 0 : _caches[tappedExit].Layer);
+                    result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
+                    observer.AnsweredTapped(taps, result);
+                    return result;
+                }
+            }
+            else if (count == 1 && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
             {
                 Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
                 result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
@@ -210,12 +227,12 @@ internal sealed class EarlyExitEngine : IDisposable
     }
 
     /// <summary>
-    /// What a whole-network request at batch 1 costs on the single graph and segment by segment with every cache
-    /// layer's activations copied out (what an observer that keeps the row pays), ms (<see cref="ThreadingChoice.Fast"/>
-    /// of <paramref name="runs"/> alternating calls) on a fixed random image with every cache off; null where the backend
+    /// What a whole-network request at batch 1 costs on the single graph and on its tapped form with every cache layer's
+    /// activations copied out (what an observer that keeps the row pays), ms (<see cref="ThreadingChoice.Fast"/> of
+    /// <paramref name="runs"/> alternating calls) on a fixed random image with every cache off; null where the backend
     /// has no single graph.
     /// </summary>
-    internal (double SingleGraphMs, double SegmentsMs)? TimeWholeRuns(int runs)
+    internal (double SingleGraphMs, double CopyingMs)? TimeWholeRuns(int runs)
     {
         Enter();
         try
@@ -229,29 +246,26 @@ internal sealed class EarlyExitEngine : IDisposable
             var probabilities = new float[ClassCount];
             var copies = _caches.Select(c => new float[c.InputSize]).ToArray();
             bool Single(ReadOnlySpan<float> thresholds) => _backend.TryRunOne(image, thresholds, probabilities, out _);
-            void Segments(ReadOnlySpan<float> thresholds)
+            void Tapped(ReadOnlySpan<float> thresholds)
             {
-                using var call = _backend.Begin(0, image, 1, thresholds);
-                for (var segment = 0; segment <= _caches.Length; segment++)
-                {
-                    call.Run(segment);
-                    if (segment < _caches.Length) call.Activation(segment)[..copies[segment].Length].CopyTo(copies[segment]);
-                }
+                using var taps = _backend.TryRunOneTapped(image, thresholds, probabilities, out _)
+                    ?? throw new InvalidOperationException("The backend has a single graph but no tapped form of it.");
+                for (var cache = 0; cache < _caches.Length; cache++) taps.Activation(cache).CopyTo(copies[cache]);
             }
             if (!Single(never)) return null;
-            Segments(never);
+            Tapped(never);
             var single = new double[runs];
-            var segments = new double[runs];
+            var tapped = new double[runs];
             for (var i = 0; i < runs; i++)
             {
                 var start = Stopwatch.GetTimestamp();
                 Single(never);
                 single[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
                 start = Stopwatch.GetTimestamp();
-                Segments(never);
-                segments[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                Tapped(never);
+                tapped[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             }
-            return (ThreadingChoice.Fast(single), ThreadingChoice.Fast(segments));
+            return (ThreadingChoice.Fast(single), ThreadingChoice.Fast(tapped));
         }
         finally
         {

@@ -19,13 +19,16 @@ internal interface IEarlyExitObserver
 internal interface IEarlyExitCallObserver
 {
     /// <summary>
-    /// This call must run segment by segment even at batch 1, where the single graph would answer it: the observer copies
-    /// activations as they pass instead of having them recomputed later.
+    /// This call of one input keeps what each cache saw: it runs on the single graph's tapped form
+    /// (<see cref="AnsweredTapped"/>), or segment by segment where the backend has none, instead of the plain single graph.
     /// </summary>
     bool WantsActivations { get; }
 
     /// <summary>The call of one input was answered by the single graph: no activations, only the input and the answer.</summary>
     void AnsweredWhole(ReadOnlySpan<float> input, EarlyExitBatch result);
+
+    /// <summary>The call of one input was answered by the tapped single graph: what each cache it reached saw, and the answer.</summary>
+    void AnsweredTapped(SingleGraphTaps taps, EarlyExitBatch result);
 
     /// <summary>
     /// Cache segment <paramref name="segment"/> ran on the rows at <paramref name="alive"/> (their indices in the call, by

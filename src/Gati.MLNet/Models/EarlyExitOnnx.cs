@@ -65,27 +65,53 @@ internal sealed class CacheGraph
 /// answered, or the number of caches when the base model did). Built from the base graph and the caches' graphs, so no
 /// TorchSharp network is needed.
 /// </summary>
+/// <remarks>
+/// The tapped form also outputs, per cache i, what the request passed there: <c>Activation{i}</c> (its cut point's value,
+/// [1, C, H, W]), <c>HitProbability{i}</c> [1] and <c>LogProbabilities{i}</c> [1, k]; a cache the request never reached
+/// gives empty tensors ([0, C, H, W], [0], [0, k]). Online caches run a request they keep on it: one call, as on the plain
+/// graph, where running segment by segment would cost a call per cache.
+/// </remarks>
 internal static class EarlyExitSingleGraph
 {
     public const string Exit = "Exit";
 
-    public static string Threshold(int cache) => string.Create(CultureInfo.InvariantCulture, $"{OnnxSegment.Threshold}{cache}");
+    public static string Threshold(int cache) => Indexed(OnnxSegment.Threshold, cache);
 
-    public static byte[] Build(BaseGraph baseGraph, IReadOnlyList<CacheGraph> caches)
+    /// <summary>The tapped graph's output of cache <paramref name="cache"/>'s cut point value.</summary>
+    public static string Activation(int cache) => Indexed(OnnxSegment.Activation, cache);
+
+    /// <summary>The tapped graph's output of cache <paramref name="cache"/>'s P(hit).</summary>
+    public static string HitProbability(int cache) => Indexed(OnnxSegment.HitProbability, cache);
+
+    /// <summary>The tapped graph's output of cache <paramref name="cache"/>'s log-probabilities.</summary>
+    public static string LogProbabilities(int cache) => Indexed(CacheOnnx.LogProbabilitiesOutput, cache);
+
+    private static string Indexed(string name, int cache) => string.Create(CultureInfo.InvariantCulture, $"{name}{cache}");
+
+    public static byte[] Build(BaseGraph baseGraph, IReadOnlyList<CacheGraph> caches, bool tapped = false)
     {
         var ordered = caches.OrderBy(c => c.Cut).ToArray();
-        var graph = new OnnxGraphBuilder("gati-early-exit-single");
+        var graph = new OnnxGraphBuilder(tapped ? "gati-early-exit-single-tapped" : "gati-early-exit-single");
         var dims = baseGraph.DimsAt(0);
         var x = graph.Input(OnnxSegment.Input, TensorProto.Types.DataType.Float, [1, .. dims.Select(d => (long?)d)]);
         for (var i = 0; i < ordered.Length; i++) graph.Input(Threshold(i), TensorProto.Types.DataType.Float, 1);
-        var (probabilities, exit) = From(graph, baseGraph, ordered, 0, x);
+        var (probabilities, exit, taps) = From(graph, baseGraph, ordered, 0, x, tapped);
         graph.Output(graph.Rename(probabilities, OnnxSegment.Probabilities), TensorProto.Types.DataType.Float, 1, baseGraph.ClassCount);
         graph.Output(graph.Rename(exit, Exit), TensorProto.Types.DataType.Int64, 1);
+        for (var i = 0; i < taps.Length; i++)
+        {
+            graph.OutputOfAnyShape(graph.Rename(taps[i].Activation, Activation(i)), TensorProto.Types.DataType.Float);
+            graph.OutputOfAnyShape(graph.Rename(taps[i].HitProbability, HitProbability(i)), TensorProto.Types.DataType.Float);
+            graph.OutputOfAnyShape(graph.Rename(taps[i].LogProbabilities, LogProbabilities(i)), TensorProto.Types.DataType.Float);
+        }
         return graph.ToBytes();
     }
 
-    /// <summary>Cache <paramref name="index"/>'s segment from the output of the previous one, and everything after it.</summary>
-    private static (string Probabilities, string Exit) From(OnnxGraphBuilder graph, BaseGraph baseGraph, CacheGraph[] caches, int index, string x)
+    /// <summary>
+    /// Cache <paramref name="index"/>'s segment from the output of the previous one, and everything after it; when
+    /// <paramref name="tapped"/>, also what each cache from <paramref name="index"/> on saw (empty where it was not reached).
+    /// </summary>
+    private static (string Probabilities, string Exit, Tap[] Taps) From(OnnxGraphBuilder graph, BaseGraph baseGraph, CacheGraph[] caches, int index, string x, bool tapped)
     {
         var first = index == 0 ? 0 : caches[index - 1].Cut;
         var last = index < caches.Length ? caches[index].Cut : baseGraph.Cuts.Count + 1;
@@ -94,24 +120,48 @@ internal static class EarlyExitSingleGraph
         if (index == caches.Length)
         {
             var exitIndex = graph.Int64Constant("exit", [index], 1);
-            return (graph.Node("Softmax", [x], ("axis", 1)), graph.Node("Identity", [exitIndex]));
+            return (graph.Node("Softmax", [x], ("axis", 1)), graph.Node("Identity", [exitIndex]), []);
         }
 
         var cache = caches[index];
         var prefix = string.Create(CultureInfo.InvariantCulture, $"cache{last}/");
         var (logProbabilities, hitProbability) = cache.Emit(graph, x, prefix);
         var hit = graph.Node("GreaterOrEqual", [hitProbability, Threshold(index)]);
+        // The deeper caches' taps pass through the If: empty on a hit, the rest of the network's on a miss.
+        var deeper = tapped ? caches.Length - index - 1 : 0;
 
         var answer = graph.Branch(prefix + "hit");
         answer.Output(answer.Node("Exp", [logProbabilities]), TensorProto.Types.DataType.Float, 1, k);
         answer.Output(answer.Node("Identity", [answer.Int64Constant(prefix + "exit", [index], 1)]), TensorProto.Types.DataType.Int64, 1);
+        for (var j = index + 1; j < index + 1 + deeper; j++)
+        {
+            var cut = baseGraph.DimsAt(caches[j].Cut);
+            answer.OutputOfAnyShape(answer.Node("Identity", [answer.Constant(prefix + "none", [], [0, .. cut])]), TensorProto.Types.DataType.Float);
+            answer.OutputOfAnyShape(answer.Node("Identity", [answer.Constant(prefix + "none", [], 0)]), TensorProto.Types.DataType.Float);
+            answer.OutputOfAnyShape(answer.Node("Identity", [answer.Constant(prefix + "none", [], 0, k)]), TensorProto.Types.DataType.Float);
+        }
         var rest = graph.Branch(prefix + "miss");
-        var (probabilities, exit) = From(rest, baseGraph, caches, index + 1, x);
+        var (probabilities, exit, restTaps) = From(rest, baseGraph, caches, index + 1, x, tapped);
         rest.Output(probabilities, TensorProto.Types.DataType.Float, 1, k);
         rest.Output(exit, TensorProto.Types.DataType.Int64, 1);
-        var outputs = graph.Node("If", [hit], 2, ("then_branch", answer.Graph), ("else_branch", rest.Graph));
-        return (outputs[0], outputs[1]);
+        foreach (var tap in restTaps)
+        {
+            rest.OutputOfAnyShape(tap.Activation, TensorProto.Types.DataType.Float);
+            rest.OutputOfAnyShape(tap.HitProbability, TensorProto.Types.DataType.Float);
+            rest.OutputOfAnyShape(tap.LogProbabilities, TensorProto.Types.DataType.Float);
+        }
+        var outputs = graph.Node("If", [hit], 2 + 3 * deeper, ("then_branch", answer.Graph), ("else_branch", rest.Graph));
+        if (!tapped) return (outputs[0], outputs[1], []);
+        Tap[] taps =
+        [
+            new(x, hitProbability, logProbabilities),
+            .. Enumerable.Range(0, deeper).Select(j => new Tap(outputs[2 + 3 * j], outputs[3 + 3 * j], outputs[4 + 3 * j])),
+        ];
+        return (outputs[0], outputs[1], taps);
     }
+
+    /// <summary>What one cache saw, by value name.</summary>
+    private readonly record struct Tap(string Activation, string HitProbability, string LogProbabilities);
 }
 
 /// <summary>Cuts a base graph with its caches into ONNX segments (docs/model-format.md#onnx-segments).</summary>

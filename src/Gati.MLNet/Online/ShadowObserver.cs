@@ -39,6 +39,8 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             if (result.ExitLayer[0] == 0) tap.LeftOut(1);
         }
 
+        public void AnsweredTapped(SingleGraphTaps taps, EarlyExitBatch result) => AnsweredWhole([], result);
+
         public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
         {
         }
@@ -98,10 +100,37 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             }]);
         }
 
+        public void AnsweredTapped(SingleGraphTaps taps, EarlyExitBatch result)
+        {
+            var exitLayer = result.ExitLayer[0];
+            var fullRun = exitLayer == 0;
+            if (!Kept(0, fullRun)) return;
+            var sampledRow = Sampled(0);
+            var row = new ShadowRow(EarlyExitEngine.NextRowSequence(), exitLayer, result.PredictedClass[0], sampledRow, _caches)
+            {
+                Engine = engine,
+                ThresholdVersion = _version,
+                BaseProbabilities = fullRun ? result.Probabilities.AsSpan(0, engine.ClassCount).ToArray() : null,
+            };
+            // As on segment calls: every layer the request passed keeps what the window keeps of it; a sampled row keeps
+            // its exit layer's activations whole, for the worker to run the rest of the network from.
+            for (var s = 0; s < _caches; s++)
+            {
+                if (!taps.Reached(s)) continue;
+                var cache = engine.Caches[s];
+                var activation = taps.Activation(s);
+                row.Features[s] = sampledRow && cache.Layer == exitLayer ? ShadowRow.Keep(activation) : cache.ReduceRow(activation);
+                row.HitProbabilities[s] = taps.HitProbability(s);
+                row.PredictedClasses[s] = EarlyExitEngine.ArgMax(taps.LogProbabilities(s));
+            }
+            tap.Captured([row]);
+        }
+
         public void AfterCache(IEarlyExitCall call, int segment, SegmentResult output, ReadOnlySpan<int> alive)
         {
             // Allocated on the first segment, not for calls that the single graph answers.
-            _hitProbability ??= Enumerable.Range(0, _caches).Select(_ => new float[count]).ToArray();
+            // NaN for the caches a row never reaches (the segments after its exit do not run for it).
+            _hitProbability ??= Enumerable.Range(0, _caches).Select(_ => Enumerable.Repeat(float.NaN, count).ToArray()).ToArray();
             _predicted ??= Enumerable.Range(0, _caches).Select(_ => Enumerable.Repeat(-1, count).ToArray()).ToArray();
             _features ??= Enumerable.Range(0, _caches).Select(_ => new float[]?[count]).ToArray();
             _aliveAfter ??= new int[_caches][];

@@ -59,6 +59,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
         _exitMix = new ExitMixWatch(_layers.Length);
         // Timed before the observer is attached, on the serving engine's own sessions.
         CopyActivations = ActivationCopy.For(engine, options);
+        if (CopyActivations.Copy) engine.PrepareTapped();
         _observer = new ShadowObserver(this);
         engine.Observer = _observer;
         // Off the request path, below serving's priority: labelling, judging and continuing sampled rows.
@@ -186,6 +187,8 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
     {
         if (!engine.Caches.Select(c => c.Layer).SequenceEqual(Layers))
             throw new ArgumentException("The new engine's caches must sit on the same layers.", nameof(engine));
+        // A new generation's tapped graph opens here, on the updater's thread, not on the first kept request.
+        if (CopyActivations.Copy) engine.PrepareTapped();
         engine.Observer = _observer;
         var old = Interlocked.Exchange(ref _engine, engine);
         if (!ReferenceEquals(old, engine)) old.Observer = null;

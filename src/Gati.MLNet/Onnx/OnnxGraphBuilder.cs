@@ -174,6 +174,9 @@ internal sealed class OnnxGraphBuilder
     /// <summary>Declares a graph output (the value must already exist under this name).</summary>
     public void Output(string name, TensorProto.Types.DataType type, params long?[] dims) => _graph.Output.Add(ValueInfo(name, type, dims));
 
+    /// <summary>Declares a graph output whose shape is left open (an <c>If</c> branch's, which may be empty in the other branch).</summary>
+    public void OutputOfAnyShape(string name, TensorProto.Types.DataType type) => _graph.Output.Add(ValueInfo(name, type, (long[]?)null));
+
     /// <summary>The model, with producer information and metadata.</summary>
     public ModelProto ToModel(IReadOnlyDictionary<string, string>? metadata = null) => Model(_graph, Opset, metadata ?? new Dictionary<string, string>());
 

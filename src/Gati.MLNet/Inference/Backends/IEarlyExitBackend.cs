@@ -27,6 +27,15 @@ internal interface IEarlyExitBackend : IDisposable
     /// answered, or the number of caches when the base model did. False when there is no such path (then nothing is run).
     /// </summary>
     bool TryRunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit);
+
+    /// <summary>
+    /// As <see cref="TryRunOne"/>, on the single graph's tapped form: also hands out what each cache the request reached saw
+    /// (the caller disposes it). Null where there is no such path (then nothing is run).
+    /// </summary>
+    SingleGraphTaps? TryRunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit);
+
+    /// <summary>Opens what <see cref="TryRunOneTapped"/> runs on ahead of the first call; false where there is no such path.</summary>
+    bool PrepareTapped();
 }
 
 /// <summary>One engine call's state; not shared between threads.</summary>

@@ -18,7 +18,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     private readonly ConcurrentBag<IPooledOnnxCall> _idle = new();
     private int _disposed;
 
-    private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, byte[]? single, BaseGraph baseGraph, IReadOnlyList<int> cacheLayers, string device,
+    private OnnxRuntimeBackend(IReadOnlyList<OnnxSegment> segments, byte[]? single, Func<byte[]> tapped, BaseGraph baseGraph, IReadOnlyList<int> cacheLayers, string device,
         EarlyExitEngineOptions options, ThreadingChoice threading)
     {
         CacheLayers = cacheLayers;
@@ -27,7 +27,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         try
         {
             if (single is not null && !OnnxRuntimeSessions.IsCuda(device))
-                SingleGraph = new OnnxSingleGraphSessions(single, cacheLayers.Count, device, options, threading);
+                SingleGraph = new OnnxSingleGraphSessions(single, tapped, cacheLayers.Count, device, options, threading);
         }
         catch
         {
@@ -56,7 +56,7 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         var segments = EarlyExitOnnx.Segments(baseGraph, cacheGraphs);
         var single = options.SingleGraphAtBatchOne && device == "cpu" ? EarlyExitSingleGraph.Build(baseGraph, cacheGraphs) : null;
         var threading = device == "cpu" ? ThreadingChoice.For(baseGraph, options) : ThreadingChoice.Fixed(1);
-        return new OnnxRuntimeBackend(segments, single, baseGraph, caches.Select(c => c.Layer).ToArray(), device, options, threading);
+        return new OnnxRuntimeBackend(segments, single, () => EarlyExitSingleGraph.Build(baseGraph, cacheGraphs, tapped: true), baseGraph, caches.Select(c => c.Layer).ToArray(), device, options, threading);
     }
 
     public string Description { get; }
@@ -97,6 +97,36 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
         if ((uint)exit > (uint)CacheLayers.Count)
             throw new InvalidOperationException($"The single-graph early exit answered from exit {exit}; it has {CacheLayers.Count} caches and the base model's head.");
         return true;
+    }
+
+    public bool PrepareTapped()
+    {
+        if (SingleGraph is null) return false;
+        SingleGraph.PrepareTapped();
+        return true;
+    }
+
+    public SingleGraphTaps? TryRunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+    {
+        exit = -1;
+        if (SingleGraph is null) return null;
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var call = (OnnxSegmentCall)(_idle.TryTake(out var idle) ? idle : new OnnxSegmentCall(this));
+        SingleGraphTaps taps;
+        try
+        {
+            taps = call.RunOneTapped(image, thresholds, probabilities, out exit);
+        }
+        finally
+        {
+            call.Dispose();
+        }
+        if ((uint)exit > (uint)CacheLayers.Count)
+        {
+            taps.Dispose();
+            throw new InvalidOperationException($"The tapped single graph answered from exit {exit}; it has {CacheLayers.Count} caches and the base model's head.");
+        }
+        return taps;
     }
 
     /// <summary>A call that ended: back to the pool, or freed when the backend is disposed.</summary>

@@ -36,6 +36,31 @@ internal sealed class OnnxSegmentCall(OnnxRuntimeBackend owner) : IPooledOnnxCal
     /// <summary>One image through the single graph; returns the exit index.</summary>
     public int RunOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities)
     {
+        BindOne(image, thresholds);
+        owner.SingleGraph!.Run(_runOptions, _oneInputs, _oneOutputs);
+        _oneProbabilities.CopyTo(probabilities);
+        return (int)_oneExit[0];
+    }
+
+    /// <summary>As <see cref="RunOne"/>, on the tapped single graph: also hands out what each cache saw.</summary>
+    public SingleGraphTaps RunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+    {
+        BindOne(image, thresholds);
+        var taps = owner.SingleGraph!.RunTapped(_runOptions, _oneInputs);
+        try
+        {
+            taps.Answer(probabilities, out exit);
+            return taps;
+        }
+        catch
+        {
+            taps.Dispose();
+            throw;
+        }
+    }
+
+    private void BindOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds)
+    {
         SetThresholds(thresholds);
         if (_oneInputs.Length == 0)
         {
@@ -54,9 +79,6 @@ internal sealed class OnnxSegmentCall(OnnxRuntimeBackend owner) : IPooledOnnxCal
             ];
         }
         image[..owner.Segments.InputSizes[0]].CopyTo(_oneInput);
-        owner.SingleGraph!.Run(_runOptions, _oneInputs, _oneOutputs);
-        _oneProbabilities.CopyTo(probabilities);
-        return (int)_oneExit[0];
     }
 
     private void SetThresholds(ReadOnlySpan<float> thresholds)

@@ -5,7 +5,8 @@ namespace Gati.MLNet.Inference.Backends;
 
 /// <summary>
 /// The whole early exit for one input as one graph (<see cref="EarlyExitSingleGraph"/>, CPU only): a session with the
-/// threads the measurement chose, and, when that is several, one on a single thread for calls made while others run.
+/// threads the measurement chose, and, when that is several, one on a single thread for calls made while others run;
+/// and, opened on first need (<see cref="PrepareTapped"/>), the tapped form for calls whose activations are kept.
 /// </summary>
 internal sealed class OnnxSingleGraphSessions : IDisposable
 {
@@ -13,11 +14,27 @@ internal sealed class OnnxSingleGraphSessions : IDisposable
     private readonly InferenceSession? _session;
     private readonly InferenceSession? _one;
     private readonly string[] _inputNames;
+    private readonly string[] _tappedOutputNames;
+    private readonly int _caches;
+    private readonly Lazy<InferenceSession> _tapped;
     private int _inFlight;
 
-    public OnnxSingleGraphSessions(byte[] graph, int caches, string device, EarlyExitEngineOptions options, ThreadingChoice threading)
+    /// <param name="graph">The single graph.</param>
+    /// <param name="tappedGraph">Builds its tapped form (called once, on first need).</param>
+    /// <param name="caches">Number of caches (one threshold input each).</param>
+    /// <param name="device">Where it runs.</param>
+    /// <param name="options">The engine's options.</param>
+    /// <param name="threading">Threads per call, as measured or set.</param>
+    public OnnxSingleGraphSessions(byte[] graph, Func<byte[]> tappedGraph, int caches, string device, EarlyExitEngineOptions options, ThreadingChoice threading)
     {
+        _caches = caches;
         _inputNames = [OnnxSegment.Input, .. Enumerable.Range(0, caches).Select(EarlyExitSingleGraph.Threshold)];
+        _tappedOutputNames = SingleGraphTaps.OutputNames(caches);
+        _tapped = new Lazy<InferenceSession>(() =>
+        {
+            using var tappedOptions = OnnxRuntimeSessions.Options(options, device, threading.Threads, singleGraph: true);
+            return new InferenceSession(tappedGraph(), tappedOptions);
+        }, LazyThreadSafetyMode.ExecutionAndPublication);
         try
         {
             using var singleOptions = OnnxRuntimeSessions.Options(options, device, threading.Threads, singleGraph: true);
@@ -51,9 +68,20 @@ internal sealed class OnnxSingleGraphSessions : IDisposable
         }
     }
 
+    /// <summary>Opens the tapped graph's session now (about as long as opening the single graph's), so no request waits for it.</summary>
+    public void PrepareTapped() => _ = _tapped.Value;
+
+    /// <summary>
+    /// Runs the tapped graph on bound inputs (the image, then one threshold per cache); its outputs, allocated by ONNX
+    /// Runtime, are handed out with what each cache saw.
+    /// </summary>
+    public SingleGraphTaps RunTapped(RunOptions runOptions, OrtValue[] inputs) =>
+        new(_tapped.Value.Run(runOptions, _inputNames, inputs, _tappedOutputNames), _caches);
+
     public void Dispose()
     {
         _session?.Dispose();
         _one?.Dispose();
+        if (_tapped.IsValueCreated) _tapped.Value.Dispose();
     }
 }

@@ -33,6 +33,14 @@ internal sealed class TorchSharpBackend : IEarlyExitBackend
         return false;
     }
 
+    public SingleGraphTaps? TryRunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit)
+    {
+        exit = -1;
+        return null;
+    }
+
+    public bool PrepareTapped() => false;
+
     public IEarlyExitCall Begin(int segment, float[] inputs, int count, ReadOnlySpan<float> thresholds) => new Call(this, segment, inputs, count, thresholds);
 
     public void Dispose()
