@@ -105,6 +105,50 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
     }
 
     [Fact]
+    public void TappedSingleGraph_GivesThePlainOnesAnswers_AndWhatEachCacheItReachedSaw()
+    {
+        // Online caches run the requests they keep on the tapped form: its answer must be the plain graph's, and its taps
+        // the segment calls' activations, P(hit) and probabilities, for exactly the caches the request reached.
+        var caches = fixture.Caches.Caches;
+        using var backend = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
+        Assert.True(backend.PrepareTapped());
+        var thresholds = caches.Select(c => (float)c.Calibration.Threshold).ToArray();
+        var classes = fixture.Caches.BaseModel.ClassCount;
+        var exits = new HashSet<int>();
+        foreach (var image in fixture.Images(300))
+        {
+            var plain = new float[classes];
+            var tapped = new float[classes];
+            Assert.True(backend.TryRunOne(image, thresholds, plain, out var exit));
+            using var taps = backend.TryRunOneTapped(image, thresholds, tapped, out var tappedExit);
+            Assert.NotNull(taps);
+            Assert.Equal(exit, tappedExit);
+            Assert.True(plain.Zip(tapped).All(p => Math.Abs(p.First - p.Second) < 1e-5), "the tapped graph's probabilities differ from the plain one's");
+            exits.Add(exit);
+            using var call = backend.Begin(0, image, 1, thresholds);
+            for (var c = 0; c < caches.Count; c++)
+            {
+                Assert.Equal(c <= exit, taps!.Reached(c));
+                if (c > exit)
+                {
+                    Assert.True(taps.Activation(c).IsEmpty && taps.LogProbabilities(c).IsEmpty && float.IsNaN(taps.HitProbability(c)));
+                    continue;
+                }
+                var segment = call.Run(c);
+                Assert.True(Math.Abs(segment.HitProbabilities[0] - taps.HitProbability(c)) < 1e-5, $"cache {c}: P(hit) {taps.HitProbability(c)} against {segment.HitProbabilities[0]} on segment calls");
+                Assert.Equal(c == exit, taps.HitProbability(c) >= thresholds[c]);
+                var logProbabilities = taps.LogProbabilities(c).ToArray();
+                Assert.True(logProbabilities.Zip(segment.Probabilities.ToArray()).All(p => Math.Abs(MathF.Exp(p.First) - p.Second) < 1e-5), $"cache {c}: probabilities differ");
+                var expected = call.Activation(c)[..caches[c].InputSize].ToArray();
+                Assert.Equal(expected.Length, taps.Activation(c).Length);
+                Assert.True(expected.Zip(taps.Activation(c).ToArray()).All(p => Math.Abs(p.First - p.Second) <= 1e-4 * Math.Max(1, Math.Abs(p.First))), $"cache {c}: activations differ");
+            }
+        }
+        // Rows that exit at every cache and rows that reach the head, or the test proves little.
+        Assert.Equal(Enumerable.Range(0, caches.Count + 1), exits.Order());
+    }
+
+    [Fact]
     public void SingleGraphAtBatchOne_ReadsThresholdsMovedWhileServing()
     {
         var images = fixture.Images(100).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();

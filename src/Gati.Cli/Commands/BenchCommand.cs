@@ -60,7 +60,7 @@ internal static class BenchCommand
         var noUpdates = new Option<bool>("--no-updates") { Description = "Online caches only watch and react (no background updater): what shadowing and reactions cost alone." };
         var copyActivations = new Option<string>("--copy-activations")
         {
-            Description = "Where kept rows' activations come from at batch 1: auto (timed: segment calls unless they cost more than 25 % more than the single graph), on (the request copies them on segment calls) or off (the worker recomputes them after the single graph).",
+            Description = "Where kept rows' activations come from at batch 1: auto (timed: copied unless the single graph's tapped form costs more than 25 % more than its plain form), on (the request copies them from the tapped graph) or off (the worker recomputes them after the single graph).",
             DefaultValueFactory = _ => "auto",
         };
         copyActivations.Require(v => v is "auto" or "on" or "off", "must be auto, on or off");

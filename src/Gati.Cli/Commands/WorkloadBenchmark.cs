@@ -234,7 +234,7 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
         var staticMean = fixedCaches.Average(s => s.Ms);
         var atExit = exits.ToDictionary(e => e, e => fixedCaches.Where(s => s.ExitLayer == e).Select(s => s.Ms).DefaultIfEmpty(double.NaN).Average());
         // Online requests against what static paid at the same exits: those drawn to keep a row (at batch 1 they may run
-        // segment by segment and copy activations), and the others, which only share the cores with background work.
+        // on the tapped single graph and copy activations), and the others, which only share the cores with background work.
         string Extra(bool drawn)
         {
             var group = updated.Where(s => s.Drawn == drawn && !double.IsNaN(atExit[s.ExitLayer])).ToArray();

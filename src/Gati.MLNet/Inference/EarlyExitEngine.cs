@@ -75,7 +75,7 @@ internal sealed class EarlyExitEngine : IDisposable
     /// A second engine over the same base model and caches for a background thread: its own segment sessions, which run
     /// every operator on the calling thread, so that the thread's low priority (BackgroundPriority) covers all of the work.
     /// On the serving engine's sessions, part of each call ran on their pool threads at serving's priority, and competed
-    /// there with requests served segment by segment. Costs one more copy of the weights.
+    /// there with requests. Costs one more copy of the weights.
     /// </summary>
     internal EarlyExitEngine CreateBackgroundWorker() =>
         Create(BaseModel, _caches, EarlyExitEngineOptions.ForBackgroundWork(Backend, Device));

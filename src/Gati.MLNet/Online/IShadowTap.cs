@@ -27,8 +27,9 @@ internal interface IShadowTap
     }
 
     /// <summary>
-    /// A call of one input that keeps its row runs segment by segment and copies the activations as they pass, instead of
-    /// taking the single graph and leaving the worker to recompute them from a copy of the input.
+    /// A call of one input that keeps its row copies the activations as it runs (on the single graph's tapped form, or
+    /// segment by segment), instead of taking the plain single graph and leaving the worker to recompute them from a copy of
+    /// the input.
     /// </summary>
     bool CopyActivations { get; }
 

@@ -10,8 +10,8 @@ public sealed class OnlineCacheOptions
     public double SampleFraction { get; set; } = 0.1;
 
     /// <summary>
-    /// Also keep every request that ran the whole network, as training rows for the updater (on segment calls they cost
-    /// a copy; on the single graph the worker recomputes their activations: <see cref="CopyActivationsOnRequest"/>). Ignored when <see cref="Updates"/> is off:
+    /// Also keep every request that ran the whole network, as training rows for the updater (copied from the request, they
+    /// cost a copy; after the plain single graph the worker recomputes their activations: <see cref="CopyActivationsOnRequest"/>). Ignored when <see cref="Updates"/> is off:
     /// these rows never enter the live agreement.
     /// </summary>
     public bool CaptureFullRuns { get; set; } = true;
@@ -20,22 +20,22 @@ public sealed class OnlineCacheOptions
     /// Share of the requests that ran the whole network kept as training rows (with <see cref="CaptureFullRuns"/>; drawn
     /// with <see cref="Seed"/> before each request, so that a row left out costs nothing). Full runs can be half of all
     /// requests (the imported ResNet-18): a kept one costs the shadow worker a whole forward pass where the worker
-    /// recomputes activations, and makes its request run segment by segment where requests copy them
-    /// (<see cref="CopyActivationsOnRequest"/>). Keeping a quarter of them cuts that by three quarters, while the window
-    /// still fills with current rows.
+    /// recomputes activations, and a copy of every cache layer's activations (reduced on the request's thread) where
+    /// requests copy them (<see cref="CopyActivationsOnRequest"/>). Keeping a quarter of them cuts that by three quarters,
+    /// while the window still fills with current rows.
     /// </summary>
     public double FullRunFraction { get; set; } = 1;
 
     /// <summary>
     /// Where a kept row's activations come from when ONNX Runtime on the CPU would answer its request with the single
     /// graph (one input per call), which keeps them to itself. True: a request that is sampled, or whose full run would be
-    /// kept, runs segment by segment and keeps each cache layer's activations as it passes (reduced as the window keeps
-    /// them, whole at the layer a sampled row exits at); the shadow worker then only continues sampled rows that exited
-    /// early. False: the request takes the single graph and hands over a copy of its
+    /// kept, runs on the single graph's tapped form, one call that also outputs what each cache it reached saw, and keeps
+    /// each cache layer's activations (reduced as the window keeps them, whole at the layer a sampled row exits at); the
+    /// shadow worker then only continues sampled rows that exited early. Where the engine has no single graph such a
+    /// request runs segment by segment. False: the request takes the plain single graph and hands over a copy of its
     /// input; the worker recomputes every cache layer from it, a whole forward pass per row beside serving. Null (the
-    /// default) times a whole-network request both ways when the sampler starts and copies unless segment calls cost more
-    /// than 25 % more: on a large network (the imported ResNet-18) they cost a few percent more, on a small one the calls'
-    /// fixed overhead can decide against them. <see cref="ShadowSampler.ActivationSource"/> says which was chosen and why.
+    /// default) times a whole-network request both ways when the sampler starts and copies unless the tapped graph costs
+    /// more than 25 % more. <see cref="ShadowSampler.ActivationSource"/> says which was chosen and why.
     /// </summary>
     public bool? CopyActivationsOnRequest { get; set; }
 

@@ -82,8 +82,8 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             return false;
         }
 
-        // One input whose row is kept whatever it does runs segment by segment when the tap copies activations; one that is
-        // kept only if it runs the whole network does too (which it does about as often as the caches miss).
+        // One input whose row is kept whatever it does runs on the tapped single graph when the tap copies activations; one
+        // that is kept only if it runs the whole network does too (which it does about as often as the caches miss).
         public bool WantsActivations => count == 1 && tap.CopyActivations && (Sampled(0) || KeepsFullRun(0));
 
         public void AnsweredWhole(ReadOnlySpan<float> input, EarlyExitBatch result)

@@ -81,8 +81,8 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
     internal ActivationCopy CopyActivations { get; }
 
     /// <summary>
-    /// Whether a request kept at batch 1 runs segment by segment and copies its activations (true) or takes the single
-    /// graph, the worker recomputing them (<see cref="OnlineCacheOptions.CopyActivationsOnRequest"/>).
+    /// Whether a request kept at batch 1 copies its activations as it runs (true: on the single graph's tapped form, or
+    /// segment by segment where the engine has no single graph) or takes the plain single graph, the worker recomputing them (<see cref="OnlineCacheOptions.CopyActivationsOnRequest"/>).
     /// </summary>
     public bool CopiesActivations => CopyActivations.Copy;
 
@@ -237,7 +237,7 @@ public sealed partial class ShadowSampler : IShadowTap, IDisposable
 
     /// <summary>
     /// Rows that calls drew to keep before they ran: sampled, or kept should they run the whole network. At batch 1 with
-    /// <see cref="CopiesActivations"/>, each such request ran segment by segment instead of on the single graph.
+    /// <see cref="CopiesActivations"/>, each such request ran on the single graph's tapped form instead of its plain one.
     /// </summary>
     public long RowsDrawn => Interlocked.Read(ref _rowsDrawn);
 

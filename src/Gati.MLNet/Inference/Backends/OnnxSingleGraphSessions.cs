@@ -59,7 +59,10 @@ internal sealed class OnnxSingleGraphSessions : IDisposable
         var concurrent = Interlocked.Increment(ref _inFlight) > 1;
         try
         {
-            var session = concurrent && _one is { } one ? one : _session!;
+            // Once the tapped form is open (online caches keep some requests' activations), every call alone takes it, asking
+            // only for the answer: one session, so the requests that keep their activations do not find its weights and
+            // buffers cold after calls on the plain one.
+            var session = concurrent && _one is { } one ? one : _tapped.IsValueCreated ? _tapped.Value : _session!;
             session.Run(runOptions, _inputNames, inputs, OutputNames, outputs);
         }
         finally

@@ -22,7 +22,11 @@ internal sealed class SingleGraphTaps : IDisposable
         }
         _outputs = outputs;
         Caches = caches;
+        // Empty outputs (caches not reached) may have no data to view: known once, from each output's shape.
+        _empty = outputs.Select(v => v.GetTensorTypeAndShape().ElementCount == 0).ToArray();
     }
+
+    private readonly bool[] _empty;
 
     /// <summary>The tapped graph's outputs: the answer (probabilities, exit), then per cache its activation, P(hit), log-probabilities.</summary>
     internal static string[] OutputNames(int caches) =>
@@ -56,8 +60,8 @@ internal sealed class SingleGraphTaps : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(cache);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(cache, Caches);
-        var value = _outputs[2 + 3 * cache + which];
-        return value.GetTensorTypeAndShape().ElementCount == 0 ? [] : value.GetTensorDataAsSpan<float>();
+        var index = 2 + 3 * cache + which;
+        return _empty[index] ? [] : _outputs[index].GetTensorDataAsSpan<float>();
     }
 
     public void Dispose() => _outputs.Dispose();
