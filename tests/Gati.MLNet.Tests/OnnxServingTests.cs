@@ -110,6 +110,8 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         // Online caches run the requests they keep on the tapped form: its answer must be the plain graph's, and its taps
         // the segment calls' activations, P(hit) and probabilities, for exactly the caches the request reached.
         var caches = fixture.Caches.Caches;
+        // A backend whose tapped form is open answers every call alone on it: the plain graph's answers come from another.
+        using var plainBackend = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
         using var backend = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
         Assert.True(backend.PrepareTapped());
         var thresholds = caches.Select(c => (float)c.Calibration.Threshold).ToArray();
@@ -119,7 +121,11 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         {
             var plain = new float[classes];
             var tapped = new float[classes];
-            Assert.True(backend.TryRunOne(image, thresholds, plain, out var exit));
+            Assert.True(plainBackend.TryRunOne(image, thresholds, plain, out var exit));
+            var answer = new float[classes];
+            Assert.True(backend.TryRunOne(image, thresholds, answer, out var answerExit));
+            Assert.Equal(exit, answerExit);
+            Assert.True(plain.Zip(answer).All(p => Math.Abs(p.First - p.Second) < 1e-5), "the tapped session's plain answer differs from the plain graph's");
             using var taps = backend.TryRunOneTapped(image, thresholds, tapped, out var tappedExit);
             Assert.NotNull(taps);
             Assert.Equal(exit, tappedExit);

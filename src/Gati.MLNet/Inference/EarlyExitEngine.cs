@@ -117,7 +117,8 @@ internal sealed class EarlyExitEngine : IDisposable
 
     /// <summary>
     /// Opens the single graph's tapped form ahead of the first call that keeps its activations (no request waits for the
-    /// session); false where the backend has none (such calls run segment by segment).
+    /// session), and answers every one-input call on it from then on; false where the backend has none (such calls run
+    /// segment by segment).
     /// </summary>
     internal bool PrepareTapped() => _backend.PrepareTapped();
 
@@ -230,7 +231,7 @@ internal sealed class EarlyExitEngine : IDisposable
     /// What a whole-network request at batch 1 costs on the single graph and on its tapped form with every cache layer's
     /// activations copied out (what an observer that keeps the row pays), ms (<see cref="ThreadingChoice.Fast"/> of
     /// <paramref name="runs"/> alternating calls) on a fixed random image with every cache off; null where the backend
-    /// has no single graph.
+    /// has no single graph. Meant for before <see cref="PrepareTapped"/>, after which both answer on the tapped form.
     /// </summary>
     internal (double SingleGraphMs, double CopyingMs)? TimeWholeRuns(int runs)
     {

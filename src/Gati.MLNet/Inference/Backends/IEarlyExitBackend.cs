@@ -34,7 +34,10 @@ internal interface IEarlyExitBackend : IDisposable
     /// </summary>
     SingleGraphTaps? TryRunOneTapped(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds, Span<float> probabilities, out int exit);
 
-    /// <summary>Opens what <see cref="TryRunOneTapped"/> runs on ahead of the first call; false where there is no such path.</summary>
+    /// <summary>
+    /// Opens what <see cref="TryRunOneTapped"/> runs on ahead of the first call, and has <see cref="TryRunOne"/> answer on it
+    /// from then on (one session for every call); false where there is no such path.
+    /// </summary>
     bool PrepareTapped();
 }
 
