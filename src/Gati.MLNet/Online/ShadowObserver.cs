@@ -16,15 +16,15 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
     {
         var sampled = tap.Choose(count);
         var keepFullRuns = tap.CaptureFullRuns ? tap.KeepFullRuns(count) ?? Enumerable.Repeat(true, count).ToArray() : null;
+        var drawn = 0;
+        for (var i = 0; i < count; i++)
+            if (sampled?[i] == true || keepFullRuns?[i] == true) drawn++;
         // A call that keeps no row costs nothing more than the draws.
-        if (sampled?.Contains(true) != true && keepFullRuns?.Contains(true) != true)
+        if (drawn == 0)
         {
             if (keepFullRuns is not null) return new LeavingOut(tap);
             return null;
         }
-        var drawn = 0;
-        for (var i = 0; i < count; i++)
-            if (sampled?[i] == true || keepFullRuns?[i] == true) drawn++;
         tap.Drawn(drawn);
         return new ShadowCall(engine, tap, count, sampled, keepFullRuns);
     }
@@ -72,6 +72,18 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
         // Kept should it run the whole network (drawn before the call).
         private bool KeepsFullRun(int row) => keepFullRuns is { } k && k[row];
 
+        // The row handed over for one position of this call, as served; its features come after.
+        private ShadowRow NewRow(EarlyExitBatch result, int row) =>
+            new(EarlyExitEngine.NextRowSequence(), result.ExitLayer[row], result.PredictedClass[row], Sampled(row), _caches)
+            {
+                Engine = engine,
+                ThresholdVersion = _version,
+            };
+
+        // A call of one input that ran the whole network: its answer is the base model's, the label of a full run.
+        private float[]? BaseAnswerOfOne(EarlyExitBatch result) =>
+            result.ExitLayer[0] == 0 ? result.Probabilities.AsSpan(0, engine.ClassCount).ToArray() : null;
+
         // Whether a row is handed over, once it is known whether it ran the whole network; counts a full run left out.
         private bool Kept(int row, bool fullRun)
         {
@@ -91,13 +103,10 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             var fullRun = result.ExitLayer[0] == 0;
             if (!Kept(0, fullRun)) return;
             // The tap's worker computes the activations later, off the request's path (the single graph keeps them to itself).
-            tap.Captured([new ShadowRow(EarlyExitEngine.NextRowSequence(), result.ExitLayer[0], result.PredictedClass[0], Sampled(0), _caches)
-            {
-                Engine = engine,
-                ThresholdVersion = _version,
-                Input = input.ToArray(),
-                BaseProbabilities = fullRun ? result.Probabilities.AsSpan(0, engine.ClassCount).ToArray() : null,
-            }]);
+            var row = NewRow(result, 0);
+            row.Input = input.ToArray();
+            row.BaseProbabilities = BaseAnswerOfOne(result);
+            tap.Captured([row]);
         }
 
         public void AnsweredTapped(SingleGraphTaps taps, EarlyExitBatch result)
@@ -105,13 +114,8 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
             var exitLayer = result.ExitLayer[0];
             var fullRun = exitLayer == 0;
             if (!Kept(0, fullRun)) return;
-            var sampledRow = Sampled(0);
-            var row = new ShadowRow(EarlyExitEngine.NextRowSequence(), exitLayer, result.PredictedClass[0], sampledRow, _caches)
-            {
-                Engine = engine,
-                ThresholdVersion = _version,
-                BaseProbabilities = fullRun ? result.Probabilities.AsSpan(0, engine.ClassCount).ToArray() : null,
-            };
+            var row = NewRow(result, 0);
+            row.BaseProbabilities = BaseAnswerOfOne(result);
             // As on segment calls: every layer the request passed keeps what the window keeps of it; a sampled row keeps
             // its exit layer's activations whole, for the worker to run the rest of the network from.
             for (var s = 0; s < _caches; s++)
@@ -119,7 +123,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
                 if (!taps.Reached(s)) continue;
                 var cache = engine.Caches[s];
                 var activation = taps.Activation(s);
-                row.Features[s] = sampledRow && cache.Layer == exitLayer ? ShadowRow.Keep(activation) : cache.ReduceRow(activation);
+                row.Features[s] = row.Sampled && cache.Layer == exitLayer ? ShadowRow.Keep(activation) : cache.ReduceRow(activation);
                 row.HitProbabilities[s] = taps.HitProbability(s);
                 row.PredictedClasses[s] = EarlyExitEngine.ArgMax(taps.LogProbabilities(s));
             }
@@ -198,11 +202,7 @@ internal sealed class ShadowObserver(IShadowTap tap) : IEarlyExitObserver
                 var sampledRow = Sampled(row);
                 // Full runs were kept or left out (and counted) at the end.
                 if (!sampledRow && _base?[row] is null) continue;
-                var shadowRow = new ShadowRow(EarlyExitEngine.NextRowSequence(), result.ExitLayer[row], result.PredictedClass[row], sampledRow, _caches)
-                {
-                    Engine = engine,
-                    ThresholdVersion = _version,
-                };
+                var shadowRow = NewRow(result, row);
                 for (var s = 0; s < _caches; s++)
                 {
                     shadowRow.Features[s] = _features?[s][row];
