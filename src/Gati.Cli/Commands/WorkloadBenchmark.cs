@@ -217,22 +217,23 @@ internal sealed partial class WorkloadBenchmark(IAnsiConsole console)
     private static string ExitBreakdown(Served[] fixedCaches, Served[] updated)
     {
         var exits = fixedCaches.Concat(updated).Select(s => s.ExitLayer).Distinct().Order().ToArray();
+        // Static's mean latency at each exit (NaN at an exit it never took).
+        var atExit = exits.ToDictionary(e => e, e => fixedCaches.Where(s => s.ExitLayer == e).Select(s => s.Ms).DefaultIfEmpty(double.NaN).Average());
         var parts = new List<string>();
         double mixOnly = 0;
         foreach (var exit in exits)
         {
-            var atStatic = fixedCaches.Where(s => s.ExitLayer == exit).ToArray();
+            var atStatic = fixedCaches.Count(s => s.ExitLayer == exit);
             var atOnline = updated.Where(s => s.ExitLayer == exit).ToArray();
-            var staticMs = atStatic.Length == 0 ? double.NaN : atStatic.Average(s => s.Ms);
+            var staticMs = atExit[exit];
             var onlineMs = atOnline.Length == 0 ? double.NaN : atOnline.Average(s => s.Ms);
             // An exit static never took is costed at online's own figure.
-            mixOnly += atOnline.Length * (atStatic.Length == 0 ? onlineMs : staticMs);
+            mixOnly += atOnline.Length * (atStatic == 0 ? onlineMs : staticMs);
             parts.Add(string.Create(CultureInfo.InvariantCulture,
-                $"{(exit == 0 ? "whole network" : $"layer {exit}")} {staticMs:F3} / {onlineMs:F3} ms ({atStatic.Length / (double)fixedCaches.Length:P1} / {atOnline.Length / (double)updated.Length:P1})"));
+                $"{(exit == 0 ? "whole network" : $"layer {exit}")} {staticMs:F3} / {onlineMs:F3} ms ({atStatic / (double)fixedCaches.Length:P1} / {atOnline.Length / (double)updated.Length:P1})"));
         }
         mixOnly /= updated.Length;
         var staticMean = fixedCaches.Average(s => s.Ms);
-        var atExit = exits.ToDictionary(e => e, e => fixedCaches.Where(s => s.ExitLayer == e).Select(s => s.Ms).DefaultIfEmpty(double.NaN).Average());
         // Online requests against what static paid at the same exits: those drawn to keep a row (at batch 1 they may run
         // on the tapped single graph and copy activations), and the others, which only share the cores with background work.
         string Extra(bool drawn)
