@@ -155,6 +155,53 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
     }
 
     [Fact]
+    public async Task PrepareTapped_WhileCallsRun_ClosesThePlainSessionUnderNone_AndAnswersStayThePlainOnes()
+    {
+        // PrepareTapped switches every call alone to the tapped session and closes the plain one: calls already on it must
+        // end first, and calls racing the switch must answer on one session or the other, never on a closed one.
+        var caches = fixture.Caches.Caches;
+        var thresholds = caches.Select(c => (float)c.Calibration.Threshold).ToArray();
+        var classes = fixture.Caches.BaseModel.ClassCount;
+        var images = fixture.Images(40).ToArray();
+        using var reference = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
+        var expected = images.Select(image =>
+        {
+            var probabilities = new float[classes];
+            Assert.True(reference.TryRunOne(image, thresholds, probabilities, out var exit));
+            return (probabilities, exit);
+        }).ToArray();
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            using var backend = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
+            var sessions = backend.SingleGraph!;
+            Assert.True(sessions.PlainSessionOpen);
+            using var stop = new CancellationTokenSource();
+            var calls = 0;
+            var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            var callers = Enumerable.Range(0, 3).Select(t => Task.Run(() =>
+            {
+                var probabilities = new float[classes];
+                for (var i = t; !stop.IsCancellationRequested; i++)
+                {
+                    var k = i % images.Length;
+                    backend.TryRunOne(images[k], thresholds, probabilities, out var exit);
+                    if (exit != expected[k].exit || probabilities.Zip(expected[k].probabilities).Any(p => Math.Abs(p.First - p.Second) > 1e-5))
+                        failures.Enqueue($"image {k}: exit {exit} against {expected[k].exit}");
+                    Interlocked.Increment(ref calls);
+                }
+            })).ToArray();
+            while (Volatile.Read(ref calls) < 10 * (attempt + 1)) await Task.Delay(1);
+            Assert.True(backend.PrepareTapped());
+            Assert.False(sessions.PlainSessionOpen);
+            var after = Volatile.Read(ref calls);
+            while (Volatile.Read(ref calls) < after + 30) await Task.Delay(1);
+            await stop.CancelAsync();
+            await Task.WhenAll(callers);
+            Assert.Empty(failures);
+        }
+    }
+
+    [Fact]
     public void SingleGraphAtBatchOne_ReadsThresholdsMovedWhileServing()
     {
         var images = fixture.Images(100).Select(i => new LearnedCachesTests.ImageInput { Image = i }).ToArray();

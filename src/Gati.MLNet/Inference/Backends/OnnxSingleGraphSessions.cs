@@ -7,19 +7,23 @@ namespace Gati.MLNet.Inference.Backends;
 /// The whole early exit for one input as one graph (<see cref="EarlyExitSingleGraph"/>, CPU only): a session with the
 /// threads the measurement chose, and, when that is several, one on a single thread for calls made while others run;
 /// and, opened on first need, the tapped form for calls whose activations are kept (<see cref="PrepareTapped"/> opens it
-/// ahead and makes every call alone take it).
+/// ahead, makes every call alone take it, and closes the plain session once no call is left on it).
 /// </summary>
 internal sealed class OnnxSingleGraphSessions : IDisposable
 {
     private static readonly string[] OutputNames = [OnnxSegment.Probabilities, EarlyExitSingleGraph.Exit];
-    private readonly InferenceSession? _session;
+    // The plain session at the chosen threads: closed (null) by PrepareTapped once the calls on it have ended.
+    private InferenceSession? _session;
     private readonly InferenceSession? _one;
     private readonly string[] _inputNames;
     private readonly string[] _tappedOutputNames;
     private readonly int _caches;
     private readonly Lazy<InferenceSession> _tapped;
-    private volatile bool _answerOnTapped;
+    // 1 after PrepareTapped: calls alone take the tapped session.
+    private int _answerOnTapped;
     private int _inFlight;
+    // Calls that chose the plain session and may still be running on it (PrepareTapped waits for none before closing it).
+    private int _onPlain;
 
     /// <param name="graph">The single graph.</param>
     /// <param name="tappedGraph">Builds its tapped form (called once, on first need).</param>
@@ -61,11 +65,33 @@ internal sealed class OnnxSingleGraphSessions : IDisposable
         var concurrent = Interlocked.Increment(ref _inFlight) > 1;
         try
         {
+            if (concurrent && _one is { } one)
+            {
+                one.Run(runOptions, _inputNames, inputs, OutputNames, outputs);
+                return;
+            }
             // After PrepareTapped (online caches copy some requests' activations), every call alone takes the tapped form, asking
             // only for the answer: one session, so the requests that keep their activations do not find its weights and
-            // buffers cold after calls on the plain one.
-            var session = concurrent && _one is { } one ? one : _answerOnTapped ? _tapped.Value : _session!;
-            session.Run(runOptions, _inputNames, inputs, OutputNames, outputs);
+            // buffers cold after calls on the plain one. A call counts itself on the plain session before it reads the
+            // switch, and PrepareTapped sets the switch before it waits for that count to reach zero (both full fences): a
+            // call that still finds the switch off is waited for, so the plain session is never closed under one.
+            if (Volatile.Read(ref _answerOnTapped) == 0)
+            {
+                Interlocked.Increment(ref _onPlain);
+                try
+                {
+                    if (Volatile.Read(ref _answerOnTapped) == 0)
+                    {
+                        _session!.Run(runOptions, _inputNames, inputs, OutputNames, outputs);
+                        return;
+                    }
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref _onPlain);
+                }
+            }
+            _tapped.Value.Run(runOptions, _inputNames, inputs, OutputNames, outputs);
         }
         finally
         {
@@ -73,16 +99,23 @@ internal sealed class OnnxSingleGraphSessions : IDisposable
         }
     }
 
+    /// <summary>Whether the plain session is still open (until <see cref="PrepareTapped"/> closes it).</summary>
+    internal bool PlainSessionOpen => Volatile.Read(ref _session) is not null;
+
     /// <summary>
     /// Opens the tapped graph's session now (about as long as opening the single graph's), so no request waits for it, and
     /// from then on answers every call alone on it (<see cref="Run"/>): on the imported ResNet-18, requests that kept
     /// their activations on a session of their own cost 12.9 % more than static's at the same exits, on the one every
-    /// request uses 0.7 % (docs/benchmarks.md).
+    /// request uses 0.7 % (docs/benchmarks.md). Then closes the plain session, once the calls already on it have ended:
+    /// nothing takes it again, and it held a copy of the weights and its own buffers.
     /// </summary>
     public void PrepareTapped()
     {
         _ = _tapped.Value;
-        _answerOnTapped = true;
+        Interlocked.Exchange(ref _answerOnTapped, 1);
+        var wait = new SpinWait();
+        while (Volatile.Read(ref _onPlain) != 0) wait.SpinOnce(sleep1Threshold: 20);
+        Interlocked.Exchange(ref _session, null)?.Dispose();
     }
 
     /// <summary>
@@ -94,7 +127,7 @@ internal sealed class OnnxSingleGraphSessions : IDisposable
 
     public void Dispose()
     {
-        _session?.Dispose();
+        Interlocked.Exchange(ref _session, null)?.Dispose();
         _one?.Dispose();
         if (_tapped.IsValueCreated) _tapped.Value.Dispose();
     }
