@@ -163,7 +163,9 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         var thresholds = caches.Select(c => (float)c.Calibration.Threshold).ToArray();
         var classes = fixture.Caches.BaseModel.ClassCount;
         var images = fixture.Images(40).ToArray();
-        using var reference = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
+        // One thread per call, set: no one-thread session for concurrent calls, so every call races on the plain or tapped one.
+        var options = new EarlyExitEngineOptions { Backend = ExecutionBackend.OnnxRuntime, Device = "cpu", SingleGraphThreads = 1 };
+        using var reference = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, options);
         var expected = images.Select(image =>
         {
             var probabilities = new float[classes];
@@ -172,7 +174,7 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
         }).ToArray();
         for (var attempt = 0; attempt < 3; attempt++)
         {
-            using var backend = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, OnnxRuntime);
+            using var backend = Inference.Backends.OnnxRuntimeBackend.Create(fixture.Caches.BaseModel, caches, options);
             var sessions = backend.SingleGraph!;
             Assert.True(sessions.PlainSessionOpen);
             using var stop = new CancellationTokenSource();
@@ -190,11 +192,16 @@ public sealed class OnnxServingTests(CachesFixture fixture) : IClassFixture<Cach
                     Interlocked.Increment(ref calls);
                 }
             })).ToArray();
-            while (Volatile.Read(ref calls) < 10 * (attempt + 1)) await Task.Delay(1);
+            // A caller that failed ends its loop: stop waiting for calls then, and let WhenAll report why.
+            async Task CallsReach(int count)
+            {
+                while (Volatile.Read(ref calls) < count && !callers.Any(c => c.IsCompleted)) await Task.Delay(1);
+            }
+            await CallsReach(10 * (attempt + 1));
             Assert.True(backend.PrepareTapped());
             Assert.False(sessions.PlainSessionOpen);
             var after = Volatile.Read(ref calls);
-            while (Volatile.Read(ref calls) < after + 30) await Task.Delay(1);
+            await CallsReach(after + 30);
             await stop.CancelAsync();
             await Task.WhenAll(callers);
             Assert.Empty(failures);
