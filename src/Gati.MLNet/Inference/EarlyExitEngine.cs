@@ -166,21 +166,25 @@ internal sealed class EarlyExitEngine : IDisposable
             // observer wants this call's activations (segment by segment where there is none). An observer that keeps a
             // row answered by the plain single graph copies its input and computes its activations later, off the request's path.
             var size = InputShape.Size;
+            // A single graph's answer: exit index i is cache i, the number of caches the base model's head (layer 0).
+            void Answered(int exit)
+            {
+                Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
+                result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
+            }
             if (count == 1 && observer is { WantsActivations: true })
             {
                 using var taps = _backend.TryRunOneTapped(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var tappedExit);
                 if (taps is not null)
                 {
-                    Label(result, 0, tappedExit == _caches.Length ? 0 : _caches[tappedExit].Layer);
-                    result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
+                    Answered(tappedExit);
                     observer.AnsweredTapped(taps, result);
                     return result;
                 }
             }
             else if (count == 1 && _backend.TryRunOne(images.AsSpan(0, size), thresholds, result.Probabilities.AsSpan(0, classes), out var exit))
             {
-                Label(result, 0, exit == _caches.Length ? 0 : _caches[exit].Layer);
-                result.ElapsedMs = clock.Elapsed.TotalMilliseconds;
+                Answered(exit);
                 observer?.AnsweredWhole(images.AsSpan(0, size), result);
                 return result;
             }

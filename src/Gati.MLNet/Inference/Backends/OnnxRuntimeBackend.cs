@@ -84,18 +84,8 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     {
         exit = -1;
         if (SingleGraph is null) return false;
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var call = (OnnxSegmentCall)(_idle.TryTake(out var idle) ? idle : new OnnxSegmentCall(this));
-        try
-        {
-            exit = call.RunOne(image, thresholds, probabilities);
-        }
-        finally
-        {
-            call.Dispose();
-        }
-        if ((uint)exit > (uint)CacheLayers.Count)
-            throw new InvalidOperationException($"The single-graph early exit answered from exit {exit}; it has {CacheLayers.Count} caches and the base model's head.");
+        using var call = RentSingleGraphCall();
+        exit = call.RunOne(image, thresholds, probabilities);
         return true;
     }
 
@@ -110,23 +100,15 @@ internal sealed class OnnxRuntimeBackend : IEarlyExitBackend
     {
         exit = -1;
         if (SingleGraph is null) return null;
+        using var call = RentSingleGraphCall();
+        return call.RunOneTapped(image, thresholds, probabilities, out exit);
+    }
+
+    /// <summary>A pooled CPU call for the single graph (its bound inputs and outputs are reused); back to the pool when disposed.</summary>
+    private OnnxSegmentCall RentSingleGraphCall()
+    {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        var call = (OnnxSegmentCall)(_idle.TryTake(out var idle) ? idle : new OnnxSegmentCall(this));
-        SingleGraphTaps taps;
-        try
-        {
-            taps = call.RunOneTapped(image, thresholds, probabilities, out exit);
-        }
-        finally
-        {
-            call.Dispose();
-        }
-        if ((uint)exit > (uint)CacheLayers.Count)
-        {
-            taps.Dispose();
-            throw new InvalidOperationException($"The tapped single graph answered from exit {exit}; it has {CacheLayers.Count} caches and the base model's head.");
-        }
-        return taps;
+        return (OnnxSegmentCall)(_idle.TryTake(out var idle) ? idle : new OnnxSegmentCall(this));
     }
 
     /// <summary>A call that ended: back to the pool, or freed when the backend is disposed.</summary>

@@ -39,7 +39,7 @@ internal sealed class OnnxSegmentCall(OnnxRuntimeBackend owner) : IPooledOnnxCal
         BindOne(image, thresholds);
         owner.SingleGraph!.Run(_runOptions, _oneInputs, _oneOutputs);
         _oneProbabilities.CopyTo(probabilities);
-        return (int)_oneExit[0];
+        return CheckedExit(_oneExit[0], "single-graph early exit");
     }
 
     /// <summary>As <see cref="RunOne"/>, on the tapped single graph: also hands out what each cache saw.</summary>
@@ -49,7 +49,8 @@ internal sealed class OnnxSegmentCall(OnnxRuntimeBackend owner) : IPooledOnnxCal
         var taps = owner.SingleGraph!.RunTapped(_runOptions, _oneInputs);
         try
         {
-            taps.Answer(probabilities, out exit);
+            taps.Answer(probabilities, out var answered);
+            exit = CheckedExit(answered, "tapped single graph");
             return taps;
         }
         catch
@@ -58,6 +59,12 @@ internal sealed class OnnxSegmentCall(OnnxRuntimeBackend owner) : IPooledOnnxCal
             throw;
         }
     }
+
+    /// <summary>A single graph's exit output: a cache's index, or the number of caches for the base model's head.</summary>
+    private int CheckedExit(long exit, string graph) =>
+        (ulong)exit <= (ulong)owner.CacheLayers.Count
+            ? (int)exit
+            : throw new InvalidOperationException($"The {graph} answered from exit {exit}; it has {owner.CacheLayers.Count} caches and the base model's head.");
 
     private void BindOne(ReadOnlySpan<float> image, ReadOnlySpan<float> thresholds)
     {
