@@ -99,11 +99,8 @@ internal static class EarlyExitSingleGraph
         graph.Output(graph.Rename(probabilities, OnnxSegment.Probabilities), TensorProto.Types.DataType.Float, 1, baseGraph.ClassCount);
         graph.Output(graph.Rename(exit, Exit), TensorProto.Types.DataType.Int64, 1);
         for (var i = 0; i < taps.Length; i++)
-        {
-            graph.OutputOfAnyShape(graph.Rename(taps[i].Activation, Activation(i)), TensorProto.Types.DataType.Float);
-            graph.OutputOfAnyShape(graph.Rename(taps[i].HitProbability, HitProbability(i)), TensorProto.Types.DataType.Float);
-            graph.OutputOfAnyShape(graph.Rename(taps[i].LogProbabilities, LogProbabilities(i)), TensorProto.Types.DataType.Float);
-        }
+            Declare(graph, new Tap(graph.Rename(taps[i].Activation, Activation(i)), graph.Rename(taps[i].HitProbability, HitProbability(i)),
+                graph.Rename(taps[i].LogProbabilities, LogProbabilities(i))));
         return graph.ToBytes();
     }
 
@@ -136,20 +133,14 @@ internal static class EarlyExitSingleGraph
         for (var j = index + 1; j < index + 1 + deeper; j++)
         {
             var cut = baseGraph.DimsAt(caches[j].Cut);
-            answer.OutputOfAnyShape(answer.Node("Identity", [answer.Constant(prefix + "none", [], [0, .. cut])]), TensorProto.Types.DataType.Float);
-            answer.OutputOfAnyShape(answer.Node("Identity", [answer.Constant(prefix + "none", [], 0)]), TensorProto.Types.DataType.Float);
-            answer.OutputOfAnyShape(answer.Node("Identity", [answer.Constant(prefix + "none", [], 0, k)]), TensorProto.Types.DataType.Float);
+            Declare(answer, new Tap(answer.Node("Identity", [answer.Constant(prefix + "none", [], [0, .. cut])]),
+                answer.Node("Identity", [answer.Constant(prefix + "none", [], 0)]), answer.Node("Identity", [answer.Constant(prefix + "none", [], 0, k)])));
         }
         var rest = graph.Branch(prefix + "miss");
         var (probabilities, exit, restTaps) = From(rest, baseGraph, caches, index + 1, x, tapped);
         rest.Output(probabilities, TensorProto.Types.DataType.Float, 1, k);
         rest.Output(exit, TensorProto.Types.DataType.Int64, 1);
-        foreach (var tap in restTaps)
-        {
-            rest.OutputOfAnyShape(tap.Activation, TensorProto.Types.DataType.Float);
-            rest.OutputOfAnyShape(tap.HitProbability, TensorProto.Types.DataType.Float);
-            rest.OutputOfAnyShape(tap.LogProbabilities, TensorProto.Types.DataType.Float);
-        }
+        foreach (var tap in restTaps) Declare(rest, tap);
         var outputs = graph.Node("If", [hit], 2 + 3 * deeper, ("then_branch", answer.Graph), ("else_branch", rest.Graph));
         if (!tapped) return (outputs[0], outputs[1], []);
         Tap[] taps =
@@ -162,6 +153,17 @@ internal static class EarlyExitSingleGraph
 
     /// <summary>What one cache saw, by value name.</summary>
     private readonly record struct Tap(string Activation, string HitProbability, string LogProbabilities);
+
+    /// <summary>
+    /// Declares a tap's three values as outputs of <paramref name="graph"/> (the whole graph, or an If branch), in the order
+    /// SingleGraphTaps reads them, shapes left open: a cache not reached gives empty tensors.
+    /// </summary>
+    private static void Declare(OnnxGraphBuilder graph, Tap tap)
+    {
+        graph.OutputOfAnyShape(tap.Activation, TensorProto.Types.DataType.Float);
+        graph.OutputOfAnyShape(tap.HitProbability, TensorProto.Types.DataType.Float);
+        graph.OutputOfAnyShape(tap.LogProbabilities, TensorProto.Types.DataType.Float);
+    }
 }
 
 /// <summary>Cuts a base graph with its caches into ONNX segments (docs/model-format.md#onnx-segments).</summary>
